@@ -1,0 +1,313 @@
+"""Profiles (smoke / default / paper) as plain dataclasses, plus paths and seeding.
+
+A profile is plain values. Anything can be overridden from outside with dotted keys, the same way
+from a papermill parameter (``overrides={"finetune.full_epochs": 2}``), from the CLI
+(``--set finetune.full_epochs=2``) or from Python (``get_profile("smoke", {...})``).
+
+``get_profile(None)`` reads ``$FER_PROFILE`` (``make test`` sets it to ``smoke`` so that nbval runs
+every notebook on the smoke profile) and falls back to ``default``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PROFILE_NAMES = ("smoke", "default", "paper")
+
+
+@dataclass
+class DataConfig:
+    """Sizes of the synthetic embedded default and limits on real data."""
+
+    synthetic_seed: int = 0
+    n_identities: int = 40            # VGGFace2-style identity folders
+    images_per_identity: int = 20
+    n_utkface: int = 2000             # UTKFace-style chips
+    n_affectnet_train: int = 2400     # AffectNet-style rows (training.csv)
+    n_affectnet_val: int = 400        # validation.csv
+    n_fer2013_per_class: int = 150    # FER2013-style folders, per class and split
+    n_afew_per_class: int = 6         # AFEW-style videos per class and split
+    n_vgaf_per_class: int = 6         # VGAF-style videos per class and split
+    n_affwild2_videos: int = 4
+    video_frames: int = 48
+    video_size: tuple[int, int] = (320, 240)
+    chip_size: int = 200
+    real_limit: int | None = None     # cap on rows per split of a real dataset (None: all)
+    num_workers: int = 2
+
+
+@dataclass
+class TrainConfig:
+    """One training stage; the trainer reads these values and nothing else."""
+
+    backbone: str = "mobilenetv2_100"
+    image_size: int = 112
+    batch_size: int = 64
+    head_epochs: int = 1              # stage 1: only the heads train
+    full_epochs: int = 4              # stage 2: all layers
+    lr_head: float = 1e-3
+    lr_full: float = 1e-4
+    optimizer: str = "adam"           # adam | adamw | sgd
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    sam: bool = False
+    sam_rho: float = 0.05
+    scheduler: str = "cosine"         # cosine | step | none
+    step_size: int = 10
+    gamma: float = 0.1
+    label_smoothing: float = 0.0
+    class_weights: bool = True
+    augment: bool = False
+    amp: bool = True                  # used only where the device supports it
+    channels_last: bool = True
+    grad_clip: float | None = None
+    max_train_seconds: float | None = None
+    pretrained_file: str | None = None  # local ImageNet / VGGFace2 weights
+
+
+@dataclass
+class GCNConfig:
+    """Paper B's label-graph head."""
+
+    tau: float = 0.1
+    p: float = 0.5
+    hidden: int = 512
+    layers: int = 2
+    embedding: str = "packaged"       # packaged | onehot | path to a GloVe-format file
+
+
+@dataclass
+class VideoConfig:
+    stride: int = 1
+    strides: tuple[int, ...] = (1, 2, 3, 4, 6, 10)
+    min_face_afew: int = 32
+    min_face_vgaf: int = 64
+    classifier: str = "linear_svc"    # linear_svc | rbf_svc | random_forest
+    C_grid: tuple[float, ...] = (0.1, 0.3, 1.1, 3.0, 10.0)
+    batch_size: int = 32
+
+
+@dataclass
+class Profile:
+    name: str = "default"
+    seed: int = 42
+    device: str = "auto"              # auto | cpu | cuda | cuda:N
+    data: DataConfig = field(default_factory=DataConfig)
+    pretrain_identity: TrainConfig = field(default_factory=lambda: TrainConfig(head_epochs=0, full_epochs=3))
+    pretrain_attributes: TrainConfig = field(default_factory=TrainConfig)
+    finetune: TrainConfig = field(default_factory=TrainConfig)
+    gcn: GCNConfig = field(default_factory=GCNConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def override(self, overrides: dict[str, Any] | None) -> Profile:
+        """A copy with dotted-key overrides applied (values may be strings, as from a CLI)."""
+        out = copy.deepcopy(self)
+        for key, value in (overrides or {}).items():
+            _set_dotted(out, key, value)
+        return out
+
+    def summary(self) -> str:
+        lines = [f"profile {self.name!r} (seed {self.seed}, device {self.device})"]
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if dataclasses.is_dataclass(v):
+                kv = ", ".join(f"{k}={w}" for k, w in dataclasses.asdict(v).items())
+                lines.append(f"  {f.name}: {kv}")
+        return "\n".join(lines)
+
+
+def _profile_smoke() -> Profile:
+    tiny = dict(backbone="mobilenetv2_050", image_size=64, batch_size=32, head_epochs=0, full_epochs=1,
+                lr_full=1e-3, amp=False)
+    return Profile(
+        name="smoke",
+        seed=0,
+        data=DataConfig(n_identities=6, images_per_identity=6, n_utkface=96, n_affectnet_train=96,
+                        n_affectnet_val=48, n_fer2013_per_class=8, n_afew_per_class=2, n_vgaf_per_class=2,
+                        n_affwild2_videos=2, video_frames=12, video_size=(160, 120), chip_size=96,
+                        real_limit=256, num_workers=0),
+        pretrain_identity=TrainConfig(**tiny),
+        pretrain_attributes=TrainConfig(**tiny),
+        finetune=TrainConfig(**tiny),
+        video=VideoConfig(strides=(1, 2, 4), C_grid=(1.1,), batch_size=16),
+    )
+
+
+def _profile_default() -> Profile:
+    return Profile(name="default")
+
+
+def _profile_paper() -> Profile:
+    """Published hyperparameters (REFERENCE.md); for a GPU machine or a cluster."""
+    return Profile(
+        name="paper",
+        seed=42,
+        data=DataConfig(real_limit=None, num_workers=8, n_identities=500, images_per_identity=40,
+                        n_utkface=20000, n_affectnet_train=40000, n_affectnet_val=4000),
+        # Face-ID on VGGFace2: 1 epoch head-only lr 1e-3, 10 epochs all layers lr 1e-4, SAM(Adam), batch 48.
+        pretrain_identity=TrainConfig(backbone="efficientnet_b0", image_size=224, batch_size=48, head_epochs=1,
+                                      full_epochs=10, sam=True, scheduler="none", augment=True),
+        # Attributes (MobileNet v1): 3 epochs head-only 1e-3, then 30 epochs 1e-4.
+        pretrain_attributes=TrainConfig(backbone="mobilenetv1_100", image_size=224, batch_size=64,
+                                        head_epochs=3, full_epochs=30, scheduler="none"),
+        # AffectNet: 3 epochs head-only 1e-3, 6 epochs all layers 1e-4, SAM(Adam), resize only.
+        finetune=TrainConfig(backbone="efficientnet_b0", image_size=224, batch_size=48, head_epochs=3,
+                             full_epochs=6, sam=True, scheduler="none", label_smoothing=0.1),
+        gcn=GCNConfig(tau=0.1, p=0.5),
+        video=VideoConfig(C_grid=(1.1,)),
+    )
+
+
+_FACTORIES = {"smoke": _profile_smoke, "default": _profile_default, "paper": _profile_paper}
+
+
+def get_profile(name: str | None = None, overrides: dict[str, Any] | None = None) -> Profile:
+    """The named profile (None: ``$FER_PROFILE`` or ``default``) with overrides applied."""
+    name = name or os.environ.get("FER_PROFILE") or "default"
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILE_NAMES)}")
+    return _FACTORIES[name]().override(overrides)
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, str]:
+    """``["a.b=1", "c=x"]`` -> ``{"a.b": "1", "c": "x"}`` (values are converted on assignment)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    if not isinstance(value, str) or isinstance(current, str):
+        return value
+    low = value.lower()
+    if low in ("none", "null"):
+        return None
+    if isinstance(current, bool):
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{key}: expected a boolean, got {value!r}")
+    if isinstance(current, (tuple, list)):
+        parts = [p for p in value.strip("()[]").split(",") if p.strip()]
+        conv = type(current[0]) if current else str
+        return tuple(conv(p.strip()) for p in parts)
+    if isinstance(current, int):
+        return int(value)
+    if isinstance(current, float):
+        return float(value)
+    # current is None: best effort number parsing
+    for conv in (int, float):
+        try:
+            return conv(value)
+        except ValueError:
+            pass
+    return value
+
+
+def _set_dotted(obj: Any, key: str, value: Any) -> None:
+    parts = key.split(".")
+    target = obj
+    for p in parts[:-1]:
+        if not hasattr(target, p):
+            raise KeyError(f"unknown config section {p!r} in override {key!r}")
+        target = getattr(target, p)
+    leaf = parts[-1]
+    if not dataclasses.is_dataclass(target) or leaf not in {f.name for f in dataclasses.fields(target)}:
+        known = [f.name for f in dataclasses.fields(target)] if dataclasses.is_dataclass(target) else []
+        raise KeyError(f"unknown config key {key!r}; known here: {', '.join(known)}")
+    setattr(target, leaf, _coerce(value, getattr(target, leaf), key))
+
+
+# ----------------------------------------------------------------------------------------------- paths
+@dataclass(frozen=True)
+class Paths:
+    repo: Path
+    data: Path          # synthetic data and prepared crops (git-ignored)
+    results: Path       # executed notebooks, tables, figures, metrics.csv
+    real_root: Path | None  # FER_DATA_ROOT: folder holding real datasets in their distributed layout
+
+    @property
+    def tables(self) -> Path:
+        return self.results / "tables"
+
+    @property
+    def figures(self) -> Path:
+        return self.results / "figures"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.results / "checkpoints"
+
+    @property
+    def metrics_csv(self) -> Path:
+        return self.results / "metrics.csv"
+
+    def synthetic(self, profile: Profile | str) -> Path:
+        name = profile if isinstance(profile, str) else profile.name
+        return self.data / "synthetic" / name
+
+    def real(self, dataset: str) -> Path | None:
+        """Folder of a real dataset under FER_DATA_ROOT, or None where it is not there."""
+        if self.real_root is None:
+            return None
+        p = self.real_root / dataset
+        return p if p.exists() else None
+
+
+def repo_root() -> Path:
+    here = Path(__file__).resolve().parent.parent
+    if (here / "pyproject.toml").exists():
+        return here
+    return Path.cwd()
+
+
+def get_paths(data_root: str | os.PathLike | None = None) -> Paths:
+    """Paths from the environment: FER_DATA_DIR, FER_RESULTS_DIR, FER_DATA_ROOT (or ``data_root``)."""
+    root = repo_root()
+    data = Path(os.environ.get("FER_DATA_DIR") or root / "data")
+    results = Path(os.environ.get("FER_RESULTS_DIR") or root / "results")
+    real = data_root or os.environ.get("FER_DATA_ROOT") or None
+    real_path = Path(real).expanduser().resolve() if real else None
+    if real_path is not None and not real_path.is_dir():
+        raise FileNotFoundError(
+            f"FER_DATA_ROOT={real} is not a folder; point it at a folder that holds datasets in their "
+            "distributed layout (e.g. utkface/images, fer2013/train) or unset it to use synthetic data")
+    return Paths(repo=root, data=data.resolve(), results=results.resolve(), real_root=real_path)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - third-party code draws from the legacy global state
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def resolve_device(name: str = "auto"):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

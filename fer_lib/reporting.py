@@ -1,0 +1,125 @@
+"""One place for reproduced numbers, tables and figures.
+
+Every stage records its headline metrics through :func:`record_metrics` into ``results/metrics.csv``
+(one row per metric). Re-running a stage replaces its earlier rows with the same
+(stage, dataset, split, model, metric, profile) key. Tables and README numbers are built from that
+file, never typed in.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from . import io
+from .config import Paths, get_paths
+from .provenance import git_commit
+
+METRICS_COLUMNS = ["stage", "dataset", "split", "model", "metric", "value", "profile", "train_seconds",
+                   "seed", "git_commit", "timestamp"]
+METRICS_KEY = ["stage", "dataset", "split", "model", "metric", "profile"]
+
+
+@contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path) + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def load_metrics(path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """All recorded metrics (an empty frame with the right columns when none were recorded)."""
+    path = Path(path) if path else get_paths().metrics_csv
+    if not path.exists():
+        return pd.DataFrame(columns=METRICS_COLUMNS)
+    return pd.read_csv(path, keep_default_na=False, na_values={"value": [""], "train_seconds": [""]})
+
+
+def record_metrics(stage: str, dataset: str, split: str, model: str, metrics: Mapping[str, float], *,
+                   profile: str, seed: int, train_seconds: float | None = None,
+                   path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Upsert one row per metric into ``metrics.csv`` (atomic, locked); returns the new rows."""
+    if not metrics:
+        raise ValueError("record_metrics needs at least one metric")
+    path = Path(path) if path else get_paths().metrics_csv
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    rows = pd.DataFrame([
+        {"stage": stage, "dataset": dataset, "split": split, "model": model, "metric": name,
+         "value": float(value), "profile": profile,
+         "train_seconds": None if train_seconds is None else round(float(train_seconds), 1),
+         "seed": int(seed), "git_commit": git_commit(), "timestamp": stamp}
+        for name, value in metrics.items()
+    ], columns=METRICS_COLUMNS)
+    with _locked(path):
+        old = load_metrics(path)
+        if len(old):
+            key_new = set(map(tuple, rows[METRICS_KEY].astype(str).values))
+            keep = [tuple(r) not in key_new for r in old[METRICS_KEY].astype(str).values]
+            old = old[keep]
+        frames = [f for f in (old, rows) if len(f)]
+        out = pd.concat(frames, ignore_index=True)[METRICS_COLUMNS]
+        io.atomic_to_csv(out, path)
+    return rows
+
+
+def to_markdown(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency)."""
+    def fmt(v):
+        if isinstance(v, float):
+            return "" if pd.isna(v) else floatfmt.format(v)
+        return str(v).replace("|", "\\|").replace("\n", " ")
+
+    cols = [str(c) for c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(df: pd.DataFrame, name: str, paths: Paths | None = None, title: str | None = None) -> Path:
+    """Write ``tables/<name>.csv`` and ``tables/<name>.md``; returns the CSV path."""
+    paths = paths or get_paths()
+    csv = io.atomic_to_csv(df, paths.tables / f"{name}.csv")
+    head = f"# {title}\n\n" if title else ""
+    io.atomic_write_text(paths.tables / f"{name}.md", head + to_markdown(df))
+    return csv
+
+
+def save_figure(fig, name: str, paths: Paths | None = None) -> Path:
+    """Save a matplotlib figure as ``figures/<name>.png`` (atomic)."""
+    paths = paths or get_paths()
+    return io.atomic_savefig(fig, paths.figures / f"{name}.png")
+
+
+def write_index(paths: Paths | None = None, extra: str = "") -> Path:
+    """``results/README.md``: links to every executed notebook, table and figure."""
+    paths = paths or get_paths()
+    res = paths.results
+
+    def links(folder: Path, pattern: str) -> list[str]:
+        if not folder.exists():
+            return ["(none yet)"]
+        files = sorted(folder.glob(pattern))
+        return [f"- [{f.relative_to(res)}]({f.relative_to(res)})" for f in files] or ["(none yet)"]
+
+    parts = [
+        "# Results index",
+        f"\nGenerated {time.strftime('%Y-%m-%d %H:%M:%S')} at commit `{git_commit()}`.\n",
+        extra,
+        "## Metrics\n", "- [metrics.csv](metrics.csv)" if paths.metrics_csv.exists() else "(none yet)",
+        "\n## Executed notebooks\n", *links(res / "notebooks", "*.ipynb"),
+        "\n## Tables\n", *links(paths.tables, "*.md"),
+        "\n## Figures\n", *links(paths.figures, "*.png"),
+        "\n## Benchmarks\n", *links(res / "benchmarks", "*.md"),
+    ]
+    return io.atomic_write_text(res / "README.md", "\n".join(p for p in parts if p is not None) + "\n")

@@ -1,0 +1,127 @@
+"""Run the notebook chain with papermill: in order, stop at the first failure, keep the failed copy."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import get_paths, get_profile, repo_root
+from .provenance import git_commit, versions
+
+KERNEL_NAME = "fer-lib"
+# Stage command of the CLI -> notebook of that stage.
+STAGES = {
+    "prepare": "00_data_prep",
+    "pretrain": "01_multitask_pretraining",
+    "finetune": "02_expression_finetune",
+    "gcn": "03_emotion_gcn",
+    "video": "04_video_features",
+    "report": "05_result_tables",
+}
+
+
+class ChainFailed(RuntimeError):
+    def __init__(self, notebook: Path, output: Path, cause: BaseException):
+        self.notebook, self.output, self.cause = notebook, output, cause
+        super().__init__(f"{notebook.name} failed; the executed copy with the error is {output}")
+
+
+@dataclass
+class StepResult:
+    notebook: str
+    output: str
+    seconds: float
+    ok: bool
+
+
+def notebooks_dir() -> Path:
+    return repo_root() / "notebooks"
+
+
+def list_notebooks(folder: Path | None = None) -> list[Path]:
+    """Notebooks of the chain, ordered by their ``NN_`` prefix."""
+    folder = folder or notebooks_dir()
+    nbs = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    if not nbs:
+        raise FileNotFoundError(f"no NN_*.ipynb notebooks in {folder}")
+    return nbs
+
+
+def select(nbs: list[Path], start_from: str | None = None, only: list[str] | None = None) -> list[Path]:
+    """Slice the chain: from a notebook (name, stem or NN prefix) on, or only the named ones."""
+    def match(p: Path, key: str) -> bool:
+        key = Path(key).stem
+        return p.stem == key or p.stem.split("_", 1)[0] == key or key in STAGES and STAGES[key] == p.stem
+
+    if only:
+        chosen = [p for p in nbs if any(match(p, k) for k in only)]
+        missing = [k for k in only if not any(match(p, k) for p in nbs)]
+    else:
+        chosen, missing = nbs, []
+        if start_from:
+            idx = [i for i, p in enumerate(nbs) if match(p, start_from)]
+            missing = [] if idx else [start_from]
+            chosen = nbs[idx[0]:] if idx else []
+    if missing:
+        raise ValueError(f"no notebook named {missing}; the chain is: {', '.join(p.stem for p in nbs)}")
+    return chosen
+
+
+def _kernel_name() -> str:
+    """The project kernel when registered (make install does it), else the running interpreter's."""
+    try:
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        if KERNEL_NAME in KernelSpecManager().find_kernel_specs():
+            return KERNEL_NAME
+    except Exception:  # noqa: BLE001 - any kernelspec trouble falls back to python3
+        pass
+    return "python3"
+
+
+def run_chain(profile: str | None = None, overrides: dict[str, Any] | None = None,
+              data_root: str | None = None, start_from: str | None = None, only: list[str] | None = None,
+              output_dir: str | os.PathLike | None = None, kernel: str | None = None,
+              progress: bool = True, folder: str | os.PathLike | None = None) -> list[StepResult]:
+    """Execute the notebooks in order under papermill; raise :class:`ChainFailed` at the first error."""
+    import papermill as pm
+
+    prof = get_profile(profile, overrides)  # validates the name and the overrides before anything runs
+    if data_root:
+        os.environ["FER_DATA_ROOT"] = str(Path(data_root).expanduser().resolve())
+    paths = get_paths()
+    out_dir = Path(output_dir) if output_dir else paths.results / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kernel = kernel or _kernel_name()
+    params = {"profile": prof.name, "overrides": dict(overrides or {})}
+    _write_run_info(paths.results, prof, overrides)
+    results = []
+    for nb in select(list_notebooks(Path(folder) if folder else None), start_from, only):
+        out = out_dir / nb.name
+        print(f"[fer_lib] running {nb.name} (profile {prof.name}) -> {out}", flush=True)
+        t0 = time.time()
+        try:
+            pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name=kernel,
+                                cwd=str(nb.parent), progress_bar=progress, log_output=False)
+        except Exception as exc:  # papermill writes the failed copy (with the traceback) before raising
+            results.append(StepResult(nb.name, str(out), time.time() - t0, False))
+            raise ChainFailed(nb, out, exc) from exc
+        results.append(StepResult(nb.name, str(out), time.time() - t0, True))
+        print(f"[fer_lib] {nb.name} done in {time.time() - t0:.1f} s", flush=True)
+    from .reporting import write_index
+
+    write_index(paths)
+    return results
+
+
+def _write_run_info(results: Path, prof, overrides) -> None:
+    from . import io
+
+    info = {"profile": prof.to_dict(), "overrides": overrides or {}, "git_commit": git_commit(),
+            "versions": versions(), "argv": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    io.atomic_write_text(results / "run_info.json", json.dumps(info, indent=2, default=str))

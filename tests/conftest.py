@@ -1,0 +1,49 @@
+"""Shared fixtures: isolated results/data folders, real-data location, no network."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def real_data_root() -> Path | None:
+    root = os.environ.get("FER_DATA_ROOT")
+    return Path(root) if root and Path(root).is_dir() else None
+
+
+@pytest.fixture
+def real_root() -> Path:
+    """The folder of real datasets (FER_DATA_ROOT); skips with a reason where it is absent."""
+    root = real_data_root()
+    if root is None:
+        pytest.skip("real datasets not available: set FER_DATA_ROOT to a folder like ../shared/datasets")
+    return root
+
+
+@pytest.fixture
+def tmp_results(tmp_path, monkeypatch) -> Path:
+    """Point FER_RESULTS_DIR and FER_DATA_DIR at a fresh temporary folder."""
+    res = tmp_path / "results"
+    monkeypatch.setenv("FER_RESULTS_DIR", str(res))
+    monkeypatch.setenv("FER_DATA_DIR", str(tmp_path / "data"))
+    return res
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Block every socket connection that leaves the machine (loopback and unix sockets stay allowed)."""
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and (host.startswith("127.") or host in ("localhost", "::1") or "/" in host):
+            return real_connect(self, address)
+        raise OSError(f"network access blocked in tests (tried {address!r})")
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    yield
