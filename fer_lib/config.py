@@ -76,10 +76,12 @@ class TrainConfig:
 class GCNConfig:
     """Paper B's label-graph head."""
 
-    tau: float = 0.1
-    p: float = 0.5
+    tau: float = 0.1                  # edge where |Spearman| >= tau (expression-V/A and V-A entries)
+    p: float = 0.5                    # ML-GCN re-weighting: neighbours share p, self-loop 1 - p; in [0, 1)
     hidden: int = 512
-    layers: int = 2
+    layers: int = 2                   # GCN layers: E -> hidden -> ... -> backbone feature dim
+    negative_slope: float = 0.2       # LeakyReLU between GCN layers
+    n_expr: int = 7                   # expression nodes (canonical order; 7 drops Contempt as paper B)
     embedding: str = "packaged"       # packaged | onehot | path to a GloVe-format file
 
 
