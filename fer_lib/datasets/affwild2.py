@@ -8,8 +8,11 @@ Annotations in ``root/annotations/`` (or ``root``):
 Frames: ``root/cropped_aligned/<video>/<frame:05d>.jpg`` with 1-based frame numbers (line k after
 the header is frame k). One row per (video, frame) with an expression and/or VA; the two sets are
 merged on (split, video, frame). Train_Set -> 'train', Validation_Set -> 'test'.
-Invalid values are dropped with counts per video file (a VA frame with only one valid value keeps
-it and clears the other); frames without an image are dropped (``check_files=True``).
+Invalid values are dropped with counts. The EXPR and VA counts are per annotation *line*: a frame
+whose EXPR line is -1 but whose VA line is valid stays a row (with expression NaN); a VA line with
+only one valid value keeps it and clears the other. Frames without an image are dropped
+(``check_files=True``). To keep the report small on 2M-frame sets, the report holds one entry per
+(file, reason) with the number of frames in its detail; the counts are frame counts.
 """
 
 from __future__ import annotations
@@ -81,8 +84,8 @@ def read_expr_file(path: Path, report: ValidationReport) -> pd.DataFrame:
     invalid = raw == -1
     ok = np.isin(raw, np.arange(len(order)))
     bad = ~ok & ~invalid
-    _count(report, path, "expression -1 (invalid frame)", int(invalid.sum()))
-    _count(report, path, "expression value not in 0..6", int(bad.sum()))
+    _count(report, path, "EXPR line -1 (invalid frame)", int(invalid.sum()))
+    _count(report, path, "EXPR line not in 0..6", int(bad.sum()))
     return pd.DataFrame({"frame": frames[ok], "expression": mapping[raw[ok].astype(int)]})
 
 
@@ -97,9 +100,9 @@ def read_va_file(path: Path, report: ValidationReport) -> pd.DataFrame:
     bad_v = np.isnan(v) | (v < -1) | (v > 1)
     bad_a = np.isnan(a) | (a < -1) | (a > 1)
     both = bad_v & bad_a
-    _count(report, path, "valence/arousal invalid (-5 or outside [-1, 1])", int(both.sum()))
-    _count(report, path, "valence invalid (arousal kept)", int((bad_v & ~bad_a).sum()), CLEARED)
-    _count(report, path, "arousal invalid (valence kept)", int((bad_a & ~bad_v).sum()), CLEARED)
+    _count(report, path, "VA line invalid (-5 or outside [-1, 1])", int(both.sum()))
+    _count(report, path, "VA line: valence invalid (arousal kept)", int((bad_v & ~bad_a).sum()), CLEARED)
+    _count(report, path, "VA line: arousal invalid (valence kept)", int((bad_a & ~bad_v).sum()), CLEARED)
     frames = np.arange(1, len(lines) + 1)
     keep = ~both
     return pd.DataFrame({"frame": frames[keep], "valence": np.where(bad_v, np.nan, v)[keep],
