@@ -122,8 +122,10 @@ class FaceDataset(Dataset):
         if "path" not in manifest.columns:
             raise ValueError("FaceDataset needs a manifest with a 'path' column (see fer_lib.datasets)")
         self.image_size = int(image_size)
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        # (pixel - 255 * mean) * 1 / (255 * std), done in numpy: tiny multi-threaded torch ops on a
+        # busy CPU cost ~20 ms per image here, the numpy path well under 1 ms.
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(3) * 255.0
+        self.inv_std = 1.0 / (np.asarray(std, dtype=np.float32).reshape(3) * 255.0)
         self.augment = _Augment(self.image_size) if augment else None
         self.identity_index = identity_index
         self.margin = float(margin)
@@ -173,8 +175,8 @@ class FaceDataset(Dataset):
         """Resized (unless already S x S), scaled to [0, 1], normalised CHW float32 tensor."""
         if image.size != (self.image_size, self.image_size):
             image = image.resize((self.image_size, self.image_size), Image.BILINEAR)
-        t = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
-        return (t - self.mean) / self.std
+        x = (np.asarray(image, dtype=np.float32) - self.mean) * self.inv_std
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
     def __getitem__(self, i: int):
         image = self.load_face(i)

@@ -110,3 +110,11 @@ def test_real_utkface_counts(real_root):
     assert (df["split"] == "test").sum() == 2000
     assert (df["split"] == "val").sum() == round(0.1 * 7778)
     assert df["age"].between(0, 116).all() and set(df["gender"]) == {0, 1} and set(df["race"]) == {0, 1, 2, 3, 4}
+
+
+def test_only_malformed_names_gives_empty_manifest_and_warning(tmp_path):
+    _write(tmp_path / "images", MALFORMED)
+    with pytest.warns(UserWarning, match="no usable rows"):
+        df, report = utkface.load_manifest(tmp_path)
+    assert len(df) == 0 and list(df.columns)[:2] == ["path", "split"]
+    assert report.n_dropped == len(MALFORMED) and report.kept == 0
