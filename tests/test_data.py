@@ -1,0 +1,177 @@
+"""FaceDataset items (labels, masks, crops, image modes) and seeded loaders."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from fer_lib.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    FaceDataset,
+    identity_index,
+    load_rgb,
+    make_loader,
+)
+from fer_lib.datasets import finalize_manifest
+
+RAW = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
+def _manifest(rows):
+    return finalize_manifest(rows, "test")
+
+
+@pytest.fixture
+def boxed(tmp_path):
+    """A grey 100x80 image with a solid (200, 30, 90) box at x 20..60, y 10..40."""
+    arr = np.full((80, 100, 3), 50, np.uint8)
+    arr[10:40, 20:60] = (200, 30, 90)
+    path = tmp_path / "boxed.png"
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def test_box_crop_has_the_region_colour(boxed):
+    m = _manifest([{"path": str(boxed), "split": "train", "face_x": 20, "face_y": 10, "face_w": 40,
+                    "face_h": 30}])
+    image, _, _ = FaceDataset(m, 16, **RAW)[0]
+    assert image.shape == (3, 16, 16) and image.dtype == torch.float32
+    assert torch.allclose(image.mean((1, 2)), torch.tensor([200, 30, 90]) / 255.0, atol=1e-6)
+    assert torch.allclose(image.amin((1, 2)), image.amax((1, 2)))  # nothing of the grey border
+    whole, _, _ = FaceDataset(m.assign(face_x=np.nan), 16, **RAW)[0]  # NaN box: whole image
+    assert whole[0].min() == pytest.approx(50 / 255, abs=1e-6)
+    wide, _, _ = FaceDataset(m, 16, margin=0.25, **RAW)[0]  # margin brings some border in
+    assert wide[0].min() == pytest.approx(50 / 255, abs=1e-6)
+
+
+def test_imagenet_normalisation(boxed):
+    m = _manifest([{"path": str(boxed), "split": "train", "face_x": 20, "face_y": 10, "face_w": 40,
+                    "face_h": 30}])
+    image, _, _ = FaceDataset(m, 8)[0]
+    want = (torch.tensor([200, 30, 90]) / 255.0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
+    assert torch.allclose(image[:, 4, 4], want, atol=1e-5)
+
+
+def test_labels_and_masks_for_missing_values(boxed):
+    m = _manifest([
+        {"path": str(boxed), "split": "train", "identity": "bob", "age": 31.0, "gender": 1.0, "race": np.nan,
+         "expression": 3.0, "valence": np.nan, "arousal": -0.5},
+        {"path": str(boxed), "split": "train", "identity": "", "age": np.nan, "gender": 0.0, "race": 4.0},
+        {"path": str(boxed), "split": "train", "identity": "zed", "valence": 0.25, "arousal": 0.75},
+    ])
+    ds = FaceDataset(m, 8, identity_index={"alice": 0, "bob": 1})
+    _, lab, mask = ds[0]
+    assert lab["identity"].item() == 1 and lab["identity"].dtype == torch.int64 and mask["identity"]
+    assert lab["age"].item() == 31.0 and lab["age"].dtype == torch.float32 and mask["age"]
+    assert lab["gender"].item() == 1 and lab["gender"].dtype == torch.int64
+    assert lab["race"].item() == 0 and not mask["race"]
+    assert lab["expression"].item() == 3 and mask["expression"]
+    assert lab["valence"].item() == 0 and not mask["valence"]
+    assert lab["arousal"].item() == -0.5 and mask["arousal"] and lab["arousal"].dtype == torch.float32
+    _, lab, mask = ds[1]
+    assert not mask["identity"] and not mask["age"] and lab["age"].item() == 0
+    assert lab["gender"].item() == 0 and mask["gender"] and lab["race"].item() == 4 and mask["race"]
+    assert not mask["expression"] and not mask["valence"]
+    _, lab, mask = ds[2]
+    assert not mask["identity"]  # identity not in the index
+    assert mask["valence"] and lab["valence"].item() == 0.25
+    assert all(m.dtype == torch.bool for m in mask.values())
+    _, _, mask = FaceDataset(m, 8)[0]  # no identity index: identity masked
+    assert not mask["identity"]
+
+
+def test_collate_batches_dicts(boxed):
+    m = _manifest([{"path": str(boxed), "split": "train", "age": a} for a in (1.0, 2.0, np.nan)])
+    images, labels, masks = next(iter(make_loader(FaceDataset(m, 8), batch_size=3)))
+    assert images.shape == (3, 3, 8, 8)
+    assert labels["age"].tolist() == [1.0, 2.0, 0.0] and masks["age"].tolist() == [True, True, False]
+
+
+def _save(tmp_path, name, image, **kw):
+    path = tmp_path / name
+    image.save(path, **kw)
+    return str(path)
+
+
+def test_image_modes_become_rgb(tmp_path):
+    cases = {
+        "grey.png": (Image.new("L", (10, 10), 128), (128, 128, 128)),
+        "palette.png": (Image.new("RGB", (10, 10), (10, 200, 30)).convert("P"), (10, 200, 30)),
+        "rgba.png": (Image.new("RGBA", (10, 10), (250, 40, 20, 255)), (250, 40, 20)),
+        "clear.png": (Image.new("RGBA", (10, 10), (250, 40, 20, 0)), (0, 0, 0)),
+        "cmyk.jpg": (Image.new("CMYK", (10, 10), (0, 0, 0, 0)), (255, 255, 255)),
+        "deep.png": (Image.fromarray(np.full((10, 10), 65535, np.uint16)), (255, 255, 255)),
+        "bw.png": (Image.new("1", (10, 10), 1), (255, 255, 255)),
+    }
+    rows = [{"path": _save(tmp_path, n, im), "split": "test"} for n, (im, _) in cases.items()]
+    ds = FaceDataset(_manifest(rows), 4, **RAW)
+    for i, (name, (_, colour)) in enumerate(cases.items()):
+        image, _, _ = ds[i]
+        assert image.shape == (3, 4, 4), name
+        assert torch.allclose(image[:, 1, 1] * 255, torch.tensor(colour, dtype=torch.float32), atol=3), name
+
+
+def test_exif_orientation_applied(tmp_path):
+    arr = np.zeros((20, 40, 3), np.uint8)
+    arr[:, :20] = (255, 0, 0)  # left half red, right half blue as stored
+    arr[:, 20:] = (0, 0, 255)
+    image = Image.fromarray(arr)
+    exif = image.getexif()
+    exif[0x0112] = 6  # displayed rotated 90 degrees clockwise
+    path = _save(tmp_path, "rot.jpg", image, exif=exif, quality=95)
+    shown = np.asarray(load_rgb(path))
+    assert shown.shape == (40, 20, 3)
+    assert shown[5, 10, 0] > 200 and shown[35, 10, 2] > 200  # red on top, blue at the bottom
+
+
+def test_unreadable_image_error_names_the_file(tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"nope")
+    with pytest.raises(OSError, match="broken.jpg.*validate_images"):
+        FaceDataset(_manifest([{"path": str(bad), "split": "train"}]), 8)[0]
+
+
+def test_augment_shape_and_reproducible(boxed):
+    m = _manifest([{"path": str(boxed), "split": "train"}])
+    ds = FaceDataset(m, 24, augment=True)
+    torch.manual_seed(3)
+    a = ds[0][0]
+    torch.manual_seed(3)
+    b = ds[0][0]
+    outs = [ds[0][0] for _ in range(4)]
+    assert a.shape == (3, 24, 24) and torch.equal(a, b)
+    assert any(not torch.equal(a, o) for o in outs)
+
+
+def test_make_loader_seeded_shuffle(boxed):
+    m = _manifest([{"path": str(boxed), "split": "train", "age": float(i)} for i in range(12)])
+    ds = FaceDataset(m, 4)
+
+    def order(seed):
+        return [int(a) for _, lab, _ in make_loader(ds, 4, shuffle=True, seed=seed) for a in lab["age"]]
+
+    assert order(5) == order(5) and sorted(order(5)) == list(range(12))
+    assert order(5) != order(6)
+
+
+def test_identity_index_sorted_and_by_split():
+    m = pd.DataFrame({"identity": ["n3", "n1", "", "n2", "n1"], "split": ["train", "train", "train", "test",
+                                                                          "train"]})
+    assert identity_index(m) == {"n1": 0, "n2": 1, "n3": 2}
+    assert identity_index(m, splits=["train"]) == {"n1": 0, "n3": 1}
+
+
+def test_workers_reproducible_with_augmentation(boxed):
+    m = _manifest([{"path": str(boxed), "split": "train", "age": float(i)} for i in range(6)])
+    ds = FaceDataset(m, 12, augment=True)
+
+    def run(seed):
+        return torch.cat([x for x, _, _ in make_loader(ds, 3, shuffle=True, num_workers=2, seed=seed)])
+
+    a, b = run(11), run(11)
+    assert a.shape == (6, 3, 12, 12) and torch.equal(a, b)
+    assert not torch.equal(a, run(12))
