@@ -155,13 +155,15 @@ class MultiTaskLoss(nn.Module):
         # with reduction="none" torch already multiplies each loss by w[y]; normalise by the same weights
         return _masked_mean(per, m, None if cw is None else cw[y])
 
-    def _task_loss(self, task: str, out: torch.Tensor, labels: Mapping, mask: Mapping) -> tuple[torch.Tensor, int]:
+    def _task_loss(self, task: str, out: torch.Tensor, labels: Mapping, mask: Mapping
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, number of labelled samples) of one head; both tensors (no device sync here)."""
         if task == "va":
             target = torch.stack([labels["valence"], labels["arousal"]], dim=1).float()
             m = torch.stack([mask["valence"], mask["arousal"]], dim=1).bool()
-            return M.ccc_loss(out, target, m), int(m.any(dim=1).sum())
+            return M.ccc_loss(out, target, m), m.any(dim=1).sum()
         m = mask[task].bool()
-        n = int(m.sum())
+        n = m.sum()
         if task == "age":
             age = labels["age"].float()
             if self.age_mode == "regression" or out.dim() == 1:
@@ -182,13 +184,17 @@ class MultiTaskLoss(nn.Module):
 
     def forward(self, outputs: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor],
                 mask: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], dict[str, int]]:
-        total = None
-        parts, counts = {}, {}
+        total, losses, ns = None, [], []
         for task, out in outputs.items():
             loss, n = self._task_loss(task, out, labels, mask)
-            parts[task], counts[task] = float(loss.detach()), n
+            losses.append(loss.detach().float())
+            ns.append(n.float())
             term = self.task_weights[task] * loss
             total = term if total is None else total + term
+        values = torch.stack(losses + ns).tolist()          # one device sync for all the logging values
+        k = len(losses)
+        parts = dict(zip(outputs, values[:k]))
+        counts = {t: int(v) for t, v in zip(outputs, values[k:])}
         return total, parts, counts
 
 
@@ -600,7 +606,12 @@ class Trainer:
             if missing:
                 counted = count_classes(dataset, {t: self.tasks[t] for t in missing}, progress=self.is_main)
                 self.class_counts.update({t: counted[t].tolist() for t in missing})
-            weights = {t: class_weights(self.class_counts[t]) for t in self.class_weight_tasks}
+            for t in self.class_weight_tasks:
+                if sum(self.class_counts[t]) == 0:
+                    warnings.warn(f"no labelled {t} sample in the training set: {t} is not class-weighted",
+                                  stacklevel=3)
+                else:
+                    weights[t] = class_weights(self.class_counts[t])
         return MultiTaskLoss(self.tasks, self.task_weights, weights, self.cfg.label_smoothing,
                              self.model.age_mode).to(self.device)
 
@@ -667,8 +678,8 @@ class Trainer:
         mask = {k: v.to(self.device, non_blocking=True).bool() for k, v in mask.items()}
         self.optimizer.zero_grad(set_to_none=True)
         loss, parts, counts = self._forward_backward(x, lab, mask)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss is {float(loss)} at step {self.global_step} "
+        if not all(math.isfinite(v) for v in parts.values()):
+            raise FloatingPointError(f"training loss is not finite at step {self.global_step} "
                                      f"(per head: {parts}); lower the learning rate or check the labels")
         if self.sam is not None:
             self.sam.first_step()
@@ -682,7 +693,8 @@ class Trainer:
             self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        return float(loss.detach()), parts, counts
+        total = sum(self.loss_fn.task_weights[t] * v for t, v in parts.items())   # no extra device sync
+        return total, parts, counts
 
     # ------------------------------------------------------------------------------- checkpoints
     def _config_dict(self) -> dict[str, Any]:
@@ -794,6 +806,8 @@ class Trainer:
 
         ``resume=True`` continues from ``out_dir/last.pt`` when it exists. ``max_epochs`` stops this
         call after that many epochs in total (a deliberate interruption; resume continues).
+        ``cfg.max_train_seconds`` counts the wall time of this call (training and validation); the
+        step that crosses it is the last, then the model is validated and ``last.pt`` written.
         A ``DataLoader`` argument is rebuilt on its dataset, batch size, workers and collate function
         with an :class:`EpochSampler` (training) or in order (validation).
         """

@@ -244,8 +244,26 @@ def test_resume_is_exact(tmp_path):
     mid = _fresh(7)
     Trainer(mid, cfg, out_dir=tmp_path / "c", progress=False).fit(train, val, resume=True)
 
+    # a crash in epoch 2: last.pt from save_every_steps (global step 8 = step 3 of epoch 2) resumes
+    crash_cfg = dataclasses.replace(cfg, save_every_steps=4)
+    crashing = Trainer(_fresh(0), crash_cfg, out_dir=tmp_path / "d", progress=False)
+    real_step = crashing.train_step
+
+    def step_then_crash(batch):
+        if crashing.global_step == 9:
+            raise RuntimeError("simulated crash")
+        return real_step(batch)
+
+    crashing.train_step = step_then_crash
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashing.fit(train, val)
+    state = load_checkpoint(tmp_path / "d" / "last.pt")["extra"]["trainer"]
+    assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 3, 8)
+    after_crash = _fresh(3)
+    Trainer(after_crash, crash_cfg, out_dir=tmp_path / "d", progress=False).fit(train, val, resume=True)
+
     ref = _params(straight)
-    for model in (resumed, mid):
+    for model in (resumed, mid, after_crash):
         got = _params(model)
         assert all(torch.equal(ref[k], got[k]) for k in ref), [k for k in ref if not torch.equal(ref[k], got[k])]
     assert list(hist["epoch"]) == [1, 2, 3] and list(hist["stage"]) == ["head", "full", "full"]
