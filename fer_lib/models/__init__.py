@@ -1,0 +1,50 @@
+"""Models: timm backbones, paper A's multi-task heads, checkpoint io (contract 4 of the project brief).
+
+``create_backbone(name, pretrained_file=None) -> (module, num_features, input_size, mean, std)``;
+``MultiTaskNet(backbone_name, tasks, hidden=256, dropout=0.0, age_mode="bins")`` with ``forward(x) ->
+{head: output}`` and ``forward_features(x) -> [B, D]``; checkpoints that load with
+``torch.load(weights_only=True)``.
+"""
+
+from .backbones import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    PAPER_INPUT_SIZES,
+    LoadReport,
+    TinyCNN,
+    create_backbone,
+    list_local_backbones,
+    load_matching,
+    read_state_dict,
+    register_backbone,
+)
+from .checkpoint import (
+    build_model_from_checkpoint,
+    init_from_checkpoint,
+    load_checkpoint,
+    load_state_dict_adapted,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    unwrap,
+)
+from .heads import (
+    AGE_SCALE,
+    ATTRIBUTE_TASKS,
+    MALE_THRESHOLD,
+    TASK_NAMES,
+    MultiTaskNet,
+    freeze_backbone,
+    gender_prob_female,
+    predict_age,
+    predict_gender,
+)
+
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "PAPER_INPUT_SIZES", "LoadReport", "TinyCNN", "create_backbone",
+    "list_local_backbones", "load_matching", "read_state_dict", "register_backbone",
+    "build_model_from_checkpoint", "init_from_checkpoint", "load_checkpoint", "load_state_dict_adapted",
+    "rng_state", "save_checkpoint", "set_rng_state", "unwrap",
+    "AGE_SCALE", "ATTRIBUTE_TASKS", "MALE_THRESHOLD", "TASK_NAMES", "MultiTaskNet", "freeze_backbone",
+    "gender_prob_female", "predict_age", "predict_gender",
+]

@@ -1,0 +1,181 @@
+"""Evaluation metrics: classification, age, valence/arousal (CCC) and the ABAW challenge scores.
+
+Everything here works on 1-D label / prediction arrays (numpy or anything ``np.asarray`` accepts),
+except :func:`ccc_loss`, which is the differentiable torch version used as a training loss.
+
+Conventions:
+
+* class metrics take integer labels; ``labels=None`` means "the classes seen in y_true or y_pred"
+  (scikit-learn's rule); pass ``labels=range(n)`` to score a fixed label space, where a class that
+  never occurs gets an F1 / recall of 0;
+* CCC uses population statistics (ddof=0) over the whole set, per dimension, as the ABAW evaluation
+  code does: ``2 cov(x, y) / (var x + var y + (mean x - mean y)^2)``. It is NaN when both vectors
+  are constant (0 / 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "accuracy", "balanced_accuracy", "macro_f1", "f1_per_class", "per_class_recall", "confusion_matrix",
+    "age_mae", "cumulative_score", "ccc", "ccc_loss", "abaw_expr_score_2020", "abaw_expr_score",
+    "abaw_va_score",
+]
+
+
+def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
+    t, p = np.asarray(y_true).ravel(), np.asarray(y_pred).ravel()
+    if t.shape != p.shape:
+        raise ValueError(f"y_true has {t.size} values but y_pred has {p.size}; they must match one to one")
+    if t.size == 0:
+        raise ValueError("cannot score an empty set of predictions")
+    return t, p
+
+
+def _labels(t: np.ndarray, p: np.ndarray, labels: Sequence[int] | None) -> np.ndarray:
+    if labels is None:
+        return np.union1d(np.unique(t), np.unique(p))
+    return np.asarray(list(labels))
+
+
+def confusion_matrix(y_true, y_pred, labels: Sequence[int] | None = None,
+                     normalize: str | None = None) -> np.ndarray:
+    """Counts ``C[i, j]`` of samples with true class ``labels[i]`` predicted as ``labels[j]``.
+
+    ``normalize``: None (counts), ``"true"`` (rows sum to 1), ``"pred"`` (columns) or ``"all"``.
+    Samples whose true or predicted label is outside ``labels`` are not counted.
+    """
+    t, p = _pair(y_true, y_pred)
+    lab = _labels(t, p, labels)
+    index = {v: i for i, v in enumerate(lab.tolist())}
+    ti = np.array([index.get(v, -1) for v in t.tolist()])
+    pi = np.array([index.get(v, -1) for v in p.tolist()])
+    keep = (ti >= 0) & (pi >= 0)
+    k = len(lab)
+    cm = np.bincount(ti[keep] * k + pi[keep], minlength=k * k).reshape(k, k).astype(np.int64)
+    if normalize is None:
+        return cm
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if normalize == "true":
+            out = cm / cm.sum(axis=1, keepdims=True)
+        elif normalize == "pred":
+            out = cm / cm.sum(axis=0, keepdims=True)
+        elif normalize == "all":
+            out = cm / cm.sum()
+        else:
+            raise ValueError(f"normalize must be None, 'true', 'pred' or 'all', got {normalize!r}")
+    return np.nan_to_num(out)
+
+
+def accuracy(y_true, y_pred) -> float:
+    """Fraction of exact matches."""
+    t, p = _pair(y_true, y_pred)
+    return float(np.mean(t == p))
+
+
+def per_class_recall(y_true, y_pred, labels: Sequence[int] | None = None) -> np.ndarray:
+    """Recall of each class in ``labels`` order (0 for a class with no true sample)."""
+    cm = confusion_matrix(y_true, y_pred, labels)
+    support = cm.sum(axis=1)
+    return np.divide(np.diag(cm), support, out=np.zeros(len(cm)), where=support > 0)
+
+
+def balanced_accuracy(y_true, y_pred) -> float:
+    """Mean recall over the classes present in ``y_true`` (scikit-learn's definition)."""
+    t, p = _pair(y_true, y_pred)
+    present = np.unique(t)
+    return float(np.mean(per_class_recall(t, p, present)))
+
+
+def f1_per_class(y_true, y_pred, labels: Sequence[int] | None = None) -> np.ndarray:
+    """F1 of each class in ``labels`` order (0 where precision and recall are both undefined)."""
+    cm = confusion_matrix(y_true, y_pred, labels).astype(float)
+    tp = np.diag(cm)
+    denom = cm.sum(axis=0) + cm.sum(axis=1)   # (tp + fp) + (tp + fn)
+    return np.divide(2 * tp, denom, out=np.zeros(len(cm)), where=denom > 0)
+
+
+def macro_f1(y_true, y_pred, labels: Sequence[int] | None = None) -> float:
+    """Unweighted mean of the per-class F1 scores."""
+    return float(np.mean(f1_per_class(y_true, y_pred, labels)))
+
+
+def age_mae(age_true, age_pred) -> float:
+    """Mean absolute error in years."""
+    t, p = _pair(age_true, age_pred)
+    return float(np.mean(np.abs(t.astype(float) - p.astype(float))))
+
+
+def cumulative_score(age_true, age_pred, level: float = 5.0) -> float:
+    """CS@L: fraction of samples with an absolute age error of at most ``level`` years."""
+    t, p = _pair(age_true, age_pred)
+    return float(np.mean(np.abs(t.astype(float) - p.astype(float)) <= level))
+
+
+def ccc(y_true, y_pred) -> float | np.ndarray:
+    """Concordance correlation coefficient over the whole set.
+
+    1-D inputs give a float; 2-D inputs ``[N, D]`` give one CCC per column (e.g. valence, arousal).
+    """
+    t, p = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    if t.shape != p.shape:
+        raise ValueError(f"ccc: y_true has shape {t.shape} but y_pred has {p.shape}")
+    if t.shape[0] == 0:
+        raise ValueError("ccc: cannot score an empty set")
+    mt, mp = t.mean(axis=0), p.mean(axis=0)
+    vt, vp = t.var(axis=0), p.var(axis=0)
+    cov = ((t - mt) * (p - mp)).mean(axis=0)
+    denom = vt + vp + (mt - mp) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = 2 * cov / denom
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def ccc_loss(pred, target, mask=None):
+    """Differentiable ``mean_d (1 - CCC_d)`` over the batch (torch tensors ``[B]`` or ``[B, D]``).
+
+    ``mask`` (bool, same shape) selects the samples that carry a label, per dimension; a dimension
+    with fewer than two labelled samples contributes an exact zero (with zero gradient), so a batch
+    without valence/arousal labels leaves the head untouched. For ``D = 2`` (valence, arousal) this is
+    paper A's ``(1 - CCC_v) / 2 + (1 - CCC_a) / 2``.
+    """
+    import torch
+
+    if pred.shape != target.shape:
+        raise ValueError(f"ccc_loss: pred has shape {tuple(pred.shape)} but target has {tuple(target.shape)}")
+    if pred.dim() == 1:
+        pred, target = pred[:, None], target[:, None]
+        mask = None if mask is None else mask[:, None]
+    pred, target = pred.float(), target.float()
+    m = torch.ones_like(pred) if mask is None else mask.to(pred.dtype)
+    n = m.sum(dim=0)
+    safe_n = n.clamp(min=1.0)
+    target = torch.where(m > 0, target, torch.zeros_like(target))
+    mp = (pred * m).sum(0) / safe_n
+    mt = (target * m).sum(0) / safe_n
+    dp, dt = (pred - mp) * m, (target - mt) * m
+    vp, vt = (dp ** 2).sum(0) / safe_n, (dt ** 2).sum(0) / safe_n
+    cov = (dp * dt).sum(0) / safe_n
+    value = 2 * cov / (vp + vt + (mp - mt) ** 2 + 1e-8)
+    valid = n >= 2
+    per_dim = torch.where(valid, 1.0 - value, torch.zeros_like(value))
+    return per_dim.mean()
+
+
+def abaw_expr_score_2020(y_true, y_pred, labels: Sequence[int] | None = None) -> float:
+    """ABAW 2020 expression score: ``0.67 * macro-F1 + 0.33 * accuracy``."""
+    return 0.67 * macro_f1(y_true, y_pred, labels) + 0.33 * accuracy(y_true, y_pred)
+
+
+def abaw_expr_score(y_true, y_pred, labels: Sequence[int] | None = None) -> float:
+    """Later ABAW expression score: the mean F1 over the classes."""
+    return macro_f1(y_true, y_pred, labels)
+
+
+def abaw_va_score(va_true, va_pred) -> float:
+    """ABAW valence-arousal score: mean of CCC_valence and CCC_arousal (arrays ``[N, 2]``)."""
+    values = np.atleast_1d(ccc(va_true, va_pred))
+    return float(np.mean(values))

@@ -1,0 +1,214 @@
+"""Backbones: timm models without their classifier, plus a tiny local registry for tests and smoke runs.
+
+``create_backbone(name)`` returns ``(module, num_features, input_size, mean, std)``: the module maps an
+image batch ``[B, 3, S, S]`` to a pooled feature ``[B, num_features]``.
+
+* Any timm name works (``timm.list_models()``); the network is created with ``pretrained=False``
+  (random init) and never downloads anything.
+* ``pretrained_file`` initialises it from a local weights file (ImageNet or VGGFace2), a state dict in
+  ``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors``; classifier tensors and tensors whose shape does not
+  fit are dropped, and the missing / unexpected keys are reported (:class:`LoadReport`).
+* Input size and mean/std come from the model's timm ``pretrained_cfg`` except where paper A used a
+  different input size (:data:`PAPER_INPUT_SIZES`: EfficientNet-B2 at 260 px, timm says 256).
+* Names registered with :func:`register_backbone` are built locally instead of by timm; ``tiny_cnn``
+  (three conv blocks, 256-d feature, 32 px) is registered here so tests and the smoke profile train
+  in seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Input sizes used in paper A where they differ from (or must be pinned against) timm's pretrained_cfg.
+PAPER_INPUT_SIZES: dict[str, int] = {
+    "mobilenetv1_100": 224,
+    "mobilenetv2_100": 224,
+    "efficientnet_b0": 224,
+    "efficientnet_b2": 260,   # timm's pretrained_cfg says 256; the paper and HSEmotion use 260
+    "rexnet_150": 224,
+}
+
+_LOCAL: dict[str, Callable[[], tuple[nn.Module, int, int, tuple, tuple]]] = {}
+
+
+def register_backbone(name: str) -> Callable:
+    """Decorator registering a local factory ``() -> (module, num_features, input_size, mean, std)``."""
+    def deco(fn: Callable) -> Callable:
+        _LOCAL[name] = fn
+        return fn
+    return deco
+
+
+def list_local_backbones() -> list[str]:
+    """Names of the locally registered (non-timm) backbones."""
+    return sorted(_LOCAL)
+
+
+class TinyCNN(nn.Module):
+    """Three stride-2 conv blocks and a 2x2 average pool: a 256-d feature that keeps coarse position."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        chans = [3, width, 2 * width, 4 * width]
+        layers: list[nn.Module] = []
+        for cin, cout in zip(chans[:-1], chans[1:]):
+            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
+                       nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.num_features = 4 * chans[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(self.features(x)), 1)
+
+
+@register_backbone("tiny_cnn")
+def _tiny_cnn() -> tuple[nn.Module, int, int, tuple, tuple]:
+    m = TinyCNN()
+    return m, m.num_features, 32, IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass
+class LoadReport:
+    """What happened when a weights file was loaded into a module."""
+
+    path: str
+    loaded: int = 0
+    missing: list[str] = field(default_factory=list)       # in the model, not in the file (kept as init)
+    unexpected: list[str] = field(default_factory=list)    # in the file, not in the model (ignored)
+    mismatched: list[str] = field(default_factory=list)    # same name, different shape (ignored)
+
+    def __str__(self) -> str:
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:6]) + (f" ... (+{len(keys) - 6})" if len(keys) > 6 else "")
+        parts = [f"{self.loaded} tensors loaded from {self.path}"]
+        for name in ("missing", "unexpected", "mismatched"):
+            keys = getattr(self, name)
+            if keys:
+                parts.append(f"{len(keys)} {name}: {few(keys)}")
+        return "; ".join(parts)
+
+
+def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """A flat ``{name: tensor}`` dict from a local weights file.
+
+    Accepts a bare state dict, a dict holding one under ``state_dict`` / ``model`` / ``model_state``
+    (fer_lib and many training scripts), ``.safetensors`` files, and the ``module.`` / ``_orig_mod.``
+    prefixes of DDP and torch.compile. Whole pickled models (e.g. the public HSEmotion ``.pt`` files)
+    are refused unless ``trust_pickle=True``: unpickling runs arbitrary code from the file.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights file {path} does not exist; download it yourself (nothing is fetched at run time) "
+            "and pass its local path, or use pretrained_file=None for random initialisation")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        obj = load_file(str(path), device="cpu")
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+        except Exception as exc:  # noqa: BLE001 - re-raised with advice
+            raise ValueError(
+                f"{path} is not a plain state dict ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
+                "If it is a whole pickled model from a source you trust, pass trust_pickle=True") from exc
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state", "model_state_dict"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors; cannot initialise a model from it")
+    out = {}
+    for k, v in obj.items():
+        for prefix in ("module.", "_orig_mod."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
+def load_matching(module: nn.Module, state: dict[str, torch.Tensor], source: str = "<state dict>",
+                  drop_prefixes: tuple[str, ...] = ()) -> LoadReport:
+    """Load every tensor of ``state`` whose name and shape match ``module``; report the rest.
+
+    Keys starting with one of ``drop_prefixes`` (e.g. a classifier) are skipped silently.
+    """
+    own = module.state_dict()
+    report = LoadReport(path=source)
+    keep = {}
+    for k, v in state.items():
+        if any(k.startswith(p) for p in drop_prefixes):
+            continue
+        if k not in own:
+            report.unexpected.append(k)
+        elif own[k].shape != v.shape:
+            report.mismatched.append(f"{k} {tuple(v.shape)} -> {tuple(own[k].shape)}")
+        else:
+            keep[k] = v
+    report.missing = [k for k in own if k not in keep and not k.endswith("num_batches_tracked")]
+    module.load_state_dict(keep, strict=False)
+    report.loaded = len(keep)
+    return report
+
+
+def _timm_backbone(name: str) -> tuple[nn.Module, int, int, tuple, tuple]:
+    import timm
+
+    if not timm.is_model(name):
+        raise ValueError(f"unknown backbone {name!r}: not a timm model nor one of the local backbones "
+                         f"{list_local_backbones()}; see timm.list_models()")
+    model = timm.create_model(name, pretrained=False, num_classes=0)
+    cfg = dict(model.pretrained_cfg or {})
+    size = PAPER_INPUT_SIZES.get(name) or int(cfg.get("input_size", (3, 224, 224))[-1])
+    mean = tuple(float(v) for v in cfg.get("mean", IMAGENET_MEAN))
+    std = tuple(float(v) for v in cfg.get("std", IMAGENET_STD))
+    return model, int(model.num_features), size, mean, std
+
+
+def _classifier_prefixes(module: nn.Module) -> tuple[str, ...]:
+    cfg = getattr(module, "pretrained_cfg", None) or {}
+    names = cfg.get("classifier") or ()
+    names = (names,) if isinstance(names, str) else tuple(names)
+    return tuple(f"{n}." for n in names) + ("fc.", "classifier.", "head.fc.")
+
+
+def create_backbone(name: str, pretrained_file: str | Path | None = None, trust_pickle: bool = False,
+                    verbose: bool = True) -> tuple[nn.Module, int, int, tuple, tuple]:
+    """``(module, num_features, input_size, mean, std)`` for a timm or locally registered backbone.
+
+    Random init unless ``pretrained_file`` names a local weights file (the network is never used).
+    The load report is attached as ``module.load_report`` and printed when ``verbose``.
+    """
+    if name in _LOCAL:
+        module, dim, size, mean, std = _LOCAL[name]()
+    else:
+        module, dim, size, mean, std = _timm_backbone(name)
+    module.load_report = None
+    if pretrained_file is not None:
+        state = read_state_dict(pretrained_file, trust_pickle=trust_pickle)
+        # A fer_lib MultiTaskNet checkpoint holds the backbone under "backbone."; strip it.
+        if any(k.startswith("backbone.") for k in state):
+            state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        report = load_matching(module, state, str(pretrained_file), drop_prefixes=_classifier_prefixes(module))
+        if report.loaded == 0:
+            raise ValueError(f"no tensor of {pretrained_file} fits backbone {name!r} ({report}); "
+                             "is it the weights file of another architecture?")
+        if report.missing or report.mismatched:
+            warnings.warn(f"backbone {name}: {report}", stacklevel=2)
+        elif verbose:
+            print(f"backbone {name}: {report}")
+        module.load_report = report
+    return module, dim, size, tuple(mean), tuple(std)

@@ -1,0 +1,155 @@
+"""Multi-task network of paper A: one backbone, one head per task.
+
+Head layout (``tasks`` maps a head name to its number of outputs):
+
+* ``identity`` (N identities), ``expression`` (8 or 7 classes, canonical order of
+  ``fer_lib.labels.EXPRESSIONS_8``) and ``va`` (2 outputs: valence, arousal, no activation) are
+  linear layers on the pooled backbone feature, as in the face-ID pre-training and the expression /
+  valence-arousal fine-tuning of paper A;
+* the facial attributes ``age``, ``gender``, ``race`` share paper A's extra ``Dense(hidden=256) + ReLU``
+  layer on the pooled feature (``hidden=0`` removes it).
+
+Age: ``age_mode="bins"`` gives ``tasks["age"]`` logits over one-year bins (bin i = age i years, 100
+bins = ages 0..99) read out as the expected value over the two most probable bins (renormalised);
+``age_mode="regression"`` gives one output that predicts ``age / AGE_SCALE`` (years / 100), trained with
+L1.
+
+Gender: label 0 = male, 1 = female (UTKFace). With ``tasks["gender"] == 1`` the head is a single logit
+``z`` trained with BCE against the label, so ``sigmoid(z) = p(female)`` and ``p(male) = 1 - sigmoid(z)``;
+paper A calls a face male when ``p(male) >= 0.6`` (:func:`predict_gender`). With 2 outputs it is a
+softmax over (male, female).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .backbones import create_backbone
+
+TASK_NAMES = ("identity", "age", "gender", "race", "expression", "va")
+ATTRIBUTE_TASKS = ("age", "gender", "race")
+AGE_SCALE = 100.0            # regression head predicts age / AGE_SCALE
+MALE_THRESHOLD = 0.6         # paper A: male if p(male) >= 0.6
+
+
+class MultiTaskNet(nn.Module):
+    """Backbone + task heads; ``forward(x)`` -> ``{head: output}``, ``forward_features(x)`` -> ``[B, D]``.
+
+    Output shapes: classification heads ``[B, C]`` logits; ``age`` ``[B, bins]`` logits or ``[B]``
+    (regression, in units of ``AGE_SCALE`` years); ``gender`` ``[B]`` logit (one output) or ``[B, 2]``;
+    ``va`` ``[B, 2]`` (valence, arousal).
+    """
+
+    def __init__(self, backbone: str, tasks: dict[str, int], hidden: int = 256, dropout: float = 0.0,
+                 age_mode: str = "bins", pretrained_file: str | None = None, verbose: bool = True) -> None:
+        super().__init__()
+        unknown = set(tasks) - set(TASK_NAMES)
+        if unknown:
+            raise ValueError(f"unknown task head(s) {sorted(unknown)}; heads are {TASK_NAMES}")
+        if not tasks:
+            raise ValueError("MultiTaskNet needs at least one task head")
+        if age_mode not in ("bins", "regression"):
+            raise ValueError(f"age_mode must be 'bins' or 'regression', got {age_mode!r}")
+        if "va" in tasks and tasks["va"] != 2:
+            raise ValueError(f"the 'va' head has 2 outputs (valence, arousal), got {tasks['va']}")
+        if "gender" in tasks and tasks["gender"] not in (1, 2):
+            raise ValueError(f"the 'gender' head has 1 (sigmoid) or 2 (softmax) outputs, got {tasks['gender']}")
+        self.backbone_name = backbone
+        self.tasks = {k: int(v) for k, v in tasks.items()}
+        if age_mode == "regression" and "age" in self.tasks:
+            self.tasks["age"] = 1
+        self.hidden, self.dropout_p, self.age_mode = int(hidden), float(dropout), age_mode
+        self.backbone, self.num_features, self.input_size, self.mean, self.std = create_backbone(
+            backbone, pretrained_file, verbose=verbose)
+        self.dropout = nn.Dropout(dropout)
+        d = self.num_features
+        attrs = [t for t in ATTRIBUTE_TASKS if t in self.tasks]
+        self.attribute_trunk = (nn.Sequential(nn.Linear(d, hidden), nn.ReLU(inplace=True))
+                                if attrs and hidden > 0 else None)
+        d_attr = hidden if self.attribute_trunk is not None else d
+        self.heads = nn.ModuleDict({
+            name: nn.Linear(d_attr if name in ATTRIBUTE_TASKS else d, n) for name, n in self.tasks.items()})
+        self._backbone_frozen = False
+
+    # ------------------------------------------------------------------------------------ forward
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled backbone feature ``[B, num_features]``."""
+        return self.backbone(x)
+
+    def forward_heads(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Head outputs from a pooled feature."""
+        feat = self.dropout(feat)
+        attr = None
+        out = {}
+        for name, head in self.heads.items():
+            if name in ATTRIBUTE_TASKS:
+                if attr is None:
+                    attr = self.dropout(self.attribute_trunk(feat)) if self.attribute_trunk is not None else feat
+                y = head(attr)
+            else:
+                y = head(feat)
+            out[name] = y.squeeze(-1) if y.shape[-1] == 1 else y
+        return out
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_heads(self.forward_features(x))
+
+    # ------------------------------------------------------------------------------------- config
+    def config(self) -> dict[str, Any]:
+        """Plain values that rebuild this architecture (stored in checkpoints)."""
+        return {"backbone": self.backbone_name, "tasks": dict(self.tasks), "hidden": self.hidden,
+                "dropout": self.dropout_p, "age_mode": self.age_mode, "input_size": self.input_size,
+                "mean": list(self.mean), "std": list(self.std), "num_features": self.num_features}
+
+    def train(self, mode: bool = True) -> MultiTaskNet:
+        """Like ``nn.Module.train``, but a frozen backbone stays in eval mode (BatchNorm statistics fixed)."""
+        super().train(mode)
+        if self._backbone_frozen:
+            self.backbone.eval()
+        return self
+
+
+def freeze_backbone(model: nn.Module, frozen: bool = True) -> nn.Module:
+    """Freeze (or unfreeze) the backbone for paper A's head-only stage.
+
+    Frozen: no gradient to backbone parameters and BatchNorm in eval mode, so the backbone is exactly
+    unchanged by the stage (as Keras' ``trainable=False``). Works on a DDP-wrapped model too.
+    """
+    net = getattr(model, "module", model)
+    for p in net.backbone.parameters():
+        p.requires_grad_(not frozen)
+    net._backbone_frozen = frozen
+    net.train(net.training)
+    return model
+
+
+def predict_age(output: torch.Tensor, mode: str | None = None) -> torch.Tensor:
+    """Age in years from the age head output.
+
+    Bins (``[B, K]`` logits, bin i = age i): expected value over the two most probable bins with
+    their softmax probabilities renormalised to sum 1 (paper A). Regression (``[B]`` or ``[B, 1]``):
+    ``AGE_SCALE * output``. ``mode`` (``"bins"`` / ``"regression"``) is inferred from the shape if None.
+    """
+    if mode is None:
+        mode = "regression" if output.dim() == 1 or output.shape[-1] == 1 else "bins"
+    if mode == "regression":
+        return output.reshape(-1).float() * AGE_SCALE
+    prob = torch.softmax(output.float(), dim=-1)
+    top_p, top_i = prob.topk(2, dim=-1)
+    return (top_p * top_i.to(top_p.dtype)).sum(-1) / top_p.sum(-1)
+
+
+def gender_prob_female(output: torch.Tensor) -> torch.Tensor:
+    """p(female) from the gender head: sigmoid of the single logit, or softmax column 1 of two."""
+    if output.dim() == 2 and output.shape[-1] == 2:
+        return torch.softmax(output.float(), dim=-1)[:, 1]
+    return torch.sigmoid(output.reshape(-1).float())
+
+
+def predict_gender(output: torch.Tensor, male_threshold: float = MALE_THRESHOLD) -> torch.Tensor:
+    """Gender label (0 male, 1 female): male where ``p(male) = 1 - p(female) >= male_threshold``."""
+    p_male = 1.0 - gender_prob_female(output)
+    return torch.where(p_male >= male_threshold, 0, 1).long()

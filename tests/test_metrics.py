@@ -1,0 +1,92 @@
+"""fer_lib.metrics against scikit-learn and hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sklearn.metrics as skm
+import torch
+
+from fer_lib import metrics as M
+
+RNG = np.random.default_rng(0)
+Y_TRUE = RNG.integers(0, 5, 200)
+Y_PRED = np.where(RNG.random(200) < 0.6, Y_TRUE, RNG.integers(0, 5, 200))
+
+
+def test_classification_metrics_match_sklearn():
+    assert M.accuracy(Y_TRUE, Y_PRED) == pytest.approx(skm.accuracy_score(Y_TRUE, Y_PRED))
+    assert M.balanced_accuracy(Y_TRUE, Y_PRED) == pytest.approx(skm.balanced_accuracy_score(Y_TRUE, Y_PRED))
+    assert M.macro_f1(Y_TRUE, Y_PRED) == pytest.approx(skm.f1_score(Y_TRUE, Y_PRED, average="macro"))
+    np.testing.assert_array_equal(M.confusion_matrix(Y_TRUE, Y_PRED), skm.confusion_matrix(Y_TRUE, Y_PRED))
+    np.testing.assert_allclose(M.per_class_recall(Y_TRUE, Y_PRED), skm.recall_score(Y_TRUE, Y_PRED, average=None))
+    np.testing.assert_allclose(M.confusion_matrix(Y_TRUE, Y_PRED, normalize="true"),
+                               skm.confusion_matrix(Y_TRUE, Y_PRED, normalize="true"))
+
+
+def test_fixed_label_space_counts_absent_classes_as_zero():
+    t, p = [0, 0, 1, 1], [0, 0, 1, 0]
+    # hand: class 0 F1 = 2*2/(3+2) = 0.8, class 1 F1 = 2*1/(1+2) = 2/3, class 2 absent -> 0
+    assert M.macro_f1(t, p) == pytest.approx((0.8 + 2 / 3) / 2)
+    assert M.macro_f1(t, p, labels=range(3)) == pytest.approx((0.8 + 2 / 3) / 3)
+    assert M.confusion_matrix(t, p, labels=range(3)).tolist() == [[2, 0, 0], [1, 1, 0], [0, 0, 0]]
+    assert M.balanced_accuracy(t, p) == pytest.approx((1.0 + 0.5) / 2)
+
+
+def test_abaw_expression_scores():
+    f1, acc = skm.f1_score(Y_TRUE, Y_PRED, average="macro"), skm.accuracy_score(Y_TRUE, Y_PRED)
+    assert M.abaw_expr_score_2020(Y_TRUE, Y_PRED) == pytest.approx(0.67 * f1 + 0.33 * acc)
+    assert M.abaw_expr_score(Y_TRUE, Y_PRED) == pytest.approx(f1)
+
+
+def test_age_metrics():
+    t, p = [20, 30, 40, 50], [22, 30, 33, 56]
+    assert M.age_mae(t, p) == pytest.approx((2 + 0 + 7 + 6) / 4)
+    assert M.cumulative_score(t, p, 5) == pytest.approx(0.5)
+    assert M.cumulative_score(t, p, 6) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="match one to one"):
+        M.age_mae([1, 2], [1])
+
+
+def test_ccc_hand_values():
+    x = np.array([0.1, -0.5, 0.8, 0.3, -0.2])
+    x = x - x.mean()                  # zero mean: x and -x then differ only in sign
+    assert M.ccc(x, x) == pytest.approx(1.0)
+    assert M.ccc(x, -x) == pytest.approx(-1.0)
+    assert M.ccc(x + 1, -x) == pytest.approx(-2 * x.var() / (2 * x.var() + 1))
+    c = 0.4
+    closed = 2 * x.var() / (2 * x.var() + c ** 2)   # x and x + c: perfect correlation, shifted mean
+    assert M.ccc(x, x + c) == pytest.approx(closed)
+    assert M.ccc(x, x + c) < 1
+    # scale: y = 2x -> 2*2var / (var + 4var) = 0.8
+    assert M.ccc(x, 2 * x) == pytest.approx(0.8)
+    # per dimension on [N, 2] and the ABAW VA score as their mean
+    va_t = np.stack([x, x], 1)
+    va_p = np.stack([x, -x], 1)
+    np.testing.assert_allclose(M.ccc(va_t, va_p), [1.0, -1.0])
+    assert M.abaw_va_score(va_t, np.stack([x, x + c], 1)) == pytest.approx((1 + closed) / 2)
+
+
+def test_ccc_loss_matches_numpy_and_is_differentiable():
+    t = torch.tensor(RNG.normal(size=(64, 2)), dtype=torch.float32)
+    p = (0.7 * t + 0.3 * torch.randn(64, 2)).requires_grad_(True)
+    loss = M.ccc_loss(p, t)
+    expected = np.mean(1 - M.ccc(t.numpy(), p.detach().numpy()))
+    assert float(loss.detach()) == pytest.approx(expected, abs=1e-5)
+    loss.backward()
+    assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
+
+
+def test_ccc_loss_mask_ignores_unlabelled_and_empty_gives_zero():
+    t = torch.tensor(RNG.normal(size=(10, 2)), dtype=torch.float32)
+    p = torch.tensor(RNG.normal(size=(10, 2)), dtype=torch.float32)
+    mask = torch.ones(10, 2, dtype=torch.bool)
+    mask[7:] = False
+    garbage_t = t.clone()
+    garbage_t[7:] = 99.0        # unlabelled rows may hold anything
+    masked = M.ccc_loss(p, garbage_t, mask)
+    assert float(masked) == pytest.approx(float(M.ccc_loss(p[:7], t[:7])), abs=1e-6)
+    q = p.clone().requires_grad_(True)
+    none = M.ccc_loss(q, t, torch.zeros(10, 2, dtype=torch.bool))
+    none.backward()
+    assert float(none.detach()) == 0.0 and torch.count_nonzero(q.grad) == 0

@@ -1,0 +1,322 @@
+"""The trainer: masked multi-task loss, class weights, SAM, exact resume, learning a toy problem."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from fer_lib.config import TrainConfig, seed_everything
+from fer_lib.models import MultiTaskNet, build_model_from_checkpoint, load_checkpoint
+from fer_lib.training import (
+    SAM,
+    EpochSampler,
+    MultiTaskLoss,
+    Trainer,
+    class_weights,
+    count_classes,
+    evaluate,
+    predict,
+)
+
+TASKS = {"identity": 3, "age": 100, "gender": 1, "race": 5, "expression": 4, "va": 2}
+PALETTE = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1]], dtype=np.float32)
+SQUARE_SIZES = (5, 8, 11)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # two shared cores: one thread per process avoids stalls from oversubscription
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+class Shapes(Dataset):
+    """32x32 images where every label is visible; yields the FaceDataset contract (image, labels, mask).
+
+    identity = square size, race = square colour, expression = quadrant of the square, gender =
+    background grey level (dark male / light female), age = width of the bottom bar (10..80 years),
+    valence = blue tint of the background, arousal = height of the right bar. Labels are missing at
+    random (``missing``), so the masks matter.
+    """
+
+    def __init__(self, n: int, seed: int = 0, missing: float = 0.2) -> None:
+        rng = np.random.default_rng(seed)
+        self.lab = {
+            "identity": rng.integers(0, 3, n), "race": rng.integers(0, 5, n),
+            "expression": rng.integers(0, 4, n), "gender": rng.integers(0, 2, n),
+            "age": (10 * rng.integers(1, 9, n)).astype(np.float32),
+            "valence": rng.uniform(-1, 1, n).astype(np.float32), "arousal": rng.uniform(-1, 1, n).astype(np.float32),
+        }
+        self.mask = {k: rng.random(n) >= missing for k in self.lab}
+        img = np.zeros((n, 3, 32, 32), np.float32)
+        for i in range(n):
+            img[i] = 0.3 if self.lab["gender"][i] == 0 else 0.7
+            img[i, 2] += 0.25 * self.lab["valence"][i]
+            q, s = self.lab["expression"][i], SQUARE_SIZES[self.lab["identity"][i]]
+            y0, x0 = (q // 2) * 14 + rng.integers(1, 14 - s), (q % 2) * 14 + rng.integers(1, 14 - s)
+            img[i, :, y0:y0 + s, x0:x0 + s] = PALETTE[self.lab["race"][i]][:, None, None]
+            w = int(round(self.lab["age"][i] / 100 * 32))
+            img[i, :, 29:, :w], img[i, :, 29:, w:] = 1.0, 0.0
+            h = int(round((self.lab["arousal"][i] + 1) / 2 * 28))
+            img[i, :, :29, 29:] = 0.0
+            img[i, :, 28 - h:28, 29:] = 1.0
+        self.x = torch.from_numpy((img - 0.5) / 0.25)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        floats = ("age", "valence", "arousal")
+        lab = {k: torch.tensor(v[i], dtype=torch.float32 if k in floats else torch.int64) for k, v in self.lab.items()}
+        return self.x[i], lab, {k: torch.tensor(bool(v[i])) for k, v in self.mask.items()}
+
+
+def _cfg(**kw) -> TrainConfig:
+    base = dict(backbone="tiny_cnn", image_size=32, batch_size=16, head_epochs=0, full_epochs=1, lr_head=3e-3,
+                lr_full=3e-3, amp=False, channels_last=False, class_weights=False, scheduler="cosine")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _batch(ds: Dataset, idx) -> tuple:
+    return DataLoader(torch.utils.data.Subset(ds, list(idx)), batch_size=len(idx)).__iter__().__next__()
+
+
+# ----------------------------------------------------------------------------------- class weights
+def test_class_weights_paper_normalisation():
+    np.testing.assert_allclose(class_weights([100, 50, 10]), [1.0, 2.0, 10.0])
+    np.testing.assert_allclose(class_weights([10, 0, 40]), [4.0, 0.0, 1.0])
+    with pytest.raises(ValueError):
+        class_weights([0, 0])
+
+
+def test_count_classes_reads_only_labelled_samples():
+    ds = Shapes(60, seed=3)
+    counts = count_classes(ds, {"expression": 4, "gender": 1, "age": 100}, progress=False)
+    assert set(counts) == {"expression", "gender"}          # age is not a classification head
+    m = ds.mask["expression"]
+    np.testing.assert_array_equal(counts["expression"], np.bincount(ds.lab["expression"][m], minlength=4))
+    assert counts["gender"].sum() == ds.mask["gender"].sum()
+
+
+# ------------------------------------------------------------------------------------------ losses
+def test_head_without_labels_gets_exactly_zero_gradient():
+    torch.manual_seed(0)
+    net = MultiTaskNet("tiny_cnn", TASKS, hidden=16)
+    x, lab, mask = _batch(Shapes(8, seed=1, missing=0.0), range(8))
+    mask = dict(mask)
+    mask["race"] = torch.zeros(8, dtype=torch.bool)
+    mask["valence"] = mask["arousal"] = torch.zeros(8, dtype=torch.bool)
+    loss, parts, counts = MultiTaskLoss(TASKS)(net(x), lab, mask)
+    loss.backward()
+    assert parts["race"] == 0.0 and parts["va"] == 0.0 and counts["race"] == 0
+    for head in ("race", "va"):
+        assert torch.count_nonzero(net.heads[head].weight.grad) == 0
+    for head in ("identity", "age", "gender", "expression"):
+        assert net.heads[head].weight.grad.abs().sum() > 0
+
+
+def test_unlabelled_sample_does_not_change_the_loss():
+    torch.manual_seed(0)
+    net = MultiTaskNet("tiny_cnn", TASKS, hidden=16).eval()
+    ds = Shapes(12, seed=2, missing=0.0)
+    x, lab, mask = _batch(ds, range(12))
+    cw = {"expression": [1.0, 2.0, 0.5, 3.0]}
+    loss_fn = MultiTaskLoss(TASKS, {"age": 0.1}, class_weights=cw, label_smoothing=0.1)
+    with torch.no_grad():
+        out = net(x)
+        keep = {k: v[:8] for k, v in out.items()}
+        ref, ref_parts, _ = loss_fn(keep, {k: v[:8] for k, v in lab.items()}, {k: v[:8] for k, v in mask.items()})
+        # samples 8..11 carry no label at all, and garbage values where labels would be
+        lab2 = {k: v.clone() for k, v in lab.items()}
+        for k in lab2:
+            lab2[k][8:] = 3 if lab2[k].dtype == torch.int64 else 55.0
+        mask2 = {k: torch.cat([v[:8], torch.zeros(4, dtype=torch.bool)]) for k, v in mask.items()}
+        full, full_parts, counts = loss_fn(out, lab2, mask2)
+    assert float(full) == pytest.approx(float(ref), rel=1e-6)
+    assert full_parts == pytest.approx(ref_parts, rel=1e-5) and counts["expression"] == 8
+
+
+def test_weighted_ce_matches_torch_and_age_bins():
+    torch.manual_seed(0)
+    logits, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 1, 1])
+    w = torch.tensor([1.0, 2.0, 0.5, 3.0])
+    loss_fn = MultiTaskLoss({"expression": 4}, class_weights={"expression": w.tolist()}, label_smoothing=0.1)
+    ones = torch.ones(6, dtype=torch.bool)
+    total, _, _ = loss_fn({"expression": logits}, {"expression": y}, {"expression": ones})
+    expected = torch.nn.functional.cross_entropy(logits, y, weight=w, label_smoothing=0.1)
+    assert float(total) == pytest.approx(float(expected), rel=1e-6)
+    # age bins: target bin = rounded age; regression: L1 on age / 100
+    age_logits = torch.randn(2, 100)
+    ages = torch.tensor([30.4, 70.6])
+    got, _, _ = MultiTaskLoss({"age": 100})({"age": age_logits}, {"age": ages}, {"age": torch.ones(2, dtype=torch.bool)})
+    want = torch.nn.functional.cross_entropy(age_logits, torch.tensor([30, 71]))
+    assert float(got) == pytest.approx(float(want), rel=1e-6)
+    got, _, _ = MultiTaskLoss({"age": 1}, age_mode="regression")(
+        {"age": torch.tensor([0.3, 0.5])}, {"age": ages}, {"age": torch.ones(2, dtype=torch.bool)})
+    assert float(got) == pytest.approx((0.004 + 0.206) / 2, rel=1e-4)
+
+
+# --------------------------------------------------------------------------------------------- SAM
+def test_sam_step_changes_weights_and_reduces_loss():
+    torch.manual_seed(0)
+    x = torch.randn(64, 5)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 0.0, 3.0]) + 0.1
+    lin = torch.nn.Linear(5, 1)
+    sam = SAM(torch.optim.Adam(lin.parameters(), lr=0.05), rho=0.05)
+
+    def closure():
+        loss = ((lin(x).squeeze(1) - y) ** 2).mean()
+        loss.backward()
+        return loss
+
+    with torch.no_grad():
+        start = ((lin(x).squeeze(1) - y) ** 2).mean().item()
+    w0 = lin.weight.detach().clone()
+    sam.zero_grad()
+    # the second gradient differs from the plain one: SAM really evaluated at w + e
+    closure()
+    g_plain = lin.weight.grad.clone()
+    sam.first_step()
+    assert not torch.equal(lin.weight.detach(), w0)
+    sam.zero_grad()
+    closure()
+    assert not torch.allclose(lin.weight.grad, g_plain)
+    sam.second_step()
+    assert not torch.equal(lin.weight.detach(), w0)
+    for _ in range(100):
+        sam.zero_grad()
+        sam.step(closure)
+    with torch.no_grad():
+        end = ((lin(x).squeeze(1) - y) ** 2).mean().item()
+    assert end < 0.05 * start
+
+
+# ---------------------------------------------------------------------------------- data order
+def test_epoch_sampler_depends_only_on_seed_and_epoch():
+    a, b = EpochSampler(20, seed=1), EpochSampler(20, seed=1)
+    a.set_epoch(3)
+    torch.manual_seed(123)            # the global RNG has no influence
+    b.set_epoch(3)
+    assert list(a) == list(b) and sorted(a) == list(range(20))
+    b.set_epoch(4)
+    assert list(a) != list(b)
+    r0, r1 = EpochSampler(7, seed=0, rank=0, world_size=2), EpochSampler(7, seed=0, rank=1, world_size=2)
+    assert len(r0) == len(r1) == 4 and set(r0) | set(r1) == set(range(7))
+    r0.set_epoch(0, skip=2)
+    assert list(r0) == list(EpochSampler(7, seed=0, rank=0, world_size=2))[2:]
+
+
+# ------------------------------------------------------------------------------------------ resume
+def _params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _fresh(seed: int) -> MultiTaskNet:
+    seed_everything(seed)
+    return MultiTaskNet("tiny_cnn", TASKS, hidden=16, dropout=0.2)
+
+
+def test_resume_is_exact(tmp_path):
+    train, val = Shapes(80, seed=4), Shapes(24, seed=5)
+    cfg = _cfg(head_epochs=1, full_epochs=2, sam=True, batch_size=16, class_weights=True)
+    straight = _fresh(0)
+    Trainer(straight, cfg, out_dir=tmp_path / "a", progress=False).fit(train, val)
+
+    # interrupted after epoch 2 (inside the second stage), resumed by a new process-like trainer
+    first = _fresh(0)
+    Trainer(first, cfg, out_dir=tmp_path / "b", progress=False).fit(train, val, max_epochs=2)
+    resumed = _fresh(99)
+    hist = Trainer(resumed, cfg, out_dir=tmp_path / "b", progress=False).fit(train, val, resume=True)
+
+    # stopped by the time budget after the first step (mid-epoch), then resumed
+    quick = _fresh(0)
+    Trainer(quick, dataclasses.replace(cfg, max_train_seconds=0.0), out_dir=tmp_path / "c",
+            progress=False).fit(train, val)
+    assert load_checkpoint(tmp_path / "c" / "last.pt")["extra"]["trainer"]["step_in_epoch"] == 1
+    mid = _fresh(7)
+    Trainer(mid, cfg, out_dir=tmp_path / "c", progress=False).fit(train, val, resume=True)
+
+    # a crash in epoch 2: last.pt from save_every_steps (global step 8 = step 3 of epoch 2) resumes
+    crash_cfg = dataclasses.replace(cfg, save_every_steps=4)
+    crashing = Trainer(_fresh(0), crash_cfg, out_dir=tmp_path / "d", progress=False)
+    real_step = crashing.train_step
+
+    def step_then_crash(batch):
+        if crashing.global_step == 9:
+            raise RuntimeError("simulated crash")
+        return real_step(batch)
+
+    crashing.train_step = step_then_crash
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashing.fit(train, val)
+    state = load_checkpoint(tmp_path / "d" / "last.pt")["extra"]["trainer"]
+    assert (state["epoch"], state["step_in_epoch"], state["global_step"]) == (1, 3, 8)
+    after_crash = _fresh(3)
+    Trainer(after_crash, crash_cfg, out_dir=tmp_path / "d", progress=False).fit(train, val, resume=True)
+
+    ref = _params(straight)
+    for model in (resumed, mid, after_crash):
+        got = _params(model)
+        assert all(torch.equal(ref[k], got[k]) for k in ref), [k for k in ref if not torch.equal(ref[k], got[k])]
+    assert list(hist["epoch"]) == [1, 2, 3] and list(hist["stage"]) == ["head", "full", "full"]
+    assert not torch.equal(_params(_fresh(0))["heads.race.weight"], ref["heads.race.weight"])   # it trained
+
+
+# ---------------------------------------------------------------------------------------- learning
+def test_trainer_learns_every_head_and_writes_artifacts(tmp_path):
+    seed_everything(0)
+    train, val = Shapes(768, seed=0), Shapes(256, seed=1)
+    model = MultiTaskNet("tiny_cnn", TASKS, hidden=64)
+    cfg = _cfg(head_epochs=1, full_epochs=5, lr_full=5e-3, batch_size=32, class_weights=True,
+               select_metric="expression_accuracy")
+    trainer = Trainer(model, cfg, out_dir=tmp_path, progress=False)
+    history = trainer.fit(DataLoader(train, batch_size=32), val)
+    final = history.iloc[-1]
+    assert final["val_identity_accuracy"] > 0.9          # chance 1/3
+    assert final["val_race_accuracy"] > 0.75             # chance 1/5
+    assert final["val_expression_accuracy"] > 0.9        # chance 1/4
+    assert final["val_gender_accuracy"] > 0.9            # chance 1/2
+    assert final["val_age_mae"] < 7.0                    # predicting the mean age: about 20 years
+    assert final["val_valence_ccc"] > 0.8 and final["val_arousal_ccc"] > 0.8
+    assert history["train_seconds"].is_monotonic_increasing and final["train_seconds"] > 0
+    assert list(history["stage"]) == ["head"] + ["full"] * 5
+
+    on_disk = pd.read_csv(tmp_path / "history.csv")
+    assert len(on_disk) == 6 and on_disk["val_expression_accuracy"].iloc[-1] == pytest.approx(
+        final["val_expression_accuracy"])
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["metrics"]["val_expression_accuracy"] == pytest.approx(history["val_expression_accuracy"].max())
+    assert best["label_orders"]["race"] == ["White", "Black", "Asian", "Indian", "Others"]
+    assert best["config"]["train"]["select_metric"] == "expression_accuracy"
+    assert len(best["config"]["class_counts"]["expression"]) == 4
+    # evaluate / predict on the rebuilt best model agree with the recorded validation metrics
+    rebuilt = build_model_from_checkpoint(tmp_path / "last.pt")
+    metrics = evaluate(rebuilt, DataLoader(val, batch_size=64), progress=False)
+    assert metrics["race_accuracy"] == pytest.approx(final["val_race_accuracy"])
+    pred = predict(rebuilt, DataLoader(val, batch_size=64), features=True, progress=False)
+    assert pred["features"].shape == (256, rebuilt.num_features) and pred["expression_logits"].shape == (256, 4)
+    assert pred["age_pred"].shape == (256,) and set(np.unique(pred["gender_pred"])) <= {0, 1}
+
+
+def test_age_regression_mode_learns():
+    seed_everything(0)
+    train, val = Shapes(512, seed=0, missing=0.0), Shapes(128, seed=1, missing=0.0)
+    model = MultiTaskNet("tiny_cnn", {"age": 100}, age_mode="regression", hidden=64)
+    history = Trainer(model, _cfg(full_epochs=6, lr_full=5e-3, batch_size=32), progress=False).fit(train, val)
+    assert history["val_age_mae"].iloc[-1] < 7.0          # predicting the mean age: about 20 years
+
+
+def test_model_selection_refuses_the_test_split(tmp_path):
+    val = Shapes(8, seed=1)
+    val.manifest = pd.DataFrame({"split": ["test"] * 8})
+    trainer = Trainer(MultiTaskNet("tiny_cnn", {"expression": 4}), _cfg(), progress=False)
+    with pytest.raises(ValueError, match="test split"):
+        trainer.fit(Shapes(16, seed=0), val)
