@@ -1,0 +1,100 @@
+"""Figures shared by the notebooks: training curves, confusion matrices, class balance, sample grids.
+
+Each function returns a matplotlib Figure; ``fer_lib.reporting.save_figure`` writes it as PNG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.backend_inline"):
+    matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def plot_history(history: pd.DataFrame, metrics: Sequence[str] | None = None, title: str = "") -> plt.Figure:
+    """Loss and metric curves per epoch from a trainer's history (columns ``epoch`` + numeric ones)."""
+    x = history["epoch"] if "epoch" in history else np.arange(len(history))
+    cols = list(metrics) if metrics else [c for c in history.columns
+                                          if c != "epoch" and pd.api.types.is_numeric_dtype(history[c])
+                                          and not c.endswith(("seconds", "lr", "stage"))]
+    losses = [c for c in cols if "loss" in c]
+    others = [c for c in cols if c not in losses]
+    fig, axes = plt.subplots(1, 2 if others else 1, figsize=(11 if others else 6, 3.6), squeeze=False)
+    for c in losses:
+        axes[0, 0].plot(x, history[c], marker="o", label=c)
+    axes[0, 0].set(xlabel="epoch", ylabel="loss", title="losses")
+    axes[0, 0].legend(fontsize=7)
+    if others:
+        for c in others:
+            axes[0, 1].plot(x, history[c], marker="o", label=c)
+        axes[0, 1].set(xlabel="epoch", title="validation metrics")
+        axes[0, 1].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(cm: np.ndarray, labels: Sequence[str], normalize: bool = True, title: str = "") -> plt.Figure:
+    """Confusion matrix heatmap (rows = true class); row-normalised by default, counts annotated."""
+    cm = np.asarray(cm, dtype=float)
+    shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.55 * n))
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    ax.set_xticks(range(n), labels, rotation=45, ha="right")
+    ax.set_yticks(range(n), labels)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    for i in range(n):
+        for j in range(n):
+            txt = f"{shown[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
+            ax.text(j, i, txt, ha="center", va="center", fontsize=7,
+                    color="white" if shown[i, j] > 0.5 * np.nanmax(shown) else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def plot_class_balance(counts: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Bar chart of a ``class x split`` count table (e.g. ``pd.crosstab(df.label, df.split)``)."""
+    fig, ax = plt.subplots(figsize=(max(4, 0.7 * len(counts) + 2), 3.2))
+    counts.plot.bar(ax=ax)
+    ax.set(ylabel="images", title=title)
+    ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    return fig
+
+
+def plot_image_grid(images: Sequence[np.ndarray], captions: Sequence[str] | None = None, ncols: int = 8,
+                    title: str = "") -> plt.Figure:
+    """A grid of RGB (or grey) uint8 images with optional captions."""
+    n = max(len(images), 1)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.5 * ncols, 1.7 * nrows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(images):
+            img = images[k]
+            ax.imshow(img, cmap="gray" if np.ndim(img) == 2 else None)
+            if captions is not None:
+                ax.set_title(str(captions[k]), fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curve(x: Sequence[float], ys: dict[str, Sequence[float]], xlabel: str, ylabel: str,
+               title: str = "") -> plt.Figure:
+    """Several named series against one x (e.g. accuracy vs frame stride: reproduced and published)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for name, y in ys.items():
+        ax.plot(x, y, marker="o", label=name)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
