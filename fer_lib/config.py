@@ -35,8 +35,9 @@ class DataConfig:
     n_fer2013_per_class: int = 150    # FER2013-style folders, per class and split
     n_afew_per_class: int = 6         # AFEW-style videos per class and split
     n_vgaf_per_class: int = 6         # VGAF-style videos per class and split
-    n_affwild2_videos: int = 4
-    video_frames: int = 48
+    n_affwild2_videos: int = 4        # Aff-Wild2-style Train_Set videos (Validation_Set gets half, >= 1)
+    affwild2_frames: int = 150        # frames per Aff-Wild2-style video (112x112 cropped-aligned jpgs)
+    video_frames: int = 48            # frames per AFEW / VGAF-style clip
     video_size: tuple[int, int] = (320, 240)
     chip_size: int = 200
     real_limit: int | None = None     # cap on rows per split of a real dataset (None: all)
@@ -142,7 +143,7 @@ def _profile_smoke() -> Profile:
         seed=0,
         data=DataConfig(n_identities=6, images_per_identity=6, n_utkface=96, n_affectnet_train=96,
                         n_affectnet_val=48, n_fer2013_per_class=8, n_afew_per_class=2, n_vgaf_per_class=2,
-                        n_affwild2_videos=2, video_frames=12, video_size=(160, 120), chip_size=96,
+                        n_affwild2_videos=2, affwild2_frames=16, video_frames=12, video_size=(160, 120), chip_size=96,
                         real_limit=256, num_workers=0),
         pretrain_identity=TrainConfig(**tiny),
         pretrain_attributes=TrainConfig(**tiny),
