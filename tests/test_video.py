@@ -9,7 +9,6 @@ import av
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
 
 from fer_lib.video import (
     FeatureCache,
@@ -30,6 +29,8 @@ from fer_lib.video import (
     video_info,
 )
 from fer_lib.video.classify import chosen_C
+from fer_lib.video.fakes import ColourBlobDetector as SquareDetector
+from fer_lib.video.fakes import MeanColourExtractor
 
 CODECS = {"mp4": "libx264", "avi": "mpeg4", "mkv": "ffv1"}
 GREY = 110
@@ -84,40 +85,6 @@ def square_frames(n, colour, size=24, w=96, h=72, every=1, squares=1, rng=None):
                 f[y:y + size, x:x + size] = colour
         out.append(f)
     return out
-
-
-class SquareDetector:
-    """Fake detector: every saturated blob is a 'face' with probability 1."""
-
-    key = "square-detector-v1"
-
-    def __init__(self):
-        self.calls = 0
-
-    def detect_batch(self, frames):
-        self.calls += 1
-        out = []
-        for f in frames:
-            sat = f.max(-1).astype(int) - f.min(-1).astype(int) > 100
-            lab, n = ndimage.label(sat)
-            boxes = [[sl[1].start, sl[0].start, sl[1].stop, sl[0].stop, 1.0]
-                     for sl in ndimage.find_objects(lab)] if n else []
-            out.append(np.asarray(boxes, np.float32).reshape(-1, 5))
-        return out
-
-
-class MeanColourExtractor:
-    """Fake extractor: features = mean RGB / 255 of the crop; scores = softmax of them."""
-
-    def __init__(self, key="mean-colour-v1"):
-        self.key = key
-        self.calls = 0
-
-    def features(self, crops):
-        self.calls += 1
-        f = np.stack([c.reshape(-1, 3).mean(0) / 255.0 for c in crops]).astype(np.float32)
-        e = np.exp(f)
-        return f, (e / e.sum(1, keepdims=True)).astype(np.float32)
 
 
 # ----------------------------------------------------------------------------------------- decoding
@@ -438,6 +405,53 @@ def test_torch_feature_extractor_with_timm_model():
     f, s = ext.features(crops)
     assert f.shape == (3, model.num_features) and s.shape == (3, 7)
     np.testing.assert_allclose(s.sum(1), 1.0, rtol=1e-5)
+    with torch.inference_mode():  # the pooled pre-logits feature, not the unpooled map
+        expect = model.forward_head(model.forward_features(ext.preprocess(crops)), pre_logits=True)
+    np.testing.assert_allclose(f, expect.numpy(), atol=1e-5)
+    model.reset_classifier(0)
+    f0, s0 = TorchFeatureExtractor(model, 32, (0.5,) * 3, (0.5,) * 3).features(crops)
+    assert f0.shape == (3, model.num_features) and s0.shape == (3, 0)
+
+
+class FeaturesOnly(torch.nn.Module):
+    """No heads, a forward returning a tensor: no scores, and the forward is tried only once."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 4)
+        self.forward_calls = 0
+
+    def forward_features(self, x):
+        return self.lin(x.mean((2, 3)))
+
+    def forward(self, x):
+        self.forward_calls += 1
+        return self.forward_features(x)
+
+
+def test_torch_feature_extractor_without_scores():
+    net = FeaturesOnly()
+    ext = TorchFeatureExtractor(net, 8, (0.5,) * 3, (0.5,) * 3, batch_size=2)
+    f, s = ext.features([np.zeros((9, 9, 3), np.uint8)] * 5)
+    assert f.shape == (5, 4) and s.shape == (5, 0) and net.forward_calls == 1
+
+
+def test_detector_key_shows_settings():
+    from fer_lib.video.features import detector_key
+
+    class Det:
+        def __init__(self, m):
+            self.m = m
+
+        def __repr__(self):
+            return f"Det(min_face_size={self.m})"
+
+        def detect_batch(self, frames):
+            return [np.zeros((0, 5))] * len(frames)
+
+    assert detector_key(Det(32), 32) != detector_key(Det(40), 32)
+    assert "min_face_size=40" in detector_key(None, 40)
+    assert detector_key(SquareDetector(), 32) == SquareDetector.key
 
 
 # ----------------------------------------------------------------------------------------- end to end

@@ -131,16 +131,19 @@ class TorchFeatureExtractor:
             return fn(feats)
         heads = getattr(self.model, "heads", None)
         if isinstance(heads, torch.nn.ModuleDict) and self.head in heads:
-            return heads[self.head](feats)
+            forward_heads = getattr(self.model, "forward_heads", None)  # fer_lib.models.MultiTaskNet
+            return forward_heads(feats)[self.head] if callable(forward_heads) else heads[self.head](feats)
         get_cls = getattr(self.model, "get_classifier", None)
-        if callable(get_cls):
+        if callable(get_cls):  # timm: a classifier unless it was built with num_classes=0
             cls = get_cls()
             if isinstance(cls, torch.nn.Module) and not isinstance(cls, torch.nn.Identity):
                 return cls(feats)
-        out = self.model(x)
-        if isinstance(out, dict):
-            return out.get(self.head)
-        return None
+            return None
+        out = self.model(x)  # last resort: a forward returning {head: logits}
+        if not isinstance(out, dict):
+            self._scores_fn = False  # this model has no scores; do not pay for the forward again
+            return None
+        return out.get(self.head)
 
     def features(self, crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Features ``[N, D]`` and softmax scores ``[N, C]`` (float32) of ``crops``, in batches."""
@@ -270,11 +273,17 @@ def default_detector(min_face_size: int, device: Any = "cpu"):
 
 
 def detector_key(detector, min_face_size: int) -> str:
-    """A string naming a detector and its settings for cache keys (``detector.key`` where it has one)."""
+    """A string naming a detector and its settings for cache keys: ``detector.key`` where it has one,
+    else its class and (when the class defines one) its ``repr``, which should show the settings."""
     if detector is None:
         return f"fer_lib.faces.FaceDetector(min_face_size={min_face_size})"
     key = getattr(detector, "key", None)
-    return str(key) if key else f"{type(detector).__module__}.{type(detector).__qualname__}"
+    if key:
+        return str(key)
+    name = f"{type(detector).__module__}.{type(detector).__qualname__}"
+    if type(detector).__repr__ is not object.__repr__:  # a repr that shows the settings (FaceDetector)
+        return f"{name}:{detector!r}"
+    return name
 
 
 # ------------------------------------------------------------------------------ background decoding
