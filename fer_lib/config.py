@@ -91,13 +91,22 @@ class GCNConfig:
 
 @dataclass
 class VideoConfig:
+    """Video emotion recognition (fer_lib.video): sampling, face selection, pooling, classifier."""
+
     stride: int = 1
     strides: tuple[int, ...] = (1, 2, 3, 4, 6, 10)
+    fps: float | None = None          # resample to this frame rate before the stride (None: every frame)
+    max_frames: int | None = None     # cap on sampled frames per video (None: the whole video)
     min_face_afew: int = 32
     min_face_vgaf: int = 64
     classifier: str = "linear_svc"    # linear_svc | rbf_svc | random_forest
+    C: float | None = None            # None: choose from C_grid by CV on the training videos
     C_grid: tuple[float, ...] = (0.1, 0.3, 1.1, 3.0, 10.0)
-    batch_size: int = 32
+    cv_folds: int = 5
+    batch_size: int = 32              # frames per detector call (crops are batched by the extractor)
+    prefetch: int = 2                 # frame batches decoded ahead in a background thread (0: none)
+    cache: bool = True                # per-video feature cache under results/cache/video
+    file_id: str = "stat"             # cache key of a video file: stat (path+size+mtime) | content (sha256)
 
 
 @dataclass
@@ -148,7 +157,7 @@ def _profile_smoke() -> Profile:
         pretrain_identity=TrainConfig(**tiny),
         pretrain_attributes=TrainConfig(**tiny),
         finetune=TrainConfig(**tiny),
-        video=VideoConfig(strides=(1, 2, 4), C_grid=(1.1,), batch_size=16),
+        video=VideoConfig(strides=(1, 2, 4), C_grid=(1.1,), cv_folds=2, batch_size=16),
     )
 
 
@@ -173,7 +182,7 @@ def _profile_paper() -> Profile:
         finetune=TrainConfig(backbone="efficientnet_b0", image_size=224, batch_size=48, head_epochs=3,
                              full_epochs=6, sam=True, scheduler="none", label_smoothing=0.1),
         gcn=GCNConfig(tau=0.1, p=0.5),
-        video=VideoConfig(C_grid=(1.1,)),
+        video=VideoConfig(C=1.1, C_grid=(1.1,)),
     )
 
 

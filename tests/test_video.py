@@ -1,0 +1,484 @@
+"""fer_lib.video: decoding, face selection, pooling, classifiers, cache, end to end (fakes only)."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from fer_lib.video import (
+    FeatureCache,
+    FeatureExtractor,
+    TorchFeatureExtractor,
+    VideoDecodeError,
+    VideoFeatures,
+    evaluate_videos,
+    extract_dataset,
+    extract_video_features,
+    iter_frames,
+    make_video_classifier,
+    pool_afew,
+    pool_vgaf,
+    prefetch_batches,
+    select_video_faces,
+    tight_crop,
+    video_info,
+)
+from fer_lib.video.classify import chosen_C
+from fer_lib.video.fakes import ColourBlobDetector as SquareDetector
+from fer_lib.video.fakes import MeanColourExtractor
+
+CODECS = {"mp4": "libx264", "avi": "mpeg4", "mkv": "ffv1"}
+GREY = 110
+STEP = 8  # frame i is encoded as intensity i * STEP of the left half of the frame
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def write_video(path, frames, fps=25):
+    """Encode RGB uint8 frames with PyAV (codec from the extension)."""
+    codec = CODECS[path.suffix.lstrip(".")]
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=fps)
+        s.width, s.height = w, h
+        s.pix_fmt = "yuv420p" if codec != "ffv1" else "yuv444p"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def indexed_frames(n, w=64, h=48):
+    """Frames whose left half has intensity i*STEP: the index survives lossy coding."""
+    out = []
+    for i in range(n):
+        f = np.full((h, w, 3), GREY, np.uint8)
+        f[:, : w // 2] = i * STEP
+        out.append(f)
+    return out
+
+
+def decoded_index(frame):
+    return int(round(float(frame[4:-4, 4:frame.shape[1] // 2 - 4].mean()) / STEP))
+
+
+COLOURS = {0: (230, 30, 30), 1: (30, 230, 30), 2: (30, 30, 230)}
+
+
+def square_frames(n, colour, size=24, w=96, h=72, every=1, squares=1, rng=None):
+    """Grey frames with ``squares`` coloured squares moving; frames where i % every != 0 have none."""
+    rng = rng or np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        f = np.full((h, w, 3), GREY, np.uint8)
+        f += rng.integers(0, 12, size=f.shape, dtype=np.uint8)
+        if colour is not None and i % every == 0:
+            for q in range(squares):
+                x = (4 + 2 * i + q * (size + 8)) % (w - size)
+                y = 6 + q * 4
+                f[y:y + size, x:x + size] = colour
+        out.append(f)
+    return out
+
+
+# ----------------------------------------------------------------------------------------- decoding
+@pytest.mark.parametrize("ext", ["mp4", "avi", "mkv"])
+def test_decode_every_frame_in_order(tmp_path, ext):
+    path = write_video(tmp_path / f"v.{ext}", indexed_frames(30))
+    got = list(iter_frames(path))
+    assert [i for i, _ in got] == list(range(30))
+    assert [decoded_index(f) for _, f in got] == list(range(30))
+    assert got[0][1].shape == (48, 64, 3) and got[0][1].dtype == np.uint8
+    info = video_info(path)
+    assert (info.width, info.height) == (64, 48)
+    assert info.fps == pytest.approx(25.0)
+    assert info.n_frames in (30, None)  # mkv headers carry no frame count
+
+
+@pytest.mark.parametrize("ext", ["mp4", "avi"])
+def test_decode_stride_fps_and_max_frames(tmp_path, ext):
+    path = write_video(tmp_path / f"v.{ext}", indexed_frames(30), fps=25)
+    for stride in (2, 3, 7):
+        got = list(iter_frames(path, stride=stride))
+        assert [i for i, _ in got] == list(range(0, 30, stride))
+        assert [decoded_index(f) for _, f in got] == list(range(0, 30, stride))
+    # 25 -> 5 fps keeps every 5th frame; 25 -> 10 fps keeps the first frame of each 0.1 s slot
+    assert [i for i, _ in iter_frames(path, fps=5)] == [0, 5, 10, 15, 20, 25]
+    assert [i for i, _ in iter_frames(path, fps=10)] == [math.ceil(k * 2.5) for k in range(12)]
+    assert [i for i, _ in iter_frames(path, fps=100)] == list(range(30))  # never duplicates frames
+    assert [i for i, _ in iter_frames(path, fps=5, stride=2)] == [0, 10, 20]
+    assert [i for i, _ in iter_frames(path, stride=2, max_frames=4)] == [0, 2, 4, 6]
+
+
+def test_truncated_and_garbage_files_name_the_file(tmp_path):
+    avi = write_video(tmp_path / "clip.avi", indexed_frames(30))
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(avi.read_bytes()[: int(avi.stat().st_size * 0.9)])
+    with pytest.raises(VideoDecodeError, match=r"cut\.avi.*truncated.*header says 30 frames"):
+        list(iter_frames(cut))
+    assert len(list(iter_frames(cut, check_complete=False))) < 30  # the decodable part is usable
+    mkv = write_video(tmp_path / "clip.mkv", indexed_frames(30))  # no frame count: checked by duration
+    cut_mkv = tmp_path / "cut.mkv"
+    cut_mkv.write_bytes(mkv.read_bytes()[: int(mkv.stat().st_size * 0.7)])
+    with pytest.raises(VideoDecodeError, match=r"cut\.mkv.*truncated.*header says 1\.20 s"):
+        list(iter_frames(cut_mkv))
+    mp4 = write_video(tmp_path / "clip.mp4", indexed_frames(30))
+    cut_mp4 = tmp_path / "cut.mp4"
+    cut_mp4.write_bytes(mp4.read_bytes()[: mp4.stat().st_size // 2])
+    with pytest.raises(VideoDecodeError, match=r"cut\.mp4.*not a readable video"):
+        next(iter_frames(cut_mp4))
+    junk = tmp_path / "junk.avi"
+    junk.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    with pytest.raises(VideoDecodeError, match="junk.avi"):
+        video_info(junk)
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        next(iter_frames(tmp_path / "missing.mp4"))
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path):
+    path = tmp_path / "sound.wav"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for p in s.encode(frame):
+            c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    with pytest.raises(VideoDecodeError, match=r"sound\.wav.*no video stream"):
+        next(iter_frames(path))
+
+
+def test_prefetch_batches_order_errors_and_early_stop():
+    before = threading.active_count()
+    items = [(i, np.full((2, 2, 3), i, np.uint8)) for i in range(10)]
+    batches = list(prefetch_batches(iter(items), 4, depth=2))
+    assert [b[0] for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert [int(f[0, 0, 0]) for f in batches[1][1]] == [4, 5, 6, 7]
+
+    def failing():
+        yield 0, items[0][1]
+        raise VideoDecodeError("x.avi", "boom")
+
+    with pytest.raises(VideoDecodeError, match="x.avi: boom"):
+        list(prefetch_batches(failing(), 1, depth=2))
+    gen = prefetch_batches(((i, items[0][1]) for i in range(10_000)), 2, depth=1)
+    next(gen)
+    gen.close()  # stops and joins the decode thread
+    assert threading.active_count() == before
+
+
+# ----------------------------------------------------------------------------------------- faces
+def test_select_faces_afew_largest_vgaf_all_with_min_size():
+    boxes = np.array([[0, 0, 40, 40, 0.9], [10, 10, 110, 90, 0.99], [5, 5, 25, 25, 0.95],
+                      [0, 0, 70, 20, 0.9]], np.float32)  # sizes (longer side) 40, 100, 20, 70
+    afew = select_video_faces(boxes, "afew", 32)
+    np.testing.assert_array_equal(afew, boxes[[1]])
+    vgaf = select_video_faces(boxes, "vgaf", 64)
+    np.testing.assert_array_equal(vgaf, boxes[[1, 3]])
+    assert select_video_faces(np.zeros((0, 5)), "afew", 32).shape == (0, 5)
+    assert select_video_faces(boxes, "afew", 200).shape == (0, 5)
+    frame = np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)
+    crop = tight_crop(frame, np.array([-5.0, 2.2, 10.0, 30.0]))
+    np.testing.assert_array_equal(crop, frame[2:20, 0:10])
+    assert tight_crop(frame, np.array([40.0, 0, 50, 10])) is None
+
+
+# ----------------------------------------------------------------------------------------- pooling
+def test_pool_afew_hand_computed():
+    x = np.array([[1.0, 2.0], [3.0, 6.0]])
+    np.testing.assert_allclose(pool_afew(x), [2, 4, 1, 2, 1, 2, 3, 6])
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(7, 5))
+    np.testing.assert_allclose(pool_afew(y), np.r_[y.mean(0), y.std(0), y.min(0), y.max(0)], rtol=1e-6)
+    assert pool_afew(np.zeros((0, 5))) is None
+
+
+def test_pool_vgaf_hand_computed():
+    frames = [np.array([[0.0, 0.0], [2.0, 4.0]]),  # mean [1, 2], std [1, 2]
+              np.array([[3.0, 3.0]]),              # one face: mean [3, 3], std [0, 0]
+              np.zeros((0, 2))]                    # no face: skipped
+    # frame vectors [1,2,1,2] and [3,3,0,0] -> mean [2,2.5,.5,1], std [1,.5,.5,1]
+    np.testing.assert_allclose(pool_vgaf(frames), [2, 2.5, 0.5, 1, 1, 0.5, 0.5, 1])
+    assert pool_vgaf([np.zeros((0, 2))]) is None
+    assert pool_vgaf([]) is None
+
+
+# ----------------------------------------------------------------------------------------- classifier
+def _blobs(n_per_class, dim=40, seed=0, sep=3.0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(3, dim)) * sep
+    X = np.concatenate([c + rng.normal(size=(n_per_class, dim)) for c in centres])
+    return X, np.repeat(np.arange(3), n_per_class)
+
+
+@pytest.mark.parametrize("kind", ["linear_svc", "rbf_svc", "random_forest"])
+def test_classifier_learns_separable_pooled_features(kind):
+    X, y = _blobs(40, seed=0)
+    Xt, yt = _blobs(20, seed=0)[0] + 0.0, _blobs(20, seed=0)[1]
+    Xt = Xt + np.random.default_rng(5).normal(scale=0.5, size=Xt.shape)
+    pipe = make_video_classifier(kind, C=None, C_grid=(0.01, 1.1, 10.0), seed=0, cv=3)
+    res = evaluate_videos(pipe, X, y, Xt, yt, np.ones(len(yt), bool))
+    assert res["accuracy_faces_only"] > 0.9  # chance is 1/3
+    assert res["accuracy_complete"] == res["accuracy_faces_only"]
+    assert res["confusion_matrix"].sum() == len(yt)
+    if kind != "random_forest":
+        assert res["C"] in (0.01, 1.1, 10.0)
+    assert pipe[0].norm == "l2"
+
+
+def test_fixed_C_and_no_face_accounting():
+    X = np.array([[1.0, 0.1], [1.0, 0.2], [0.1, 1.0], [0.2, 1.0]])
+    y = np.array([0, 0, 1, 1])
+    pipe = make_video_classifier("linear_svc", C=1.1)
+    # five test videos: #2 has no face; #4 lies on the class-0 side but is labelled 1 -> wrong
+    X_test = np.array([[1.0, 0.0], [0.0, 1.0], [np.nan, np.nan], [1.0, 0.1], [1.0, 0.05]])
+    y_test = np.array([0, 1, 1, 0, 1])
+    has_face = np.array([True, True, False, True, True])
+    res = evaluate_videos(pipe, np.r_[X, [[np.nan, np.nan]]], np.r_[y, 0], X_test, y_test, has_face)
+    assert chosen_C(res["pipeline"]) == 1.1
+    assert res["n_train"] == 4 and res["n_train_no_face"] == 1
+    assert res["n_test_no_face"] == 1 and res["n_test_with_face"] == 4
+    assert res["accuracy_faces_only"] == pytest.approx(3 / 4)
+    assert res["accuracy_complete"] == pytest.approx(3 / 5)
+    np.testing.assert_array_equal(res["confusion_matrix"], [[2, 0], [1, 1]])
+    assert list(res["predictions"]) == [0, 1, -1, 0, 0]
+    # the same with X_test given only for the videos with a face
+    res2 = evaluate_videos(pipe, X, y, X_test[has_face], y_test, has_face)
+    assert res2["accuracy_complete"] == pytest.approx(3 / 5)
+    with pytest.raises(ValueError, match="expected one per test video"):
+        evaluate_videos(pipe, X, y, X_test[:2], y_test, has_face)
+
+
+# ----------------------------------------------------------------------------------------- extraction
+def test_extract_video_features_afew_and_vgaf(tmp_path):
+    frames = square_frames(10, COLOURS[0], every=2, squares=2)  # faces on frames 0, 2, 4, 6, 8
+    path = write_video(tmp_path / "two.mp4", frames)
+    det, ext = SquareDetector(), MeanColourExtractor()
+    vf = extract_video_features(path, det, ext, mode="afew", min_face_size=16, batch_size=4)
+    assert vf.n_frames == 10 and list(vf.sampled) == list(range(10))
+    assert list(vf.face_frame) == [0, 2, 4, 6, 8] and vf.n_frames_with_face == 5
+    assert det.calls == 3 and ext.calls == 3  # batches of 4 frames: 4 + 4 + 2
+    np.testing.assert_allclose(vf.features.mean(0), np.array(COLOURS[0]) / 255, atol=0.06)
+    np.testing.assert_allclose(vf.scores.sum(1), 1.0, rtol=1e-5)
+    assert vf.pooled().shape == (12,)
+    vg = extract_video_features(path, SquareDetector(), ext, mode="vgaf", min_face_size=16, batch_size=4,
+                                stride=2)
+    assert list(vg.face_frame) == [0, 0, 2, 2, 4, 4, 6, 6, 8, 8]
+    assert [len(f) for f in vg.per_frame()] == [2] * 5
+    assert vg.pooled().shape == (12,)
+    big = extract_video_features(path, SquareDetector(), ext, mode="vgaf")  # default 64 px: none
+    assert big.n_faces == 0 and big.pooled() is None and big.n_frames == 10
+
+
+def test_overlapped_and_plain_extraction_agree(tmp_path):
+    path = write_video(tmp_path / "a.avi", square_frames(12, COLOURS[1], every=3))
+    a = extract_video_features(path, SquareDetector(), MeanColourExtractor(), min_face_size=16, prefetch=2,
+                               batch_size=5)
+    b = extract_video_features(path, SquareDetector(), MeanColourExtractor(), min_face_size=16, prefetch=0,
+                               batch_size=1)
+    np.testing.assert_array_equal(a.face_frame, [0, 3, 6, 9])
+    np.testing.assert_allclose(a.pooled(), b.pooled(), atol=1e-6)
+
+
+def test_decode_error_inside_extraction_names_file(tmp_path):
+    good = write_video(tmp_path / "g.avi", square_frames(30, COLOURS[0]))
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(good.read_bytes()[: int(good.stat().st_size * 0.8)])
+    with pytest.raises(VideoDecodeError, match="bad.avi"):
+        extract_video_features(bad, SquareDetector(), MeanColourExtractor(), min_face_size=16, batch_size=4)
+
+
+# ----------------------------------------------------------------------------------------- cache
+def test_cache_hit_and_invalidation(tmp_path):
+    paths = [write_video(tmp_path / f"v{i}.mp4", square_frames(8, COLOURS[i])) for i in range(2)]
+    cache = FeatureCache(tmp_path / "cache")
+    ext = MeanColourExtractor("ckpt-A")
+    kw = dict(detector=SquareDetector(), min_face_size=16, batch_size=4, cache=cache, progress=False)
+    X1, has1, st1 = extract_dataset(paths, ext, **kw)
+    assert ext.calls == 4 and not st1.cached.any() and has1.all()
+    X2, _, st2 = extract_dataset(paths, ext, **kw)
+    assert ext.calls == 4 and st2.cached.all()  # second run: no decoding, no extractor call
+    np.testing.assert_array_equal(X1, X2)
+    ext_b = MeanColourExtractor("ckpt-B")      # changed checkpoint key -> recompute
+    extract_dataset(paths, ext_b, **kw)
+    assert ext_b.calls == 4
+    _, _, st3 = extract_dataset(paths, ext, **{**kw, "min_face_size": 20})  # changed setting
+    assert not st3.cached.any() and ext.calls == 8
+    _, _, st4 = extract_dataset(paths, ext, stride=2, **kw)                # changed stride
+    assert not st4.cached.any() and ext.calls == 8 + 2
+    # an unreadable cache entry is recomputed, not fatal
+    for f in (tmp_path / "cache").glob("v0-*.npz"):
+        f.write_bytes(b"broken")
+    with pytest.warns(UserWarning, match="unreadable"):
+        X5, _, _ = extract_dataset(paths[:1], ext, **kw)
+    np.testing.assert_allclose(X5[0], X1[0])
+    assert isinstance(ext, FeatureExtractor)
+
+
+def test_extract_dataset_counts_faceless_and_broken_videos(tmp_path):
+    ok = write_video(tmp_path / "ok.mp4", square_frames(6, COLOURS[2]))
+    empty = write_video(tmp_path / "empty.mp4", square_frames(6, None))
+    junk = tmp_path / "junk.avi"
+    junk.write_bytes(b"not a video at all" * 50)
+    with pytest.warns(UserWarning, match="1 of 3 videos have no face .* and 1 could not be decoded"):
+        X, has_face, stats = extract_dataset([{"path": str(ok)}, {"path": str(empty)}, {"path": str(junk)}],
+                                             MeanColourExtractor(), detector=SquareDetector(),
+                                             min_face_size=16, progress=False)
+    assert list(has_face) == [True, False, False]
+    assert np.isfinite(X[0]).all() and np.isnan(X[1:]).all() and X.shape == (3, 12)
+    assert "junk.avi" in stats.error[2] and stats.error[1] == ""
+    assert list(stats.n_frames_with_face) == [6, 0, 0]
+    with pytest.raises(VideoDecodeError, match="junk.avi"):
+        extract_dataset([junk], MeanColourExtractor(), detector=SquareDetector(), on_error="raise",
+                        progress=False)
+
+
+def test_video_features_round_trip_through_cache(tmp_path):
+    vf = VideoFeatures(path="/x/y.avi", mode="vgaf", sampled=np.arange(3), face_frame=np.array([0, 0, 2]),
+                       boxes=np.ones((3, 5), np.float32), features=np.arange(6, dtype=np.float32).reshape(3, 2),
+                       scores=np.ones((3, 2), np.float32))
+    cache = FeatureCache(tmp_path)
+    cache.put("/x/y.avi", "k1", vf)
+    back = cache.get("/x/y.avi", "k1")
+    assert back.path == "/x/y.avi" and back.mode == "vgaf" and back.error == ""
+    np.testing.assert_array_equal(back.features, vf.features)
+    np.testing.assert_allclose(back.pooled(), vf.pooled())
+    assert cache.get("/x/y.avi", "k2") is None
+
+
+# ----------------------------------------------------------------------------------------- torch
+class TinyNet(torch.nn.Module):
+    """forward_features -> [B, 8]; heads['expression'] -> 3 logits; forward returns a dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.heads = torch.nn.ModuleDict({"expression": torch.nn.Linear(8, 3)})
+
+    def forward_features(self, x):
+        return self.conv(x).mean((2, 3))
+
+    def forward(self, x):
+        return {"expression": self.heads["expression"](self.forward_features(x))}
+
+
+def test_torch_feature_extractor_batches_and_key():
+    torch.manual_seed(0)
+    net = TinyNet()
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (20 + i, 17 + 2 * i, 3), dtype=np.uint8) for i in range(5)]
+    ext = TorchFeatureExtractor(net, 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), batch_size=2)
+    f, s = ext.features(crops)
+    assert f.shape == (5, 8) and s.shape == (5, 3) and f.dtype == np.float32
+    np.testing.assert_allclose(s.sum(1), 1.0, rtol=1e-5)
+    f1, s1 = TorchFeatureExtractor(net, 16, (0.5,) * 3, (0.25,) * 3, batch_size=8,
+                                   channels_last=False).features(crops)
+    np.testing.assert_allclose(f, f1, atol=1e-5)
+    # scores by the dict-returning forward and by an explicit scores_fn agree with heads[...]
+    with torch.inference_mode():
+        x = ext.preprocess(crops)
+        expect = torch.softmax(net(x)["expression"], 1).numpy()
+    np.testing.assert_allclose(s, expect, atol=1e-5)
+    ext_fn = TorchFeatureExtractor(net, 16, (0.5,) * 3, (0.25,) * 3, scores_fn=lambda z: -z[:, :2])
+    assert ext_fn.features(crops)[1].shape == (5, 2)
+    # the key follows weights and preprocessing
+    assert ext.key == TorchFeatureExtractor(net, 16, (0.5,) * 3, (0.25,) * 3).key
+    assert ext.key != TorchFeatureExtractor(net, 24, (0.5,) * 3, (0.25,) * 3).key
+    with torch.no_grad():
+        net.conv.bias += 1.0
+    assert ext.key != TorchFeatureExtractor(net, 16, (0.5,) * 3, (0.25,) * 3).key
+
+
+def test_torch_feature_extractor_with_timm_model():
+    import timm
+
+    model = timm.create_model("mobilenetv2_050", pretrained=False, num_classes=7)
+    ext = TorchFeatureExtractor(model, 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), batch_size=4)
+    crops = [np.full((30, 24, 3), v, np.uint8) for v in (0, 120, 255)]
+    f, s = ext.features(crops)
+    assert f.shape == (3, model.num_features) and s.shape == (3, 7)
+    np.testing.assert_allclose(s.sum(1), 1.0, rtol=1e-5)
+    with torch.inference_mode():  # the pooled pre-logits feature, not the unpooled map
+        expect = model.forward_head(model.forward_features(ext.preprocess(crops)), pre_logits=True)
+    np.testing.assert_allclose(f, expect.numpy(), atol=1e-5)
+    model.reset_classifier(0)
+    f0, s0 = TorchFeatureExtractor(model, 32, (0.5,) * 3, (0.5,) * 3).features(crops)
+    assert f0.shape == (3, model.num_features) and s0.shape == (3, 0)
+
+
+class FeaturesOnly(torch.nn.Module):
+    """No heads, a forward returning a tensor: no scores, and the forward is tried only once."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 4)
+        self.forward_calls = 0
+
+    def forward_features(self, x):
+        return self.lin(x.mean((2, 3)))
+
+    def forward(self, x):
+        self.forward_calls += 1
+        return self.forward_features(x)
+
+
+def test_torch_feature_extractor_without_scores():
+    net = FeaturesOnly()
+    ext = TorchFeatureExtractor(net, 8, (0.5,) * 3, (0.5,) * 3, batch_size=2)
+    f, s = ext.features([np.zeros((9, 9, 3), np.uint8)] * 5)
+    assert f.shape == (5, 4) and s.shape == (5, 0) and net.forward_calls == 1
+
+
+def test_detector_key_shows_settings():
+    from fer_lib.video.features import detector_key
+
+    class Det:
+        def __init__(self, m):
+            self.m = m
+
+        def __repr__(self):
+            return f"Det(min_face_size={self.m})"
+
+        def detect_batch(self, frames):
+            return [np.zeros((0, 5))] * len(frames)
+
+    assert detector_key(Det(32), 32) != detector_key(Det(40), 32)
+    assert "min_face_size=40" in detector_key(None, 40)
+    assert detector_key(SquareDetector(), 32) == SquareDetector.key
+
+
+# ----------------------------------------------------------------------------------------- end to end
+def test_end_to_end_video_classification(tmp_path):
+    """Three classes, class = square colour (with noise); one test video has no face at all."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for split, n in (("train", 5), ("test", 3)):
+        for cls, base in COLOURS.items():
+            for k in range(n):
+                colour = tuple(int(np.clip(c + rng.integers(-40, 41), 0, 255)) for c in base)
+                ext = "avi" if k % 2 else "mp4"
+                p = write_video(tmp_path / f"{split}_{cls}_{k}.{ext}",
+                                square_frames(10, colour, every=1 + k % 3, rng=rng))
+                rows.append({"path": str(p), "split": split, "label": cls})
+    p = write_video(tmp_path / "test_noface.mp4", square_frames(10, None))
+    rows.append({"path": str(p), "split": "test", "label": 0})
+    import pandas as pd
+
+    man = pd.DataFrame(rows)
+    with pytest.warns(UserWarning, match="1 of 25 videos have no face"):
+        X, has_face, stats = extract_dataset(man, MeanColourExtractor(), detector=SquareDetector(),
+                                             min_face_size=16, batch_size=8, cache=tmp_path / "cache",
+                                             progress=False)
+    tr, te = (man.split == "train").to_numpy(), (man.split == "test").to_numpy()
+    res = evaluate_videos(make_video_classifier("linear_svc", C=None, C_grid=(1.0, 100.0), cv=3),
+                          X[tr], man.label[tr].to_numpy(), X[te], man.label[te].to_numpy(), has_face[te])
+    assert res["n_test_no_face"] == 1 and res["n_test"] == 10
+    assert res["accuracy_faces_only"] >= 0.85  # chance is 1/3
+    assert res["accuracy_complete"] == pytest.approx(res["accuracy_faces_only"] * 9 / 10)
