@@ -188,6 +188,12 @@ def test_affectnet_csv(tiny):
                 pts = np.array([float(t) for t in r["facial_landmarks"].split(";")]).reshape(68, 2)
                 inside = (pts[:, 0] >= x - 0.1 * bw) & (pts[:, 0] <= x + 1.1 * bw) & (pts[:, 1] >= y - 0.1 * bh)
                 assert inside.mean() > 0.9
+                # iBUG order: image-left eye (36-41) left of the other (42-47), mouth (48-67) below
+                # the eyes, chin (8) below the mouth, jaw (0-16) running left to right
+                eyes_l, eyes_r, mouth = pts[36:42].mean(0), pts[42:48].mean(0), pts[48:68].mean(0)
+                assert eyes_l[0] < pts[27:36, 0].mean() < eyes_r[0]
+                assert mouth[1] > max(eyes_l[1], eyes_r[1]) and pts[8, 1] > mouth[1]
+                assert pts[0, 0] < pts[8, 0] < pts[16, 0]
         counts = np.bincount(expr[expr <= 7], minlength=8)
         if csv_name == "training.csv":  # AffectNet-like imbalance
             assert counts.argmax() == EXPRESSIONS_8.index("Happy")

@@ -923,9 +923,9 @@ def render_chip(identity: Identity, look: Look, size: int, rng: np.random.Genera
                 background: np.ndarray | None = None) -> tuple[np.ndarray, FaceInfo]:
     """A square face image: ``framing`` "tight" (UTKFace-like aligned chip), "close" (FER2013-like,
     the face fills the frame) or "loose" (VGGFace2-like, head and shoulders with margin)."""
-    if framing == "tight":
-        scale = size * rng.uniform(0.40, 0.44)
-        cx, cy = size * 0.5, size * rng.uniform(0.46, 0.5)
+    if framing == "tight":  # eyes a little above the middle, chin near the bottom edge
+        scale = size * rng.uniform(0.48, 0.53)
+        cx, cy = size * rng.uniform(0.48, 0.52), size * rng.uniform(0.42, 0.45)
     elif framing == "close":
         scale = size * rng.uniform(0.6, 0.66)
         cx, cy = size * rng.uniform(0.48, 0.52), size * rng.uniform(0.36, 0.4)
