@@ -140,6 +140,8 @@ def test_interrupted_or_foreign_folders(tmp_path):
         syn.generate(foreign, cfg, datasets=("afew",), progress=False)
     with pytest.raises(ValueError, match="unknown synthetic dataset"):
         syn.generate(tmp_path, cfg, datasets=("imagenet",), progress=False)
+    with pytest.raises(ValueError, match="must be even"):
+        syn.generate(tmp_path, DataConfig(video_size=(161, 120)), datasets="afew", progress=False)
 
 
 # ------------------------------------------------------------------------------------------ formats
@@ -186,6 +188,12 @@ def test_affectnet_csv(tiny):
                 pts = np.array([float(t) for t in r["facial_landmarks"].split(";")]).reshape(68, 2)
                 inside = (pts[:, 0] >= x - 0.1 * bw) & (pts[:, 0] <= x + 1.1 * bw) & (pts[:, 1] >= y - 0.1 * bh)
                 assert inside.mean() > 0.9
+                # iBUG order: image-left eye (36-41) left of the other (42-47), mouth (48-67) below
+                # the eyes, chin (8) below the mouth, jaw (0-16) running left to right
+                eyes_l, eyes_r, mouth = pts[36:42].mean(0), pts[42:48].mean(0), pts[48:68].mean(0)
+                assert eyes_l[0] < pts[27:36, 0].mean() < eyes_r[0]
+                assert mouth[1] > max(eyes_l[1], eyes_r[1]) and pts[8, 1] > mouth[1]
+                assert pts[0, 0] < pts[8, 0] < pts[16, 0]
         counts = np.bincount(expr[expr <= 7], minlength=8)
         if csv_name == "training.csv":  # AffectNet-like imbalance
             assert counts.argmax() == EXPRESSIONS_8.index("Happy")
@@ -307,11 +315,19 @@ def test_smoke_profile_sizes_are_used():
 
 
 # ----------------------------------------------------------------------------------- recoverability
-def _hog(images: list[np.ndarray]) -> np.ndarray:
+def _features(images: list[np.ndarray], colour: bool) -> np.ndarray:
+    """HOG of the 48x48 grey image, plus an 8x8 colour thumbnail (skin tone) when ``colour``."""
     from skimage.feature import hog
 
-    return np.stack([hog(np.asarray(Image.fromarray(im).convert("L").resize((48, 48)), float),
-                         pixels_per_cell=(6, 6), cells_per_block=(2, 2)) for im in images])
+    out = []
+    for im in images:
+        pil = Image.fromarray(im)
+        f = [hog(np.asarray(pil.convert("L").resize((48, 48)), float), pixels_per_cell=(8, 8),
+                 cells_per_block=(2, 2))]
+        if colour:
+            f.append(np.asarray(pil.convert("RGB").resize((8, 8), Image.BOX), float).ravel() / 255)
+        out.append(np.concatenate(f))
+    return np.stack(out)
 
 
 def _fit_score(x: np.ndarray, y: np.ndarray, n_train: int) -> float:
@@ -329,13 +345,13 @@ def test_labels_are_recoverable_from_pixels(tmp_path):
     cfg = DataConfig(n_utkface=500, chip_size=64, n_fer2013_per_class=40, num_workers=0)
     syn.generate(tmp_path, cfg, seed=3, datasets=("utkface", "fer2013"), progress=False)
     utk = pd.read_csv(tmp_path / "utkface" / "ground_truth.csv")
-    x = _hog([np.asarray(Image.open(tmp_path / "utkface" / f)) for f in utk["file"]])
+    x = _features([np.asarray(Image.open(tmp_path / "utkface" / f)) for f in utk["file"]], colour=True)
     n_train = 380
     gender = _fit_score(x, utk["gender"].to_numpy(), n_train)
     race = _fit_score(x, utk["race"].to_numpy(), n_train)
     majority = utk["race"][n_train:].value_counts(normalize=True).max()
     fer = pd.read_csv(tmp_path / "fer2013" / "ground_truth.csv")
-    xf = _hog([np.asarray(Image.open(tmp_path / "fer2013" / f)) for f in fer["file"]])
+    xf = _features([np.asarray(Image.open(tmp_path / "fer2013" / f)) for f in fer["file"]], colour=False)
     train = (fer["split"] == "train").to_numpy()
     order = np.concatenate([np.flatnonzero(train), np.flatnonzero(~train)])
     expr = _fit_score(xf[order], fer["expression"].to_numpy()[order], int(train.sum()))
@@ -343,7 +359,7 @@ def test_labels_are_recoverable_from_pixels(tmp_path):
           f"expression {expr:.3f} (7 classes)")
     assert gender > 0.75
     assert race > majority + 0.15
-    assert expr > 0.45  # chance is 1/7
+    assert expr > 0.5  # chance is 1/7
 
 
 # ----------------------------------------------------------------------------------------- detection
@@ -353,7 +369,7 @@ def _iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def detection_rate(n: int = 24, seed: int = 11) -> dict[str, float]:
+def detection_rate(n: int = 30, seed: int = 11) -> dict[str, float]:
     """Share of rendered faces found by MTCNN (IoU > 0.3 with the generator's face box)."""
     import torch
     from facenet_pytorch import MTCNN

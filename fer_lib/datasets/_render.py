@@ -629,15 +629,15 @@ class _FaceDrawer:
                                    [side * hw * 1.18, temple_y + down], [side * hw * 1.0, temple_y + down],
                                    [side * hw * 0.9, temple_y + 0.15]])
                 self.poly(d, strand, col, z=0.0)
-        # texture: a few darker strands
-        dark = _scale(col, 0.7)
+        # texture: a few slightly darker strands, combed away from the parting
+        dark = _scale(col, 0.82)
         rs = np.random.default_rng(self.id.seed)
-        for _ in range(6 if st != "curly" else 14):
-            a = rs.uniform(math.pi * 1.1, math.pi * 1.9)
-            r0 = rs.uniform(0.75, 0.95)
+        for _ in range(5 if st != "curly" else 12):
+            a = rs.uniform(math.pi * 1.15, math.pi * 1.85)
+            r0 = rs.uniform(0.8, 0.95)
             p0 = np.array([hw * r0 * math.cos(a), -0.02 + r0 * math.sin(a)])
-            p1 = p0 + np.array([rs.normal(0, 0.08), 0.12])
-            self.line(d, np.stack([p0, p1]), dark, 0.012, z=0.1)
+            p1 = p0 + np.array([0.1 * math.cos(a), 0.1 + 0.05 * abs(math.sin(a))])
+            self.line(d, np.stack([p0, p1]), dark, 0.008, z=0.1)
 
     def shading(self, size: tuple[int, int], offset: np.ndarray) -> Image.Image:
         """Multiplicative shading layer (128 = unchanged) over the face region.
@@ -923,9 +923,9 @@ def render_chip(identity: Identity, look: Look, size: int, rng: np.random.Genera
                 background: np.ndarray | None = None) -> tuple[np.ndarray, FaceInfo]:
     """A square face image: ``framing`` "tight" (UTKFace-like aligned chip), "close" (FER2013-like,
     the face fills the frame) or "loose" (VGGFace2-like, head and shoulders with margin)."""
-    if framing == "tight":
-        scale = size * rng.uniform(0.40, 0.44)
-        cx, cy = size * 0.5, size * rng.uniform(0.46, 0.5)
+    if framing == "tight":  # eyes a little above the middle, chin near the bottom edge
+        scale = size * rng.uniform(0.48, 0.53)
+        cx, cy = size * rng.uniform(0.48, 0.52), size * rng.uniform(0.42, 0.45)
     elif framing == "close":
         scale = size * rng.uniform(0.6, 0.66)
         cx, cy = size * rng.uniform(0.48, 0.52), size * rng.uniform(0.36, 0.4)

@@ -311,9 +311,9 @@ def _affectnet_item(ctx: _Ctx, job: tuple) -> tuple[dict, dict]:
     split, csv_name, i, gi, raw, va_missing = job
     seed, size = ctx.seed, ctx.cfg.chip_size
     rng = _rng(seed, "affectnet", split == "val", i)
-    w = int(round(size * rng.uniform(1.25, 1.9)))
-    h = int(round(size * rng.uniform(1.25, 1.9)))
-    scale = min(w, h) * rng.uniform(0.24, 0.33)
+    w = int(round(size * rng.uniform(1.2, 1.6)))
+    h = int(round(size * rng.uniform(1.2, 1.6)))
+    scale = min(w, h) * rng.uniform(0.25, 0.34)
     cx, cy = w * rng.uniform(0.35, 0.65), h * rng.uniform(0.36, 0.52)
     ident = Identity.sample(_identity_seed(seed, "affectnet", split == "val", i))
     age = float(np.clip(round(ident.base_age), 1, 99))
@@ -709,10 +709,14 @@ def generate(root, data_cfg, seed: int | None = None, datasets: Iterable[str] = 
     seed = int(data_cfg.synthetic_seed if seed is None else seed)
     workers = int(getattr(data_cfg, "num_workers", 0) if workers is None else workers)
     workers = max(0, min(workers, os.cpu_count() or 1))
-    names = list(datasets)
+    names = [datasets] if isinstance(datasets, str) else list(datasets)
     unknown = [n for n in names if n not in _WRITERS]
     if unknown:
         raise ValueError(f"unknown synthetic dataset(s) {unknown}; choose from {', '.join(DATASETS)}")
+    w, h = data_cfg.video_size
+    if {"afew", "vgaf"} & set(names) and (w % 2 or h % 2 or min(w, h) < 32):
+        raise ValueError(f"DataConfig.video_size={data_cfg.video_size}: width and height must be even and "
+                         ">= 32 (the videos are encoded as yuv420p)")
     root.mkdir(parents=True, exist_ok=True)
     out, todo = {}, []
     for name in names:
@@ -728,11 +732,7 @@ def generate(root, data_cfg, seed: int | None = None, datasets: Iterable[str] = 
         todo.append((name, final, marker))
     if not todo:
         return out
-    pool = None
-    if workers > 1:
-        import multiprocessing
-
-        pool = multiprocessing.get_context("spawn").Pool(workers)
+    pool = _pool(workers) if workers > 1 else None
     try:
         for name, final, marker in todo:
             _generate_one(name, final, marker, _Ctx(root / f".{name}.partial", data_cfg, seed), pool, progress)
@@ -740,6 +740,18 @@ def generate(root, data_cfg, seed: int | None = None, datasets: Iterable[str] = 
         if pool is not None:
             pool.terminate()
     return out
+
+
+def _pool(workers: int):
+    """A process pool. POSIX forks (no re-import of ``__main__``, so scripts and ``python -m``
+    entry points need no main guard; the workers only run numpy/PIL/PyAV code); elsewhere spawns."""
+    import multiprocessing
+    import warnings
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with warnings.catch_warnings():  # Python >= 3.12 warns about fork() in multi-threaded processes
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return multiprocessing.get_context(method).Pool(workers)
 
 
 def _generate_one(name: str, final: Path, marker: dict, ctx: _Ctx, pool, progress: bool) -> None:
