@@ -40,6 +40,8 @@ _SYNONYMS = {
 AFFECTNET_ORDER = EXPRESSIONS_8  # 8 None, 9 Uncertain, 10 No-Face are excluded
 FER2013_ORDER = ("Angry", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
 AFEW_ORDER = ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
+# Aff-Wild2 EXPR_Set integer order (ABAW 2020/2021).
+AFFWILD2_ORDER = ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise")
 HSEMOTION_ORDER_8 = ("Anger", "Contempt", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise")
 HSEMOTION_ORDER_7 = tuple(n for n in HSEMOTION_ORDER_8 if n != "Contempt")
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fer_lib.labels import EXPRESSIONS_8, canonical_expression
+from fer_lib.labels import AFFWILD2_ORDER, EXPRESSIONS_8, canonical_expression
 
 from ._common import (
     CLEARED,
@@ -40,7 +40,6 @@ from ._common import (
 
 NAME = "affwild2"
 # Aff-Wild2's own expression order (the EXPR_Set files' header and values).
-AFFWILD2_ORDER: tuple[str, ...] = ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise")
 EXPECTED = ("annotations/EXPR_Set and/or annotations/VA_Set (or the same directly in root), each with "
             "Train_Set/ and Validation_Set/ of <video>.txt files, and frames in cropped_aligned/<video>/")
 SET_FOLDERS = {"EXPR": ("EXPR_Set", "EXPR_Classification_Challenge"),

@@ -60,7 +60,15 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..io import atomic_to_csv, atomic_write_text
-from ..labels import AFEW_ORDER, AFFECTNET_ORDER, EXPRESSIONS_8, FER2013_ORDER, VGAF_CLASSES, expression_index
+from ..labels import (
+    AFEW_ORDER,
+    AFFECTNET_ORDER,
+    AFFWILD2_ORDER,
+    EXPRESSIONS_8,
+    FER2013_ORDER,
+    VGAF_CLASSES,
+    expression_index,
+)
 from ._render import (
     Identity,
     Look,
@@ -89,8 +97,6 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "affwild2": ("n_affwild2_videos", "affwild2_frames"),
 }
 
-# Aff-Wild2 EXPR_Set order (header of every annotation file), mapped to canonical names.
-AFFWILD2_ORDER: tuple[str, ...] = ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise")
 # AffectNet training-set class counts (Mollahosseini et al.), used for a tempered imbalance.
 _AFFECTNET_COUNTS = {"Neutral": 74874, "Happy": 134415, "Sad": 25459, "Surprise": 14090, "Fear": 6378,
                      "Disgust": 3803, "Anger": 24882, "Contempt": 3750}
