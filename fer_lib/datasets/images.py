@@ -17,8 +17,8 @@ Policy (used by ``fer_lib.data.FaceDataset`` and ``fer_lib.datasets.validate_ima
 - Memory: a JPEG with more than :data:`REDUCE_ABOVE_PIXELS` pixels (16.7 M, 4096 x 4096) whose
   needed region stays at least ``min_side`` pixels after reduction is decoded at 1/2, 1/4 or 1/8
   scale (``Image.draft``; the DCT does the downscaling): a 10,000 x 10,000 JPEG read for a 64 px
-  face raised the peak RSS by 13 MiB in 0.1 s, against 764 MiB in 5.4 s for a full decode. Other formats are decoded in full and then reduced with
-  ``Image.reduce``.
+  face raised the peak RSS by 13 MiB in 0.1 s, against 764 MiB in 5.4 s for a full decode.
+  Other formats are decoded in full and then reduced with ``Image.reduce``.
   Smaller images are always decoded in full, so ordinary datasets see exactly the same pixels.
 - Colour: every mode becomes 8-bit RGB (see :func:`to_rgb`); the EXIF orientation is applied, so
   images and face boxes are in the orientation in which the image is displayed.
