@@ -4,6 +4,9 @@
 crops the manifest's face box (tight unless ``margin`` > 0; the whole image where the box is NaN),
 resizes with PIL bilinear to ``image_size`` and normalises with ``mean``/``std``. Face boxes are
 read in the orientation the image is displayed in (after EXIF transposition).
+Bad and huge files follow the policy of :mod:`fer_lib.datasets.images`: one ``ImageError`` naming
+the file and what to do; images over ``max_pixels`` are refused; JPEGs over 16.7 M pixels are
+decoded at 1/2..1/8 scale when the face still gets at least ``image_size`` pixels.
 Labels that a row lacks are 0 with mask False, so one batch can mix datasets with different labels.
 """
 
@@ -16,14 +19,19 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from fer_lib.datasets.images import DEFAULT_MAX_PIXELS, ImageError, read_image, to_rgb
 from fer_lib.faces import crop_window
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 LABEL_KEYS: tuple[str, ...] = ("identity", "age", "gender", "race", "expression", "valence", "arousal")
+__all__ = [
+    "FaceDataset", "IMAGENET_MEAN", "IMAGENET_STD", "ImageError", "LABEL_KEYS", "identity_index",
+    "load_rgb", "make_loader", "seed_worker", "to_rgb",
+]
 FLOAT_LABELS = frozenset({"age", "valence", "arousal"})
 
 
@@ -34,34 +42,13 @@ def identity_index(manifest: pd.DataFrame, splits: Sequence[str] | None = None) 
     return {name: k for k, name in enumerate(names)}
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL image as 8-bit RGB: EXIF orientation applied; grey, palette, CMYK, 16-bit, float and
-    alpha images handled (alpha is composited onto black)."""
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        arr = np.asarray(image, dtype=np.float64)
-        top = arr.max() if arr.size else 0.0
-        if image.mode == "F" and top <= 1.0:
-            arr = arr * 255.0
-        elif top > 255:
-            arr = arr / (65535.0 if top <= 65535 else top) * 255.0
-        image = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB") if image.mode != "RGB" else image
+def load_rgb(path: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open an image file as upright 8-bit RGB (see :func:`fer_lib.datasets.images.to_rgb`).
 
-
-def load_rgb(path: str) -> Image.Image:
-    """Open an image file as 8-bit RGB (see :func:`to_rgb`); errors name the file."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return to_rgb(im)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file name and what to do
-        raise OSError(f"cannot read image {path}: {type(exc).__name__}: {exc}. Run "
-                      "fer_lib.datasets.validate_images(manifest, report) to drop unreadable files") from exc
+    Raises :class:`~fer_lib.datasets.images.ImageError` (an OSError) naming the file, the reason
+    and what to do, for missing, empty, non-image, truncated and too-large files.
+    """
+    return read_image(path, max_pixels)[0]
 
 
 class _Augment:
@@ -114,11 +101,14 @@ class FaceDataset(Dataset):
         augment: random rotation (+-10 deg), zoom crop (area 0.8-1) and horizontal flip.
         identity_index: identity name -> class index; None: identity labels are all masked.
         margin: fraction of the face box added on each side before cropping (0: tight).
+        max_pixels: images with more pixels raise ``ImageError`` (decompression-bomb guard;
+            None: only Pillow's own limit).
     """
 
     def __init__(self, manifest: pd.DataFrame, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, augment: bool = False,
-                 identity_index: dict[str, int] | None = None, margin: float = 0.0):
+                 identity_index: dict[str, int] | None = None, margin: float = 0.0,
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS):
         if "path" not in manifest.columns:
             raise ValueError("FaceDataset needs a manifest with a 'path' column (see fer_lib.datasets)")
         self.image_size = int(image_size)
@@ -129,6 +119,7 @@ class FaceDataset(Dataset):
         self.augment = _Augment(self.image_size) if augment else None
         self.identity_index = identity_index
         self.margin = float(margin)
+        self.max_pixels = max_pixels
         self.paths = manifest["path"].astype(str).to_numpy()
         n = len(manifest)
         self.boxes = np.stack([self._column(manifest, c, n) for c in ("face_x", "face_y", "face_w", "face_h")], 1)
@@ -161,14 +152,23 @@ class FaceDataset(Dataset):
         return len(self.paths)
 
     def load_face(self, i: int) -> Image.Image:
-        """The face region of row ``i`` as RGB (whole image when the box is missing), before resizing."""
-        image = load_rgb(self.paths[i])
+        """The face region of row ``i`` as RGB (whole image when the box is missing), before resizing.
+
+        Large JPEGs may come back at a reduced scale, never smaller than ``image_size`` (x1.25 with
+        augmentation, whose zoom crops and rotation need a little more).
+        """
         x, y, w, h = self.boxes[i]
-        if np.isfinite([x, y, w, h]).all() and w > 0 and h > 0:
+        has_box = bool(np.isfinite([x, y, w, h]).all() and w > 0 and h > 0)
+        need = self.image_size * (1.25 if self.augment is not None else 1.0)
+        image, scale = read_image(self.paths[i], self.max_pixels, (w, h) if has_box else None, need)
+        if has_box:
+            box = np.array([x, y, x + w, y + h]) / scale
             try:
-                image = image.crop(crop_window([x, y, x + w, y + h], image.size, self.margin))
+                image = image.crop(crop_window(box, image.size, self.margin))
             except ValueError as exc:
-                raise ValueError(f"{self.paths[i]}: {exc}") from exc
+                raise ValueError(f"{self.paths[i]} (manifest row {i}): {exc}. What to do: fix the box "
+                                 "(face_x, face_y, face_w, face_h in displayed pixels) or set it to NaN "
+                                 "to use the whole image") from exc
         return image
 
     def to_tensor(self, image: Image.Image) -> torch.Tensor:

@@ -137,5 +137,5 @@ def test_validate_images_reports_unreadable(tmp_path):
     report = ValidationReport("x", str(tmp_path))
     out = datasets.validate_images(df, report, progress=False)
     assert out["path"].tolist() == [str(good), str(video)]
-    assert report.dropped == {"unreadable image": 1} and report.kept == 2
+    assert report.dropped == {"not an image file": 1} and report.kept == 2
     assert report.to_frame()["file"].tolist() == [str(bad)]

@@ -22,6 +22,7 @@ from ._common import (
     finalize_manifest,
     validate_images,
 )
+from .images import DEFAULT_MAX_PIXELS, ImageError, check_image, read_image
 
 # name -> module below fer_lib.datasets (imported on first use).
 REGISTRY: dict[str, str] = {
@@ -51,6 +52,7 @@ def load(name: str, root: str | os.PathLike, **kwargs) -> tuple[pd.DataFrame, Va
 
 
 __all__ = [
-    "DATASET_NAMES", "MANIFEST_COLUMNS", "REGISTRY", "SPLITS", "VIDEO_DATASETS", "ValidationReport",
-    "apply_limit", "carve_val", "finalize_manifest", "get_loader", "load", "validate_images",
+    "DATASET_NAMES", "DEFAULT_MAX_PIXELS", "ImageError", "MANIFEST_COLUMNS", "REGISTRY", "SPLITS", "VIDEO_DATASETS", "ValidationReport",
+    "apply_limit", "carve_val", "check_image", "finalize_manifest", "get_loader", "load", "read_image",
+    "validate_images",
 ]

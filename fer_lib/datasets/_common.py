@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .images import DEFAULT_MAX_PIXELS, check_image
+
 # A list (not a tuple) so that ``df[MANIFEST_COLUMNS]`` selects columns in pandas.
 MANIFEST_COLUMNS: list[str] = [
     "path", "split", "identity", "age", "gender", "race", "expression", "valence", "arousal",
@@ -306,27 +308,30 @@ def check_exists(paths: pd.Series) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------- image checking
 def validate_images(manifest: pd.DataFrame, report: ValidationReport | None = None,
-                    progress: bool = True) -> pd.DataFrame:
-    """Open every image of the manifest with PIL (``verify``); drop and report unreadable ones.
+                    progress: bool = True,
+                    max_pixels: int | None = DEFAULT_MAX_PIXELS) -> pd.DataFrame:
+    """Decode every image of the manifest; drop unusable ones and count them per reason.
 
-    Slow on large sets (one file open per row), hence optional. Rows whose path is not an image
-    (videos) are left alone. Returns the manifest without the unreadable rows.
+    Reasons (``fer_lib.datasets.images``): missing file, empty file, not an image file, truncated or
+    corrupt image, image too large (more than ``max_pixels``; None: only Pillow's
+    limit), unsupported colour mode. Each file is decoded completely (JPEGs
+    at 1/8 scale, which still reads all their data), so truncated files are found, and the size
+    policy is the one ``FaceDataset`` applies. Slow on large sets (one decode per file), hence
+    optional. Rows whose path is not an image (videos) are left alone. Returns the manifest
+    without the dropped rows; ``report`` (if given) gets one entry per bad file and its kept counts.
     """
-    from PIL import Image
     from tqdm.auto import tqdm
 
     paths = manifest["path"].astype(str)
     is_image = paths.str.lower().str.endswith(IMAGE_SUFFIXES)
-    bad: dict[str, str] = {}
+    bad: dict[str, tuple[str, str]] = {}
     for p in tqdm(paths[is_image].unique(), desc="checking images", disable=not progress):
-        try:
-            with Image.open(p) as im:
-                im.verify()
-        except Exception as exc:  # noqa: BLE001 - any failure means the file cannot be used
-            bad[p] = f"{type(exc).__name__}: {exc}"
+        problem = check_image(p, max_pixels)
+        if problem is not None:
+            bad[p] = (problem.reason, problem.detail)
     if report is not None:
-        for p, why in bad.items():
-            report.drop(p, "unreadable image", why)
+        for p, (reason, detail) in bad.items():
+            report.drop(p, reason, detail)
     out = manifest[~paths.isin(bad)].reset_index(drop=True)
     if report is not None:
         report.set_kept(out)

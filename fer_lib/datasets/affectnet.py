@@ -9,7 +9,8 @@ Decisions (every one is counted in the report):
 - expression 8/9/10 or an unreadable expression -> expression NaN; the row stays only if its
   valence and arousal are valid (it still trains the VA head), otherwise it is dropped;
 - valence/arousal -2 (no face) or outside [-1, 1] -> NaN;
-- an invalid face box (not a number, width/height <= 0) -> NaN box (the whole image is used);
+- an invalid face box (not a finite number, x/y < 0, width/height <= 0) -> NaN box (the whole
+  image is used);
 - a path escaping the root or a missing image file (``check_files=True``) -> row dropped.
 Splits: training.csv -> 'train' with a stratified ``val_fraction`` moved to 'val' for model
 selection; validation.csv -> 'test' (the set the paper reports on).
@@ -47,27 +48,54 @@ IMAGE_BASES = ("", "Manually_Annotated_Images", "Manually_Annotated/Manually_Ann
 EXCLUDED = {8: "None", 9: "Uncertain", 10: "No-Face"}
 
 
+def _read(csv: Path, **kwargs) -> pd.DataFrame:
+    """``pd.read_csv`` of strings; a file that is not a readable csv raises one error naming it."""
+    try:
+        return pd.read_csv(csv, dtype=str, keep_default_na=False, **kwargs)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{csv}: not a readable csv ({type(exc).__name__}: {exc}). What to do: check that "
+                         "it is the AffectNet annotation file (UTF-8 text, 9 comma-separated columns; quote "
+                         "paths that contain commas)") from exc
+
+
+def _is_data_line(fields) -> bool:
+    """Whether a header-less csv's first line looks like data: expression, valence, arousal are numbers."""
+    try:
+        [float(str(fields[i]).strip()) for i in (6, 7, 8)]
+    except (ValueError, IndexError):
+        return False
+    return True
+
+
 def read_csv(csv: Path) -> pd.DataFrame:
-    """The annotation table with string values; one clear error for a missing column."""
-    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    """The annotation table with string values; one clear error for a missing column.
+
+    A csv whose first line is not the header but data (9 columns, numeric expression/valence/arousal,
+    as in the official validation.csv) is read in the documented column order.
+    """
+    table = _read(csv)
     table.columns = [str(c).strip() for c in table.columns]
-    if COLUMNS[0] not in table.columns and len(table.columns) == len(COLUMNS):
-        table = pd.read_csv(csv, dtype=str, keep_default_na=False, header=None, names=list(COLUMNS))
+    if (COLUMNS[0] not in table.columns and len(table.columns) == len(COLUMNS)
+            and _is_data_line(_read(csv, header=None, nrows=1).iloc[0].tolist())):
+        table = _read(csv, header=None, names=list(COLUMNS))
         table.attrs["headerless"] = True
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
         raise ValueError(f"{csv}: missing column(s) {', '.join(missing)}; an AffectNet csv needs "
-                         f"{', '.join(COLUMNS)} (found {', '.join(map(str, table.columns))})")
+                         f"{', '.join(COLUMNS)} (found {', '.join(map(str, table.columns))}). What to do: "
+                         "fix the header line (or remove it: a header-less file is read in that order)")
     return table
 
 
 def _pick_image_base(root: Path, rel_paths: pd.Series) -> Path:
-    """The folder under which most of a sample of the csv's paths exist."""
+    """The folder under which most of a sample of the csv's paths exist (paths that would leave
+    the root are never looked at)."""
     sample = rel_paths.iloc[:: max(1, len(rel_paths) // 50)].head(50)
     best, best_hits = root, -1
     for base in IMAGE_BASES:
         folder = root / base if base else root
-        hits = sum((folder / r).is_file() for r in sample if r)
+        inside = [inside_root(root, os.path.join(base, r)) for r in sample if r]
+        hits = sum(p.is_file() for p in inside if p is not None)
         if hits > best_hits:
             best, best_hits = folder, hits
     return best
@@ -134,7 +162,7 @@ def _parse_table(table: pd.DataFrame, csv: Path, root: Path, split: str, check_f
     _report_va("arousal", raw_a, a_no_face, a_bad, where, keep, report)
 
     box = np.stack([_numbers(table, c) for c in ("face_x", "face_y", "face_width", "face_height")], 1)
-    bad_box = (np.isnan(box).any(1) | (box[:, 2] <= 0) | (box[:, 3] <= 0) | (box[:, :2] < 0).any(1)) & keep
+    bad_box = (~np.isfinite(box).all(1) | (box[:, 2] <= 0) | (box[:, 3] <= 0) | (box[:, :2] < 0).any(1)) & keep
     report.add_many(where[bad_box], "invalid face box (whole image used)", action=CLEARED)
     box[bad_box] = np.nan
 

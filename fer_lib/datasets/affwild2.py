@@ -18,6 +18,7 @@ only one valid value keeps it and clears the other. Frames without an image are 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,7 @@ SET_FOLDERS = {"EXPR": ("EXPR_Set", "EXPR_Classification_Challenge"),
 SPLIT_FOLDERS = {"train_set": "train", "validation_set": "test"}
 FRAMES_DIR = "cropped_aligned"
 INVALID_VA = -5.0
+_NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
 def _order_from_header(header: str, report: ValidationReport, where: str) -> tuple[str, ...]:
@@ -70,9 +72,22 @@ def _count(report: ValidationReport, path: Path, reason: str, n: int, action: st
         report.counts[(action, reason)] += n - 1
 
 
+def read_lines(path: Path, report: ValidationReport) -> list[str]:
+    """The lines of an annotation file: split only at ``\\n``, ``\\r\\n`` or ``\\r`` (so that line k
+    stays frame k even if a line holds a form feed or a Unicode separator), a leading BOM removed,
+    bytes that are not UTF-8 replaced by U+FFFD (those lines then count as invalid; noted)."""
+    text = path.read_bytes().decode("utf-8-sig", errors="replace")
+    if "\ufffd" in text:
+        report.note(f"{path}: bytes that are not UTF-8 text were replaced (those lines are invalid)")
+    lines = _NEWLINE.split(text)
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
 def read_expr_file(path: Path, report: ValidationReport) -> pd.DataFrame:
     """Frames (1-based) with a valid canonical expression from one EXPR_Set file."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_lines(path, report)
     if not lines:
         report.drop(path, "empty annotation file")
         return pd.DataFrame(columns=["frame", "expression"])
@@ -90,7 +105,7 @@ def read_expr_file(path: Path, report: ValidationReport) -> pd.DataFrame:
 
 def read_va_file(path: Path, report: ValidationReport) -> pd.DataFrame:
     """Frames (1-based) with at least one valid value from one VA_Set file; invalid values -> NaN."""
-    lines = path.read_text(encoding="utf-8").splitlines()[1:]
+    lines = read_lines(path, report)[1:]
     parts = pd.Series(lines, dtype=str).str.split(",", n=1, expand=True) if lines else None
     if parts is None or parts.shape[1] < 2:
         parts = pd.DataFrame({0: pd.Series(lines, dtype=str), 1: ""})

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -43,6 +44,7 @@ SPLIT_FOLDERS = {"train": "train", "training": "train", "validation": "val", "va
                  "publictest": "val", "test": "test", "privatetest": "test"}
 USAGE_TO_SPLIT = {"training": "train", "publictest": "val", "privatetest": "test"}
 SIDE = 48
+_EMOTION = re.compile(r"[0-9]+")  # ASCII digits: str.isdigit() also accepts '²', which int() rejects
 
 
 def class_index(folder_name: str) -> int:
@@ -116,14 +118,15 @@ def _default_cache(csv: Path) -> Path:
     return get_paths().data / "cache" / f"fer2013-{key}"
 
 
-def _parse_pixels(text: object) -> np.ndarray | str:
-    """48x48 uint8 image from a pixel string, or a string saying what is wrong."""
+def parse_pixels(text: object) -> np.ndarray | str:
+    """48x48 uint8 image from a pixel string (2,304 integers 0..255 separated by white space), or a
+    string saying what is wrong. Never raises for any text."""
     parts = str(text).split()
     if len(parts) != SIDE * SIDE:
         return f"{len(parts)} pixel values, expected {SIDE * SIDE}"
     try:
         values = np.array(parts, dtype=np.int64)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a number beyond int64
         return "pixel values are not all integers"
     if values.min() < 0 or values.max() > 255:
         return "pixel values outside 0..255"
@@ -136,12 +139,16 @@ def _load_csv(csv: Path, root: Path, val_fraction: float, seed: int, limit: int 
     from tqdm.auto import tqdm
 
     report = ValidationReport(NAME, str(csv))
-    table = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    table.columns = [c.strip() for c in table.columns]
+    try:
+        table = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{csv}: not a readable csv ({type(exc).__name__}: {exc}). What to do: use the "
+                         "original fer2013.csv (UTF-8 text with columns emotion, pixels, Usage)") from exc
+    table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in ("emotion", "pixels", "Usage") if c not in table.columns]
     if missing:
         raise ValueError(f"{csv}: missing column(s) {', '.join(missing)}; expected emotion, pixels, Usage "
-                         f"(found {', '.join(table.columns)})")
+                         f"(found {', '.join(table.columns)}). What to do: fix the header line")
     cache = Path(os.path.abspath(Path(cache_dir).expanduser())) if cache_dir else _default_cache(csv)
     complete = cache / ".complete"
     build = not complete.is_file()
@@ -159,12 +166,12 @@ def _load_csv(csv: Path, root: Path, val_fraction: float, seed: int, limit: int 
             if split is None:
                 report.drop(where, "unknown Usage", f"{row.Usage!r} (expected Training/PublicTest/PrivateTest)")
                 continue
-            if not emotion.isdigit() or int(emotion) >= len(FER2013_ORDER):
+            if not _EMOTION.fullmatch(emotion) or int(emotion) >= len(FER2013_ORDER):
                 report.drop(where, "invalid emotion", f"{emotion!r} (expected 0..6)")
                 continue
             name = f"{split}/{row.Index:05d}.png"
             if build:
-                image = _parse_pixels(row.pixels)
+                image = parse_pixels(row.pixels)
                 if isinstance(image, str):
                     report.drop(where, "invalid pixels", image)
                     continue

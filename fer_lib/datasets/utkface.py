@@ -10,6 +10,7 @@ Malformed names (a field missing, not a number, age outside 0..116, gender not 0
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -33,9 +34,21 @@ TEST_LIST = "balanced_test_2000.txt"
 MAX_AGE = 116
 
 
-def parse_name(name: str) -> tuple[int, int, int] | str:
-    """``(age, gender, race)`` from a UTKFace file name, or a string saying what is wrong with it."""
-    stem = name
+_NUMBER = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also accepts '²', which int() rejects
+
+
+def format_name(age: int, gender: int, race: int, taken: str) -> str:
+    """The UTKFace chip name ``age_gender_race_taken.jpg.chip.jpg`` (``taken``: yyyymmddHHMMSSfff)."""
+    return f"{int(age)}_{int(gender)}_{int(race)}_{taken}.jpg.chip.jpg"
+
+
+def parse_fields(name: str) -> tuple[int, int, int, str] | str:
+    """``(age, gender, race, taken)`` from a UTKFace file name, or a string saying what is wrong.
+
+    Never raises for any text. ``taken`` (the date-time field) only identifies the photo and is
+    returned as written, unchecked.
+    """
+    stem = str(name)
     for suffix in (".chip.jpg", ".jpg"):
         if stem.lower().endswith(suffix):
             stem = stem[: -len(suffix)]
@@ -45,8 +58,8 @@ def parse_name(name: str) -> tuple[int, int, int] | str:
     names = ("age", "gender", "race")
     values = []
     for fname, text in zip(names, fields[:3]):
-        if not text.isdigit():
-            return f"{fname} field {text!r} is not a number"
+        if not _NUMBER.fullmatch(text):
+            return f"{fname} field {text[:20]!r} is not a number"
         values.append(int(text))
     age, gender, race = values
     if not 0 <= age <= MAX_AGE:
@@ -55,7 +68,13 @@ def parse_name(name: str) -> tuple[int, int, int] | str:
         return f"gender {gender} is not 0 (male) or 1 (female)"
     if not 0 <= race < len(ETHNICITIES):
         return f"race {race} outside 0..{len(ETHNICITIES) - 1}"
-    return age, gender, race
+    return age, gender, race, fields[3]
+
+
+def parse_name(name: str) -> tuple[int, int, int] | str:
+    """``(age, gender, race)`` from a UTKFace file name, or a string saying what is wrong with it."""
+    parsed = parse_fields(name)
+    return parsed if isinstance(parsed, str) else parsed[:3]
 
 
 def _image_dir(root: Path) -> Path:
