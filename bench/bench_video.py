@@ -238,10 +238,11 @@ def main(argv=None) -> int:
     print(table.to_string(index=False))
 
     out = Path(args.out) if args.out else get_paths().results / "benchmarks"
-    stem = "video_fake" if args.fake else "video"
+    stem = ("video_fake" if args.fake else "video") + (f"_threads{args.threads}" if args.threads else "")
     head = (f"# Video feature extraction throughput ({'fake' if args.fake else 'real'} models)\n\n"
             f"{n_frames} frames of 640x480 H.264 ({args.seconds:g} s at {args.fps} fps), mode {args.mode}, "
-            f"detector {det_name}, extractor {ext_name}, batch {args.batch_size} frames, device {args.device}; "
+            f"detector {det_name}, extractor {ext_name}, batch {args.batch_size} frames, device {args.device}, "
+            f"torch threads {args.threads or 'default'}; "
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
             f"load average {os.getloadavg()[0]:.1f} at the end. "
             "Decode + detect + crop + features end to end; speedup against the naive loop in the same run; "
