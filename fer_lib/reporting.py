@@ -9,6 +9,7 @@ file, never typed in.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ import pandas as pd
 
 from . import io
 from .config import Paths, get_paths
-from .provenance import git_commit
+from .provenance import git_commit, versions
 
 METRICS_COLUMNS = ["stage", "dataset", "split", "model", "metric", "value", "profile", "train_seconds",
                    "seed", "git_commit", "timestamp"]
@@ -70,7 +71,19 @@ def record_metrics(stage: str, dataset: str, split: str, model: str, metrics: Ma
         frames = [f for f in (old, rows) if len(f)]
         out = pd.concat(frames, ignore_index=True)[METRICS_COLUMNS]
         io.atomic_to_csv(out, path)
+        _record_versions(path.parent / "versions.json")
     return rows
+
+
+def _record_versions(path: Path) -> None:
+    """Package versions next to metrics.csv (rewritten only when they change)."""
+    info = {"git_commit": git_commit(), "versions": versions()}
+    try:
+        if json.loads(path.read_text()) == info:
+            return
+    except (OSError, ValueError):
+        pass
+    io.atomic_write_text(path, json.dumps(info, indent=2, sort_keys=True) + "\n")
 
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:

@@ -1,5 +1,7 @@
+import json
 import os
 import signal
+from importlib import metadata
 
 import matplotlib
 import pandas as pd
@@ -25,6 +27,9 @@ def test_record_metrics_upserts_by_key(tmp_results):
     reporting.record_metrics("pretrain", "utkface", "test", "mnv2", {"age_mae": 9.0}, profile="default", seed=0)
     assert len(reporting.load_metrics()) == 4
     assert df.git_commit.notna().all() and (df.timestamp.str.len() > 10).all()
+    info = json.loads((tmp_results / "versions.json").read_text())
+    assert info["versions"]["torch"] == metadata.version("torch")
+    assert info["git_commit"] == df.git_commit.iloc[0]
 
 
 def test_record_metrics_needs_values(tmp_results):
