@@ -112,11 +112,26 @@ def run_chain(profile: str | None = None, overrides: dict[str, Any] | None = Non
             results.append(StepResult(nb.name, str(out), time.time() - t0, False))
             raise ChainFailed(nb, out, exc) from exc
         results.append(StepResult(nb.name, str(out), time.time() - t0, True))
+        _record_time(paths.results, nb.stem, prof.name, results[-1].seconds)
         print(f"[fer_lib] {nb.name} done in {time.time() - t0:.1f} s", flush=True)
     from .reporting import write_index
 
     write_index(paths)
     return results
+
+
+def _record_time(results: Path, notebook: str, profile: str, seconds: float) -> None:
+    """Upsert the wall time of one notebook into ``results/run_times.csv`` (README and notebook 05 read it)."""
+    import pandas as pd
+
+    from . import io
+
+    f = results / "run_times.csv"
+    row = pd.DataFrame([{"notebook": notebook, "profile": profile, "seconds": round(seconds, 1),
+                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}])
+    old = pd.read_csv(f) if f.exists() else row.iloc[:0]
+    old = old[~((old["notebook"] == notebook) & (old["profile"] == profile))]
+    io.atomic_to_csv(pd.concat([old, row], ignore_index=True).sort_values(["profile", "notebook"]), f)
 
 
 def _write_run_info(results: Path, prof, overrides) -> None:

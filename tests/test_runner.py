@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import nbformat
+import pandas as pd
 import pytest
 
 from fer_lib import runner
@@ -48,6 +49,10 @@ def test_chain_stops_at_first_failure_keeps_copy_and_resumes(chain, tmp_results)
     assert log.read_text() == "00 smoke\n01\n02\n"
     assert json.loads((tmp_results / "run_info.json").read_text())["profile"]["name"] == "smoke"
     assert (tmp_results / "README.md").exists()
+    times = pd.read_csv(tmp_results / "run_times.csv")
+    # one row per notebook that finished (the failed run of 01 leaves none), upserted on the rerun
+    assert sorted(times.notebook) == ["00_first", "01_broken", "02_last"]
+    assert (times.profile == "smoke").all() and (times.seconds > 0).all()
 
 
 def test_select_by_prefix_stem_and_stage(tmp_path):
