@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -175,3 +177,44 @@ def test_workers_reproducible_with_augmentation(boxed):
     a, b = run(11), run(11)
     assert a.shape == (6, 3, 12, 12) and torch.equal(a, b)
     assert not torch.equal(a, run(12))
+
+
+@pytest.fixture
+def noisy(tmp_path):
+    """Four random 60x50 JPEGs with a face box each (JPEG: the path that decodes)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(4):
+        path = tmp_path / f"face{k}.jpg"
+        Image.fromarray(rng.integers(0, 255, (50, 60, 3), dtype=np.uint8)).save(path, quality=90)
+        rows.append({"path": str(path), "split": "train", "face_x": 5 + k, "face_y": 4, "face_w": 40,
+                     "face_h": 36})
+    return _manifest(rows)
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_decoded_face_cache_is_exact_and_skips_decoding(noisy, augment):
+    plain = FaceDataset(noisy, image_size=16, augment=augment, cache_bytes=0)
+    cached = FaceDataset(noisy, image_size=16, augment=augment)
+    for epoch in range(2):
+        for i in range(len(noisy)):
+            torch.manual_seed(epoch * 100 + i)
+            a = plain[i][0]
+            torch.manual_seed(epoch * 100 + i)
+            b = cached[i][0]
+            assert torch.equal(a, b), (epoch, i)
+    assert len(cached._cache) == len(noisy) and not plain._cache
+    # later epochs read nothing from disk: they work with the files gone
+    for p in noisy.path:
+        Path(p).unlink()
+    assert cached[0][0].shape == (3, 16, 16)
+    with pytest.raises(OSError):
+        plain[0]
+
+
+def test_decoded_face_cache_respects_its_budget(noisy):
+    one = 16 * 16 * 3
+    ds = FaceDataset(noisy, image_size=16, cache_bytes=2 * one + 1)
+    for i in range(len(noisy)):
+        ds[i]
+    assert len(ds._cache) == 2 and ds._cached == 2 * one
