@@ -1,0 +1,470 @@
+"""Predictions for people who just want them: ``Recognizer(checkpoint).predict(image)``.
+
+    rec = Recognizer("results/checkpoints/02_expression_va/best.pt")   # or "model.onnx"
+    faces = rec.predict("photo.jpg")           # path, PIL image or RGB array
+    faces[0].expression, faces[0].expression_probs, faces[0].valence, faces[0].age
+    rec.predict_batch([img1, img2])             # faces of many images in one batched forward
+    rec.predict_faces([crop1, crop2])           # already-cropped faces (RGB arrays), no detection
+
+Pipeline: MTCNN (:class:`fer_lib.faces.FaceDetector`, offline weights) -> every face with detection
+probability >= ``min_prob`` -> tight crop (no margin, :func:`fer_lib.faces.crop_window`) -> resize to
+the model's input size with PIL bilinear (the resize paper A's public code and the training loaders
+use) -> one batched forward of every crop.
+
+Fast path: the crops are resized into one ``uint8`` NHWC array; normalisation is one vectorised
+operation on the whole batch, whose NCHW view of the NHWC buffer is already ``channels_last`` (the
+layout the model is converted to), under ``torch.inference_mode``. No per-face tensor transforms.
+``backend="onnx"`` runs a file written by :func:`fer_lib.export.export_onnx` with onnxruntime instead;
+its head names, label orders and preprocessing are read from the ONNX metadata, so both backends give
+the same columns.
+
+Per face (heads the checkpoint has, else None): ``box`` ``(x1, y1, x2, y2)`` and ``det_prob``;
+``expression`` (argmax name) and ``expression_probs`` (canonical order of
+:data:`fer_lib.labels.EXPRESSIONS_8`, sums to 1); ``valence`` / ``arousal``; ``age`` (years, paper A's
+top-2 read-out); ``gender`` (male where p(male) >= 0.6, paper A) and ``p_female``; ``ethnicity`` and
+``ethnicity_probs`` (UTKFace's five classes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from . import labels as label_spaces
+from .faces import crop_window, to_rgb_array
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
+#: Checkpoints tried, in order, when none is given (relative to ``get_paths().checkpoints``).
+DEFAULT_CHECKPOINTS = ("02_expression_va/best.pt", "02_expression/best.pt")
+ONNX_META_KEY = "fer_lib"
+
+
+class NoCheckpointError(FileNotFoundError):
+    """No checkpoint was given and none of the default ones exists."""
+
+
+def default_checkpoint(checkpoints_dir: str | os.PathLike | None = None) -> Path:
+    """The expression model of notebook 02 (with valence-arousal where it exists)."""
+    if checkpoints_dir is None:
+        from .config import get_paths
+
+        checkpoints_dir = get_paths().checkpoints
+    root = Path(checkpoints_dir)
+    for rel in DEFAULT_CHECKPOINTS:
+        if (root / rel).is_file():
+            return root / rel
+    raise NoCheckpointError(
+        f"no checkpoint given and none found at {', '.join(str(root / r) for r in DEFAULT_CHECKPOINTS)}; "
+        "train one with `python -m fer_lib finetune` (after `python -m fer_lib prepare`), or pass "
+        "--checkpoint PATH (a fer_lib .pt, an ONNX file from `python -m fer_lib export`, or a converted "
+        "HSEmotion model from `python -m fer_lib import-hsemotion`)")
+
+
+# ------------------------------------------------------------------------------------------- results
+@dataclass
+class FacePrediction:
+    """What the model says about one face (fields of heads the model lacks stay None / empty)."""
+
+    box: tuple[float, float, float, float] | None = None
+    det_prob: float | None = None
+    expression: str | None = None
+    expression_probs: dict[str, float] = field(default_factory=dict)
+    valence: float | None = None
+    arousal: float | None = None
+    age: float | None = None
+    gender: str | None = None
+    p_female: float | None = None
+    ethnicity: str | None = None
+    ethnicity_probs: dict[str, float] = field(default_factory=dict)
+
+    def to_row(self) -> dict[str, Any]:
+        """A flat dict (one CSV row): box, det_prob, expression, expr_<name>..., valence, ..."""
+        box = self.box if self.box is not None else (None,) * 4
+        row: dict[str, Any] = dict(zip(("x1", "y1", "x2", "y2"), box))
+        row["det_prob"] = self.det_prob
+        row["expression"] = self.expression
+        row.update({f"expr_{k}": v for k, v in self.expression_probs.items()})
+        row.update(valence=self.valence, arousal=self.arousal, age=self.age, gender=self.gender,
+                   p_female=self.p_female, ethnicity=self.ethnicity)
+        row.update({f"eth_{k}": v for k, v in self.ethnicity_probs.items()})
+        return row
+
+    def label(self) -> str:
+        """A short caption for overlays, e.g. ``Happy 0.91 | V+0.42 A-0.10 | 34y F``."""
+        parts = []
+        if self.expression is not None:
+            parts.append(f"{self.expression} {self.expression_probs[self.expression]:.2f}")
+        if self.valence is not None:
+            parts.append(f"V{self.valence:+.2f} A{self.arousal:+.2f}")
+        attrs = []
+        if self.age is not None:
+            attrs.append(f"{self.age:.0f}y")
+        if self.gender is not None:
+            attrs.append(self.gender[0])
+        if self.ethnicity is not None:
+            attrs.append(self.ethnicity)
+        if attrs:
+            parts.append(" ".join(attrs))
+        return " | ".join(parts)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z.astype(np.float64)
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def load_image(image) -> np.ndarray:
+    """An RGB ``uint8`` array from a path (fer_lib's image-reading policy), a PIL image or an array."""
+    if isinstance(image, (str, os.PathLike)):
+        from .datasets.images import read_image
+
+        img, _ = read_image(image)
+        return np.asarray(img)
+    return to_rgb_array(image)
+
+
+# ------------------------------------------------------------------------------------------ backends
+class _TorchBackend:
+    def __init__(self, checkpoint, device: str, channels_last: bool, precision: str):
+        import torch
+
+        from .models import build_model_from_checkpoint, load_checkpoint, unwrap
+
+        if isinstance(checkpoint, torch.nn.Module):
+            model, orders, source = unwrap(checkpoint), None, type(checkpoint).__name__
+        else:
+            ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+            model, orders = build_model_from_checkpoint(ckpt), ckpt.get("label_orders")
+            source = str(checkpoint) if not isinstance(checkpoint, dict) else "<checkpoint>"
+        if not hasattr(model, "tasks") or not hasattr(model, "input_size"):
+            raise TypeError(f"{source}: Recognizer needs a fer_lib MultiTaskNet (with .tasks and .input_size)")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.precision = precision
+        self.tasks = dict(model.tasks)
+        self.age_mode = getattr(model, "age_mode", "bins")
+        self.image_size = int(model.input_size)
+        self.mean, self.std = tuple(model.mean), tuple(model.std)
+        if not orders:
+            from .training import default_label_orders
+
+            orders = default_label_orders(self.tasks)
+        self.label_orders = {k: list(v) for k, v in orders.items()}
+        self.source = source
+        self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1) * 255.0
+        self._inv_std = 1.0 / (torch.tensor(self.std, device=self.device).view(1, 3, 1, 1) * 255.0)
+
+    def __call__(self, batch_u8: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(batch_u8).to(self.device).permute(0, 3, 1, 2)  # NHWC buffer = channels_last
+            x = (x.float() - self._mean) * self._inv_std
+            if not self.channels_last:
+                x = x.contiguous()
+            if self.precision == "bf16":
+                with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                    out = self.model(x)
+            else:
+                out = self.model(x)
+            return {k: v.float().cpu().numpy() for k, v in out.items()}
+
+
+class _OnnxBackend:
+    def __init__(self, path, device: str, threads: int | None):
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model {path} does not exist; write one with "
+                                    "`python -m fer_lib export CHECKPOINT --out model.onnx`")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        self.session = ort.InferenceSession(str(path), opts, providers=providers)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if ONNX_META_KEY not in meta:
+            raise ValueError(f"{path} has no fer_lib metadata; export it with `python -m fer_lib export` so its "
+                             "head names, label orders and preprocessing are known")
+        info = json.loads(meta[ONNX_META_KEY])
+        self.tasks = {k: int(v) for k, v in info["tasks"].items()}
+        self.age_mode = info.get("age_mode", "bins")
+        self.image_size = int(info["image_size"])
+        self.mean, self.std = tuple(info["mean"]), tuple(info["std"])
+        self.label_orders = {k: list(v) for k, v in info["label_orders"].items()}
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.source = str(path)
+        self._mean = (np.asarray(self.mean, np.float32) * 255.0).reshape(1, 1, 1, 3)
+        self._inv_std = (1.0 / (np.asarray(self.std, np.float32) * 255.0)).reshape(1, 1, 1, 3)
+
+    def __call__(self, batch_u8: np.ndarray) -> dict[str, np.ndarray]:
+        x = (batch_u8.astype(np.float32) - self._mean) * self._inv_std
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        outs = self.session.run(self.output_names, {self.input_name: x})
+        return dict(zip(self.output_names, outs))
+
+
+# ---------------------------------------------------------------------------------------- recognizer
+class Recognizer:
+    """Faces -> expressions, valence-arousal and attributes with a fer_lib checkpoint or ONNX model.
+
+    Args:
+        checkpoint: a fer_lib checkpoint (``.pt``, loaded weights-only), an ONNX file from
+            ``python -m fer_lib export``, a loaded checkpoint dict or a ``MultiTaskNet``; None takes
+            :func:`default_checkpoint`.
+        device: torch device (``"cpu"``, ``"cuda"``), also used by the face detector.
+        backend: ``"torch"`` or ``"onnx"``; None picks by the file suffix (``.onnx`` -> onnx).
+        min_face_size: smallest face (pixels) MTCNN looks for.
+        min_prob: faces with a lower detection probability are dropped.
+        largest_only: keep only the largest face of each image.
+        batch_size: crops per forward pass.
+        threads: torch (process-wide) / onnxruntime intra-op threads; None leaves the defaults.
+        precision: ``"fp32"`` or ``"bf16"`` (torch CPU autocast; see bench/bench_inference.py for how
+            far it moves the probabilities).
+        detector: any object with ``detect_batch(frames) -> [(k, 5) boxes]`` (default: MTCNN).
+    """
+
+    def __init__(self, checkpoint=None, device: str = "cpu", backend: str | None = None, *,
+                 min_face_size: int = 20, min_prob: float = 0.9, largest_only: bool = False,
+                 batch_size: int = 32, threads: int | None = None, channels_last: bool = True,
+                 precision: str = "fp32", detector=None):
+        if checkpoint is None:
+            checkpoint = default_checkpoint()
+        if backend is None:
+            is_path = isinstance(checkpoint, (str, os.PathLike))
+            backend = "onnx" if is_path and Path(checkpoint).suffix.lower() == ".onnx" else "torch"
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        self.backend_name = backend
+        self.device = device
+        self._backend = (_OnnxBackend(checkpoint, device, threads) if backend == "onnx"
+                         else _TorchBackend(checkpoint, device, channels_last, precision))
+        b = self._backend
+        self.tasks, self.label_orders, self.age_mode = b.tasks, b.label_orders, b.age_mode
+        self.image_size, self.mean, self.std = b.image_size, b.mean, b.std
+        self.source = b.source
+        self.min_face_size, self.min_prob, self.largest_only = int(min_face_size), float(min_prob), largest_only
+        self.batch_size = max(1, int(batch_size))
+        self._detector = detector
+        self._expr_perm = self._expression_permutation()
+
+    def __repr__(self) -> str:
+        return (f"Recognizer({self.source!r}, backend={self.backend_name!r}, heads={list(self.tasks)}, "
+                f"image_size={self.image_size})")
+
+    # ------------------------------------------------------------------------------------ labels
+    def _expression_permutation(self) -> np.ndarray | None:
+        """Column permutation bringing the expression head into canonical order (None: already is)."""
+        n = self.tasks.get("expression")
+        if not n:
+            return None
+        order = self.label_orders.get("expression") or list(label_spaces.EXPRESSIONS_8[:n])
+        if len(order) != n:
+            raise ValueError(f"expression label order {order} does not match the head's {n} outputs")
+        mapping = label_spaces.mapping_to_canonical(order, n)
+        return None if np.array_equal(mapping, np.arange(n)) else mapping
+
+    @property
+    def expression_names(self) -> list[str]:
+        n = self.tasks.get("expression", 0)
+        return list(label_spaces.EXPRESSIONS_8[:n]) if n else []
+
+    @property
+    def ethnicity_names(self) -> list[str]:
+        n = self.tasks.get("race", 0)
+        return list(self.label_orders.get("race") or label_spaces.ETHNICITIES[:n]) if n else []
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            from .faces import FaceDetector
+
+            self._detector = FaceDetector(min_face_size=self.min_face_size, device=self.device)
+        return self._detector
+
+    # ---------------------------------------------------------------------------------- the core
+    def preprocess(self, crops: Sequence) -> np.ndarray:
+        """RGB crops (any size) -> one ``uint8`` ``[N, S, S, 3]`` array (PIL bilinear resize)."""
+        s = self.image_size
+        out = np.empty((len(crops), s, s, 3), np.uint8)
+        for i, c in enumerate(crops):
+            img = c if isinstance(c, Image.Image) else Image.fromarray(to_rgb_array(c))
+            out[i] = np.asarray(img.resize((s, s), Image.BILINEAR) if img.size != (s, s) else img)
+        return out
+
+    def raw(self, batch_u8: np.ndarray) -> dict[str, np.ndarray]:
+        """Head outputs (logits / regressions) for a preprocessed ``uint8`` batch, in chunks."""
+        outs: dict[str, list[np.ndarray]] = {}
+        for i in range(0, len(batch_u8), self.batch_size):
+            for k, v in self._backend(batch_u8[i:i + self.batch_size]).items():
+                outs.setdefault(k, []).append(v)
+        return {k: np.concatenate(v) for k, v in outs.items()}
+
+    def decode(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Head outputs -> ``expression_probs`` (canonical), ``valence``, ``arousal``, ``age``,
+        ``p_female``, ``ethnicity_probs`` (only for the heads present)."""
+        import torch
+
+        from .models.heads import gender_prob_female, predict_age
+
+        out: dict[str, np.ndarray] = {}
+        if "expression" in raw:
+            p = _softmax(raw["expression"])
+            if self._expr_perm is not None:
+                p = label_spaces.reorder_columns(p, self.label_orders["expression"])
+            out["expression_probs"] = p
+        if "va" in raw:
+            out["valence"], out["arousal"] = raw["va"][:, 0], raw["va"][:, 1]
+        if "age" in raw:
+            out["age"] = predict_age(torch.from_numpy(np.asarray(raw["age"])), self.age_mode).numpy()
+        if "gender" in raw:
+            out["p_female"] = gender_prob_female(torch.from_numpy(np.asarray(raw["gender"]))).numpy()
+        if "race" in raw:
+            out["ethnicity_probs"] = _softmax(raw["race"])
+        return out
+
+    def infer(self, crops: Sequence) -> dict[str, np.ndarray]:
+        """Decoded arrays (see :meth:`decode`) for already-cropped faces, in one batched pass."""
+        if len(crops) == 0:
+            return {}
+        return self.decode(self.raw(self.preprocess(crops)))
+
+    def _to_faces(self, dec: dict[str, np.ndarray], n: int) -> list[FacePrediction]:
+        from .models.heads import MALE_THRESHOLD
+
+        names, eth = self.expression_names, self.ethnicity_names
+        faces = []
+        for i in range(n):
+            f = FacePrediction()
+            if "expression_probs" in dec:
+                p = dec["expression_probs"][i]
+                f.expression_probs = {k: float(v) for k, v in zip(names, p)}
+                f.expression = names[int(np.argmax(p))]
+            if "valence" in dec:
+                f.valence, f.arousal = float(dec["valence"][i]), float(dec["arousal"][i])
+            if "age" in dec:
+                f.age = float(dec["age"][i])
+            if "p_female" in dec:
+                f.p_female = float(dec["p_female"][i])
+                f.gender = "Male" if 1.0 - f.p_female >= MALE_THRESHOLD else "Female"
+            if "ethnicity_probs" in dec:
+                p = dec["ethnicity_probs"][i]
+                f.ethnicity_probs = {k: float(v) for k, v in zip(eth, p)}
+                f.ethnicity = eth[int(np.argmax(p))]
+            faces.append(f)
+        return faces
+
+    def predict_faces(self, crops: Sequence) -> list[FacePrediction]:
+        """Predictions for already-cropped faces (RGB arrays or PIL images), batched; no detection."""
+        return self._to_faces(self.infer(crops), len(crops))
+
+    # ------------------------------------------------------------------------------ with detection
+    def _select(self, boxes: np.ndarray) -> np.ndarray:
+        b = np.asarray(boxes, np.float32).reshape(-1, 5)
+        b = b[b[:, 4] >= self.min_prob]
+        if self.largest_only and len(b) > 1:
+            area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+            b = b[[int(np.argmax(area))]]
+        return b
+
+    def _crops(self, arr: np.ndarray, boxes: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        crops, kept = [], []
+        h, w = arr.shape[:2]
+        for box in boxes:
+            try:
+                left, top, right, bottom = crop_window(box[:4], (w, h))
+            except ValueError:  # a box outside the image
+                continue
+            crops.append(arr[top:bottom, left:right])
+            kept.append(box)
+        return crops, kept
+
+    def predict_arrays(self, arrays: Sequence[np.ndarray],
+                       detections: Sequence[np.ndarray] | None = None) -> list[list[FacePrediction]]:
+        """Faces of RGB ``uint8`` arrays; ``detections`` skips the detector (one ``(k, 5)`` per array)."""
+        if detections is None:
+            detections = self.detector.detect_batch(list(arrays)) if len(arrays) else []
+        crops, where, boxes = [], [], []
+        for i, (arr, det) in enumerate(zip(arrays, detections)):
+            c, b = self._crops(arr, self._select(det))
+            crops += c
+            boxes += b
+            where += [i] * len(c)
+        faces = self.predict_faces(crops)
+        out: list[list[FacePrediction]] = [[] for _ in arrays]
+        for f, i, b in zip(faces, where, boxes):
+            f.box = tuple(float(v) for v in b[:4])
+            f.det_prob = float(b[4])
+            out[i].append(f)
+        return out
+
+    def predict(self, image) -> list[FacePrediction]:
+        """Every face in one image (path, PIL image or RGB array), most probable detection first."""
+        return self.predict_arrays([load_image(image)])[0]
+
+    def predict_batch(self, images: Sequence) -> list[list[FacePrediction]]:
+        """Faces of many images: detection in batches (by image size), one batched forward of all crops."""
+        return self.predict_arrays([load_image(im) for im in images])
+
+    def predict_video(self, path, stride: int = 1, batch_frames: int = 16, max_frames: int | None = None,
+                      prefetch: int = 2) -> Iterator[tuple[int, np.ndarray, list[FacePrediction]]]:
+        """``(frame_index, rgb_frame, faces)`` for every ``stride``-th frame, streaming; frames are
+        decoded in a background thread while the previous batch is detected and classified."""
+        import contextlib
+
+        from .video import iter_frames, prefetch_batches
+
+        frames = iter_frames(path, stride=stride, max_frames=max_frames)
+        with contextlib.closing(prefetch_batches(frames, batch_frames, prefetch)) as batches:
+            for indices, batch in batches:
+                yield from zip(indices, batch, self.predict_arrays(batch))
+
+
+# --------------------------------------------------------------------------------------------- overlay
+def draw_overlay(image: np.ndarray | Image.Image, faces: Sequence[FacePrediction]) -> Image.Image:
+    """A copy of ``image`` with each face's box and caption drawn on it."""
+    from PIL import ImageDraw, ImageFont
+
+    img = (image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))).convert("RGB").copy()
+    draw = ImageDraw.Draw(img)
+    width = max(2, round(min(img.size) / 200))
+    try:
+        font = ImageFont.load_default(size=max(10, min(img.size) // 40))
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    for f in faces:
+        if f.box is None:
+            continue
+        x1, y1, x2, y2 = f.box
+        draw.rectangle([x1, y1, x2, y2], outline=(255, 64, 64), width=width)
+        text = f.label()
+        if text:
+            tb = draw.textbbox((x1, y1), text, font=font)
+            th = tb[3] - tb[1]
+            ty = y1 - th - 2 * width if y1 - th - 2 * width >= 0 else y2 + width
+            draw.rectangle([x1, ty, x1 + (tb[2] - tb[0]) + 2 * width, ty + th + 2 * width], fill=(255, 64, 64))
+            draw.text((x1 + width, ty + width - (tb[1] - y1)), text, fill=(255, 255, 255), font=font)
+    return img
