@@ -4,4 +4,18 @@ from . import config, labels, reporting
 from .config import get_paths, get_profile
 
 __version__ = "0.1.0"
-__all__ = ["config", "labels", "reporting", "get_profile", "get_paths", "__version__"]
+__all__ = ["config", "labels", "reporting", "get_profile", "get_paths", "Recognizer", "FacePrediction",
+           "__version__"]
+
+_LAZY = {"Recognizer": "inference", "FacePrediction": "inference"}
+
+
+def __getattr__(name: str):
+    """``fer_lib.Recognizer`` imports torch / timm / facenet only when first used."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,6 +12,8 @@ import sys
 from . import config
 from .runner import STAGES, ChainFailed, list_notebooks, run_chain
 
+TOOLS = ("predict", "export", "import-hsemotion")
+
 _STAGE_HELP = {
     "prepare": "build / locate datasets, validation report, face crops (notebook 00)",
     "pretrain": "multi-task pre-training: identity + age / gender / ethnicity (notebook 01)",
@@ -47,11 +49,97 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--json", action="store_true", help="print as JSON")
     sub.add_parser("notebooks", help="list the notebooks of the chain in order")
+    _tool_parsers(sub)
     return parser
+
+
+def _tool_parsers(sub) -> None:
+    p = sub.add_parser("predict", help="expressions / VA / attributes of every face in an image, folder or video",
+                       description="Detect faces (MTCNN), crop them tightly and run a fer_lib checkpoint or ONNX "
+                                   "model on them; one CSV row per face.")
+    p.add_argument("path", help="an image, a video, or a folder of them (searched recursively)")
+    p.add_argument("--checkpoint", default=None,
+                   help="fer_lib .pt or .onnx (default: results/checkpoints/02_expression_va/best.pt, else "
+                        "02_expression/best.pt)")
+    p.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
+    p.add_argument("--overlay", default=None, metavar="OUT",
+                   help="write an annotated image / video (a folder of them for a folder input)")
+    p.add_argument("--stride", type=int, default=1, help="videos: use every N-th frame (default 1)")
+    p.add_argument("--max-frames", type=int, default=None, help="videos: stop after this many used frames")
+    p.add_argument("--backend", choices=["torch", "onnx"], default=None, help="default: by the file suffix")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=32, help="face crops per forward pass")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the library's)")
+    p.add_argument("--min-face-size", type=int, default=20, help="smallest face side in pixels (MTCNN)")
+    p.add_argument("--min-prob", type=float, default=0.9, help="drop detections below this probability")
+    p.add_argument("--largest", action="store_true", help="keep only the largest face of each image / frame")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (checked against PyTorch)",
+                       description="ONNX with a dynamic batch axis, one output per head, label orders in the "
+                                   "metadata; fails when onnxruntime and PyTorch differ by >= 1e-4.")
+    p.add_argument("checkpoint", help="a fer_lib checkpoint (.pt)")
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--image-size", type=int, default=None, help="input side (default: the model's)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+
+    p = sub.add_parser("import-hsemotion", help="convert a public HSEmotion .pt (pickled timm model) to a "
+                                                "fer_lib checkpoint",
+                       description="HSEmotion files are whole pickled models: loading one runs code from the "
+                                   "file, so --trust is required. Rows are reordered from the alphabetical "
+                                   "HSEmotion order to fer_lib's canonical order; _mtl models get a VA head.")
+    p.add_argument("file", help="the HSEmotion .pt file (e.g. enet_b0_8_va_mtl.pt)")
+    p.add_argument("--out", required=True, help="the fer_lib checkpoint to write")
+    p.add_argument("--trust", action="store_true",
+                   help="I trust this file's source: allow unpickling it (it can execute code)")
+    p.add_argument("--arch", default=None, help="timm architecture when the file does not say (efficientnet_b0)")
+    p.add_argument("--classes", type=int, choices=[7, 8], default=None,
+                   help="expression classes (default: from the output count; 9/10 outputs = 7/8 + VA)")
+
+
+def run_tool(args: argparse.Namespace) -> int:
+    """The non-notebook commands: predict, export, import-hsemotion."""
+    if args.command == "predict":
+        from .inference import Recognizer, predict_path
+
+        rec = Recognizer(args.checkpoint, device=args.device, backend=args.backend,
+                         min_face_size=args.min_face_size, min_prob=args.min_prob, largest_only=args.largest,
+                         batch_size=args.batch_size, threads=args.threads)
+        print(f"[fer_lib] {rec}", file=sys.stderr)
+        _, summary = predict_path(rec, args.path, out=args.out, overlay=args.overlay, stride=max(1, args.stride),
+                                  max_frames=args.max_frames, progress=not args.no_progress)
+        print(f"[fer_lib] {summary}")
+        for o in summary.overlays[:3]:
+            print(f"[fer_lib] overlay: {o}")
+        return 0
+    if args.command == "export":
+        from .export import export_onnx
+
+        report = export_onnx(args.checkpoint, args.out, image_size=args.image_size, opset=args.opset,
+                             check=not args.no_check)
+        print(f"[fer_lib] {report}")
+        return 0
+    if args.command == "import-hsemotion":
+        from .interop import import_hsemotion
+
+        report = import_hsemotion(args.file, args.out, trust=args.trust, arch=args.arch, n_classes=args.classes)
+        print(f"[fer_lib] {report}")
+        return 0
+    raise ValueError(f"unknown command {args.command!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in TOOLS:
+        try:
+            return run_tool(args)
+        except PermissionError as exc:  # interop.UntrustedPickleError
+            print(f"error: {exc}", file=sys.stderr)
+            return 3
+        except (ValueError, KeyError, FileNotFoundError, TypeError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         overrides = config.parse_overrides(getattr(args, "overrides", None))
         if args.command == "notebooks":
