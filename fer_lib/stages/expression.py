@@ -1,0 +1,403 @@
+"""Stage 02: expression fine-tuning (paper A) on AffectNet-format data, and FER2013 from scratch / transfer.
+
+AffectNet part (``run_affectnet``): an 8-class expression model (canonical order
+``labels.EXPRESSIONS_8``) and an 8-class + valence/arousal model, both initialised from the
+multi-task attribute checkpoint ``01_attributes/best.pt`` where it exists (random init otherwise),
+selected on a validation split carved from ``training.csv`` and reported on ``validation.csv`` (split
+'val', as the paper). 7-class numbers drop Contempt as paper A: rows labelled 0..6 only, argmax over
+the first 7 logits (:func:`seven_class_predictions`).
+
+FER2013 part (``run_fer2013``): the same trainer on 48x48 grey faces held in memory
+(:class:`CachedFaceDataset`, flip + shift augmentation), train split for training, validation for
+selection, test for the report; the best model trained from scratch on the CPU, and the transfer
+comparison (UTKFace multi-task initialisation vs random, at equal budget and equal backbone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from .. import labels as L
+from .. import metrics as M
+from ..config import Paths, Profile, TrainConfig, get_paths, seed_everything
+from ..data import FaceDataset
+from ..datasets.sources import DataSource, load_for_profile
+from ..models import IMAGENET_MEAN, IMAGENET_STD, MultiTaskNet, init_from_checkpoint, register_backbone
+from ..models.checkpoint import load_checkpoint
+from ..training import Trainer, predict
+
+ATTRIBUTES_CKPT = Path("01_attributes") / "best.pt"
+
+
+# ============================================================================ a light CNN for 48 px faces
+class FerCNN(nn.Module):
+    """VGG-style CNN for small grey faces: per stage 1-2 conv3x3+BN+ReLU, then 2x2 max-pool; global
+    average pool at the end (feature = last width). Plain 3x3 convolutions run far faster on a CPU
+    than depthwise ones (MobileNet) for the same accuracy on 48 px inputs."""
+
+    def __init__(self, widths: Sequence[int] = (32, 64, 128, 256), double: Sequence[bool] = (False, True, True, True),
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for i, (w, d) in enumerate(zip(widths, double)):
+            for cout in ([w, w] if d else [w]):
+                layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+                cin = cout
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(dropout)
+        self.num_features = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(torch.flatten(self.pool(self.features(x)), 1))
+
+
+@register_backbone("fer_cnn_s")
+def _fer_cnn_s():
+    m = FerCNN((24, 48, 96, 192), (False, True, True, True))
+    return m, m.num_features, 48, IMAGENET_MEAN, IMAGENET_STD
+
+
+@register_backbone("fer_cnn_m")
+def _fer_cnn_m():
+    m = FerCNN((32, 64, 128, 256), (False, True, True, True))
+    return m, m.num_features, 48, IMAGENET_MEAN, IMAGENET_STD
+
+
+@register_backbone("fer_cnn_l")
+def _fer_cnn_l():
+    m = FerCNN((32, 64, 128, 256), (True, True, True, True))
+    return m, m.num_features, 48, IMAGENET_MEAN, IMAGENET_STD
+
+
+# ================================================================================= in-memory face dataset
+class CachedFaceDataset(Dataset):
+    """A :class:`~fer_lib.data.FaceDataset` decoded once into memory (uint8, ``S x S``), with cheap
+    augmentation on the arrays: horizontal flip and a random shift of up to ``shift`` pixels (edge
+    padding), optionally a small random-erasing patch. Items are ``(image, labels, mask)`` exactly as
+    FaceDataset's; ``manifest`` is kept so the trainer counts classes without reading images.
+    """
+
+    def __init__(self, manifest: pd.DataFrame, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD, augment: bool = False, shift: int = 4,
+                 erase: float = 0.0, progress: bool = True, base: FaceDataset | None = None) -> None:
+        self.manifest = manifest.reset_index(drop=True)
+        base = base or FaceDataset(self.manifest, image_size, mean, std)
+        self.image_size = int(image_size)
+        self.images = np.empty((len(base), self.image_size, self.image_size, 3), dtype=np.uint8)
+        for i in tqdm(range(len(base)), desc="decoding faces", disable=not progress, leave=False):
+            img = base.load_face(i)
+            if img.size != (self.image_size, self.image_size):
+                from PIL import Image
+
+                img = img.resize((self.image_size, self.image_size), Image.BILINEAR)
+            self.images[i] = np.asarray(img, dtype=np.uint8)
+        self.values, self.present = base.values, base.present
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3) * 255.0
+        self.inv_std = 1.0 / (np.asarray(std, dtype=np.float32).reshape(1, 1, 3) * 255.0)
+        self.augment, self.shift, self.erase = bool(augment), int(shift), float(erase)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _augment(self, img: np.ndarray) -> np.ndarray:
+        if float(torch.rand(())) < 0.5:
+            img = img[:, ::-1]
+        if self.shift:
+            s = self.shift
+            dx, dy = (int(v) for v in torch.randint(-s, s + 1, (2,)))
+            img = np.pad(img, ((s, s), (s, s), (0, 0)), mode="edge")[s + dy:s + dy + self.image_size,
+                                                                      s + dx:s + dx + self.image_size]
+        if self.erase and float(torch.rand(())) < self.erase:
+            side = self.image_size // 4
+            x0, y0 = (int(v) for v in torch.randint(0, self.image_size - side + 1, (2,)))
+            img = img.copy()
+            img[y0:y0 + side, x0:x0 + side] = 128
+        return img
+
+    def __getitem__(self, i: int):
+        img = self.images[i]
+        if self.augment:
+            img = self._augment(img)
+        x = (img.astype(np.float32) - self.mean) * self.inv_std
+        labels = {k: torch.tensor(v[i]) for k, v in self.values.items()}
+        mask = {k: torch.tensor(bool(v[i])) for k, v in self.present.items()}
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), labels, mask
+
+
+def make_dataset(manifest: pd.DataFrame, image_size: int, mean: Sequence[float], std: Sequence[float],
+                 augment: bool = False, cache: bool | None = None, max_cache_bytes: float = 3e9,
+                 progress: bool = True) -> Dataset:
+    """A :class:`CachedFaceDataset` where the decoded faces fit in ``max_cache_bytes`` (``cache=None``),
+    else a streaming :class:`~fer_lib.data.FaceDataset` (e.g. full AffectNet at 224 px)."""
+    nbytes = len(manifest) * image_size * image_size * 3
+    if cache is None:
+        cache = nbytes <= max_cache_bytes
+    if cache:
+        return CachedFaceDataset(manifest, image_size, mean, std, augment=augment, progress=progress)
+    ds = FaceDataset(manifest.reset_index(drop=True), image_size, mean, std, augment=augment)
+    ds.manifest = manifest.reset_index(drop=True)
+    return ds
+
+
+def with_augment(ds: Dataset, augment: bool) -> Dataset:
+    """A shallow copy of a cached dataset with augmentation switched on or off (the arrays are shared)."""
+    if isinstance(ds, CachedFaceDataset):
+        out = object.__new__(CachedFaceDataset)
+        out.__dict__.update(ds.__dict__)
+        out.augment = bool(augment)
+        return out
+    return ds
+
+
+def expression_counts(manifest: pd.DataFrame, n_classes: int) -> list[int]:
+    """Per-class counts of the labelled expression rows (canonical order), for paper A's class weights."""
+    y = manifest["expression"].dropna().to_numpy(dtype=float).round().astype(np.int64)
+    y = y[(y >= 0) & (y < n_classes)]
+    return np.bincount(y, minlength=n_classes).tolist()
+
+
+# ========================================================================================= initialisation
+def attributes_checkpoint(paths: Paths) -> Path | None:
+    """``results/checkpoints/01_attributes/best.pt`` when notebook 01 has written it, else None."""
+    p = paths.checkpoints / ATTRIBUTES_CKPT
+    return p if p.is_file() else None
+
+
+def checkpoint_backbone(path: Path | None) -> tuple[str | None, int | None]:
+    """(backbone name, input size) stored in a fer_lib checkpoint's model_config; (None, None) if absent."""
+    if path is None:
+        return None, None
+    ckpt = load_checkpoint(path)
+    cfg = ckpt.get("model_config") or {}
+    train = (ckpt.get("config") or {}).get("train") or {}
+    return cfg.get("backbone"), train.get("image_size") or cfg.get("input_size")
+
+
+def init_model(model: nn.Module, paths: Paths, use_pretrained: bool = True) -> str:
+    """Initialise ``model``'s backbone from ``01_attributes/best.pt`` where possible; returns what was done
+    (printed by the caller): the loaded tensor count, or why the model keeps its random init."""
+    ckpt = attributes_checkpoint(paths)
+    if not use_pretrained:
+        return "random init (by request)"
+    if ckpt is None:
+        return (f"random init: {paths.checkpoints / ATTRIBUTES_CKPT} is absent "
+                "(run `python -m fer_lib pretrain` first to fine-tune from the multi-task attribute model)")
+    stored, _ = checkpoint_backbone(ckpt)
+    own = getattr(model, "backbone_name", None)
+    if stored != own:
+        return (f"random init: {ckpt} holds backbone {stored!r}, this model uses {own!r} "
+                "(set finetune.backbone to the same name to initialise from it)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # the attribute heads are dropped on purpose
+        report = init_from_checkpoint(model, ckpt)
+    n_backbone = sum(1 for k in unwrap_state_keys(model) if k.startswith("backbone."))
+    return f"backbone initialised from {ckpt} ({report.loaded} tensors loaded; backbone has {n_backbone})"
+
+
+def unwrap_state_keys(model: nn.Module) -> list[str]:
+    return [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
+
+
+# ============================================================================================ evaluation
+def seven_class_predictions(logits: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """Paper A's 7-class evaluation of an 8-class model: keep rows labelled 0..6 (drop Contempt = 7)
+    and take the argmax over the first 7 logits. Returns (labels, predictions) of the kept rows."""
+    logits, y = np.asarray(logits), np.asarray(y).astype(np.int64)
+    keep = (y >= 0) & (y < 7)
+    if mask is not None:
+        keep &= np.asarray(mask, dtype=bool)
+    return y[keep], logits[keep, :7].argmax(axis=1)
+
+
+def expression_metrics(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> dict[str, float]:
+    """Headline numbers on an eval set from :func:`fer_lib.training.predict` output (fractions, not %):
+    ``accuracy_{n}cls``, ``macro_f1_{n}cls`` and, for an 8-class model, the 7-class versions; with a VA
+    head ``ccc_valence`` / ``ccc_arousal`` over every row that has valence / arousal."""
+    out: dict[str, float] = {}
+    m = pred["mask_expression"].astype(bool)
+    y = pred["label_expression"][m].astype(np.int64)
+    logits = pred["expression_logits"][m]
+    keep = y < n_classes
+    p = logits[keep].argmax(axis=1)
+    out[f"accuracy_{n_classes}cls"] = M.accuracy(y[keep], p)
+    out[f"macro_f1_{n_classes}cls"] = M.macro_f1(y[keep], p, labels=list(range(n_classes)))
+    if n_classes == 8:
+        y7, p7 = seven_class_predictions(logits, y)
+        out["accuracy_7cls"] = M.accuracy(y7, p7)
+        out["macro_f1_7cls"] = M.macro_f1(y7, p7, labels=list(range(7)))
+    for dim in ("valence", "arousal"):
+        if f"{dim}_pred" in pred:
+            mv = pred[f"mask_{dim}"].astype(bool)
+            if mv.sum() >= 2:
+                out[f"ccc_{dim}"] = float(M.ccc(pred[f"label_{dim}"][mv], pred[f"{dim}_pred"][mv]))
+    return out
+
+
+def per_class_table(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> pd.DataFrame:
+    """Recall per class (canonical names) with the class support, for the n-class evaluation
+    (n = 7 on an 8-class model uses :func:`seven_class_predictions`)."""
+    m = pred["mask_expression"].astype(bool)
+    y = pred["label_expression"][m].astype(np.int64)
+    logits = pred["expression_logits"][m]
+    if n_classes == 7 and logits.shape[1] > 7:
+        y, p = seven_class_predictions(logits, y)
+    else:
+        keep = y < n_classes
+        y, p = y[keep], logits[keep, :n_classes].argmax(axis=1)
+    labels = list(range(n_classes))
+    return pd.DataFrame({"class": list(L.EXPRESSIONS_8[:n_classes]),
+                         "support": np.bincount(y, minlength=n_classes)[:n_classes],
+                         "recall": M.per_class_recall(y, p, labels=labels),
+                         "f1": M.f1_per_class(y, p, labels=labels)})
+
+
+def confusion(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> np.ndarray:
+    """Confusion matrix (rows true, columns predicted) of the n-class evaluation."""
+    m = pred["mask_expression"].astype(bool)
+    y = pred["label_expression"][m].astype(np.int64)
+    logits = pred["expression_logits"][m]
+    if n_classes == 7 and logits.shape[1] > 7:
+        y, p = seven_class_predictions(logits, y)
+    else:
+        keep = y < n_classes
+        y, p = y[keep], logits[keep, :n_classes].argmax(axis=1)
+    return M.confusion_matrix(y, p, labels=list(range(n_classes)))
+
+
+# ============================================================================================== training
+@dataclass
+class Run:
+    """One trained model: what it is, how it was initialised, its history and its eval predictions."""
+
+    name: str
+    model: nn.Module
+    train_cfg: TrainConfig
+    init_note: str
+    history: pd.DataFrame
+    train_seconds: float
+    pred: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    dataset: str = ""
+
+
+def train_model(model: nn.Module, tc: TrainConfig, train: Dataset, val: Dataset, test: Dataset | None,
+                name: str, out_dir: Path | None, *, seed: int = 0, device: str = "auto", init_note: str = "",
+                class_counts: Mapping[str, Sequence[int]] | None = None, progress: bool = True,
+                eval_fn=expression_metrics, n_classes: int | None = None) -> Run:
+    """Train with the project's :class:`~fer_lib.training.Trainer` (selection on ``val``), reload
+    ``best.pt`` when written, predict on ``test`` and compute ``eval_fn`` metrics there."""
+    seed_everything(seed)
+    trainer = Trainer(model, tc, device=device, out_dir=out_dir, seed=seed, class_counts=class_counts,
+                      progress=progress, run_config={"name": name, "init": init_note})
+    history = trainer.fit(train, val)
+    best = None if out_dir is None else Path(out_dir) / "best.pt"
+    if best is not None and best.is_file():
+        model.load_state_dict(load_checkpoint(best)["state_dict"])
+    run = Run(name, model, tc, init_note, history, trainer.train_seconds, checkpoint=best)
+    if test is not None:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(test, batch_size=max(tc.batch_size, 128), shuffle=False)
+        run.pred = predict(model, loader, device=trainer.device, progress=False)
+        n = n_classes or model.tasks.get("expression", 8)
+        run.metrics = eval_fn(run.pred, n)
+    return run
+
+
+def affectnet_splits(cfg: Profile, paths: Paths, progress: bool = True
+                     ) -> tuple[pd.DataFrame, DataSource, str]:
+    """AffectNet-format manifest of the profile, its source, and the metrics dataset name."""
+    df, _, src = load_for_profile("affectnet", cfg, paths, progress=progress)
+    return df, src, ("affectnet" if src.real else "synthetic_affectnet")
+
+
+def split_frames(df: pd.DataFrame, need_expression_below: int | None = None) -> dict[str, pd.DataFrame]:
+    """train / val (carved from training.csv: selection) / report (validation.csv, loader split 'test')."""
+    out = {}
+    for key, split in (("train", "train"), ("val", "val"), ("report", "test")):
+        part = df[df["split"] == split]
+        if need_expression_below is not None:
+            e = part["expression"]
+            part = part[e.notna() & (e < need_expression_below)]
+        out[key] = part.reset_index(drop=True)
+    return out
+
+
+def build_datasets(frames: Mapping[str, pd.DataFrame], tc: TrainConfig, mean, std, progress: bool = True
+                   ) -> dict[str, Dataset]:
+    """Decoded datasets of train (augmented as ``tc.augment``), val and report, sharing nothing mutable."""
+    return {k: make_dataset(f, tc.image_size, mean, std, augment=(k == "train" and tc.augment), progress=progress)
+            for k, f in frames.items()}
+
+
+def finetune_affectnet(cfg: Profile, paths: Paths | None = None, with_va: bool = False, progress: bool = True,
+                       data: tuple[pd.DataFrame, DataSource, str] | None = None,
+                       datasets: Mapping[str, Dataset] | None = None) -> Run:
+    """Paper A's fine-tuning on AffectNet-format data: 8 expressions (+ valence/arousal with ``with_va``),
+    backbone from ``01_attributes/best.pt`` when present; writes ``02_expression[_va]/best.pt``."""
+    paths = paths or get_paths()
+    tc = cfg.finetune
+    df, src, dataset = data or affectnet_splits(cfg, paths, progress)
+    tasks = {"expression": 8, **({"va": 2} if with_va else {})}
+    seed_everything(cfg.seed)
+    model = MultiTaskNet(tc.backbone, tasks, verbose=False)
+    note = init_model(model, paths)
+    print(f"[{'02_expression_va' if with_va else '02_expression'}] {note}")
+    frames = split_frames(df)
+    if not with_va:   # the expression-only model trains on rows with an expression label
+        frames = {k: f[f["expression"].notna()].reset_index(drop=True) for k, f in frames.items()}
+    ds = datasets or build_datasets(frames, tc, model.mean, model.std, progress)
+    name = "02_expression_va" if with_va else "02_expression"
+    counts = {"expression": expression_counts(frames["train"], 8)}
+    run = train_model(model, tc, ds["train"], ds["val"], ds["report"], name, paths.checkpoints / name,
+                      seed=cfg.seed, device=cfg.device, init_note=note, class_counts=counts, progress=progress)
+    run.dataset = dataset
+    return run
+
+
+def model_label(tc: TrainConfig, run: Run, suffix: str = "") -> str:
+    """Model name for metrics.csv: backbone, input size and how it was initialised."""
+    init = "utk_init" if "initialised from" in run.init_note else "random_init"
+    return f"{tc.backbone}_{tc.image_size}px_{init}{suffix}"
+
+
+def record_run(run: Run, stage: str, dataset: str, split: str, model: str, cfg: Profile,
+               keys: Sequence[str] | None = None, paths: Paths | None = None) -> pd.DataFrame:
+    """Write the run's metrics (all, or ``keys``) to metrics.csv with its training time."""
+    from .. import reporting
+
+    vals = {k: v for k, v in run.metrics.items() if keys is None or k in keys}
+    return reporting.record_metrics(stage, dataset, split, model, vals, profile=cfg.name, seed=cfg.seed,
+                                    train_seconds=run.train_seconds,
+                                    path=None if paths is None else paths.metrics_csv)
+
+
+def metrics_table(runs: Sequence[Run], keys: Sequence[str]) -> pd.DataFrame:
+    """One row per run: model, init, epochs run, train seconds and the requested metrics."""
+    rows = []
+    for r in runs:
+        row = {"model": r.name, "backbone": r.train_cfg.backbone, "image_size": r.train_cfg.image_size,
+               "init": "01_attributes" if "initialised from" in r.init_note else "random",
+               "epochs": int(r.history["epoch"].max()) if len(r.history) else 0,
+               "train_seconds": round(r.train_seconds, 1)}
+        row.update({k: r.metrics.get(k, float("nan")) for k in keys})
+        rows.append(row)
+    return pd.DataFrame(rows)
