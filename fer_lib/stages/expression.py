@@ -15,12 +15,10 @@ comparison (UTKFace multi-task initialisation vs random, at equal budget and equ
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd

@@ -30,7 +30,6 @@ from ..config import GCNConfig, Paths, Profile, get_paths, seed_everything
 from ..models import MultiTaskNet, create_backbone
 from ..models.checkpoint import load_checkpoint
 from ..models.emotion_gcn import (
-    EmotionGCN,
     GCNMultiTaskNet,
     LabelGraph,
     build_emotion_gcn,
