@@ -645,7 +645,7 @@ def predict_path(rec: Recognizer, path: str | os.PathLike, out: str | os.PathLik
             except (ImageError, OSError, ValueError) as exc:
                 if not is_dir:
                     raise
-                summary.skipped.append((name_of(f), str(exc).replace(str(f), "").strip(": ") or type(exc).__name__))
+                summary.skipped.append((name_of(f), getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"))
         for f, arr, faces in zip(chunk, arrays, rec.predict_arrays(arrays)):
             summary.images += 1
             summary.faces += len(faces)
@@ -670,7 +670,7 @@ def predict_path(rec: Recognizer, path: str | os.PathLike, out: str | os.PathLik
         except (VideoDecodeError, OSError) as exc:
             if not is_dir:
                 raise
-            summary.skipped.append((name_of(f), str(exc).replace(str(f), "").strip(": ")))
+            summary.skipped.append((name_of(f), f"{type(exc).__name__}: {exc}"))
     df = pd.DataFrame(rows, columns=columns(rec, video=has_video))
     if out is not None:
         summary.out = atomic_to_csv(df, out)

@@ -1,0 +1,192 @@
+"""Recognizer and ``python -m fer_lib predict`` (issue 7 item 3): images, folders, videos, overlays."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from fer_lib import cli, labels
+from fer_lib.inference import NoCheckpointError, Recognizer, default_checkpoint, predict_path
+from fer_lib.models import MultiTaskNet, load_checkpoint, save_checkpoint
+
+skimage_data = pytest.importorskip("skimage.data")
+
+ALL_HEADS = {"expression": 8, "va": 2, "age": 100, "gender": 1, "race": 5}
+# MTCNN's box of the astronaut's face in skimage.data.astronaut() (512 x 512).
+ASTRONAUT_BOX = (181.0, 62.0, 268.0, 172.0)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    torch.manual_seed(0)
+    model = MultiTaskNet("tiny_cnn", ALL_HEADS, verbose=False)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint(path, model)
+    return path
+
+
+@pytest.fixture(scope="module")
+def rec(ckpt):
+    return Recognizer(ckpt)
+
+
+@pytest.fixture(scope="module")
+def astronaut_jpg(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "astronaut.jpg"
+    Image.fromarray(skimage_data.astronaut()).save(path, quality=95)
+    return path
+
+
+def _expr_cols(df):
+    return [c for c in df.columns if c.startswith("expr_")]
+
+
+def test_predict_cli_astronaut_one_face(ckpt, astronaut_jpg, tmp_path, no_network, capsys):
+    out, overlay = tmp_path / "preds.csv", tmp_path / "overlay.png"
+    rc = cli.main(["predict", str(astronaut_jpg), "--checkpoint", str(ckpt), "--out", str(out),
+                   "--overlay", str(overlay), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    df = pd.read_csv(out)
+    assert len(df) == 1
+    row = df.iloc[0]
+    assert _expr_cols(df) == [f"expr_{n}" for n in labels.EXPRESSIONS_8]
+    assert row[_expr_cols(df)].sum() == pytest.approx(1.0, abs=1e-5)
+    assert row["expression"] == labels.EXPRESSIONS_8[int(np.argmax(row[_expr_cols(df)].to_numpy()))]
+    assert np.allclose(row[["x1", "y1", "x2", "y2"]].to_numpy(float), ASTRONAUT_BOX, atol=8)
+    assert row["det_prob"] > 0.99
+    assert {"valence", "arousal", "age", "gender", "p_female", "ethnicity"} <= set(df.columns)
+    assert row["gender"] in ("Male", "Female") and 0 <= row["age"] <= 99
+    assert row[[f"eth_{n}" for n in labels.ETHNICITIES]].sum() == pytest.approx(1.0, abs=1e-5)
+    with Image.open(overlay) as im:
+        assert im.size == (512, 512)
+    assert "1 face(s)" in capsys.readouterr().out
+
+
+def test_predict_api_batch_and_inputs_agree(rec, astronaut_jpg):
+    arr = np.asarray(Image.open(astronaut_jpg).convert("RGB"))
+    by_path = rec.predict(astronaut_jpg)
+    by_pil = rec.predict(Image.open(astronaut_jpg))
+    batch = rec.predict_batch([arr, arr[:, ::-1].copy(), np.zeros((64, 64, 3), np.uint8)])
+    assert len(by_path) == len(by_pil) == 1 and [len(b) for b in batch] == [1, 1, 0]
+    assert by_path[0].expression_probs == pytest.approx(batch[0][0].expression_probs, abs=1e-6)
+    assert by_pil[0].box == pytest.approx(by_path[0].box)
+    # the mirrored image's face box is the mirror of the original's (within MTCNN's jitter)
+    x1, _, x2, _ = batch[1][0].box
+    assert abs((512 - x2) - by_path[0].box[0]) < 8 and abs((512 - x1) - by_path[0].box[2]) < 8
+
+
+def test_fast_path_equals_the_reference_per_face_path(rec):
+    """predict_faces (batched numpy preprocessing, channels_last) == one face at a time with
+    PIL resize + ToTensor + Normalize in NCHW float32 (the HSEmotion package's way)."""
+    from torchvision import transforms
+
+    rng = np.random.default_rng(0)
+    img = skimage_data.astronaut()
+    crops = [img[y:y + h, x:x + w] for x, y, w, h in rng.integers([0, 0, 40, 40], [300, 300, 200, 200], (6, 4))]
+    fast = rec.infer(crops)
+    tf = transforms.Compose([transforms.Resize((rec.image_size, rec.image_size)), transforms.ToTensor(),
+                             transforms.Normalize(rec.mean, rec.std)])
+    model = rec._backend.model
+    ref = []
+    with torch.no_grad():
+        for c in crops:
+            x = tf(Image.fromarray(c)).unsqueeze(0).contiguous()
+            ref.append(torch.softmax(model(x)["expression"], 1)[0].numpy())
+    assert np.abs(fast["expression_probs"] - np.stack(ref)).max() < 1e-5
+    assert fast["expression_probs"].sum(1) == pytest.approx(np.ones(6), abs=1e-5)
+
+
+def test_foreign_expression_order_is_reordered_to_canonical(ckpt):
+    ck = load_checkpoint(ckpt)
+    canonical = Recognizer(ck)
+    ck2 = {**ck, "label_orders": {**ck["label_orders"], "expression": list(labels.HSEMOTION_ORDER_8)}}
+    foreign = Recognizer(ck2)
+    crops = [skimage_data.astronaut()[62:172, 181:268]]
+    p_can = canonical.infer(crops)["expression_probs"]
+    p_for = foreign.infer(crops)["expression_probs"]
+    # the head's column i means HSEMOTION_ORDER_8[i]: it must land in that name's canonical column
+    m = labels.mapping_to_canonical(labels.HSEMOTION_ORDER_8)
+    assert np.allclose(p_for[0, m], p_can[0])
+    assert not np.allclose(p_for, p_can)
+
+
+def test_folder_with_broken_files_counts_them(rec, tmp_path):
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    img = skimage_data.astronaut()
+    Image.fromarray(img).save(root / "a.jpg")
+    Image.fromarray(img[:, ::-1]).save(root / "sub" / "b.png")
+    (root / "broken.jpg").write_text("<html>not an image</html>")
+    (root / "empty.png").write_bytes(b"")
+    (root / "notes.txt").write_text("ignored: not an image suffix")
+    df, summary = predict_path(rec, root, out=tmp_path / "p.csv", overlay=tmp_path / "ov", progress=False)
+    assert summary.images == 2 and summary.faces == 2
+    assert sorted(f for f, _ in summary.skipped) == ["broken.jpg", "empty.png"]
+    assert sorted(df["file"]) == ["a.jpg", "sub/b.png"]
+    assert (tmp_path / "ov" / "sub" / "b.png").is_file()
+    assert "2 unreadable file(s) skipped" in str(summary)
+    assert pd.read_csv(tmp_path / "p.csv").shape == df.shape
+
+
+def _write_clip(path, n=6, size=256):
+    import av
+
+    face = Image.fromarray(skimage_data.astronaut()).resize((size, size), Image.BILINEAR)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=10)
+        s.width, s.height, s.pix_fmt = size, size, "yuv420p"
+        for i in range(n):
+            frame = np.asarray(face.rotate(2 * i))
+            for p in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def test_predict_video_rows_have_frame_index(ckpt, tmp_path, capsys):
+    from fer_lib.video import iter_frames
+
+    clip = _write_clip(tmp_path / "clip.mp4")
+    out, overlay = tmp_path / "v.csv", tmp_path / "v_overlay.mp4"
+    rc = cli.main(["predict", str(clip), "--checkpoint", str(ckpt), "--out", str(out), "--stride", "2",
+                   "--overlay", str(overlay), "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    df = pd.read_csv(out)
+    assert list(df["frame"]) == [0, 2, 4] and list(df["face"]) == [0, 0, 0]
+    assert df[_expr_cols(df)].sum(axis=1).to_numpy() == pytest.approx(np.ones(3), abs=1e-5)
+    assert len(list(iter_frames(overlay))) == 3
+
+
+def test_missing_default_checkpoint_names_the_command(tmp_results, tmp_path, capsys):
+    with pytest.raises(NoCheckpointError, match="python -m fer_lib finetune"):
+        default_checkpoint()
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(img)
+    assert cli.main(["predict", str(img), "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "--checkpoint" in err and "02_expression_va/best.pt" in err
+    # with a checkpoint where notebook 02 writes it, it is found
+    ck = tmp_results / "checkpoints" / "02_expression" / "best.pt"
+    save_checkpoint(ck, MultiTaskNet("tiny_cnn", {"expression": 8}, verbose=False))
+    assert default_checkpoint() == ck
+
+
+def test_single_bad_image_is_a_clear_error(ckpt, tmp_path, capsys):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 20)  # a JPEG signature, then garbage
+    assert cli.main(["predict", str(bad), "--checkpoint", str(ckpt), "--out", str(tmp_path / "p.csv")]) == 2
+    assert "bad.jpg" in capsys.readouterr().err
+
+
+def test_import_fer_lib_stays_light():
+    code = ("import sys, fer_lib; assert 'torch' not in sys.modules, 'torch imported'; "
+            "fer_lib.Recognizer; assert 'torch' not in sys.modules; print('ok')")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr
