@@ -107,6 +107,7 @@ class VideoConfig:
     prefetch: int = 2                 # frame batches decoded ahead in a background thread (0: none)
     cache: bool = True                # per-video feature cache under results/cache/video
     file_id: str = "stat"             # cache key of a video file: stat (path+size+mtime) | content (sha256)
+    checkpoint: str | None = None     # expression checkpoint for notebook 04 (None: results/checkpoints/02_...)
 
 
 @dataclass
