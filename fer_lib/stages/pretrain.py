@@ -1,0 +1,239 @@
+"""Stage 01 (paper A): face-ID pre-training, then the age / gender / ethnicity multi-task stage.
+
+``train_identity(cfg)`` trains an identity classifier on the profile's VGGFace2-format data
+(``checkpoints/01_identity``); ``train_attributes(cfg)`` trains age (100 one-year bins), gender (one
+logit) and ethnicity (5 classes) heads on the profile's UTKFace data (``checkpoints/01_attributes``),
+initialising the backbone from the identity checkpoint when the backbones match. Model selection
+(``best.pt``) uses a validation part carved from the training data only; the test split (real data:
+the 2,000 names of ``balanced_test_2000.txt``) is used for the reported numbers alone.
+``attribute_tables`` turns test predictions into the overall and per-group tables of notebook 01.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .. import labels
+from .. import metrics as M
+from ..config import Paths, Profile, TrainConfig, get_paths, resolve_device
+from ..data import FaceDataset, identity_index, make_loader
+from ..datasets._common import carve_val
+from ..datasets.sources import DataSource, load_for_profile
+from ..models import MultiTaskNet, build_model_from_checkpoint, init_from_checkpoint, load_checkpoint
+from ..models.heads import MALE_THRESHOLD
+from ..reporting import record_metrics
+from ..training import Trainer, predict
+
+STAGE = "pretrain"
+IDENTITY_DIR = "01_identity"
+ATTRIBUTES_DIR = "01_attributes"
+ATTRIBUTE_TASKS = {"age": 100, "gender": 1, "race": 5}
+VAL_FRACTION = 0.1
+
+
+@dataclass
+class StageResult:
+    """What one training stage produced (the notebook shows these, the tests check them)."""
+
+    model: MultiTaskNet
+    history: pd.DataFrame
+    manifest: pd.DataFrame           # with the split actually used (train / val / test)
+    source: DataSource
+    checkpoint: Path
+    train_seconds: float
+    init_note: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def dataset_name(self) -> str:
+        return self.source.name if self.source.real else f"synthetic_{self.source.name}"
+
+
+def model_name(c: TrainConfig) -> str:
+    """The ``model`` column of metrics.csv: backbone @ input size."""
+    return f"{c.backbone}@{c.image_size}"
+
+
+def ensure_val(df: pd.DataFrame, by: str | None = None, key: str = "path", seed: int = 0,
+               fraction: float = VAL_FRACTION) -> pd.DataFrame:
+    """The manifest with a 'val' split: kept when the loader made one, else carved from 'train' only
+    (per ``by`` group, by a hash of ``key``). 'test' rows are never touched."""
+    if (df["split"] == "val").any():
+        return df
+    return carve_val(df, fraction, seed, by=by, key=key)
+
+
+def _workers(cfg: Profile) -> int:
+    """DataLoader workers: none on CPU, where the Trainer's loaders would re-spawn workers every epoch
+    (losing FaceDataset's decoded-face cache) and take cores from the model; the profile's on a GPU."""
+    return cfg.data.num_workers if resolve_device(cfg.device).type == "cuda" else 0
+
+
+def _dataset(df: pd.DataFrame, model: MultiTaskNet, c: TrainConfig, augment: bool = False,
+             ident: dict[str, int] | None = None) -> FaceDataset:
+    return FaceDataset(df.reset_index(drop=True), c.image_size, mean=model.mean, std=model.std,
+                       augment=augment, identity_index=ident)
+
+
+def _best_model(ckpt_dir: Path, fallback: MultiTaskNet) -> MultiTaskNet:
+    best = ckpt_dir / "best.pt"
+    return build_model_from_checkpoint(best) if best.is_file() else fallback
+
+
+# ============================================================================ identity pre-training
+def train_identity(cfg: Profile, paths: Paths | None = None, progress: bool = True,
+                   record: bool = True) -> StageResult:
+    """Face-ID pre-training on the profile's VGGFace2-format data; returns the best (val) model.
+
+    Identities are those of the 'train' split; 'val' holds ~10 % of each identity's images (carved
+    here if the loader made none). VGGFace2's 'test' identities are disjoint and are not used.
+    Records the val identity accuracy of ``best.pt`` as metric ``accuracy`` (split 'val').
+    """
+    paths = paths or get_paths()
+    c = cfg.pretrain_identity
+    df, _, src = load_for_profile("vggface2", cfg, paths, progress=progress)
+    df = ensure_val(df, by="identity", seed=cfg.seed)
+    ident = identity_index(df, splits=["train"])
+    df = df[df["split"].isin(["train", "val"]) & df["identity"].astype(str).isin(ident)].reset_index(drop=True)
+    model = MultiTaskNet(c.backbone, {"identity": len(ident)}, pretrained_file=c.pretrained_file)
+    out = paths.checkpoints / IDENTITY_DIR
+    train_ds = _dataset(df[df.split == "train"], model, c, augment=c.augment, ident=ident)
+    val_ds = _dataset(df[df.split == "val"], model, c, ident=ident)
+    trainer = Trainer(model, c, device=cfg.device, out_dir=out, seed=cfg.seed,
+                      class_weight_tasks=(), num_workers=_workers(cfg), progress=progress,
+                      run_config={"stage": "01_identity", "profile": cfg.name, "dataset": src.name,
+                                  "identities": len(ident)})
+    history = trainer.fit(train_ds, val_ds)
+    best = _best_model(out, model)
+    res = StageResult(best, history, df, src, out / "best.pt", trainer.train_seconds)
+    pred = predict(best, _loader(val_ds, c, cfg), device=resolve_device(cfg.device), progress=False)
+    res.metrics = {"accuracy": M.accuracy(pred["label_identity"], pred["identity_pred"])}
+    if record:
+        record_metrics(STAGE, res.dataset_name, "val", model_name(c), res.metrics, profile=cfg.name,
+                       seed=cfg.seed, train_seconds=res.train_seconds, path=paths.metrics_csv)
+    return res
+
+
+def _loader(ds: FaceDataset, c: TrainConfig, cfg: Profile):
+    return make_loader(ds, batch_size=max(c.batch_size, 64), shuffle=False, num_workers=_workers(cfg),
+                       seed=cfg.seed)
+
+
+# ========================================================================== attribute multi-task
+def init_attributes_model(cfg: Profile, paths: Paths | None = None) -> tuple[MultiTaskNet, str]:
+    """The attribute model, its backbone initialised from ``01_identity/best.pt`` when that exists and
+    has the same backbone (else random / ``pretrained_file`` init); returns ``(model, note)``."""
+    paths = paths or get_paths()
+    c = cfg.pretrain_attributes
+    model = MultiTaskNet(c.backbone, ATTRIBUTE_TASKS, pretrained_file=c.pretrained_file)
+    ident = paths.checkpoints / IDENTITY_DIR / "best.pt"
+    if not ident.is_file():
+        return model, f"no {ident}: attribute backbone {c.backbone} starts from {'random init' if not c.pretrained_file else c.pretrained_file}"
+    ckpt = load_checkpoint(ident)
+    theirs = (ckpt.get("model_config") or {}).get("backbone")
+    if theirs != c.backbone:
+        return model, (f"{ident} has backbone {theirs!r}, the attribute stage uses {c.backbone!r}: "
+                       "random init of the attribute backbone")
+    report = init_from_checkpoint(model, ckpt)
+    return model, f"attribute backbone initialised from {ident} ({report.loaded} tensors)"
+
+
+def utkface_splits(cfg: Profile, paths: Paths | None = None,
+                   progress: bool = True) -> tuple[pd.DataFrame, DataSource]:
+    """The profile's UTKFace manifest with train / val / test; val = ~10 % of the non-test files by a
+    hash of the file name (deterministic, never from test)."""
+    df, _, src = load_for_profile("utkface", cfg, paths, progress=progress)
+    df = df.assign(file=df["path"].map(lambda p: Path(p).name))
+    df = ensure_val(df, key="file", seed=cfg.seed).drop(columns="file")
+    return df.reset_index(drop=True), src
+
+
+def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = True) -> StageResult:
+    """Age / gender / ethnicity training on the profile's UTKFace train split; best.pt by val loss."""
+    paths = paths or get_paths()
+    c = cfg.pretrain_attributes
+    df, src = utkface_splits(cfg, paths, progress)
+    model, note = init_attributes_model(cfg, paths)
+    print(note)
+    out = paths.checkpoints / ATTRIBUTES_DIR
+    train_ds = _dataset(df[df.split == "train"], model, c, augment=c.augment)
+    val_ds = _dataset(df[df.split == "val"], model, c)
+    trainer = Trainer(model, c, device=cfg.device, out_dir=out, seed=cfg.seed, class_weight_tasks=(),
+                      num_workers=_workers(cfg), progress=progress,
+                      run_config={"stage": "01_attributes", "profile": cfg.name, "dataset": src.name,
+                                  "init": note})
+    t0 = time.perf_counter()
+    history = trainer.fit(train_ds, val_ds)
+    print(f"attribute stage: {time.perf_counter() - t0:.1f} s wall (incl. validation)")
+    return StageResult(_best_model(out, model), history, df, src, out / "best.pt", trainer.train_seconds,
+                       init_note=note)
+
+
+def predict_test(res: StageResult, cfg: Profile) -> pd.DataFrame:
+    """One row per test image: true and predicted age, gender (paper A's 0.6 male threshold), race."""
+    c = cfg.pretrain_attributes
+    test = res.manifest[res.manifest.split == "test"].reset_index(drop=True)
+    ds = _dataset(test, res.model, c)
+    pred = predict(res.model, _loader(ds, c, cfg), device=resolve_device(cfg.device),
+                   male_threshold=MALE_THRESHOLD, progress=False)
+    return pd.DataFrame({"path": test["path"], "age": pred["label_age"], "age_pred": pred["age_pred"],
+                         "gender": pred["label_gender"], "gender_pred": pred["gender_pred"],
+                         "race": pred["label_race"], "race_pred": pred["race_pred"]})
+
+
+def attribute_metrics(pred: pd.DataFrame) -> dict[str, float]:
+    """age_mae (years), age_cs5 (share within 5 years), gender_acc, race_acc (fractions)."""
+    return {"age_mae": M.age_mae(pred.age, pred.age_pred), "age_cs5": M.cumulative_score(pred.age, pred.age_pred, 5),
+            "gender_acc": M.accuracy(pred.gender, pred.gender_pred), "race_acc": M.accuracy(pred.race, pred.race_pred)}
+
+
+def chance_metrics(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, float]:
+    """The same metrics for a predictor that ignores the image: train median age, majority classes."""
+    const = pd.DataFrame({"age": test.age.to_numpy(float), "age_pred": float(train.age.median()),
+                          "gender": test.gender.to_numpy(int), "gender_pred": int(train.gender.mode()[0]),
+                          "race": test.race.to_numpy(int), "race_pred": int(train.race.mode()[0])})
+    return attribute_metrics(const)
+
+
+def attribute_tables(res: StageResult, pred: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(overall table: model vs image-blind baseline, per-race / per-gender breakdown)."""
+    train = res.manifest[res.manifest.split == "train"]
+    ours, chance = attribute_metrics(pred), chance_metrics(train, pred)
+    overall = pd.DataFrame([{"model": "this run", **ours}, {"model": "image-blind baseline", **chance}])
+    overall.insert(1, "test_images", len(pred))
+    rows = []
+    for col, names in (("race", labels.ETHNICITIES), ("gender", labels.GENDERS)):
+        for k, g in pred.groupby(col):
+            rows.append({"group": col, "value": names[int(k)], "n": len(g), **attribute_metrics(g)})
+    return overall, pd.DataFrame(rows)
+
+
+def record_attributes(res: StageResult, pred: pd.DataFrame, cfg: Profile, paths: Paths | None = None) -> dict:
+    """metrics.csv rows: age_mae, gender_acc, race_acc (+ age_cs5) on the test split."""
+    paths = paths or get_paths()
+    split = "balanced_test_2000" if res.source.real else "test"
+    m = attribute_metrics(pred)
+    record_metrics(STAGE, res.dataset_name, split, model_name(cfg.pretrain_attributes), m, profile=cfg.name,
+                   seed=cfg.seed, train_seconds=res.train_seconds, path=paths.metrics_csv)
+    return m
+
+
+def class_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Images per split and ethnicity / gender (what the model was trained, selected and tested on)."""
+    race = df["race"].map(lambda v: labels.ETHNICITIES[int(v)])
+    gender = df["gender"].map(lambda v: labels.GENDERS[int(v)])
+    return pd.concat([pd.crosstab(race, df["split"]), pd.crosstab(gender, df["split"])])
+
+
+def identity_table(res: StageResult, cfg: Profile) -> pd.DataFrame:
+    """One row: data, identities, images, val accuracy of best.pt next to chance, training time."""
+    n_ident = res.model.tasks["identity"]
+    split = res.manifest["split"].value_counts()
+    return pd.DataFrame([{"dataset": res.dataset_name, "model": model_name(cfg.pretrain_identity),
+                          "identities": n_ident, "train_images": int(split.get("train", 0)),
+                          "val_images": int(split.get("val", 0)), "val_accuracy": res.metrics["accuracy"],
+                          "chance": 1.0 / n_ident, "train_seconds": round(res.train_seconds, 1)}])
