@@ -1,0 +1,261 @@
+"""Stage 04 (fer_lib.stages.video): checkpoint lookup, extractor, stride subsampling, pooling, tables,
+an end-to-end run on AFEW- and VGAF-format folders, metrics rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fer_lib import config, labels, published, reporting
+from fer_lib.datasets.synthetic import write_video
+from fer_lib.models import MultiTaskNet, save_checkpoint
+from fer_lib.stages import video as stage
+from fer_lib.video import VideoFeatures, extract_video_features
+from fer_lib.video.fakes import ColourBlobDetector, MeanColourExtractor
+
+# Seven colours with distinct chromaticity (channel spread > 100, so the blob detector finds them).
+COLOURS = [(230, 30, 30), (30, 230, 30), (30, 30, 230), (230, 230, 30), (230, 30, 230), (30, 230, 230),
+           (230, 130, 30)]
+W, H, SIZE = 96, 72, 24
+
+
+def square_frames(n, colour, squares=1, every=1, seed=0):
+    """Grey noisy frames with ``squares`` coloured squares (the 'faces'); frames i % every != 0 have none."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        f = np.full((H, W, 3), 110, np.uint8) + rng.integers(0, 12, size=(H, W, 3), dtype=np.uint8)
+        if colour is not None and i % every == 0:
+            for q in range(squares):
+                x = (2 + i + q * (SIZE + 10)) % (W - SIZE)
+                f[6 + 3 * q:6 + 3 * q + SIZE, x:x + SIZE] = colour
+        out.append(f)
+    return out
+
+
+def jitter(colour, rng):
+    return tuple(int(np.clip(c + rng.integers(-30, 31), 0, 255)) for c in colour)
+
+
+def afew_folder(root, n_train=2, n_val=1, frames=8, no_face_video=True):
+    """AFEW layout ``{Train,Val}/<class>/*.avi``; the class is the colour of the square."""
+    rng = np.random.default_rng(1)
+    for split, n in (("Train", n_train), ("Val", n_val)):
+        for c, cls in enumerate(labels.AFEW_ORDER):
+            for k in range(n):
+                write_video(root / split / cls / f"{c}{k:02d}{split[0]}.avi",
+                            square_frames(frames, jitter(COLOURS[c], rng), every=1 + k % 2, seed=c * 10 + k))
+    if no_face_video:
+        write_video(root / "Val" / "Happy" / "noface.avi", square_frames(frames, None))
+    return root
+
+
+def vgaf_folder(root, n_train=3, n_val=2, frames=8):
+    """VGAF layout ``{Train,Val}/*.mp4`` + ``<Split>_labels.txt``; 2 squares of the class colour."""
+    rng = np.random.default_rng(2)
+    for split, n in (("Train", n_train), ("Val", n_val)):
+        lines = ["Vid_name Label"]
+        for c in range(3):
+            for k in range(n):
+                name = f"{split[0]}{c}_{k}"
+                write_video(root / split / f"{name}.mp4",
+                            square_frames(frames, jitter(COLOURS[c], rng), squares=2, seed=100 + c * 10 + k))
+                lines.append(f"{name} {c + 1}")
+        (root / f"{split}_labels.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def smoke_cfg(**over):
+    return config.get_profile("smoke", {"video.min_face_afew": 16, "video.min_face_vgaf": 16, **over})
+
+
+# ------------------------------------------------------------------------------------- checkpoint
+def test_find_checkpoint_prefers_va_then_expression_then_explains(tmp_path):
+    paths = config.Paths(repo=tmp_path, data=tmp_path / "data", results=tmp_path / "res", real_root=None)
+    with pytest.raises(FileNotFoundError, match="python -m fer_lib finetune") as err:
+        stage.find_checkpoint(paths)
+    assert "video.checkpoint" in str(err.value) and "checkpoint=" in str(err.value)
+    expr = paths.checkpoints / "02_expression" / "best.pt"
+    expr.parent.mkdir(parents=True)
+    expr.write_bytes(b"x")
+    assert stage.find_checkpoint(paths) == expr
+    va = paths.checkpoints / "02_expression_va" / "best.pt"
+    va.parent.mkdir(parents=True)
+    va.write_bytes(b"x")
+    assert stage.find_checkpoint(paths) == va
+    assert stage.find_checkpoint(paths, str(expr)) == expr  # an explicit path wins
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        stage.find_checkpoint(paths, tmp_path / "missing.pt")
+    assert stage.checkpoint_name(va) == "02_expression_va" and stage.checkpoint_name(tmp_path / "m.pt") == "m"
+
+
+def test_make_extractor_reads_size_and_label_order_from_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = MultiTaskNet("tiny_cnn", {"expression": 8, "va": 2}, verbose=False)
+    order = list(labels.EXPRESSIONS_8)
+    path = save_checkpoint(tmp_path / "02_expression_va" / "best.pt", model, {"train": {"image_size": 40}},
+                           {"expression": order})
+    cfg = config.get_profile("smoke", {"device": "cpu"})
+    ext = stage.make_extractor(path, cfg)
+    assert ext.image_size == 40 and ext.class_names == order and ext.name == "02_expression_va"
+    crops = [np.full((30, 26, 3), v, np.uint8) for v in (20, 200, 90)]
+    f, s = ext.features(crops)
+    assert f.shape == (3, model.num_features) and s.shape == (3, 8)
+    np.testing.assert_allclose(s.sum(1), 1, atol=1e-5)
+    with torch.inference_mode():  # the features are the model's penultimate layer on the same input
+        ref = model.eval().forward_features(ext.preprocess(crops[:1])).numpy()
+    np.testing.assert_allclose(f[:1], ref, rtol=1e-4, atol=1e-5)
+    torch.manual_seed(1)
+    other = save_checkpoint(tmp_path / "other.pt", MultiTaskNet("tiny_cnn", {"expression": 8}, verbose=False))
+    assert stage.make_extractor(other, cfg).key != ext.key  # other weights, other cache key
+
+
+# ------------------------------------------------------------------------------ stride subsampling
+@pytest.mark.parametrize("mode,squares", [("afew", 1), ("vgaf", 2)])
+@pytest.mark.parametrize("stride", [2, 3])
+def test_subsampled_stride1_features_equal_extracting_at_that_stride(tmp_path, mode, squares, stride):
+    path = tmp_path / "v.avi"
+    write_video(path, square_frames(11, (230, 30, 30), squares=squares, every=2, seed=3))
+    kw = dict(mode=mode, min_face_size=16, batch_size=4)
+    full = extract_video_features(path, ColourBlobDetector(), MeanColourExtractor(), stride=1, **kw)
+    direct = extract_video_features(path, ColourBlobDetector(), MeanColourExtractor(), stride=stride, **kw)
+    sub = stage.subsample(full, stride)
+    assert full.n_frames == 11 and sub.n_frames == direct.n_frames == len(range(0, 11, stride))
+    for name in ("sampled", "face_frame", "boxes", "features", "scores"):
+        np.testing.assert_array_equal(getattr(sub, name), getattr(direct, name), err_msg=name)
+    for pooling in stage.POOLINGS:
+        np.testing.assert_array_equal(stage.pool(sub, pooling), stage.pool(direct, pooling))
+    assert stage.subsample(full, 1) is full
+    with pytest.raises(ValueError):
+        stage.subsample(full, 0)
+
+
+# ----------------------------------------------------------------------------------------- pooling
+def test_poolings_hand_computed():
+    a = VideoFeatures(path="a", mode="afew", sampled=np.arange(4), face_frame=np.array([0, 1, 3]),
+                      boxes=np.zeros((3, 5), np.float32), features=np.array([[1., 2.], [3., 6.], [5., 4.]], np.float32),
+                      scores=np.zeros((3, 0), np.float32))
+    x = np.array([[1., 2.], [3., 6.], [5., 4.]])
+    np.testing.assert_allclose(stage.pool(a, "mean"), x.mean(0))
+    np.testing.assert_allclose(stage.pool(a, "mean_std"), np.r_[x.mean(0), x.std(0)])
+    np.testing.assert_allclose(stage.pool(a, "stat"), np.r_[x.mean(0), x.std(0), x.min(0), x.max(0)])
+    # VGAF: frame 0 has two faces, frame 2 one
+    g = VideoFeatures(path="g", mode="vgaf", sampled=np.arange(3), face_frame=np.array([0, 0, 2]),
+                      boxes=np.zeros((3, 5), np.float32), features=np.array([[0., 4.], [2., 0.], [4., 4.]], np.float32),
+                      scores=np.zeros((3, 0), np.float32))
+    per_frame = np.array([[1., 2.], [4., 4.]])  # mean over the faces of each frame
+    np.testing.assert_allclose(stage.pool(g, "mean"), per_frame.mean(0))
+    np.testing.assert_allclose(stage.pool(g, "mean_std"), np.r_[per_frame.mean(0), per_frame.std(0)])
+    f = np.array([[1., 2., 1., 2.], [4., 4., 0., 0.]])  # per frame concat(mean, std) over faces
+    np.testing.assert_allclose(stage.pool(g, "stat"), np.r_[f.mean(0), f.std(0)])
+    empty = VideoFeatures(path="e", mode="afew", sampled=np.arange(3))
+    assert all(stage.pool(empty, p) is None for p in stage.POOLINGS)
+    X, has = stage.pooled_matrix([a, empty], "mean")
+    assert has.tolist() == [True, False] and np.isnan(X[1]).all()
+    with pytest.raises(ValueError, match="pooling"):
+        stage.pool(a, "median")
+
+
+def test_score_baseline_maps_afew_classes_to_checkpoint_order():
+    """Mean frame probability -> argmax over the AFEW classes, whatever the checkpoint's column order."""
+    names = list(labels.HSEMOTION_ORDER_8)  # alphabetical, not canonical
+    afew_labels = [labels.expression_index(n) for n in labels.AFEW_ORDER]
+
+    def vf(canonical, n=3):
+        s = np.full((n, 8), 0.01, np.float32)
+        col = [labels.canonical_expression(n) for n in names].index(labels.EXPRESSIONS_8[canonical])
+        s[:, col] = 0.9
+        return VideoFeatures(path="p", mode="afew", sampled=np.arange(n), face_frame=np.arange(n),
+                             boxes=np.zeros((n, 5), np.float32), features=np.zeros((n, 2), np.float32), scores=s)
+
+    feats = [vf(1), vf(2), vf(6), vf(0), VideoFeatures(path="q", mode="afew", sampled=np.arange(3))]
+    y = np.array([1, 2, 3, 0, 1])  # the third is wrong (Anger predicted, Surprise true), the last has no face
+    vs = stage.VideoSet(name="afew", dataset="synthetic_afew", real=False,
+                        manifest=pd.DataFrame({"split": ["test"] * 5}), y=y, labels=afew_labels,
+                        class_names=list(labels.AFEW_ORDER), features=feats, stats=pd.DataFrame(),
+                        min_face_size=20, extract_seconds=0.0, score_names=names)
+    r = stage.score_baseline(vs)
+    assert r["accuracy_faces_only"] == pytest.approx(3 / 4) and r["accuracy_complete"] == pytest.approx(3 / 5)
+    vs.name = "vgaf"
+    assert stage.score_baseline(vs) is None
+
+
+# -------------------------------------------------------------------------------------- end to end
+@pytest.fixture
+def fake_real_root(tmp_path, monkeypatch):
+    root = tmp_path / "datasets"
+    afew_folder(root / "afew")
+    vgaf_folder(root / "vgaf")
+    monkeypatch.setenv("FER_DATA_ROOT", str(root))
+    monkeypatch.setenv("FER_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("FER_DATA_DIR", str(tmp_path / "data"))
+    return root
+
+
+def test_end_to_end_tables_metrics_and_cache(fake_real_root):
+    cfg = smoke_cfg()
+    paths = config.get_paths()
+    ext, det = MeanColourExtractor(), ColourBlobDetector()
+    afew = stage.video_set("afew", cfg, paths, ext, det, progress=False)
+    vgaf = stage.video_set("vgaf", cfg, paths, ext, det, progress=False)
+    assert afew.dataset == "afew" and afew.real and vgaf.dataset == "vgaf"
+    assert afew.train.sum() == 14 and afew.test.sum() == 8 and vgaf.test.sum() == 6
+
+    det_tab = stage.detection_table([afew, vgaf])
+    assert list(det_tab.columns[:4]) == ["dataset", "split", "min_face_size", "videos"]
+    assert det_tab.videos.tolist() == [14, 8, 9, 6] and det_tab.videos_no_face.tolist() == [0, 1, 0, 0]
+    afew_train = det_tab.iloc[0]  # every other frame of the k=1 videos has no face: 7 * (8 + 4) of 7 * 16
+    assert afew_train.frames == 14 * 8 and afew_train.frames_with_face == 7 * 12
+    assert afew_train.face_detection_rate == pytest.approx(84 / 112)
+    assert det_tab.iloc[2].faces_per_frame_with_face == pytest.approx(2.0)
+
+    tab, results = stage.accuracy_table(afew, cfg)
+    assert len(tab) == 9 and tab.paper_protocol.sum() == 1  # the fake extractor has no class names: no baseline
+    assert {"pooling", "classifier", "C", "accuracy", "accuracy_complete", "n_test_no_face"} <= set(tab.columns)
+    head = stage.headline(tab)
+    assert head.pooling == "stat" and head.classifier == "linear_svc" and head.n_test_no_face == 1
+    assert head.accuracy >= 0.85  # chance is 1/7
+    assert head.accuracy_complete == pytest.approx(head.accuracy * 7 / 8)
+    cm = results[("stat", "linear_svc")]["confusion_matrix"]
+    assert cm.shape == (7, 7) and cm.sum() == 7
+    vtab, _ = stage.accuracy_table(vgaf, cfg, classifiers=("linear_svc",))
+    assert len(vtab) == 3 and stage.headline(vtab).accuracy >= 0.8  # chance 1/3
+
+    strides = stage.stride_study(afew, cfg)
+    assert strides.stride.tolist() == list(cfg.video.strides) == [1, 2, 4]
+    assert strides.frames_per_video.tolist() == [8.0, 4.0, 2.0]
+    assert strides.published_percent.tolist() == [published.STRIDE_STUDY[s] for s in (1, 2, 4)]
+    assert strides.accuracy.iloc[0] == pytest.approx(head.accuracy)
+    fig = stage.plot_stride_study(strides)
+    assert [line.get_label() for line in fig.axes[0].lines][1] == stage.PUBLISHED_STRIDE_LABEL
+    assert stage.plot_confusion(results[("stat", "linear_svc")], afew.class_names).axes
+
+    rows = stage.record(afew, tab, cfg, "fake", strides, seconds=1.0)
+    stage.record(vgaf, vtab, cfg, "fake")
+    m = reporting.load_metrics(paths.metrics_csv)
+    a = m[(m.dataset == "afew") & (m.stage == "video")]
+    assert set(a.split) == {"val"} and set(a.model) == {"fake"} and len(rows) == len(a)
+    assert a.set_index("metric").value["accuracy"] == pytest.approx(head.accuracy)
+    pub = published.published_table()
+    pub_afew = set(pub[(pub.dataset == "afew")].metric)
+    assert {"accuracy", "accuracy_complete", "accuracy_stride1", "accuracy_stride2", "accuracy_stride4"} \
+        <= set(a.metric) & pub_afew  # the names the published table pairs with
+    assert set(m[m.dataset == "vgaf"].metric) == {"accuracy", "accuracy_complete", "face_detection_rate"}
+
+    # second run: every video from the cache, nothing decoded or extracted again
+    calls = ext.calls, det.calls
+    again = stage.video_set("afew", cfg, paths, ext, det, progress=False)
+    assert again.stats.cached.all() and (ext.calls, det.calls) == calls
+    np.testing.assert_array_equal(stage.pooled_matrix(again.features)[0], stage.pooled_matrix(afew.features)[0])
+
+
+def test_synthetic_fallback_names_the_dataset_synthetic(tmp_results, monkeypatch):
+    """Without FER_DATA_ROOT the profile's synthetic videos are used and named synthetic_<name>."""
+    monkeypatch.delenv("FER_DATA_ROOT", raising=False)
+    cfg = smoke_cfg(**{"data.n_vgaf_per_class": 1, "data.video_frames": 4})
+    vs = stage.video_set("vgaf", cfg, config.get_paths(), MeanColourExtractor(), ColourBlobDetector(), progress=False)
+    assert vs.dataset == "synthetic_vgaf" and not vs.real and len(vs.features) == 6
+    assert all(vf.n_frames == 4 for vf in vs.features)
+    assert vs.y[vs.train].tolist() == [0, 1, 2]
