@@ -15,10 +15,12 @@ comparison (UTKFace multi-task initialisation vs random, at equal budget and equ
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -399,3 +401,161 @@ def metrics_table(runs: Sequence[Run], keys: Sequence[str]) -> pd.DataFrame:
         row.update({k: r.metrics.get(k, float("nan")) for k in keys})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ================================================================================== FER2013 (real data)
+# Training values of the FER2013 runs, per profile (the profile's ``finetune`` section is paper A's
+# AffectNet fine-tuning; these are TrainConfig overrides on top of it). ``scratch``: the best model
+# trained from scratch on the CPU (the real-data bar); ``transfer``: both arms of the UTKFace-init vs
+# random-init comparison (backbone and image size are taken from 01_attributes/best.pt).
+FER2013_TRAIN: dict[str, dict[str, dict[str, Any]]] = {
+    "smoke": {
+        "scratch": dict(backbone="fer_cnn_s", image_size=48, batch_size=64, head_epochs=0, full_epochs=2,
+                        lr_full=2e-3, optimizer="adamw", weight_decay=1e-4, augment=True, class_weights=False,
+                        channels_last=False, select_metric="expression_accuracy", max_train_seconds=20.0),
+        "transfer": dict(batch_size=32, head_epochs=0, full_epochs=1, lr_full=1e-3, optimizer="adamw",
+                         weight_decay=1e-4, augment=True, class_weights=False, channels_last=False,
+                         select_metric="expression_accuracy", max_train_seconds=15.0),
+    },
+    "default": {
+        "scratch": dict(backbone="fer_cnn_m", image_size=48, batch_size=64, head_epochs=0, full_epochs=12,
+                        lr_full=2e-3, optimizer="adamw", weight_decay=1e-4, augment=True, class_weights=False,
+                        channels_last=False, select_metric="expression_accuracy", max_train_seconds=2700.0),
+        "transfer": dict(batch_size=64, head_epochs=0, full_epochs=2, lr_full=1e-3, optimizer="adamw",
+                         weight_decay=1e-4, augment=True, class_weights=False, channels_last=False,
+                         select_metric="expression_accuracy", max_train_seconds=900.0),
+    },
+}
+FER2013_TRAIN["paper"] = {k: {**v, "max_train_seconds": None} for k, v in FER2013_TRAIN["default"].items()}
+
+
+def fer2013_config(cfg: Profile, which: str = "scratch", overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """TrainConfig of a FER2013 run: ``cfg.finetune`` with :data:`FER2013_TRAIN` and ``overrides`` applied."""
+    values = {**FER2013_TRAIN.get(cfg.name, FER2013_TRAIN["default"])[which], **(overrides or {})}
+    return dataclasses.replace(cfg.finetune, **values)
+
+
+def fer2013_manifest(cfg: Profile, paths: Paths, progress: bool = True) -> tuple[pd.DataFrame, DataSource] | None:
+    """The FER2013 manifest when the real dataset is under FER_DATA_ROOT (capped by real_limit), else None."""
+    if paths.real("fer2013") is None:
+        return None
+    df, _, src = load_for_profile("fer2013", cfg, paths, progress=progress)
+    return df, src
+
+
+def fer2013_datasets(df: pd.DataFrame, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                     progress: bool = True) -> dict[str, Dataset]:
+    """train (augmented: flip + shift) / val (selection) / test (report), decoded once into memory."""
+    frames = {s: df[df["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
+    return {s: CachedFaceDataset(f, image_size, mean, std, augment=(s == "train"), progress=progress)
+            for s, f in frames.items()}
+
+
+def train_fer2013(cfg: Profile, paths: Paths, tc: TrainConfig, name: str, datasets: Mapping[str, Dataset],
+                  use_pretrained: bool = False, progress: bool = True) -> Run:
+    """One FER2013 model (7 classes, canonical order): trained on train, selected on val, tested on test."""
+    seed_everything(cfg.seed)
+    model = MultiTaskNet(tc.backbone, {"expression": 7}, verbose=False)
+    note = init_model(model, paths, use_pretrained=use_pretrained)
+    print(f"[{name}] {tc.backbone} at {tc.image_size}px: {note}")
+    ds = {s: with_augment(d, s == "train" and tc.augment) for s, d in datasets.items()}
+    counts = {"expression": expression_counts(ds["train"].manifest, 7)}
+    run = train_model(model, tc, ds["train"], ds["val"], ds["test"], name, paths.checkpoints / name,
+                      seed=cfg.seed, device=cfg.device, init_note=note, class_counts=counts, progress=progress,
+                      n_classes=7)
+    run.metrics = {"accuracy": run.metrics["accuracy_7cls"], "macro_f1": run.metrics["macro_f1_7cls"]}
+    run.dataset = "fer2013"
+    return run
+
+
+def fer2013_scratch(cfg: Profile, paths: Paths | None = None, overrides: Mapping[str, Any] | None = None,
+                    progress: bool = True, data: tuple[pd.DataFrame, DataSource] | None = None) -> Run | None:
+    """The real-data bar: the FER2013 model trained from scratch on this machine (None without real data)."""
+    paths = paths or get_paths()
+    data = data or fer2013_manifest(cfg, paths, progress)
+    if data is None:
+        print("FER2013 is not under FER_DATA_ROOT: the real-data bar is skipped")
+        return None
+    tc = fer2013_config(cfg, "scratch", overrides)
+    ds = fer2013_datasets(data[0], tc.image_size, progress=progress)
+    return train_fer2013(cfg, paths, tc, "02_fer2013_scratch", ds, use_pretrained=False, progress=progress)
+
+
+def fer2013_transfer(cfg: Profile, paths: Paths | None = None, overrides: Mapping[str, Any] | None = None,
+                     progress: bool = True, data: tuple[pd.DataFrame, DataSource] | None = None
+                     ) -> dict[str, Run] | None:
+    """Paper A's thesis on FER2013: the same backbone and budget initialised from the UTKFace multi-task
+    checkpoint (01_attributes/best.pt) vs at random. Backbone and image size come from that checkpoint.
+    None (with a printed reason) without real FER2013 or without the checkpoint."""
+    paths = paths or get_paths()
+    ckpt = attributes_checkpoint(paths)
+    if ckpt is None:
+        print(f"transfer comparison skipped: {paths.checkpoints / ATTRIBUTES_CKPT} is absent "
+              "(run `python -m fer_lib pretrain` first)")
+        return None
+    data = data or fer2013_manifest(cfg, paths, progress)
+    if data is None:
+        print("transfer comparison skipped: FER2013 is not under FER_DATA_ROOT")
+        return None
+    backbone, size = checkpoint_backbone(ckpt)
+    tc = fer2013_config(cfg, "transfer", {"backbone": backbone, "image_size": int(size), **(overrides or {})})
+    probe = MultiTaskNet(backbone, {"expression": 7}, verbose=False)
+    ds = fer2013_datasets(data[0], tc.image_size, probe.mean, probe.std, progress=progress)
+    runs = {}
+    for init in ("utk_init", "random_init"):
+        runs[init] = train_fer2013(cfg, paths, tc, f"02_fer2013_{init}", ds, use_pretrained=(init == "utk_init"),
+                                   progress=progress)
+    return runs
+
+
+def transfer_table(runs: Mapping[str, Run]) -> pd.DataFrame:
+    """Both arms side by side, plus the difference (UTKFace init - random init)."""
+    t = metrics_table(list(runs.values()), ("accuracy", "macro_f1"))
+    t["model"] = [f"{r.train_cfg.backbone}_{k}" for k, r in runs.items()]
+    t["steps"] = [int(r.history["global_step"].max()) if len(r.history) else 0 for r in runs.values()]
+    if {"utk_init", "random_init"} <= set(runs):
+        a, b = runs["utk_init"].metrics, runs["random_init"].metrics
+        diff = {"model": "difference (utk - random)", "accuracy": a["accuracy"] - b["accuracy"],
+                "macro_f1": a["macro_f1"] - b["macro_f1"]}
+        t = pd.concat([t, pd.DataFrame([diff])], ignore_index=True)
+    return t
+
+
+# ============================================================================== notebook 02's tables
+AFFECTNET_KEYS = ("accuracy_8cls", "macro_f1_8cls", "accuracy_7cls", "macro_f1_7cls", "ccc_valence", "ccc_arousal")
+RECORDED_AFFECTNET = ("accuracy_8cls", "accuracy_7cls", "macro_f1_8cls", "ccc_valence", "ccc_arousal")
+
+
+def affectnet_model_name(run: Run) -> str:
+    """metrics.csv model name of an AffectNet fine-tuning run, e.g. ``mobilenetv2_100_112px_utk_init_8cls_va``."""
+    return model_label(run.train_cfg, run, "_8cls_va" if "va" in run.model.tasks else "_8cls")
+
+
+def record_affectnet(run: Run, cfg: Profile, paths: Paths | None = None) -> pd.DataFrame:
+    """Stage 'finetune' rows (split 'val' = AffectNet's validation.csv, the set the paper reports on);
+    accuracies and F1 as fractions in [0, 1]."""
+    return record_run(run, "finetune", run.dataset, "val", affectnet_model_name(run), cfg,
+                      keys=RECORDED_AFFECTNET, paths=paths)
+
+
+def per_class_recall_table(runs: Sequence[Run]) -> pd.DataFrame:
+    """Recall per class of each run, 8-class and 7-class (Contempt dropped) evaluations side by side."""
+    out = pd.DataFrame({"class": list(L.EXPRESSIONS_8)})
+    for r in runs:
+        for n in (8, 7):
+            t = per_class_table(r.pred, n).set_index("class")
+            out[f"{r.name} ({n} cls)"] = out["class"].map(t["recall"])
+    support = per_class_table(runs[0].pred, 8).set_index("class")["support"]
+    out.insert(1, "support", out["class"].map(support))
+    return out
+
+
+def record_fer2013(run: Run, cfg: Profile, model: str, paths: Paths | None = None) -> pd.DataFrame:
+    """Stage 'finetune', dataset 'fer2013', split 'test': accuracy and macro F1 (fractions) with train_seconds."""
+    return record_run(run, "finetune", "fer2013", "test", model, cfg, keys=("accuracy", "macro_f1"), paths=paths)
+
+
+def scratch_model_name(run: Run) -> str:
+    """e.g. ``fer_cnn_m_48px_scratch_12ep``: what the from-scratch FER2013 model is."""
+    epochs = int(run.history["epoch"].max()) if len(run.history) else 0
+    return f"{run.train_cfg.backbone}_{run.train_cfg.image_size}px_scratch_{epochs}ep"

@@ -158,3 +158,12 @@ def record_gcn(res: GCNResult, cfg: Profile, paths: Paths | None = None) -> pd.D
         frames.append(E.record_run(run, "gcn", res.dataset, "val", f"{arm}_{cfg.finetune.backbone}", cfg,
                                    keys=ABLATION_KEYS, paths=paths))
     return pd.concat(frames, ignore_index=True)
+
+
+def ablation_with_source(res: GCNResult) -> pd.DataFrame:
+    """The ablation table with the graph's embedding source and tau / p in a last column (GCN row)."""
+    t = res.ablation_table()
+    t["note"] = ["" if m != "emotion_gcn" else
+                 f"tau={res.graph.tau:g}, p={res.graph.p:g}, {len(res.graph.edges())} edges; "
+                 f"embeddings: {res.embedding_source.split(':')[0]}" for m in t["model"]]
+    return t
