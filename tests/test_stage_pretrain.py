@@ -1,0 +1,126 @@
+"""Stage 01: identity pre-training -> attribute stage on synthetic data, splits, init, metrics rows."""
+
+import pandas as pd
+import pytest
+import torch
+
+from fer_lib import config, reporting
+from fer_lib.models import load_checkpoint
+from fer_lib.stages import pretrain as stage
+
+TINY = dict(backbone="tiny_cnn", image_size=32, batch_size=32, head_epochs=0, amp=False, channels_last=False)
+
+
+def _cfg(**extra):
+    ov = {"data.n_utkface": 1200, "data.n_identities": 6, "data.images_per_identity": 8}
+    for section in ("pretrain_identity", "pretrain_attributes"):
+        for k, v in TINY.items():
+            ov[f"{section}.{k}"] = v
+    ov.update({"pretrain_identity.full_epochs": 2, "pretrain_identity.lr_full": 3e-3,
+               "pretrain_attributes.full_epochs": 12, "pretrain_attributes.lr_full": 3e-3,
+               "pretrain_attributes.augment": False})
+    ov.update(extra)
+    return config.get_profile("smoke", ov)
+
+
+@pytest.fixture(scope="module")
+def syn_dir(tmp_path_factory):
+    """One synthetic data folder for the module (generated on first use, ~1,200 UTKFace-style chips)."""
+    return tmp_path_factory.mktemp("pretrain_data")
+
+
+@pytest.fixture
+def data(tmp_results, syn_dir, monkeypatch):
+    """Fresh results folder, shared synthetic data folder."""
+    monkeypatch.setenv("FER_DATA_DIR", str(syn_dir))
+    return tmp_results
+
+
+@pytest.fixture
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_ensure_val_carves_from_train_only_and_keeps_an_existing_val():
+    df = pd.DataFrame({"path": [f"{i}.jpg" for i in range(40)], "identity": [str(i % 4) for i in range(40)],
+                       "split": ["test" if i >= 30 else "train" for i in range(40)]})
+    out = stage.ensure_val(df, by="identity", seed=0, fraction=0.25)
+    assert (out.split[df.split == "test"] == "test").all()
+    val = out[out.split == "val"]
+    assert len(val) > 0 and set(val.path) <= set(df.path[df.split == "train"])
+    assert val.groupby("identity").size().min() >= 1           # per identity
+    assert stage.ensure_val(out, fraction=0.5).equals(out)      # a val split that exists is kept
+    assert stage.ensure_val(df, by="identity", seed=0, fraction=0.25).equals(out)   # deterministic
+
+
+def test_utkface_val_is_disjoint_from_train_and_test(data):
+    cfg = _cfg()
+    df, src = stage.utkface_splits(cfg, progress=False)
+    assert not src.real and set(df.split) == {"train", "val", "test"}
+    parts = {s: set(df.path[df.split == s]) for s in ("train", "val", "test")}
+    assert not parts["val"] & parts["train"] and not parts["val"] & parts["test"]
+    assert not parts["train"] & parts["test"]
+    frac = len(parts["val"]) / (len(parts["val"]) + len(parts["train"]))
+    assert 0.05 < frac < 0.15
+    again, _ = stage.utkface_splits(cfg, progress=False)
+    assert again.equals(df)
+
+
+def test_chance_metrics_of_a_constant_predictor():
+    train = pd.DataFrame({"age": [20, 30, 40], "gender": [0, 0, 1], "race": [2, 2, 1]})
+    test = pd.DataFrame({"age": [30, 40], "gender": [0, 1], "race": [1, 2]})
+    m = stage.chance_metrics(train, test)
+    assert m == {"age_mae": 5.0, "age_cs5": 0.5, "gender_acc": 0.5, "race_acc": 0.5}
+
+
+@pytest.mark.slow
+def test_identity_then_attributes_learns_and_records(data, one_thread):
+    cfg = _cfg()
+    paths = config.get_paths()
+    ident = stage.train_identity(cfg, paths, progress=False)
+    assert ident.checkpoint.is_file() and ident.model.tasks == {"identity": 6}
+    assert set(ident.manifest.split) == {"train", "val"}
+
+    # the attribute backbone starts from the identity checkpoint's backbone, tensor for tensor
+    model, note = stage.init_attributes_model(cfg, paths)
+    assert "initialised from" in note
+    saved = load_checkpoint(ident.checkpoint)["state_dict"]
+    own = model.state_dict()
+    keys = [k for k in saved if k.startswith("backbone.")]
+    assert keys and all(torch.equal(own[k], saved[k]) for k in keys)
+    assert set(model.tasks) == {"age", "gender", "race"}
+
+    attr = stage.train_attributes(cfg, paths, progress=False)
+    assert "initialised from" in attr.init_note
+    pred = stage.predict_test(attr, cfg)
+    test = attr.manifest[attr.manifest.split == "test"]
+    assert len(pred) == len(test) > 50
+    ours, overall_and_groups = stage.attribute_metrics(pred), stage.attribute_tables(attr, pred)
+    chance = stage.chance_metrics(attr.manifest[attr.manifest.split == "train"], pred)
+    assert ours["age_mae"] < 0.8 * chance["age_mae"], (ours, chance)
+    assert ours["gender_acc"] > chance["gender_acc"] + 0.2, (ours, chance)
+    assert ours["race_acc"] > chance["race_acc"] + 0.2, (ours, chance)
+    overall, groups = overall_and_groups
+    assert list(overall.model) == ["this run", "image-blind baseline"]
+    assert set(groups.group) == {"race", "gender"} and groups[groups.group == "gender"].n.sum() == len(pred)
+
+    stage.record_attributes(attr, pred, cfg, paths)
+    m = reporting.load_metrics(paths.metrics_csv)
+    rows = m[(m.stage == "pretrain") & (m.dataset == "synthetic_utkface")]
+    assert set(rows.split) == {"test"} and {"age_mae", "gender_acc", "race_acc"} <= set(rows.metric)
+    assert rows.set_index("metric").value["gender_acc"] == pytest.approx(ours["gender_acc"])
+    assert (rows.model == "tiny_cnn@32").all() and rows.train_seconds.notna().all()
+    idrow = m[(m.dataset == "synthetic_vggface2")]
+    assert list(idrow.metric) == ["accuracy"] and list(idrow.split) == ["val"]
+
+
+def test_other_backbone_in_the_identity_checkpoint_gives_random_init(data, one_thread):
+    cfg = _cfg(**{"pretrain_identity.full_epochs": 1})
+    paths = config.get_paths()
+    stage.train_identity(cfg, paths, progress=False, record=False)
+    other = cfg.override({"pretrain_attributes.backbone": "test_resnet"})
+    model, note = stage.init_attributes_model(other, paths)
+    assert "random init" in note and model.backbone_name == "test_resnet"
