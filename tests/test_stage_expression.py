@@ -1,0 +1,232 @@
+"""Stage 02 (expression fine-tuning, FER2013) and stage 03 (Emotion-GCN ablation).
+
+The training tests use a small AffectNet-format folder written here (class = position of a bright
+square, valence / arousal = red / blue level), read through the real AffectNet loader via
+FER_DATA_ROOT, so they learn in a few seconds on one thread.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from fer_lib import config, reporting
+from fer_lib.models import MultiTaskNet, save_checkpoint
+from fer_lib.stages import expression as E
+from fer_lib.stages import gcn as G
+
+SIDE = 32
+FAST = {"finetune.backbone": "tiny_cnn", "finetune.image_size": SIDE, "finetune.batch_size": 32,
+        "finetune.head_epochs": 0, "finetune.full_epochs": 8, "finetune.lr_full": 3e-3, "finetune.amp": False,
+        "finetune.channels_last": False, "seed": 0}
+
+
+def _face(k: int, v: float, a: float, rng: np.random.Generator) -> np.ndarray:
+    img = np.empty((SIDE, SIDE, 3), np.float32)
+    img[..., 0] = 128 + 100 * v
+    img[..., 1] = 90
+    img[..., 2] = 128 + 100 * a
+    img += rng.normal(0, 8, img.shape)
+    r, c = divmod(k, 4)                       # 8 classes: a 4 x 2 grid of square positions
+    img[4 + 14 * r:4 + 14 * r + 10, 1 + 8 * c:1 + 8 * c + 7] = 250
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _write_affectnet(root, n_train: int = 320, n_val: int = 96, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    base = root / "affectnet"
+    (base / "Manually_Annotated_Images" / "1").mkdir(parents=True)
+    for name, n in (("training.csv", n_train), ("validation.csv", n_val)):
+        rows = []
+        for i in range(n):
+            k = i % 8
+            v, a = rng.uniform(-1, 1, 2)
+            rel = f"1/{name[:3]}_{i:04d}.png"
+            Image.fromarray(_face(k, v, a, rng)).save(base / "Manually_Annotated_Images" / rel)
+            rows.append({"subDirectory_filePath": rel, "face_x": 0, "face_y": 0, "face_width": SIDE,
+                         "face_height": SIDE, "facial_landmarks": "", "expression": k,
+                         "valence": round(v, 4), "arousal": round(a, 4)})
+        pd.DataFrame(rows).to_csv(base / name, index=False)
+
+
+def _write_fer2013(root, per_class: int = 12) -> None:
+    rng = np.random.default_rng(1)
+    folders = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+    for split in ("train", "validation", "test"):
+        for j, cls in enumerate(folders):
+            d = root / "fer2013" / split / cls
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                grey = _face(j, 0.0, 0.0, rng).mean(axis=2).astype(np.uint8)
+                Image.fromarray(grey[:, :]).resize((48, 48)).save(d / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def fake_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("real")
+    _write_affectnet(root)
+    _write_fer2013(root)
+    return root
+
+
+@pytest.fixture
+def env(fake_root, tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    monkeypatch.setenv("FER_DATA_ROOT", str(fake_root))
+    monkeypatch.setenv("FER_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("FER_DATA_DIR", str(tmp_path / "data"))
+    return config.get_paths()
+
+
+def _attributes_checkpoint(paths, backbone: str = "tiny_cnn") -> MultiTaskNet:
+    torch.manual_seed(123)
+    attr = MultiTaskNet(backbone, {"age": 100, "gender": 1, "race": 5}, verbose=False)
+    save_checkpoint(paths.checkpoints / "01_attributes" / "best.pt", attr, {"train": {"image_size": SIDE}})
+    return attr
+
+
+# ------------------------------------------------------------------------------------ evaluation
+def test_seven_class_evaluation_drops_contempt_rows_and_the_contempt_logit():
+    logits = np.array([
+        [0, 9, 0, 0, 0, 0, 0, 0],     # Happy; label Happy -> correct
+        [0, 0, 1, 0, 0, 0, 0, 5],     # argmax over 8 is Contempt, over the first 7 Sad; label Sad -> correct
+        [3, 0, 0, 0, 0, 0, 0, 9],     # label Contempt: right over 8 classes, dropped from the 7
+        [0, 0, 0, 0, 2, 0, 0, 0],     # Fear; label Anger -> wrong
+    ], dtype=float)
+    y = np.array([1, 2, 7, 6])
+    y7, p7 = E.seven_class_predictions(logits, y)
+    assert y7.tolist() == [1, 2, 6] and p7.tolist() == [1, 2, 4]
+    pred = {"expression_logits": logits, "label_expression": y, "mask_expression": np.ones(4, bool)}
+    m = E.expression_metrics(pred, 8)
+    assert m["accuracy_8cls"] == pytest.approx(2 / 4)      # rows 0 and 2 (Contempt) right over 8 classes
+    assert m["accuracy_7cls"] == pytest.approx(2 / 3)
+    assert E.confusion(pred, 7).sum() == 3 and E.confusion(pred, 8).sum() == 4
+    rec = E.per_class_table(pred, 7).set_index("class")
+    assert list(rec.index) == ["Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger"]
+    assert rec.loc["Sad", "recall"] == 1.0 and rec.loc["Anger", "recall"] == 0.0
+
+
+# -------------------------------------------------------------------------------- initialisation
+def test_init_from_the_attributes_checkpoint_copies_the_backbone_only(env):
+    attr = _attributes_checkpoint(env)
+    torch.manual_seed(7)
+    model = MultiTaskNet("tiny_cnn", {"expression": 8}, verbose=False)
+    head_before = model.heads["expression"].weight.clone()
+    note = E.init_model(model, env)
+    assert "initialised from" in note
+    for k, v in attr.backbone.state_dict().items():
+        assert torch.equal(model.backbone.state_dict()[k], v), k
+    assert torch.equal(model.heads["expression"].weight, head_before)
+    other = MultiTaskNet("mobilenetv2_050", {"expression": 8}, verbose=False)
+    assert E.init_model(other, env).startswith("random init") and "tiny_cnn" in E.init_model(other, env)
+    assert E.init_model(model, env, use_pretrained=False).startswith("random init")
+
+
+def test_without_the_attributes_checkpoint_the_model_keeps_random_init(env):
+    note = E.init_model(MultiTaskNet("tiny_cnn", {"expression": 8}, verbose=False), env)
+    assert note.startswith("random init") and "pretrain" in note
+
+
+# ------------------------------------------------------------------------------------- training
+@pytest.mark.slow
+def test_finetune_learns_expression_and_valence_arousal(env):
+    cfg = config.get_profile("smoke", FAST)
+    run = E.finetune_affectnet(cfg, env, with_va=True, progress=False)
+    assert run.dataset == "affectnet"                    # the folder under FER_DATA_ROOT is read as real
+    assert len(run.pred["expression_logits"]) == 96      # reported on validation.csv, every row
+    m = run.metrics
+    assert m["accuracy_8cls"] > 0.6, m                   # chance 0.125
+    assert m["accuracy_7cls"] >= m["accuracy_8cls"] - 0.1
+    assert m["ccc_valence"] > 0.5 and m["ccc_arousal"] > 0.5, m
+    assert (env.checkpoints / "02_expression_va" / "best.pt").is_file()
+    rows = E.record_affectnet(run, cfg, env)
+    assert set(rows.metric) == {"accuracy_8cls", "accuracy_7cls", "macro_f1_8cls", "ccc_valence", "ccc_arousal"}
+    assert set(rows.split) == {"val"} and set(rows.stage) == {"finetune"} and (rows.value <= 1).all()
+    assert rows.model.iloc[0] == "tiny_cnn_32px_random_init_8cls_va"
+    recall = E.per_class_recall_table([run])
+    assert len(recall) == 8 and recall["support"].sum() == 96
+
+
+@pytest.mark.slow
+def test_gcn_stage_shapes_ablation_rows_and_checkpoint_round_trip(env):
+    _attributes_checkpoint(env)
+    cfg = config.get_profile("smoke", {**FAST, "finetune.full_epochs": 3, "gcn.hidden": 32})
+    res = G.run_gcn(cfg, env, progress=False)
+    assert res.graph.names[-2:] == ("Valence", "Arousal") and res.graph.a_hat.shape == (9, 9)
+    assert res.embedding_source.startswith("packaged")
+    table = G.ablation_with_source(res)
+    assert list(table.model) == ["single_task", "multitask_linear", "emotion_gcn"]
+    assert (table.epochs == 3).all() and (table.init == "01_attributes").all()
+    assert table.accuracy_7cls.notna().all() and table.macro_f1_7cls.notna().all()
+    assert math.isnan(table.ccc_valence.iloc[0]) and table.ccc_valence.iloc[1:].notna().all()
+    gcn = res.runs["emotion_gcn"].model.eval()
+    x = torch.randn(5, 3, SIDE, SIDE)
+    out = gcn(x)
+    assert out["expression"].shape == (5, 7) and out["va"].shape == (5, 2)
+    again = G.load_gcn_checkpoint(env.checkpoints / "03_gcn" / "best.pt").eval()
+    with torch.no_grad():
+        assert torch.allclose(again(x)["expression"], gcn(x)["expression"], atol=1e-5)
+    rows = G.record_gcn(res, cfg, env)
+    assert set(rows.stage) == {"gcn"} and set(rows.dataset) == {"affectnet"}
+    assert set(rows[rows.model.str.startswith("emotion_gcn")].metric) == set(G.ABLATION_KEYS)
+
+
+@pytest.mark.slow
+def test_fer2013_scratch_and_transfer_record_their_rows(env):
+    cfg = config.get_profile("smoke", {"seed": 0})
+    tiny = {"backbone": "tiny_cnn", "image_size": SIDE, "full_epochs": 2, "max_train_seconds": None}
+    run = E.fer2013_scratch(cfg, env, tiny, progress=False)
+    assert set(run.metrics) == {"accuracy", "macro_f1"} and len(run.pred["expression_logits"]) == 7 * 12
+    name = E.scratch_model_name(run)
+    assert name == "tiny_cnn_32px_scratch_2ep"
+    rows = E.record_fer2013(run, cfg, name, env)
+    assert set(rows.metric) == {"accuracy", "macro_f1"} and set(rows.split) == {"test"}
+    assert rows.train_seconds.notna().all()
+    assert E.fer2013_transfer(cfg, env, progress=False) is None        # no 01 checkpoint yet: skipped
+    _attributes_checkpoint(env)
+    runs = E.fer2013_transfer(cfg, env, {"max_train_seconds": None}, progress=False)
+    assert [r.train_cfg.backbone for r in runs.values()] == ["tiny_cnn", "tiny_cnn"]
+    assert "initialised from" in runs["utk_init"].init_note and runs["random_init"].init_note.startswith("random")
+    t = E.transfer_table(runs)
+    assert list(t.model) == ["tiny_cnn_utk_init", "tiny_cnn_random_init", "difference (utk - random)"]
+    assert t.accuracy.iloc[2] == pytest.approx(t.accuracy.iloc[0] - t.accuracy.iloc[1])
+    assert t.steps.iloc[0] == t.steps.iloc[1]                          # equal budget
+    assert len(reporting.load_metrics(env.metrics_csv)) == 2
+
+
+def test_cached_dataset_matches_face_dataset_without_augmentation(env):
+    from fer_lib.data import FaceDataset
+
+    cfg = config.get_profile("smoke")
+    df, _, _ = E.affectnet_splits(cfg, env, progress=False)
+    df = df.head(6)
+    cached = E.CachedFaceDataset(df, SIDE, progress=False)
+    plain = FaceDataset(df, SIDE)
+    for i in range(len(df)):
+        a, la, ma = cached[i]
+        b, lb, mb = plain[i]
+        assert torch.allclose(a, b, atol=1e-5)
+        assert all(torch.equal(la[k], lb[k]) and torch.equal(ma[k], mb[k]) for k in la)
+    aug = E.with_augment(cached, True)
+    assert aug.augment and not cached.augment and aug.images is cached.images
+    assert aug[0][0].shape == (3, SIDE, SIDE)
+
+
+@pytest.mark.realdata
+def test_real_fer2013_smoke_run(real_root, tmp_path, monkeypatch):
+    torch.set_num_threads(1)
+    monkeypatch.setenv("FER_DATA_ROOT", str(real_root))
+    monkeypatch.setenv("FER_RESULTS_DIR", str(tmp_path / "results"))
+    paths = config.get_paths()
+    cfg = config.get_profile("smoke")
+    data = E.fer2013_manifest(cfg, paths, progress=False)
+    assert data is not None and data[1].real
+    df = data[0]
+    assert (df.groupby("split").size() <= 256).all() and set(df.split) == {"train", "val", "test"}
+    run = E.fer2013_scratch(cfg, paths, {"full_epochs": 1}, progress=False, data=data)
+    assert 0 <= run.metrics["accuracy"] <= 1 and run.train_cfg.image_size == 48
