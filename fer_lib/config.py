@@ -108,6 +108,7 @@ class VideoConfig:
     cache: bool = True                # per-video feature cache under results/cache/video
     file_id: str = "stat"             # cache key of a video file: stat (path+size+mtime) | content (sha256)
     checkpoint: str | None = None     # expression checkpoint for notebook 04 (None: results/checkpoints/02_...)
+    threads: int | None = None        # torch CPU threads while extracting (None: torch's default)
 
 
 @dataclass
@@ -160,8 +161,10 @@ def _profile_smoke() -> Profile:
         finetune=TrainConfig(**tiny),
         # Smoke frames are 160x120, so synthetic faces are 30-40 px: the paper's minimum face sizes
         # (32 AFEW / 64 VGAF, for full-size frames) scale down with the frame.
+        # threads=1: on 160x120 frames MTCNN's tensors are tiny and a second thread only adds overhead
+        # (notebook 04 on the shared 2-core CPU: 26 s with 1 thread, 98 s with torch's default 2).
         video=VideoConfig(strides=(1, 2, 4), C_grid=(1.1,), cv_folds=2, batch_size=16, min_face_afew=20,
-                          min_face_vgaf=20),
+                          min_face_vgaf=20, threads=1),
     )
 
 

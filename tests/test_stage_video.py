@@ -259,3 +259,12 @@ def test_synthetic_fallback_names_the_dataset_synthetic(tmp_results, monkeypatch
     assert vs.dataset == "synthetic_vgaf" and not vs.real and len(vs.features) == 6
     assert all(vf.n_frames == 4 for vf in vs.features)
     assert vs.y[vs.train].tolist() == [0, 1, 2]
+
+
+def test_torch_threads_is_restored():
+    before = torch.get_num_threads()
+    with stage.torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with stage.torch_threads(None):
+        assert torch.get_num_threads() == before

@@ -175,6 +175,22 @@ def label_space(name: str) -> tuple[str, list[int], list[str]]:
 
 
 @contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Set torch's CPU thread count for the block (None: leave it), then restore it."""
+    if not n:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
 def _cache_for(cfg: Profile, paths: Paths):
     if cfg.video.cache:
         yield FeatureCache(paths.results / "cache" / "video")
@@ -191,14 +207,15 @@ def extract_features(manifest: pd.DataFrame, mode: str, extractor, cfg: Profile,
     Uses :func:`fer_lib.video.extract_dataset` (batched detection and extraction, decoding overlapped,
     one cache file per video keyed by checkpoint + settings), then reads each video's per-face arrays
     back from the cache. ``detector=None``: MTCNN with the profile's minimum face size, built only on
-    the first cache miss. Returns (features per row, per-video stats, seconds).
+    the first cache miss. ``cfg.video.threads`` (when set) limits torch's CPU threads meanwhile.
+    Returns (features per row, per-video stats, seconds).
     """
     paths = paths or get_paths()
     v = cfg.video
     mf = min_face_size(mode, cfg)
     device = resolve_device(cfg.device) if device is None else device
     t0 = time.perf_counter()
-    with _cache_for(cfg, paths) as cache, warnings.catch_warnings():
+    with _cache_for(cfg, paths) as cache, torch_threads(v.threads), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*videos have no face.*")  # counted in the tables instead
         _, _, stats = extract_dataset(manifest, extractor, detector=detector, mode=mode, stride=1, fps=v.fps,
                                       min_face_size=mf, batch_size=v.batch_size, max_frames=v.max_frames,
