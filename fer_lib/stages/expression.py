@@ -418,9 +418,10 @@ FER2013_TRAIN: dict[str, dict[str, dict[str, Any]]] = {
                          select_metric="expression_accuracy", max_train_seconds=15.0),
     },
     "default": {
-        "scratch": dict(backbone="fer_cnn_m", image_size=48, batch_size=64, head_epochs=0, full_epochs=12,
+        "scratch": dict(backbone="fer_cnn_s", image_size=48, batch_size=64, head_epochs=0, full_epochs=12,
                         lr_full=2e-3, optimizer="adamw", weight_decay=1e-4, augment=True, class_weights=False,
-                        channels_last=False, select_metric="expression_accuracy", max_train_seconds=2700.0),
+                        label_smoothing=0.1, channels_last=False, select_metric="expression_accuracy",
+                        max_train_seconds=2700.0),
         "transfer": dict(batch_size=64, head_epochs=0, full_epochs=2, lr_full=1e-3, optimizer="adamw",
                          weight_decay=1e-4, augment=True, class_weights=False, channels_last=False,
                          select_metric="expression_accuracy", max_train_seconds=900.0),
