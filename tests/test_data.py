@@ -192,7 +192,7 @@ def noisy(tmp_path):
     return _manifest(rows)
 
 
-@pytest.mark.parametrize("augment", [False, True])
+@pytest.mark.parametrize("augment", [False, True, "light"])
 def test_decoded_face_cache_is_exact_and_skips_decoding(noisy, augment):
     plain = FaceDataset(noisy, image_size=16, augment=augment, cache_bytes=0)
     cached = FaceDataset(noisy, image_size=16, augment=augment)
@@ -218,3 +218,26 @@ def test_decoded_face_cache_respects_its_budget(noisy):
     for i in range(len(noisy)):
         ds[i]
     assert len(ds._cache) == 2 and ds._cached == 2 * one
+
+
+def test_light_augment_flips_shifts_and_erases(noisy):
+    plain = FaceDataset(noisy, image_size=16, **RAW)[1][0]
+    flips = FaceDataset(noisy, image_size=16, augment="light", shift=0, **RAW)
+    seen = set()
+    for seed in range(12):
+        torch.manual_seed(seed)
+        x = flips[1][0]
+        assert torch.equal(x, plain) or torch.equal(x, plain.flip(-1))
+        seen.add(torch.equal(x, plain))
+    assert seen == {True, False}
+    shifted = FaceDataset(noisy, image_size=16, augment="light", shift=3, **RAW)
+    torch.manual_seed(1)
+    x = shifted[1][0]
+    # a shifted copy of the plain (or mirrored) face: some interior block matches exactly
+    assert any(torch.equal(x[:, 3:13, 3:13], src[:, 3 + dy:13 + dy, 3 + dx:13 + dx])
+               for src in (plain, plain.flip(-1)) for dy in range(-3, 4) for dx in range(-3, 4))
+    erased = FaceDataset(noisy, image_size=16, augment="light", shift=0, erase=1.0, **RAW)[1][0]
+    patch = (erased == 128 / 255).all(0)
+    assert patch.sum() == 16 and patch.any(0).sum() == 4
+    with pytest.raises(ValueError, match="augment must be"):
+        FaceDataset(noisy, image_size=16, augment="strong")
