@@ -223,6 +223,21 @@ class _OnnxBackend:
         return dict(zip(self.output_names, outs))
 
 
+def _onnx_from_checkpoint(checkpoint, device: str, threads: int | None) -> _OnnxBackend:
+    """Export a checkpoint (or MultiTaskNet) to a temporary ONNX file (parity-checked) and load it."""
+    import tempfile
+
+    from .export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="fer_lib_onnx_") as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_onnx(checkpoint, path)
+        backend = _OnnxBackend(path, device, threads)   # the session holds the model in memory
+    backend.source = f"{checkpoint if isinstance(checkpoint, (str, os.PathLike)) else type(checkpoint).__name__}" \
+                     " (exported to ONNX on load)"
+    return backend
+
+
 # ---------------------------------------------------------------------------------------- recognizer
 class Recognizer:
     """Faces -> expressions, valence-arousal and attributes with a fer_lib checkpoint or ONNX model.
@@ -232,7 +247,9 @@ class Recognizer:
             ``python -m fer_lib export``, a loaded checkpoint dict or a ``MultiTaskNet``; None takes
             :func:`default_checkpoint`.
         device: torch device (``"cpu"``, ``"cuda"``), also used by the face detector.
-        backend: ``"torch"`` or ``"onnx"``; None picks by the file suffix (``.onnx`` -> onnx).
+        backend: ``"torch"`` or ``"onnx"``; None picks by the file suffix (``.onnx`` -> onnx). ``"onnx"``
+            with a ``.pt`` checkpoint exports it to ONNX on load (a few seconds, parity-checked) and
+            runs it with onnxruntime: the fastest CPU path (bench/bench_inference.py).
         min_face_size: smallest face (pixels) MTCNN looks for.
         min_prob: faces with a lower detection probability are dropped.
         largest_only: keep only the largest face of each image.
@@ -260,8 +277,13 @@ class Recognizer:
             torch.set_num_threads(int(threads))
         self.backend_name = backend
         self.device = device
-        self._backend = (_OnnxBackend(checkpoint, device, threads) if backend == "onnx"
-                         else _TorchBackend(checkpoint, device, channels_last, precision))
+        if backend == "onnx" and not (isinstance(checkpoint, (str, os.PathLike))
+                                      and Path(checkpoint).suffix.lower() == ".onnx"):
+            self._backend = _onnx_from_checkpoint(checkpoint, device, threads)
+        elif backend == "onnx":
+            self._backend = _OnnxBackend(checkpoint, device, threads)
+        else:
+            self._backend = _TorchBackend(checkpoint, device, channels_last, precision)
         b = self._backend
         self.tasks, self.label_orders, self.age_mode = b.tasks, b.label_orders, b.age_mode
         self.image_size, self.mean, self.std = b.image_size, b.mean, b.std

@@ -91,3 +91,14 @@ def test_export_cli_timm_backbone(tmp_path, capsys):
     p_onnx, p_torch = rec.infer(crops), torch_rec.infer(crops)
     assert np.abs(p_onnx["expression_probs"] - p_torch["expression_probs"]).max() < 1e-4
     assert np.abs(p_onnx["valence"] - p_torch["valence"]).max() < 1e-4
+
+
+def test_onnx_backend_from_a_pt_checkpoint_exports_on_load(exported):
+    ckpt, _, _ = exported
+    rec = Recognizer(ckpt, backend="onnx")
+    assert rec.backend_name == "onnx" and "exported to ONNX" in rec.source
+    crops = [skimage_data.astronaut()[62:172, 181:268], skimage_data.astronaut()[:100, :150]]
+    a, b = rec.infer(crops), Recognizer(ckpt).infer(crops)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.abs(a[k] - b[k]).max() < 1e-4, k

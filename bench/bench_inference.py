@@ -1,0 +1,243 @@
+"""Per-face inference throughput: fer_lib's predict path vs the HSEmotion package's way, same run.
+
+For each model (default efficientnet_b0 and mobilenetv2_100 at 224 px, random init: speed only) an
+HSEmotion-style timm model with 10 outputs (8 expressions in alphabetical order + valence, arousal)
+is converted with ``fer_lib.interop.convert_timm_model``, and these paths run over the same face crops
+(real photo crops of different sizes, as a detector hands them over):
+
+- reference: the public ``hsemotion`` package's ``predict_emotions``: one face at a time, PIL
+  ``Resize`` + torchvision ``ToTensor`` + ``Normalize``, eager NCHW float32 forward (under
+  ``torch.no_grad``, which the package does not even use), softmax over the 8 expression logits;
+- fer_lib torch: ``Recognizer.predict_faces`` (one PIL resize per crop into a uint8 batch, one
+  vectorised normalisation whose NCHW view is channels_last, ``inference_mode``, channels_last model);
+- fer_lib onnxruntime: the same with the model exported by ``fer_lib.export.export_onnx``;
+- fer_lib torch bf16: CPU autocast to bfloat16 (timed only when its probabilities stay within
+  ``--bf16-tol`` of the reference's).
+
+Batch 1 = one face per call (latency); batch 32 = 32 faces per call (the reference still handles them
+one at a time: that is how it works). Every fer_lib path's expression probabilities (canonical order)
+are compared with the reference's (reordered): ``max_abs_diff_prob``. The machine's ceiling is a large
+float32 matmul measured in the same run; each model's FLOPs per face come from
+``torch.utils.flop_counter.FlopCounterMode``; ``fraction_of_ceiling`` = achieved FLOP/s / ceiling.
+
+    flock /tmp/fer_heavy.lock .venv/bin/python bench/bench_inference.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from fer_lib import io, labels  # noqa: E402
+from fer_lib.config import get_paths  # noqa: E402
+from fer_lib.reporting import to_markdown  # noqa: E402
+
+
+def face_crops(n: int, seed: int = 0) -> list[np.ndarray]:
+    """``n`` RGB crops of 80-260 px around the face of scikit-image's astronaut (random noise without it)."""
+    rng = np.random.default_rng(seed)
+    try:
+        from skimage import data
+
+        img = data.astronaut()
+    except ImportError:  # pragma: no cover
+        img = rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)
+    crops = []
+    for _ in range(n):
+        s = int(rng.integers(80, 260))
+        x, y = int(rng.integers(0, 512 - s)), int(rng.integers(0, 512 - s))
+        crops.append(np.ascontiguousarray(img[y:y + s, x:x + s]))
+    return crops
+
+
+class HSEmotionReference:
+    """The hsemotion package's ``HSEmotionRecognizer.predict_emotions``, one face per call."""
+
+    def __init__(self, model, img_size: int):
+        from torchvision import transforms
+
+        self.model = model.eval()
+        self.tf = transforms.Compose([transforms.Resize((img_size, img_size)), transforms.ToTensor(),
+                                      transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+
+    def predict_emotions(self, face_img: np.ndarray) -> np.ndarray:
+        import torch
+        from PIL import Image
+
+        img_tensor = self.tf(Image.fromarray(face_img))
+        img_tensor.unsqueeze_(0)
+        with torch.no_grad():
+            scores = self.model(img_tensor)[0].numpy()
+        x = scores[:-2]                       # _mtl: the last two outputs are valence, arousal
+        e_x = np.exp(x - np.max(x))
+        return e_x / e_x.sum()                # alphabetical HSEmotion order
+
+    def __call__(self, crops) -> np.ndarray:
+        return np.stack([self.predict_emotions(c) for c in crops])
+
+
+def matmul_ceiling(n: int = 2048, repeats: int = 5) -> float:
+    """Best float32 FLOP/s of an ``n x n`` matmul on the current torch threads."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best
+
+
+def model_flops(model, size: int) -> float:
+    """FLOPs of one forward pass of one face (``FlopCounterMode``: 2 per multiply-add)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.randn(1, 3, size, size))
+    return float(counter.get_total_flops())
+
+
+def faces_probs(rec, crops) -> np.ndarray:
+    """``Recognizer.predict_faces`` (the user-facing call) as an array of canonical-order probabilities."""
+    names = rec.expression_names
+    return np.array([[f.expression_probs[n] for n in names] for f in rec.predict_faces(crops)])
+
+
+def timed_run(fn, crops, batch: int) -> tuple[float, np.ndarray]:
+    """Seconds to push every crop through ``fn`` in calls of ``batch`` faces, and the probabilities."""
+    out = []
+    t0 = time.perf_counter()
+    for i in range(0, len(crops), batch):
+        out.append(fn(crops[i:i + batch]))
+    return time.perf_counter() - t0, np.concatenate(out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["efficientnet_b0", "mobilenetv2_100"])
+    ap.add_argument("--size", type=int, default=224, help="input side (default 224)")
+    ap.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads (default 2)")
+    ap.add_argument("--faces", type=int, default=64, help="face crops per measurement (default 64)")
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 32], help="faces per call (default 1 32)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the fastest of each is kept")
+    ap.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime path")
+    ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 path")
+    ap.add_argument("--bf16-tol", type=float, default=0.01,
+                    help="time bf16 only if its probabilities stay within this of the reference (default 0.01)")
+    ap.add_argument("--out", default=None, help="folder for inference.md/.csv (default <results>/benchmarks)")
+    args = ap.parse_args(argv)
+
+    import timm
+    import torch
+
+    from fer_lib.inference import Recognizer
+    from fer_lib.interop import convert_timm_model
+
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    ceiling = matmul_ceiling()
+    print(f"ceiling: float32 2048^3 matmul {ceiling / 1e9:.1f} GFLOP/s")
+    crops = face_crops(args.faces)
+    rows, notes = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            torch.manual_seed(0)
+            timm_model = timm.create_model(name, pretrained=False, num_classes=10).eval()
+            net, _ = convert_timm_model(timm_model)
+            flops = model_flops(net, args.size)
+            print(f"{name}@{args.size}: {flops / 1e9:.3f} GFLOP per face")
+            ref = HSEmotionReference(timm_model, args.size)
+            paths = {"reference (HSEmotion-style)": lambda c, r=ref: r(c)}
+            fast = Recognizer(net, threads=args.threads, batch_size=max(args.batches))
+            fast.image_size = args.size
+            paths["fer_lib torch fp32"] = lambda c, r=fast: faces_probs(r, c)
+            if not args.no_onnx:
+                from fer_lib.export import export_onnx
+
+                onnx_path = Path(tmp) / f"{name}.onnx"
+                rep = export_onnx(net, onnx_path, image_size=args.size)
+                print(f"  onnx export: max abs diff vs PyTorch {rep.worst:.2e}")
+                onnx_rec = Recognizer(onnx_path, threads=args.threads, batch_size=max(args.batches))
+                paths["fer_lib onnxruntime"] = lambda c, r=onnx_rec: faces_probs(r, c)
+            if not args.no_bf16:
+                bf = Recognizer(net, threads=args.threads, batch_size=max(args.batches), precision="bf16")
+                bf.image_size = args.size
+                probe = np.abs(bf.infer(crops[:16])["expression_probs"]
+                               - labels.reorder_columns(ref(crops[:16]), labels.HSEMOTION_ORDER_8)).max()
+                if probe <= args.bf16_tol:
+                    paths["fer_lib torch bf16"] = lambda c, r=bf: faces_probs(r, c)
+                else:
+                    notes.append(f"{name}: bf16 not timed, its probabilities differ from the reference's by "
+                                 f"{probe:.3f} (> {args.bf16_tol:g})")
+                    print("  " + notes[-1])
+            for fn in paths.values():   # warm-up: first-call allocations, oneDNN / ORT kernel selection
+                for b in args.batches:
+                    fn(crops[:b])
+            best: dict[tuple[str, int], tuple[float, np.ndarray]] = {}
+            for r in range(args.repeats):
+                for path, fn in paths.items():
+                    for b in args.batches:
+                        secs, probs = timed_run(fn, crops, b)
+                        print(f"  round {r + 1}: {path} batch {b}: {len(crops) / secs:.1f} faces/s", flush=True)
+                        if (path, b) not in best or secs < best[(path, b)][0]:
+                            best[(path, b)] = (secs, probs)
+            ref_probs = None
+            for b in args.batches:
+                ref_secs, ref_raw = best[("reference (HSEmotion-style)", b)]
+                ref_probs = labels.reorder_columns(ref_raw, labels.HSEMOTION_ORDER_8)
+                for path in paths:
+                    secs, probs = best[(path, b)]
+                    if path.startswith("reference"):
+                        probs = labels.reorder_columns(probs, labels.HSEMOTION_ORDER_8)
+                    fps = len(crops) / secs
+                    rows.append({"model": f"{name}@{args.size}", "path": path, "batch": b,
+                                 "faces_per_s": round(fps, 1), "ms_per_face": round(1000 * secs / len(crops), 2),
+                                 "speedup_vs_reference": round(ref_secs / secs, 2),
+                                 "gflop_per_face": round(flops / 1e9, 3),
+                                 "gflop_per_s": round(fps * flops / 1e9, 2),
+                                 "fraction_of_ceiling": round(fps * flops / ceiling, 3),
+                                 "max_abs_diff_prob": float(np.abs(probs - ref_probs).max())})
+    table = pd.DataFrame(rows)
+    print(table.to_string(index=False))
+
+    out = Path(args.out) if args.out else get_paths().results / "benchmarks"
+    cmd = "flock /tmp/fer_heavy.lock .venv/bin/python bench/bench_inference.py " + " ".join(argv or sys.argv[1:])
+    head = ("# Per-face inference throughput: fer_lib predict path vs the HSEmotion package's way\n\n"
+            f"Command: `{cmd.strip()}`. {len(crops)} real face crops (80-260 px, astronaut photo) per "
+            f"measurement, input {args.size} px, random-init weights (speed only), {args.threads} torch / "
+            f"onnxruntime threads, torch {torch.__version__}; {platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end (a shared machine: "
+            "only ratios within this run mean something). Best of "
+            f"{args.repeats} interleaved round(s).\n\n"
+            "reference = one face per call, PIL Resize + ToTensor + Normalize, eager NCHW float32 (the public "
+            "hsemotion package's predict_emotions); fer_lib = Recognizer.predict_faces (batched "
+            "uint8 preprocessing, channels_last, inference_mode) with PyTorch, onnxruntime, or bf16 autocast. "
+            "batch = faces per call (the reference handles a batch of 32 one face at a time). "
+            f"Ceiling: float32 2048x2048 matmul, {ceiling / 1e9:.1f} GFLOP/s in this run; gflop_per_face from "
+            "FlopCounterMode (2 FLOPs per multiply-add); fraction_of_ceiling = faces/s x FLOPs / ceiling. "
+            "max_abs_diff_prob: largest difference of an expression probability from the reference's "
+            "(reordered to the canonical order).\n\n")
+    if notes:
+        head += "\n".join(f"- {n}" for n in notes) + "\n\n"
+    io.atomic_to_csv(table, out / "inference.csv")
+    io.atomic_write_text(out / "inference.md", head + to_markdown(table))
+    print(f"wrote {out / 'inference.md'} and .csv")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
