@@ -156,8 +156,9 @@ def _profile_smoke() -> Profile:
                         n_affectnet_val=48, n_fer2013_per_class=8, n_afew_per_class=2, n_vgaf_per_class=2,
                         n_affwild2_videos=2, affwild2_frames=16, video_frames=12, video_size=(160, 120), chip_size=96,
                         real_limit=256, num_workers=0),
-        pretrain_identity=TrainConfig(**tiny),
-        pretrain_attributes=TrainConfig(**tiny),
+        # stage 01 smoke: the local tiny_cnn (48 px) keeps notebook 01 well under a minute with real UTKFace
+        pretrain_identity=TrainConfig(**{**tiny, "backbone": "tiny_cnn", "image_size": 48, "channels_last": False}),
+        pretrain_attributes=TrainConfig(**{**tiny, "backbone": "tiny_cnn", "image_size": 48, "channels_last": False}),
         finetune=TrainConfig(**tiny),
         # Smoke frames are 160x120, so synthetic faces are 30-40 px: the paper's minimum face sizes
         # (32 AFEW / 64 VGAF, for full-size frames) scale down with the frame.
@@ -171,7 +172,19 @@ def _profile_smoke() -> Profile:
 def _profile_default() -> Profile:
     # Synthetic VGAF faces in 320x240 frames are 49-82 px tall: 40 px keeps all of them (the paper's 64
     # is for VGAF's full-size frames and stays in the paper profile).
-    return Profile(name="default", video=VideoConfig(min_face_vgaf=40))
+    return Profile(
+        name="default", video=VideoConfig(min_face_vgaf=40),
+        # Stage 01 on a 2-core CPU: plain-conv fer_cnn_s (fer_lib.stages.expression) at 64 px trains ~5x
+        # faster than MobileNet's depthwise convolutions. Identity pre-training stays short (synthetic
+        # VGGFace2); the UTKFace stage gets the budget: 30 min, ethnicity / gender balanced, flip/zoom.
+        pretrain_identity=TrainConfig(backbone="fer_cnn_s", image_size=64, batch_size=64, head_epochs=0,
+                                      full_epochs=3, lr_full=2e-3, optimizer="adamw", weight_decay=1e-4,
+                                      augment=True, channels_last=False, max_train_seconds=300),
+        pretrain_attributes=TrainConfig(backbone="fer_cnn_s", image_size=64, batch_size=64, head_epochs=0,
+                                        full_epochs=28, lr_full=2e-3, optimizer="adamw", weight_decay=1e-4,
+                                        label_smoothing=0.1, augment=True, channels_last=False,
+                                        max_train_seconds=1800),
+    )
 
 
 def _profile_paper() -> Profile:

@@ -27,12 +27,14 @@ from ..models import MultiTaskNet, build_model_from_checkpoint, init_from_checkp
 from ..models.heads import MALE_THRESHOLD
 from ..reporting import record_metrics
 from ..training import Trainer, predict
+from . import expression as _expression  # noqa: F401 - registers the plain-conv fer_cnn_* backbones
 
 STAGE = "pretrain"
 IDENTITY_DIR = "01_identity"
 ATTRIBUTES_DIR = "01_attributes"
 ATTRIBUTE_TASKS = {"age": 100, "gender": 1, "race": 5}
 VAL_FRACTION = 0.1
+MIN_CLASS_SHARE = 0.5   # with class_weights: rarer ethnicities are repeated up to half the mean class size
 
 
 @dataclass
@@ -75,8 +77,10 @@ def _workers(cfg: Profile) -> int:
 
 def _dataset(df: pd.DataFrame, model: MultiTaskNet, c: TrainConfig, augment: bool = False,
              ident: dict[str, int] | None = None) -> FaceDataset:
-    return FaceDataset(df.reset_index(drop=True), c.image_size, mean=model.mean, std=model.std,
-                       augment=augment, identity_index=ident)
+    ds = FaceDataset(df.reset_index(drop=True), c.image_size, mean=model.mean, std=model.std,
+                     augment=augment, identity_index=ident)
+    ds.manifest = df.reset_index(drop=True)     # the trainer counts classes from it, without reading images
+    return ds
 
 
 def _best_model(ckpt_dir: Path, fallback: MultiTaskNet) -> MultiTaskNet:
@@ -152,17 +156,43 @@ def utkface_splits(cfg: Profile, paths: Paths | None = None,
     return df.reset_index(drop=True), src
 
 
+def oversample(df: pd.DataFrame, column: str = "race", min_share: float = MIN_CLASS_SHARE) -> pd.DataFrame:
+    """Rows of classes with fewer than ``min_share`` x the mean class size repeated (in order, cycling)
+    up to that size; other rows kept once. Deterministic; meant for the training split only."""
+    counts = df[column].value_counts()
+    target = int(min_share * len(df) / max(1, len(counts)))
+    parts = [df]
+    for value, n in counts.items():
+        if n < target:
+            rows = df[df[column] == value]
+            reps = -(-target // n)
+            parts.append(pd.concat([rows] * reps).iloc[: target - n])
+    return pd.concat(parts, ignore_index=True)
+
+
 def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = True) -> StageResult:
-    """Age / gender / ethnicity training on the profile's UTKFace train split; best.pt by val loss."""
+    """Age / gender / ethnicity training on the profile's UTKFace train split; best.pt by val loss.
+
+    With ``class_weights`` (the default) the loss is balanced over ethnicities and genders, as the real
+    test split is (200 per gender x ethnicity): rare ethnicities are first repeated up to half the mean
+    class size (:func:`oversample`; the real UTKFace subset has only 5 non-test 'Black' faces), then
+    paper A's 1/count class weights of the repeated set weight race and gender.
+    """
     paths = paths or get_paths()
     c = cfg.pretrain_attributes
     df, src = utkface_splits(cfg, paths, progress)
     model, note = init_attributes_model(cfg, paths)
     print(note)
     out = paths.checkpoints / ATTRIBUTES_DIR
-    train_ds = _dataset(df[df.split == "train"], model, c, augment=c.augment)
+    train = df[df.split == "train"]
+    if c.class_weights:
+        train = oversample(train)
+        print(f"training rows per ethnicity after repeating rare ones: "
+              f"{dict(zip(labels.ETHNICITIES, train.race.value_counts().sort_index().tolist()))}")
+    train_ds = _dataset(train, model, c, augment=c.augment)
     val_ds = _dataset(df[df.split == "val"], model, c)
-    trainer = Trainer(model, c, device=cfg.device, out_dir=out, seed=cfg.seed, class_weight_tasks=(),
+    trainer = Trainer(model, c, device=cfg.device, out_dir=out, seed=cfg.seed,
+                      class_weight_tasks=("race", "gender") if c.class_weights else (),
                       num_workers=_workers(cfg), progress=progress,
                       run_config={"stage": "01_attributes", "profile": cfg.name, "dataset": src.name,
                                   "init": note})
