@@ -86,6 +86,26 @@ class HSEmotionReference:
         return np.stack([self.predict_emotions(c) for c in crops])
 
 
+def calibrate_classifier(model, crops, size: int, spread: float = 2.0, seed: int = 0) -> None:
+    """Give a random-init timm model's 10-way classifier logits that vary over these faces with a standard
+    deviation of ``spread`` (a random-init EfficientNet's logits are ~1e-5 and its features nearly the same
+    for every face, so every path's probabilities would be 1/8 and their agreement meaningless):
+    ``W`` random, scaled so that ``W (f - mean f)`` has std ``spread``, and bias ``-W mean f``."""
+    import torch
+    from PIL import Image
+
+    ref = HSEmotionReference(model, size)
+    x = torch.stack([ref.tf(Image.fromarray(c)) for c in crops])
+    with torch.no_grad():
+        feats = model.forward_head(model.forward_features(x), pre_logits=True)
+        mean = feats.mean(0)
+        cls = model.get_classifier()
+        w = torch.randn(cls.weight.shape, generator=torch.Generator().manual_seed(seed))
+        w *= spread / ((feats - mean) @ w.T).std().clamp_min(1e-12)
+        cls.weight.copy_(w)
+        cls.bias.copy_(-(w @ mean))
+
+
 def matmul_ceiling(n: int = 2048, repeats: int = 5) -> float:
     """Best float32 FLOP/s of an ``n x n`` matmul on the current torch threads."""
     import torch
@@ -157,6 +177,7 @@ def main(argv=None) -> int:
         for name in args.models:
             torch.manual_seed(0)
             timm_model = timm.create_model(name, pretrained=False, num_classes=10).eval()
+            calibrate_classifier(timm_model, crops[:16], args.size)
             net, _ = convert_timm_model(timm_model)
             flops = model_flops(net, args.size)
             print(f"{name}@{args.size}: {flops / 1e9:.3f} GFLOP per face")
@@ -218,7 +239,7 @@ def main(argv=None) -> int:
     cmd = "flock /tmp/fer_heavy.lock .venv/bin/python bench/bench_inference.py " + " ".join(argv or sys.argv[1:])
     head = ("# Per-face inference throughput: fer_lib predict path vs the HSEmotion package's way\n\n"
             f"Command: `{cmd.strip()}`. {len(crops)} real face crops (80-260 px, astronaut photo) per "
-            f"measurement, input {args.size} px, random-init weights (speed only), {args.threads} torch / "
+            f"measurement, input {args.size} px, random-init weights (speed only; the classifier is scaled so that logits vary over faces with std 2, as a trained model's do, so that agreement is a real test), {args.threads} torch / "
             f"onnxruntime threads, torch {torch.__version__}; {platform.processor() or platform.machine()}, "
             f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end (a shared machine: "
             "only ratios within this run mean something). Best of "
