@@ -124,3 +124,26 @@ def test_other_backbone_in_the_identity_checkpoint_gives_random_init(data, one_t
     other = cfg.override({"pretrain_attributes.backbone": "test_resnet"})
     model, note = stage.init_attributes_model(other, paths)
     assert "random init" in note and model.backbone_name == "test_resnet"
+
+
+def test_oversample_repeats_rare_classes_up_to_half_the_mean():
+    df = pd.DataFrame({"race": [0] * 80 + [1] * 2 + [2] * 18, "path": [f"{i}.jpg" for i in range(100)]})
+    out = stage.oversample(df, "race", 0.5)          # target = 0.5 * 100 / 3 = 16 rows per class
+    counts = out.race.value_counts()
+    assert counts[0] == 80 and counts[2] == 18 and counts[1] == 16
+    assert set(out.path[out.race == 1]) == set(df.path[df.race == 1])   # only repeats, nothing new
+    assert out.iloc[:100].equals(df)
+
+
+@pytest.mark.realdata
+def test_real_utkface_splits_test_on_the_balanced_list_and_val_from_train(real_root, tmp_results, monkeypatch):
+    monkeypatch.setenv("FER_DATA_ROOT", str(real_root))
+    cfg = config.get_profile("default", {"data.real_limit": None})
+    df, src = stage.utkface_splits(cfg, progress=False)
+    assert src.real
+    listed = set((real_root / "utkface" / "balanced_test_2000.txt").read_text().split())
+    names = df.path.map(lambda p: p.rsplit("/", 1)[-1])
+    assert set(names[df.split == "test"]) == listed and len(listed) == 2000
+    assert (df.split != "test").sum() == 7778                     # 7,780 minus the 2 malformed names
+    assert 700 < (df.split == "val").sum() < 860
+    assert not set(names[df.split == "val"]) & listed
