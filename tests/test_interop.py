@@ -20,6 +20,15 @@ from fer_lib.models import load_checkpoint
 from fer_lib.video import TorchFeatureExtractor
 
 skimage_data = pytest.importorskip("skimage.data")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a shared 2-core machine, 2 OpenMP threads can be 100x slower under load."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 ARCH = "mobilenetv2_050"
 
 
