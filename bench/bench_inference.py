@@ -153,6 +153,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads (default 2)")
     ap.add_argument("--faces", type=int, default=64, help="face crops per measurement (default 64)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32], help="faces per call (default 1 32)")
+    ap.add_argument("--pass-size", type=int, default=None,
+                    help="faces per forward pass inside fer_lib (default: fer_lib.inference.CPU_BATCH)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the fastest of each is kept")
     ap.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime path")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 path")
@@ -164,7 +166,7 @@ def main(argv=None) -> int:
     import timm
     import torch
 
-    from fer_lib.inference import Recognizer
+    from fer_lib.inference import CPU_BATCH, Recognizer
     from fer_lib.interop import convert_timm_model
 
     torch.set_num_threads(args.threads)
@@ -183,7 +185,7 @@ def main(argv=None) -> int:
             print(f"{name}@{args.size}: {flops / 1e9:.3f} GFLOP per face")
             ref = HSEmotionReference(timm_model, args.size)
             paths = {"reference (HSEmotion-style)": lambda c, r=ref: r(c)}
-            fast = Recognizer(net, threads=args.threads, batch_size=max(args.batches))
+            fast = Recognizer(net, threads=args.threads, batch_size=args.pass_size)
             fast.image_size = args.size
             paths["fer_lib torch fp32"] = lambda c, r=fast: faces_probs(r, c)
             if not args.no_onnx:
@@ -192,10 +194,10 @@ def main(argv=None) -> int:
                 onnx_path = Path(tmp) / f"{name}.onnx"
                 rep = export_onnx(net, onnx_path, image_size=args.size)
                 print(f"  onnx export: max abs diff vs PyTorch {rep.worst:.2e}")
-                onnx_rec = Recognizer(onnx_path, threads=args.threads, batch_size=max(args.batches))
+                onnx_rec = Recognizer(onnx_path, threads=args.threads, batch_size=args.pass_size)
                 paths["fer_lib onnxruntime"] = lambda c, r=onnx_rec: faces_probs(r, c)
             if not args.no_bf16:
-                bf = Recognizer(net, threads=args.threads, batch_size=max(args.batches), precision="bf16")
+                bf = Recognizer(net, threads=args.threads, batch_size=args.pass_size, precision="bf16")
                 bf.image_size = args.size
                 probe = np.abs(bf.infer(crops[:16])["expression_probs"]
                                - labels.reorder_columns(ref(crops[:16]), labels.HSEMOTION_ORDER_8)).max()
@@ -246,7 +248,8 @@ def main(argv=None) -> int:
             f"{args.repeats} interleaved round(s).\n\n"
             "reference = one face per call, PIL Resize + ToTensor + Normalize, eager NCHW float32 (the public "
             "hsemotion package's predict_emotions); fer_lib = Recognizer.predict_faces (batched "
-            "uint8 preprocessing, channels_last, inference_mode) with PyTorch, onnxruntime, or bf16 autocast. "
+            f"uint8 preprocessing, BatchNorm folded into the convolutions, channels_last, inference_mode, passes of "
+            f"{args.pass_size or CPU_BATCH} faces) with PyTorch, onnxruntime, or bf16 autocast. "
             "batch = faces per call (the reference handles a batch of 32 one face at a time). "
             f"Ceiling: float32 2048x2048 matmul, {ceiling / 1e9:.1f} GFLOP/s in this run; gflop_per_face from "
             "FlopCounterMode (2 FLOPs per multiply-add); fraction_of_ceiling = faces/s x FLOPs / ceiling. "

@@ -13,7 +13,9 @@ use) -> one batched forward of every crop.
 
 Fast path: the crops are resized into one ``uint8`` NHWC array; normalisation is one vectorised
 operation on the whole batch, whose NCHW view of the NHWC buffer is already ``channels_last`` (the
-layout the model is converted to), under ``torch.inference_mode``. No per-face tensor transforms.
+layout the model is converted to), under ``torch.inference_mode``; no per-face tensor transforms.
+BatchNorm layers are folded into the convolutions at load (checked against the unfolded outputs), and
+faces go through the network in passes of :data:`CPU_BATCH` on a CPU (cache-sized).
 ``backend="onnx"`` runs a file written by :func:`fer_lib.export.export_onnx` with onnxruntime instead;
 its head names, label orders and preprocessing are read from the ONNX metadata, so both backends give
 the same columns.
@@ -45,6 +47,8 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".m
 #: Checkpoints tried, in order, when none is given (relative to ``get_paths().checkpoints``).
 DEFAULT_CHECKPOINTS = ("02_expression_va/best.pt", "02_expression/best.pt")
 ONNX_META_KEY = "fer_lib"
+#: Faces per forward pass on a CPU (bench/bench_inference.py: 8 faces per pass beat 32 per face).
+CPU_BATCH = 8
 
 
 class NoCheckpointError(FileNotFoundError):
@@ -133,14 +137,77 @@ def load_image(image) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ backends
+def fold_batchnorm(model) -> int:
+    """Fold every eval-mode BatchNorm that directly follows a Conv2d (registration order) into the conv.
+
+    The conv gets ``weight * gamma / sqrt(var + eps)`` and the matching bias; the BatchNorm is replaced
+    by what it did after normalising (timm's ``BatchNormAct2d``: its dropout and activation; a plain
+    ``BatchNorm2d``: nothing). Modifies ``model`` in place; returns the number of folded pairs. The
+    caller must check the outputs (:func:`_folded_copy` does): registration order is assumed to be
+    data-flow order, which holds for timm's CNNs but is not guaranteed for any module.
+    """
+    import torch
+    from torch import nn
+
+    n = 0
+    for parent in list(model.modules()):
+        names = list(parent._modules)
+        for a, b in zip(names, names[1:]):
+            conv, bn = parent._modules[a], parent._modules[b]
+            if type(conv) is not nn.Conv2d or not isinstance(bn, nn.BatchNorm2d) or bn.training:
+                continue
+            if bn.running_var is None or conv.out_channels != bn.num_features:
+                continue
+            with torch.no_grad():
+                scale = 1.0 / torch.sqrt(bn.running_var + bn.eps)
+                if bn.affine:
+                    scale = bn.weight * scale
+                shift = (bn.bias if bn.affine else 0.0) - bn.running_mean * scale
+                fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                                  conv.padding, conv.dilation, conv.groups, bias=True,
+                                  padding_mode=conv.padding_mode).to(conv.weight.device)
+                fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+                fused.bias.copy_((conv.bias if conv.bias is not None else 0.0) * scale + shift)
+            after = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
+            parent._modules[a] = fused.eval()
+            parent._modules[b] = nn.Sequential(*after).eval() if type(bn) is not nn.BatchNorm2d else nn.Identity()
+            n += 1
+    return n
+
+
+def _folded_copy(model, image_size: int, tol: float = 1e-4):
+    """A BatchNorm-folded copy of an eval-mode model when it reproduces the model's outputs (relative
+    difference <= ``tol`` on random input), else None."""
+    import copy
+
+    import torch
+
+    folded = copy.deepcopy(model).eval()
+    if fold_batchnorm(folded) == 0:
+        return None
+    device = next(model.parameters()).device
+    x = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.inference_mode():
+        ref, out = model(x), folded(x)
+    ref = ref if isinstance(ref, dict) else {"out": ref}
+    out = out if isinstance(out, dict) else {"out": out}
+    for k in ref:
+        scale = max(1.0, float(ref[k].abs().max()))
+        if float((ref[k] - out[k]).abs().max()) > tol * scale:
+            return None
+    return folded
+
+
 class _TorchBackend:
-    def __init__(self, checkpoint, device: str, channels_last: bool, precision: str):
+    def __init__(self, checkpoint, device: str, channels_last: bool, precision: str, fold_bn: bool = True):
+        import copy
+
         import torch
 
         from .models import build_model_from_checkpoint, load_checkpoint, unwrap
 
-        if isinstance(checkpoint, torch.nn.Module):
-            model, orders, source = unwrap(checkpoint), None, type(checkpoint).__name__
+        if isinstance(checkpoint, torch.nn.Module):   # a copy: the caller's model is left as it is
+            model, orders, source = copy.deepcopy(unwrap(checkpoint)), None, type(checkpoint).__name__
         else:
             ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
             model, orders = build_model_from_checkpoint(ckpt), ckpt.get("label_orders")
@@ -149,6 +216,11 @@ class _TorchBackend:
             raise TypeError(f"{source}: Recognizer needs a fer_lib MultiTaskNet (with .tasks and .input_size)")
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self.folded = False
+        if fold_bn:
+            folded = _folded_copy(self.model, int(model.input_size))
+            if folded is not None:
+                self.model, self.folded = folded, True
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -253,17 +325,20 @@ class Recognizer:
         min_face_size: smallest face (pixels) MTCNN looks for.
         min_prob: faces with a lower detection probability are dropped.
         largest_only: keep only the largest face of each image.
-        batch_size: crops per forward pass.
+        batch_size: crops per forward pass (default :data:`CPU_BATCH` on CPU, 64 on a GPU): on a CPU,
+            more faces per pass cost more time per face once the activations leave the cache.
         threads: torch (process-wide) / onnxruntime intra-op threads; None leaves the defaults.
         precision: ``"fp32"`` or ``"bf16"`` (torch CPU autocast; see bench/bench_inference.py for how
             far it moves the probabilities).
+        fold_bn: fold BatchNorm into the preceding convolutions (torch backend; kept only when the
+            folded model reproduces the original's outputs, checked at load).
         detector: any object with ``detect_batch(frames) -> [(k, 5) boxes]`` (default: MTCNN).
     """
 
     def __init__(self, checkpoint=None, device: str = "cpu", backend: str | None = None, *,
                  min_face_size: int = 20, min_prob: float = 0.9, largest_only: bool = False,
-                 batch_size: int = 32, threads: int | None = None, channels_last: bool = True,
-                 precision: str = "fp32", detector=None):
+                 batch_size: int | None = None, threads: int | None = None, channels_last: bool = True,
+                 precision: str = "fp32", fold_bn: bool = True, detector=None):
         if checkpoint is None:
             checkpoint = default_checkpoint()
         if backend is None:
@@ -283,12 +358,14 @@ class Recognizer:
         elif backend == "onnx":
             self._backend = _OnnxBackend(checkpoint, device, threads)
         else:
-            self._backend = _TorchBackend(checkpoint, device, channels_last, precision)
+            self._backend = _TorchBackend(checkpoint, device, channels_last, precision, fold_bn)
         b = self._backend
         self.tasks, self.label_orders, self.age_mode = b.tasks, b.label_orders, b.age_mode
         self.image_size, self.mean, self.std = b.image_size, b.mean, b.std
         self.source = b.source
         self.min_face_size, self.min_prob, self.largest_only = int(min_face_size), float(min_prob), largest_only
+        if batch_size is None:
+            batch_size = CPU_BATCH if str(device).startswith("cpu") else 64
         self.batch_size = max(1, int(batch_size))
         self._detector = detector
         self._expr_perm = self._expression_permutation()

@@ -199,3 +199,26 @@ def test_import_fer_lib_stays_light():
             "fer_lib.Recognizer; assert 'torch' not in sys.modules; print('ok')")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr
+
+
+def test_batchnorm_folding_keeps_outputs_and_leaves_the_callers_model_alone():
+    import timm
+
+    from fer_lib.inference import fold_batchnorm
+    from fer_lib.interop import convert_timm_model
+
+    torch.manual_seed(0)
+    net, _ = convert_timm_model(timm.create_model("mobilenetv2_050", num_classes=10).eval())
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rec = Recognizer(net)
+    assert rec._backend.folded
+    assert net.state_dict().keys() == before.keys()                      # the caller's model is untouched
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    unfolded = Recognizer(net, fold_bn=False)
+    assert not unfolded._backend.folded
+    crops = [skimage_data.astronaut()[62:172, 181:268], skimage_data.astronaut()[200:400, 100:250]]
+    a, b = rec.infer(crops), unfolded.infer(crops)
+    for k in a:
+        assert np.abs(a[k] - b[k]).max() < 1e-5 * max(1.0, np.abs(b[k]).max()), k
+    assert fold_batchnorm(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4).eval())) == 1
+    assert fold_batchnorm(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))) == 0  # training
