@@ -31,8 +31,9 @@ def syn_dir(tmp_path_factory):
 
 @pytest.fixture
 def data(tmp_results, syn_dir, monkeypatch):
-    """Fresh results folder, shared synthetic data folder."""
+    """Fresh results folder, shared synthetic data folder; synthetic even where CI sets FER_DATA_ROOT."""
     monkeypatch.setenv("FER_DATA_DIR", str(syn_dir))
+    monkeypatch.delenv("FER_DATA_ROOT", raising=False)
     return tmp_results
 
 
