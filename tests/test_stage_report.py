@@ -46,6 +46,18 @@ def test_comparison_pairs_real_synthetic_and_missing(tmp_results):
     assert t[t.dataset == "device"].status.str.startswith("not reproducible").all()
 
 
+def test_headline_folds_published_models(tmp_results):
+    m = _metrics(tmp_results)
+    t = report.comparison_table(m, profile="default", real_available={"utkface": True, "fer2013": True})
+    h = report.headline_table(t).set_index(["dataset", "split", "metric"])
+    a8 = h.loc[("affectnet", "val", "accuracy_8cls")]
+    assert a8.published_best == pytest.approx(63.125) and a8.published_model == "enet_b2_8_best"
+    assert a8.published_models == 5 and a8.reproduced == pytest.approx(62.5)
+    mae = h.loc[("utkface", "balanced_test_2000", "age_mae")]   # lower is better: the best peer is 4.22
+    assert mae.published_best == pytest.approx(4.22) and mae.reproduced == pytest.approx(5.5)
+    assert "device" not in h.index.get_level_values(0)
+
+
 def test_lower_is_better_for_errors():
     rows = pd.DataFrame({"value": [6.0, 4.5, 7.0], "model": list("abc")})
     assert report._best(rows, "age_mae").model == "b"
