@@ -1,7 +1,9 @@
-"""``python -m fer_lib``: the stage commands and the end-to-end runner.
+"""``python -m fer_lib``: the stage commands, the end-to-end runner and the inference tools.
 
 Each stage command executes that stage's notebook headless with papermill (so a cluster job and a
 notebook session run the same code) and writes the executed copy under results/notebooks/.
+``predict`` (faces in an image / folder / video -> CSV, overlays), ``export`` (ONNX) and
+``import-hsemotion`` (public HSEmotion checkpoints -> fer_lib checkpoints) run directly.
 """
 
 from __future__ import annotations
