@@ -184,6 +184,11 @@ def _profile_default() -> Profile:
                                         full_epochs=28, lr_full=2e-3, optimizer="adamw", weight_decay=1e-4,
                                         label_smoothing=0.1, augment=True, channels_last=False,
                                         max_train_seconds=1800),
+        # Stages 02/03 fine-tune the 01 backbone (same name and size, so it initialises them): paper A's
+        # head-only epoch then all layers, class-weighted; a few minutes per model on synthetic AffectNet.
+        finetune=TrainConfig(backbone="fer_cnn_s", image_size=64, batch_size=64, head_epochs=1, full_epochs=5,
+                             lr_head=1e-3, lr_full=1e-3, optimizer="adamw", weight_decay=1e-4, augment=True,
+                             channels_last=False),
     )
 
 

@@ -413,9 +413,10 @@ FER2013_TRAIN: dict[str, dict[str, dict[str, Any]]] = {
         "scratch": dict(backbone="fer_cnn_s", image_size=48, batch_size=64, head_epochs=0, full_epochs=2,
                         lr_full=2e-3, optimizer="adamw", weight_decay=1e-4, augment=True, class_weights=False,
                         channels_last=False, select_metric="expression_accuracy", max_train_seconds=20.0),
-        "transfer": dict(batch_size=32, head_epochs=0, full_epochs=1, lr_full=1e-3, optimizer="adamw",
+        # equal budget = equal epochs and steps; no time limit that could stop one arm earlier
+        "transfer": dict(batch_size=64, head_epochs=0, full_epochs=1, lr_full=1e-3, optimizer="adamw",
                          weight_decay=1e-4, augment=True, class_weights=False, channels_last=False,
-                         select_metric="expression_accuracy", max_train_seconds=15.0),
+                         select_metric="expression_accuracy", max_train_seconds=None),
     },
     "default": {
         "scratch": dict(backbone="fer_cnn_s", image_size=48, batch_size=64, head_epochs=0, full_epochs=12,
