@@ -159,7 +159,8 @@ def _profile_smoke() -> Profile:
         # stage 01 smoke: the local tiny_cnn (48 px) keeps notebook 01 well under a minute with real UTKFace
         pretrain_identity=TrainConfig(**{**tiny, "backbone": "tiny_cnn", "image_size": 48, "channels_last": False}),
         pretrain_attributes=TrainConfig(**{**tiny, "backbone": "tiny_cnn", "image_size": 48, "channels_last": False}),
-        finetune=TrainConfig(**tiny),
+        # stages 02/03 smoke: the 01 smoke backbone, so the 01 -> 02 initialisation runs in CI too
+        finetune=TrainConfig(**{**tiny, "backbone": "tiny_cnn", "image_size": 48, "channels_last": False}),
         # Smoke frames are 160x120, so synthetic faces are 30-40 px: the paper's minimum face sizes
         # (32 AFEW / 64 VGAF, for full-size frames) scale down with the frame.
         # threads=1: on 160x120 frames MTCNN's tensors are tiny and a second thread only adds overhead
