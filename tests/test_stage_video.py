@@ -268,3 +268,14 @@ def test_torch_threads_is_restored():
     assert torch.get_num_threads() == before
     with stage.torch_threads(None):
         assert torch.get_num_threads() == before
+
+
+def test_make_extractor_loads_notebook_02_local_backbones(tmp_path):
+    """A checkpoint of a backbone registered by stage 02 (fer_cnn_s) builds without importing it first."""
+    from fer_lib.stages import expression  # noqa: F401 - only to build the model saved below
+
+    path = save_checkpoint(tmp_path / "best.pt", MultiTaskNet("fer_cnn_s", {"expression": 8}, verbose=False),
+                           {"train": {"image_size": 48}})
+    ext = stage.make_extractor(path, config.get_profile("smoke", {"device": "cpu"}))
+    f, s = ext.features([np.zeros((50, 40, 3), np.uint8)])
+    assert f.shape[0] == 1 and s.shape == (1, 8)
