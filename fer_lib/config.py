@@ -174,7 +174,9 @@ def _profile_default() -> Profile:
     # Synthetic VGAF faces in 320x240 frames are 49-82 px tall: 40 px keeps all of them (the paper's 64
     # is for VGAF's full-size frames and stays in the paper profile).
     return Profile(
-        name="default", video=VideoConfig(min_face_vgaf=40),
+        # Video threads=1: MTCNN + features of 320x240 synthetic frames on the shared 2-core CPU run at 32
+        # frames/s (AFEW) with 1 torch thread and 4-11 frames/s with torch's default 2 (contention).
+        name="default", video=VideoConfig(min_face_vgaf=40, threads=1),
         # Stage 01 on a 2-core CPU: plain-conv fer_cnn_s (fer_lib.stages.expression) at 64 px trains ~5x
         # faster than MobileNet's depthwise convolutions. Identity pre-training stays short (synthetic
         # VGGFace2); the UTKFace stage gets the budget: 30 min, ethnicity / gender balanced, flip/zoom.
