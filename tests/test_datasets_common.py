@@ -139,3 +139,18 @@ def test_validate_images_reports_unreadable(tmp_path):
     assert out["path"].tolist() == [str(good), str(video)]
     assert report.dropped == {"not an image file": 1} and report.kept == 2
     assert report.to_frame()["file"].tolist() == [str(bad)]
+
+
+def test_splits_and_limits_do_not_depend_on_where_the_dataset_lives():
+    from fer_lib.datasets._common import apply_limit, carve_val, location_free
+
+    names = [f"id{i % 5}/img{i:03d}.jpg" for i in range(200)]
+    frames = [pd.DataFrame({"path": [f"{root}/{n}" for n in names], "identity": [n[:3] for n in names],
+                            "split": ["train"] * 150 + ["test"] * 50})
+              for root in ("/data/a/vggface2", "/mnt/other/copy/vggface2")]
+    assert list(location_free(frames[0].path)) == names
+    val = [carve_val(f, 0.2, seed=3, by="identity").split for f in frames]
+    assert (val[0] == "val").sum() == 30 and val[0].equals(val[1])
+    kept = [apply_limit(f, 40, seed=1).path.str.split("vggface2/").str[1] for f in frames]
+    assert len(kept[0]) == 80 and kept[0].equals(kept[1])
+    assert location_free(pd.Series(["/x/y/one.jpg"])).tolist() == ["one.jpg"]

@@ -194,6 +194,22 @@ def _hash_keys(keys: Iterable[str], seed: int) -> np.ndarray:
     return np.fromiter((stable_hash(k, seed) for k in keys), dtype=np.float64)
 
 
+def location_free(paths: pd.Series) -> pd.Series:
+    """Paths relative to their common folder, so that a hash of them does not depend on where the
+    dataset lives (the same dataset copied elsewhere gets the same splits and subsets)."""
+    values = paths.astype(str)
+    if values.empty:
+        return values
+    try:
+        common = os.path.commonpath(list(values))
+    except ValueError:  # mixed absolute / relative paths: nothing common to strip
+        return values
+    if not common or common in values.values:   # a single file: keep its name
+        common = os.path.dirname(common)
+    n = len(common.rstrip(os.sep)) + 1 if common else 0
+    return values.str.slice(n)
+
+
 def hash_split(keys: Iterable[str], test_fraction: float, seed: int = 0) -> np.ndarray:
     """'test' for about ``test_fraction`` of the keys, 'train' for the rest; depends only on each key."""
     h = _hash_keys(keys, seed + 7919)
@@ -215,7 +231,9 @@ def carve_val(df: pd.DataFrame, fraction: float, seed: int = 0, by: str | None =
     train = df.index[df["split"] == "train"]
     if len(train) == 0:
         return df
-    sub = pd.DataFrame({"h": _hash_keys(df.loc[train, key].astype(str), seed + 104729)}, index=train)
+    keys = df.loc[train, key].astype(str)
+    keys = location_free(keys) if key == "path" else keys
+    sub = pd.DataFrame({"h": _hash_keys(keys, seed + 104729)}, index=train)
     groups = df.loc[train, by].astype(str) if by else pd.Series("", index=train)
     chosen = []
     for _, g in sub.groupby(groups.values, sort=False):
@@ -232,7 +250,7 @@ def apply_limit(df: pd.DataFrame, limit: int | None, seed: int = 0) -> pd.DataFr
         return df
     if limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
-    h = pd.Series(_hash_keys(df["path"].astype(str) + "#" + df.index.astype(str), seed + 15485863),
+    h = pd.Series(_hash_keys(location_free(df["path"]) + "#" + df.index.astype(str), seed + 15485863),
                   index=df.index)
     keep = []
     for _, idx in df.groupby("split", sort=False).groups.items():
