@@ -57,6 +57,17 @@ def test_tiny_cnn_and_any_timm_name():
         create_backbone("no_such_net")
 
 
+@pytest.mark.parametrize("name", ["mobilenetv3_small_100", "lcnet_050"])
+def test_feature_dim_of_models_with_a_head_after_pooling(name):
+    # their num_features is the width before conv_head; the feature fer_lib uses comes after it
+    torch.manual_seed(0)
+    net = MultiTaskNet(name, {"expression": 8}, verbose=False).eval()
+    with torch.no_grad():
+        feat = net.forward_features(torch.zeros(2, 3, 64, 64))
+        assert feat.shape == (2, net.num_features) and net.num_features in (1024, 1280)
+        assert net(torch.zeros(2, 3, 64, 64))["expression"].shape == (2, 8)
+
+
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
 def test_pretrained_file_loads_backbone_and_drops_classifier(tmp_path, suffix, no_network):
     src = timm.create_model("mobilenetv2_050", pretrained=False, num_classes=1000)

@@ -175,7 +175,10 @@ def _timm_backbone(name: str) -> tuple[nn.Module, int, int, tuple, tuple]:
     size = PAPER_INPUT_SIZES.get(name) or int(cfg.get("input_size", (3, 224, 224))[-1])
     mean = tuple(float(v) for v in cfg.get("mean", IMAGENET_MEAN))
     std = tuple(float(v) for v in cfg.get("std", IMAGENET_STD))
-    return model, int(model.num_features), size, mean, std
+    # Models with a head after the pooling (MobileNetV3, LCNet: conv_head) output head_hidden_size,
+    # not num_features, once the classifier is removed.
+    dim = int(getattr(model, "head_hidden_size", None) or model.num_features)
+    return model, dim, size, mean, std
 
 
 def _classifier_prefixes(module: nn.Module) -> tuple[str, ...]:
