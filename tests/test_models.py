@@ -57,6 +57,18 @@ def test_tiny_cnn_and_any_timm_name():
         create_backbone("no_such_net")
 
 
+def test_fer_cnn_backbones_need_no_stage_import():
+    # predict / video features rebuild a default-profile checkpoint in a fresh process
+    import subprocess
+    import sys
+
+    code = ("import torch; from fer_lib.models import create_backbone\n"
+            "m, d, s, _, _ = create_backbone('fer_cnn_s')\n"
+            "assert m(torch.zeros(1, 3, s, s)).shape == (1, d) == (1, 192), d\n"
+            "import sys; assert 'fer_lib.stages.expression' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
 @pytest.mark.parametrize("name", ["mobilenetv3_small_100", "lcnet_050"])
 def test_feature_dim_of_models_with_a_head_after_pooling(name):
     # their num_features is the width before conv_head; the feature fer_lib uses comes after it

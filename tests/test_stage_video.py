@@ -271,8 +271,7 @@ def test_torch_threads_is_restored():
 
 
 def test_make_extractor_loads_notebook_02_local_backbones(tmp_path):
-    """A checkpoint of a backbone registered by stage 02 (fer_cnn_s) builds and extracts."""
-    from fer_lib.stages import expression  # noqa: F401 - only to build the model saved below
+    """A checkpoint of the local plain-conv backbone the default profile trains (fer_cnn_s) builds and extracts."""
 
     path = save_checkpoint(tmp_path / "best.pt", MultiTaskNet("fer_cnn_s", {"expression": 8}, verbose=False),
                            {"train": {"image_size": 48}})

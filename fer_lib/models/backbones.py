@@ -77,6 +77,48 @@ def _tiny_cnn() -> tuple[nn.Module, int, int, tuple, tuple]:
     return m, m.num_features, 32, IMAGENET_MEAN, IMAGENET_STD
 
 
+class FerCNN(nn.Module):
+    """VGG-style CNN for small faces: per stage one or two conv3x3 + BN + ReLU, then a 2x2 max-pool;
+    global average pool at the end (feature = last width). Plain 3x3 convolutions train about 5x
+    faster than depthwise ones (MobileNet) on a CPU at 48-64 px, for similar accuracy there."""
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256),
+                 double: tuple[bool, ...] = (False, True, True, True), dropout: float = 0.0) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        for i, (w, d) in enumerate(zip(widths, double)):
+            for cout in ([w, w] if d else [w]):
+                layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                           nn.ReLU(inplace=True)]
+                cin = cout
+            if i < len(widths) - 1:
+                layers.append(nn.MaxPool2d(2))
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.drop = nn.Dropout(dropout)
+        self.num_features = cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(torch.flatten(self.pool(self.features(x)), 1))
+
+
+_FER_CNN = {"fer_cnn_s": ((24, 48, 96, 192), (False, True, True, True)),
+            "fer_cnn_m": ((32, 64, 128, 256), (False, True, True, True)),
+            "fer_cnn_l": ((32, 64, 128, 256), (True, True, True, True))}
+
+
+def _fer_cnn_factory(widths: tuple[int, ...], double: tuple[bool, ...]) -> Callable:
+    def make() -> tuple[nn.Module, int, int, tuple, tuple]:
+        m = FerCNN(widths, double)
+        return m, m.num_features, 48, IMAGENET_MEAN, IMAGENET_STD
+    return make
+
+
+for _name, (_widths, _double) in _FER_CNN.items():
+    register_backbone(_name)(_fer_cnn_factory(_widths, _double))
+
+
 @dataclass
 class LoadReport:
     """What happened when a weights file was loaded into a module."""

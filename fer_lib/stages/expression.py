@@ -8,13 +8,14 @@ selected on a validation split carved from ``training.csv`` and reported on ``va
 the first 7 logits (:func:`seven_class_predictions`).
 
 FER2013 part (``run_fer2013``): the same trainer on 48x48 grey faces held in memory
-(:class:`CachedFaceDataset`, flip + shift augmentation), train split for training, validation for
+(``FaceDataset`` with its decoded-face cache and the light flip + shift augmentation), train split for training, validation for
 selection, test for the report; the best model trained from scratch on the CPU, and the transfer
 comparison (UTKFace multi-task initialisation vs random, at equal budget and equal backbone).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
@@ -24,145 +25,39 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from .. import labels as L
 from .. import metrics as M
 from ..config import Paths, Profile, TrainConfig, get_paths, seed_everything
-from ..data import FaceDataset
+from ..data import FaceDataset, _LightAugment
 from ..datasets.sources import DataSource, load_for_profile
-from ..models import IMAGENET_MEAN, IMAGENET_STD, MultiTaskNet, init_from_checkpoint, register_backbone
+from ..models import IMAGENET_MEAN, IMAGENET_STD, MultiTaskNet, init_from_checkpoint
 from ..models.checkpoint import load_checkpoint
 from ..training import Trainer, predict
 
 ATTRIBUTES_CKPT = Path("01_attributes") / "best.pt"
 
 
-# ============================================================================ a light CNN for 48 px faces
-class FerCNN(nn.Module):
-    """VGG-style CNN for small grey faces: per stage 1-2 conv3x3+BN+ReLU, then 2x2 max-pool; global
-    average pool at the end (feature = last width). Plain 3x3 convolutions run far faster on a CPU
-    than depthwise ones (MobileNet) for the same accuracy on 48 px inputs."""
-
-    def __init__(self, widths: Sequence[int] = (32, 64, 128, 256), double: Sequence[bool] = (False, True, True, True),
-                 dropout: float = 0.0) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        cin = 3
-        for i, (w, d) in enumerate(zip(widths, double)):
-            for cout in ([w, w] if d else [w]):
-                layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-                cin = cout
-            if i < len(widths) - 1:
-                layers.append(nn.MaxPool2d(2))
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.drop = nn.Dropout(dropout)
-        self.num_features = cin
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(torch.flatten(self.pool(self.features(x)), 1))
-
-
-@register_backbone("fer_cnn_s")
-def _fer_cnn_s():
-    m = FerCNN((24, 48, 96, 192), (False, True, True, True))
-    return m, m.num_features, 48, IMAGENET_MEAN, IMAGENET_STD
-
-
-@register_backbone("fer_cnn_m")
-def _fer_cnn_m():
-    m = FerCNN((32, 64, 128, 256), (False, True, True, True))
-    return m, m.num_features, 48, IMAGENET_MEAN, IMAGENET_STD
-
-
-@register_backbone("fer_cnn_l")
-def _fer_cnn_l():
-    m = FerCNN((32, 64, 128, 256), (True, True, True, True))
-    return m, m.num_features, 48, IMAGENET_MEAN, IMAGENET_STD
-
-
-# ================================================================================= in-memory face dataset
-class CachedFaceDataset(Dataset):
-    """A :class:`~fer_lib.data.FaceDataset` decoded once into memory (uint8, ``S x S``), with cheap
-    augmentation on the arrays: horizontal flip and a random shift of up to ``shift`` pixels (edge
-    padding), optionally a small random-erasing patch. Items are ``(image, labels, mask)`` exactly as
-    FaceDataset's; ``manifest`` is kept so the trainer counts classes without reading images.
-    """
-
-    def __init__(self, manifest: pd.DataFrame, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, augment: bool = False, shift: int = 4,
-                 erase: float = 0.0, progress: bool = True, base: FaceDataset | None = None) -> None:
-        self.manifest = manifest.reset_index(drop=True)
-        base = base or FaceDataset(self.manifest, image_size, mean, std)
-        self.image_size = int(image_size)
-        self.images = np.empty((len(base), self.image_size, self.image_size, 3), dtype=np.uint8)
-        for i in tqdm(range(len(base)), desc="decoding faces", disable=not progress, leave=False):
-            img = base.load_face(i)
-            if img.size != (self.image_size, self.image_size):
-                from PIL import Image
-
-                img = img.resize((self.image_size, self.image_size), Image.BILINEAR)
-            self.images[i] = np.asarray(img, dtype=np.uint8)
-        self.values, self.present = base.values, base.present
-        self.mean = np.asarray(mean, dtype=np.float32).reshape(1, 1, 3) * 255.0
-        self.inv_std = 1.0 / (np.asarray(std, dtype=np.float32).reshape(1, 1, 3) * 255.0)
-        self.augment, self.shift, self.erase = bool(augment), int(shift), float(erase)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def _augment(self, img: np.ndarray) -> np.ndarray:
-        if float(torch.rand(())) < 0.5:
-            img = img[:, ::-1]
-        if self.shift:
-            s = self.shift
-            dx, dy = (int(v) for v in torch.randint(-s, s + 1, (2,)))
-            img = np.pad(img, ((s, s), (s, s), (0, 0)), mode="edge")[s + dy:s + dy + self.image_size,
-                                                                      s + dx:s + dx + self.image_size]
-        if self.erase and float(torch.rand(())) < self.erase:
-            side = self.image_size // 4
-            x0, y0 = (int(v) for v in torch.randint(0, self.image_size - side + 1, (2,)))
-            img = img.copy()
-            img[y0:y0 + side, x0:x0 + side] = 128
-        return img
-
-    def __getitem__(self, i: int):
-        img = self.images[i]
-        if self.augment:
-            img = self._augment(img)
-        x = (img.astype(np.float32) - self.mean) * self.inv_std
-        labels = {k: torch.tensor(v[i]) for k, v in self.values.items()}
-        mask = {k: torch.tensor(bool(v[i])) for k, v in self.present.items()}
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1))), labels, mask
-
-
 def make_dataset(manifest: pd.DataFrame, image_size: int, mean: Sequence[float], std: Sequence[float],
                  augment: bool = False, cache: bool | None = None, max_cache_bytes: float = 3e9,
-                 progress: bool = True) -> Dataset:
-    """A :class:`CachedFaceDataset` where the decoded faces fit in ``max_cache_bytes`` (``cache=None``),
-    else a streaming :class:`~fer_lib.data.FaceDataset` (e.g. full AffectNet at 224 px)."""
-    nbytes = len(manifest) * image_size * image_size * 3
-    if cache is None:
-        cache = nbytes <= max_cache_bytes
-    if cache:
-        return CachedFaceDataset(manifest, image_size, mean, std, augment=augment, progress=progress)
-    ds = FaceDataset(manifest.reset_index(drop=True), image_size, mean, std, augment=augment)
-    ds.manifest = manifest.reset_index(drop=True)
+                 progress: bool = True) -> FaceDataset:
+    """A :class:`~fer_lib.data.FaceDataset` whose decoded faces stay in memory up to ``max_cache_bytes``
+    (``cache=False``: none), with the cheap ``"light"`` augmentation (flip + shift) when ``augment``."""
+    manifest = manifest.reset_index(drop=True)
+    ds = FaceDataset(manifest, image_size, mean, std, augment="light" if augment else False,
+                     cache_bytes=0 if cache is False else int(max_cache_bytes))
+    ds.manifest = manifest          # the trainer counts classes from it, without reading images
     return ds
 
 
-def with_augment(ds: Dataset, augment: bool) -> Dataset:
-    """A shallow copy of a cached dataset with augmentation switched on or off (the arrays are shared)."""
-    if isinstance(ds, CachedFaceDataset):
-        out = object.__new__(CachedFaceDataset)
-        out.__dict__.update(ds.__dict__)
-        out.augment = bool(augment)
-        return out
-    return ds
+def with_augment(ds: FaceDataset, augment: bool) -> FaceDataset:
+    """A shallow copy with the light augmentation switched on or off (the face cache is shared)."""
+    out = copy.copy(ds)
+    out.augment = None
+    out.light = _LightAugment(ds.image_size) if augment else None
+    return out
 
 
 def expression_counts(manifest: pd.DataFrame, n_classes: int) -> list[int]:
@@ -449,9 +344,9 @@ def fer2013_manifest(cfg: Profile, paths: Paths, progress: bool = True) -> tuple
 
 def fer2013_datasets(df: pd.DataFrame, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                      progress: bool = True) -> dict[str, Dataset]:
-    """train (augmented: flip + shift) / val (selection) / test (report), decoded once into memory."""
+    """train (augmented: flip + shift) / val (selection) / test (report), decoded faces kept in memory."""
     frames = {s: df[df["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
-    return {s: CachedFaceDataset(f, image_size, mean, std, augment=(s == "train"), progress=progress)
+    return {s: make_dataset(f, image_size, mean, std, augment=(s == "train"), progress=progress)
             for s, f in frames.items()}
 
 

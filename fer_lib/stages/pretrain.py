@@ -27,7 +27,6 @@ from ..models import MultiTaskNet, build_model_from_checkpoint, init_from_checkp
 from ..models.heads import MALE_THRESHOLD
 from ..reporting import record_metrics
 from ..training import Trainer, predict
-from . import expression as _expression  # noqa: F401 - registers the plain-conv fer_cnn_* backbones
 
 STAGE = "pretrain"
 IDENTITY_DIR = "01_identity"

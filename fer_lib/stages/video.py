@@ -113,7 +113,6 @@ def make_extractor(checkpoint: str | Path, cfg: Profile, device: Any = None) -> 
     its backbone. The extractor's ``class_names`` are the checkpoint's expression label order.
     """
     from ..models import build_model_from_checkpoint, load_checkpoint
-    from . import expression as _expression  # noqa: F401 - registers notebook 02's fer_cnn_* backbones
 
     ckpt = load_checkpoint(checkpoint)
     model = build_model_from_checkpoint(ckpt)
