@@ -4,7 +4,7 @@ Runs ``python -m fer_lib reproduce --profile P`` (what ``make reproduce`` runs) 
 fresh results + data folder, and reports the wall time, the peak RSS of the largest process of the
 run (the papermill kernels are its children), and the wall time of each notebook (from the runner's
 ``run_times.csv``). Ratios are against the smoke profile measured in the same run, so a regression in
-one stage shows up even on this noisy shared machine. Writes ``<results>/benchmarks/reproduce.{md,csv}``.
+one stage shows up even on this noisy shared machine. Writes ``<results>/benchmarks/reproduce_<profiles>[_real].{md,csv}``.
 
     python bench/bench_reproduce.py [--profiles smoke default] [--data-root ../shared/datasets]
 """
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
             f"{' '.join(args.profiles)}{' --data-root ' + args.data_root if args.data_root else ''}`.\n")
     print(md)
     dest = get_paths().results / "benchmarks"
-    name = "reproduce_real" if args.data_root else "reproduce"
+    name = "reproduce_" + "_".join(args.profiles) + ("_real" if args.data_root else "")
     io.atomic_to_csv(df, dest / f"{name}.csv")
     io.atomic_write_text(dest / f"{name}.md", md)
     return 0
