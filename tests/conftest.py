@@ -34,6 +34,18 @@ def tmp_results(tmp_path, monkeypatch) -> Path:
     return res
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: on a shared 2-core machine, two OpenMP threads can be 100x slower
+    under load (oversubscription), and results do not depend on the thread count here."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def no_network(monkeypatch):
     """Block every socket connection that leaves the machine (loopback and unix sockets stay allowed)."""

@@ -18,13 +18,7 @@ from fer_lib.models import MultiTaskNet, load_checkpoint, save_checkpoint
 skimage_data = pytest.importorskip("skimage.data")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, 2 OpenMP threads can be 100x slower under load."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ALL_HEADS = {"expression": 8, "va": 2, "age": 100, "gender": 1, "race": 5}
 # MTCNN's box of the astronaut's face in skimage.data.astronaut() (512 x 512).

@@ -22,13 +22,7 @@ from fer_lib.video import TorchFeatureExtractor
 skimage_data = pytest.importorskip("skimage.data")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, 2 OpenMP threads can be 100x slower under load."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ARCH = "mobilenetv2_050"
 
 

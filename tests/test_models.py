@@ -26,12 +26,7 @@ from fer_lib.models import (
 ALL_TASKS = {"identity": 7, "age": 100, "gender": 1, "race": 5, "expression": 8, "va": 2}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------------------- backbones

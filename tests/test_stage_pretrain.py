@@ -37,14 +37,6 @@ def data(tmp_results, syn_dir, monkeypatch):
     return tmp_results
 
 
-@pytest.fixture
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_ensure_val_carves_from_train_only_and_keeps_an_existing_val():
     df = pd.DataFrame({"path": [f"{i}.jpg" for i in range(40)], "identity": [str(i % 4) for i in range(40)],
                        "split": ["test" if i >= 30 else "train" for i in range(40)]})
@@ -78,7 +70,7 @@ def test_chance_metrics_of_a_constant_predictor():
 
 
 @pytest.mark.slow
-def test_identity_then_attributes_learns_and_records(data, one_thread):
+def test_identity_then_attributes_learns_and_records(data, one_torch_thread):
     cfg = _cfg()
     paths = config.get_paths()
     ident = stage.train_identity(cfg, paths, progress=False)
@@ -118,7 +110,7 @@ def test_identity_then_attributes_learns_and_records(data, one_thread):
     assert list(idrow.metric) == ["accuracy"] and list(idrow.split) == ["val"]
 
 
-def test_other_backbone_in_the_identity_checkpoint_gives_random_init(data, one_thread):
+def test_other_backbone_in_the_identity_checkpoint_gives_random_init(data, one_torch_thread):
     cfg = _cfg(**{"pretrain_identity.full_epochs": 1})
     paths = config.get_paths()
     stage.train_identity(cfg, paths, progress=False, record=False)

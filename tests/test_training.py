@@ -28,13 +28,7 @@ PALETTE = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1]], dtyp
 SQUARE_SIZES = (5, 8, 11)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # two shared cores: one thread per process avoids stalls from oversubscription
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Shapes(Dataset):

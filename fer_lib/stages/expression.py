@@ -145,17 +145,21 @@ def expression_metrics(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> di
     return out
 
 
-def per_class_table(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> pd.DataFrame:
-    """Recall per class (canonical names) with the class support, for the n-class evaluation
-    (n = 7 on an 8-class model uses :func:`seven_class_predictions`)."""
+def n_class_predictions(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predictions) of the n-class evaluation of the labelled rows: rows labelled below
+    ``n_classes``, argmax over the first ``n_classes`` logits (paper A's 7 of 8 drops Contempt)."""
     m = pred["mask_expression"].astype(bool)
     y = pred["label_expression"][m].astype(np.int64)
     logits = pred["expression_logits"][m]
     if n_classes == 7 and logits.shape[1] > 7:
-        y, p = seven_class_predictions(logits, y)
-    else:
-        keep = y < n_classes
-        y, p = y[keep], logits[keep, :n_classes].argmax(axis=1)
+        return seven_class_predictions(logits, y)
+    keep = y < n_classes
+    return y[keep], logits[keep, :n_classes].argmax(axis=1)
+
+
+def per_class_table(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> pd.DataFrame:
+    """Recall and F1 per class (canonical names) with the class support, for the n-class evaluation."""
+    y, p = n_class_predictions(pred, n_classes)
     labels = list(range(n_classes))
     return pd.DataFrame({"class": list(L.EXPRESSIONS_8[:n_classes]),
                          "support": np.bincount(y, minlength=n_classes)[:n_classes],
@@ -165,14 +169,7 @@ def per_class_table(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> pd.Da
 
 def confusion(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> np.ndarray:
     """Confusion matrix (rows true, columns predicted) of the n-class evaluation."""
-    m = pred["mask_expression"].astype(bool)
-    y = pred["label_expression"][m].astype(np.int64)
-    logits = pred["expression_logits"][m]
-    if n_classes == 7 and logits.shape[1] > 7:
-        y, p = seven_class_predictions(logits, y)
-    else:
-        keep = y < n_classes
-        y, p = y[keep], logits[keep, :n_classes].argmax(axis=1)
+    y, p = n_class_predictions(pred, n_classes)
     return M.confusion_matrix(y, p, labels=list(range(n_classes)))
 
 
