@@ -38,9 +38,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fer_lib import io, labels  # noqa: E402
+from fer_lib import labels  # noqa: E402
 from fer_lib.config import get_paths  # noqa: E402
-from fer_lib.reporting import to_markdown  # noqa: E402
+from fer_lib.reporting import write_benchmark  # noqa: E402
 
 
 def face_crops(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -238,7 +238,7 @@ def main(argv=None) -> int:
     print(table.to_string(index=False))
 
     out = Path(args.out) if args.out else get_paths().results / "benchmarks"
-    cmd = "flock /tmp/fer_heavy.lock .venv/bin/python bench/bench_inference.py " + " ".join(argv or sys.argv[1:])
+    cmd = ".venv/bin/python bench/bench_inference.py " + " ".join(argv or sys.argv[1:])
     head = ("# Per-face inference throughput: fer_lib predict path vs the HSEmotion package's way\n\n"
             f"Command: `{cmd.strip()}`. {len(crops)} real face crops (80-260 px, astronaut photo) per "
             f"measurement, input {args.size} px, random-init weights (speed only; the classifier is scaled so that logits vary over faces with std 2, as a trained model's do, so that agreement is a real test), {args.threads} torch / "
@@ -257,9 +257,7 @@ def main(argv=None) -> int:
             "(reordered to the canonical order).\n\n")
     if notes:
         head += "\n".join(f"- {n}" for n in notes) + "\n\n"
-    io.atomic_to_csv(table, out / "inference.csv")
-    io.atomic_write_text(out / "inference.md", head + to_markdown(table))
-    print(f"wrote {out / 'inference.md'} and .csv")
+    print(f"wrote {write_benchmark(table, 'inference', head, folder=out)} and .csv")
     return 0
 
 

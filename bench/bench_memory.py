@@ -26,10 +26,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-
-from fer_lib import io  # noqa: E402
-from fer_lib.config import get_paths  # noqa: E402
-from fer_lib.reporting import to_markdown  # noqa: E402
+from fer_lib.reporting import write_benchmark  # noqa: E402
 
 FPS = 25
 W, H = 640, 480
@@ -105,13 +102,9 @@ def main(argv=None) -> int:
             path.unlink()
     df = pd.DataFrame(rows)
     df["peak_ratio_vs_short"] = (df.peak_rss_mb / df.peak_rss_mb.iloc[0]).round(3)
-    md = (f"# Video extraction memory vs length ({W}x{H}, {FPS} fps)\n\n" + to_markdown(df)
-          + "\nPeak RSS of a fresh process per clip (VmHWM); the fake detector/extractor isolate the "
-            "decode/batch/queue path. Command: `python bench/bench_memory.py`.\n")
-    print(md)
-    out = get_paths().results / "benchmarks"
-    io.atomic_to_csv(df, out / "memory.csv")
-    io.atomic_write_text(out / "memory.md", md)
+    write_benchmark(df, "memory", f"# Video extraction memory vs length ({W}x{H}, {FPS} fps)\n\n",
+                    "\nPeak RSS of a fresh process per clip (VmHWM); the fake detector/extractor isolate the "
+                    "decode/batch/queue path. Command: `python bench/bench_memory.py`.\n")
     return 0
 
 

@@ -25,9 +25,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from fer_lib import io  # noqa: E402
-from fer_lib.config import get_paths  # noqa: E402
-from fer_lib.reporting import to_markdown  # noqa: E402
+from fer_lib.reporting import write_benchmark  # noqa: E402
 
 
 def run_profile(profile: str, data_root: str | None, workdir: Path) -> dict:
@@ -65,17 +63,13 @@ def main(argv=None) -> int:
             print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
     df.insert(3, "ratio_vs_first", (df.seconds / df.seconds.iloc[0]).round(2))
-    md = (f"# End-to-end reproduction ({'real + synthetic' if args.data_root else 'synthetic'} data)\n\n"
-          + to_markdown(df)
-          + f"\nWall time of `python -m fer_lib reproduce` per profile (NN_s: each notebook), peak RSS of the "
-            f"largest process, ratio against the first profile of this run. Load average at the end: "
-            f"{os.getloadavg()[0]:.1f}. Command: `python bench/bench_reproduce.py --profiles "
-            f"{' '.join(args.profiles)}{' --data-root ' + args.data_root if args.data_root else ''}`.\n")
-    print(md)
-    dest = get_paths().results / "benchmarks"
     name = "reproduce_" + "_".join(args.profiles) + ("_real" if args.data_root else "")
-    io.atomic_to_csv(df, dest / f"{name}.csv")
-    io.atomic_write_text(dest / f"{name}.md", md)
+    write_benchmark(
+        df, name, f"# End-to-end reproduction ({'real + synthetic' if args.data_root else 'synthetic'} data)\n\n",
+        f"\nWall time of `python -m fer_lib reproduce` per profile (NN_s: each notebook), peak RSS of the "
+        f"largest process, ratio against the first profile of this run. Load average at the end: "
+        f"{os.getloadavg()[0]:.1f}. Command: `python bench/bench_reproduce.py --profiles "
+        f"{' '.join(args.profiles)}{' --data-root ' + args.data_root if args.data_root else ''}`.\n")
     return 0
 
 

@@ -30,12 +30,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fer_lib import io  # noqa: E402
-from fer_lib.config import TrainConfig, get_paths, get_profile  # noqa: E402
+from fer_lib.config import TrainConfig, get_profile  # noqa: E402
 from fer_lib.data import FaceDataset, make_loader  # noqa: E402
 from fer_lib.datasets.sources import load_for_profile  # noqa: E402
 from fer_lib.models import MultiTaskNet  # noqa: E402
-from fer_lib.reporting import to_markdown  # noqa: E402
+from fer_lib.reporting import write_benchmark  # noqa: E402
 from fer_lib.training import Trainer  # noqa: E402
 
 TASKS = {"age": 100, "gender": 1, "race": 5}
@@ -119,16 +118,14 @@ def main(argv=None) -> int:
             print(row, flush=True)
     out = pd.DataFrame(rows)
     load = os.getloadavg()[0]
-    md = (f"# Training throughput: real JPEG loader vs in-memory step ({src.kind} UTKFace, batch {args.batch}, "
-          f"{args.threads} threads)\n\n" + to_markdown(out)
-          + f"\nOverhead = loader step time / in-memory step time - 1, both measured in this run on the "
-            f"Trainer's own step; epoch1 decodes every JPEG, cached = later epochs (FaceDataset's decoded-face "
-            f"cache warm); wN = N DataLoader workers. The target (<= 15 %) is judged on the later epochs. Load average at the end: {load:.1f}. Command: "
-            f"`FER_DATA_ROOT=../shared/datasets python bench/bench_train.py`.\n")
-    print(md)
-    dest = get_paths().results / "benchmarks"
-    io.atomic_to_csv(out, dest / "train.csv")
-    io.atomic_write_text(dest / "train.md", md)
+    write_benchmark(
+        out, "train",
+        f"# Training throughput: real JPEG loader vs in-memory step ({src.kind} UTKFace, batch {args.batch}, "
+        f"{args.threads} threads)\n\n",
+        f"\nOverhead = loader step time / in-memory step time - 1, both measured in this run on the "
+        f"Trainer's own step; epoch1 decodes every JPEG, cached = later epochs (FaceDataset's decoded-face "
+        f"cache warm); wN = N DataLoader workers. The target (<= 15 %) is judged on the later epochs. Load average at the end: {load:.1f}. Command: "
+        f"`FER_DATA_ROOT=../shared/datasets python bench/bench_train.py`.\n")
     return 0
 
 

@@ -34,9 +34,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fer_lib import io  # noqa: E402
 from fer_lib.config import get_paths  # noqa: E402
-from fer_lib.reporting import to_markdown  # noqa: E402
+from fer_lib.reporting import write_benchmark  # noqa: E402
 from fer_lib.video import (  # noqa: E402
     TorchFeatureExtractor,
     VideoFeatures,
@@ -249,9 +248,7 @@ def main(argv=None) -> int:
             "max_abs_diff_pooled = largest difference of the pooled video descriptor from the naive one; "
             "max_abs_diff_box_px = largest difference of a face box; crops_moved_1px = faces whose integer "
             f"crop window differs from the naive one. Best of {args.repeats} interleaved round(s).\n\n")
-    io.atomic_to_csv(table, out / f"{stem}.csv")
-    io.atomic_write_text(out / f"{stem}.md", head + to_markdown(table))
-    print(f"wrote {out / (stem + '.md')} and .csv")
+    print(f"wrote {write_benchmark(table, stem, head, folder=out)} and .csv")
     return 0
 
 

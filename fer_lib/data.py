@@ -12,6 +12,7 @@ Labels that a row lacks are 0 with mask False, so one batch can mix datasets wit
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from collections.abc import Sequence
@@ -151,10 +152,12 @@ class FaceDataset(Dataset):
             raise ValueError(f"augment must be False, True / 'full' or 'light', got {augment!r}")
         light = augment == "light"
         self.augment = None if augment in (False, None, "none") or light else _Augment(self.image_size)
+        self._light_args = (int(shift), float(erase))
         self.light = _LightAugment(self.image_size, shift, erase) if light else None
         self.identity_index = identity_index
         self.margin = float(margin)
         self.max_pixels = max_pixels
+        self.manifest = manifest        # the trainer counts classes from it without reading images
         self.paths = manifest["path"].astype(str).to_numpy()
         n = len(manifest)
         self.boxes = np.stack([self._column(manifest, c, n) for c in ("face_x", "face_y", "face_w", "face_h")], 1)
@@ -229,6 +232,14 @@ class FaceDataset(Dataset):
             k = side / min(w, h)
             image = image.resize((max(1, round(w * k)), max(1, round(h * k))), Image.BILINEAR)
         return image
+
+    def with_light_augment(self, on: bool = True) -> FaceDataset:
+        """A shallow copy with the ``"light"`` augmentation switched on or off; the decoded-face cache
+        is shared, so train and eval views decode each face once."""
+        out = copy.copy(self)
+        out.augment = None
+        out.light = _LightAugment(self.image_size, *self._light_args) if on else None
+        return out
 
     def face_array(self, i: int) -> np.ndarray:
         """Row ``i``'s face as the ``uint8`` array that augmentation / normalisation start from

@@ -108,6 +108,17 @@ def write_table(df: pd.DataFrame, name: str, paths: Paths | None = None, title: 
     return csv
 
 
+def write_benchmark(df: pd.DataFrame, name: str, before: str = "", after: str = "",
+                    folder: str | os.PathLike | None = None) -> Path:
+    """A benchmark table as ``<folder>/<name>.csv`` and ``<name>.md`` (``before`` + the table +
+    ``after``); ``folder`` defaults to ``results/benchmarks``. Prints the Markdown; returns its path."""
+    folder = Path(folder) if folder else get_paths().results / "benchmarks"
+    md = before + to_markdown(df) + after
+    print(md)
+    io.atomic_to_csv(df, folder / f"{name}.csv")
+    return io.atomic_write_text(folder / f"{name}.md", md)
+
+
 def save_figure(fig, name: str, paths: Paths | None = None) -> Path:
     """Save a matplotlib figure as ``figures/<name>.png`` (atomic)."""
     paths = paths or get_paths()

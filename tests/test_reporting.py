@@ -78,3 +78,12 @@ def test_atomic_write_exception_leaves_no_temp(tmp_path):
             fh.write("partial")
             raise RuntimeError("boom")
     assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_write_benchmark_writes_csv_and_markdown(tmp_results, capsys):
+    df = pd.DataFrame({"variant": ["naive", "fast"], "speedup": [1.0, 2.5]})
+    md = reporting.write_benchmark(df, "demo", "# Demo\n\n", "\nCommand: `x`.\n")
+    assert md == tmp_results / "benchmarks" / "demo.md"
+    assert md.read_text() == "# Demo\n\n" + reporting.to_markdown(df) + "\nCommand: `x`.\n"
+    assert pd.read_csv(tmp_results / "benchmarks" / "demo.csv").speedup.tolist() == [1.0, 2.5]
+    assert "| fast | 2.5 |" in capsys.readouterr().out

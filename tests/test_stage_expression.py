@@ -205,14 +205,14 @@ def test_cached_dataset_matches_face_dataset_without_augmentation(env):
     cfg = config.get_profile("smoke")
     df, _, _ = E.affectnet_splits(cfg, env, progress=False)
     df = df.head(6)
-    cached = E.make_dataset(df, SIDE, E.IMAGENET_MEAN, E.IMAGENET_STD, progress=False)
+    cached = E.make_dataset(df, SIDE, E.IMAGENET_MEAN, E.IMAGENET_STD)
     plain = FaceDataset(df, SIDE, cache_bytes=0)
     for i in range(len(df)):
         a, la, ma = cached[i]
         b, lb, mb = plain[i]
         assert torch.allclose(a, b, atol=1e-5)
         assert all(torch.equal(la[k], lb[k]) and torch.equal(ma[k], mb[k]) for k in la)
-    aug = E.with_augment(cached, True)
+    aug = cached.with_light_augment(True)
     assert aug.light is not None and cached.light is None and aug._cache is cached._cache
     assert len(cached._cache) == len(df)            # the faces were decoded once, into the shared cache
     assert aug[0][0].shape == (3, SIDE, SIDE)

@@ -15,7 +15,6 @@ comparison (UTKFace multi-task initialisation vs random, at equal budget and equ
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
@@ -31,7 +30,7 @@ from torch.utils.data import Dataset
 from .. import labels as L
 from .. import metrics as M
 from ..config import Paths, Profile, TrainConfig, get_paths, seed_everything
-from ..data import FaceDataset, _LightAugment
+from ..data import FaceDataset
 from ..datasets.sources import DataSource, load_for_profile
 from ..models import IMAGENET_MEAN, IMAGENET_STD, MultiTaskNet, init_from_checkpoint
 from ..models.checkpoint import load_checkpoint
@@ -41,23 +40,12 @@ ATTRIBUTES_CKPT = Path("01_attributes") / "best.pt"
 
 
 def make_dataset(manifest: pd.DataFrame, image_size: int, mean: Sequence[float], std: Sequence[float],
-                 augment: bool = False, cache: bool | None = None, max_cache_bytes: float = 3e9,
-                 progress: bool = True) -> FaceDataset:
-    """A :class:`~fer_lib.data.FaceDataset` whose decoded faces stay in memory up to ``max_cache_bytes``
-    (``cache=False``: none), with the cheap ``"light"`` augmentation (flip + shift) when ``augment``."""
-    manifest = manifest.reset_index(drop=True)
-    ds = FaceDataset(manifest, image_size, mean, std, augment="light" if augment else False,
-                     cache_bytes=0 if cache is False else int(max_cache_bytes))
-    ds.manifest = manifest          # the trainer counts classes from it, without reading images
-    return ds
-
-
-def with_augment(ds: FaceDataset, augment: bool) -> FaceDataset:
-    """A shallow copy with the light augmentation switched on or off (the face cache is shared)."""
-    out = copy.copy(ds)
-    out.augment = None
-    out.light = _LightAugment(ds.image_size) if augment else None
-    return out
+                 augment: bool = False, max_cache_bytes: float = 3e9) -> FaceDataset:
+    """A :class:`~fer_lib.data.FaceDataset` whose decoded faces stay in memory up to ``max_cache_bytes``,
+    with the cheap ``"light"`` augmentation (flip + shift) when ``augment``."""
+    return FaceDataset(manifest.reset_index(drop=True), image_size, mean, std,
+                       augment="light" if augment else False,
+                       cache_bytes=int(max_cache_bytes))
 
 
 def expression_counts(manifest: pd.DataFrame, n_classes: int) -> list[int]:
@@ -233,10 +221,9 @@ def split_frames(df: pd.DataFrame, need_expression_below: int | None = None) -> 
     return out
 
 
-def build_datasets(frames: Mapping[str, pd.DataFrame], tc: TrainConfig, mean, std, progress: bool = True
-                   ) -> dict[str, Dataset]:
+def build_datasets(frames: Mapping[str, pd.DataFrame], tc: TrainConfig, mean, std) -> dict[str, Dataset]:
     """Decoded datasets of train (augmented as ``tc.augment``), val and report, sharing nothing mutable."""
-    return {k: make_dataset(f, tc.image_size, mean, std, augment=(k == "train" and tc.augment), progress=progress)
+    return {k: make_dataset(f, tc.image_size, mean, std, augment=(k == "train" and tc.augment))
             for k, f in frames.items()}
 
 
@@ -256,7 +243,7 @@ def finetune_affectnet(cfg: Profile, paths: Paths | None = None, with_va: bool =
     frames = split_frames(df)
     if not with_va:   # the expression-only model trains on rows with an expression label
         frames = {k: f[f["expression"].notna()].reset_index(drop=True) for k, f in frames.items()}
-    ds = datasets or build_datasets(frames, tc, model.mean, model.std, progress)
+    ds = datasets or build_datasets(frames, tc, model.mean, model.std)
     name = "02_expression_va" if with_va else "02_expression"
     counts = {"expression": expression_counts(frames["train"], 8)}
     run = train_model(model, tc, ds["train"], ds["val"], ds["report"], name, paths.checkpoints / name,
@@ -339,11 +326,10 @@ def fer2013_manifest(cfg: Profile, paths: Paths, progress: bool = True) -> tuple
     return df, src
 
 
-def fer2013_datasets(df: pd.DataFrame, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                     progress: bool = True) -> dict[str, Dataset]:
+def fer2013_datasets(df: pd.DataFrame, image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict[str, Dataset]:
     """train (augmented: flip + shift) / val (selection) / test (report), decoded faces kept in memory."""
     frames = {s: df[df["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
-    return {s: make_dataset(f, image_size, mean, std, augment=(s == "train"), progress=progress)
+    return {s: make_dataset(f, image_size, mean, std, augment=(s == "train"))
             for s, f in frames.items()}
 
 
@@ -354,7 +340,7 @@ def train_fer2013(cfg: Profile, paths: Paths, tc: TrainConfig, name: str, datase
     model = MultiTaskNet(tc.backbone, {"expression": 7}, verbose=False)
     note = init_model(model, paths, use_pretrained=use_pretrained)
     print(f"[{name}] {tc.backbone} at {tc.image_size}px: {note}")
-    ds = {s: with_augment(d, s == "train" and tc.augment) for s, d in datasets.items()}
+    ds = {s: d.with_light_augment(s == "train" and tc.augment) for s, d in datasets.items()}
     counts = {"expression": expression_counts(ds["train"].manifest, 7)}
     run = train_model(model, tc, ds["train"], ds["val"], ds["test"], name, paths.checkpoints / name,
                       seed=cfg.seed, device=cfg.device, init_note=note, class_counts=counts, progress=progress,
@@ -373,7 +359,7 @@ def fer2013_scratch(cfg: Profile, paths: Paths | None = None, overrides: Mapping
         print("FER2013 is not under FER_DATA_ROOT: the real-data bar is skipped")
         return None
     tc = fer2013_config(cfg, "scratch", overrides)
-    ds = fer2013_datasets(data[0], tc.image_size, progress=progress)
+    ds = fer2013_datasets(data[0], tc.image_size)
     return train_fer2013(cfg, paths, tc, "02_fer2013_scratch", ds, use_pretrained=False, progress=progress)
 
 
@@ -396,7 +382,7 @@ def fer2013_transfer(cfg: Profile, paths: Paths | None = None, overrides: Mappin
     backbone, size = checkpoint_backbone(ckpt)
     tc = fer2013_config(cfg, "transfer", {"backbone": backbone, "image_size": int(size), **(overrides or {})})
     probe = MultiTaskNet(backbone, {"expression": 7}, verbose=False)
-    ds = fer2013_datasets(data[0], tc.image_size, probe.mean, probe.std, progress=progress)
+    ds = fer2013_datasets(data[0], tc.image_size, probe.mean, probe.std)
     runs = {}
     for init in ("utk_init", "random_init"):
         runs[init] = train_fer2013(cfg, paths, tc, f"02_fer2013_{init}", ds, use_pretrained=(init == "utk_init"),

@@ -142,7 +142,7 @@ def run_gcn(cfg: Profile, paths: Paths | None = None, progress: bool = True,
         note = E.init_model(model, paths)
         print(f"[03 {arm}] {note}")
         if datasets is None:      # decoded once, shared by the arms (same backbone, same mean/std)
-            datasets = E.build_datasets(frames, tc, model.mean, model.std, progress)
+            datasets = E.build_datasets(frames, tc, model.mean, model.std)
         out = paths.checkpoints / ("03_gcn" if arm == "emotion_gcn" else f"03_ablation_{arm}")
         res.runs[arm] = E.train_model(model, tc, datasets["train"], datasets["val"], datasets["report"], arm, out,
                                       seed=cfg.seed, device=cfg.device, init_note=note, class_counts=counts,

@@ -76,10 +76,8 @@ def _workers(cfg: Profile) -> int:
 
 def _dataset(df: pd.DataFrame, model: MultiTaskNet, c: TrainConfig, augment: bool = False,
              ident: dict[str, int] | None = None) -> FaceDataset:
-    ds = FaceDataset(df.reset_index(drop=True), c.image_size, mean=model.mean, std=model.std,
-                     augment=augment, identity_index=ident)
-    ds.manifest = df.reset_index(drop=True)     # the trainer counts classes from it, without reading images
-    return ds
+    return FaceDataset(df.reset_index(drop=True), c.image_size, mean=model.mean, std=model.std,
+                       augment=augment, identity_index=ident)
 
 
 def _best_model(ckpt_dir: Path, fallback: MultiTaskNet) -> MultiTaskNet:
