@@ -104,11 +104,12 @@ def test_real_utkface_counts(real_root):
     if not root.is_dir():
         pytest.skip(f"no utkface folder under {real_root}")
     df, report = utkface.load_manifest(root)
-    assert report.kept + report.n_dropped == 9780
-    assert report.dropped == {"malformed file name": 2}
-    assert len(df) == 9778
+    # The whole release: 23,709 files, 4 with a field missing in the name (reported, skipped).
+    assert report.kept + report.n_dropped == 23709
+    assert report.dropped == {"malformed file name": 4}
+    assert len(df) == 23705
     assert (df["split"] == "test").sum() == 2000
-    assert (df["split"] == "val").sum() == round(0.1 * 7778)
+    assert (df["split"] == "val").sum() == round(0.1 * 21705)
     assert df["age"].between(0, 116).all() and set(df["gender"]) == {0, 1} and set(df["race"]) == {0, 1, 2, 3, 4}
 
 

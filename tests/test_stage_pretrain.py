@@ -137,6 +137,6 @@ def test_real_utkface_splits_test_on_the_balanced_list_and_val_from_train(real_r
     listed = set((real_root / "utkface" / "balanced_test_2000.txt").read_text().split())
     names = df.path.map(lambda p: p.rsplit("/", 1)[-1])
     assert set(names[df.split == "test"]) == listed and len(listed) == 2000
-    assert (df.split != "test").sum() == 7778                     # 7,780 minus the 2 malformed names
-    assert 700 < (df.split == "val").sum() < 860
+    assert (df.split != "test").sum() == 21705                    # 23,709 files - 4 malformed - 2,000 test
+    assert 1950 < (df.split == "val").sum() < 2400
     assert not set(names[df.split == "val"]) & listed
