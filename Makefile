@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROFILE ?= default
 KERNEL := fer-lib
-# Offline model hubs and the glibc allocator settings measured in DESIGN.md (2-5x faster CPU inference).
+# No downloads at run time, and glibc allocator settings that made CPU inference 2-5x faster (docs/papers.md).
 RUNENV := HF_HUB_OFFLINE=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 PYTHONHASHSEED=0
 TEST_RESULTS ?= build/test-results
 
@@ -40,6 +40,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check fer_lib tests bench scripts
+	$(PY) -m ruff format --check fer_lib tests bench scripts
 
 lab: $(STAMP)
 	$(RUNENV) $(VENV)/bin/jupyter lab --allow-root --no-browser --ServerApp.ip=127.0.0.1 notebooks
