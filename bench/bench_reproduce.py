@@ -6,7 +6,7 @@ run (the papermill kernels are its children), and the wall time of each notebook
 ``run_times.csv``). Ratios are against the smoke profile measured in the same run, so a regression in
 one stage shows up even on this noisy shared machine. Writes ``<results>/benchmarks/reproduce_<profiles>[_real].{md,csv}``.
 
-    python bench/bench_reproduce.py [--profiles smoke default] [--data-root ../shared/datasets]
+    python bench/bench_reproduce.py [--profiles smoke default] [--data-root /path/to/datasets]
 """
 
 from __future__ import annotations

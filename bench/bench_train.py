@@ -13,7 +13,7 @@ in the same process, and prints images per second and the loader's overhead over
 (target: <= 15 %). Peak RSS (this process + loader workers) is reported. Without real data it falls back
 to the synthetic UTKFace-format chips (same JPEG path). Writes ``<results>/benchmarks/train.{md,csv}``.
 
-    FER_DATA_ROOT=../shared/datasets python bench/bench_train.py [--steps 8 --batch 32]
+    FER_DATA_ROOT=/path/to/datasets python bench/bench_train.py [--steps 8 --batch 32]
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         f"\nOverhead = loader step time / in-memory step time - 1, both measured in this run on the "
         f"Trainer's own step; epoch1 decodes every JPEG, cached = later epochs (FaceDataset's decoded-face "
         f"cache warm); wN = N DataLoader workers. The target (<= 15 %) is judged on the later epochs. Load average at the end: {load:.1f}. Command: "
-        f"`FER_DATA_ROOT=../shared/datasets python bench/bench_train.py`.\n")
+        f"`FER_DATA_ROOT=/path/to/datasets python bench/bench_train.py`.\n")
     return 0
 
 

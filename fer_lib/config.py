@@ -196,7 +196,7 @@ def _profile_default() -> Profile:
 
 
 def _profile_paper() -> Profile:
-    """Published hyperparameters (REFERENCE.md); for a GPU machine or a cluster."""
+    """Published hyperparameters (docs/papers.md); for a GPU machine or a cluster."""
     return Profile(
         name="paper",
         seed=42,

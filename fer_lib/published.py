@@ -1,6 +1,6 @@
 """The one table of published numbers, every row with its source.
 
-Values are copied from the papers and the public code (collected in ``shared/REFERENCE.md``); they are
+Values are copied from the papers and the public code (summarised in ``docs/papers.md``); they are
 the "published" column of the result tables and are never mixed with reproduced numbers, which are
 always computed and stored in ``results/metrics.csv``. Metric and dataset names match the ones the
 stages record, so :func:`fer_lib.reporting` can put them side by side.
@@ -15,7 +15,7 @@ PAPER_B = "Antoniadis et al. 2021, arXiv:2106.03487"
 CODE_A_README = "README of HSE-asavchenko/face-emotion-recognition (public code of paper A)"
 CODE_A_NOTEBOOK = "training notebook of HSE-asavchenko/face-emotion-recognition"
 BENCHMARK_SITES = "benchmark listing of paper A (AFEW complete accuracy)"
-PEERS = "REFERENCE.md peers, measured on ../shared/datasets"
+PEERS = "offline peer models, run on the same real test images as this project"
 
 COLUMNS = ["paper", "model", "dataset", "split", "metric", "value", "unit", "source"]
 

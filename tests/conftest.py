@@ -21,7 +21,7 @@ def real_root() -> Path:
     """The folder of real datasets (FER_DATA_ROOT); skips with a reason where it is absent."""
     root = real_data_root()
     if root is None:
-        pytest.skip("real datasets not available: set FER_DATA_ROOT to a folder like ../shared/datasets")
+        pytest.skip("real datasets not available: set FER_DATA_ROOT to a folder of real datasets")
     return root
 
 

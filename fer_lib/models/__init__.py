@@ -1,4 +1,4 @@
-"""Models: timm backbones, paper A's multi-task heads, checkpoint io (contract 4 of the project brief).
+"""Models: timm backbones, paper A's multi-task heads, checkpoint io.
 
 ``create_backbone(name, pretrained_file=None) -> (module, num_features, input_size, mean, std)``;
 ``MultiTaskNet(backbone_name, tasks, hidden=256, dropout=0.0, age_mode="bins")`` with ``forward(x) ->

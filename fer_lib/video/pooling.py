@@ -1,4 +1,4 @@
-"""Statistics pooling of per-frame face features into one video descriptor (paper A, REFERENCE.md).
+"""Statistics pooling of per-frame face features into one video descriptor (paper A, docs/papers.md).
 
 - AFEW (one face per frame): over the frames with a face, ``concat(mean, std, min, max)`` -> ``4*D``.
 - VGAF (groups): per frame ``concat(mean, std)`` over the faces of that frame (the std of a single
