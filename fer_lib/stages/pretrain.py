@@ -31,7 +31,7 @@ from ..training import Trainer, predict
 STAGE = "pretrain"
 IDENTITY_DIR = "01_identity"
 ATTRIBUTES_DIR = "01_attributes"
-ATTRIBUTE_TASKS = {"age": 100, "gender": 1, "race": 5}
+ATTRIBUTE_TASKS = {"age": labels.AGE_BINS, "gender": 1, "race": len(labels.ETHNICITIES)}
 VAL_FRACTION = 0.1
 MIN_CLASS_SHARE = 0.5   # with class_weights: rarer ethnicities are repeated up to half the mean class size
 
