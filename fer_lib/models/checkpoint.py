@@ -17,7 +17,6 @@ like timm does for classifiers.
 from __future__ import annotations
 
 import dataclasses
-import math
 import random
 import warnings
 from pathlib import Path
@@ -198,8 +197,3 @@ def init_from_checkpoint(model: nn.Module, ckpt_or_path: dict | str | Path) -> L
         raise ValueError(f"{source} holds backbone {cfg['backbone']!r} but the model uses "
                          f"{net.backbone_name!r}; build the model with the checkpoint's backbone")
     return load_state_dict_adapted(model, ckpt["state_dict"], source)
-
-
-def is_finite_metric(value: Any) -> bool:
-    """True for a real, finite number (used to skip NaN metrics when choosing the best epoch)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
