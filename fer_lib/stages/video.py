@@ -49,7 +49,6 @@ from ..video import (
     TorchFeatureExtractor,
     VideoFeatures,
     cache_key,
-    default_detector,
     evaluate_videos,
     extract_dataset,
     make_video_classifier,
@@ -130,12 +129,6 @@ def make_extractor(checkpoint: str | Path, cfg: Profile, device: Any = None) -> 
 def min_face_size(mode: str, cfg: Profile) -> int:
     """The profile's minimum face size of a mode (AFEW: largest face; VGAF: every face)."""
     return int(cfg.video.min_face_afew if mode == "afew" else cfg.video.min_face_vgaf)
-
-
-def make_detector(mode: str, cfg: Profile, device: Any = None):
-    """MTCNN (``fer_lib.faces.FaceDetector``) with the profile's minimum face size for ``mode``."""
-    device = resolve_device(cfg.device) if device is None else device
-    return default_detector(min_face_size(mode, cfg), device)
 
 
 # -------------------------------------------------------------------------------------- video sets
