@@ -1,4 +1,4 @@
-"""Face detection (MTCNN from facenet-pytorch), tight crops, 5-point eye levelling, face selection.
+"""Face detection (MTCNN from facenet-pytorch), tight crops, face selection.
 
 The MTCNN weights ship inside the facenet-pytorch wheel, so detection works offline. Boxes are
 ``[x1, y1, x2, y2, prob]`` in pixels of the input image, sorted by probability (highest first).
@@ -135,10 +135,6 @@ def select_faces(boxes: np.ndarray, mode: str = "largest") -> np.ndarray:
     raise ValueError(f"select_faces: unknown mode {mode!r}; use 'largest' or 'all'")
 
 
-def xywh_to_xyxy(x: float, y: float, w: float, h: float) -> np.ndarray:
-    return np.array([x, y, x + w, y + h], dtype=np.float64)
-
-
 def crop_window(box, image_size: tuple[int, int], margin: float = 0.0) -> tuple[int, int, int, int]:
     """Integer window ``(left, top, right, bottom)`` of a box plus margin, clipped to ``(W, H)``.
 
@@ -174,46 +170,3 @@ def crop(image, box, margin: float = 0.0, size: int | tuple[int, int] | None = N
     left, top, right, bottom = crop_window(box, (arr.shape[1], arr.shape[0]), margin)
     out = np.ascontiguousarray(arr[top:bottom, left:right])
     return _resize(out, size) if size is not None else out
-
-
-# -------------------------------------------------------------------------------------- alignment
-def eye_angle(landmarks) -> float:
-    """Angle in degrees of the line from the left to the right eye (positive: right eye lower)."""
-    pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
-    (lx, ly), (rx, ry) = pts[0], pts[1]
-    return math.degrees(math.atan2(ry - ly, rx - lx))
-
-
-def rotate_points(points, center, angle: float) -> np.ndarray:
-    """Where points land after ``PIL.Image.rotate(angle, center=center)`` (counter-clockwise on screen)."""
-    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    a = math.radians(angle)
-    d = pts - np.asarray(center, dtype=np.float64)
-    x = d[:, 0] * math.cos(a) + d[:, 1] * math.sin(a)
-    y = -d[:, 0] * math.sin(a) + d[:, 1] * math.cos(a)
-    return np.stack([x, y], 1) + np.asarray(center, dtype=np.float64)
-
-
-def align(image, landmarks, size: int | tuple[int, int] | None = None, box=None,
-          margin: float = 0.0) -> np.ndarray:
-    """Rotate so the eyes are level (about their midpoint), then crop the face.
-
-    The crop is ``box`` (the detector's box, moved with the rotation of its centre) when given,
-    otherwise a square around the 5 landmarks with side 2.2x their largest extent (an approximation
-    of the face box). Without ``size`` the crop keeps its pixel size.
-    """
-    arr = to_rgb_array(image)
-    pts = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
-    angle = eye_angle(pts)
-    center = tuple((pts[0] + pts[1]) / 2)
-    rotated = np.asarray(Image.fromarray(arr).rotate(angle, resample=Image.BILINEAR, center=center))
-    new_pts = rotate_points(pts, center, angle)
-    if box is not None:
-        b = np.asarray(box, dtype=np.float64).reshape(-1)[:4]
-        c = rotate_points([(b[0] + b[2]) / 2, (b[1] + b[3]) / 2], center, angle)[0]
-        half = np.array([b[2] - b[0], b[3] - b[1]]) / 2
-    else:
-        c = (new_pts.min(0) + new_pts.max(0)) / 2
-        half = np.full(2, 1.1 * max(np.ptp(new_pts[:, 0]), np.ptp(new_pts[:, 1]), 1.0))
-    window = [c[0] - half[0], c[1] - half[1], c[0] + half[0], c[1] + half[1]]
-    return crop(rotated, window, margin=margin, size=size)

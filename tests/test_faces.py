@@ -1,10 +1,10 @@
-"""Face detection (MTCNN, offline), tight crops with optional margin, eye levelling, face selection."""
+"""Face detection (MTCNN, offline), tight crops with optional margin, face selection."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from fer_lib import faces
 
@@ -79,25 +79,3 @@ def test_select_faces():
     assert faces.select_faces(np.zeros((0, 5)), "largest").shape == (0, 5)
     with pytest.raises(ValueError):
         faces.select_faces(boxes, "biggest")
-
-
-def _centroid(arr, colour):
-    ys, xs = np.nonzero(np.abs(arr.astype(int) - colour).sum(2) < 60)
-    return xs.mean(), ys.mean()
-
-
-def test_align_levels_the_eyes():
-    img = Image.new("RGB", (200, 200), (255, 255, 255))
-    draw = ImageDraw.Draw(img)
-    left, right = (70, 80), (130, 104)  # right eye 24 px lower: about 22 degrees of roll
-    draw.ellipse([left[0] - 5, left[1] - 5, left[0] + 5, left[1] + 5], fill=(255, 0, 0))
-    draw.ellipse([right[0] - 5, right[1] - 5, right[0] + 5, right[1] + 5], fill=(0, 0, 255))
-    pts = np.array([left, right, (95, 120), (80, 145), (115, 155)], float)
-    assert faces.eye_angle(pts) == pytest.approx(np.degrees(np.arctan2(24, 60)))
-    moved = faces.rotate_points(pts, (pts[0] + pts[1]) / 2, faces.eye_angle(pts))
-    assert moved[0, 1] == pytest.approx(moved[1, 1])
-    out = faces.align(img, pts, box=[40, 40, 170, 180])
-    assert out.shape == (140, 130, 3)
-    (lx, ly), (rx, ry) = _centroid(out, (255, 0, 0)), _centroid(out, (0, 0, 255))
-    assert abs(ly - ry) < 1.0 and rx - lx == pytest.approx(np.hypot(60, 24), abs=1.5)
-    assert faces.align(img, pts, size=64).shape == (64, 64, 3)
