@@ -44,14 +44,11 @@ from fer_lib.reporting import write_benchmark  # noqa: E402
 
 
 def face_crops(n: int, seed: int = 0) -> list[np.ndarray]:
-    """``n`` RGB crops of 80-260 px around the face of scikit-image's astronaut (random noise without it)."""
-    rng = np.random.default_rng(seed)
-    try:
-        from skimage import data
+    """``n`` RGB crops of 80-260 px around the face of scikit-image's astronaut."""
+    from skimage import data
 
-        img = data.astronaut()
-    except ImportError:  # pragma: no cover
-        img = rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)
+    rng = np.random.default_rng(seed)
+    img = data.astronaut()
     crops = []
     for _ in range(n):
         s = int(rng.integers(80, 260))

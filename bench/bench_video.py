@@ -10,9 +10,8 @@ with the naive loop measured in this run:
 It checks that every variant gives the same pooled features (max abs difference printed) and writes
 ``<results>/benchmarks/video.{md,csv}``.
 
-Real path (default): MTCNN (``fer_lib.faces.FaceDetector``, or facenet-pytorch's MTCNN through a
-small adapter while that module is absent) and a randomly initialised timm ``mobilenetv2_100`` at
-224 px (``fer_lib.models.create_backbone`` where available); the clip shows a real face
+Real path (default): MTCNN (``fer_lib.faces.FaceDetector``) and a randomly initialised
+``mobilenetv2_100`` at 224 px (``fer_lib.models.MultiTaskNet``); the clip shows a real face
 (``skimage.data.astronaut``) moving over the frame. ``--fake``: a colour-blob detector and a
 mean-colour extractor on moving coloured squares (seconds; exercises the decode/overlap machinery).
 
@@ -50,13 +49,11 @@ W, H = 640, 480
 
 
 # ------------------------------------------------------------------------------------------- the clip
-def _face_sprite(size: int = 300) -> np.ndarray | None:
-    """A real face photo shipped with scikit-image (None where it is not installed)."""
-    try:
-        from PIL import Image
-        from skimage import data
-    except ImportError:
-        return None
+def _face_sprite(size: int = 300) -> np.ndarray:
+    """A real face photo shipped with scikit-image."""
+    from PIL import Image
+    from skimage import data
+
     return np.asarray(Image.fromarray(data.astronaut()).resize((size, size), Image.BILINEAR))
 
 
@@ -91,29 +88,9 @@ def write_clip(path: Path, seconds: float, fps: int, real_face: bool) -> Path:
 
 
 # ------------------------------------------------------------------------------ detector / extractor
-class MTCNNAdapter:
-    """facenet-pytorch MTCNN behind ``detect_batch`` (used only while fer_lib.faces is absent)."""
-
-    def __init__(self, min_face_size: int, device: str = "cpu"):
-        from facenet_pytorch import MTCNN
-
-        self.mtcnn = MTCNN(keep_all=True, min_face_size=min_face_size, device=device)
-        self.key = f"facenet_pytorch.MTCNN(min_face_size={min_face_size})"
-
-    def detect_batch(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        boxes, probs = self.mtcnn.detect(frames)
-        out = []
-        for b, p in zip(boxes, probs):
-            out.append(np.zeros((0, 5), np.float32) if b is None
-                       else np.concatenate([b, np.asarray(p)[:, None]], 1).astype(np.float32))
-        return out
-
-
 def real_detector(min_face_size: int, device: str):
-    try:
-        from fer_lib.faces import FaceDetector
-    except ImportError:
-        return MTCNNAdapter(min_face_size, device), "facenet_pytorch.MTCNN (adapter)"
+    from fer_lib.faces import FaceDetector
+
     return FaceDetector(min_face_size=min_face_size, device=device), "fer_lib.faces.FaceDetector"
 
 

@@ -264,11 +264,8 @@ class VideoFeatures:
 
 def default_detector(min_face_size: int, device: Any = "cpu"):
     """``fer_lib.faces.FaceDetector(min_face_size=...)``, imported only when needed."""
-    try:
-        from fer_lib.faces import FaceDetector
-    except ImportError as exc:  # pragma: no cover - depends on another module of the package
-        raise ImportError("the default video face detector needs fer_lib.faces.FaceDetector; pass "
-                          "detector=<object with detect_batch(frames)> instead") from exc
+    from fer_lib.faces import FaceDetector
+
     return FaceDetector(min_face_size=min_face_size, device=device)
 
 
