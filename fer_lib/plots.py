@@ -14,6 +14,7 @@ if matplotlib.get_backend().lower() not in ("agg", "module://matplotlib_inline.b
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
 
 
 def plot_history(history: pd.DataFrame, metrics: Sequence[str] | None = None, title: str = "") -> plt.Figure:
@@ -45,16 +46,11 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], normalize: bool = True
     shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
     n = len(labels)
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.55 * n))
-    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
-    ax.set_xticks(range(n), labels, rotation=45, ha="right")
-    ax.set_yticks(range(n), labels)
+    sns.heatmap(shown, ax=ax, cmap="Blues", vmin=0, vmax=1 if normalize else None, annot=True,
+                fmt=".2f" if normalize else ".0f", annot_kws={"fontsize": 7}, xticklabels=list(labels),
+                yticklabels=list(labels), cbar_kws={"fraction": 0.046})
     ax.set(xlabel="predicted", ylabel="true", title=title)
-    for i in range(n):
-        for j in range(n):
-            txt = f"{shown[i, j]:.2f}" if normalize else f"{int(cm[i, j])}"
-            ax.text(j, i, txt, ha="center", va="center", fontsize=7,
-                    color="white" if shown[i, j] > 0.5 * np.nanmax(shown) else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
     fig.tight_layout()
     return fig
 
