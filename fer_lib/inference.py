@@ -622,7 +622,7 @@ def list_media(folder: str | os.PathLike) -> list[Path]:
 
 
 def _bar(iterable=None, total=None, desc="", progress=True):
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     return tqdm(iterable, total=total, desc=desc, unit="it", disable=not progress or None, leave=False)
 

@@ -38,7 +38,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
-from tqdm.auto import tqdm
 
 from . import labels as label_spaces
 from . import metrics as M
@@ -53,6 +52,7 @@ from .models.heads import (
     predict_age,
     predict_gender,
 )
+from .progress import tqdm
 
 # TrainConfig fields a resumed run may change without changing the weights it ends with
 _RESUME_NEUTRAL = ("max_train_seconds", "save_every_steps", "select_metric", "select_mode")

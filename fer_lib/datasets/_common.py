@@ -338,12 +338,12 @@ def validate_images(manifest: pd.DataFrame, report: ValidationReport | None = No
     optional. Rows whose path is not an image (videos) are left alone. Returns the manifest
     without the dropped rows; ``report`` (if given) gets one entry per bad file and its kept counts.
     """
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     paths = manifest["path"].astype(str)
     is_image = paths.str.lower().str.endswith(IMAGE_SUFFIXES)
     bad: dict[str, tuple[str, str]] = {}
-    for p in tqdm(paths[is_image].unique(), desc="checking images", disable=not progress):
+    for p in tqdm(paths[is_image].unique(), desc="checking images", disable=not progress, leave=False):
         problem = check_image(p, max_pixels)
         if problem is not None:
             bad[p] = (problem.reason, problem.detail)

@@ -136,7 +136,8 @@ def parse_pixels(text: object) -> np.ndarray | str:
 def _load_csv(csv: Path, root: Path, val_fraction: float, seed: int, limit: int | None,
               cache_dir: str | os.PathLike | None, progress: bool) -> tuple[pd.DataFrame, ValidationReport]:
     from PIL import Image
-    from tqdm.auto import tqdm
+
+    from ..progress import tqdm
 
     report = ValidationReport(NAME, str(csv))
     try:
@@ -159,7 +160,8 @@ def _load_csv(csv: Path, root: Path, val_fraction: float, seed: int, limit: int 
     rows = []
     try:
         it = table.itertuples(index=True)
-        for row in tqdm(it, total=len(table), desc="decoding fer2013.csv", disable=not (progress and build)):
+        for row in tqdm(it, total=len(table), desc="decoding fer2013.csv", disable=not (progress and build),
+                        leave=False):
             where = f"{csv.name} row {row.Index + 2}"  # +2: header line and 1-based numbering
             split = USAGE_TO_SPLIT.get(str(row.Usage).strip().lower())
             emotion = str(row.emotion).strip()

@@ -57,7 +57,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from ..io import atomic_to_csv, atomic_write_text
 from ..labels import (
@@ -69,6 +68,7 @@ from ..labels import (
     VGAF_CLASSES,
     expression_index,
 )
+from ..progress import tqdm
 from ._render import (
     Identity,
     Look,

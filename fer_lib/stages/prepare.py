@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .. import labels
 from ..config import Paths, Profile, get_paths
 from ..datasets import DATASET_NAMES, VIDEO_DATASETS, ValidationReport
 from ..datasets.sources import DataSource, load_for_profile
+from ..progress import tqdm
 
 
 @dataclass

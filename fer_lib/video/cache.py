@@ -115,7 +115,7 @@ def extract_dataset(manifest_rows: pd.DataFrame | Iterable[Any], extractor: Feat
     """
     if on_error not in ("report", "raise"):
         raise ValueError(f"on_error must be 'report' or 'raise', got {on_error!r}")
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     paths = _paths_of(manifest_rows, path_col)
     min_face = DEFAULT_MIN_FACE[mode] if min_face_size is None else int(min_face_size)
