@@ -163,10 +163,6 @@ def finalize_manifest(df: pd.DataFrame | list[dict], source: str) -> pd.DataFram
     return df[list(MANIFEST_COLUMNS) + extras].reset_index(drop=True)
 
 
-def empty_manifest(source: str) -> pd.DataFrame:
-    return finalize_manifest(pd.DataFrame(columns=list(MANIFEST_COLUMNS)), source)
-
-
 def finish(df: pd.DataFrame, report: ValidationReport, source: str, limit: int | None = None,
            seed: int = 0) -> tuple[pd.DataFrame, ValidationReport]:
     """Apply the schema and the per-split limit, fill the report's kept counts, warn if empty."""

@@ -93,7 +93,6 @@ _HAIR_BY_RACE = [
     {"black": 0.45, "dark_brown": 0.45, "brown": 0.1},
 ]
 _IRIS = {"brown": (92, 58, 34), "dark": (48, 32, 24), "blue": (80, 120, 160), "green": (90, 118, 78)}
-HAIR_STYLES = ("short", "medium", "long", "receding", "curly", "bun", "bob")
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,6 @@ SET_FOLDERS = {"EXPR": ("EXPR_Set", "EXPR_Classification_Challenge"),
                "VA": ("VA_Set", "VA_Estimation_Challenge")}
 SPLIT_FOLDERS = {"train_set": "train", "validation_set": "test"}
 FRAMES_DIR = "cropped_aligned"
-INVALID_VA = -5.0
 _NEWLINE = re.compile(r"\r\n|\r|\n")
 
 
