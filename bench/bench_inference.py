@@ -178,24 +178,23 @@ def main(argv=None) -> int:
             timm_model = timm.create_model(name, pretrained=False, num_classes=10).eval()
             calibrate_classifier(timm_model, crops[:16], args.size)
             net, _ = convert_timm_model(timm_model)
+            net.preprocess = net.preprocess.replace(input_size=args.size)   # served at the benchmarked size
             flops = model_flops(net, args.size)
             print(f"{name}@{args.size}: {flops / 1e9:.3f} GFLOP per face")
             ref = HSEmotionReference(timm_model, args.size)
             paths = {"reference (HSEmotion-style)": lambda c, r=ref: r(c)}
             fast = Recognizer(net, threads=args.threads, batch_size=args.pass_size)
-            fast.image_size = args.size
             paths["fer_lib torch fp32"] = lambda c, r=fast: faces_probs(r, c)
             if not args.no_onnx:
                 from fer_lib.export import export_onnx
 
                 onnx_path = Path(tmp) / f"{name}.onnx"
-                rep = export_onnx(net, onnx_path, image_size=args.size)
+                rep = export_onnx(net, onnx_path)
                 print(f"  onnx export: max abs diff vs PyTorch {rep.worst:.2e}")
                 onnx_rec = Recognizer(onnx_path, threads=args.threads, batch_size=args.pass_size)
                 paths["fer_lib onnxruntime"] = lambda c, r=onnx_rec: faces_probs(r, c)
             if not args.no_bf16:
                 bf = Recognizer(net, threads=args.threads, batch_size=args.pass_size, precision="bf16")
-                bf.image_size = args.size
                 probe = np.abs(bf.infer(crops[:16])["expression_probs"]
                                - labels.reorder_columns(ref(crops[:16]), labels.HSEMOTION_ORDER_8)).max()
                 if probe <= args.bf16_tol:

@@ -39,9 +39,8 @@ from fer_lib.video import (  # noqa: E402
     TorchFeatureExtractor,
     VideoFeatures,
     extract_video_features,
+    faces_in_batch,
     iter_frames,
-    select_video_faces,
-    tight_crop,
 )
 from fer_lib.video.fakes import ColourBlobDetector, MeanColourExtractor  # noqa: E402
 
@@ -98,21 +97,12 @@ def real_extractor(batch_size: int, device: str):
     import torch
 
     torch.manual_seed(0)
-    try:
-        from fer_lib.models import MultiTaskNet
-    except ImportError:
-        MultiTaskNet = None
-    if MultiTaskNet is not None:  # the project's network: features + an 8-way expression head
-        model = MultiTaskNet("mobilenetv2_100", {"expression": 8}, verbose=False)
-        size, mean, std = model.input_size, model.mean, model.std
-        source = "fer_lib.models.MultiTaskNet (random init)"
-    else:
-        import timm
+    from fer_lib.models import MultiTaskNet
 
-        model = timm.create_model("mobilenetv2_100", pretrained=False, num_classes=8)
-        size, mean, std, source = 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "timm (random init)"
-    return TorchFeatureExtractor(model, size, mean, std, batch_size=batch_size, device=device), \
-        f"mobilenetv2_100 {size}px via {source}"
+    # the project's network: features + an 8-way expression head
+    model = MultiTaskNet("mobilenetv2_100", {"expression": 8}, verbose=False)
+    ext = TorchFeatureExtractor(model, batch_size=batch_size, device=device)
+    return ext, f"mobilenetv2_100 {ext.image_size}px via fer_lib.models.MultiTaskNet (random init)"
 
 
 # ------------------------------------------------------------------------------------------ variants
@@ -121,10 +111,8 @@ def naive_loop(path, detector, extractor, mode: str, min_face: int) -> VideoFeat
     sampled, where, boxes, feats, scores = [], [], [], [], []
     for index, frame in iter_frames(path):
         sampled.append(index)
-        for box in select_video_faces(detector.detect_batch([frame])[0], mode, min_face):
-            crop = tight_crop(frame, box)
-            if crop is None:
-                continue
+        crops, _, kept = faces_in_batch([frame], [index], detector.detect_batch([frame]), mode, min_face)
+        for crop, box in zip(crops, kept):
             f, s = extractor.features([crop])
             feats.append(f[0])
             scores.append(s[0])
@@ -136,8 +124,8 @@ def naive_loop(path, detector, extractor, mode: str, min_face: int) -> VideoFeat
 
 
 def _pixels(boxes: np.ndarray) -> np.ndarray:
-    """The integer crop window ``tight_crop`` takes from each box."""
-    return np.c_[np.floor(boxes[:, :2]), np.ceil(boxes[:, 2:4])].astype(np.int64)
+    """The integer crop window the face pipeline takes from each box (fer_lib.preprocess.crop_window)."""
+    return np.rint(boxes[:, :4]).astype(np.int64)
 
 
 def timed(fn):

@@ -24,10 +24,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fer_lib.datasets.images import DEFAULT_MAX_PIXELS, ImageError, read_image, to_rgb
-from fer_lib.faces import crop_window
+from fer_lib.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 LABEL_KEYS: tuple[str, ...] = ("identity", "age", "gender", "race", "expression", "valence", "arousal")
 __all__ = [
     "FaceDataset", "IMAGENET_MEAN", "IMAGENET_STD", "ImageError", "LABEL_KEYS", "identity_index",
@@ -120,7 +118,9 @@ class FaceDataset(Dataset):
 
     Args:
         manifest: DataFrame with the shared schema (``fer_lib.datasets.MANIFEST_COLUMNS``).
-        image_size: output side S.
+        image_size: output side S, or a whole :class:`fer_lib.preprocess.Preprocess` (then ``mean``,
+            ``std`` and ``margin`` are taken from it). Crop, resize and normalisation are that
+            object's, the same as in prediction, video features and ONNX export.
         mean, std: per-channel normalisation (on values scaled to [0, 1]).
         augment: ``True`` / ``"full"``: random rotation (+-10 deg), zoom crop (area 0.8-1) and
             horizontal flip; ``"light"``: flip and a shift of up to ``shift`` pixels on the S x S
@@ -136,18 +136,17 @@ class FaceDataset(Dataset):
             worker keeps its own cache.
     """
 
-    def __init__(self, manifest: pd.DataFrame, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
+    def __init__(self, manifest: pd.DataFrame, image_size: int | Preprocess, mean: Sequence[float] = IMAGENET_MEAN,
                  std: Sequence[float] = IMAGENET_STD, augment: bool | str = False,
                  identity_index: dict[str, int] | None = None, margin: float = 0.0,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS, cache_bytes: int = DEFAULT_CACHE_BYTES,
                  shift: int = 4, erase: float = 0.0):
         if "path" not in manifest.columns:
             raise ValueError("FaceDataset needs a manifest with a 'path' column (see fer_lib.datasets)")
-        self.image_size = int(image_size)
-        # (pixel - 255 * mean) * 1 / (255 * std), done in numpy: tiny multi-threaded torch ops on a
-        # busy CPU cost ~20 ms per image here, the numpy path well under 1 ms.
-        self.mean = np.asarray(mean, dtype=np.float32).reshape(3) * 255.0
-        self.inv_std = 1.0 / (np.asarray(std, dtype=np.float32).reshape(3) * 255.0)
+        if not isinstance(image_size, Preprocess):
+            image_size = Preprocess(int(image_size), tuple(mean), tuple(std), margin)
+        self.preprocess = image_size
+        self.image_size = self.preprocess.input_size
         if augment not in (False, True, None, "none", "full", "light"):
             raise ValueError(f"augment must be False, True / 'full' or 'light', got {augment!r}")
         light = augment == "light"
@@ -155,7 +154,6 @@ class FaceDataset(Dataset):
         self._light_args = (int(shift), float(erase))
         self.light = _LightAugment(self.image_size, shift, erase) if light else None
         self.identity_index = identity_index
-        self.margin = float(margin)
         self.max_pixels = max_pixels
         self.manifest = manifest        # the trainer counts classes from it without reading images
         self.paths = manifest["path"].astype(str).to_numpy()
@@ -205,27 +203,18 @@ class FaceDataset(Dataset):
         if has_box:
             box = np.array([x, y, x + w, y + h]) / scale
             try:
-                image = image.crop(crop_window(box, image.size, self.margin))
+                image = image.crop(self.preprocess.window(box, image.size))
             except ValueError as exc:
                 raise ValueError(f"{self.paths[i]} (manifest row {i}): {exc}. What to do: fix the box "
                                  "(face_x, face_y, face_w, face_h in displayed pixels) or set it to NaN "
                                  "to use the whole image") from exc
         return image
 
-    def to_tensor(self, image: Image.Image | np.ndarray) -> torch.Tensor:
-        """Resized (unless already S x S), scaled to [0, 1], normalised CHW float32 tensor."""
-        if isinstance(image, Image.Image) and image.size != (self.image_size, self.image_size):
-            image = image.resize((self.image_size, self.image_size), Image.BILINEAR)
-        x = (np.asarray(image, dtype=np.float32) - self.mean) * self.inv_std
-        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
-
-    def _shrink(self, image: Image.Image) -> Image.Image:
+    def _shrink(self, image: Image.Image) -> Image.Image | np.ndarray:
         """The face at the size the next step needs: S x S, or (with augmentation, whose zoom crop and
         rotation want a little more) a shorter side of ceil(1.25 S), aspect kept."""
         if self.augment is None:
-            if image.size != (self.image_size, self.image_size):
-                image = image.resize((self.image_size, self.image_size), Image.BILINEAR)
-            return image
+            return self.preprocess.resize_face(image)
         side = math.ceil(1.25 * self.image_size)
         w, h = image.size
         if min(w, h) > side:
@@ -262,7 +251,7 @@ class FaceDataset(Dataset):
             image = self.light(image)
         labels = {k: torch.tensor(self.values[k][i]) for k in LABEL_KEYS}
         mask = {k: torch.tensor(bool(self.present[k][i])) for k in LABEL_KEYS}
-        return self.to_tensor(image), labels, mask
+        return self.preprocess.tensor(image), labels, mask
 
 
 def seed_worker(worker_id: int) -> None:

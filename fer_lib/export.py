@@ -5,10 +5,10 @@
 The graph takes ``input`` ``[batch, 3, S, S]`` (float32, normalised with the model's mean/std; batch
 is dynamic) and has one output per head, named after it (``expression``, ``va``, ``age``, ``gender``,
 ``race``, ...), with the raw head outputs of :class:`fer_lib.models.MultiTaskNet`. The model's head
-sizes, label orders, input size, mean/std and age read-out are stored as JSON in the ONNX
-``metadata_props`` (key ``fer_lib``), so :class:`fer_lib.inference.Recognizer` (``backend="onnx"``)
-and ``python -m fer_lib predict --checkpoint model.onnx`` produce the same columns as with the
-checkpoint.
+sizes, label orders, preprocessing (:class:`fer_lib.preprocess.Preprocess`: crop rule, input size,
+mean/std) and age read-out are stored as JSON in the ONNX ``metadata_props`` (key ``fer_lib``), so
+:class:`fer_lib.inference.Recognizer` (``backend="onnx"``) and ``python -m fer_lib predict --checkpoint
+model.onnx`` produce the same columns as with the checkpoint.
 
 After writing, the file is run with onnxruntime on a random batch and on a real face (scikit-image's
 astronaut, cropped and preprocessed as ``predict`` does; smooth gradients where scikit-image is
@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .inference import ONNX_META_KEY
+from .preprocess import Preprocess
 
+ONNX_META_KEY = "fer_lib"
 DEFAULT_OPSET = 17
 PARITY_TOL = 1e-4
 
@@ -68,50 +69,56 @@ def _heads_module(model):
     return Heads(model).eval(), names
 
 
-def real_face_batch(image_size: int) -> np.ndarray:
-    """A real face as a ``uint8`` ``[1, S, S, 3]`` batch: the astronaut's face (box found by MTCNN once,
-    hard-coded here so no detector runs), or smooth gradients where scikit-image is absent."""
-    from PIL import Image
+#: The astronaut's face in ``skimage.data.astronaut()`` (box found by MTCNN once, fixed here so no
+#: detector runs during an export).
+ASTRONAUT_FACE_BOX = (181, 62, 268, 172)
 
+
+def real_face_batch(preprocess: Preprocess) -> np.ndarray:
+    """A real face as a ``uint8`` ``[1, S, S, 3]`` batch, through the model's preprocessing: the
+    astronaut's face, or smooth gradients where scikit-image is absent."""
     try:
         from skimage import data
 
-        face = data.astronaut()[62:172, 181:268]
+        return preprocess.face(data.astronaut(), ASTRONAUT_FACE_BOX)[None]
     except ImportError:  # pragma: no cover - scikit-image is a dev dependency
         yy, xx = np.mgrid[0:128, 0:128]
-        face = np.stack([xx * 2, yy * 2, (xx + yy)], -1).clip(0, 255).astype(np.uint8)  # smooth gradients
-    return np.asarray(Image.fromarray(face).resize((image_size, image_size), Image.BILINEAR))[None]
+        return preprocess.face(np.stack([xx * 2, yy * 2, (xx + yy)], -1).clip(0, 255).astype(np.uint8))[None]
 
 
-def _normalise(batch_u8: np.ndarray, mean, std) -> np.ndarray:
-    x = (batch_u8.astype(np.float32) / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+def read_metadata(session, path: str | os.PathLike = "<onnx>") -> dict:
+    """The fer_lib metadata of an ONNX file (from an onnxruntime session), ``preprocess`` as a
+    :class:`Preprocess`; files written before it was stored have only ``image_size`` / ``mean`` / ``std``."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if ONNX_META_KEY not in meta:
+        raise ValueError(f"{path} has no fer_lib metadata; export it with `python -m fer_lib export` so its "
+                         "head names, label orders and preprocessing are known")
+    info = json.loads(meta[ONNX_META_KEY])
+    pre = info.get("preprocess") or {"input_size": info["image_size"], "mean": info["mean"], "std": info["std"]}
+    info["preprocess"] = Preprocess.from_dict(pre)
+    return info
 
 
 def export_onnx(checkpoint, out: str | os.PathLike, image_size: int | None = None, opset: int = DEFAULT_OPSET,
                 check: bool = True, tol: float = PARITY_TOL, seed: int = 0) -> ExportReport:
-    """Write ``checkpoint`` (path, checkpoint dict or MultiTaskNet) as ONNX to ``out``; see the module doc."""
+    """Write ``checkpoint`` (path, checkpoint dict or MultiTaskNet) as ONNX to ``out``; see the module doc.
+
+    ``image_size`` exports for another input size than the model was trained at (default: its own).
+    """
     import onnx
     import torch
 
     from .io import atomic_write_bytes
-    from .models import build_model_from_checkpoint, load_checkpoint, unwrap
-    from .training import default_label_orders
+    from .models import load_model
 
-    if isinstance(checkpoint, torch.nn.Module):
-        model, orders, source = unwrap(checkpoint), None, type(checkpoint).__name__
-    else:
-        ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-        model, orders = build_model_from_checkpoint(ckpt), ckpt.get("label_orders")
-        source = str(checkpoint) if not isinstance(checkpoint, dict) else "<checkpoint>"
+    model, orders, source = load_model(checkpoint)
     model = model.cpu().float().eval()
-    size = int(image_size or model.input_size)
+    pre = model.preprocess if not image_size else model.preprocess.replace(input_size=int(image_size))
+    size = pre.input_size
     heads, names = _heads_module(model)
-    orders = {k: list(v) for k, v in (orders or default_label_orders(model.tasks)).items()}
-    meta = {"format": "fer_lib.onnx/1", "tasks": dict(model.tasks), "label_orders": orders,
-            "image_size": size, "mean": list(model.mean), "std": list(model.std),
-            "age_mode": getattr(model, "age_mode", "bins"), "backbone": getattr(model, "backbone_name", None),
-            "source": source, "torch": torch.__version__}
+    meta = {"format": "fer_lib.onnx/2", "tasks": dict(model.tasks), "label_orders": orders,
+            "preprocess": pre.to_dict(), "age_mode": getattr(model, "age_mode", "bins"),
+            "backbone": getattr(model, "backbone_name", None), "source": source, "torch": torch.__version__}
 
     out = Path(out)
     gen = torch.Generator().manual_seed(seed)
@@ -133,14 +140,15 @@ def export_onnx(checkpoint, out: str | os.PathLike, image_size: int | None = Non
     atomic_write_bytes(out, proto.SerializeToString())
     report = ExportReport(path=out, outputs=names, image_size=size)
     if check:
-        report.max_abs_diff = parity(model, out, size, seed=seed)
+        report.max_abs_diff = parity(model, out, pre, seed=seed)
         if not report.worst < tol:
             raise ValueError(f"{out}: ONNX outputs differ from PyTorch by up to {report.worst:.3g} (> {tol:g}): "
                              f"{report.max_abs_diff}; the export is not trustworthy")
     return report
 
 
-def parity(model, onnx_path: str | os.PathLike, image_size: int, seed: int = 0, batch: int = 5) -> dict[str, float]:
+def parity(model, onnx_path: str | os.PathLike, preprocess: Preprocess, seed: int = 0,
+           batch: int = 5) -> dict[str, float]:
     """Largest absolute difference between onnxruntime and PyTorch over every output, for a random
     batch of ``batch`` images (also checks the dynamic batch axis) and for a real face."""
     import onnxruntime as ort
@@ -149,8 +157,9 @@ def parity(model, onnx_path: str | os.PathLike, image_size: int, seed: int = 0, 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     rng = np.random.default_rng(seed)
-    inputs = {"random": rng.standard_normal((batch, 3, image_size, image_size)).astype(np.float32),
-              "real": _normalise(real_face_batch(image_size), model.mean, model.std)}
+    size = preprocess.input_size
+    inputs = {"random": rng.standard_normal((batch, 3, size, size)).astype(np.float32),
+              "real": preprocess.normalise(real_face_batch(preprocess))}
     diffs = {}
     model = model.eval()
     for kind, x in inputs.items():

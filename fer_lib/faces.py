@@ -8,34 +8,14 @@ the box size on every side (the public code's 20/40 px margins correspond to rou
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
+
+from .preprocess import Preprocess, crop_window, to_rgb_array  # noqa: F401 - re-exported
 
 EMPTY_BOXES = np.zeros((0, 5), dtype=np.float32)
 EMPTY_POINTS = np.zeros((0, 5, 2), dtype=np.float32)
-
-
-def to_rgb_array(image) -> np.ndarray:
-    """An RGB uint8 HxWx3 array from a PIL image or an array (grey HxW, HxWx1, RGBA dropped to RGB)."""
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    arr = np.asarray(image)
-    if arr.ndim == 2:
-        arr = np.repeat(arr[:, :, None], 3, axis=2)
-    elif arr.ndim == 3 and arr.shape[2] == 1:
-        arr = np.repeat(arr, 3, axis=2)
-    elif arr.ndim == 3 and arr.shape[2] == 4:
-        arr = arr[:, :, :3]
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise ValueError(f"expected an RGB image HxWx3, got an array of shape {arr.shape}")
-    if arr.dtype != np.uint8:
-        if np.issubdtype(arr.dtype, np.floating) and arr.size and arr.max() <= 1.0:
-            arr = arr * 255.0
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(arr)
 
 
 class FaceDetector:
@@ -122,51 +102,24 @@ def box_area(boxes: np.ndarray) -> np.ndarray:
     return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
 
 
-def select_faces(boxes: np.ndarray, mode: str = "largest") -> np.ndarray:
-    """``"largest"``: the one box with the largest area, shape (1, 5) or (0, 5); ``"all"``: every box."""
-    boxes = np.asarray(boxes, dtype=np.float32)
-    if boxes.size == 0:
+def face_sizes(boxes: np.ndarray) -> np.ndarray:
+    """Size of each ``[x1, y1, x2, y2, ...]`` box: its longer side (MTCNN's square-window notion)."""
+    b = np.atleast_2d(np.asarray(boxes, dtype=np.float64))
+    return np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+
+
+def select_faces(boxes: np.ndarray | None, mode: str = "all", min_size: float = 0.0,
+                 min_prob: float = 0.0) -> np.ndarray:
+    """The faces a consumer keeps, in detection order: boxes ``[x1, y1, x2, y2, prob]`` whose
+    probability is >= ``min_prob`` and whose longer side is >= ``min_size``; then ``"largest"`` keeps
+    the one with the largest area (paper A's AFEW rule), ``"all"`` every one (VGAF, predict).
+    Returns a ``(k, 5)`` float32 array (k may be 0)."""
+    if mode not in ("largest", "all"):
+        raise ValueError(f"select_faces: unknown mode {mode!r}; use 'largest' or 'all'")
+    if boxes is None or np.size(boxes) == 0:
         return EMPTY_BOXES.copy()
-    boxes = boxes.reshape(-1, boxes.shape[-1])
-    if mode == "all":
-        return boxes
-    if mode == "largest":
-        return boxes[[int(np.argmax(box_area(boxes)))]]
-    raise ValueError(f"select_faces: unknown mode {mode!r}; use 'largest' or 'all'")
-
-
-def crop_window(box, image_size: tuple[int, int], margin: float = 0.0) -> tuple[int, int, int, int]:
-    """Integer window ``(left, top, right, bottom)`` of a box plus margin, clipped to ``(W, H)``.
-
-    ``margin`` adds that fraction of the box width on the left and on the right, and of its height
-    on the top and the bottom (0.1 makes the box 20 % larger in each direction).
-    """
-    width, height = image_size
-    x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(-1)[:4])
-    if not all(map(math.isfinite, (x1, y1, x2, y2))):
-        raise ValueError(f"face box {box!r} has a missing coordinate")
-    bw, bh = x2 - x1, y2 - y1
-    x1, x2 = x1 - margin * bw, x2 + margin * bw
-    y1, y2 = y1 - margin * bh, y2 + margin * bh
-    left, top = max(0, int(round(x1))), max(0, int(round(y1)))
-    right, bottom = min(width, int(round(x2))), min(height, int(round(y2)))
-    if right <= left or bottom <= top:
-        raise ValueError(f"face box {np.round([x1, y1, x2, y2], 1).tolist()} lies outside the "
-                         f"{width}x{height} image (or is empty)")
-    return left, top, right, bottom
-
-
-def _resize(arr: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    wh = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
-    return np.asarray(Image.fromarray(arr).resize(wh, Image.BILINEAR))
-
-
-def crop(image, box, margin: float = 0.0, size: int | tuple[int, int] | None = None) -> np.ndarray:
-    """Crop ``box`` ([x1, y1, x2, y2, ...]) from an image, tight unless ``margin`` > 0, clipped.
-
-    ``size``: resize the crop to ``size`` x ``size`` (or ``(w, h)``) with PIL bilinear.
-    """
-    arr = np.asarray(image)
-    left, top, right, bottom = crop_window(box, (arr.shape[1], arr.shape[0]), margin)
-    out = np.ascontiguousarray(arr[top:bottom, left:right])
-    return _resize(out, size) if size is not None else out
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 5)
+    b = b[(b[:, 4] >= min_prob) & (face_sizes(b) >= min_size)]
+    if mode == "largest" and len(b) > 1:
+        b = b[[int(np.argmax(box_area(b)))]]
+    return b

@@ -7,9 +7,9 @@
     rec.predict_faces([crop1, crop2])           # already-cropped faces (RGB arrays), no detection
 
 Pipeline: MTCNN (:class:`fer_lib.faces.FaceDetector`, offline weights) -> every face with detection
-probability >= ``min_prob`` -> tight crop (no margin, :func:`fer_lib.faces.crop_window`) -> resize to
-the model's input size with PIL bilinear (the resize paper A's public code and the training loaders
-use) -> one batched forward of every crop.
+probability >= ``min_prob`` (:func:`fer_lib.faces.select_faces`) -> the model's own
+:class:`fer_lib.preprocess.Preprocess`, read from its checkpoint (the crop rule, input size and
+normalisation it was trained with) -> one batched forward of every crop.
 
 Fast path: the crops are resized into one ``uint8`` NHWC array; normalisation is one vectorised
 operation on the whole batch, whose NCHW view of the NHWC buffer is already ``channels_last`` (the
@@ -29,7 +29,6 @@ top-2 read-out); ``gender`` (male where p(male) >= 0.6, paper A) and ``p_female`
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,13 +39,13 @@ import numpy as np
 from PIL import Image
 
 from . import labels as label_spaces
-from .faces import crop_window, to_rgb_array
+from .faces import select_faces
+from .preprocess import to_rgb_array
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 #: Checkpoints tried, in order, when none is given (relative to ``get_paths().checkpoints``).
 DEFAULT_CHECKPOINTS = ("02_expression_va/best.pt", "02_expression/best.pt")
-ONNX_META_KEY = "fer_lib"
 #: Faces per forward pass on a CPU (bench/bench_inference.py: 8 faces per pass beat 32 per face).
 CPU_BATCH = 8
 
@@ -204,48 +203,33 @@ class _TorchBackend:
 
         import torch
 
-        from .models import build_model_from_checkpoint, load_checkpoint, unwrap
+        from .models import load_model
 
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        model, self.label_orders, self.source = load_model(checkpoint)
         if isinstance(checkpoint, torch.nn.Module):   # a copy: the caller's model is left as it is
-            model, orders, source = copy.deepcopy(unwrap(checkpoint)), None, type(checkpoint).__name__
-        else:
-            ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
-            model, orders = build_model_from_checkpoint(ckpt), ckpt.get("label_orders")
-            source = str(checkpoint) if not isinstance(checkpoint, dict) else "<checkpoint>"
-        if not hasattr(model, "tasks") or not hasattr(model, "input_size"):
-            raise TypeError(f"{source}: Recognizer needs a fer_lib MultiTaskNet (with .tasks and .input_size)")
+            model = copy.deepcopy(model)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
+        self.preprocess = model.preprocess
         self.folded = False
         if fold_bn:
-            folded = _folded_copy(self.model, int(model.input_size))
+            folded = _folded_copy(self.model, self.preprocess.input_size)
             if folded is not None:
                 self.model, self.folded = folded, True
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         self.precision = precision
         self.tasks = dict(model.tasks)
         self.age_mode = getattr(model, "age_mode", "bins")
-        self.image_size = int(model.input_size)
-        self.mean, self.std = tuple(model.mean), tuple(model.std)
-        if not orders:
-            from .training import default_label_orders
-
-            orders = default_label_orders(self.tasks)
-        self.label_orders = {k: list(v) for k, v in orders.items()}
-        self.source = source
-        self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1) * 255.0
-        self._inv_std = 1.0 / (torch.tensor(self.std, device=self.device).view(1, 3, 1, 1) * 255.0)
 
     def __call__(self, batch_u8: np.ndarray) -> dict[str, np.ndarray]:
         import torch
 
         with torch.inference_mode():
-            x = torch.from_numpy(batch_u8).to(self.device).permute(0, 3, 1, 2)  # NHWC buffer = channels_last
-            x = (x.float() - self._mean) * self._inv_std
+            x = self.preprocess.normalise_torch(batch_u8, self.device)  # NHWC buffer = channels_last
             if not self.channels_last:
                 x = x.contiguous()
             if self.precision == "bf16":
@@ -260,6 +244,8 @@ class _OnnxBackend:
     def __init__(self, path, device: str, threads: int | None):
         import onnxruntime as ort
 
+        from .export import read_metadata
+
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"ONNX model {path} does not exist; write one with "
@@ -272,26 +258,17 @@ class _OnnxBackend:
         if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         self.session = ort.InferenceSession(str(path), opts, providers=providers)
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if ONNX_META_KEY not in meta:
-            raise ValueError(f"{path} has no fer_lib metadata; export it with `python -m fer_lib export` so its "
-                             "head names, label orders and preprocessing are known")
-        info = json.loads(meta[ONNX_META_KEY])
+        info = read_metadata(self.session, path)
         self.tasks = {k: int(v) for k, v in info["tasks"].items()}
         self.age_mode = info.get("age_mode", "bins")
-        self.image_size = int(info["image_size"])
-        self.mean, self.std = tuple(info["mean"]), tuple(info["std"])
+        self.preprocess = info["preprocess"]
         self.label_orders = {k: list(v) for k, v in info["label_orders"].items()}
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.source = str(path)
-        self._mean = (np.asarray(self.mean, np.float32) * 255.0).reshape(1, 1, 1, 3)
-        self._inv_std = (1.0 / (np.asarray(self.std, np.float32) * 255.0)).reshape(1, 1, 1, 3)
 
     def __call__(self, batch_u8: np.ndarray) -> dict[str, np.ndarray]:
-        x = (batch_u8.astype(np.float32) - self._mean) * self._inv_std
-        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-        outs = self.session.run(self.output_names, {self.input_name: x})
+        outs = self.session.run(self.output_names, {self.input_name: self.preprocess.normalise(batch_u8)})
         return dict(zip(self.output_names, outs))
 
 
@@ -361,7 +338,7 @@ class Recognizer:
             self._backend = _TorchBackend(checkpoint, device, channels_last, precision, fold_bn)
         b = self._backend
         self.tasks, self.label_orders, self.age_mode = b.tasks, b.label_orders, b.age_mode
-        self.image_size, self.mean, self.std = b.image_size, b.mean, b.std
+        self.preprocess = b.preprocess   # the model's own: crop rule, input size, mean/std
         self.source = b.source
         self.min_face_size, self.min_prob, self.largest_only = int(min_face_size), float(min_prob), largest_only
         if batch_size is None:
@@ -373,6 +350,10 @@ class Recognizer:
     def __repr__(self) -> str:
         return (f"Recognizer({self.source!r}, backend={self.backend_name!r}, heads={list(self.tasks)}, "
                 f"image_size={self.image_size})")
+
+    @property
+    def image_size(self) -> int:
+        return self.preprocess.input_size
 
     # ------------------------------------------------------------------------------------ labels
     def _expression_permutation(self) -> np.ndarray | None:
@@ -405,14 +386,6 @@ class Recognizer:
         return self._detector
 
     # ---------------------------------------------------------------------------------- the core
-    def preprocess(self, crops: Sequence) -> np.ndarray:
-        """RGB crops (any size) -> one ``uint8`` ``[N, S, S, 3]`` array (PIL bilinear resize)."""
-        s = self.image_size
-        out = np.empty((len(crops), s, s, 3), np.uint8)
-        for i, c in enumerate(crops):
-            img = c if isinstance(c, Image.Image) else Image.fromarray(to_rgb_array(c))
-            out[i] = np.asarray(img.resize((s, s), Image.BILINEAR) if img.size != (s, s) else img)
-        return out
 
     def raw(self, batch_u8: np.ndarray) -> dict[str, np.ndarray]:
         """Head outputs (logits / regressions) for a preprocessed ``uint8`` batch, in chunks."""
@@ -449,7 +422,7 @@ class Recognizer:
         """Decoded arrays (see :meth:`decode`) for already-cropped faces, in one batched pass."""
         if len(crops) == 0:
             return {}
-        return self.decode(self.raw(self.preprocess(crops)))
+        return self.decode(self.raw(self.preprocess.batch(crops)))
 
     def _to_faces(self, dec: dict[str, np.ndarray], n: int) -> list[FacePrediction]:
         from .models.heads import MALE_THRESHOLD
@@ -481,23 +454,14 @@ class Recognizer:
         return self._to_faces(self.infer(crops), len(crops))
 
     # ------------------------------------------------------------------------------ with detection
-    def _select(self, boxes: np.ndarray) -> np.ndarray:
-        b = np.asarray(boxes, np.float32).reshape(-1, 5)
-        b = b[b[:, 4] >= self.min_prob]
-        if self.largest_only and len(b) > 1:
-            area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-            b = b[[int(np.argmax(area))]]
-        return b
-
     def _crops(self, arr: np.ndarray, boxes: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        selected = select_faces(boxes, "largest" if self.largest_only else "all", min_prob=self.min_prob)
         crops, kept = [], []
-        h, w = arr.shape[:2]
-        for box in boxes:
+        for box in selected:
             try:
-                left, top, right, bottom = crop_window(box[:4], (w, h))
+                crops.append(self.preprocess.crop(arr, box))
             except ValueError:  # a box outside the image
                 continue
-            crops.append(arr[top:bottom, left:right])
             kept.append(box)
         return crops, kept
 
@@ -508,7 +472,7 @@ class Recognizer:
             detections = self.detector.detect_batch(list(arrays)) if len(arrays) else []
         crops, where, boxes = [], [], []
         for i, (arr, det) in enumerate(zip(arrays, detections)):
-            c, b = self._crops(arr, self._select(det))
+            c, b = self._crops(arr, det)
             crops += c
             boxes += b
             where += [i] * len(c)

@@ -249,8 +249,8 @@ def import_hsemotion(path: str | os.PathLike, out: str | os.PathLike, trust: boo
     import timm
     import torch
 
+    from .labels import default_label_orders
     from .models import save_checkpoint
-    from .training import default_label_orders
 
     path = Path(path).expanduser()
     original = load_pickled_model(path, trust=trust)

@@ -9,6 +9,8 @@ through a dict of *names*, never through positions copied by hand.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 EXPRESSIONS_8: tuple[str, ...] = (
@@ -75,3 +77,19 @@ def reorder_columns(scores: np.ndarray, foreign_order, n_classes: int | None = N
     out = np.empty_like(scores)
     out[..., m] = scores
     return out
+
+
+def default_label_orders(tasks: Mapping[str, int]) -> dict[str, list]:
+    """Canonical label orders (fer_lib.labels) for the heads of a model; stored in checkpoints."""
+    orders: dict[str, list] = {}
+    if "expression" in tasks:
+        orders["expression"] = list(EXPRESSIONS_8[: tasks["expression"]])
+    if "race" in tasks:
+        orders["race"] = list(ETHNICITIES[: tasks["race"]])
+    if "gender" in tasks:
+        orders["gender"] = list(GENDERS)
+    if "age" in tasks:
+        orders["age"] = [f"bin i = {i} years" for i in range(tasks["age"])] if tasks["age"] > 1 else ["years/100"]
+    if "va" in tasks:
+        orders["va"] = ["valence", "arousal"]
+    return orders

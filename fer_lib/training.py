@@ -39,10 +39,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler
 
-from . import labels as label_spaces
 from . import metrics as M
 from .config import TrainConfig, resolve_device
 from .io import atomic_to_csv
+from .labels import default_label_orders
 from .models.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
 from .models.heads import (
     AGE_SCALE,
@@ -52,10 +52,11 @@ from .models.heads import (
     predict_age,
     predict_gender,
 )
+from .preprocess import Preprocess
 from .progress import tqdm
 
 # TrainConfig fields a resumed run may change without changing the weights it ends with
-_RESUME_NEUTRAL = ("max_train_seconds", "save_every_steps", "select_metric", "select_mode")
+_RESUME_NEUTRAL = ("max_train_seconds", "save_every_steps", "select_metric")
 LABEL_KEYS = ("identity", "age", "gender", "race", "expression", "valence", "arousal")
 CLASS_TASKS = ("identity", "race", "expression")   # + gender when it has 2 outputs
 
@@ -488,22 +489,6 @@ def evaluate(model: nn.Module, loader: DataLoader, tasks: Mapping[str, int] | No
     return metrics_from_predictions(pred, tasks)
 
 
-def default_label_orders(tasks: Mapping[str, int]) -> dict[str, list]:
-    """Canonical label orders (fer_lib.labels) for the heads of a model; stored in checkpoints."""
-    orders: dict[str, list] = {}
-    if "expression" in tasks:
-        orders["expression"] = list(label_spaces.EXPRESSIONS_8[: tasks["expression"]])
-    if "race" in tasks:
-        orders["race"] = list(label_spaces.ETHNICITIES[: tasks["race"]])
-    if "gender" in tasks:
-        orders["gender"] = list(label_spaces.GENDERS)
-    if "age" in tasks:
-        orders["age"] = [f"bin i = {i} years" for i in range(tasks["age"])] if tasks["age"] > 1 else ["years/100"]
-    if "va" in tasks:
-        orders["va"] = ["valence", "arousal"]
-    return orders
-
-
 # ====================================================================================== distributed
 def setup_distributed(device: torch.device | None = None) -> tuple[int, int, int]:
     """``(rank, world_size, local_rank)``; initialises the process group from torchrun's env vars when
@@ -582,11 +567,8 @@ class Trainer:
     # ------------------------------------------------------------------------------ set-up pieces
     @property
     def select_mode(self) -> str:
-        mode = getattr(self.cfg, "select_mode", "auto")
-        if mode in ("min", "max"):
-            return mode
-        name = self.cfg.select_metric
-        return "min" if ("loss" in name or "mae" in name) else "max"
+        """"min" or "max": the direction fer_lib.metrics declares for ``select_metric``."""
+        return M.metric_spec(self.cfg.select_metric.removeprefix("val_")).direction
 
     def _stages(self) -> list[_Stage]:
         out, start = [], 0
@@ -813,6 +795,9 @@ class Trainer:
         """
         train_loader, sampler = self._train_loader(train)
         val_loader = self._eval_loader(val) if val is not None else None
+        pre = getattr(train_loader.dataset, "preprocess", None)
+        if isinstance(pre, Preprocess):   # checkpoints carry what the faces went through, for every consumer
+            self.model.preprocess = pre
         steps_per_epoch = len(train_loader)
         stages = self._stages()
         total_epochs = stages[-1].first_epoch + stages[-1].epochs

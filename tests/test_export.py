@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from fer_lib import cli
-from fer_lib.export import export_onnx
-from fer_lib.inference import ONNX_META_KEY, Recognizer
+from fer_lib.export import ONNX_META_KEY, export_onnx
+from fer_lib.inference import Recognizer
 from fer_lib.models import MultiTaskNet, save_checkpoint
 
 ort = pytest.importorskip("onnxruntime")
@@ -40,7 +40,7 @@ def test_onnx_parity_names_and_metadata(exported):
     assert set(report.max_abs_diff) == {"random", "real"} and report.worst < 1e-4
     proto = onnx.load(str(path))
     meta = json.loads({p.key: p.value for p in proto.metadata_props}[ONNX_META_KEY])
-    assert meta["tasks"] == ALL_HEADS and meta["image_size"] == 32
+    assert meta["tasks"] == ALL_HEADS and meta["preprocess"]["input_size"] == 32 and meta["preprocess"]["margin"] == 0
     assert meta["label_orders"]["expression"][0] == "Neutral"
     # dynamic batch: any batch size runs and matches PyTorch
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -90,7 +90,7 @@ def test_export_cli_timm_backbone(tmp_path, capsys):
     assert rec.backend_name == "onnx" and rec.image_size == 96
     crops = [skimage_data.astronaut()[62:172, 181:268]] * 3
     torch_rec = Recognizer(ckpt)
-    torch_rec.image_size = 96   # the exported input size
+    torch_rec.preprocess = torch_rec._backend.preprocess = rec.preprocess   # the exported input size
     p_onnx, p_torch = rec.infer(crops), torch_rec.infer(crops)
     assert np.abs(p_onnx["expression_probs"] - p_torch["expression_probs"]).max() < 1e-4
     assert np.abs(p_onnx["valence"] - p_torch["valence"]).max() < 1e-4

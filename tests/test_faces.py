@@ -1,4 +1,4 @@
-"""Face detection (MTCNN, offline), tight crops with optional margin, face selection."""
+"""Face detection (MTCNN, offline) and face selection."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_mtcnn_loads_offline_and_finds_the_astronaut(no_network, astronaut):
     x1, y1, x2, y2, p = boxes[0]
     assert p > 0.99
     assert 150 < x1 < 220 and 40 < y1 < 100 and 240 < x2 < 300 and 150 < y2 < 210  # her face, upper middle
-    face = faces.crop(astronaut, boxes[0])
+    face = faces.Preprocess(1).crop(astronaut, boxes[0])
     assert abs(face.shape[1] - (x2 - x1)) <= 1 and abs(face.shape[0] - (y2 - y1)) <= 1
     assert points.shape == (1, 5, 2)
     (lx, ly), (rx, ry) = points[0, 0], points[0, 1]
@@ -57,21 +57,6 @@ def test_tiny_image_returns_no_faces(detector):
     assert [b.shape for b in detector.detect_batch([np.zeros((20, 30, 3), np.uint8)])] == [(0, 5)]
 
 
-def test_crop_tight_margin_clip_and_resize():
-    img = np.arange(100 * 80 * 3, dtype=np.int64).reshape(100, 80, 3).astype(np.uint8)
-    box = [10, 20, 50, 60, 0.9]
-    out = faces.crop(img, box)
-    assert out.shape == (40, 40, 3) and np.array_equal(out, img[20:60, 10:50])
-    out = faces.crop(img, box, margin=0.25)  # 10 px on every side
-    assert np.array_equal(out, img[10:70, 0:60])
-    out = faces.crop(img, [-30, -30, 20, 20])  # clipped to the image
-    assert np.array_equal(out, img[0:20, 0:20])
-    assert faces.crop(img, box, size=16).shape == (16, 16, 3)
-    assert faces.crop(img, box, size=(24, 12)).shape == (12, 24, 3)
-    with pytest.raises(ValueError, match="outside"):
-        faces.crop(img, [200, 200, 220, 220])
-
-
 def test_select_faces():
     boxes = np.array([[0, 0, 10, 10, 0.99], [5, 5, 45, 35, 0.90], [0, 0, 20, 20, 0.95]], np.float32)
     assert np.array_equal(faces.select_faces(boxes, "largest"), boxes[[1]])
@@ -79,3 +64,8 @@ def test_select_faces():
     assert faces.select_faces(np.zeros((0, 5)), "largest").shape == (0, 5)
     with pytest.raises(ValueError):
         faces.select_faces(boxes, "biggest")
+    # predict's probability threshold and the video stage's minimum size (longer side) are the same filter
+    assert np.array_equal(faces.select_faces(boxes, "all", min_prob=0.95), boxes[[0, 2]])
+    assert np.array_equal(faces.select_faces(boxes, "largest", min_prob=0.95), boxes[[2]])
+    assert np.array_equal(faces.select_faces(boxes, "all", min_size=20), boxes[[1, 2]])
+    assert faces.select_faces(None).shape == (0, 5)

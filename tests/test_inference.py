@@ -94,7 +94,7 @@ def test_fast_path_equals_the_reference_per_face_path(rec):
     crops = [img[y:y + h, x:x + w] for x, y, w, h in rng.integers([0, 0, 40, 40], [300, 300, 200, 200], (6, 4))]
     fast = rec.infer(crops)
     tf = transforms.Compose([transforms.Resize((rec.image_size, rec.image_size)), transforms.ToTensor(),
-                             transforms.Normalize(rec.mean, rec.std)])
+                             transforms.Normalize(rec.preprocess.mean, rec.preprocess.std)])
     model = rec._backend.model
     ref = []
     with torch.no_grad():

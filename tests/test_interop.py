@@ -90,9 +90,9 @@ def test_import_convert_evaluate_round_trip(n_out, sequential, tmp_path, capsys,
         assert np.abs(ours["arousal"] - logits[:, n_expr + 1]).max() < 1e-4
 
     # video features: the converted checkpoint gives the original network's penultimate features
-    ext = TorchFeatureExtractor(rec._backend.model, rec.image_size, rec.mean, rec.std, channels_last=False)
+    ext = TorchFeatureExtractor(rec._backend.model, rec.preprocess, channels_last=False)
     feats, _ = ext.features(crops)
-    x = ext.preprocess(crops)
+    x = ext.to_input(crops)
     with torch.no_grad():
         ref_feats = original.forward_head(original.forward_features(x), pre_logits=True).numpy()
     assert np.abs(feats - ref_feats).max() < 1e-4

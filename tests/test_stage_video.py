@@ -93,7 +93,7 @@ def test_find_checkpoint_prefers_va_then_expression_then_explains(tmp_path):
 
 def test_make_extractor_reads_size_and_label_order_from_checkpoint(tmp_path):
     torch.manual_seed(0)
-    model = MultiTaskNet("tiny_cnn", {"expression": 8, "va": 2}, verbose=False)
+    model = MultiTaskNet("tiny_cnn", {"expression": 8, "va": 2}, verbose=False, input_size=40)  # default 32
     order = list(labels.EXPRESSIONS_8)
     path = save_checkpoint(tmp_path / "02_expression_va" / "best.pt", model, {"train": {"image_size": 40}},
                            {"expression": order})
@@ -105,7 +105,7 @@ def test_make_extractor_reads_size_and_label_order_from_checkpoint(tmp_path):
     assert f.shape == (3, model.num_features) and s.shape == (3, 8)
     np.testing.assert_allclose(s.sum(1), 1, atol=1e-5)
     with torch.inference_mode():  # the features are the model's penultimate layer on the same input
-        ref = model.eval().forward_features(ext.preprocess(crops[:1])).numpy()
+        ref = model.eval().forward_features(ext.to_input(crops[:1])).numpy()
     np.testing.assert_allclose(f[:1], ref, rtol=1e-4, atol=1e-5)
     torch.manual_seed(1)
     other = save_checkpoint(tmp_path / "other.pt", MultiTaskNet("tiny_cnn", {"expression": 8}, verbose=False))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from fer_lib.preprocess import Preprocess
 from fer_lib.video import (
     FeatureCache,
     FeatureExtractor,
@@ -19,13 +20,12 @@ from fer_lib.video import (
     evaluate_videos,
     extract_dataset,
     extract_video_features,
+    faces_in_batch,
     iter_frames,
     make_video_classifier,
     pool_afew,
     pool_vgaf,
     prefetch_batches,
-    select_video_faces,
-    tight_crop,
     video_info,
 )
 from fer_lib.video.classify import chosen_C
@@ -178,16 +178,19 @@ def test_prefetch_batches_order_errors_and_early_stop():
 def test_select_faces_afew_largest_vgaf_all_with_min_size():
     boxes = np.array([[0, 0, 40, 40, 0.9], [10, 10, 110, 90, 0.99], [5, 5, 25, 25, 0.95],
                       [0, 0, 70, 20, 0.9]], np.float32)  # sizes (longer side) 40, 100, 20, 70
-    afew = select_video_faces(boxes, "afew", 32)
+    frames = [np.zeros((200, 200, 3), np.uint8)]
+    _, _, afew = faces_in_batch(frames, [0], [boxes], "afew", 32)
     np.testing.assert_array_equal(afew, boxes[[1]])
-    vgaf = select_video_faces(boxes, "vgaf", 64)
+    _, _, vgaf = faces_in_batch(frames, [0], [boxes], "vgaf", 64)
     np.testing.assert_array_equal(vgaf, boxes[[1, 3]])
-    assert select_video_faces(np.zeros((0, 5)), "afew", 32).shape == (0, 5)
-    assert select_video_faces(boxes, "afew", 200).shape == (0, 5)
+    assert faces_in_batch(frames, [0], [np.zeros((0, 5))], "afew", 32)[0] == []
+    assert faces_in_batch(frames, [0], [boxes], "afew", 200)[0] == []
     frame = np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)
-    crop = tight_crop(frame, np.array([-5.0, 2.2, 10.0, 30.0]))
-    np.testing.assert_array_equal(crop, frame[2:20, 0:10])
-    assert tight_crop(frame, np.array([40.0, 0, 50, 10])) is None
+    # the crop rule of training and predict: rounded to whole pixels, clipped; outside boxes dropped
+    crops, where, kept = faces_in_batch([frame], [7], [np.array([[-5.0, 2.2, 10.0, 30.0, 0.9],
+                                                                 [40.0, 0, 50, 10, 0.9]])], "vgaf", 0)
+    assert len(crops) == 1 and where == [7] and kept[0][0] == -5.0
+    np.testing.assert_array_equal(crops[0], frame[2:20, 0:10])
 
 
 # ----------------------------------------------------------------------------------------- pooling
@@ -374,42 +377,42 @@ def test_torch_feature_extractor_batches_and_key():
     net = TinyNet()
     rng = np.random.default_rng(0)
     crops = [rng.integers(0, 256, (20 + i, 17 + 2 * i, 3), dtype=np.uint8) for i in range(5)]
-    ext = TorchFeatureExtractor(net, 16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), batch_size=2)
+    ext = TorchFeatureExtractor(net, Preprocess(16, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)), batch_size=2)
     f, s = ext.features(crops)
     assert f.shape == (5, 8) and s.shape == (5, 3) and f.dtype == np.float32
     np.testing.assert_allclose(s.sum(1), 1.0, rtol=1e-5)
-    f1, s1 = TorchFeatureExtractor(net, 16, (0.5,) * 3, (0.25,) * 3, batch_size=8,
+    f1, s1 = TorchFeatureExtractor(net, Preprocess(16, (0.5,) * 3, (0.25,) * 3), batch_size=8,
                                    channels_last=False).features(crops)
     np.testing.assert_allclose(f, f1, atol=1e-5)
     # scores by the dict-returning forward and by an explicit scores_fn agree with heads[...]
     with torch.inference_mode():
-        x = ext.preprocess(crops)
+        x = ext.to_input(crops)
         expect = torch.softmax(net(x)["expression"], 1).numpy()
     np.testing.assert_allclose(s, expect, atol=1e-5)
-    ext_fn = TorchFeatureExtractor(net, 16, (0.5,) * 3, (0.25,) * 3, scores_fn=lambda z: -z[:, :2])
+    ext_fn = TorchFeatureExtractor(net, Preprocess(16, (0.5,) * 3, (0.25,) * 3), scores_fn=lambda z: -z[:, :2])
     assert ext_fn.features(crops)[1].shape == (5, 2)
     # the key follows weights and preprocessing
-    assert ext.key == TorchFeatureExtractor(net, 16, (0.5,) * 3, (0.25,) * 3).key
-    assert ext.key != TorchFeatureExtractor(net, 24, (0.5,) * 3, (0.25,) * 3).key
+    assert ext.key == TorchFeatureExtractor(net, Preprocess(16, (0.5,) * 3, (0.25,) * 3)).key
+    assert ext.key != TorchFeatureExtractor(net, Preprocess(24, (0.5,) * 3, (0.25,) * 3)).key
     with torch.no_grad():
         net.conv.bias += 1.0
-    assert ext.key != TorchFeatureExtractor(net, 16, (0.5,) * 3, (0.25,) * 3).key
+    assert ext.key != TorchFeatureExtractor(net, Preprocess(16, (0.5,) * 3, (0.25,) * 3)).key
 
 
 def test_torch_feature_extractor_with_timm_model():
     import timm
 
     model = timm.create_model("mobilenetv2_050", pretrained=False, num_classes=7)
-    ext = TorchFeatureExtractor(model, 32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), batch_size=4)
+    ext = TorchFeatureExtractor(model, Preprocess(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), batch_size=4)
     crops = [np.full((30, 24, 3), v, np.uint8) for v in (0, 120, 255)]
     f, s = ext.features(crops)
     assert f.shape == (3, model.num_features) and s.shape == (3, 7)
     np.testing.assert_allclose(s.sum(1), 1.0, rtol=1e-5)
     with torch.inference_mode():  # the pooled pre-logits feature, not the unpooled map
-        expect = model.forward_head(model.forward_features(ext.preprocess(crops)), pre_logits=True)
+        expect = model.forward_head(model.forward_features(ext.to_input(crops)), pre_logits=True)
     np.testing.assert_allclose(f, expect.numpy(), atol=1e-5)
     model.reset_classifier(0)
-    f0, s0 = TorchFeatureExtractor(model, 32, (0.5,) * 3, (0.5,) * 3).features(crops)
+    f0, s0 = TorchFeatureExtractor(model, Preprocess(32, (0.5,) * 3, (0.5,) * 3)).features(crops)
     assert f0.shape == (3, model.num_features) and s0.shape == (3, 0)
 
 
@@ -431,7 +434,7 @@ class FeaturesOnly(torch.nn.Module):
 
 def test_torch_feature_extractor_without_scores():
     net = FeaturesOnly()
-    ext = TorchFeatureExtractor(net, 8, (0.5,) * 3, (0.5,) * 3, batch_size=2)
+    ext = TorchFeatureExtractor(net, Preprocess(8, (0.5,) * 3, (0.5,) * 3), batch_size=2)
     f, s = ext.features([np.zeros((9, 9, 3), np.uint8)] * 5)
     assert f.shape == (5, 4) and s.shape == (5, 0) and net.forward_calls == 1
 

@@ -22,6 +22,7 @@ from .checkpoint import (
     build_model_from_checkpoint,
     init_from_checkpoint,
     load_checkpoint,
+    load_model,
     load_state_dict_adapted,
     rng_state,
     save_checkpoint,
@@ -43,7 +44,7 @@ from .heads import (
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "PAPER_INPUT_SIZES", "LoadReport", "TinyCNN", "create_backbone",
     "list_local_backbones", "load_matching", "read_state_dict", "register_backbone",
-    "build_model_from_checkpoint", "init_from_checkpoint", "load_checkpoint", "load_state_dict_adapted",
+    "build_model_from_checkpoint", "init_from_checkpoint", "load_checkpoint", "load_model", "load_state_dict_adapted",
     "rng_state", "save_checkpoint", "set_rng_state", "unwrap",
     "AGE_SCALE", "ATTRIBUTE_TASKS", "MALE_THRESHOLD", "TASK_NAMES", "MultiTaskNet", "freeze_backbone",
     "gender_prob_female", "predict_age", "predict_gender",

@@ -25,8 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402,F401 - one definition, re-exported
 
 # Input sizes used in paper A where they differ from (or must be pinned against) timm's pretrained_cfg.
 PAPER_INPUT_SIZES: dict[str, int] = {

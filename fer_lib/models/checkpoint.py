@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 from ..io import atomic_torch_save
+from ..labels import default_label_orders
+from ..preprocess import from_checkpoint as preprocess_from_checkpoint
 from .backbones import LoadReport, load_matching
 from .heads import MultiTaskNet
 
@@ -159,7 +161,7 @@ def _as_ckpt(ckpt_or_path: dict | str | Path) -> dict[str, Any]:
 
 
 def build_model_from_checkpoint(ckpt_or_path: dict | str | Path, **overrides: Any) -> MultiTaskNet:
-    """Rebuild the stored :class:`MultiTaskNet` and load its weights exactly (strict)."""
+    """Rebuild the stored :class:`MultiTaskNet` with its preprocessing and load its weights (strict)."""
     ckpt = _as_ckpt(ckpt_or_path)
     cfg = ckpt.get("model_config")
     if not cfg:
@@ -167,8 +169,27 @@ def build_model_from_checkpoint(ckpt_or_path: dict | str | Path, **overrides: An
     kwargs = {k: cfg[k] for k in ("backbone", "tasks", "hidden", "dropout", "age_mode") if k in cfg}
     kwargs.update(overrides)
     model = MultiTaskNet(**kwargs, verbose=False)
+    model.preprocess = preprocess_from_checkpoint(ckpt)
     model.load_state_dict(ckpt["state_dict"], strict=True)
     return model
+
+
+def load_model(checkpoint: nn.Module | dict | str | Path) -> tuple[MultiTaskNet, dict[str, list], str]:
+    """A ready model for serving: ``(model in eval mode on the CPU, label orders, source name)``.
+
+    ``checkpoint`` is a path, a loaded checkpoint dict or a model (used as it is, unwrapped). Label
+    orders are the checkpoint's, else the canonical ones of the model's heads.
+    """
+    if isinstance(checkpoint, nn.Module):
+        model, orders, source = unwrap(checkpoint), None, type(checkpoint).__name__
+    else:
+        ckpt = _as_ckpt(checkpoint)
+        model, orders = build_model_from_checkpoint(ckpt), ckpt.get("label_orders")
+        source = str(checkpoint) if not isinstance(checkpoint, dict) else "<checkpoint>"
+    if not hasattr(model, "tasks") or not hasattr(model, "preprocess"):
+        raise TypeError(f"{source}: a fer_lib MultiTaskNet is needed (with .tasks and .preprocess)")
+    orders = {k: list(v) for k, v in (orders or default_label_orders(model.tasks)).items()}
+    return model.eval(), orders, source
 
 
 def load_state_dict_adapted(model: nn.Module, state_dict: dict[str, torch.Tensor],

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..preprocess import Preprocess
 from .backbones import create_backbone
 
 TASK_NAMES = ("identity", "age", "gender", "race", "expression", "va")
@@ -44,7 +45,8 @@ class MultiTaskNet(nn.Module):
     """
 
     def __init__(self, backbone: str, tasks: dict[str, int], hidden: int = 256, dropout: float = 0.0,
-                 age_mode: str = "bins", pretrained_file: str | None = None, verbose: bool = True) -> None:
+                 age_mode: str = "bins", pretrained_file: str | None = None, verbose: bool = True,
+                 input_size: int | None = None) -> None:
         super().__init__()
         unknown = set(tasks) - set(TASK_NAMES)
         if unknown:
@@ -62,8 +64,10 @@ class MultiTaskNet(nn.Module):
         if age_mode == "regression" and "age" in self.tasks:
             self.tasks["age"] = 1
         self.hidden, self.dropout_p, self.age_mode = int(hidden), float(dropout), age_mode
-        self.backbone, self.num_features, self.input_size, self.mean, self.std = create_backbone(
+        self.backbone, self.num_features, default_size, mean, std = create_backbone(
             backbone, pretrained_file, verbose=verbose)
+        # What a face goes through before this network; the trainer sets it to what it trained with.
+        self.preprocess = Preprocess(input_size or default_size, tuple(mean), tuple(std))
         self.dropout = nn.Dropout(dropout)
         d = self.num_features
         attrs = [t for t in ATTRIBUTE_TASKS if t in self.tasks]
@@ -98,11 +102,24 @@ class MultiTaskNet(nn.Module):
         return self.forward_heads(self.forward_features(x))
 
     # ------------------------------------------------------------------------------------- config
+    @property
+    def input_size(self) -> int:
+        return self.preprocess.input_size
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.preprocess.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.preprocess.std
+
     def config(self) -> dict[str, Any]:
-        """Plain values that rebuild this architecture (stored in checkpoints)."""
+        """Plain values that rebuild this architecture and its input (stored in checkpoints)."""
         return {"backbone": self.backbone_name, "tasks": dict(self.tasks), "hidden": self.hidden,
                 "dropout": self.dropout_p, "age_mode": self.age_mode, "input_size": self.input_size,
-                "mean": list(self.mean), "std": list(self.std), "num_features": self.num_features}
+                "mean": list(self.mean), "std": list(self.std), "num_features": self.num_features,
+                "preprocess": self.preprocess.to_dict()}
 
     def train(self, mode: bool = True) -> MultiTaskNet:
         """Like ``nn.Module.train``, but a frozen backbone stays in eval mode (BatchNorm statistics fixed)."""

@@ -108,18 +108,15 @@ def checkpoint_name(path: str | Path) -> str:
 def make_extractor(checkpoint: str | Path, cfg: Profile, device: Any = None) -> TorchFeatureExtractor:
     """Penultimate-layer features + expression softmax of a fer_lib checkpoint, batched.
 
-    Input size: the ``image_size`` the checkpoint was trained with (else the backbone's); mean/std of
-    its backbone. The extractor's ``class_names`` are the checkpoint's expression label order.
+    Preprocessing: the checkpoint's own (crop rule, input size, mean/std it was trained with). The
+    extractor's ``class_names`` are the checkpoint's expression label order.
     """
     from ..models import build_model_from_checkpoint, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
     model = build_model_from_checkpoint(ckpt)
-    train = (ckpt.get("config") or {}).get("train") or {}
-    size = int(train.get("image_size") or model.input_size)
     device = resolve_device(cfg.device) if device is None else device
-    ext = TorchFeatureExtractor(model, size, model.mean, model.std, batch_size=max(cfg.video.batch_size, 1),
-                                device=device, head="expression")
+    ext = TorchFeatureExtractor(model, batch_size=max(cfg.video.batch_size, 1), device=device, head="expression")
     n = model.tasks.get("expression", 0)
     ext.class_names = list((ckpt.get("label_orders") or {}).get("expression") or L.EXPRESSIONS_8[:n])
     ext.name = checkpoint_name(checkpoint)

@@ -22,15 +22,15 @@ from .decode import VideoDecodeError, VideoInfo, iter_frames, video_info
 from .features import (
     DEFAULT_MIN_FACE,
     MODES,
+    SELECTION,
     FaceDetectorLike,
     FeatureExtractor,
     TorchFeatureExtractor,
     VideoFeatures,
     default_detector,
     extract_video_features,
+    faces_in_batch,
     prefetch_batches,
-    select_video_faces,
-    tight_crop,
 )
 from .pooling import pool_afew, pool_vgaf
 
@@ -39,5 +39,5 @@ __all__ = [
     "FeatureExtractor", "TorchFeatureExtractor", "VideoDecodeError", "VideoFeatures", "VideoInfo",
     "cache_key", "chosen_C", "default_detector", "evaluate_videos", "extract_dataset",
     "extract_video_features", "file_identity", "iter_frames", "make_video_classifier", "pool_afew",
-    "pool_vgaf", "prefetch_batches", "select_video_faces", "tight_crop", "video_info",
+    "pool_vgaf", "prefetch_batches", "SELECTION", "faces_in_batch", "video_info",
 ]

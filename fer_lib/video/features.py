@@ -25,12 +25,15 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..faces import select_faces
+from ..preprocess import Preprocess, for_model
 from .decode import iter_frames
 from .pooling import pool_afew, pool_vgaf
 
 MODES = ("afew", "vgaf")
 #: Paper A's minimum face sizes (pixels): AFEW one face >= 32, VGAF every face >= 64.
 DEFAULT_MIN_FACE = {"afew": 32, "vgaf": 64}
+TIGHT = Preprocess(1)   # the crop rule of paper A (no margin); the size is the extractor's business
 
 
 # ------------------------------------------------------------------------------------------ protocols
@@ -69,13 +72,14 @@ class TorchFeatureExtractor:
     whose ``forward(x)`` returns a dict with ``head`` (one extra forward pass per batch); else no
     scores (``[N, 0]``). Pass ``scores_fn=False`` to skip scores.
 
-    Preprocessing: each crop is resized to ``image_size`` with PIL bilinear, RGB, scaled to [0, 1] and
-    normalised with ``mean``/``std``. ``key`` defaults to a hash of the weights and the preprocessing.
+    Preprocessing: the model's :class:`fer_lib.preprocess.Preprocess` (the one it was trained with,
+    from its checkpoint) unless ``preprocess`` is given. ``key`` defaults to a hash of the weights and
+    the preprocessing.
     """
 
-    def __init__(self, model, image_size: int, mean: Sequence[float], std: Sequence[float],
-                 batch_size: int = 32, device: Any = "cpu", channels_last: bool = True,
-                 scores_fn: Callable | bool | None = None, head: str = "expression", key: str | None = None):
+    def __init__(self, model, preprocess: Preprocess | None = None, batch_size: int = 32, device: Any = "cpu",
+                 channels_last: bool = True, scores_fn: Callable | bool | None = None, head: str = "expression",
+                 key: str | None = None):
         import torch
 
         self.device = torch.device(device)
@@ -83,35 +87,29 @@ class TorchFeatureExtractor:
         self.channels_last = bool(channels_last)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.image_size = int(image_size)
-        self.mean = tuple(float(m) for m in mean)
-        self.std = tuple(float(s) for s in std)
+        self.preprocess = preprocess if preprocess is not None else for_model(model)
         self.batch_size = int(batch_size)
         self.head = head
         self._scores_fn = scores_fn
-        self._mean_t = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1) * 255.0
-        self._std_t = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1) * 255.0
         self.key = key or self._default_key()
+
+    @property
+    def image_size(self) -> int:
+        return self.preprocess.input_size
 
     def _default_key(self) -> str:
         h = hashlib.sha1()
         for name, t in self.model.state_dict().items():
             h.update(name.encode())
             h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        pre = f"{type(self.model).__name__}|{self.image_size}|{self.mean}|{self.std}|pil-bilinear|rgb|{self.head}"
-        h.update(pre.encode())
+        h.update(f"{type(self.model).__name__}|{self.preprocess.key}|{self.head}".encode())
         return f"{type(self.model).__name__}-{self.image_size}-{h.hexdigest()[:16]}"
 
-    def preprocess(self, crops: Sequence[np.ndarray]):
+    def to_input(self, crops: Sequence[np.ndarray]):
         """Crops -> normalised float tensor ``[B, 3, S, S]`` on the device."""
         import torch
-        from PIL import Image
 
-        s = self.image_size
-        arr = np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(c)).convert("RGB")
-                                   .resize((s, s), Image.BILINEAR)) for c in crops])
-        x = torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).float()
-        x = (x - self._mean_t) / self._std_t
+        x = self.preprocess.normalise_torch(self.preprocess.batch(crops), self.device)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x.contiguous()
 
     def _pooled(self, x):
@@ -152,7 +150,7 @@ class TorchFeatureExtractor:
         feats, scores = [], []
         with torch.inference_mode():
             for i in range(0, len(crops), self.batch_size):
-                x = self.preprocess(crops[i:i + self.batch_size])
+                x = self.to_input(crops[i:i + self.batch_size])
                 f = self._pooled(x)
                 logits = self._logits(x, f)
                 feats.append(f.float().cpu().numpy())
@@ -165,38 +163,8 @@ class TorchFeatureExtractor:
 
 
 # -------------------------------------------------------------------------------- faces in one frame
-def face_sizes(boxes: np.ndarray) -> np.ndarray:
-    """Size of each ``[x1, y1, x2, y2, ...]`` box: its longer side (MTCNN's square-window notion)."""
-    b = np.asarray(boxes, dtype=np.float64)
-    if b.size == 0:
-        return np.zeros(0)
-    b = b.reshape(len(b), -1)
-    return np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-
-
-def select_video_faces(boxes: np.ndarray | None, mode: str, min_face_size: float) -> np.ndarray:
-    """Paper A's selection: ``afew`` keeps the largest face (area) of at least ``min_face_size`` px,
-    ``vgaf`` every face of at least that size. Returns a ``(k, 5)`` float32 array (k may be 0)."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if boxes is None or np.size(boxes) == 0:
-        return np.zeros((0, 5), np.float32)
-    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 5)
-    b = b[face_sizes(b) >= min_face_size]
-    if mode == "afew" and len(b) > 1:
-        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-        b = b[[int(np.argmax(area))]]
-    return b
-
-
-def tight_crop(frame: np.ndarray, box: np.ndarray) -> np.ndarray | None:
-    """The box's pixels without margin, clipped to the frame; None when nothing is left."""
-    h, w = frame.shape[:2]
-    x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
-    x2, y2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
-    if x2 - x1 < 1 or y2 - y1 < 1:
-        return None
-    return frame[y1:y2, x1:x2]
+#: Paper A's face selection per mode: AFEW the largest face of a frame, VGAF every face.
+SELECTION = {"afew": "largest", "vgaf": "all"}
 
 
 # ----------------------------------------------------------------------------------- video features
@@ -351,18 +319,22 @@ def _batched(frames: Iterable[tuple[int, np.ndarray]], batch_size: int):
 
 
 def faces_in_batch(frames: list[np.ndarray], indices: list[int], detections: list[np.ndarray], mode: str,
-                   min_face_size: float) -> tuple[list[np.ndarray], list[int], list[np.ndarray]]:
-    """Select faces in each frame and crop them: (crops, frame index per crop, box per crop)."""
+                   min_face_size: float, preprocess: Preprocess | None = None
+                   ) -> tuple[list[np.ndarray], list[int], list[np.ndarray]]:
+    """Select faces in each frame (:func:`fer_lib.faces.select_faces`) and crop them with the
+    extractor's crop rule (``preprocess``; tight when None): (crops, frame index per crop, box per crop)."""
     if len(detections) != len(frames):
         raise ValueError(f"the detector returned {len(detections)} results for {len(frames)} frames")
+    pre = preprocess if preprocess is not None else TIGHT
     crops, where, boxes = [], [], []
     for frame, index, det in zip(frames, indices, detections):
-        for box in select_video_faces(det, mode, min_face_size):
-            crop = tight_crop(frame, box)
-            if crop is not None:
-                crops.append(crop)
-                where.append(index)
-                boxes.append(box)
+        for box in select_faces(det, SELECTION[mode], min_size=min_face_size):
+            try:
+                crops.append(pre.crop(frame, box))
+            except ValueError:  # a box outside the frame
+                continue
+            where.append(index)
+            boxes.append(box)
     return crops, where, boxes
 
 
@@ -390,7 +362,8 @@ def extract_video_features(path: str | os.PathLike, detector: FaceDetectorLike |
     with contextlib.closing(prefetch_batches(frames, batch_size, prefetch)) as batches:
         for indices, batch in batches:
             sampled.extend(indices)
-            crops, where, bxs = faces_in_batch(batch, indices, detector.detect_batch(batch), mode, min_face)
+            crops, where, bxs = faces_in_batch(batch, indices, detector.detect_batch(batch), mode, min_face,
+                                               getattr(extractor, "preprocess", None))
             if crops:
                 f, s = extractor.features(crops)
                 feats.append(np.asarray(f, np.float32))

@@ -1,0 +1,215 @@
+"""How a face becomes a network input: the one face pipeline of the project.
+
+Training (:class:`fer_lib.data.FaceDataset`), prediction (:class:`fer_lib.inference.Recognizer`), video
+features (:class:`fer_lib.video.features.TorchFeatureExtractor`) and ONNX export all go through one
+:class:`Preprocess`, in the spirit of timm's single ``create_transform``::
+
+    crop (box + margin, rounded to whole pixels, clipped)  ->  RGB uint8
+    -> resize to input_size x input_size (PIL bilinear)     ->  normalise ((x - 255 mean) / (255 std))
+
+A model carries its ``Preprocess`` (``MultiTaskNet.preprocess``); the trainer sets it to what the
+training data went through and every checkpoint stores it (``model_config["preprocess"]``), so a model
+trained at 96 px is served at 96 px whatever its backbone's default size is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+RESIZE = "pil-bilinear"      # paper A's public code and its loaders resize with PIL bilinear
+COLOUR = "rgb"               # BGR input is a known pitfall of reproductions of paper A
+
+
+def crop_window(box, image_size: tuple[int, int], margin: float = 0.0) -> tuple[int, int, int, int]:
+    """Integer window ``(left, top, right, bottom)`` of a box plus margin, clipped to ``(W, H)``.
+
+    ``margin`` adds that fraction of the box width on the left and on the right, and of its height
+    on the top and the bottom (0.1 makes the box 20 % larger in each direction). Coordinates are
+    rounded to the nearest pixel. ValueError when the box is missing a coordinate or nothing is left.
+    """
+    width, height = image_size
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(-1)[:4])
+    if not all(map(math.isfinite, (x1, y1, x2, y2))):
+        raise ValueError(f"face box {box!r} has a missing coordinate")
+    bw, bh = x2 - x1, y2 - y1
+    x1, x2 = x1 - margin * bw, x2 + margin * bw
+    y1, y2 = y1 - margin * bh, y2 + margin * bh
+    left, top = max(0, int(round(x1))), max(0, int(round(y1)))
+    right, bottom = min(width, int(round(x2))), min(height, int(round(y2)))
+    if right <= left or bottom <= top:
+        raise ValueError(f"face box {np.round([x1, y1, x2, y2], 1).tolist()} lies outside the "
+                         f"{width}x{height} image (or is empty)")
+    return left, top, right, bottom
+
+
+def to_rgb_array(image) -> np.ndarray:
+    """An RGB uint8 HxWx3 array from a PIL image or an array (grey HxW, HxWx1, RGBA dropped to RGB)."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"expected an RGB image HxWx3, got an array of shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        if np.issubdtype(arr.dtype, np.floating) and arr.size and arr.max() <= 1.0:
+            arr = arr * 255.0
+        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(arr)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Crop rule, input size and normalisation of a model (see the module docstring).
+
+    Args:
+        input_size: side S of the square network input.
+        mean, std: per-channel normalisation of values scaled to [0, 1].
+        margin: fraction of the face box added on each side before cropping (0: tight, paper A).
+        colour: channel order of the input (only ``"rgb"``).
+        resize: resampling of the crop (only ``"pil-bilinear"``).
+    """
+
+    input_size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    margin: float = 0.0
+    colour: str = COLOUR
+    resize: str = RESIZE
+
+    def __post_init__(self):
+        object.__setattr__(self, "input_size", int(self.input_size))
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+        object.__setattr__(self, "margin", float(self.margin))
+        if self.input_size < 1 or len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError(f"Preprocess needs input_size >= 1 and 3 means / stds, got {self}")
+        if self.colour != COLOUR or self.resize != RESIZE:
+            raise ValueError(f"unsupported preprocessing colour={self.colour!r} resize={self.resize!r}; "
+                             f"fer_lib feeds {COLOUR!r} faces resized with {RESIZE!r}")
+
+    # --------------------------------------------------------------------------------- plain values
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Preprocess:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown preprocessing key(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Preprocess:
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def key(self) -> str:
+        """A string naming the preprocessing, for cache keys."""
+        return (f"{self.input_size}|{self.mean}|{self.std}|margin={self.margin:g}|{self.resize}|{self.colour}")
+
+    # ----------------------------------------------------------------------------------- the steps
+    def window(self, box, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """The crop window of ``box`` (``[x1, y1, x2, y2, ...]``) in an image of ``(W, H)``."""
+        return crop_window(box, image_size, self.margin)
+
+    def crop(self, image, box) -> np.ndarray:
+        """The face of ``box`` as an RGB ``uint8`` array (any size); ``box=None``: the whole image."""
+        arr = to_rgb_array(image)
+        if box is None:
+            return arr
+        left, top, right, bottom = self.window(box, (arr.shape[1], arr.shape[0]))
+        return arr[top:bottom, left:right]
+
+    def resize_face(self, face) -> np.ndarray:
+        """A face (RGB array or PIL image) resized to ``S x S`` (``uint8``)."""
+        s = self.input_size
+        if isinstance(face, np.ndarray) and face.shape == (s, s, 3) and face.dtype == np.uint8:
+            return face   # already the network's size (the datasets' cached faces)
+        img = face if isinstance(face, Image.Image) else Image.fromarray(to_rgb_array(face))
+        img = img.convert("RGB")
+        if img.size != (s, s):
+            img = img.resize((s, s), Image.BILINEAR)
+        return np.asarray(img)
+
+    def face(self, image, box=None) -> np.ndarray:
+        """Crop and resize: the ``uint8`` ``S x S x 3`` face that :meth:`normalise` starts from."""
+        return self.resize_face(self.crop(image, box))
+
+    def batch(self, faces: Sequence) -> np.ndarray:
+        """Faces (already cropped, any size) -> one ``uint8`` ``[N, S, S, 3]`` array."""
+        s = self.input_size
+        out = np.empty((len(faces), s, s, 3), np.uint8)
+        for i, f in enumerate(faces):
+            out[i] = self.resize_face(f)
+        return out
+
+    def _scale_shift(self) -> tuple[np.ndarray, np.ndarray]:
+        # (pixel - 255 mean) * 1 / (255 std) in float32: one formula, so every path gives the same bits.
+        mean = np.asarray(self.mean, np.float32) * np.float32(255.0)
+        inv_std = np.float32(1.0) / (np.asarray(self.std, np.float32) * np.float32(255.0))
+        return mean, inv_std
+
+    def normalise(self, faces_u8: np.ndarray) -> np.ndarray:
+        """``uint8`` ``[..., S, S, 3]`` -> normalised float32 ``[..., 3, S, S]`` (numpy)."""
+        mean, inv_std = self._scale_shift()
+        x = (np.asarray(faces_u8, np.float32) - mean) * inv_std
+        return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+    def normalise_torch(self, faces_u8, device=None):
+        """``uint8`` NHWC (numpy or tensor) -> normalised float32 NCHW tensor on ``device``.
+
+        The result is a view of the NHWC buffer, i.e. already in ``channels_last`` memory format.
+        """
+        import torch
+
+        mean, inv_std = (torch.from_numpy(v).to(device).view(1, 1, 1, 3) for v in self._scale_shift())
+        x = torch.as_tensor(faces_u8).to(device)
+        return ((x.float() - mean) * inv_std).permute(0, 3, 1, 2)
+
+    def tensor(self, face) -> Any:
+        """One ``S x S`` uint8 face -> a normalised ``[3, S, S]`` float32 tensor (what datasets return)."""
+        import torch
+
+        return torch.from_numpy(self.normalise(self.resize_face(face)))
+
+
+def for_model(model) -> Preprocess:
+    """The :class:`Preprocess` of a model: its ``preprocess`` attribute, else one built from its
+    ``input_size`` / ``mean`` / ``std`` (any network that follows timm's conventions)."""
+    pre = getattr(model, "preprocess", None)
+    if isinstance(pre, Preprocess):
+        return pre
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    size = getattr(model, "input_size", None) or (cfg.get("input_size") or (3, 224, 224))[-1]
+    return Preprocess(int(size), tuple(getattr(model, "mean", None) or cfg.get("mean") or IMAGENET_MEAN),
+                      tuple(getattr(model, "std", None) or cfg.get("std") or IMAGENET_STD))
+
+
+def from_checkpoint(ckpt: dict) -> Preprocess:
+    """The preprocessing a checkpoint was trained with.
+
+    Checkpoints store it under ``model_config["preprocess"]``. Older ones only had the backbone's
+    default ``input_size`` there; the size they were trained at is ``config["train"]["image_size"]``.
+    """
+    cfg = ckpt.get("model_config") or {}
+    if cfg.get("preprocess"):
+        return Preprocess.from_dict(cfg["preprocess"])
+    train = (ckpt.get("config") or {}).get("train") or {}
+    size = train.get("image_size") or cfg.get("input_size")
+    if not size:
+        raise ValueError("checkpoint records no input size (no model_config.preprocess, no train.image_size)")
+    return Preprocess(int(size), tuple(cfg.get("mean") or IMAGENET_MEAN), tuple(cfg.get("std") or IMAGENET_STD))
