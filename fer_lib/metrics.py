@@ -11,18 +11,24 @@ Conventions:
 * CCC uses population statistics (ddof=0) over the whole set, per dimension, as the ABAW evaluation
   code does: ``2 cov(x, y) / (var x + var y + (mean x - mean y)^2)``. It is NaN when both vectors
   are constant (0 / 0).
+
+The vocabulary of metric names (what ``results/metrics.csv``, the published table and the trainer's
+``select_metric`` may say) is declared once at the end of this module: :data:`METRICS` and
+:func:`metric_spec` give each name its direction (higher or lower is better) and unit.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = [
     "accuracy", "balanced_accuracy", "macro_f1", "f1_per_class", "per_class_recall", "confusion_matrix",
     "age_mae", "cumulative_score", "ccc", "ccc_loss", "abaw_expr_score_2020", "abaw_expr_score",
-    "abaw_va_score",
+    "abaw_va_score", "MetricSpec", "METRICS", "metric_spec",
 ]
 
 
@@ -179,3 +185,72 @@ def abaw_va_score(va_true, va_pred) -> float:
     """ABAW valence-arousal score: mean of CCC_valence and CCC_arousal (arrays ``[N, 2]``)."""
     values = np.atleast_1d(ccc(va_true, va_pred))
     return float(np.mean(values))
+
+
+# =================================================================================== metric vocabulary
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a metric name means: which way is better, its unit and one line of description."""
+
+    direction: str     # "max" (higher is better) or "min"
+    unit: str          # "fraction" (stored 0..1, published in %), "years", "ms", "MB" or "" (a score)
+    description: str
+
+
+# Each quantity once; names are `<task>_<quantity>` for one head of a multi-task model and
+# `<quantity>[_<variant>]` for a dataset's own label (e.g. FER2013's expression, VGGFace2's identity).
+QUANTITIES = {
+    "accuracy": MetricSpec("max", "fraction", "share of exact matches"),
+    "macro_f1": MetricSpec("max", "fraction", "unweighted mean of the per-class F1"),
+    "mae": MetricSpec("min", "years", "mean absolute error"),
+    "cs5": MetricSpec("max", "fraction", "share of absolute errors of at most 5 years"),
+    "ccc": MetricSpec("max", "", "concordance correlation coefficient"),
+}
+# The quantities each head is scored with (the trainer's validation metrics and the stages' records).
+HEAD_QUANTITIES = {
+    "identity": ("accuracy", "macro_f1"), "expression": ("accuracy", "macro_f1"), "race": ("accuracy", "macro_f1"),
+    "gender": ("accuracy",), "age": ("mae", "cs5"), "valence": ("ccc",), "arousal": ("ccc",), "va": ("ccc",),
+}
+# Dataset-level variants of a quantity ("" = the plain quantity).
+VARIANTS = {
+    "accuracy": {"": "", "8cls": "over the 8 expressions", "7cls": "over 7 expressions (Contempt dropped)",
+                 "complete": "over every test video, those without a face counted as wrong"},
+    "macro_f1": {"": "", "8cls": "over the 8 expressions", "7cls": "over 7 expressions (Contempt dropped)"},
+}
+_OTHERS = {
+    "loss": MetricSpec("min", "", "the training objective on the validation set"),
+    "face_detection_rate": MetricSpec("max", "fraction", "share of video frames with a face kept"),
+    "latency_ms": MetricSpec("min", "ms", "inference time of one face"),
+    "size_mb": MetricSpec("min", "MB", "size of the model file"),
+}
+# The frame-stride study records one accuracy per stride N: `accuracy_stride<N>`.
+_STRIDE = re.compile(r"accuracy_stride([1-9][0-9]*)")
+
+
+def _declare() -> dict[str, MetricSpec]:
+    out = dict(_OTHERS)
+    for task, quantities in HEAD_QUANTITIES.items():
+        for q in quantities:
+            spec = QUANTITIES[q]
+            out[f"{task}_{q}"] = MetricSpec(spec.direction, spec.unit, f"{task}: {spec.description}")
+    for q, variants in VARIANTS.items():
+        spec = QUANTITIES[q]
+        for v, what in variants.items():
+            out[f"{q}_{v}" if v else q] = MetricSpec(spec.direction, spec.unit,
+                                                     f"{spec.description} {what}".strip())
+    return out
+
+
+METRICS: dict[str, MetricSpec] = _declare()
+
+
+def metric_spec(name: str) -> MetricSpec:
+    """The declared meaning of a metric name; a ValueError listing the known names for any other."""
+    if name in METRICS:
+        return METRICS[name]
+    m = _STRIDE.fullmatch(name)
+    if m:
+        spec = QUANTITIES["accuracy"]
+        return MetricSpec(spec.direction, spec.unit, f"video accuracy using every {m.group(1)}-th frame")
+    known = ", ".join([*sorted(METRICS), "accuracy_stride<N>"])
+    raise ValueError(f"unknown metric name {name!r}; the known metric names (fer_lib.metrics.METRICS) are: {known}")

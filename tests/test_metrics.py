@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import sklearn.metrics as skm
 import torch
@@ -90,3 +91,45 @@ def test_ccc_loss_mask_ignores_unlabelled_and_empty_gives_zero():
     none = M.ccc_loss(q, t, torch.zeros(10, 2, dtype=torch.bool))
     none.backward()
     assert float(none.detach()) == 0.0 and torch.count_nonzero(q.grad) == 0
+
+
+def test_declared_directions_and_units():
+    assert M.metric_spec("age_mae").direction == "min" and M.metric_spec("age_mae").unit == "years"
+    assert M.metric_spec("loss").direction == "min" and M.metric_spec("latency_ms").direction == "min"
+    for name in ("accuracy", "accuracy_8cls", "gender_accuracy", "age_cs5", "face_detection_rate"):
+        assert M.metric_spec(name) == M.MetricSpec("max", "fraction", M.metric_spec(name).description), name
+    for name in ("valence_ccc", "arousal_ccc", "va_ccc"):
+        assert (M.metric_spec(name).direction, M.metric_spec(name).unit) == ("max", ""), name
+    assert M.metric_spec("accuracy_stride6").direction == "max"
+    assert all(spec.description for spec in M.METRICS.values())
+
+
+@pytest.mark.parametrize("name", ["gender_acc", "ccc_valence", "frame_detection_rate", "accuracy_stride0", "mae"])
+def test_unknown_metric_name_lists_the_known_ones(name):
+    with pytest.raises(ValueError, match=f"unknown metric name '{name}'") as err:
+        M.metric_spec(name)
+    listed = str(err.value).split(" are: ")[1].split(", ")
+    assert set(M.METRICS) <= set(listed) and "accuracy_stride<N>" in listed
+
+
+def test_every_name_the_stages_and_the_trainer_compute_is_declared():
+    from fer_lib.stages import expression, pretrain
+    from fer_lib.training import metrics_from_predictions
+
+    y = np.array([0, 1, 1, 0])
+    pred = {f"{k}_{t}": y for k in ("label", "mask") for t in ("identity", "age", "gender", "race", "expression")}
+    pred.update({f"{t}_pred": y for t in ("identity", "age", "gender", "race", "expression")})
+    va = np.array([0.1, -0.3, 0.5, 0.0])
+    pred.update({f"{k}_{d}": v for d in ("valence", "arousal") for k, v in (("label", va), ("pred", va))})
+    pred.update({f"{d}_pred": va for d in ("valence", "arousal")})
+    pred.update({f"mask_{d}": np.ones(4, bool) for d in ("valence", "arousal")})
+    tasks = {"identity": 2, "age": 1, "gender": 1, "race": 2, "expression": 8, "va": 2}
+    names = set(metrics_from_predictions(pred, tasks)) | {"loss"}
+    logits = np.eye(8)[[0, 7, 2, 1]]
+    names |= set(expression.expression_metrics({**pred, "label_expression": np.array([0, 7, 2, 7]),
+                                                "expression_logits": logits}, 8))
+    attrs = pd.DataFrame({"age": [20, 30], "age_pred": [22, 25], "gender": [0, 1], "gender_pred": [0, 0],
+                          "race": [1, 2], "race_pred": [1, 2]})
+    names |= set(pretrain.attribute_metrics(attrs))
+    assert {"valence_ccc", "va_ccc", "accuracy_7cls", "gender_accuracy", "race_accuracy", "expression_macro_f1"} <= names
+    assert [n for n in names if n not in M.METRICS] == []

@@ -1,4 +1,5 @@
 from fer_lib import published
+from fer_lib.metrics import metric_spec
 
 
 def test_every_published_row_has_a_source_and_a_value():
@@ -23,3 +24,12 @@ def test_wide_model_table_is_a_reshape_of_the_long_one():
 def test_stride_study_decreases_with_stride():
     vals = [published.STRIDE_STUDY[s] for s in sorted(published.STRIDE_STUDY)]
     assert vals == sorted(vals, reverse=True)
+
+
+def test_every_published_metric_is_declared_and_in_its_declared_unit():
+    df = published.published_table()
+    units = {m: metric_spec(m).unit for m in df.metric.unique()}     # raises for an undeclared name
+    assert {"gender_accuracy", "valence_ccc", "age_mae", "accuracy_stride4"} <= set(units)
+    for r in df.itertuples():
+        assert r.unit == ("%" if units[r.metric] == "fraction" else units[r.metric]), r
+    assert set(df[df.metric == "age_mae"].unit) == {"years"} and set(df[df.metric == "accuracy"].unit) == {"%"}

@@ -142,10 +142,10 @@ def test_finetune_learns_expression_and_valence_arousal(env):
     m = run.metrics
     assert m["accuracy_8cls"] > 0.6, m                   # chance 0.125
     assert m["accuracy_7cls"] >= m["accuracy_8cls"] - 0.1
-    assert m["ccc_valence"] > 0.5 and m["ccc_arousal"] > 0.5, m
+    assert m["valence_ccc"] > 0.5 and m["arousal_ccc"] > 0.5, m
     assert (env.checkpoints / "02_expression_va" / "best.pt").is_file()
     rows = E.record_affectnet(run, cfg, env)
-    assert set(rows.metric) == {"accuracy_8cls", "accuracy_7cls", "macro_f1_8cls", "ccc_valence", "ccc_arousal"}
+    assert set(rows.metric) == {"accuracy_8cls", "accuracy_7cls", "macro_f1_8cls", "valence_ccc", "arousal_ccc"}
     assert set(rows.split) == {"val"} and set(rows.stage) == {"finetune"} and (rows.value <= 1).all()
     assert rows.model.iloc[0] == "tiny_cnn_32px_random_init_8cls_va"
     recall = E.per_class_recall_table([run])
@@ -163,7 +163,7 @@ def test_gcn_stage_shapes_ablation_rows_and_checkpoint_round_trip(env):
     assert list(table.model) == ["single_task", "multitask_linear", "emotion_gcn"]
     assert (table.epochs == 3).all() and (table.init == "01_attributes").all()
     assert table.accuracy_7cls.notna().all() and table.macro_f1_7cls.notna().all()
-    assert math.isnan(table.ccc_valence.iloc[0]) and table.ccc_valence.iloc[1:].notna().all()
+    assert math.isnan(table.valence_ccc.iloc[0]) and table.valence_ccc.iloc[1:].notna().all()
     gcn = res.runs["emotion_gcn"].model.eval()
     x = torch.randn(5, 3, SIDE, SIDE)
     out = gcn(x)

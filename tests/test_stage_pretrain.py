@@ -66,7 +66,7 @@ def test_chance_metrics_of_a_constant_predictor():
     train = pd.DataFrame({"age": [20, 30, 40], "gender": [0, 0, 1], "race": [2, 2, 1]})
     test = pd.DataFrame({"age": [30, 40], "gender": [0, 1], "race": [1, 2]})
     m = stage.chance_metrics(train, test)
-    assert m == {"age_mae": 5.0, "age_cs5": 0.5, "gender_acc": 0.5, "race_acc": 0.5}
+    assert m == {"age_mae": 5.0, "age_cs5": 0.5, "gender_accuracy": 0.5, "race_accuracy": 0.5}
 
 
 @pytest.mark.slow
@@ -94,8 +94,8 @@ def test_identity_then_attributes_learns_and_records(data, one_torch_thread):
     ours, overall_and_groups = stage.attribute_metrics(pred), stage.attribute_tables(attr, pred)
     chance = stage.chance_metrics(attr.manifest[attr.manifest.split == "train"], pred)
     assert ours["age_mae"] < 0.8 * chance["age_mae"], (ours, chance)
-    assert ours["gender_acc"] > chance["gender_acc"] + 0.2, (ours, chance)
-    assert ours["race_acc"] > chance["race_acc"] + 0.2, (ours, chance)
+    assert ours["gender_accuracy"] > chance["gender_accuracy"] + 0.2, (ours, chance)
+    assert ours["race_accuracy"] > chance["race_accuracy"] + 0.2, (ours, chance)
     overall, groups = overall_and_groups
     assert list(overall.model) == ["this run", "image-blind baseline"]
     assert set(groups.group) == {"race", "gender"} and groups[groups.group == "gender"].n.sum() == len(pred)
@@ -103,8 +103,8 @@ def test_identity_then_attributes_learns_and_records(data, one_torch_thread):
     stage.record_attributes(attr, pred, cfg, paths)
     m = reporting.load_metrics(paths.metrics_csv)
     rows = m[(m.stage == "pretrain") & (m.dataset == "synthetic_utkface")]
-    assert set(rows.split) == {"test"} and {"age_mae", "gender_acc", "race_acc"} <= set(rows.metric)
-    assert rows.set_index("metric").value["gender_acc"] == pytest.approx(ours["gender_acc"])
+    assert set(rows.split) == {"test"} and {"age_mae", "gender_accuracy", "race_accuracy"} <= set(rows.metric)
+    assert rows.set_index("metric").value["gender_accuracy"] == pytest.approx(ours["gender_accuracy"])
     assert (rows.model == "tiny_cnn@32").all() and rows.train_seconds.notna().all()
     idrow = m[(m.dataset == "synthetic_vggface2")]
     assert list(idrow.metric) == ["accuracy"] and list(idrow.split) == ["val"]

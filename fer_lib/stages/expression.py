@@ -112,7 +112,7 @@ def seven_class_predictions(logits: np.ndarray, y: np.ndarray, mask: np.ndarray 
 def expression_metrics(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> dict[str, float]:
     """Headline numbers on an eval set from :func:`fer_lib.training.predict` output (fractions, not %):
     ``accuracy_{n}cls``, ``macro_f1_{n}cls`` and, for an 8-class model, the 7-class versions; with a VA
-    head ``ccc_valence`` / ``ccc_arousal`` over every row that has valence / arousal."""
+    head ``valence_ccc`` / ``arousal_ccc`` over every row that has valence / arousal."""
     out: dict[str, float] = {}
     m = pred["mask_expression"].astype(bool)
     y = pred["label_expression"][m].astype(np.int64)
@@ -129,7 +129,7 @@ def expression_metrics(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> di
         if f"{dim}_pred" in pred:
             mv = pred[f"mask_{dim}"].astype(bool)
             if mv.sum() >= 2:
-                out[f"ccc_{dim}"] = float(M.ccc(pred[f"label_{dim}"][mv], pred[f"{dim}_pred"][mv]))
+                out[f"{dim}_ccc"] = float(M.ccc(pred[f"label_{dim}"][mv], pred[f"{dim}_pred"][mv]))
     return out
 
 
@@ -404,8 +404,8 @@ def transfer_table(runs: Mapping[str, Run]) -> pd.DataFrame:
 
 
 # ============================================================================== notebook 02's tables
-AFFECTNET_KEYS = ("accuracy_8cls", "macro_f1_8cls", "accuracy_7cls", "macro_f1_7cls", "ccc_valence", "ccc_arousal")
-RECORDED_AFFECTNET = ("accuracy_8cls", "accuracy_7cls", "macro_f1_8cls", "ccc_valence", "ccc_arousal")
+AFFECTNET_KEYS = ("accuracy_8cls", "macro_f1_8cls", "accuracy_7cls", "macro_f1_7cls", "valence_ccc", "arousal_ccc")
+RECORDED_AFFECTNET = ("accuracy_8cls", "accuracy_7cls", "macro_f1_8cls", "valence_ccc", "arousal_ccc")
 
 
 def affectnet_model_name(run: Run) -> str:

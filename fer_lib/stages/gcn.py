@@ -38,7 +38,7 @@ from ..models.emotion_gcn import (
 )
 from . import expression as E
 
-ABLATION_KEYS = ("accuracy_7cls", "macro_f1_7cls", "ccc_valence", "ccc_arousal")
+ABLATION_KEYS = ("accuracy_7cls", "macro_f1_7cls", "valence_ccc", "arousal_ccc")
 ARMS = ("single_task", "multitask_linear", "emotion_gcn")
 
 

@@ -213,9 +213,10 @@ def predict_test(res: StageResult, cfg: Profile) -> pd.DataFrame:
 
 
 def attribute_metrics(pred: pd.DataFrame) -> dict[str, float]:
-    """age_mae (years), age_cs5 (share within 5 years), gender_acc, race_acc (fractions)."""
+    """age_mae (years), age_cs5 (share within 5 years), gender_accuracy, race_accuracy (fractions)."""
     return {"age_mae": M.age_mae(pred.age, pred.age_pred), "age_cs5": M.cumulative_score(pred.age, pred.age_pred, 5),
-            "gender_acc": M.accuracy(pred.gender, pred.gender_pred), "race_acc": M.accuracy(pred.race, pred.race_pred)}
+            "gender_accuracy": M.accuracy(pred.gender, pred.gender_pred),
+            "race_accuracy": M.accuracy(pred.race, pred.race_pred)}
 
 
 def chance_metrics(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, float]:
@@ -240,7 +241,7 @@ def attribute_tables(res: StageResult, pred: pd.DataFrame) -> tuple[pd.DataFrame
 
 
 def record_attributes(res: StageResult, pred: pd.DataFrame, cfg: Profile, paths: Paths | None = None) -> dict:
-    """metrics.csv rows: age_mae, gender_acc, race_acc (+ age_cs5) on the test split."""
+    """metrics.csv rows: age_mae, gender_accuracy, race_accuracy (+ age_cs5) on the test split."""
     paths = paths or get_paths()
     split = "balanced_test_2000" if res.source.real else "test"
     m = attribute_metrics(pred)

@@ -15,15 +15,9 @@ import pandas as pd
 
 from .. import reporting
 from ..config import Paths, get_paths
+from ..metrics import metric_spec
 from ..published import published_table
 
-# Reproduced metric names that differ from the published ones (published -> accepted reproduced names).
-METRIC_ALIASES = {
-    "accuracy_8cls": ("accuracy_8cls",),
-    "accuracy_7cls": ("accuracy_7cls",),
-    "gender_acc": ("gender_acc", "gender_accuracy"),
-    "race_acc": ("race_acc", "race_accuracy"),
-}
 # Published rows about the phone or the file, not about a dataset: nothing here reproduces them.
 NOT_REPRODUCIBLE_DATASETS = ("device",)
 COMPARISON_COLUMNS = ["paper", "model", "dataset", "split", "metric", "published", "unit", "source",
@@ -38,17 +32,14 @@ def _as_unit(value: float, unit: str) -> float:
 
 def _candidates(metrics: pd.DataFrame, dataset: str, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rows on the real dataset, rows on its synthetic stand-in) recording ``metric``."""
-    names = METRIC_ALIASES.get(metric, (metric,))
-    rows = metrics[metrics["metric"].isin(names)]
+    rows = metrics[metrics["metric"] == metric]
     return rows[rows["dataset"] == dataset], rows[rows["dataset"] == f"synthetic_{dataset}"]
 
 
-def _best(rows: pd.DataFrame, metric: str) -> pd.Series:
-    """The row to show when several models reproduced a number: the best value (lowest for errors)."""
-    values = pd.to_numeric(rows["value"], errors="coerce")
-    lower_is_better = metric.endswith(("mae", "_ms", "loss"))
-    idx = values.idxmin() if lower_is_better else values.idxmax()
-    return rows.loc[idx]
+def _best(rows: pd.DataFrame, metric: str, column: str = "value") -> pd.Series:
+    """The row with the best ``column`` value, in the direction declared for ``metric``."""
+    values = pd.to_numeric(rows[column], errors="coerce")
+    return rows.loc[values.idxmin() if metric_spec(metric).direction == "min" else values.idxmax()]
 
 
 def comparison_table(metrics: pd.DataFrame, published: pd.DataFrame | None = None,
@@ -100,8 +91,7 @@ def headline_table(comparison: pd.DataFrame) -> pd.DataFrame:
     rows = comparison[~comparison["dataset"].isin(NOT_REPRODUCIBLE_DATASETS)]
     out = []
     for (dataset, split, metric), g in rows.groupby(["dataset", "split", "metric"], sort=False):
-        lower = metric.endswith(("mae", "_ms", "loss"))
-        best = g.loc[g["published"].idxmin() if lower else g["published"].idxmax()]
+        best = _best(g, metric, "published")
         out.append({"dataset": dataset, "split": split, "metric": metric, "unit": best["unit"],
                     "published_best": best["published"], "published_model": best["model"],
                     "published_models": len(g), "source": best["source"], "reproduced": best["reproduced"],
@@ -125,18 +115,19 @@ def reproduced_table(metrics: pd.DataFrame, profile: str | None = None) -> pd.Da
 
 def real_data_table(metrics: pd.DataFrame, profile: str | None = None) -> pd.DataFrame:
     """The real-data bars of the issues: value, target and whether it was met."""
-    targets = [("utkface", "balanced_test_2000", "gender_acc", ">=", 0.88),
-               ("utkface", "balanced_test_2000", "age_mae", "<=", 6.5),
-               ("utkface", "balanced_test_2000", "race_acc", ">=", 0.75),
-               ("fer2013", "test", "accuracy", ">=", 0.65)]
+    targets = [("utkface", "balanced_test_2000", "gender_accuracy", 0.88),
+               ("utkface", "balanced_test_2000", "age_mae", 6.5),
+               ("utkface", "balanced_test_2000", "race_accuracy", 0.75),
+               ("fer2013", "test", "accuracy", 0.65)]
     if profile is not None and len(metrics):
         metrics = metrics[metrics["profile"] == profile]
     rows = []
-    for dataset, split, metric, op, target in targets:
+    for dataset, split, metric, target in targets:
+        op = "<=" if metric_spec(metric).direction == "min" else ">="
         sel = metrics[(metrics["dataset"] == dataset) & (metrics["split"] == split) & (metrics["metric"] == metric)]
         for r in sel.itertuples(index=False):
             v = float(r.value)
-            met = v >= target if op == ">=" else v <= target
+            met = v <= target if op == "<=" else v >= target
             rows.append({"dataset": dataset, "split": split, "metric": metric, "model": r.model, "value": v,
                          "target": f"{op} {target}", "met": bool(met), "train_seconds": r.train_seconds,
                          "profile": r.profile})
