@@ -1,8 +1,8 @@
 """One place for reproduced numbers, tables and figures.
 
 Every stage records its headline metrics through :func:`record_metrics` into ``results/metrics.csv``
-(one row per metric). Re-running a stage replaces its earlier rows with the same
-(stage, dataset, split, model, metric, profile) key. Tables and README numbers are built from that
+(one row per metric, named in the vocabulary of :data:`fer_lib.metrics.METRICS`). Re-running a stage
+replaces its earlier rows with the same (stage, dataset, split, model, metric, profile) key. Tables and README numbers are built from that
 file, never typed in.
 """
 
@@ -21,6 +21,7 @@ import pandas as pd
 
 from . import io
 from .config import Paths, get_paths
+from .metrics import metric_spec
 from .provenance import git_commit, versions
 
 METRICS_COLUMNS = ["stage", "dataset", "split", "model", "metric", "value", "profile", "train_seconds",
@@ -50,9 +51,14 @@ def load_metrics(path: str | os.PathLike | None = None) -> pd.DataFrame:
 def record_metrics(stage: str, dataset: str, split: str, model: str, metrics: Mapping[str, float], *,
                    profile: str, seed: int, train_seconds: float | None = None,
                    path: str | os.PathLike | None = None) -> pd.DataFrame:
-    """Upsert one row per metric into ``metrics.csv`` (atomic, locked); returns the new rows."""
+    """Upsert one row per metric into ``metrics.csv`` (atomic, locked); returns the new rows.
+
+    Every name must be declared in :data:`fer_lib.metrics.METRICS` (a ValueError lists the known ones).
+    """
     if not metrics:
         raise ValueError("record_metrics needs at least one metric")
+    for name in metrics:
+        metric_spec(name)
     path = Path(path) if path else get_paths().metrics_csv
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     rows = pd.DataFrame([

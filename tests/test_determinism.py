@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from fer_lib import runner
+from fer_lib.metrics import metric_spec
 
 VOLATILE = re.compile(r"(seconds|_s$|fps|per_s|timestamp|finished|started|git_commit|latency|elapsed|time)",
                       re.IGNORECASE)
@@ -51,6 +52,8 @@ def test_smoke_chain_twice_gives_identical_tables(tmp_path, monkeypatch):
     keys = ["stage", "dataset", "split", "model", "metric", "profile", "seed", "value"]
     pd.testing.assert_frame_equal(ma[keys].sort_values(keys[:5]).reset_index(drop=True),
                                   mb[keys].sort_values(keys[:5]).reset_index(drop=True), check_exact=True)
+    # every name the chain recorded is declared in the one metric vocabulary
+    assert all(metric_spec(name) for name in ma.metric.unique())
     # the seed and every package version sit next to the results
     assert (ma.seed == 0).all()
     versions = json.loads((a / "results" / "versions.json").read_text())["versions"]

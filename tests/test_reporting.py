@@ -2,18 +2,20 @@ import json
 import os
 import signal
 from importlib import metadata
+from pathlib import Path
 
 import matplotlib
 import pandas as pd
 import pytest
 
 from fer_lib import io, reporting
+from fer_lib.metrics import metric_spec
 
 matplotlib.use("Agg")
 
 
 def test_record_metrics_upserts_by_key(tmp_results):
-    reporting.record_metrics("pretrain", "utkface", "test", "mnv2", {"age_mae": 7.0, "gender_acc": 0.8},
+    reporting.record_metrics("pretrain", "utkface", "test", "mnv2", {"age_mae": 7.0, "gender_accuracy": 0.8},
                              profile="smoke", seed=0, train_seconds=12.34)
     reporting.record_metrics("finetune", "fer2013", "test", "mnv2", {"accuracy": 0.5}, profile="smoke", seed=0)
     reporting.record_metrics("pretrain", "utkface", "test", "mnv2", {"age_mae": 6.0}, profile="smoke", seed=1)
@@ -22,7 +24,7 @@ def test_record_metrics_upserts_by_key(tmp_results):
     assert len(df) == 3
     age = df[df.metric == "age_mae"]
     assert len(age) == 1 and age.value.iloc[0] == 6.0 and age.seed.iloc[0] == 1
-    assert df[df.metric == "gender_acc"].train_seconds.iloc[0] == pytest.approx(12.3)
+    assert df[df.metric == "gender_accuracy"].train_seconds.iloc[0] == pytest.approx(12.3)
     # another profile is a different key: kept beside
     reporting.record_metrics("pretrain", "utkface", "test", "mnv2", {"age_mae": 9.0}, profile="default", seed=0)
     assert len(reporting.load_metrics()) == 4
@@ -35,6 +37,20 @@ def test_record_metrics_upserts_by_key(tmp_results):
 def test_record_metrics_needs_values(tmp_results):
     with pytest.raises(ValueError):
         reporting.record_metrics("s", "d", "x", "m", {}, profile="smoke", seed=0)
+
+
+def test_record_metrics_refuses_unknown_names_and_lists_the_known_ones(tmp_results):
+    with pytest.raises(ValueError, match="unknown metric name 'gender_acc'") as err:
+        reporting.record_metrics("pretrain", "utkface", "test", "m", {"age_mae": 6.0, "gender_acc": 0.8},
+                                 profile="smoke", seed=0)
+    assert {"gender_accuracy", "age_mae", "valence_ccc", "accuracy_stride<N>"} <= set(str(err.value).split(": ")[-1]
+                                                                                      .split(", "))
+    assert not (tmp_results / "metrics.csv").exists()      # nothing written, not even the known name
+
+
+def test_committed_metrics_use_the_declared_names():
+    committed = reporting.load_metrics(Path(__file__).parents[1] / "results" / "metrics.csv")
+    assert len(committed) and all(metric_spec(name) for name in committed.metric.unique())
 
 
 def test_markdown_table():
