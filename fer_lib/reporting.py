@@ -2,8 +2,8 @@
 
 Every stage records its headline metrics through :func:`record_metrics` into ``results/metrics.csv``
 (one row per metric, named in the vocabulary of :data:`fer_lib.metrics.METRICS`). Re-running a stage
-replaces its earlier rows with the same (stage, dataset, split, model, metric, profile) key. Tables and README numbers are built from that
-file, never typed in.
+replaces its earlier rows with the same (stage, dataset, split, model, metric, profile) key. Tables
+and README numbers are built from that file, never typed in.
 """
 
 from __future__ import annotations
