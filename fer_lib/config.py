@@ -71,8 +71,7 @@ class TrainConfig:
     grad_clip: float | None = None
     max_train_seconds: float | None = None
     pretrained_file: str | None = None  # local ImageNet / VGGFace2 weights
-    select_metric: str = "loss"       # validation metric for best.pt, e.g. loss | expression_accuracy | age_mae
-    select_mode: str = "auto"         # auto (min for *loss* / *mae*, else max) | min | max
+    select_metric: str = "loss"       # validation metric for best.pt (a fer_lib.metrics name), e.g. age_mae
     save_every_steps: int | None = None  # also write last.pt every N optimisation steps
 
 

@@ -314,3 +314,12 @@ def test_model_selection_refuses_the_test_split(tmp_path):
     trainer = Trainer(MultiTaskNet("tiny_cnn", {"expression": 4}), _cfg(), progress=False)
     with pytest.raises(ValueError, match="test split"):
         trainer.fit(Shapes(16, seed=0), val)
+
+
+def test_best_checkpoint_direction_is_the_declared_one():
+    model = MultiTaskNet("tiny_cnn", {"age": 100, "gender": 1})
+    modes = {m: Trainer(model, _cfg(select_metric=m), progress=False).select_mode
+             for m in ("age_mae", "val_age_cs5", "gender_accuracy", "loss")}
+    assert modes == {"age_mae": "min", "val_age_cs5": "max", "gender_accuracy": "max", "loss": "min"}
+    with pytest.raises(ValueError, match="unknown metric name 'gender_acc'"):
+        Trainer(model, _cfg(select_metric="gender_acc"), progress=False).select_mode  # noqa: B018
