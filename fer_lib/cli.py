@@ -1,7 +1,8 @@
 """``python -m fer_lib``: the stage commands, the end-to-end runner and the inference tools.
 
 Each stage command executes that stage's notebook headless with papermill (so a cluster job and a
-notebook session run the same code) and writes the executed copy under results/notebooks/.
+notebook session run the same code) and writes the executed copy under runs/<profile>/notebooks/
+(results/notebooks/ with --publish).
 ``predict`` (faces in an image / folder / video -> CSV, overlays), ``export`` (ONNX) and
 ``import-hsemotion`` (public HSEmotion checkpoints -> fer_lib checkpoints) run directly.
 """
@@ -23,6 +24,7 @@ _STAGE_HELP = {
     "gcn": "paper B's label-graph GCN head (notebook 03)",
     "video": "per-frame features, statistics pooling, video classifiers (notebook 04)",
     "report": "reproduced vs published tables and figures (notebook 05)",
+    "demo": "the best model of the run on a public-domain photo and a synthetic video (notebook 06)",
 }
 
 
@@ -33,6 +35,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="override a profile value, e.g. --set finetune.full_epochs=2 (repeatable)")
     p.add_argument("--data-root", default=None, help="folder of real datasets (default: $FER_DATA_ROOT)")
     p.add_argument("--kernel", default=None, help="Jupyter kernel (default: fer-lib when installed)")
+    p.add_argument("--publish", action="store_true", default=None,
+                   help="write the published results/ (default: the git-ignored runs/<profile>/, or $FER_RESULTS_DIR)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +74,8 @@ def _tool_parsers(sub) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="videos: stop after this many used frames")
     p.add_argument("--backend", choices=["torch", "onnx"], default=None, help="default: by the file suffix")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=32, help="face crops per forward pass")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="face crops per forward pass (default: the library's measured choice per device)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the library's)")
     p.add_argument("--min-face-size", type=int, default=20, help="smallest face side in pixels (MTCNN)")
     p.add_argument("--min-prob", type=float, default=0.9, help="drop detections below this probability")
@@ -157,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             start, only = None, [args.command]
         results = run_chain(args.profile, overrides, data_root=args.data_root, start_from=start, only=only,
-                            kernel=args.kernel)
+                            kernel=args.kernel, publish=getattr(args, "publish", None))
     except ChainFailed as exc:
         print(f"\n[fer_lib] FAILED in {exc.notebook.name}: {type(exc.cause).__name__}", file=sys.stderr)
         print(f"[fer_lib] the executed copy with the error is: {exc.output}", file=sys.stderr)

@@ -65,7 +65,7 @@ class TrainConfig:
     gamma: float = 0.1
     label_smoothing: float = 0.0
     class_weights: bool = True
-    augment: bool = False
+    augment: str = "none"             # none | light (flip + shift, cheap) | full (rotation, zoom crop, flip)
     amp: bool = True                  # used only where the device supports it
     channels_last: bool = True
     grad_clip: float | None = None
@@ -87,6 +87,11 @@ class GCNConfig:
     negative_slope: float = 0.2       # LeakyReLU between GCN layers
     n_expr: int = 7                   # expression nodes (canonical order; 7 drops Contempt as paper B)
     embedding: str = "packaged"       # packaged | onehot | path to a GloVe-format file
+    lr_scale: float = 1.0             # GCN weights learn at lr * lr_scale under Adam(W) (see GraphConvolution)
+    init: str = "auto"                # 03 arms' backbone: auto | 02_expression_va | 02_expression | 01_attributes | none
+    affwild2_image_size: int = 112    # paper B's Aff-Wild2 input (cropped-aligned frames)
+    affwild2_epochs: int = 3          # all-layer epochs of each Aff-Wild2 arm (equal for the three)
+    affwild2_val_fraction: float = 0.25  # Train_Set videos moved to selection (at least one)
 
 
 @dataclass
@@ -120,6 +125,10 @@ class Profile:
     pretrain_identity: TrainConfig = field(default_factory=lambda: TrainConfig(head_epochs=0, full_epochs=3))
     pretrain_attributes: TrainConfig = field(default_factory=TrainConfig)
     finetune: TrainConfig = field(default_factory=TrainConfig)
+    # FER2013 (real data only): the best model from scratch, and both arms of the transfer comparison
+    # (their backbone and input size come from the 01 checkpoint at run time).
+    fer2013_scratch: TrainConfig = field(default_factory=TrainConfig)
+    fer2013_transfer: TrainConfig = field(default_factory=TrainConfig)
     gcn: GCNConfig = field(default_factory=GCNConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
 
@@ -146,9 +155,23 @@ class Profile:
         return "\n".join(lines)
 
 
+def _fer2013(finetune: TrainConfig, scratch_epochs: int, transfer_epochs: int, transfer_lr: float,
+             max_train_seconds: float | None, label_smoothing: float) -> dict[str, TrainConfig]:
+    """The FER2013 sections: the measured from-scratch recipe; the transfer arms at equal epochs and
+    steps, with no time limit that could stop one arm earlier."""
+    recipe = dict(batch_size=64, head_epochs=0, lr_full=2e-3, optimizer="adamw", weight_decay=1e-4,
+                  augment="light", class_weights=False, label_smoothing=label_smoothing, channels_last=False,
+                  select_metric="expression_accuracy")
+    return {"fer2013_scratch": dataclasses.replace(finetune, backbone="fer_cnn_s", image_size=48,
+                                                   full_epochs=scratch_epochs,
+                                                   max_train_seconds=max_train_seconds, **recipe),
+            "fer2013_transfer": dataclasses.replace(finetune, full_epochs=transfer_epochs, max_train_seconds=None,
+                                                    **{**recipe, "lr_full": transfer_lr})}
+
+
 def _profile_smoke() -> Profile:
-    tiny = dict(backbone="mobilenetv2_050", image_size=64, batch_size=32, head_epochs=0, full_epochs=1,
-                lr_full=1e-3, amp=False)
+    tiny = TrainConfig(backbone="tiny_cnn", image_size=48, batch_size=32, head_epochs=0, full_epochs=1,
+                       lr_full=1e-3, amp=False, channels_last=False)
     return Profile(
         name="smoke",
         seed=0,
@@ -157,10 +180,12 @@ def _profile_smoke() -> Profile:
                         n_affwild2_videos=2, affwild2_frames=16, video_frames=12, video_size=(160, 120), chip_size=96,
                         real_limit=256, num_workers=0),
         # stage 01 smoke: the local tiny_cnn (48 px) keeps notebook 01 well under a minute with real UTKFace
-        pretrain_identity=TrainConfig(**{**tiny, "backbone": "tiny_cnn", "image_size": 48, "channels_last": False}),
-        pretrain_attributes=TrainConfig(**{**tiny, "backbone": "tiny_cnn", "image_size": 48, "channels_last": False}),
+        pretrain_identity=tiny,
+        pretrain_attributes=tiny,
         # stages 02/03 smoke: the 01 smoke backbone, so the 01 -> 02 initialisation runs in CI too
-        finetune=TrainConfig(**{**tiny, "backbone": "tiny_cnn", "image_size": 48, "channels_last": False}),
+        finetune=tiny,
+        **_fer2013(tiny, scratch_epochs=2, transfer_epochs=1, transfer_lr=1e-3, max_train_seconds=20.0,
+                   label_smoothing=0.0),
         # Smoke frames are 160x120, so synthetic faces are 30-40 px: the paper's minimum face sizes
         # (32 AFEW / 64 VGAF, for full-size frames) scale down with the frame.
         # threads=1: on 160x120 frames MTCNN's tensors are tiny and a second thread only adds overhead
@@ -171,6 +196,11 @@ def _profile_smoke() -> Profile:
 
 
 def _profile_default() -> Profile:
+    # Stages 02/03 fine-tune the 01 backbone (same name and size, so it initialises them): paper A's
+    # head-only epoch then all layers, class-weighted; a few minutes per model on synthetic AffectNet.
+    finetune = TrainConfig(backbone="fer_cnn_s", image_size=64, batch_size=64, head_epochs=1, full_epochs=5,
+                           lr_head=1e-3, lr_full=1e-3, optimizer="adamw", weight_decay=1e-4, augment="light",
+                           channels_last=False)
     # Synthetic VGAF faces in 320x240 frames are 49-82 px tall: 40 px keeps all of them (the paper's 64
     # is for VGAF's full-size frames and stays in the paper profile).
     return Profile(
@@ -182,21 +212,23 @@ def _profile_default() -> Profile:
         # VGGFace2); the UTKFace stage gets the budget: 30 min, ethnicity / gender balanced, flip/zoom.
         pretrain_identity=TrainConfig(backbone="fer_cnn_s", image_size=64, batch_size=64, head_epochs=0,
                                       full_epochs=3, lr_full=2e-3, optimizer="adamw", weight_decay=1e-4,
-                                      augment=True, channels_last=False, max_train_seconds=300),
+                                      augment="full", channels_last=False, max_train_seconds=300),
         pretrain_attributes=TrainConfig(backbone="fer_cnn_s", image_size=64, batch_size=64, head_epochs=0,
                                         full_epochs=28, lr_full=2e-3, optimizer="adamw", weight_decay=1e-4,
-                                        label_smoothing=0.1, augment=True, channels_last=False,
+                                        label_smoothing=0.1, augment="full", channels_last=False,
                                         max_train_seconds=1800),
-        # Stages 02/03 fine-tune the 01 backbone (same name and size, so it initialises them): paper A's
-        # head-only epoch then all layers, class-weighted; a few minutes per model on synthetic AffectNet.
-        finetune=TrainConfig(backbone="fer_cnn_s", image_size=64, batch_size=64, head_epochs=1, full_epochs=5,
-                             lr_head=1e-3, lr_full=1e-3, optimizer="adamw", weight_decay=1e-4, augment=True,
-                             channels_last=False),
+        finetune=finetune,
+        # FER2013 from scratch, measured: 10 epochs = 25 min on the shared 2-core CPU (76 s per epoch alone)
+        **_fer2013(finetune, scratch_epochs=10, transfer_epochs=2, transfer_lr=2e-3, max_train_seconds=2700.0,
+                   label_smoothing=0.1),
     )
 
 
 def _profile_paper() -> Profile:
     """Published hyperparameters (docs/papers.md); for a GPU machine or a cluster."""
+    # AffectNet: 3 epochs head-only 1e-3, 6 epochs all layers 1e-4, SAM(Adam), resize only.
+    finetune = TrainConfig(backbone="efficientnet_b0", image_size=224, batch_size=48, head_epochs=3,
+                           full_epochs=6, sam=True, scheduler="none", label_smoothing=0.1)
     return Profile(
         name="paper",
         seed=42,
@@ -204,13 +236,13 @@ def _profile_paper() -> Profile:
                         n_utkface=20000, n_affectnet_train=40000, n_affectnet_val=4000),
         # Face-ID on VGGFace2: 1 epoch head-only lr 1e-3, 10 epochs all layers lr 1e-4, SAM(Adam), batch 48.
         pretrain_identity=TrainConfig(backbone="efficientnet_b0", image_size=224, batch_size=48, head_epochs=1,
-                                      full_epochs=10, sam=True, scheduler="none", augment=True),
+                                      full_epochs=10, sam=True, scheduler="none", augment="full"),
         # Attributes (MobileNet v1): 3 epochs head-only 1e-3, then 30 epochs 1e-4.
         pretrain_attributes=TrainConfig(backbone="mobilenetv1_100", image_size=224, batch_size=64,
                                         head_epochs=3, full_epochs=30, scheduler="none"),
-        # AffectNet: 3 epochs head-only 1e-3, 6 epochs all layers 1e-4, SAM(Adam), resize only.
-        finetune=TrainConfig(backbone="efficientnet_b0", image_size=224, batch_size=48, head_epochs=3,
-                             full_epochs=6, sam=True, scheduler="none", label_smoothing=0.1),
+        finetune=finetune,
+        **_fer2013(finetune, scratch_epochs=10, transfer_epochs=2, transfer_lr=2e-3, max_train_seconds=None,
+                   label_smoothing=0.1),
         gcn=GCNConfig(tau=0.1, p=0.5),
         video=VideoConfig(C=1.1, C_grid=(1.1,)),
     )
@@ -286,8 +318,13 @@ def _set_dotted(obj: Any, key: str, value: Any) -> None:
 class Paths:
     repo: Path
     data: Path          # synthetic data and prepared crops (git-ignored)
-    results: Path       # executed notebooks, tables, figures, metrics.csv
+    results: Path       # executed notebooks, tables, figures, metrics.csv (runs/<profile> or results/)
     real_root: Path | None  # FER_DATA_ROOT: folder holding real datasets in their distributed layout
+
+    @property
+    def published(self) -> bool:
+        """True when this run writes the committed, published results (``results/``)."""
+        return self.results == (self.repo / PUBLISHED_DIR).resolve()
 
     @property
     def tables(self) -> Path:
@@ -324,18 +361,62 @@ def repo_root() -> Path:
     return Path.cwd()
 
 
-def get_paths(data_root: str | os.PathLike | None = None) -> Paths:
-    """Paths from the environment: FER_DATA_DIR, FER_RESULTS_DIR, FER_DATA_ROOT (or ``data_root``)."""
+#: Published results (committed); written only when a run is asked to publish.
+PUBLISHED_DIR = "results"
+#: Exploratory runs (git-ignored): ``runs/<profile>/``, so they never touch the published files.
+RUNS_DIR = "runs"
+
+
+def publishing() -> bool:
+    """``$FER_PUBLISH`` is set to 1 / true / yes (``make reproduce PUBLISH=1`` and ``--publish`` set it)."""
+    return os.environ.get("FER_PUBLISH", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _from_repo(value: str | os.PathLike, root: Path) -> Path:
+    """An environment path made absolute against the repository root, not the cwd: kernels run in notebooks/."""
+    p = Path(value).expanduser()
+    return (p if p.is_absolute() else root / p).resolve()
+
+
+def results_dir(profile: Profile | str | None = None, publish: bool | None = None) -> Path:
+    """Where a run writes: ``results/`` when publishing, else $FER_RESULTS_DIR, else ``runs/<profile>/``.
+
+    ``profile`` None means $FER_PROFILE, else ``default`` (as :func:`get_profile`); ``publish`` None
+    means $FER_PUBLISH.
+    """
     root = repo_root()
-    data = Path(os.environ.get("FER_DATA_DIR") or root / "data")
-    results = Path(os.environ.get("FER_RESULTS_DIR") or root / "results")
+    if publish:
+        return (root / PUBLISHED_DIR).resolve()
+    if os.environ.get("FER_RESULTS_DIR"):
+        return _from_repo(os.environ["FER_RESULTS_DIR"], root)
+    if publish is None and publishing():
+        return (root / PUBLISHED_DIR).resolve()
+    name = profile.name if isinstance(profile, Profile) else profile or os.environ.get("FER_PROFILE") or "default"
+    return (root / RUNS_DIR / name).resolve()
+
+
+def get_paths(profile: Profile | str | None = None, data_root: str | os.PathLike | None = None,
+              publish: bool | None = None) -> Paths:
+    """Paths of a run: results from :func:`results_dir`, FER_DATA_DIR, FER_DATA_ROOT (or ``data_root``).
+
+    Relative paths in the environment are taken from the repository root, so a kernel started in
+    notebooks/ and the command line agree.
+    """
+    root = repo_root()
+    data = _from_repo(os.environ.get("FER_DATA_DIR") or root / "data", root)
+    results = results_dir(profile, publish)
+    if data_root:
+        real_path = Path(data_root).expanduser().resolve()
+    elif os.environ.get("FER_DATA_ROOT"):
+        real_path = _from_repo(os.environ["FER_DATA_ROOT"], root)
+    else:
+        real_path = None
     real = data_root or os.environ.get("FER_DATA_ROOT") or None
-    real_path = Path(real).expanduser().resolve() if real else None
     if real_path is not None and not real_path.is_dir():
         raise FileNotFoundError(
             f"FER_DATA_ROOT={real} is not a folder; point it at a folder that holds datasets in their "
             "distributed layout (e.g. utkface/images, fer2013/train) or unset it to use synthetic data")
-    return Paths(repo=root, data=data.resolve(), results=results.resolve(), real_root=real_path)
+    return Paths(repo=root, data=data, results=results, real_root=real_path)
 
 
 def seed_everything(seed: int) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "FaceDataset", "IMAGENET_MEAN", "IMAGENET_STD", "ImageError", "LABEL_KEYS", "identity_index",
     "load_rgb", "make_loader", "seed_worker", "to_rgb",
 ]
+AUGMENT_MODES = ("none", "light", "full")
 FLOAT_LABELS = frozenset({"age", "valence", "arousal"})
 DEFAULT_CACHE_BYTES = 1 << 30   # 1 GiB of decoded faces: UTKFace (7,780) at 112 px is 0.3 GB, FER2013 at 96 px 0.8 GB
 
@@ -122,10 +123,10 @@ class FaceDataset(Dataset):
             ``std`` and ``margin`` are taken from it). Crop, resize and normalisation are that
             object's, the same as in prediction, video features and ONNX export.
         mean, std: per-channel normalisation (on values scaled to [0, 1]).
-        augment: ``True`` / ``"full"``: random rotation (+-10 deg), zoom crop (area 0.8-1) and
-            horizontal flip; ``"light"``: flip and a shift of up to ``shift`` pixels on the S x S
-            array (plus a random-erasing patch with probability ``erase``), cheap enough for 48 px
-            faces on a CPU; ``False``: none (paper A's resize-only default).
+        augment: one of :data:`AUGMENT_MODES`: ``"full"``: random rotation (+-10 deg), zoom crop
+            (area 0.8-1) and horizontal flip; ``"light"``: flip and a shift of up to ``shift`` pixels
+            on the S x S array (plus a random-erasing patch with probability ``erase``), cheap enough
+            for 48 px faces on a CPU; ``"none"``: paper A's resize-only default.
         identity_index: identity name -> class index; None: identity labels are all masked.
         margin: fraction of the face box added on each side before cropping (0: tight).
         max_pixels: images with more pixels raise ``ImageError`` (decompression-bomb guard;
@@ -137,7 +138,7 @@ class FaceDataset(Dataset):
     """
 
     def __init__(self, manifest: pd.DataFrame, image_size: int | Preprocess, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, augment: bool | str = False,
+                 std: Sequence[float] = IMAGENET_STD, augment: str = "none",
                  identity_index: dict[str, int] | None = None, margin: float = 0.0,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS, cache_bytes: int = DEFAULT_CACHE_BYTES,
                  shift: int = 4, erase: float = 0.0):
@@ -147,10 +148,10 @@ class FaceDataset(Dataset):
             image_size = Preprocess(int(image_size), tuple(mean), tuple(std), margin)
         self.preprocess = image_size
         self.image_size = self.preprocess.input_size
-        if augment not in (False, True, None, "none", "full", "light"):
-            raise ValueError(f"augment must be False, True / 'full' or 'light', got {augment!r}")
+        if augment not in AUGMENT_MODES:
+            raise ValueError(f"augment must be one of {AUGMENT_MODES}, got {augment!r}")
         light = augment == "light"
-        self.augment = None if augment in (False, None, "none") or light else _Augment(self.image_size)
+        self.augment = _Augment(self.image_size) if augment == "full" else None
         self._light_args = (int(shift), float(erase))
         self.light = _LightAugment(self.image_size, shift, erase) if light else None
         self.identity_index = identity_index
@@ -222,12 +223,15 @@ class FaceDataset(Dataset):
             image = image.resize((max(1, round(w * k)), max(1, round(h * k))), Image.BILINEAR)
         return image
 
-    def with_light_augment(self, on: bool = True) -> FaceDataset:
-        """A shallow copy with the ``"light"`` augmentation switched on or off; the decoded-face cache
-        is shared, so train and eval views decode each face once."""
+    def with_augment(self, mode: str) -> FaceDataset:
+        """A shallow copy with augmentation ``"light"`` or ``"none"``; the decoded-face cache is shared,
+        so train and eval views decode each face once. (``"full"`` caches larger faces: build a new
+        dataset for it.)"""
+        if mode not in ("none", "light") or self.augment is not None:
+            raise ValueError(f"with_augment switches between 'none' and 'light' on a dataset built without "
+                             f"'full' augmentation, got {mode!r}")
         out = copy.copy(self)
-        out.augment = None
-        out.light = _LightAugment(self.image_size, *self._light_args) if on else None
+        out.light = _LightAugment(self.image_size, *self._light_args) if mode == "light" else None
         return out
 
     def face_array(self, i: int) -> np.ndarray:

@@ -139,7 +139,7 @@ def test_unreadable_image_error_names_the_file(tmp_path):
 
 def test_augment_shape_and_reproducible(boxed):
     m = _manifest([{"path": str(boxed), "split": "train"}])
-    ds = FaceDataset(m, 24, augment=True)
+    ds = FaceDataset(m, 24, augment="full")
     torch.manual_seed(3)
     a = ds[0][0]
     torch.manual_seed(3)
@@ -169,7 +169,7 @@ def test_identity_index_sorted_and_by_split():
 
 def test_workers_reproducible_with_augmentation(boxed):
     m = _manifest([{"path": str(boxed), "split": "train", "age": float(i)} for i in range(6)])
-    ds = FaceDataset(m, 12, augment=True)
+    ds = FaceDataset(m, 12, augment="full")
 
     def run(seed):
         return torch.cat([x for x, _, _ in make_loader(ds, 3, shuffle=True, num_workers=2, seed=seed)])
@@ -192,7 +192,7 @@ def noisy(tmp_path):
     return _manifest(rows)
 
 
-@pytest.mark.parametrize("augment", [False, True, "light"])
+@pytest.mark.parametrize("augment", ["none", "full", "light"])
 def test_decoded_face_cache_is_exact_and_skips_decoding(noisy, augment):
     plain = FaceDataset(noisy, image_size=16, augment=augment, cache_bytes=0)
     cached = FaceDataset(noisy, image_size=16, augment=augment)
@@ -239,5 +239,9 @@ def test_light_augment_flips_shifts_and_erases(noisy):
     erased = FaceDataset(noisy, image_size=16, augment="light", shift=0, erase=1.0, **RAW)[1][0]
     patch = (erased == 128 / 255).all(0)
     assert patch.sum() == 16 and patch.any(0).sum() == 4
-    with pytest.raises(ValueError, match="augment must be"):
+    with pytest.raises(ValueError, match="augment must be one of"):
         FaceDataset(noisy, image_size=16, augment="strong")
+    with pytest.raises(ValueError, match="augment must be one of"):
+        FaceDataset(noisy, image_size=16, augment=True)   # one explicit mode, no boolean spellings
+    with pytest.raises(ValueError, match="with_augment"):
+        FaceDataset(noisy, image_size=16, augment="full").with_augment("light")

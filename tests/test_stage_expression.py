@@ -7,6 +7,7 @@ FER_DATA_ROOT, so they learn in a few seconds on one thread.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -17,6 +18,7 @@ from PIL import Image
 
 from fer_lib import config, reporting
 from fer_lib.models import MultiTaskNet, save_checkpoint
+from fer_lib.preprocess import Preprocess
 from fer_lib.stages import expression as E
 from fer_lib.stages import gcn as G
 
@@ -117,19 +119,26 @@ def test_init_from_the_attributes_checkpoint_copies_the_backbone_only(env):
     torch.manual_seed(7)
     model = MultiTaskNet("tiny_cnn", {"expression": 8}, verbose=False)
     head_before = model.heads["expression"].weight.clone()
-    note = E.init_model(model, env)
-    assert "initialised from" in note
+    tc, ckpt = config.get_profile("smoke").finetune, env.checkpoints / E.ATTRIBUTES_CKPT
+    init = E.init_from_stage(model, tc, ckpt)
+    assert init.kind == "checkpoint" and init.label == "01_attributes" and init.tensors > 0
     for k, v in attr.backbone.state_dict().items():
         assert torch.equal(model.backbone.state_dict()[k], v), k
     assert torch.equal(model.heads["expression"].weight, head_before)
     other = MultiTaskNet("mobilenetv2_050", {"expression": 8}, verbose=False)
-    assert E.init_model(other, env).startswith("random init") and "tiny_cnn" in E.init_model(other, env)
-    assert E.init_model(model, env, use_pretrained=False).startswith("random init")
+    mismatch = E.init_from_stage(other, tc, ckpt)
+    assert mismatch.kind == "random" and "tiny_cnn" in mismatch.reason
+    assert E.init_from_stage(model, tc, ckpt, use=False).kind == "random"
+    # a configured ImageNet start is what a model keeps when no previous checkpoint fits
+    imagenet = dataclasses.replace(tc, pretrained="imagenet")
+    assert E.init_from_stage(other, imagenet, ckpt) == E.Init("pretrained", "imagenet", reason=mismatch.reason)
 
 
 def test_without_the_attributes_checkpoint_the_model_keeps_random_init(env):
-    note = E.init_model(MultiTaskNet("tiny_cnn", {"expression": 8}, verbose=False), env)
-    assert note.startswith("random init") and "pretrain" in note
+    tc = config.get_profile("smoke").finetune
+    init = E.init_from_stage(MultiTaskNet("tiny_cnn", {"expression": 8}, verbose=False), tc,
+                             env.checkpoints / E.ATTRIBUTES_CKPT)
+    assert init.kind == "random" and "absent" in init.reason and str(init).startswith("random init")
 
 
 # ------------------------------------------------------------------------------------- training
@@ -191,7 +200,7 @@ def test_fer2013_scratch_and_transfer_record_their_rows(env):
     _attributes_checkpoint(env)
     runs = E.fer2013_transfer(cfg, env, {"max_train_seconds": None}, progress=False)
     assert [r.train_cfg.backbone for r in runs.values()] == ["tiny_cnn", "tiny_cnn"]
-    assert "initialised from" in runs["utk_init"].init_note and runs["random_init"].init_note.startswith("random")
+    assert runs["utk_init"].init.kind == "checkpoint" and runs["random_init"].init.kind == "random"
     t = E.transfer_table(runs)
     assert list(t.model) == ["tiny_cnn_utk_init", "tiny_cnn_random_init", "difference (utk - random)"]
     assert t.accuracy.iloc[2] == pytest.approx(t.accuracy.iloc[0] - t.accuracy.iloc[1])
@@ -205,14 +214,14 @@ def test_cached_dataset_matches_face_dataset_without_augmentation(env):
     cfg = config.get_profile("smoke")
     df, _, _ = E.affectnet_splits(cfg, env, progress=False)
     df = df.head(6)
-    cached = E.make_dataset(df, SIDE, E.IMAGENET_MEAN, E.IMAGENET_STD)
+    cached = E.make_dataset(df, Preprocess(SIDE))
     plain = FaceDataset(df, SIDE, cache_bytes=0)
     for i in range(len(df)):
         a, la, ma = cached[i]
         b, lb, mb = plain[i]
         assert torch.allclose(a, b, atol=1e-5)
         assert all(torch.equal(la[k], lb[k]) and torch.equal(ma[k], mb[k]) for k in la)
-    aug = cached.with_light_augment(True)
+    aug = cached.with_augment("light")
     assert aug.light is not None and cached.light is None and aug._cache is cached._cache
     assert len(cached._cache) == len(df)            # the faces were decoded once, into the shared cache
     assert aug[0][0].shape == (3, SIDE, SIDE)

@@ -18,7 +18,7 @@ def _cfg(**extra):
             ov[f"{section}.{k}"] = v
     ov.update({"pretrain_identity.full_epochs": 2, "pretrain_identity.lr_full": 3e-3,
                "pretrain_attributes.full_epochs": 12, "pretrain_attributes.lr_full": 3e-3,
-               "pretrain_attributes.augment": False})
+               "pretrain_attributes.augment": "none"})
     ov.update(extra)
     return config.get_profile("smoke", ov)
 
@@ -78,8 +78,8 @@ def test_identity_then_attributes_learns_and_records(data, one_torch_thread):
     assert set(ident.manifest.split) == {"train", "val"}
 
     # the attribute backbone starts from the identity checkpoint's backbone, tensor for tensor
-    model, note = stage.init_attributes_model(cfg, paths)
-    assert "initialised from" in note
+    model, init = stage.init_attributes_model(cfg, paths)
+    assert init.kind == "checkpoint" and init.source == str(ident.checkpoint) and init.tensors > 0
     saved = load_checkpoint(ident.checkpoint)["state_dict"]
     own = model.state_dict()
     keys = [k for k in saved if k.startswith("backbone.")]
@@ -87,7 +87,7 @@ def test_identity_then_attributes_learns_and_records(data, one_torch_thread):
     assert set(model.tasks) == {"age", "gender", "race"}
 
     attr = stage.train_attributes(cfg, paths, progress=False)
-    assert "initialised from" in attr.init_note
+    assert attr.init.kind == "checkpoint"
     pred = stage.predict_test(attr, cfg)
     test = attr.manifest[attr.manifest.split == "test"]
     assert len(pred) == len(test) > 50
@@ -115,8 +115,8 @@ def test_other_backbone_in_the_identity_checkpoint_gives_random_init(data, one_t
     paths = config.get_paths()
     stage.train_identity(cfg, paths, progress=False, record=False)
     other = cfg.override({"pretrain_attributes.backbone": "test_resnet"})
-    model, note = stage.init_attributes_model(other, paths)
-    assert "random init" in note and model.backbone_name == "test_resnet"
+    model, init = stage.init_attributes_model(other, paths)
+    assert init.kind == "random" and "tiny_cnn" in init.reason and model.backbone_name == "test_resnet"
 
 
 def test_oversample_repeats_rare_classes_up_to_half_the_mean():

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from ..config import GCNConfig, Paths, Profile, get_paths, seed_everything
-from ..models import MultiTaskNet, create_backbone
+from ..models import create_backbone
 from ..models.checkpoint import load_checkpoint
 from ..models.emotion_gcn import (
     GCNMultiTaskNet,
@@ -36,7 +36,8 @@ from ..models.emotion_gcn import (
     label_adjacency,
     load_label_embeddings,
 )
-from . import expression as E
+from ..preprocess import for_model
+from . import common as C
 
 ABLATION_KEYS = ("accuracy_7cls", "macro_f1_7cls", "valence_ccc", "arousal_ccc")
 ARMS = ("single_task", "multitask_linear", "emotion_gcn")
@@ -102,11 +103,11 @@ class GCNResult:
     graph: LabelGraph
     embedding_source: str
     dataset: str
-    runs: dict[str, E.Run] = field(default_factory=dict)
+    runs: dict[str, C.Run] = field(default_factory=dict)
 
     def ablation_table(self) -> pd.DataFrame:
         """One row per arm at equal budget: epochs, train seconds, accuracy / macro F1 (7 classes), CCC."""
-        return E.metrics_table([self.runs[a] for a in ARMS if a in self.runs], ABLATION_KEYS)
+        return C.metrics_table([self.runs[a] for a in ARMS if a in self.runs], ABLATION_KEYS)
 
 
 def build_graph(df: pd.DataFrame, cfg: Profile) -> LabelGraph:
@@ -122,31 +123,31 @@ def run_gcn(cfg: Profile, paths: Paths | None = None, progress: bool = True,
     paths = paths or get_paths()
     tc = cfg.finetune
     n_expr = cfg.gcn.n_expr
-    df, src, dataset = E.affectnet_splits(cfg, paths, progress)
+    df, src, dataset = C.affectnet_splits(cfg, paths, progress)
     graph = build_graph(df, cfg)
     embeddings = load_label_embeddings(cfg.gcn.embedding, graph.names)
     res = GCNResult(graph, embeddings[1], dataset)
-    frames = E.split_frames(df, need_expression_below=n_expr)
-    counts = {"expression": E.expression_counts(frames["train"], n_expr)}
+    frames = C.split_frames(df, need_expression_below=n_expr)
+    counts = {"expression": C.expression_counts(frames["train"], n_expr)}
     datasets: Mapping | None = None
     for arm in arms:
         seed_everything(cfg.seed)
         if arm == "single_task":
-            model = MultiTaskNet(tc.backbone, {"expression": n_expr}, verbose=False)
+            model = C.new_model(tc, {"expression": n_expr})
         elif arm == "multitask_linear":
-            model = MultiTaskNet(tc.backbone, {"expression": n_expr, "va": 2}, verbose=False)
+            model = C.new_model(tc, {"expression": n_expr, "va": 2})
         elif arm == "emotion_gcn":
             model = GCNNet(tc.backbone, graph, cfg.gcn, embeddings)
         else:
             raise ValueError(f"unknown ablation arm {arm!r}; choose from {ARMS}")
-        note = E.init_model(model, paths)
-        print(f"[03 {arm}] {note}")
+        init = C.init_from_stage(model, tc, paths.checkpoints / C.ATTRIBUTES_CKPT)
+        print(f"[03 {arm}] {init}")
         if datasets is None:      # decoded once, shared by the arms (same backbone, same mean/std)
-            datasets = E.build_datasets(frames, tc, model.mean, model.std)
+            datasets = C.build_datasets(frames, tc, for_model(model).replace(input_size=tc.image_size))
         out = paths.checkpoints / ("03_gcn" if arm == "emotion_gcn" else f"03_ablation_{arm}")
-        res.runs[arm] = E.train_model(model, tc, datasets["train"], datasets["val"], datasets["report"], arm, out,
-                                      seed=cfg.seed, device=cfg.device, init_note=note, class_counts=counts,
-                                      progress=progress, n_classes=n_expr)
+        res.runs[arm] = C.train_model(model, tc, datasets["train"], datasets["val"], datasets["report"], arm, out,
+                                      eval_fn=C.expression_metrics, seed=cfg.seed, device=cfg.device, init=init,
+                                      class_counts=counts, progress=progress, n_classes=n_expr)
         res.runs[arm].dataset = dataset
     return res
 
@@ -155,7 +156,7 @@ def record_gcn(res: GCNResult, cfg: Profile, paths: Paths | None = None) -> pd.D
     """metrics.csv rows of stage 'gcn' (split 'val' = AffectNet's validation set, the papers' report set)."""
     frames = []
     for arm, run in res.runs.items():
-        frames.append(E.record_run(run, "gcn", res.dataset, "val", f"{arm}_{cfg.finetune.backbone}", cfg,
+        frames.append(C.record_run(run, "gcn", res.dataset, "val", f"{arm}_{cfg.finetune.backbone}", cfg,
                                    keys=ABLATION_KEYS, paths=paths))
     return pd.concat(frames, ignore_index=True)
 

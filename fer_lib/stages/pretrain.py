@@ -23,10 +23,11 @@ from ..config import Paths, Profile, TrainConfig, get_paths, resolve_device
 from ..data import FaceDataset, identity_index, make_loader
 from ..datasets._common import carve_val
 from ..datasets.sources import DataSource, load_for_profile
-from ..models import MultiTaskNet, build_model_from_checkpoint, init_from_checkpoint, load_checkpoint
+from ..models import MultiTaskNet, build_model_from_checkpoint
 from ..models.heads import MALE_THRESHOLD
 from ..reporting import record_metrics
 from ..training import Trainer, predict
+from .common import Init, init_from_stage, new_model
 
 STAGE = "pretrain"
 IDENTITY_DIR = "01_identity"
@@ -46,7 +47,7 @@ class StageResult:
     source: DataSource
     checkpoint: Path
     train_seconds: float
-    init_note: str = ""
+    init: Init | None = None
     metrics: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -74,10 +75,9 @@ def _workers(cfg: Profile) -> int:
     return cfg.data.num_workers if resolve_device(cfg.device).type == "cuda" else 0
 
 
-def _dataset(df: pd.DataFrame, model: MultiTaskNet, c: TrainConfig, augment: bool = False,
+def _dataset(df: pd.DataFrame, model: MultiTaskNet, c: TrainConfig, augment: str = "none",
              ident: dict[str, int] | None = None) -> FaceDataset:
-    return FaceDataset(df.reset_index(drop=True), c.image_size, mean=model.mean, std=model.std,
-                       augment=augment, identity_index=ident)
+    return FaceDataset(df.reset_index(drop=True), model.preprocess, augment=augment, identity_index=ident)
 
 
 def _best_model(ckpt_dir: Path, fallback: MultiTaskNet) -> MultiTaskNet:
@@ -100,7 +100,7 @@ def train_identity(cfg: Profile, paths: Paths | None = None, progress: bool = Tr
     df = ensure_val(df, by="identity", seed=cfg.seed)
     ident = identity_index(df, splits=["train"])
     df = df[df["split"].isin(["train", "val"]) & df["identity"].astype(str).isin(ident)].reset_index(drop=True)
-    model = MultiTaskNet(c.backbone, {"identity": len(ident)}, pretrained_file=c.pretrained_file, pretrained=c.pretrained)
+    model = new_model(c, {"identity": len(ident)})
     out = paths.checkpoints / IDENTITY_DIR
     train_ds = _dataset(df[df.split == "train"], model, c, augment=c.augment, ident=ident)
     val_ds = _dataset(df[df.split == "val"], model, c, ident=ident)
@@ -125,22 +125,14 @@ def _loader(ds: FaceDataset, c: TrainConfig, cfg: Profile):
 
 
 # ========================================================================== attribute multi-task
-def init_attributes_model(cfg: Profile, paths: Paths | None = None) -> tuple[MultiTaskNet, str]:
+def init_attributes_model(cfg: Profile, paths: Paths | None = None) -> tuple[MultiTaskNet, Init]:
     """The attribute model, its backbone initialised from ``01_identity/best.pt`` when that exists and
-    has the same backbone (else random / ``pretrained_file`` init); returns ``(model, note)``."""
+    has the same backbone (else as ``pretrain_attributes`` says: pretrained weights or random);
+    returns ``(model, init)``."""
     paths = paths or get_paths()
     c = cfg.pretrain_attributes
-    model = MultiTaskNet(c.backbone, ATTRIBUTE_TASKS, pretrained_file=c.pretrained_file, pretrained=c.pretrained)
-    ident = paths.checkpoints / IDENTITY_DIR / "best.pt"
-    if not ident.is_file():
-        return model, f"no {ident}: attribute backbone {c.backbone} starts from {c.pretrained or c.pretrained_file or 'random init'}"
-    ckpt = load_checkpoint(ident)
-    theirs = (ckpt.get("model_config") or {}).get("backbone")
-    if theirs != c.backbone:
-        return model, (f"{ident} has backbone {theirs!r}, the attribute stage uses {c.backbone!r}: "
-                       f"{c.pretrained or 'random'} init of the attribute backbone")
-    report = init_from_checkpoint(model, ckpt)
-    return model, f"attribute backbone initialised from {ident} ({report.loaded} tensors)"
+    model = new_model(c, ATTRIBUTE_TASKS)
+    return model, init_from_stage(model, c, paths.checkpoints / IDENTITY_DIR / "best.pt")
 
 
 def utkface_splits(cfg: Profile, paths: Paths | None = None,
@@ -178,8 +170,8 @@ def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = 
     paths = paths or get_paths()
     c = cfg.pretrain_attributes
     df, src = utkface_splits(cfg, paths, progress)
-    model, note = init_attributes_model(cfg, paths)
-    print(note)
+    model, init = init_attributes_model(cfg, paths)
+    print(f"attribute model: {init}")
     out = paths.checkpoints / ATTRIBUTES_DIR
     train = df[df.split == "train"]
     if c.class_weights:
@@ -192,12 +184,12 @@ def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = 
                       class_weight_tasks=("race", "gender") if c.class_weights else (),
                       num_workers=_workers(cfg), progress=progress,
                       run_config={"stage": "01_attributes", "profile": cfg.name, "dataset": src.name,
-                                  "init": note})
+                                  "init": str(init), "init_kind": init.kind})
     t0 = time.perf_counter()
     history = trainer.fit(train_ds, val_ds)
     print(f"attribute stage: {time.perf_counter() - t0:.1f} s wall (incl. validation)")
     return StageResult(_best_model(out, model), history, df, src, out / "best.pt", trainer.train_seconds,
-                       init_note=note)
+                       init=init)
 
 
 def predict_test(res: StageResult, cfg: Profile) -> pd.DataFrame:

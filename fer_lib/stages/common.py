@@ -1,0 +1,250 @@
+"""What the training stages share: building a model from its ``TrainConfig``, the one initialisation
+rule, face datasets, training with the :class:`~fer_lib.training.Trainer`, and recording results.
+
+Initialisation rule (every stage): a model starts from its ``TrainConfig`` (ImageNet weights where
+``pretrained`` / ``pretrained_file`` says so, else random); then, when the stage names a previous
+stage's checkpoint and that checkpoint holds the same backbone, the backbone is loaded from it. What
+happened is an :class:`Init` record (data, not a sentence), which names the model and fills tables.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from torch import nn
+from torch.utils.data import Dataset
+
+from .. import metrics as M
+from ..config import Paths, Profile, TrainConfig, get_paths, seed_everything
+from ..data import FaceDataset
+from ..datasets.sources import DataSource, load_for_profile
+from ..models import MultiTaskNet, init_from_checkpoint, load_checkpoint
+from ..preprocess import Preprocess
+from ..training import Trainer, predict
+
+INIT_KINDS = ("checkpoint", "pretrained", "random")
+#: The multi-task attribute checkpoint of stage 01, the start of the expression stages (relative to
+#: the run's checkpoints folder).
+ATTRIBUTES_CKPT = Path("01_attributes") / "best.pt"
+
+
+@dataclass(frozen=True)
+class Init:
+    """How a model's backbone was initialised.
+
+    ``kind``: ``"checkpoint"`` (a previous stage's ``source`` checkpoint, ``tensors`` loaded),
+    ``"pretrained"`` (ImageNet / a weights file named by ``source``) or ``"random"``; ``reason`` says
+    why a named checkpoint was not used.
+    """
+
+    kind: str
+    source: str | None = None
+    tensors: int = 0
+    reason: str = ""
+
+    def __post_init__(self):
+        if self.kind not in INIT_KINDS:
+            raise ValueError(f"Init kind must be one of {INIT_KINDS}, got {self.kind!r}")
+
+    @property
+    def label(self) -> str:
+        """Short name for tables: the stage folder of the checkpoint (``01_attributes``), else the kind."""
+        return Path(self.source).parent.name if self.kind == "checkpoint" else self.kind
+
+    def __str__(self) -> str:
+        if self.kind == "checkpoint":
+            return f"backbone initialised from {self.source} ({self.tensors} tensors loaded)"
+        what = f"pretrained weights ({self.source})" if self.kind == "pretrained" else "random init"
+        return what + (f": {self.reason}" if self.reason else "")
+
+
+def start_init(tc: TrainConfig) -> Init:
+    """The initialisation a model built from ``tc`` has before any checkpoint is loaded."""
+    source = tc.pretrained or tc.pretrained_file
+    return Init("pretrained", str(source)) if source else Init("random")
+
+
+def new_model(tc: TrainConfig, tasks: Mapping[str, int], **kwargs) -> MultiTaskNet:
+    """A :class:`MultiTaskNet` of ``tc.backbone`` with ``tasks``, at ``tc.image_size``, with the
+    weights ``tc`` names (``pretrained`` / ``pretrained_file``; random otherwise)."""
+    return MultiTaskNet(tc.backbone, dict(tasks), input_size=tc.image_size, pretrained_file=tc.pretrained_file,
+                        pretrained=tc.pretrained, verbose=False, **kwargs)
+
+
+def init_from_stage(model: nn.Module, tc: TrainConfig, checkpoint: Path | None, use: bool = True) -> Init:
+    """Load ``model``'s backbone from a previous stage's ``checkpoint`` when it exists and holds the
+    same backbone (heads of other shapes are dropped); otherwise keep the start of :func:`start_init`
+    and say why in the returned :class:`Init`."""
+    start = start_init(tc)
+    if not use:
+        return Init(start.kind, start.source, reason="by request")
+    if checkpoint is None or not Path(checkpoint).is_file():
+        return Init(start.kind, start.source, reason=f"{checkpoint or 'no previous checkpoint'} is absent "
+                                                     "(run the previous stage first to start from it)")
+    stored = (load_checkpoint(checkpoint).get("model_config") or {}).get("backbone")
+    own = getattr(model, "backbone_name", None)
+    if stored != own:
+        return Init(start.kind, start.source, reason=f"{checkpoint} holds backbone {stored!r}, this model "
+                                                     f"uses {own!r} (use the same backbone to start from it)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # the previous stage's heads are dropped on purpose
+        report = init_from_checkpoint(model, checkpoint)
+    return Init("checkpoint", str(checkpoint), tensors=report.loaded)
+
+
+def checkpoint_backbone(path: Path | None) -> tuple[str | None, int | None]:
+    """(backbone name, trained input size) of a fer_lib checkpoint; (None, None) if absent."""
+    if path is None:
+        return None, None
+    from ..preprocess import from_checkpoint
+
+    ckpt = load_checkpoint(path)
+    return (ckpt.get("model_config") or {}).get("backbone"), from_checkpoint(ckpt).input_size
+
+
+# ============================================================================================== data
+def make_dataset(manifest: pd.DataFrame, preprocess: Preprocess, augment: str = "none",
+                 max_cache_bytes: float = 3e9) -> FaceDataset:
+    """A :class:`~fer_lib.data.FaceDataset` whose decoded faces stay in memory up to ``max_cache_bytes``,
+    with augmentation ``augment`` (``none`` | ``light`` | ``full``)."""
+    return FaceDataset(manifest.reset_index(drop=True), preprocess, augment=augment,
+                       cache_bytes=int(max_cache_bytes))
+
+
+def expression_counts(manifest: pd.DataFrame, n_classes: int) -> list[int]:
+    """Per-class counts of the labelled expression rows (canonical order), for paper A's class weights."""
+    y = manifest["expression"].dropna().to_numpy(dtype=float).round().astype(np.int64)
+    y = y[(y >= 0) & (y < n_classes)]
+    return np.bincount(y, minlength=n_classes).tolist()
+
+
+def affectnet_splits(cfg: Profile, paths: Paths, progress: bool = True
+                     ) -> tuple[pd.DataFrame, DataSource, str]:
+    """AffectNet-format manifest of the profile, its source, and the metrics dataset name."""
+    df, _, src = load_for_profile("affectnet", cfg, paths, progress=progress)
+    return df, src, ("affectnet" if src.real else "synthetic_affectnet")
+
+
+def split_frames(df: pd.DataFrame, need_expression_below: int | None = None) -> dict[str, pd.DataFrame]:
+    """train / val (carved from training.csv: selection) / report (validation.csv, loader split 'test')."""
+    out = {}
+    for key, split in (("train", "train"), ("val", "val"), ("report", "test")):
+        part = df[df["split"] == split]
+        if need_expression_below is not None:
+            e = part["expression"]
+            part = part[e.notna() & (e < need_expression_below)]
+        out[key] = part.reset_index(drop=True)
+    return out
+
+
+def build_datasets(frames: Mapping[str, pd.DataFrame], tc: TrainConfig, preprocess: Preprocess
+                   ) -> dict[str, Dataset]:
+    """Decoded datasets of train (augmented as ``tc.augment``), val and report, sharing nothing mutable."""
+    return {k: make_dataset(f, preprocess, augment=tc.augment if k == "train" else "none") for k, f in frames.items()}
+
+
+# ======================================================================================== evaluation
+def seven_class_predictions(logits: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """Paper A's 7-class evaluation of an 8-class model: keep rows labelled 0..6 (drop Contempt = 7)
+    and take the argmax over the first 7 logits. Returns (labels, predictions) of the kept rows."""
+    logits, y = np.asarray(logits), np.asarray(y).astype(np.int64)
+    keep = (y >= 0) & (y < 7)
+    if mask is not None:
+        keep &= np.asarray(mask, dtype=bool)
+    return y[keep], logits[keep, :7].argmax(axis=1)
+
+
+def expression_metrics(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> dict[str, float]:
+    """Headline numbers on an eval set from :func:`fer_lib.training.predict` output (fractions, not %):
+    ``accuracy_{n}cls``, ``macro_f1_{n}cls`` and, for an 8-class model, the 7-class versions; with a VA
+    head ``valence_ccc`` / ``arousal_ccc`` over every row that has valence / arousal."""
+    out: dict[str, float] = {}
+    m = pred["mask_expression"].astype(bool)
+    y = pred["label_expression"][m].astype(np.int64)
+    logits = pred["expression_logits"][m]
+    keep = y < n_classes
+    p = logits[keep].argmax(axis=1)
+    out[f"accuracy_{n_classes}cls"] = M.accuracy(y[keep], p)
+    out[f"macro_f1_{n_classes}cls"] = M.macro_f1(y[keep], p, labels=list(range(n_classes)))
+    if n_classes == 8:
+        y7, p7 = seven_class_predictions(logits, y)
+        out["accuracy_7cls"] = M.accuracy(y7, p7)
+        out["macro_f1_7cls"] = M.macro_f1(y7, p7, labels=list(range(7)))
+    for dim in ("valence", "arousal"):
+        if f"{dim}_pred" in pred:
+            mv = pred[f"mask_{dim}"].astype(bool)
+            if mv.sum() >= 2:
+                out[f"{dim}_ccc"] = float(M.ccc(pred[f"label_{dim}"][mv], pred[f"{dim}_pred"][mv]))
+    return out
+
+
+
+# ========================================================================================== training
+@dataclass
+class Run:
+    """One trained model: what it is, how it was initialised, its history and its eval predictions."""
+
+    name: str
+    model: nn.Module
+    train_cfg: TrainConfig
+    init: Init
+    history: pd.DataFrame
+    train_seconds: float
+    pred: dict[str, np.ndarray] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    checkpoint: Path | None = None
+    dataset: str = ""
+
+
+def train_model(model: nn.Module, tc: TrainConfig, train: Dataset, val: Dataset, test: Dataset | None,
+                name: str, out_dir: Path | None, *, eval_fn, seed: int = 0, device: str = "auto",
+                init: Init | None = None, class_counts: Mapping[str, Sequence[int]] | None = None,
+                progress: bool = True, n_classes: int | None = None) -> Run:
+    """Train with the project's :class:`~fer_lib.training.Trainer` (selection on ``val``), reload
+    ``best.pt`` when written, predict on ``test`` and compute ``eval_fn(pred, n_classes)`` there."""
+    init = init or start_init(tc)
+    seed_everything(seed)
+    trainer = Trainer(model, tc, device=device, out_dir=out_dir, seed=seed, class_counts=class_counts,
+                      progress=progress, run_config={"name": name, "init": str(init), "init_kind": init.kind})
+    history = trainer.fit(train, val)
+    best = None if out_dir is None else Path(out_dir) / "best.pt"
+    if best is not None and best.is_file():
+        model.load_state_dict(load_checkpoint(best)["state_dict"])
+    run = Run(name, model, tc, init, history, trainer.train_seconds, checkpoint=best)
+    if test is not None:
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(test, batch_size=max(tc.batch_size, 128), shuffle=False)
+        run.pred = predict(model, loader, device=trainer.device, progress=False)
+        run.metrics = eval_fn(run.pred, n_classes or model.tasks.get("expression", 8))
+    return run
+
+
+# ========================================================================================= results
+def record_run(run: Run, stage: str, dataset: str, split: str, model: str, cfg: Profile,
+               keys: Sequence[str] | None = None, paths: Paths | None = None) -> pd.DataFrame:
+    """Write the run's metrics (all, or ``keys``) to metrics.csv with its training time."""
+    from .. import reporting
+
+    paths = paths or get_paths()
+    vals = {k: v for k, v in run.metrics.items() if keys is None or k in keys}
+    return reporting.record_metrics(stage, dataset, split, model, vals, profile=cfg.name, seed=cfg.seed,
+                                    train_seconds=run.train_seconds, path=paths.metrics_csv)
+
+
+def metrics_table(runs: Sequence[Run], keys: Sequence[str]) -> pd.DataFrame:
+    """One row per run: model, init, epochs run, train seconds and the requested metrics."""
+    rows = []
+    for r in runs:
+        row = {"model": r.name, "backbone": r.train_cfg.backbone, "image_size": r.train_cfg.image_size,
+               "init": r.init.label, "epochs": int(r.history["epoch"].max()) if len(r.history) else 0,
+               "train_seconds": round(r.train_seconds, 1)}
+        row.update({k: r.metrics.get(k, float("nan")) for k in keys})
+        rows.append(row)
+    return pd.DataFrame(rows)
