@@ -1,0 +1,88 @@
+"""Data order and multi-device set-up: the seeded, resumable, shardable epoch order and DDP under torchrun."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+# ======================================================================================== data order
+class EpochSampler(Sampler[int]):
+    """Indices in an order that depends only on ``(seed, epoch)``, sharded over ranks, with a skip.
+
+    Shuffled with a generator seeded from ``(seed, epoch)`` (never from the global RNG), padded by
+    repetition to a multiple of ``world_size`` (as DistributedSampler) and split ``rank::world_size``.
+    ``set_epoch(epoch, skip)`` drops the first ``skip`` indices of this rank (resume inside an epoch).
+    """
+
+    def __init__(self, n: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.shuffle, self.seed, self.rank, self.world = n, shuffle, int(seed), rank, world_size
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = int(epoch), int(skip)
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed * 1_000_003 + self.epoch)
+            idx = torch.randperm(self.n, generator=g).tolist()
+        else:
+            idx = list(range(self.n))
+        per_rank = math.ceil(self.n / self.world) if self.n else 0
+        idx += idx[: per_rank * self.world - self.n]
+        return idx[self.rank::self.world]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices()[self.skip:])
+
+    def __len__(self) -> int:
+        return max(0, (math.ceil(self.n / self.world) if self.n else 0) - self.skip)
+
+
+def loader_parts(data: Dataset | DataLoader, batch_size: int, num_workers: int) -> dict[str, Any]:
+    if isinstance(data, DataLoader):
+        return {"dataset": data.dataset, "batch_size": data.batch_size or batch_size,
+                "num_workers": data.num_workers, "collate_fn": data.collate_fn}
+    return {"dataset": data, "batch_size": batch_size, "num_workers": num_workers, "collate_fn": None}
+
+
+def check_not_test(dataset: Dataset, allow: bool) -> None:
+    manifest = getattr(dataset, "manifest", None)
+    if allow or not isinstance(manifest, pd.DataFrame) or "split" not in manifest.columns:
+        return
+    if (manifest["split"].astype(str) == "test").any():
+        raise ValueError("the validation loader holds 'test' rows: model selection must not see the reported "
+                         "test split. Pass the 'val' split (or allow_test_selection=True if you know why)")
+
+
+# ====================================================================================== distributed
+def setup_distributed(device: torch.device | None = None) -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)``; initialises the process group from torchrun's env vars when
+    ``WORLD_SIZE > 1`` (nccl on CUDA, gloo on CPU). ``(0, 1, 0)`` for a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, 0
+    import torch.distributed as dist
+
+    local = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and (device is None or device.type == "cuda")
+        if use_cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), local
+
+
+def cleanup_distributed() -> None:
+    """Destroy the process group if one is initialised."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,160 @@
+"""Masked multi-task loss and paper A's class weights: every sample trains only the heads it has labels
+for; a batch without a task's label gives that head an exact zero loss and gradient."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from .. import metrics as M
+from ..models.heads import (
+    AGE_SCALE,
+)
+from ..progress import tqdm
+
+LABEL_KEYS = ("identity", "age", "gender", "race", "expression", "valence", "arousal")
+CLASS_TASKS = ("identity", "race", "expression")   # + gender when it has 2 outputs
+
+
+# ===================================================================================== class weights
+def class_weights(counts: Sequence[float]) -> np.ndarray:
+    """Paper A's class weights: ``1 / count`` normalised so the largest class has weight 1.0.
+
+    ``[100, 50, 10] -> [1, 2, 10]``. A class with no training sample gets weight 0 (it never occurs
+    in the loss).
+    """
+    c = np.asarray(counts, dtype=float)
+    if c.ndim != 1 or (c < 0).any():
+        raise ValueError(f"class counts must be a 1-D array of non-negative numbers, got {counts!r}")
+    w = np.zeros_like(c)
+    present = c > 0
+    if not present.any():
+        raise ValueError("every class count is zero: no labelled sample to weight")
+    w[present] = c[present].max() / c[present]
+    return w
+
+
+def _counts_from_manifest(manifest: pd.DataFrame, task: str, n: int, identity_index: Mapping | None) -> np.ndarray:
+    col = manifest[task]
+    if task == "identity":
+        if identity_index is None:
+            raise ValueError("counting identity classes needs the dataset's identity_index")
+        ids = col[col.astype(str) != ""].map(identity_index)
+        vals = ids.dropna().to_numpy(dtype=np.int64)
+    else:
+        vals = col.dropna().to_numpy(dtype=float).round().astype(np.int64)
+    bad = (vals < 0) | (vals >= n)
+    if bad.any():
+        raise ValueError(f"{bad.sum()} {task} label(s) outside 0..{n - 1} in the training manifest "
+                         f"(e.g. {vals[bad][:5].tolist()}); fix the manifest or the head size")
+    return np.bincount(vals, minlength=n)
+
+
+def count_classes(dataset: Dataset, tasks: Mapping[str, int], progress: bool = True) -> dict[str, np.ndarray]:
+    """Per-class counts of the labelled training samples for the classification heads in ``tasks``.
+
+    Reads ``dataset.manifest`` (the FaceDataset keeps its manifest) when there is one; otherwise it
+    iterates the dataset once (which loads every image: give counts explicitly for big datasets).
+    """
+    wanted = {t: n for t, n in tasks.items() if t in CLASS_TASKS or (t == "gender" and n >= 1)}
+    size = {t: (2 if t == "gender" else n) for t, n in wanted.items()}
+    manifest = getattr(dataset, "manifest", None)
+    if isinstance(manifest, pd.DataFrame) and all(t in manifest.columns for t in wanted):
+        ident = getattr(dataset, "identity_index", None)
+        return {t: _counts_from_manifest(manifest, t, size[t], ident) for t in wanted}
+    counts = {t: np.zeros(size[t], dtype=np.int64) for t in wanted}
+    for i in tqdm(range(len(dataset)), desc="counting labels", disable=not progress, leave=False):
+        _, lab, mask = dataset[i][:3]
+        for t in wanted:
+            if bool(mask[t]):
+                counts[t][int(lab[t])] += 1
+    return counts
+
+
+# ============================================================================================ losses
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum(values) / sum(weight)`` over the masked samples (``values`` already carry the weights, as
+    torch's weighted cross-entropy does); an exact 0 with zero gradient when no sample is masked in."""
+    w = mask.to(values.dtype) if weight is None else mask.to(values.dtype) * weight
+    total = torch.where(mask, values, torch.zeros_like(values)).sum()
+    return total / w.sum().clamp(min=torch.finfo(values.dtype).tiny)
+
+
+class MultiTaskLoss(nn.Module):
+    """Masked sum of per-head losses, ``sum_t task_weight_t * loss_t``.
+
+    ``forward(outputs, labels, mask)`` -> ``(total, parts, counts)``: ``parts[t]`` is the detached loss
+    of head ``t`` and ``counts[t]`` its number of labelled samples in the batch.
+    """
+
+    def __init__(self, tasks: Mapping[str, int], task_weights: Mapping[str, float] | None = None,
+                 class_weights: Mapping[str, Sequence[float]] | None = None, label_smoothing: float = 0.0,
+                 age_mode: str = "bins") -> None:
+        super().__init__()
+        self.tasks = dict(tasks)
+        unknown = set(task_weights or {}) - set(self.tasks)
+        if unknown:
+            raise ValueError(f"task_weights names head(s) {sorted(unknown)} the model does not have")
+        self.task_weights = {t: float((task_weights or {}).get(t, 1.0)) for t in self.tasks}
+        self.label_smoothing, self.age_mode = float(label_smoothing), age_mode
+        for t, w in (class_weights or {}).items():
+            self.register_buffer(f"cw_{t}", torch.as_tensor(np.asarray(w, dtype=np.float32)))
+
+    def _cw(self, task: str) -> torch.Tensor | None:
+        return getattr(self, f"cw_{task}", None)
+
+    def _classification(self, task: str, logits: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        y = torch.where(m, y.long(), torch.zeros_like(y, dtype=torch.long))
+        cw = self._cw(task)
+        per = F.cross_entropy(logits.float(), y, weight=cw, reduction="none",
+                              label_smoothing=self.label_smoothing)
+        # with reduction="none" torch already multiplies each loss by w[y]; normalise by the same weights
+        return _masked_mean(per, m, None if cw is None else cw[y])
+
+    def _task_loss(self, task: str, out: torch.Tensor, labels: Mapping, mask: Mapping
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, number of labelled samples) of one head; both tensors (no device sync here)."""
+        if task == "va":
+            target = torch.stack([labels["valence"], labels["arousal"]], dim=1).float()
+            m = torch.stack([mask["valence"], mask["arousal"]], dim=1).bool()
+            return M.ccc_loss(out, target, m), m.any(dim=1).sum()
+        m = mask[task].bool()
+        n = m.sum()
+        if task == "age":
+            age = labels["age"].float()
+            if self.age_mode == "regression" or out.dim() == 1:
+                per = (out.float() - age / AGE_SCALE).abs()
+                return _masked_mean(per, m), n
+            bins = age.round().clamp(0, out.shape[-1] - 1).long()
+            per = F.cross_entropy(out.float(), torch.where(m, bins, torch.zeros_like(bins)), reduction="none")
+            return _masked_mean(per, m), n
+        if task == "gender" and out.dim() == 1:
+            y = torch.where(m, labels["gender"].float(), torch.zeros_like(out, dtype=torch.float))
+            per = F.binary_cross_entropy_with_logits(out.float(), y, reduction="none")
+            cw = self._cw("gender")
+            if cw is None:
+                return _masked_mean(per, m), n
+            w = cw[y.long()]
+            return _masked_mean(per * w, m, w), n
+        return self._classification(task, out, labels[task], m), n
+
+    def forward(self, outputs: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor],
+                mask: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], dict[str, int]]:
+        total, losses, ns = None, [], []
+        for task, out in outputs.items():
+            loss, n = self._task_loss(task, out, labels, mask)
+            losses.append(loss.detach().float())
+            ns.append(n.float())
+            term = self.task_weights[task] * loss
+            total = term if total is None else total + term
+        values = torch.stack(losses + ns).tolist()          # one device sync for all the logging values
+        k = len(losses)
+        parts = dict(zip(outputs, values[:k]))
+        counts = {t: int(v) for t, v in zip(outputs, values[k:])}
+        return total, parts, counts
