@@ -8,15 +8,21 @@ PROFILE ?= default
 KERNEL := fer-lib
 # No downloads at run time, and glibc allocator settings that made CPU inference 2-5x faster (docs/papers.md).
 RUNENV := HF_HUB_OFFLINE=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 PYTHONHASHSEED=0
-TEST_RESULTS ?= build/test-results
+# Everything `make test` writes goes under build/test (absolute: nbval kernels run in notebooks/).
+TEST_BUILD := $(CURDIR)/build/test
+# 1 (or --publish) writes the committed results/; by default a run goes to the git-ignored runs/<profile>/.
+PUBLISH ?=
+PUBLISH_FLAG := $(if $(filter 1 yes true,$(PUBLISH)),--publish,)
 
-.PHONY: install reproduce test lab bench lint clean-results help
+.PHONY: install reproduce test lab bench lint notebooks clean-results help
 
 help:
-	@echo "make reproduce   run notebooks 00-05 with papermill (PROFILE=smoke|default|paper, FER_DATA_ROOT=/path)"
-	@echo "make test        pytest: unit tests + nbval over every notebook (smoke profile)"
-	@echo "make lab         JupyterLab on the project kernel"
-	@echo "make bench       benchmarks in bench/ (ratio tables under results/benchmarks/)"
+	@echo "make reproduce   run notebooks 00-06 with papermill into runs/PROFILE/ (PROFILE=smoke|default|paper,"
+	@echo "                 FER_DATA_ROOT=/path; PUBLISH=1 writes the committed results/ instead)"
+	@echo "make test        pytest: unit tests + nbval over every notebook (smoke profile), all under build/test"
+	@echo "make lab         JupyterLab on the project kernel (jupyter_server_config.py)"
+	@echo "make bench       benchmarks in bench/ (ratio tables under runs/default/benchmarks/, PUBLISH=1: results/)"
+	@echo "make notebooks   rewrite notebooks/*.ipynb in the canonical form JupyterLab saves (no outputs)"
 
 install: $(STAMP)
 
@@ -30,23 +36,30 @@ $(STAMP): requirements.in requirements.lock pyproject.toml
 	@touch $(STAMP)
 
 reproduce: $(STAMP)
-	$(RUNENV) $(PY) -m fer_lib reproduce --profile $(PROFILE) $(if $(FROM),--from $(FROM),)
+	$(RUNENV) $(PY) -m fer_lib reproduce --profile $(PROFILE) $(if $(FROM),--from $(FROM),) $(PUBLISH_FLAG)
 
 # The suite runs inside scripts/offline.sh: no network but loopback, so a hidden download fails it.
+# Outputs are removed after a pass and kept (for a look) after a failure; pytest's exit code is kept.
 test: $(STAMP)
-	rm -rf $(TEST_RESULTS)
-	$(RUNENV) FER_PROFILE=smoke FER_RESULTS_DIR=$(TEST_RESULTS) scripts/offline.sh $(PY) -m pytest tests notebooks \
-	    --nbval-lax --nbval-cell-timeout=900 --timeout=1800 $(PYTEST_ARGS)
+	rm -rf $(TEST_BUILD)
+	$(RUNENV) FER_PROFILE=smoke FER_PROGRESS=0 FER_RESULTS_DIR=$(TEST_BUILD)/results FER_DATA_DIR=$(TEST_BUILD)/data \
+	    FER_HYPOTHESIS_DIR=$(TEST_BUILD)/hypothesis scripts/offline.sh $(PY) -m pytest -o cache_dir=$(TEST_BUILD)/pytest-cache \
+	    tests notebooks --nbval-lax --nbval-cell-timeout=900 --timeout=1800 $(PYTEST_ARGS); \
+	rc=$$?; if [ $$rc -eq 0 ]; then rm -rf $(TEST_BUILD); else echo "test outputs kept in $(TEST_BUILD)"; fi; exit $$rc
 
 lint: $(STAMP)
 	$(PY) -m ruff check fer_lib tests bench scripts
 	$(PY) -m ruff format --check fer_lib tests bench scripts
 
 lab: $(STAMP)
-	$(RUNENV) $(VENV)/bin/jupyter lab --allow-root --no-browser --ServerApp.ip=127.0.0.1 notebooks
+	$(RUNENV) $(VENV)/bin/jupyter lab --config=$(CURDIR)/jupyter_server_config.py --allow-root --no-browser \
+	    --ServerApp.ip=127.0.0.1 notebooks
+
+notebooks: $(STAMP)
+	$(PY) scripts/normalize_notebooks.py
 
 bench: $(STAMP)
-	@for b in bench/bench_*.py; do echo "== $$b"; $(RUNENV) $(PY) $$b || exit $$?; done
+	@for b in bench/bench_*.py; do echo "== $$b"; $(RUNENV) $(if $(PUBLISH_FLAG),FER_PUBLISH=1,) $(PY) $$b || exit $$?; done
 
 clean-results:
 	rm -rf results/notebooks results/tables results/figures results/metrics.csv results/README.md

@@ -1,4 +1,8 @@
-"""Run the notebook chain with papermill: in order, stop at the first failure, keep the failed copy."""
+"""Run the notebook chain with papermill: in order, stop at the first failure, keep the failed copy.
+
+An ordinary run writes under ``runs/<profile>/`` (git-ignored); only ``publish=True`` (``--publish``,
+``make reproduce PUBLISH=1``) writes the committed ``results/``, so exploring never overwrites them.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,7 @@ STAGES = {
     "gcn": "03_emotion_gcn",
     "video": "04_video_features",
     "report": "05_result_tables",
+    "demo": "06_demo",
 }
 
 
@@ -84,36 +91,76 @@ def _kernel_name() -> str:
     return "python3"
 
 
+@contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the kernels started inside (they inherit it), then restore."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def kernel_environment(paths) -> dict[str, str]:
+    """What the chain's kernels must agree on: absolute folders (they run in notebooks/), no progress bars
+    (nobody watches a headless kernel; its bars would only clutter the executed copies)."""
+    env = {"FER_RESULTS_DIR": str(paths.results), "FER_DATA_DIR": str(paths.data), "FER_PROGRESS": "0"}
+    if paths.real_root is not None:
+        env["FER_DATA_ROOT"] = str(paths.real_root)
+    return env
+
+
+def _papermill_config():
+    """Curve-encrypted kernel sockets where pyzmq supports them (ipykernel warns about plain TCP otherwise)."""
+    import zmq
+    from traitlets.config import Config
+
+    return Config({"KernelManager": {"transport_encryption": "auto"}}) if zmq.has("curve") else Config()
+
+
 def run_chain(profile: str | None = None, overrides: dict[str, Any] | None = None,
               data_root: str | None = None, start_from: str | None = None, only: list[str] | None = None,
               output_dir: str | os.PathLike | None = None, kernel: str | None = None,
-              progress: bool = True, folder: str | os.PathLike | None = None) -> list[StepResult]:
-    """Execute the notebooks in order under papermill; raise :class:`ChainFailed` at the first error."""
+              progress: bool | None = None, folder: str | os.PathLike | None = None,
+              publish: bool | None = None) -> list[StepResult]:
+    """Execute the notebooks in order under papermill; raise :class:`ChainFailed` at the first error.
+
+    Results go to ``runs/<profile>/`` unless ``publish`` (or $FER_PUBLISH) asks for ``results/``, or
+    $FER_RESULTS_DIR names a folder. ``progress`` None shows papermill's bar only on a terminal.
+    """
     import papermill as pm
 
     prof = get_profile(profile, overrides)  # validates the name and the overrides before anything runs
-    if data_root:
-        os.environ["FER_DATA_ROOT"] = str(Path(data_root).expanduser().resolve())
-    paths = get_paths()
+    paths = get_paths(prof, data_root=data_root, publish=publish)
     out_dir = Path(output_dir) if output_dir else paths.results / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     kernel = kernel or _kernel_name()
+    progress = sys.stderr.isatty() if progress is None else progress
     params = {"profile": prof.name, "overrides": dict(overrides or {})}
+    where = "published results" if paths.published else "exploratory run; --publish writes results/"
+    print(f"[fer_lib] profile {prof.name}: writing to {paths.results} ({where})", flush=True)
     _write_run_info(paths.results, prof, overrides)
     results = []
-    for nb in select(list_notebooks(Path(folder) if folder else None), start_from, only):
-        out = out_dir / nb.name
-        print(f"[fer_lib] running {nb.name} (profile {prof.name}) -> {out}", flush=True)
-        t0 = time.time()
-        try:
-            pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name=kernel,
-                                cwd=str(nb.parent), progress_bar=progress, log_output=False)
-        except Exception as exc:  # papermill writes the failed copy (with the traceback) before raising
-            results.append(StepResult(nb.name, str(out), time.time() - t0, False))
-            raise ChainFailed(nb, out, exc) from exc
-        results.append(StepResult(nb.name, str(out), time.time() - t0, True))
-        _record_time(paths.results, nb.stem, prof.name, results[-1].seconds)
-        print(f"[fer_lib] {nb.name} done in {time.time() - t0:.1f} s", flush=True)
+    with _environ(kernel_environment(paths)):
+        for nb in select(list_notebooks(Path(folder) if folder else None), start_from, only):
+            out = out_dir / nb.name
+            print(f"[fer_lib] running {nb.name} (profile {prof.name}) -> {out}", flush=True)
+            t0 = time.time()
+            try:
+                pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name=kernel,
+                                    cwd=str(nb.parent), progress_bar=progress, log_output=False,
+                                    config=_papermill_config())
+            except Exception as exc:  # papermill writes the failed copy (with the traceback) before raising
+                results.append(StepResult(nb.name, str(out), time.time() - t0, False))
+                raise ChainFailed(nb, out, exc) from exc
+            results.append(StepResult(nb.name, str(out), time.time() - t0, True))
+            _record_time(paths.results, nb.stem, prof.name, results[-1].seconds)
+            print(f"[fer_lib] {nb.name} done in {time.time() - t0:.1f} s", flush=True)
     from .reporting import write_index
 
     write_index(paths)

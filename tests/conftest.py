@@ -9,6 +9,12 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests never write the published results/: a stray FER_PUBLISH=1 in the shell must not reach them.
+os.environ.pop("FER_PUBLISH", None)
+if os.environ.get("FER_HYPOTHESIS_DIR"):  # make test keeps hypothesis' example database under build/
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    set_hypothesis_home_dir(os.environ["FER_HYPOTHESIS_DIR"])
 
 
 def real_data_root() -> Path | None:
@@ -30,6 +36,7 @@ def tmp_results(tmp_path, monkeypatch) -> Path:
     """Point FER_RESULTS_DIR and FER_DATA_DIR at a fresh temporary folder."""
     res = tmp_path / "results"
     monkeypatch.setenv("FER_RESULTS_DIR", str(res))
+    monkeypatch.delenv("FER_PUBLISH", raising=False)
     monkeypatch.setenv("FER_DATA_DIR", str(tmp_path / "data"))
     return res
 

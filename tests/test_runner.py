@@ -1,6 +1,10 @@
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import nbformat
 import pandas as pd
@@ -57,7 +61,8 @@ def test_chain_stops_at_first_failure_keeps_copy_and_resumes(chain, tmp_results)
 
 def test_select_by_prefix_stem_and_stage(tmp_path):
     nbs = [tmp_path / f"{n}.ipynb" for n in runner.STAGES.values()]
-    assert [p.stem for p in runner.select(nbs, start_from="04")] == ["04_video_features", "05_result_tables"]
+    assert [p.stem for p in runner.select(nbs, start_from="04")] == ["04_video_features", "05_result_tables",
+                                                                      "06_demo"]
     assert [p.stem for p in runner.select(nbs, only=["gcn"])] == ["03_emotion_gcn"]
     with pytest.raises(ValueError, match="no notebook named"):
         runner.select(nbs, start_from="99")
@@ -90,3 +95,75 @@ def test_cli_profile_json():
     out = subprocess.run([sys.executable, "-m", "fer_lib", "profile", "--profile", "paper", "--json",
                           "--set", "finetune.full_epochs=2"], capture_output=True, text=True, check=True).stdout
     assert json.loads(out)["finetune"]["full_epochs"] == 2
+
+
+# ------------------------------------------------------------------------------- where results go
+def test_exploratory_runs_and_published_results_live_apart(monkeypatch):
+    """Default: runs/<profile>/; results/ only when publishing; an explicit FER_RESULTS_DIR wins over
+    $FER_PUBLISH (not over publish=True, which --publish passes)."""
+    from fer_lib import config
+
+    repo = config.repo_root()
+    for var in ("FER_RESULTS_DIR", "FER_PUBLISH", "FER_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    assert config.get_paths().results == repo / "runs" / "default"
+    assert config.get_paths("smoke").results == repo / "runs" / "smoke"
+    assert config.get_paths(config.get_profile("paper")).results == repo / "runs" / "paper"
+    assert not config.get_paths("smoke").published
+    published = config.get_paths("smoke", publish=True)
+    assert published.results == repo / "results" and published.published
+    monkeypatch.setenv("FER_PROFILE", "smoke")
+    assert config.get_paths().results == repo / "runs" / "smoke"
+    monkeypatch.setenv("FER_PUBLISH", "1")
+    assert config.get_paths().results == repo / "results"
+    assert config.get_paths(publish=False).results == repo / "runs" / "smoke"
+    monkeypatch.setenv("FER_RESULTS_DIR", "/tmp/elsewhere")
+    assert config.get_paths().results == Path("/tmp/elsewhere").resolve()
+    assert config.get_paths(publish=True).results == repo / "results"
+
+
+def test_relative_env_paths_resolve_against_the_repository_not_the_cwd(tmp_path):
+    """nbval / papermill kernels run in notebooks/: a relative FER_RESULTS_DIR must not land there."""
+    from fer_lib import config
+
+    repo = config.repo_root()
+    code = "from fer_lib import config; p = config.get_paths(); print(p.results); print(p.data)"
+    env = dict(os.environ, FER_RESULTS_DIR="build/x-results", FER_DATA_DIR="build/x-data")
+    out = subprocess.run([sys.executable, "-c", code], cwd=repo / "notebooks", env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == [str(repo / "build" / "x-results"), str(repo / "build" / "x-data")]
+
+
+def test_make_test_writes_only_under_build():
+    """`make test` gives the nbval kernels absolute folders under build/ and cleans them."""
+    from fer_lib import config
+
+    repo = config.repo_root()
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    out = subprocess.run(["make", "-n", "test"], cwd=repo, capture_output=True, text=True,
+                         check=True).stdout
+    line = " ".join(out.split("\\\n"))
+    build = repo / "build"
+    for var in ("FER_RESULTS_DIR", "FER_DATA_DIR"):
+        m = re.search(rf"{var}=(\S+)", line)
+        assert m, f"make test does not set {var}"
+        value = Path(m.group(1))
+        assert value.is_absolute() and build in value.parents, f"{var}={value} is not under {build}"
+    assert re.search(rf"rm -rf {re.escape(str(build))}\S*", out), "make test does not clean build/"
+
+
+def test_chain_kernels_get_absolute_folders_and_no_progress_bars(tmp_path, tmp_results):
+    folder = tmp_path / "nbs"
+    folder.mkdir()
+    log = tmp_path / "env.json"
+    _nb(folder / "00_env.ipynb",
+        "import json, os\nfrom fer_lib import config\n"
+        f"json.dump({{k: os.environ.get(k) for k in ('FER_RESULTS_DIR', 'FER_PROGRESS')}} | "
+        f"{{'paths': str(config.get_paths(profile).results)}}, open({str(log)!r}, 'w'))")
+    before = os.environ.get("FER_PROGRESS")
+    runner.run_chain("smoke", folder=folder, kernel="python3", progress=False)
+    env = json.loads(log.read_text())
+    assert env == {"FER_RESULTS_DIR": str(tmp_results.resolve()), "FER_PROGRESS": "0",
+                   "paths": str(tmp_results.resolve())}
+    assert os.environ.get("FER_PROGRESS") == before  # restored after the chain
