@@ -114,6 +114,25 @@ class _LightAugment:
         return img
 
 
+class _Degrade:
+    """With probability ``p``: shrink an ``S x S`` face to a random side in ``[lo, S]`` and enlarge it back
+    (PIL bilinear both ways), so sharp and blurry faces of the same label look alike to the model."""
+
+    def __init__(self, image_size: int, p: float, lo: int):
+        if not 0 < p <= 1 or not 1 <= lo <= image_size:
+            raise ValueError(f"degrade needs 0 < p <= 1 and 1 <= degrade_min <= {image_size}, got p={p}, "
+                             f"degrade_min={lo}")
+        self.image_size, self.p, self.lo = int(image_size), float(p), int(lo)
+
+    def __call__(self, image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
+        if float(torch.rand(())) >= self.p:
+            return image
+        side = int(torch.randint(self.lo, self.image_size + 1, ()))
+        img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+        n = self.image_size
+        return img.resize((side, side), Image.BILINEAR).resize((n, n), Image.BILINEAR)
+
+
 class FaceDataset(Dataset):
     """Manifest rows -> ``(image [3, S, S] float32, labels dict, mask dict)``.
 
@@ -129,6 +148,9 @@ class FaceDataset(Dataset):
             for 48 px faces on a CPU; ``"none"``: paper A's resize-only default.
         identity_index: identity name -> class index; None: identity labels are all masked.
         margin: fraction of the face box added on each side before cropping (0: tight).
+        degrade: probability that a face is shrunk to a random side between ``degrade_min`` and S
+            pixels and enlarged back (training only): collections mix resolutions (UTKFace chips of 64
+            and 200 px), and a model should not learn resolution as a shortcut for a label.
         max_pixels: images with more pixels raise ``ImageError`` (decompression-bomb guard;
             None: only Pillow's own limit).
         cache_bytes: keep up to this many bytes of decoded, cropped and resized faces (uint8) in
@@ -141,7 +163,7 @@ class FaceDataset(Dataset):
                  std: Sequence[float] = IMAGENET_STD, augment: str = "none",
                  identity_index: dict[str, int] | None = None, margin: float = 0.0,
                  max_pixels: int | None = DEFAULT_MAX_PIXELS, cache_bytes: int = DEFAULT_CACHE_BYTES,
-                 shift: int = 4, erase: float = 0.0):
+                 shift: int = 4, erase: float = 0.0, degrade: float = 0.0, degrade_min: int = 32):
         if "path" not in manifest.columns:
             raise ValueError("FaceDataset needs a manifest with a 'path' column (see fer_lib.datasets)")
         if not isinstance(image_size, Preprocess):
@@ -154,6 +176,7 @@ class FaceDataset(Dataset):
         self.augment = _Augment(self.image_size) if augment == "full" else None
         self._light_args = (int(shift), float(erase))
         self.light = _LightAugment(self.image_size, shift, erase) if light else None
+        self.degrade = _Degrade(self.image_size, degrade, degrade_min) if degrade > 0 else None
         self.identity_index = identity_index
         self.max_pixels = max_pixels
         self.manifest = manifest        # the trainer counts classes from it without reading images
@@ -223,15 +246,16 @@ class FaceDataset(Dataset):
             image = image.resize((max(1, round(w * k)), max(1, round(h * k))), Image.BILINEAR)
         return image
 
-    def with_augment(self, mode: str) -> FaceDataset:
-        """A shallow copy with augmentation ``"light"`` or ``"none"``; the decoded-face cache is shared,
-        so train and eval views decode each face once. (``"full"`` caches larger faces: build a new
-        dataset for it.)"""
+    def with_augment(self, mode: str, degrade: float = 0.0, degrade_min: int = 32) -> FaceDataset:
+        """A shallow copy with augmentation ``"light"`` or ``"none"`` (and ``degrade``); the decoded-face
+        cache is shared, so train and eval views decode each face once. (``"full"`` caches larger faces:
+        build a new dataset for it.)"""
         if mode not in ("none", "light") or self.augment is not None:
             raise ValueError(f"with_augment switches between 'none' and 'light' on a dataset built without "
                              f"'full' augmentation, got {mode!r}")
         out = copy.copy(self)
         out.light = _LightAugment(self.image_size, *self._light_args) if mode == "light" else None
+        out.degrade = _Degrade(self.image_size, degrade, degrade_min) if degrade > 0 else None
         return out
 
     def face_array(self, i: int) -> np.ndarray:
@@ -253,6 +277,8 @@ class FaceDataset(Dataset):
             image = self.augment(Image.fromarray(image))
         elif self.light is not None:
             image = self.light(image)
+        if self.degrade is not None:
+            image = self.degrade(image)
         labels = {k: torch.tensor(self.values[k][i]) for k in LABEL_KEYS}
         mask = {k: torch.tensor(bool(self.present[k][i])) for k in LABEL_KEYS}
         return self.preprocess.tensor(image), labels, mask

@@ -1,4 +1,4 @@
-"""Face detection (MTCNN from facenet-pytorch), tight crops, face selection.
+"""Face detection (MTCNN from facenet-pytorch) and face selection (crops: fer_lib.preprocess).
 
 The MTCNN weights ship inside the facenet-pytorch wheel, so detection works offline. Boxes are
 ``[x1, y1, x2, y2, prob]`` in pixels of the input image, sorted by probability (highest first).

@@ -55,6 +55,22 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], normalize: bool = True
     return fig
 
 
+def plot_group_metrics(table: pd.DataFrame, metrics: Sequence[str], x: str = "ethnicity", hue: str = "gender",
+                       floors: dict[str, float] | None = None, title: str = "") -> plt.Figure:
+    """One bar panel per metric of a per-group table (e.g. ethnicity x gender), with an optional
+    horizontal line per metric (``floors``: a target no group should fall below)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        sns.barplot(data=table, x=x, y=m, hue=hue, ax=ax)
+        if floors and m in floors:
+            ax.axhline(floors[m], color="black", lw=1, ls="--")
+        ax.set(ylim=(0, 1) if table[m].max() <= 1 else None, xlabel="", title=m)
+        ax.tick_params(axis="x", rotation=30)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_class_balance(counts: pd.DataFrame, title: str = "") -> plt.Figure:
     """Bar chart of a ``class x split`` count table (e.g. ``pd.crosstab(df.label, df.split)``)."""
     fig, ax = plt.subplots(figsize=(max(4, 0.7 * len(counts) + 2), 3.2))

@@ -26,7 +26,9 @@ from PIL import Image
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 RESIZE = "pil-bilinear"      # paper A's public code and its loaders resize with PIL bilinear
-COLOUR = "rgb"               # BGR input is a known pitfall of reproductions of paper A
+# BGR input is a known pitfall of reproductions of paper A; "grey" is for models trained on grey faces
+# (FER2013): colour photos are turned grey the same way before they reach such a model.
+COLOURS = ("rgb", "grey")
 
 
 def crop_window(box, image_size: tuple[int, int], margin: float = 0.0) -> tuple[int, int, int, int]:
@@ -79,7 +81,8 @@ class Preprocess:
         input_size: side S of the square network input.
         mean, std: per-channel normalisation of values scaled to [0, 1].
         margin: fraction of the face box added on each side before cropping (0: tight, paper A).
-        colour: channel order of the input (only ``"rgb"``).
+        colour: ``"rgb"``, or ``"grey"`` (luma, ITU-R 601, repeated on the 3 channels) for a model trained
+            on grey faces, so that colour photos reach it as its training faces did.
         resize: resampling of the crop (only ``"pil-bilinear"``).
     """
 
@@ -87,7 +90,7 @@ class Preprocess:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     margin: float = 0.0
-    colour: str = COLOUR
+    colour: str = "rgb"
     resize: str = RESIZE
 
     def __post_init__(self):
@@ -97,9 +100,9 @@ class Preprocess:
         object.__setattr__(self, "margin", float(self.margin))
         if self.input_size < 1 or len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError(f"Preprocess needs input_size >= 1 and 3 means / stds, got {self}")
-        if self.colour != COLOUR or self.resize != RESIZE:
+        if self.colour not in COLOURS or self.resize != RESIZE:
             raise ValueError(f"unsupported preprocessing colour={self.colour!r} resize={self.resize!r}; "
-                             f"fer_lib feeds {COLOUR!r} faces resized with {RESIZE!r}")
+                             f"fer_lib feeds {' or '.join(COLOURS)} faces resized with {RESIZE!r}")
 
     # --------------------------------------------------------------------------------- plain values
     def to_dict(self) -> dict[str, Any]:
@@ -135,8 +138,10 @@ class Preprocess:
         return arr[top:bottom, left:right]
 
     def resize_face(self, face) -> np.ndarray:
-        """A face (RGB array or PIL image) resized to ``S x S`` (``uint8``)."""
+        """A face (RGB array or PIL image) in the model's colour mode, resized to ``S x S`` (``uint8``)."""
         s = self.input_size
+        if self.colour == "grey":
+            face = self.to_grey(face)
         if isinstance(face, np.ndarray) and face.shape == (s, s, 3) and face.dtype == np.uint8:
             return face   # already the network's size (the datasets' cached faces)
         img = face if isinstance(face, Image.Image) else Image.fromarray(to_rgb_array(face))
@@ -144,6 +149,12 @@ class Preprocess:
         if img.size != (s, s):
             img = img.resize((s, s), Image.BILINEAR)
         return np.asarray(img)
+
+    @staticmethod
+    def to_grey(face) -> np.ndarray:
+        """RGB -> luma (PIL's ITU-R 601-2) repeated on 3 channels; grey faces come back unchanged."""
+        img = face if isinstance(face, Image.Image) else Image.fromarray(to_rgb_array(face))
+        return np.asarray(img.convert("L").convert("RGB"))
 
     def face(self, image, box=None) -> np.ndarray:
         """Crop and resize: the ``uint8`` ``S x S x 3`` face that :meth:`normalise` starts from."""

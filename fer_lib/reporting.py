@@ -26,7 +26,7 @@ from .provenance import git_commit, versions
 
 METRICS_COLUMNS = ["stage", "dataset", "split", "model", "metric", "value", "profile", "train_seconds",
                    "seed", "git_commit", "timestamp"]
-METRICS_KEY = ["stage", "dataset", "split", "model", "metric", "profile"]
+METRICS_KEY = ["stage", "dataset", "split", "model", "metric", "profile", "seed"]   # a run with another seed adds rows
 
 
 @contextmanager

@@ -30,3 +30,13 @@ def test_grid_has_one_panel_per_image():
     fig = plots.plot_image_grid(imgs, [str(i) for i in range(5)], ncols=4)
     shown = [ax for ax in fig.axes if ax.images]
     assert len(shown) == 5 and shown[2].get_title() == "2"
+
+
+def test_group_metrics_draw_one_bar_per_group_and_the_floor():
+    t = pd.DataFrame({"ethnicity": ["A", "A", "B", "B"], "gender": ["M", "F", "M", "F"],
+                      "gender_accuracy": [0.9, 0.8, 0.7, 0.95], "race_accuracy": [0.5, 0.6, 0.9, 0.4]})
+    fig = plots.plot_group_metrics(t, ["gender_accuracy", "race_accuracy"], floors={"race_accuracy": 0.6})
+    g_ax, r_ax = fig.axes[:2]
+    heights = sorted(round(p.get_height(), 2) for p in g_ax.patches if p.get_height() > 0)
+    assert heights == [0.7, 0.8, 0.9, 0.95]
+    assert [ln.get_ydata()[0] for ln in r_ax.lines if ln.get_linestyle() == "--"] == [0.6]

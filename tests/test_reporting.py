@@ -18,16 +18,20 @@ def test_record_metrics_upserts_by_key(tmp_results):
     reporting.record_metrics("pretrain", "utkface", "test", "mnv2", {"age_mae": 7.0, "gender_accuracy": 0.8},
                              profile="smoke", seed=0, train_seconds=12.34)
     reporting.record_metrics("finetune", "fer2013", "test", "mnv2", {"accuracy": 0.5}, profile="smoke", seed=0)
-    reporting.record_metrics("pretrain", "utkface", "test", "mnv2", {"age_mae": 6.0}, profile="smoke", seed=1)
+    reporting.record_metrics("pretrain", "utkface", "test", "mnv2", {"age_mae": 6.0}, profile="smoke", seed=0)
     df = reporting.load_metrics()
     assert list(df.columns) == reporting.METRICS_COLUMNS
     assert len(df) == 3
     age = df[df.metric == "age_mae"]
-    assert len(age) == 1 and age.value.iloc[0] == 6.0 and age.seed.iloc[0] == 1
+    assert len(age) == 1 and age.value.iloc[0] == 6.0   # the same run recorded again replaces its row
+    # another seed is another run (a spread over seeds): kept beside
+    reporting.record_metrics("pretrain", "utkface", "test", "mnv2", {"age_mae": 6.5}, profile="smoke", seed=1)
+    assert sorted(reporting.load_metrics().query("metric == 'age_mae'").seed) == [0, 1]
+    reporting.record_metrics("pretrain", "utkface", "test", "mnv2", {"age_mae": 6.0}, profile="smoke", seed=1)
     assert df[df.metric == "gender_accuracy"].train_seconds.iloc[0] == pytest.approx(12.3)
     # another profile is a different key: kept beside
     reporting.record_metrics("pretrain", "utkface", "test", "mnv2", {"age_mae": 9.0}, profile="default", seed=0)
-    assert len(reporting.load_metrics()) == 4
+    assert len(reporting.load_metrics()) == 5
     assert df.git_commit.notna().all() and (df.timestamp.str.len() > 10).all()
     info = json.loads((tmp_results / "versions.json").read_text())
     assert info["versions"]["torch"] == metadata.version("torch")

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_lib import config, reporting
+from fer_lib import config, labels, reporting
 from fer_lib.models import MultiTaskNet, save_checkpoint
 from fer_lib.preprocess import Preprocess
 from fer_lib.stages import expression as E
@@ -198,14 +198,39 @@ def test_fer2013_scratch_and_transfer_record_their_rows(env):
     assert rows.train_seconds.notna().all()
     assert E.fer2013_transfer(cfg, env, progress=False) is None        # no 01 checkpoint yet: skipped
     _attributes_checkpoint(env)
-    runs = E.fer2013_transfer(cfg, env, {"max_train_seconds": None}, progress=False)
-    assert [r.train_cfg.backbone for r in runs.values()] == ["tiny_cnn", "tiny_cnn"]
-    assert runs["utk_init"].init.kind == "checkpoint" and runs["random_init"].init.kind == "random"
+    cfg = cfg.override({"fer2013_transfer_seeds": 2, "fer2013_transfer_rows": 40})
+    runs = E.fer2013_transfer(cfg, env, {"image_size": SIDE, "max_train_seconds": None}, progress=False)
+    assert list(runs) == ["random_init", "utk_init"]     # tiny_cnn has no ImageNet weights: that arm is skipped
+    assert all(len(rs) == 2 for rs in runs.values()) and [r.seed for r in runs["utk_init"]] == [0, 1]
+    assert {r.init.kind for r in runs["utk_init"]} == {"checkpoint"} and {r.init.kind for r in runs["random_init"]} == {"random"}
+    assert all(len(r.pred["expression_logits"]) == 7 * 12 for rs in runs.values() for r in rs)  # the whole test set
     t = E.transfer_table(runs)
-    assert list(t.model) == ["tiny_cnn_utk_init", "tiny_cnn_random_init", "difference (utk - random)"]
-    assert t.accuracy.iloc[2] == pytest.approx(t.accuracy.iloc[0] - t.accuracy.iloc[1])
-    assert t.steps.iloc[0] == t.steps.iloc[1]                          # equal budget
-    assert len(reporting.load_metrics(env.metrics_csv)) == 2
+    assert list(t.model) == ["tiny_cnn_random_init", "tiny_cnn_utk_init", "difference (utk_init - random_init)"]
+    utk = [r.metrics["accuracy"] for r in runs["utk_init"]]
+    assert t.accuracy.iloc[1] == pytest.approx(np.mean(utk)) and t.accuracy_std.iloc[1] == pytest.approx(np.std(utk))
+    assert t.accuracy.iloc[2] == pytest.approx(t.accuracy.iloc[1] - t.accuracy.iloc[0])
+    assert t.steps.iloc[0] == t.steps.iloc[1] == 1                    # equal budget: 40 faces, 1 epoch, 1 step
+    rows = E.record_transfer(runs, cfg, env)
+    assert len(rows) == 2 * 2 * 2 and set(rows.seed) == {0, 1}
+    assert len(reporting.load_metrics(env.metrics_csv)) == 2 + 8
+
+
+@pytest.mark.slow
+def test_fer2013_finetune_starts_from_the_attribute_model_and_serves_grey(env):
+    cfg = config.get_profile("smoke", {"seed": 0, "fer2013_finetune.image_size": SIDE})
+    _attributes_checkpoint(env)
+    run = E.fer2013_finetune(cfg, env, progress=False)
+    assert run.init.kind == "checkpoint" and run.init.label == "01_attributes"
+    # FER2013 faces are grey: the checkpoint says so, and a colour face is served grey
+    from fer_lib.inference import Recognizer
+    from fer_lib.models import load_checkpoint
+    from fer_lib.preprocess import from_checkpoint
+
+    assert from_checkpoint(load_checkpoint(run.checkpoint)) == Preprocess(SIDE, colour="grey")
+    rec = Recognizer(run.checkpoint)
+    colour = _face(3, 0.9, -0.9, np.random.default_rng(5))
+    grey = np.repeat(np.asarray(Image.fromarray(colour).convert("L"))[..., None], 3, 2)
+    np.testing.assert_array_equal(rec.infer([colour])["expression_probs"], rec.infer([grey])["expression_probs"])
 
 
 def test_cached_dataset_matches_face_dataset_without_augmentation(env):
@@ -240,3 +265,23 @@ def test_real_fer2013_smoke_run(real_root, tmp_path, monkeypatch):
     assert (df.groupby("split").size() <= 256).all() and set(df.split) == {"train", "val", "test"}
     run = E.fer2013_scratch(cfg, paths, {"full_epochs": 1}, progress=False, data=data)
     assert 0 <= run.metrics["accuracy"] <= 1 and run.train_cfg.image_size == 48
+
+
+def test_served_accuracy_goes_through_detection_and_counts_missed_faces(tmp_path):
+    from skimage import data as skdata
+
+    from fer_lib.inference import Recognizer
+    from fer_lib.stages.common import served_accuracy
+
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "m.pt", MultiTaskNet("tiny_cnn", {"expression": 7}, verbose=False))
+    Image.fromarray(skdata.astronaut()).resize((128, 128)).save(tmp_path / "face.png")   # enlarged to 192 px
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "blank.png")
+    big = np.asarray(Image.open(tmp_path / "face.png").resize((192, 192), Image.BILINEAR))
+    said = Recognizer(ckpt, largest_only=True).predict(big)[0].expression
+    label = labels.EXPRESSIONS_7.index(said)
+    rows = pd.DataFrame({"path": [str(tmp_path / "face.png"), str(tmp_path / "blank.png")], "expression": [label, label]})
+    got = served_accuracy(ckpt, rows)
+    assert got == {"face_found": 0.5, "expression_accuracy": 0.5, "expression_accuracy_found": 1.0}
+    wrong = served_accuracy(ckpt, rows.assign(expression=(label + 1) % 7))
+    assert wrong["expression_accuracy"] == 0.0 and wrong["face_found"] == 0.5

@@ -140,3 +140,15 @@ def test_real_utkface_splits_test_on_the_balanced_list_and_val_from_train(real_r
     assert (df.split != "test").sum() == 21705                    # 23,709 files - 4 malformed - 2,000 test
     assert 1950 < (df.split == "val").sum() < 2400
     assert not set(names[df.split == "val"]) & listed
+    # val has the test chips' resolution (all 200 px), though most training chips are 64 px
+    assert set(stage.image_sides(df.path[df.split == "val"])) == {200}
+    assert (stage.image_sides(df.path[df.split == "train"]) == 64).mean() > 0.5
+
+
+def test_group_table_per_ethnicity_and_gender():
+    pred = pd.DataFrame({"race": [1, 1, 1, 0], "gender": [0, 0, 1, 0], "race_pred": [1, 2, 1, 0],
+                         "gender_pred": [0, 1, 1, 0], "age": [20, 30, 40, 50], "age_pred": [22, 30, 40, 45]})
+    t = stage.group_table(pred).set_index(["ethnicity", "gender"])
+    assert t.loc[("Black", "Male"), "race_accuracy"] == 0.5 and t.loc[("Black", "Male"), "gender_accuracy"] == 0.5
+    assert t.loc[("Black", "Male"), "age_mae"] == 1.0 and t.loc[("White", "Male"), "n"] == 1
+    assert list(t.index) == [("White", "Male"), ("Black", "Male"), ("Black", "Female")]

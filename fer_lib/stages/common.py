@@ -77,12 +77,15 @@ def new_model(tc: TrainConfig, tasks: Mapping[str, int], **kwargs) -> MultiTaskN
 
 
 def init_from_stage(model: nn.Module, tc: TrainConfig, checkpoint: Path | None, use: bool = True) -> Init:
-    """Load ``model``'s backbone from a previous stage's ``checkpoint`` when it exists and holds the
-    same backbone (heads of other shapes are dropped); otherwise keep the start of :func:`start_init`
-    and say why in the returned :class:`Init`."""
+    """Load ``model``'s backbone from a previous stage's ``checkpoint`` when ``use`` and
+    ``tc.from_previous`` allow it, the checkpoint exists and holds the same backbone (heads of other
+    shapes are dropped); otherwise keep the start of :func:`start_init` and say why in the returned
+    :class:`Init`."""
     start = start_init(tc)
     if not use:
         return Init(start.kind, start.source, reason="by request")
+    if not tc.from_previous:
+        return Init(start.kind, start.source, reason=f"from_previous=False: {checkpoint} not used")
     if checkpoint is None or not Path(checkpoint).is_file():
         return Init(start.kind, start.source, reason=f"{checkpoint or 'no previous checkpoint'} is absent "
                                                      "(run the previous stage first to start from it)")
@@ -108,12 +111,13 @@ def checkpoint_backbone(path: Path | None) -> tuple[str | None, int | None]:
 
 
 # ============================================================================================== data
-def make_dataset(manifest: pd.DataFrame, preprocess: Preprocess, augment: str = "none",
-                 max_cache_bytes: float = 3e9) -> FaceDataset:
-    """A :class:`~fer_lib.data.FaceDataset` whose decoded faces stay in memory up to ``max_cache_bytes``,
-    with augmentation ``augment`` (``none`` | ``light`` | ``full``)."""
-    return FaceDataset(manifest.reset_index(drop=True), preprocess, augment=augment,
-                       cache_bytes=int(max_cache_bytes))
+def make_dataset(manifest: pd.DataFrame, preprocess: Preprocess, tc: TrainConfig | None = None,
+                 max_cache_bytes: float = 3e9, **kwargs) -> FaceDataset:
+    """A :class:`~fer_lib.data.FaceDataset` whose decoded faces stay in memory up to ``max_cache_bytes``;
+    a training set (``tc`` given) gets ``tc``'s augmentation and resolution degradation."""
+    train = {} if tc is None else {"augment": tc.augment, "degrade": tc.degrade, "degrade_min": tc.degrade_min}
+    return FaceDataset(manifest.reset_index(drop=True), preprocess, cache_bytes=int(max_cache_bytes),
+                       **train, **kwargs)
 
 
 def expression_counts(manifest: pd.DataFrame, n_classes: int) -> list[int]:
@@ -145,7 +149,7 @@ def split_frames(df: pd.DataFrame, need_expression_below: int | None = None) -> 
 def build_datasets(frames: Mapping[str, pd.DataFrame], tc: TrainConfig, preprocess: Preprocess
                    ) -> dict[str, Dataset]:
     """Decoded datasets of train (augmented as ``tc.augment``), val and report, sharing nothing mutable."""
-    return {k: make_dataset(f, preprocess, augment=tc.augment if k == "train" else "none") for k, f in frames.items()}
+    return {k: make_dataset(f, preprocess, tc if k == "train" else None) for k, f in frames.items()}
 
 
 # ======================================================================================== evaluation
@@ -200,6 +204,7 @@ class Run:
     metrics: dict[str, float] = field(default_factory=dict)
     checkpoint: Path | None = None
     dataset: str = ""
+    seed: int = 0
 
 
 def train_model(model: nn.Module, tc: TrainConfig, train: Dataset, val: Dataset, test: Dataset | None,
@@ -216,7 +221,7 @@ def train_model(model: nn.Module, tc: TrainConfig, train: Dataset, val: Dataset,
     best = None if out_dir is None else Path(out_dir) / "best.pt"
     if best is not None and best.is_file():
         model.load_state_dict(load_checkpoint(best)["state_dict"])
-    run = Run(name, model, tc, init, history, trainer.train_seconds, checkpoint=best)
+    run = Run(name, model, tc, init, history, trainer.train_seconds, checkpoint=best, seed=seed)
     if test is not None:
         from torch.utils.data import DataLoader
 
@@ -226,15 +231,67 @@ def train_model(model: nn.Module, tc: TrainConfig, train: Dataset, val: Dataset,
     return run
 
 
+# ================================================================================ the predict path
+def served_accuracy(checkpoint: str | Path, manifest: pd.DataFrame, upscale: int = 192,
+                    progress: bool = False) -> dict[str, float]:
+    """Accuracy of a checkpoint through the path users take (``fer_lib.Recognizer.predict``: MTCNN on
+    the whole image, enlarged so its shorter side is ``upscale`` px, then the model's own crop and
+    preprocessing), beside the dataset's own crops: the gap is what framing and colour cost.
+
+    Per head the model has (``expression``, ``gender``, ``race``): ``<head>_accuracy`` over every row
+    (a face not found counts as wrong) and ``<head>_accuracy_found`` over the rows with a face;
+    ``face_found`` = share of rows where a face was detected (the largest face is used).
+    """
+    from PIL import Image
+
+    from ..datasets.images import read_image
+    from ..inference import Recognizer
+    from ..labels import ETHNICITIES, EXPRESSIONS_8
+    from ..progress import tqdm
+
+    rec = Recognizer(checkpoint, largest_only=True)
+    heads = [h for h in ("expression", "gender", "race") if h in rec.tasks]
+    found, right = [], {h: [] for h in heads}
+    for path in tqdm(manifest["path"], desc="predict path", disable=not progress, leave=False):
+        img = read_image(path)[0]
+        k = upscale / min(img.size)
+        if k > 1:
+            img = img.resize((round(img.size[0] * k), round(img.size[1] * k)), Image.BILINEAR)
+        faces = rec.predict(img)
+        found.append(bool(faces))
+        f = faces[0] if faces else None
+        for h in heads:
+            if f is None:
+                right[h].append(False)
+            elif h == "expression":
+                right[h].append(f.expression)
+            elif h == "gender":
+                right[h].append(f.gender)
+            else:
+                right[h].append(f.ethnicity)
+    found_arr = np.array(found)
+    out = {"face_found": float(found_arr.mean()) if len(found_arr) else float("nan")}
+    names = {"expression": EXPRESSIONS_8, "gender": ("Male", "Female"), "race": ETHNICITIES}
+    for h in heads:
+        truth = [names[h][int(v)] for v in manifest[h]]
+        ok = np.array([p is not False and p == t for p, t in zip(right[h], truth)])
+        out[f"{h}_accuracy"] = float(ok.mean())
+        out[f"{h}_accuracy_found"] = float(ok[found_arr].mean()) if found_arr.any() else float("nan")
+    return out
+
+
 # ========================================================================================= results
 def record_run(run: Run, stage: str, dataset: str, split: str, model: str, cfg: Profile,
-               keys: Sequence[str] | None = None, paths: Paths | None = None) -> pd.DataFrame:
-    """Write the run's metrics (all, or ``keys``) to metrics.csv with its training time."""
+               keys: Sequence[str] | None = None, paths: Paths | None = None, seed: int | None = None
+               ) -> pd.DataFrame:
+    """Write the run's metrics (all, or ``keys``) to metrics.csv with its training time (and ``seed``,
+    default the profile's)."""
     from .. import reporting
 
     paths = paths or get_paths()
     vals = {k: v for k, v in run.metrics.items() if keys is None or k in keys}
-    return reporting.record_metrics(stage, dataset, split, model, vals, profile=cfg.name, seed=cfg.seed,
+    return reporting.record_metrics(stage, dataset, split, model, vals, profile=cfg.name,
+                                    seed=cfg.seed if seed is None else seed,
                                     train_seconds=run.train_seconds, path=paths.metrics_csv)
 
 

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from .. import labels as L
 from .. import metrics as M
 from ..config import Paths, Profile, TrainConfig, get_paths, seed_everything
+from ..datasets._common import apply_limit
 from ..datasets.sources import DataSource, load_for_profile
 from ..preprocess import Preprocess
 from .common import (  # noqa: F401 - the shared stage vocabulary, re-exported for notebook 02
@@ -132,22 +133,28 @@ def fer2013_manifest(cfg: Profile, paths: Paths, progress: bool = True) -> tuple
 
 
 def fer2013_datasets(df: pd.DataFrame, preprocess: Preprocess) -> dict[str, Dataset]:
-    """train (augmented: flip + shift) / val (selection) / test (report), decoded faces kept in memory."""
+    """train / val (selection) / test (report), decoded faces kept in memory; FER2013's faces are grey,
+    so the preprocessing (and hence every checkpoint trained on them) turns faces grey: a colour photo
+    reaches the model as its training faces did."""
+    pre = preprocess.replace(colour="grey")
     frames = {s: df[df["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
-    return {s: make_dataset(f, preprocess, augment="light" if s == "train" else "none") for s, f in frames.items()}
+    return {s: make_dataset(f, pre) for s, f in frames.items()}
 
 
 def train_fer2013(cfg: Profile, paths: Paths, tc: TrainConfig, name: str, datasets: Mapping[str, Dataset],
-                  use_pretrained: bool = False, progress: bool = True) -> Run:
-    """One FER2013 model (7 classes, canonical order): trained on train, selected on val, tested on test."""
-    seed_everything(cfg.seed)
+                  use_pretrained: bool = False, progress: bool = True, seed: int | None = None) -> Run:
+    """One FER2013 model (7 classes, canonical order): trained on train, selected on val, tested on test.
+    ``use_pretrained``: start from ``01_attributes/best.pt`` (else from what ``tc`` names)."""
+    seed = cfg.seed if seed is None else int(seed)
+    seed_everything(seed)
     model = new_model(tc, {"expression": 7})
     init = init_from_stage(model, tc, paths.checkpoints / ATTRIBUTES_CKPT, use=use_pretrained)
-    print(f"[{name}] {tc.backbone} at {tc.image_size}px: {init}")
-    ds = {s: d.with_augment(tc.augment if s == "train" else "none") for s, d in datasets.items()}
+    print(f"[{name}] {tc.backbone} at {tc.image_size}px, seed {seed}: {init}")
+    ds = {s: d.with_augment(tc.augment, tc.degrade, tc.degrade_min) if s == "train" else d
+          for s, d in datasets.items()}
     counts = {"expression": expression_counts(ds["train"].manifest, 7)}
     run = train_model(model, tc, ds["train"], ds["val"], ds["test"], name, paths.checkpoints / name,
-                      eval_fn=expression_metrics, seed=cfg.seed, device=cfg.device, init=init,
+                      eval_fn=expression_metrics, seed=seed, device=cfg.device, init=init,
                       class_counts=counts, progress=progress, n_classes=7)
     run.metrics = {"accuracy": run.metrics["accuracy_7cls"], "macro_f1": run.metrics["macro_f1_7cls"]}
     run.dataset = "fer2013"
@@ -156,23 +163,49 @@ def train_fer2013(cfg: Profile, paths: Paths, tc: TrainConfig, name: str, datase
 
 def fer2013_scratch(cfg: Profile, paths: Paths | None = None, overrides: Mapping[str, Any] | None = None,
                     progress: bool = True, data: tuple[pd.DataFrame, DataSource] | None = None) -> Run | None:
-    """The real-data bar: the FER2013 model trained from scratch on this machine (None without real data)."""
+    """The from-scratch baseline on FER2013 (``fer2013_scratch``; None without real data)."""
     paths = paths or get_paths()
     data = data or fer2013_manifest(cfg, paths, progress)
     if data is None:
-        print("FER2013 is not under FER_DATA_ROOT: the real-data bar is skipped")
+        print("FER2013 is not under FER_DATA_ROOT: the FER2013 models are skipped")
         return None
     tc = fer2013_config(cfg, "scratch", overrides)
     ds = fer2013_datasets(data[0], new_model(tc, {"expression": 7}).preprocess)
     return train_fer2013(cfg, paths, tc, "02_fer2013_scratch", ds, use_pretrained=False, progress=progress)
 
 
+def fer2013_finetune(cfg: Profile, paths: Paths | None = None, overrides: Mapping[str, Any] | None = None,
+                     progress: bool = True, data: tuple[pd.DataFrame, DataSource] | None = None) -> Run | None:
+    """Paper A's chain on FER2013 (``fer2013_finetune``): the expression model fine-tuned from the
+    UTKFace multi-task checkpoint (itself from ImageNet where the profile says so), head-only then full.
+    None without real FER2013."""
+    paths = paths or get_paths()
+    data = data or fer2013_manifest(cfg, paths, progress)
+    if data is None:
+        print("FER2013 is not under FER_DATA_ROOT: the FER2013 models are skipped")
+        return None
+    tc = fer2013_config(cfg, "finetune", overrides)
+    ds = fer2013_datasets(data[0], new_model(tc, {"expression": 7}).preprocess)
+    return train_fer2013(cfg, paths, tc, "02_fer2013_finetune", ds, use_pretrained=True, progress=progress)
+
+
+#: Arms of paper A's thesis at equal budget: the same backbone, size and schedule, started at random,
+#: from ImageNet, or from the UTKFace multi-task checkpoint (which itself started from ImageNet when
+#: stage 01 did).
+TRANSFER_ARMS = ("random_init", "imagenet_init", "utk_init")
+
+
 def fer2013_transfer(cfg: Profile, paths: Paths | None = None, overrides: Mapping[str, Any] | None = None,
                      progress: bool = True, data: tuple[pd.DataFrame, DataSource] | None = None
-                     ) -> dict[str, Run] | None:
-    """Paper A's thesis on FER2013: the same backbone and budget initialised from the UTKFace multi-task
-    checkpoint (01_attributes/best.pt) vs at random. Backbone and image size come from that checkpoint.
-    None (with a printed reason) without real FER2013 or without the checkpoint."""
+                     ) -> dict[str, list[Run]] | None:
+    """Paper A's thesis on FER2013: :data:`TRANSFER_ARMS` at equal budget, each trained with
+    ``cfg.fer2013_transfer_seeds`` seeds (``cfg.seed``, ``cfg.seed + 1``, ...) on the same
+    ``cfg.fer2013_transfer_rows`` training faces. The backbone is that of ``01_attributes/best.pt``, the
+    rest ``cfg.fer2013_transfer``; the ImageNet arm runs where that backbone has ImageNet weights
+    (:func:`fer_lib.models.get_pretrained`). Returns ``{arm: [run per seed]}``, or None (with
+    a printed reason) without real FER2013 or without the checkpoint."""
+    from ..models import get_pretrained
+
     paths = paths or get_paths()
     ckpt = attributes_checkpoint(paths)
     if ckpt is None:
@@ -183,27 +216,55 @@ def fer2013_transfer(cfg: Profile, paths: Paths | None = None, overrides: Mappin
     if data is None:
         print("transfer comparison skipped: FER2013 is not under FER_DATA_ROOT")
         return None
-    backbone, size = checkpoint_backbone(ckpt)
-    tc = fer2013_config(cfg, "transfer", {"backbone": backbone, "image_size": int(size), **(overrides or {})})
-    ds = fer2013_datasets(data[0], new_model(tc, {"expression": 7}).preprocess)
-    runs = {}
-    for init in ("utk_init", "random_init"):
-        runs[init] = train_fer2013(cfg, paths, tc, f"02_fer2013_{init}", ds, use_pretrained=(init == "utk_init"),
-                                   progress=progress)
+    backbone, _ = checkpoint_backbone(ckpt)
+    base = fer2013_config(cfg, "transfer", {"backbone": backbone, "pretrained": None, "pretrained_file": None,
+                                            "from_previous": True, **(overrides or {})})
+    arms = {"random_init": (base, False), "utk_init": (base, True)}
+    if get_pretrained(backbone) is not None:
+        arms["imagenet_init"] = (dataclasses.replace(base, pretrained="imagenet"), False)
+    else:
+        print(f"no ImageNet weights registered for {backbone}: the imagenet_init arm is skipped")
+    df = data[0]
+    if cfg.fer2013_transfer_rows:   # the same subset for every arm: a low-data regime, where a start matters most
+        train = apply_limit(df[df["split"] == "train"], cfg.fer2013_transfer_rows, seed=cfg.seed)
+        df = pd.concat([train, df[df["split"] != "train"]], ignore_index=True)
+    ds = fer2013_datasets(df, new_model(base, {"expression": 7}).preprocess)
+    runs: dict[str, list[Run]] = {}
+    for k in range(max(1, cfg.fer2013_transfer_seeds)):
+        for arm in (a for a in TRANSFER_ARMS if a in arms):
+            tc, from_utk = arms[arm]
+            run = train_fer2013(cfg, paths, tc, f"02_fer2013_{arm}", ds, use_pretrained=from_utk,
+                                progress=progress, seed=cfg.seed + k)
+            runs.setdefault(arm, []).append(run)
     return runs
 
 
-def transfer_table(runs: Mapping[str, Run]) -> pd.DataFrame:
-    """Both arms side by side, plus the difference (UTKFace init - random init)."""
-    t = metrics_table(list(runs.values()), ("accuracy", "macro_f1"))
-    t["model"] = [f"{r.train_cfg.backbone}_{k}" for k, r in runs.items()]
-    t["steps"] = [int(r.history["global_step"].max()) if len(r.history) else 0 for r in runs.values()]
-    if {"utk_init", "random_init"} <= set(runs):
-        a, b = runs["utk_init"].metrics, runs["random_init"].metrics
-        diff = {"model": "difference (utk - random)", "accuracy": a["accuracy"] - b["accuracy"],
-                "macro_f1": a["macro_f1"] - b["macro_f1"]}
-        t = pd.concat([t, pd.DataFrame([diff])], ignore_index=True)
-    return t
+def transfer_table(runs: Mapping[str, Sequence[Run]]) -> pd.DataFrame:
+    """One row per arm: mean and spread (std over seeds; 0 with one seed) of accuracy and macro F1,
+    seeds, steps; then the differences between arms (ImageNet - random, UTKFace - ImageNet, UTKFace -
+    random) of the mean accuracy and macro F1."""
+    rows = []
+    for arm, rs in runs.items():
+        acc = np.array([r.metrics["accuracy"] for r in rs])
+        f1 = np.array([r.metrics["macro_f1"] for r in rs])
+        rows.append({"model": f"{rs[0].train_cfg.backbone}_{arm}", "arm": arm, "seeds": len(rs),
+                     "accuracy": acc.mean(), "accuracy_std": acc.std(), "macro_f1": f1.mean(),
+                     "macro_f1_std": f1.std(), "steps": int(rs[0].history["global_step"].max()) if len(rs[0].history) else 0,
+                     "train_seconds": round(float(np.mean([r.train_seconds for r in rs])), 1)})
+    t = pd.DataFrame(rows)
+    mean = t.set_index("arm")
+    diffs = []
+    for a, b in (("imagenet_init", "random_init"), ("utk_init", "imagenet_init"), ("utk_init", "random_init")):
+        if a in mean.index and b in mean.index:
+            diffs.append({"model": f"difference ({a} - {b})", "accuracy": mean.accuracy[a] - mean.accuracy[b],
+                          "macro_f1": mean.macro_f1[a] - mean.macro_f1[b]})
+    return pd.concat([t, pd.DataFrame(diffs)], ignore_index=True) if diffs else t
+
+
+def record_transfer(runs: Mapping[str, Sequence[Run]], cfg: Profile, paths: Paths | None = None) -> pd.DataFrame:
+    """metrics.csv rows of every arm and seed (stage 'finetune', dataset 'fer2013', split 'test')."""
+    return pd.concat([record_fer2013(r, cfg, f"{r.train_cfg.backbone}_{arm}", paths, seed=r.seed)
+                      for arm, rs in runs.items() for r in rs], ignore_index=True)
 
 
 # ============================================================================== notebook 02's tables
@@ -235,9 +296,11 @@ def per_class_recall_table(runs: Sequence[Run]) -> pd.DataFrame:
     return out
 
 
-def record_fer2013(run: Run, cfg: Profile, model: str, paths: Paths | None = None) -> pd.DataFrame:
+def record_fer2013(run: Run, cfg: Profile, model: str, paths: Paths | None = None,
+                   seed: int | None = None) -> pd.DataFrame:
     """Stage 'finetune', dataset 'fer2013', split 'test': accuracy and macro F1 (fractions) with train_seconds."""
-    return record_run(run, "finetune", "fer2013", "test", model, cfg, keys=("accuracy", "macro_f1"), paths=paths)
+    return record_run(run, "finetune", "fer2013", "test", model, cfg, keys=("accuracy", "macro_f1"), paths=paths,
+                      seed=seed)
 
 
 def scratch_model_name(run: Run) -> str:

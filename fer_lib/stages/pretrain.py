@@ -15,7 +15,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from PIL import Image
 
 from .. import labels
 from .. import metrics as M
@@ -75,9 +77,11 @@ def _workers(cfg: Profile) -> int:
     return cfg.data.num_workers if resolve_device(cfg.device).type == "cuda" else 0
 
 
-def _dataset(df: pd.DataFrame, model: MultiTaskNet, c: TrainConfig, augment: str = "none",
+def _dataset(df: pd.DataFrame, model: MultiTaskNet, c: TrainConfig, train: bool = False,
              ident: dict[str, int] | None = None) -> FaceDataset:
-    return FaceDataset(df.reset_index(drop=True), model.preprocess, augment=augment, identity_index=ident)
+    """Faces through the model's preprocessing; a training set gets ``c``'s augmentation and degradation."""
+    extra = {"augment": c.augment, "degrade": c.degrade, "degrade_min": c.degrade_min} if train else {}
+    return FaceDataset(df.reset_index(drop=True), model.preprocess, identity_index=ident, **extra)
 
 
 def _best_model(ckpt_dir: Path, fallback: MultiTaskNet) -> MultiTaskNet:
@@ -102,7 +106,7 @@ def train_identity(cfg: Profile, paths: Paths | None = None, progress: bool = Tr
     df = df[df["split"].isin(["train", "val"]) & df["identity"].astype(str).isin(ident)].reset_index(drop=True)
     model = new_model(c, {"identity": len(ident)})
     out = paths.checkpoints / IDENTITY_DIR
-    train_ds = _dataset(df[df.split == "train"], model, c, augment=c.augment, ident=ident)
+    train_ds = _dataset(df[df.split == "train"], model, c, train=True, ident=ident)
     val_ds = _dataset(df[df.split == "val"], model, c, ident=ident)
     trainer = Trainer(model, c, device=cfg.device, out_dir=out, seed=cfg.seed,
                       class_weight_tasks=(), num_workers=_workers(cfg), progress=progress,
@@ -135,12 +139,36 @@ def init_attributes_model(cfg: Profile, paths: Paths | None = None) -> tuple[Mul
     return model, init_from_stage(model, c, paths.checkpoints / IDENTITY_DIR / "best.pt")
 
 
+def image_sides(paths: pd.Series) -> np.ndarray:
+    """The shorter side of each image file, from its header (nothing is decoded); 0 where unreadable."""
+    def side(p: str) -> int:
+        try:
+            with Image.open(p) as im:
+                return min(im.size)
+        except OSError:
+            return 0
+    return np.array([side(p) for p in paths], dtype=np.int64)
+
+
 def utkface_splits(cfg: Profile, paths: Paths | None = None,
                    progress: bool = True) -> tuple[pd.DataFrame, DataSource]:
     """The profile's UTKFace manifest with train / val / test; val = ~10 % of the non-test files by a
-    hash of the file name (deterministic, never from test)."""
+    hash of the file name (deterministic, never from test).
+
+    Val is drawn from the training chips that have the test chips' resolution (real UTKFace: every
+    test chip is 200 px, most non-White training chips 64 px), so model selection sees the faces the
+    report is made on; where too few training chips share it, from all of them."""
     df, _, src = load_for_profile("utkface", cfg, paths, progress=progress)
     df = df.assign(file=df["path"].map(lambda p: Path(p).name))
+    test, pool = df["split"] == "test", df["split"] != "test"
+    if test.any():
+        sides = image_sides(df["path"])
+        like_test = pool & (sides == pd.Series(sides[test.to_numpy()]).mode().iloc[0])
+        n_val = round(VAL_FRACTION * pool.sum())
+        if 2 * n_val <= like_test.sum() < pool.sum():   # mixed resolutions: re-carve val among test-like
+            df.loc[pool, "split"] = "train"
+            part = carve_val(df[like_test], n_val / like_test.sum(), cfg.seed, key="file")
+            df.loc[part.index, "split"] = part["split"]
     df = ensure_val(df, key="file", seed=cfg.seed).drop(columns="file")
     return df.reset_index(drop=True), src
 
@@ -178,7 +206,7 @@ def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = 
         train = oversample(train)
         print(f"training rows per ethnicity after repeating rare ones: "
               f"{dict(zip(labels.ETHNICITIES, train.race.value_counts().sort_index().tolist()))}")
-    train_ds = _dataset(train, model, c, augment=c.augment)
+    train_ds = _dataset(train, model, c, train=True)
     val_ds = _dataset(df[df.split == "val"], model, c)
     trainer = Trainer(model, c, device=cfg.device, out_dir=out, seed=cfg.seed,
                       class_weight_tasks=("race", "gender") if c.class_weights else (),
@@ -230,6 +258,17 @@ def attribute_tables(res: StageResult, pred: pd.DataFrame) -> tuple[pd.DataFrame
         for k, g in pred.groupby(col):
             rows.append({"group": col, "value": names[int(k)], "n": len(g), **attribute_metrics(g)})
     return overall, pd.DataFrame(rows)
+
+
+def group_table(pred: pd.DataFrame) -> pd.DataFrame:
+    """One row per ethnicity x gender of the test faces: n, gender accuracy, ethnicity recall (the share
+    of the group's faces given their own ethnicity), age MAE: where a model fails a group, not on average."""
+    rows = []
+    for (race, gender), g in pred.groupby(["race", "gender"]):
+        rows.append({"ethnicity": labels.ETHNICITIES[int(race)], "gender": labels.GENDERS[int(gender)], "n": len(g),
+                     "gender_accuracy": M.accuracy(g.gender, g.gender_pred),
+                     "race_accuracy": M.accuracy(g.race, g.race_pred), "age_mae": M.age_mae(g.age, g.age_pred)})
+    return pd.DataFrame(rows)
 
 
 def record_attributes(res: StageResult, pred: pd.DataFrame, cfg: Profile, paths: Paths | None = None) -> dict:
