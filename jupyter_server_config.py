@@ -12,6 +12,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO / "scripts"))
 
+from jupyter_server.services.contents.largefilemanager import AsyncLargeFileManager  # noqa: E402
 from normalize_notebooks import strip_outputs  # noqa: E402
 
 c = get_config()  # noqa: F821 - provided by the config loader
@@ -30,4 +31,13 @@ def _strip_committed_notebooks(model, path, contents_manager, **kwargs):
         strip_outputs(model["content"])
 
 
-c.FileContentsManager.pre_save_hook = _strip_committed_notebooks
+class ProjectContentsManager(AsyncLargeFileManager):
+    """The server's default contents manager with the hook registered once (setting the pre_save_hook
+    trait from config warns, as the config is applied twice)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.register_pre_save_hook(_strip_committed_notebooks)
+
+
+c.ServerApp.contents_manager_class = ProjectContentsManager

@@ -180,8 +180,10 @@ def _free_port() -> int:
 
 
 @pytest.mark.notebooks
-def test_lab_server_offers_only_the_project_kernel(tmp_path):
-    """`make lab`'s server config: the Launcher lists fer-lib and not the venv's generic python3."""
+def test_lab_server_offers_only_the_project_kernel_and_saves_notebooks_clean(tmp_path):
+    """`make lab`'s server config: the Launcher lists fer-lib and not the venv's generic python3, and a
+    committed notebook saved through the server with outputs (as Lab's autosave does after a run) ends
+    up byte-identical to the committed file."""
     if not _kernel_installed():
         pytest.skip(f"the {KERNEL} kernel is not registered (make install registers it)")
     port, token = _free_port(), "t" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:16]
@@ -200,6 +202,22 @@ def test_lab_server_offers_only_the_project_kernel(tmp_path):
             except OSError:
                 time.sleep(0.5)
         assert specs is not None, "the Lab server did not answer: " + (proc.stderr.read() if proc.poll() else "")
+        nb_path = REPO / "notebooks" / "06_demo.ipynb"
+        committed = nb_path.read_bytes()
+        url = f"http://127.0.0.1:{port}/api/contents/{nb_path.name}?token={token}"
+        try:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                model = json.loads(r.read())
+            code = next(c for c in model["content"]["cells"] if c["cell_type"] == "code")
+            code["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "ran\n"}]
+            code["execution_count"] = 1
+            body = json.dumps({"type": "notebook", "format": "json", "content": model["content"]}).encode()
+            req = urllib.request.Request(url, data=body, method="PUT", headers={"Content-Type": "application/json"})
+            urllib.request.urlopen(req, timeout=30).close()
+            saved = nb_path.read_bytes()
+        finally:
+            nb_path.write_bytes(committed)
+        assert saved == committed, "saving through the Lab server changed the committed notebook"
     finally:
         proc.terminate()
         proc.wait(timeout=30)

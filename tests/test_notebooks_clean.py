@@ -105,3 +105,25 @@ def test_normalize_script_restores_the_committed_form():
 def test_precommit_hook_runs_the_script():
     text = (REPO / ".pre-commit-config.yaml").read_text()
     assert "scripts/normalize_notebooks.py" in text and "notebooks/" in text
+
+
+def test_lab_server_saves_committed_notebooks_without_outputs():
+    """jupyter_server_config.py's pre-save hook strips notebooks/*.ipynb and leaves other notebooks alone."""
+    import copy
+
+    import nbformat
+    from traitlets.config.loader import PyFileConfigLoader
+
+    cfg = PyFileConfigLoader("jupyter_server_config.py", path=str(REPO)).load_config()
+    cm = cfg.ServerApp.contents_manager_class(root_dir=str(REPO), config=cfg)
+    nb = nbformat.read(str(NOTEBOOKS[0]), as_version=4)
+    code = next(c for c in nb.cells if c.cell_type == "code")
+    code.outputs = [nbformat.v4.new_output("stream", name="stdout", text="hi\n")]
+    code.execution_count = 1
+    committed = {"type": "notebook", "content": copy.deepcopy(nb)}
+    cm.run_pre_save_hooks(committed, f"notebooks/{NOTEBOOKS[0].name}")
+    assert all(not c.get("outputs") and c.get("execution_count") is None
+               for c in committed["content"].cells if c.cell_type == "code")
+    elsewhere = {"type": "notebook", "content": copy.deepcopy(nb)}
+    cm.run_pre_save_hooks(elsewhere, f"runs/smoke/notebooks/{NOTEBOOKS[0].name}")
+    assert elsewhere["content"] == nb
