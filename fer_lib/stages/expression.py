@@ -44,6 +44,7 @@ from .common import (  # noqa: F401 - the shared stage vocabulary, re-exported f
     metrics_table,
     new_model,
     record_run,
+    served_accuracy,
     seven_class_predictions,
     split_frames,
     train_model,
@@ -187,6 +188,26 @@ def fer2013_finetune(cfg: Profile, paths: Paths | None = None, overrides: Mappin
     tc = fer2013_config(cfg, "finetune", overrides)
     ds = fer2013_datasets(data[0], new_model(tc, {"expression": 7}).preprocess)
     return train_fer2013(cfg, paths, tc, "02_fer2013_finetune", ds, use_pretrained=True, progress=progress)
+
+
+def fer2013_served(run: Run, df: pd.DataFrame, cfg: Profile, paths: Paths | None = None,
+                   upscale: int = 192) -> pd.DataFrame:
+    """The FER2013 test faces through ``predict`` (:func:`~fer_lib.stages.common.served_accuracy`) beside
+    the trainer's evaluation on the dataset's crops; records ``accuracy_predict`` and ``face_found``."""
+    test = df[df["split"] == "test"]
+    served = served_accuracy(run.checkpoint, test, upscale=upscale)
+    vals = {"accuracy_predict": served["expression_accuracy"], "face_found": served["face_found"]}
+    from .. import reporting
+
+    paths = paths or get_paths()
+    reporting.record_metrics("finetune", "fer2013", "test", model_label(run.train_cfg, run), vals, profile=cfg.name,
+                             seed=run.seed, train_seconds=run.train_seconds, path=paths.metrics_csv)
+    return pd.DataFrame([
+        {"path": "dataset crops (trainer)", "accuracy": run.metrics["accuracy"], "images": len(test)},
+        {"path": f"predict (MTCNN on the image enlarged to {upscale} px, the model's crop)",
+         "accuracy": served["expression_accuracy"], "images": len(test)},
+        {"path": "predict, faces found only", "accuracy": served["expression_accuracy_found"],
+         "images": round(served["face_found"] * len(test))}])
 
 
 #: Arms of paper A's thesis at equal budget: the same backbone, size and schedule, started at random,
