@@ -186,12 +186,15 @@ def test_lab_server_offers_only_the_project_kernel_and_saves_notebooks_clean(tmp
     up byte-identical to the committed file."""
     if not _kernel_installed():
         pytest.skip(f"the {KERNEL} kernel is not registered (make install registers it)")
+    listing = sorted(os.listdir(REPO / "notebooks"))
     port, token = _free_port(), "t" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:16]
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
     jupyter = Path(sys.executable).with_name("jupyter")
     proc = subprocess.Popen([str(jupyter), "lab", f"--config={REPO / 'jupyter_server_config.py'}", "--no-browser",
                              "--allow-root", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO / 'notebooks'}"],
+                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO / 'notebooks'}",
+                             # checkpoints of the save below go to tmp, not to notebooks/.ipynb_checkpoints
+                             f"--FileCheckpoints.checkpoint_dir={tmp_path / 'checkpoints'}"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         specs, deadline = None, time.time() + 120
@@ -223,3 +226,4 @@ def test_lab_server_offers_only_the_project_kernel_and_saves_notebooks_clean(tmp
         proc.wait(timeout=30)
     assert specs["default"] == KERNEL
     assert set(specs["kernelspecs"]) == {KERNEL}, list(specs["kernelspecs"])
+    assert sorted(os.listdir(REPO / "notebooks")) == listing, "the server left files in notebooks/"
