@@ -167,3 +167,15 @@ def test_chain_kernels_get_absolute_folders_and_no_progress_bars(tmp_path, tmp_r
     assert env == {"FER_RESULTS_DIR": str(tmp_results.resolve()), "FER_PROGRESS": "0",
                    "paths": str(tmp_results.resolve())}
     assert os.environ.get("FER_PROGRESS") == before  # restored after the chain
+
+
+def test_cli_publishes_only_when_asked(monkeypatch):
+    from fer_lib import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "run_chain", lambda *a, **kw: calls.append(kw) or [])
+    assert cli.main(["reproduce", "--profile", "smoke"]) == 0
+    assert cli.main(["reproduce", "--profile", "smoke", "--publish"]) == 0
+    assert cli.main(["demo", "--profile", "smoke"]) == 0
+    assert [c["publish"] for c in calls] == [None, True, None]
+    assert calls[2]["only"] == ["demo"]
