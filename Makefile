@@ -14,7 +14,7 @@ TEST_BUILD := $(CURDIR)/build/test
 PUBLISH ?=
 PUBLISH_FLAG := $(if $(filter 1 yes true,$(PUBLISH)),--publish,)
 
-.PHONY: install reproduce test lab bench lint notebooks clean-results help
+.PHONY: install reproduce test lab bench lint notebooks clean-runs clean-results help
 
 help:
 	@echo "make reproduce   run notebooks 00-06 with papermill into runs/PROFILE/ (PROFILE=smoke|default|paper,"
@@ -60,6 +60,10 @@ notebooks: $(STAMP)
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(RUNENV) $(if $(PUBLISH_FLAG),FER_PUBLISH=1,) $(PY) $$b || exit $$?; done
+
+# Exploratory runs and test outputs; the published results/ stay.
+clean-runs:
+	rm -rf runs build/test
 
 clean-results:
 	rm -rf results/notebooks results/tables results/figures results/metrics.csv results/README.md
