@@ -9,6 +9,8 @@ every run's executed copies are under runs/<profile>/notebooks/), so autosave ne
 import sys
 from pathlib import Path
 
+import zmq
+
 REPO = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO / "scripts"))
 
@@ -20,6 +22,9 @@ c = get_config()  # noqa: F821 - provided by the config loader
 c.KernelSpecManager.ensure_native_kernel = False
 c.KernelSpecManager.allowed_kernelspecs = {"fer-lib"}
 c.MappingKernelManager.default_kernel_name = "fer-lib"
+# Curve-encrypted kernel sockets (ipykernel warns about plain TCP in the server log otherwise).
+if zmq.has("curve"):
+    c.KernelManager.transport_encryption = "auto"
 
 
 def _strip_committed_notebooks(model, path, contents_manager, **kwargs):

@@ -179,6 +179,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _execute(port: int, token: str, code: str) -> str:
+    """Start the server's default kernel and run ``code`` over the websocket, as Lab does; its stdout."""
+    import uuid
+
+    import websocket
+
+    base = f"127.0.0.1:{port}/api/kernels"
+    req = urllib.request.Request(f"http://{base}?token={token}", data=b"{}", method="POST")
+    with urllib.request.urlopen(req, timeout=120) as r:
+        kernel = json.loads(r.read())
+    assert kernel["name"] == KERNEL
+    ws = websocket.create_connection(f"ws://{base}/{kernel['id']}/channels?token={token}", timeout=120)
+    try:
+        header = {"msg_id": uuid.uuid4().hex, "username": "test", "session": uuid.uuid4().hex,
+                  "msg_type": "execute_request", "version": "5.3", "date": ""}
+        ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {}, "channel": "shell",
+                            "content": {"code": code, "silent": False}, "buffers": []}))
+        while True:
+            msg = json.loads(ws.recv())
+            if msg.get("msg_type") == "stream" and msg["parent_header"].get("msg_id") == header["msg_id"]:
+                return msg["content"]["text"]
+    finally:
+        ws.close()
+        urllib.request.urlopen(urllib.request.Request(f"http://{base}/{kernel['id']}?token={token}",
+                                                      method="DELETE"), timeout=60).close()
+
+
 @pytest.mark.notebooks
 def test_lab_server_offers_only_the_project_kernel_and_saves_notebooks_clean(tmp_path):
     """`make lab`'s server config: the Launcher lists fer-lib and not the venv's generic python3, and a
@@ -187,6 +214,7 @@ def test_lab_server_offers_only_the_project_kernel_and_saves_notebooks_clean(tmp
     if not _kernel_installed():
         pytest.skip(f"the {KERNEL} kernel is not registered (make install registers it)")
     listing = sorted(os.listdir(REPO / "notebooks"))
+    log = tmp_path / "server.log"
     port, token = _free_port(), "t" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:16]
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
     jupyter = Path(sys.executable).with_name("jupyter")
@@ -195,7 +223,7 @@ def test_lab_server_offers_only_the_project_kernel_and_saves_notebooks_clean(tmp
                              f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO / 'notebooks'}",
                              # checkpoints of the save below go to tmp, not to notebooks/.ipynb_checkpoints
                              f"--FileCheckpoints.checkpoint_dir={tmp_path / 'checkpoints'}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
     try:
         specs, deadline = None, time.time() + 120
         while specs is None and time.time() < deadline and proc.poll() is None:
@@ -204,7 +232,8 @@ def test_lab_server_offers_only_the_project_kernel_and_saves_notebooks_clean(tmp
                     specs = json.loads(r.read())
             except OSError:
                 time.sleep(0.5)
-        assert specs is not None, "the Lab server did not answer: " + (proc.stderr.read() if proc.poll() else "")
+        assert specs is not None, "the Lab server did not answer: " + log.read_text()
+        assert _execute(port, token, "print(6 * 7)") == "42\n"  # the Launcher's kernel runs code
         nb_path = REPO / "notebooks" / "06_demo.ipynb"
         committed = nb_path.read_bytes()
         url = f"http://127.0.0.1:{port}/api/contents/{nb_path.name}?token={token}"
@@ -227,3 +256,4 @@ def test_lab_server_offers_only_the_project_kernel_and_saves_notebooks_clean(tmp
     assert specs["default"] == KERNEL
     assert set(specs["kernelspecs"]) == {KERNEL}, list(specs["kernelspecs"])
     assert sorted(os.listdir(REPO / "notebooks")) == listing, "the server left files in notebooks/"
+    assert "WARNING" not in log.read_text(), log.read_text()[-2000:]
