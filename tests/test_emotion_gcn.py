@@ -19,6 +19,7 @@ from fer_lib.models.emotion_gcn import (
     GCNMultiTaskNet,
     LabelGraph,
     build_emotion_gcn,
+    graph_from_correlation,
     label_adjacency,
     load_label_embeddings,
     normalize_adjacency,
@@ -315,3 +316,82 @@ def test_eight_expression_nodes_include_contempt():
     assert g.counts["rows_used"] == 22
     gcn = build_emotion_gcn(g, feature_dim=8, cfg=GCNConfig(hidden=4))
     assert gcn(torch.randn(2, 8)).shape == (2, 10) and gcn.node_features.shape == (10, 384)
+
+
+# ------------------------------------------------------------- paper B's formulation on a hand-made case
+V, A = 7, 8
+# Signed Spearman correlations written by hand for the 9 nodes (7 expressions, Valence, Arousal); the
+# one-hot expression columns anti-correlate (-0.2) as they do in real data, which must not become edges.
+HAND_EDGES = {(0, A): -0.45, (0, V): 0.05, (1, V): 0.86, (1, A): 0.10, (2, V): -0.40, (2, A): -0.09,
+              (3, V): 0.02, (3, A): 0.35, (4, V): -0.20, (4, A): 0.30, (5, V): 0.05, (5, A): 0.0,
+              (6, V): -0.30, (6, A): 0.25, (V, A): 0.15}
+
+
+def hand_corr() -> np.ndarray:
+    c = np.full((9, 9), -0.2)
+    for (i, j), v in HAND_EDGES.items():
+        c[i, j] = c[j, i] = v
+    np.fill_diagonal(c, 1.0)
+    return c
+
+
+# After the tau = 0.1 cut (inclusive: Happy-Arousal at exactly 0.10 stays) and p = 0.5 re-weighting:
+# a row keeps 1 - p = 0.5 for itself and shares p = 0.5 equally among its neighbours; Disgust has no
+# neighbour (its row sums to 0.5). Rows: Neutral .. Anger, Valence, Arousal.
+H, T = 0.25, 1 / 12
+HAND_REWEIGHTED = np.array([
+    [.5, 0, 0, 0, 0, 0, 0, 0, .5],
+    [0, .5, 0, 0, 0, 0, 0, H, H],
+    [0, 0, .5, 0, 0, 0, 0, .5, 0],
+    [0, 0, 0, .5, 0, 0, 0, 0, .5],
+    [0, 0, 0, 0, .5, 0, 0, H, H],
+    [0, 0, 0, 0, 0, .5, 0, 0, 0],
+    [0, 0, 0, 0, 0, 0, .5, H, H],
+    [0, .1, .1, 0, .1, 0, .1, .5, .1],
+    [T, T, 0, T, T, 0, T, T, .5],
+])
+
+
+def test_hand_made_graph_cut_reweighting_and_transposed_normalisation():
+    g = graph_from_correlation(hand_corr(), tau=0.1, p=0.5)
+    expected_edges = {(0, A), (1, V), (1, A), (2, V), (3, A), (4, V), (4, A), (6, V), (6, A), (V, A)}
+    got = {(i, j) for i in range(9) for j in range(i + 1, 9) if g.binary[i, j]}
+    assert got == expected_edges
+    np.testing.assert_array_equal(g.binary, g.binary.T)
+    np.testing.assert_allclose(g.reweighted, HAND_REWEIGHTED, atol=1e-15)
+    # ML-GCN gen_adj: D = diag(rowsum^-1/2); every row sums to 1 except Disgust's (0.5, so d^-1/2 = sqrt 2):
+    # A_hat = D A'^T D is the transpose of A' with Disgust's self-loop 0.5 * sqrt2 * sqrt2 = 1.
+    want = HAND_REWEIGHTED.T.copy()
+    want[5, 5] = 1.0
+    np.testing.assert_allclose(g.a_hat, want, atol=1e-15)
+    # the transpose matters: Valence's row collects what each expression gives it (Sad 0.5, Happy 0.25),
+    # not the 0.1 Valence gives each of its five neighbours
+    assert g.a_hat[V, 2] == 0.5 and g.a_hat[V, 1] == 0.25 and g.a_hat[1, V] == pytest.approx(0.1)
+    assert not np.allclose(g.a_hat, g.a_hat.T)
+
+
+@pytest.mark.parametrize("lr_scale, va_scale", [(1.0, 1.0), (0.25, 0.2)])
+def test_forward_pass_equals_an_independent_numpy_gcn(lr_scale, va_scale):
+    g = graph_from_correlation(hand_corr(), tau=0.1, p=0.5)
+    rng = np.random.default_rng(3)
+    x, w1, w2 = rng.normal(size=(9, 6)), rng.normal(size=(6, 5)) / 3, rng.normal(size=(5, 4)) / 3
+    f = np.abs(rng.normal(size=(3, 4)))                       # pooled image features (non-negative)
+    gcn = EmotionGCN(x.astype(np.float32), g, feature_dim=4, hidden=5, layers=2, lr_scale=lr_scale,
+                     va_scale=va_scale)
+    with torch.no_grad():                                     # the layers multiply by lr_scale * weight
+        gcn.layers[0].weight.copy_(torch.tensor(w1 / lr_scale))
+        gcn.layers[1].weight.copy_(torch.tensor(w2 / lr_scale))
+        out = gcn(torch.tensor(f, dtype=torch.float32)).double().numpy()
+
+    def leaky(z):
+        return np.where(z > 0, z, 0.2 * z)
+
+    a = g.a_hat
+    w = a @ leaky(a @ x @ w1) @ w2                            # 2 bias-free layers, LeakyReLU(0.2) between
+    want = f @ w.T                                            # outputs = f . W^T
+    want[:, 7:] *= va_scale                                   # valence, arousal (1: paper B as published)
+    np.testing.assert_allclose(out, want, atol=1e-6)
+    np.testing.assert_allclose(gcn.classifier_weights().detach().double().numpy(), w, atol=1e-6)
+    # the normalisation's transpose is what the forward uses: the untransposed matrix gives other outputs
+    w_untransposed = a.T @ leaky(a.T @ x @ w1) @ w2
+    assert np.abs(f @ w_untransposed.T - f @ w.T).max() > 1e-2

@@ -193,13 +193,26 @@ def label_adjacency(data: Any, tau: float = 0.1, p: float = 0.5, n_expr: int = 7
     if constant:
         warnings.warn(f"label_adjacency: column(s) {constant} are constant over the training rows "
                       "(no sample of that class, or constant VA); they get no edge", stacklevel=2)
+    return graph_from_correlation(corr, tau, p, names, counts)
+
+
+def graph_from_correlation(corr: np.ndarray, tau: float = 0.1, p: float = 0.5,
+                           names: Sequence[str] | None = None, counts: dict[str, int] | None = None) -> LabelGraph:
+    """Steps 2-5 of the module docstring on a given correlation matrix ``[n_expr + 2]^2`` (NaN = no edge):
+    ``|corr|``, expression-expression block zeroed, ``>= tau`` cut, ``p`` re-weighting, normalisation."""
+    corr = np.asarray(corr, dtype=float)
+    n = corr.shape[0]
+    n_expr = n - len(VA_NODES)
+    if corr.shape != (n, n) or n_expr < 1:
+        raise ValueError(f"corr must be square [n_expr + 2, n_expr + 2], got {corr.shape}")
+    names = tuple(names) if names is not None else node_names(n_expr)
     strength = np.nan_to_num(np.abs(corr), nan=0.0)
     strength[:n_expr, :n_expr] = 0.0          # expressions link only to V and A
     np.fill_diagonal(strength, 0.0)            # self-loops are added by the re-weighting
     binary = (strength >= tau).astype(np.int64)
     reweighted = reweight(binary, p)
     return LabelGraph(names=names, corr=corr, binary=binary, reweighted=reweighted,
-                      a_hat=normalize_adjacency(reweighted), tau=float(tau), p=float(p), counts=counts)
+                      a_hat=normalize_adjacency(reweighted), tau=float(tau), p=float(p), counts=dict(counts or {}))
 
 
 def plot_adjacency(adj: LabelGraph | np.ndarray, labels: Sequence[str] | None = None, which: str = "a_hat",
@@ -311,19 +324,33 @@ def load_label_embeddings(source: str | Path = "packaged",
 
 # ------------------------------------------------------------------------------------------------ model
 class GraphConvolution(nn.Module):
-    """One bias-free graph convolution ``A_hat @ (X @ W)`` (Kipf & Welling), uniform init ``1/sqrt(out)``."""
+    """One bias-free graph convolution ``A_hat @ (X @ W)`` (Kipf & Welling), uniform init ``1/sqrt(out)``.
 
-    def __init__(self, in_features: int, out_features: int):
+    ``W = lr_scale * weight``: the stored parameter is divided by ``lr_scale`` at init, so ``W`` starts
+    the same, but Adam(W), whose steps do not depend on the gradient's scale, moves ``W`` at
+    ``lr * lr_scale`` (SGD at ``lr * lr_scale**2``): a slower learning rate for the GCN than for the
+    backbone without a separate optimizer group.
+    """
+
+    def __init__(self, in_features: int, out_features: int, lr_scale: float = 1.0):
         super().__init__()
+        if not lr_scale > 0:
+            raise ValueError(f"lr_scale must be > 0, got {lr_scale}")
+        self.lr_scale = float(lr_scale)
         self.weight = nn.Parameter(torch.empty(in_features, out_features))
         bound = 1.0 / math.sqrt(out_features)
-        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.weight, -bound / self.lr_scale, bound / self.lr_scale)
+
+    @property
+    def effective_weight(self) -> torch.Tensor:
+        """``W`` [in, out], the matrix the layer multiplies by."""
+        return self.weight * self.lr_scale if self.lr_scale != 1.0 else self.weight
 
     def forward(self, x: torch.Tensor, a_hat: torch.Tensor) -> torch.Tensor:
-        return a_hat @ (x @ self.weight)
+        return a_hat @ (x @ self.effective_weight)
 
     def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]} -> {self.weight.shape[1]}, bias=False"
+        return f"{self.weight.shape[0]} -> {self.weight.shape[1]}, bias=False, lr_scale={self.lr_scale:g}"
 
 
 class EmotionGCN(nn.Module):
@@ -337,7 +364,7 @@ class EmotionGCN(nn.Module):
 
     def __init__(self, node_features: np.ndarray | torch.Tensor, a_hat: LabelGraph | np.ndarray | torch.Tensor,
                  feature_dim: int, hidden: int = 512, layers: int = 2, negative_slope: float = 0.2,
-                 n_expr: int = 7, embedding_source: str = ""):
+                 n_expr: int = 7, embedding_source: str = "", lr_scale: float = 1.0, va_scale: float = 1.0):
         super().__init__()
         if isinstance(a_hat, LabelGraph):
             a_hat = a_hat.a_hat
@@ -352,10 +379,11 @@ class EmotionGCN(nn.Module):
             raise ValueError(f"layers must be >= 1, got {layers}")
         self.n_expr = n_expr
         self.embedding_source = embedding_source
+        self.va_scale = float(va_scale)
         self.register_buffer("node_features", x)
         self.register_buffer("a_hat", a)
         widths = [x.shape[1]] + [hidden] * (layers - 1) + [feature_dim]
-        self.layers = nn.ModuleList(GraphConvolution(i, o) for i, o in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(GraphConvolution(i, o, lr_scale) for i, o in zip(widths[:-1], widths[1:]))
         self.act = nn.LeakyReLU(negative_slope)
 
     @property
@@ -376,7 +404,12 @@ class EmotionGCN(nn.Module):
         if features.ndim != 2 or features.shape[1] != self.feature_dim:
             raise ValueError(f"EmotionGCN expects pooled features [B, {self.feature_dim}], got "
                              f"{tuple(features.shape)}; set feature_dim to the backbone's num_features")
-        return features @ self.classifier_weights().T
+        out = features @ self.classifier_weights().T
+        if self.va_scale == 1.0:
+            return out
+        scale = torch.ones(out.shape[1], dtype=out.dtype, device=out.device)
+        scale[self.n_expr:] = self.va_scale
+        return out * scale
 
 
 class GCNMultiTaskNet(nn.Module):
@@ -399,6 +432,91 @@ class GCNMultiTaskNet(nn.Module):
         return {"expression": out[:, :n], "va": out[:, n:n + 2]}
 
 
+class GCNNet(GCNMultiTaskNet):
+    """:class:`GCNMultiTaskNet` on a named backbone, with what the trainer and the checkpoint io expect of
+    a model (as :class:`~fer_lib.models.MultiTaskNet`): ``tasks``, ``forward_heads``, ``backbone_name``,
+    ``preprocess``, ``config()``, and a frozen backbone that stays in eval mode.
+
+    ``input_size`` / ``pretrained`` / ``pretrained_file`` mean what they mean for ``MultiTaskNet``.
+    """
+
+    def __init__(self, backbone: str, graph: LabelGraph, gcn_cfg: Any = None,
+                 embeddings: tuple[np.ndarray, str] | None = None, input_size: int | None = None,
+                 pretrained: str | None = None, pretrained_file: str | None = None) -> None:
+        from ..config import GCNConfig
+        from ..preprocess import Preprocess
+        from .backbones import create_backbone
+
+        module, dim, size, mean, std = create_backbone(backbone, pretrained_file, verbose=False,
+                                                       pretrained=pretrained)
+        gcn_cfg = gcn_cfg or GCNConfig()
+        super().__init__(module, build_emotion_gcn(graph, dim, gcn_cfg, embeddings))
+        self.backbone_name, self.num_features = backbone, dim
+        self.preprocess = Preprocess(input_size or size, tuple(mean), tuple(std))
+        self.gcn_cfg = dataclasses.asdict(gcn_cfg)
+        self.tasks = {"expression": self.gcn.n_expr, "va": 2}
+        self.age_mode = "bins"
+        self._backbone_frozen = False
+
+    @property
+    def input_size(self) -> int:
+        return self.preprocess.input_size
+
+    @property
+    def mean(self) -> tuple[float, float, float]:
+        return self.preprocess.mean
+
+    @property
+    def std(self) -> tuple[float, float, float]:
+        return self.preprocess.std
+
+    def forward_heads(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.gcn(feat)
+        n = self.gcn.n_expr
+        return {"expression": out[:, :n], "va": out[:, n:n + 2]}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_heads(self.forward_features(x))
+
+    def train(self, mode: bool = True) -> GCNNet:
+        super().train(mode)
+        if self._backbone_frozen:
+            self.backbone.eval()
+        return self
+
+    def config(self) -> dict[str, Any]:
+        return {"kind": "emotion_gcn", "backbone": self.backbone_name, "tasks": dict(self.tasks),
+                "gcn": self.gcn_cfg, "embedding_source": self.gcn.embedding_source,
+                "embedding_dim": int(self.gcn.node_features.shape[1]), "input_size": self.input_size,
+                "mean": list(self.mean), "std": list(self.std), "num_features": self.num_features,
+                "preprocess": self.preprocess.to_dict()}
+
+
+def load_gcn_checkpoint(path: str | Path) -> GCNNet:
+    """Rebuild a :class:`GCNNet` from its checkpoint (graph and node features come from the buffers)."""
+    from ..config import GCNConfig
+    from ..preprocess import from_checkpoint
+    from .checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    mc = ckpt.get("model_config") or {}
+    if mc.get("kind") != "emotion_gcn":
+        raise ValueError(f"{path} is not an Emotion-GCN checkpoint (model_config kind {mc.get('kind')!r})")
+    sd = ckpt["state_dict"]
+    a_hat = sd["gcn.a_hat"].numpy()
+    n = a_hat.shape[0]
+    graph = LabelGraph(names=tuple(str(i) for i in range(n)), corr=a_hat, binary=a_hat, reweighted=a_hat,
+                       a_hat=a_hat, tau=0.0, p=0.0, counts={})
+    emb = (sd["gcn.node_features"].numpy(), mc.get("embedding_source", ""))
+    known = {f.name for f in dataclasses.fields(GCNConfig)}
+    values = {k: v for k, v in mc["gcn"].items() if k in known}   # fields added since default as before
+    cfg = GCNConfig(**{**values, "n_expr": n - len(VA_NODES)})
+    model = GCNNet(mc["backbone"], graph, cfg, emb)
+    model.load_state_dict(sd, strict=True)
+    model.preprocess = from_checkpoint(ckpt)
+    return model
+
+
 def build_emotion_gcn(graph: LabelGraph, feature_dim: int, cfg: Any = None,
                       embeddings: tuple[np.ndarray, str] | None = None) -> EmotionGCN:
     """An :class:`EmotionGCN` for ``graph`` from a ``config.GCNConfig`` (defaults when None).
@@ -412,4 +530,5 @@ def build_emotion_gcn(graph: LabelGraph, feature_dim: int, cfg: Any = None,
     vectors, source = embeddings or load_label_embeddings(cfg.embedding, graph.names)
     n_expr = len(graph.names) - len(VA_NODES)
     return EmotionGCN(vectors, graph, feature_dim, hidden=cfg.hidden, layers=cfg.layers,
-                      negative_slope=cfg.negative_slope, n_expr=n_expr, embedding_source=source)
+                      negative_slope=cfg.negative_slope, n_expr=n_expr, embedding_source=source,
+                      lr_scale=getattr(cfg, "lr_scale", 1.0), va_scale=getattr(cfg, "va_scale", 1.0))
