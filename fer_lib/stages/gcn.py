@@ -1,113 +1,147 @@
-"""Stage 03: paper B's Emotion-GCN (7 expressions + valence + arousal) and its ablation at equal budget.
+"""Stage 03: paper B's Emotion-GCN (7 expressions + valence + arousal) and its ablations at equal budget.
 
-``run_gcn(cfg)`` builds the label graph from the training rows of the AffectNet-format manifest
-(:func:`fer_lib.models.emotion_gcn.label_adjacency`), then trains three models with the same
-backbone, initialisation (``01_attributes/best.pt`` when present), data (rows labelled 0..6, Contempt
-dropped as paper B), schedule and epochs (``cfg.finetune``):
+Two benchmarks, each with the same three arms trained with the same backbone, initialisation, data,
+schedule and epochs:
 
 * ``single_task``: expression head only (7 classes);
 * ``multitask_linear``: expression (7) + valence/arousal linear heads (paper A's layout);
-* ``emotion_gcn``: the GCN-produced classifier/regressor (:class:`GCNNet`).
+* ``emotion_gcn``: the GCN-produced classifier/regressor (:class:`~fer_lib.models.emotion_gcn.GCNNet`).
 
-All are selected on the validation rows carved from training.csv and reported on validation.csv
-(metrics split 'val', as the papers).
+``run_gcn(cfg)``: AffectNet-format data (rows labelled 0..6, Contempt dropped as paper B), ``cfg.finetune``,
+the label graph from the training rows; selected on the rows carved from training.csv, reported on
+validation.csv (metrics split 'val', as the papers).
+
+``run_affwild2(cfg)``: paper B's second benchmark, Aff-Wild2 in the ABAW layout (the real set under
+``FER_DATA_ROOT/affwild2`` or the synthetic one written in its format): frames at
+``cfg.gcn.affwild2_image_size`` (112 px), frames whose EXPR line is -1 or whose VA line is invalid (-5)
+left out of that task's loss and score as ABAW does, and counted (:func:`affwild2_frame_counts`);
+Train_Set videos for training (a few moved to selection), Validation_Set for the report; ABAW scores
+(:func:`abaw_metrics`).
+
+Initialisation (``cfg.gcn.init``, the same for every arm so that the ablation compares heads, not
+starts): the backbone of the best checkpoint the project has written for the same backbone, in the order
+of :data:`INIT_CHECKPOINTS` (the 02 expression + VA model, the 02 expression model, the 01 multi-task
+attribute model), or ImageNet weights / random where ``cfg.finetune`` says so and none exists. Only the
+backbone tensors are loaded: no arm starts with a trained head.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
+from torch import nn
 
-from ..config import GCNConfig, Paths, Profile, get_paths, seed_everything
-from ..models import create_backbone
-from ..models.checkpoint import load_checkpoint
+from .. import metrics as M
+from ..config import Paths, Profile, TrainConfig, get_paths, seed_everything
+from ..datasets import ValidationReport
+from ..datasets._common import carve_val
+from ..datasets.sources import load_for_profile
+from ..models.checkpoint import load_checkpoint, load_state_dict_adapted
 from ..models.emotion_gcn import (
-    GCNMultiTaskNet,
+    GCNNet,
     LabelGraph,
-    build_emotion_gcn,
     label_adjacency,
+    load_gcn_checkpoint,
     load_label_embeddings,
 )
 from ..preprocess import for_model
 from . import common as C
 
+__all__ = [
+    "ABAW_KEYS", "ABLATION_KEYS", "ARMS", "INIT_CHECKPOINTS", "GCNNet", "GCNResult", "abaw_metrics",
+    "affwild2_frame_counts", "build_graph", "init_backbone", "load_gcn_checkpoint", "record_affwild2",
+    "record_gcn", "run_affwild2", "run_gcn", "start_checkpoint",
+]
+
 ABLATION_KEYS = ("accuracy_7cls", "macro_f1_7cls", "valence_ccc", "arousal_ccc")
+# ABAW: expression_abaw2020 = 0.67 F1 + 0.33 accuracy (ABAW 2020), expression_macro_f1 (later ABAW),
+# valence_ccc / arousal_ccc and their mean va_ccc (the VA score).
+ABAW_KEYS = ("expression_abaw2020", "expression_macro_f1", "expression_accuracy", "valence_ccc", "arousal_ccc",
+             "va_ccc")
 ARMS = ("single_task", "multitask_linear", "emotion_gcn")
+#: Checkpoints an arm's backbone may start from, best first (relative to the checkpoints folder).
+INIT_CHECKPOINTS: dict[str, Path] = {
+    "02_expression_va": Path("02_expression_va") / "best.pt",
+    "02_expression": Path("02_expression") / "best.pt",
+    "01_attributes": C.ATTRIBUTES_CKPT,
+}
 
 
-class GCNNet(GCNMultiTaskNet):
-    """:class:`GCNMultiTaskNet` with what the trainer and the checkpoint io expect of a model: ``tasks``,
-    ``forward_heads``, ``backbone_name``, ``config()``, and a frozen backbone that stays in eval mode."""
+# ====================================================================================== initialisation
+def start_checkpoint(paths: Paths, backbone: str, init: str = "auto") -> tuple[Path | None, str]:
+    """The checkpoint every arm's backbone starts from, and why (a reason when there is none).
 
-    def __init__(self, backbone: str, graph: LabelGraph, gcn_cfg: GCNConfig | None = None,
-                 embeddings: tuple[np.ndarray, str] | None = None) -> None:
-        module, dim, size, mean, std = create_backbone(backbone, verbose=False)
-        gcn_cfg = gcn_cfg or GCNConfig()
-        super().__init__(module, build_emotion_gcn(graph, dim, gcn_cfg, embeddings))
-        self.backbone_name, self.num_features, self.input_size = backbone, dim, size
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.gcn_cfg = dataclasses.asdict(gcn_cfg)
-        self.tasks = {"expression": self.gcn.n_expr, "va": 2}
-        self.age_mode = "bins"
-        self._backbone_frozen = False
-
-    def forward_heads(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.gcn(feat)
-        n = self.gcn.n_expr
-        return {"expression": out[:, :n], "va": out[:, n:n + 2]}
-
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.forward_heads(self.forward_features(x))
-
-    def train(self, mode: bool = True) -> GCNNet:
-        super().train(mode)
-        if self._backbone_frozen:
-            self.backbone.eval()
-        return self
-
-    def config(self) -> dict[str, Any]:
-        return {"kind": "emotion_gcn", "backbone": self.backbone_name, "tasks": dict(self.tasks),
-                "gcn": self.gcn_cfg, "embedding_source": self.gcn.embedding_source,
-                "embedding_dim": int(self.gcn.node_features.shape[1]), "input_size": self.input_size,
-                "mean": list(self.mean), "std": list(self.std), "num_features": self.num_features}
+    ``init``: ``auto`` (the first of :data:`INIT_CHECKPOINTS` that exists and holds ``backbone``), one
+    of its keys (that one), or ``none``.
+    """
+    if init == "none":
+        return None, "by request (gcn.init=none)"
+    if init != "auto" and init not in INIT_CHECKPOINTS:
+        raise ValueError(f"gcn.init={init!r}; choose auto, none or one of {', '.join(INIT_CHECKPOINTS)}")
+    names = list(INIT_CHECKPOINTS) if init == "auto" else [init]
+    why = []
+    for name in names:
+        path = paths.checkpoints / INIT_CHECKPOINTS[name]
+        if not path.is_file():
+            why.append(f"{path} is absent")
+            continue
+        stored = (load_checkpoint(path).get("model_config") or {}).get("backbone")
+        if stored == backbone:
+            return path, ""
+        why.append(f"{path} holds backbone {stored!r}, not {backbone!r}")
+    return None, "; ".join(why)
 
 
-def load_gcn_checkpoint(path: str | Path) -> GCNNet:
-    """Rebuild a :class:`GCNNet` from ``03_gcn/best.pt`` (graph and node features come from the buffers)."""
-    ckpt = load_checkpoint(path)
-    mc = ckpt.get("model_config") or {}
-    if mc.get("kind") != "emotion_gcn":
-        raise ValueError(f"{path} is not an Emotion-GCN checkpoint (model_config kind {mc.get('kind')!r})")
-    sd = ckpt["state_dict"]
-    n = sd["gcn.a_hat"].shape[0]
-    n_expr = n - 2
-    a_hat = sd["gcn.a_hat"].numpy()
-    graph = LabelGraph(names=tuple(str(i) for i in range(n)), corr=a_hat, binary=a_hat, reweighted=a_hat,
-                       a_hat=a_hat, tau=0.0, p=0.0, counts={})
-    emb = (sd["gcn.node_features"].numpy(), mc.get("embedding_source", ""))
-    model = GCNNet(mc["backbone"], graph, GCNConfig(**{**mc["gcn"], "n_expr": n_expr}), emb)
-    model.load_state_dict(sd, strict=True)
-    return model
+def init_backbone(model: nn.Module, tc: TrainConfig, checkpoint: Path | None, reason: str = "") -> C.Init:
+    """Load only the ``backbone.*`` tensors of ``checkpoint`` into ``model`` (heads keep their random
+    init, so a linear VA head is not handed a trained one the GCN cannot use); without a checkpoint the
+    model keeps the start ``tc`` gives it (ImageNet weights or random)."""
+    start = C.start_init(tc)
+    if checkpoint is None:
+        return C.Init(start.kind, start.source, reason=reason)
+    state = {k: v for k, v in load_checkpoint(checkpoint)["state_dict"].items() if k.startswith("backbone.")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")        # a tensor of another shape would be reported, not loaded
+        report = load_state_dict_adapted(model, state, str(checkpoint))
+    return C.Init("checkpoint", str(checkpoint), tensors=report.loaded)
 
 
+def build_arm(arm: str, tc: TrainConfig, graph: LabelGraph, cfg: Profile,
+              embeddings: tuple[np.ndarray, str]) -> nn.Module:
+    """The untrained model of one arm (random or ImageNet backbone, as ``tc`` says)."""
+    n_expr = cfg.gcn.n_expr
+    if arm == "single_task":
+        return C.new_model(tc, {"expression": n_expr})
+    if arm == "multitask_linear":
+        return C.new_model(tc, {"expression": n_expr, "va": 2})
+    if arm == "emotion_gcn":
+        return GCNNet(tc.backbone, graph, cfg.gcn, embeddings, input_size=tc.image_size,
+                      pretrained=tc.pretrained, pretrained_file=tc.pretrained_file)
+    raise ValueError(f"unknown ablation arm {arm!r}; choose from {ARMS}")
+
+
+# ========================================================================================== results
 @dataclass
 class GCNResult:
+    """One benchmark: its label graph, node embeddings, data, the trained arms and (Aff-Wild2) the frame
+    counts of the ABAW filtering."""
+
     graph: LabelGraph
     embedding_source: str
     dataset: str
     runs: dict[str, C.Run] = field(default_factory=dict)
+    keys: tuple[str, ...] = ABLATION_KEYS
+    frame_counts: pd.DataFrame | None = None
 
     def ablation_table(self) -> pd.DataFrame:
-        """One row per arm at equal budget: epochs, train seconds, accuracy / macro F1 (7 classes), CCC."""
-        return C.metrics_table([self.runs[a] for a in ARMS if a in self.runs], ABLATION_KEYS)
+        """One row per arm at equal budget: init, epochs, train seconds and the benchmark's metrics."""
+        return C.metrics_table([self.runs[a] for a in ARMS if a in self.runs], self.keys)
 
 
 def build_graph(df: pd.DataFrame, cfg: Profile) -> LabelGraph:
@@ -117,47 +151,49 @@ def build_graph(df: pd.DataFrame, cfg: Profile) -> LabelGraph:
         return label_adjacency(df, tau=cfg.gcn.tau, p=cfg.gcn.p, n_expr=cfg.gcn.n_expr, split="train")
 
 
-def run_gcn(cfg: Profile, paths: Paths | None = None, progress: bool = True,
-            arms: tuple[str, ...] = ARMS) -> GCNResult:
-    """Label graph + the three arms of the ablation (see the module docstring); writes ``03_gcn/best.pt``."""
-    paths = paths or get_paths()
-    tc = cfg.finetune
-    n_expr = cfg.gcn.n_expr
-    df, src, dataset = C.affectnet_splits(cfg, paths, progress)
-    graph = build_graph(df, cfg)
-    embeddings = load_label_embeddings(cfg.gcn.embedding, graph.names)
-    res = GCNResult(graph, embeddings[1], dataset)
-    frames = C.split_frames(df, need_expression_below=n_expr)
-    counts = {"expression": C.expression_counts(frames["train"], n_expr)}
-    datasets: Mapping | None = None
+def _train_arms(cfg: Profile, paths: Paths, tc: TrainConfig, frames: Mapping[str, pd.DataFrame],
+                res: GCNResult, arms: Sequence[str], folders: Mapping[str, str], eval_fn,
+                progress: bool) -> GCNResult:
+    """Train ``arms`` on the same frames, start and schedule; checkpoints under ``folders[arm]``."""
+    embeddings = load_label_embeddings(cfg.gcn.embedding, res.graph.names)
+    counts = {"expression": C.expression_counts(frames["train"], cfg.gcn.n_expr)}
+    checkpoint, reason = (start_checkpoint(paths, tc.backbone, cfg.gcn.init) if tc.from_previous
+                          else (None, "from_previous=False"))
+    datasets = None
     for arm in arms:
         seed_everything(cfg.seed)
-        if arm == "single_task":
-            model = C.new_model(tc, {"expression": n_expr})
-        elif arm == "multitask_linear":
-            model = C.new_model(tc, {"expression": n_expr, "va": 2})
-        elif arm == "emotion_gcn":
-            model = GCNNet(tc.backbone, graph, cfg.gcn, embeddings)
-        else:
-            raise ValueError(f"unknown ablation arm {arm!r}; choose from {ARMS}")
-        init = C.init_from_stage(model, tc, paths.checkpoints / C.ATTRIBUTES_CKPT)
-        print(f"[03 {arm}] {init}")
+        model = build_arm(arm, tc, res.graph, cfg, embeddings)
+        init = init_backbone(model, tc, checkpoint, reason)
+        print(f"[{folders[arm]}] {init}")
         if datasets is None:      # decoded once, shared by the arms (same backbone, same mean/std)
             datasets = C.build_datasets(frames, tc, for_model(model).replace(input_size=tc.image_size))
-        out = paths.checkpoints / ("03_gcn" if arm == "emotion_gcn" else f"03_ablation_{arm}")
-        res.runs[arm] = C.train_model(model, tc, datasets["train"], datasets["val"], datasets["report"], arm, out,
-                                      eval_fn=C.expression_metrics, seed=cfg.seed, device=cfg.device, init=init,
-                                      class_counts=counts, progress=progress, n_classes=n_expr)
-        res.runs[arm].dataset = dataset
+        run = C.train_model(model, tc, datasets["train"], datasets["val"], datasets["report"], arm,
+                            paths.checkpoints / folders[arm], eval_fn=eval_fn, seed=cfg.seed,
+                            device=cfg.device, init=init, class_counts=counts, progress=progress,
+                            n_classes=cfg.gcn.n_expr)
+        run.dataset = res.dataset
+        res.runs[arm] = run
     return res
+
+
+# ========================================================================================= AffectNet
+def run_gcn(cfg: Profile, paths: Paths | None = None, progress: bool = True,
+            arms: Sequence[str] = ARMS) -> GCNResult:
+    """Label graph + the arms of the AffectNet ablation (module docstring); writes ``03_gcn/best.pt``."""
+    paths = paths or get_paths()
+    df, _, dataset = C.affectnet_splits(cfg, paths, progress)
+    graph = build_graph(df, cfg)
+    res = GCNResult(graph, load_label_embeddings(cfg.gcn.embedding, graph.names)[1], dataset)
+    frames = C.split_frames(df, need_expression_below=cfg.gcn.n_expr)
+    folders = {"single_task": "03_ablation_single_task", "multitask_linear": "03_ablation_multitask_linear",
+               "emotion_gcn": "03_gcn"}
+    return _train_arms(cfg, paths, cfg.finetune, frames, res, arms, folders, C.expression_metrics, progress)
 
 
 def record_gcn(res: GCNResult, cfg: Profile, paths: Paths | None = None) -> pd.DataFrame:
     """metrics.csv rows of stage 'gcn' (split 'val' = AffectNet's validation set, the papers' report set)."""
-    frames = []
-    for arm, run in res.runs.items():
-        frames.append(C.record_run(run, "gcn", res.dataset, "val", f"{arm}_{cfg.finetune.backbone}", cfg,
-                                   keys=ABLATION_KEYS, paths=paths))
+    frames = [C.record_run(run, "gcn", res.dataset, "val", f"{arm}_{cfg.finetune.backbone}", cfg,
+                           keys=ABLATION_KEYS, paths=paths) for arm, run in res.runs.items()]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -166,5 +202,109 @@ def ablation_with_source(res: GCNResult) -> pd.DataFrame:
     t = res.ablation_table()
     t["note"] = ["" if m != "emotion_gcn" else
                  f"tau={res.graph.tau:g}, p={res.graph.p:g}, {len(res.graph.edges())} edges; "
-                 f"embeddings: {res.embedding_source.split(':')[0]}" for m in t["model"]]
+                 f"embeddings: {res.embedding_source.split(':')[0]}; "
+                 f"lr_scale={res.runs[m].model.gcn.layers[0].lr_scale:g}" for m in t["model"]]
     return t
+
+
+# ========================================================================================= Aff-Wild2
+def abaw_metrics(pred: Mapping[str, np.ndarray], n_classes: int = 7) -> dict[str, float]:
+    """ABAW scores over the frames that carry each label (invalid frames are masked out by the loader):
+    expression accuracy, macro F1 over the classes present (the ABAW evaluation's sklearn default) and
+    the ABAW 2020 score ``0.67 F1 + 0.33 accuracy``; CCC of valence and arousal and their mean."""
+    out: dict[str, float] = {}
+    m = pred["mask_expression"].astype(bool)
+    if m.any():
+        y = pred["label_expression"][m].astype(np.int64)
+        p = pred["expression_logits"][m][:, :n_classes].argmax(axis=1)
+        out["expression_abaw2020"] = M.abaw_expr_score_2020(y, p)
+        out["expression_macro_f1"] = M.abaw_expr_score(y, p)
+        out["expression_accuracy"] = M.accuracy(y, p)
+    for dim in ("valence", "arousal"):
+        mv = pred.get(f"mask_{dim}", np.zeros(0, bool)).astype(bool)
+        if f"{dim}_pred" in pred and mv.sum() >= 2:
+            out[f"{dim}_ccc"] = float(M.ccc(pred[f"label_{dim}"][mv], pred[f"{dim}_pred"][mv]))
+    if "valence_ccc" in out and "arousal_ccc" in out:
+        out["va_ccc"] = (out["valence_ccc"] + out["arousal_ccc"]) / 2
+    return out
+
+
+def affwild2_frame_counts(df: pd.DataFrame, report: ValidationReport) -> pd.DataFrame:
+    """Per split: frames kept, frames scored for expression and for VA, and frames left out of one task
+    (an invalid EXPR line, -1, or VA line, -5); the 'loader' row counts the annotation lines the loader
+    dropped because neither the frame's EXPR nor its VA is valid in that file."""
+    rows = []
+    for split in ("train", "val", "test"):
+        part = df[df["split"] == split]
+        has_e, has_v = part["expression"].notna(), part["valence"].notna() & part["arousal"].notna()
+        rows.append({"split": split, "frames": len(part), "expression_scored": int(has_e.sum()),
+                     "va_scored": int(has_v.sum()), "expression_invalid": int((~has_e).sum()),
+                     "va_invalid": int((~has_v).sum())})
+    dropped = {reason: n for (action, reason), n in report.counts.items() if action == "dropped"}
+    rows.append({"split": "loader (all sets)", "frames": 0, "expression_scored": 0, "va_scored": 0,
+                 "expression_invalid": sum(n for r, n in dropped.items() if r.startswith("EXPR")),
+                 "va_invalid": sum(n for r, n in dropped.items() if r.startswith("VA"))})
+    return pd.DataFrame(rows)
+
+
+def affwild2_config(cfg: Profile) -> TrainConfig:
+    """``cfg.finetune`` at paper B's Aff-Wild2 input size, ``cfg.gcn.affwild2_epochs`` all-layer epochs."""
+    return dataclasses.replace(cfg.finetune, image_size=cfg.gcn.affwild2_image_size, head_epochs=0,
+                               full_epochs=cfg.gcn.affwild2_epochs)
+
+
+def affwild2_splits(cfg: Profile, paths: Paths, progress: bool = True
+                    ) -> tuple[pd.DataFrame, ValidationReport, str]:
+    """Aff-Wild2 frames (train / val videos carved from Train_Set / test = Validation_Set), the loader's
+    report and the metrics dataset name."""
+    df, report, src = load_for_profile("affwild2", cfg, paths, progress=progress)
+    videos = df[df["split"] == "train"].drop_duplicates("video")[["video", "split"]]
+    if len(videos) >= 2:                       # at least one whole video for selection, never all
+        n_val = min(len(videos) - 1, max(1, round(cfg.gcn.affwild2_val_fraction * len(videos))))
+        chosen = carve_val(videos, n_val / len(videos), cfg.seed, key="video")
+        val_videos = set(chosen.loc[chosen["split"] == "val", "video"])
+        df = df.copy()
+        df.loc[(df["split"] == "train") & df["video"].isin(val_videos), "split"] = "val"
+    return df.reset_index(drop=True), report, ("affwild2" if src.real else "synthetic_affwild2")
+
+
+def run_affwild2(cfg: Profile, paths: Paths | None = None, progress: bool = True,
+                 arms: Sequence[str] = ARMS) -> GCNResult:
+    """Paper B's Aff-Wild2 setting (module docstring); checkpoints under ``03_affwild2_<arm>``."""
+    paths = paths or get_paths()
+    df, report, dataset = affwild2_splits(cfg, paths, progress)
+    graph = build_graph(df, cfg)
+    res = GCNResult(graph, load_label_embeddings(cfg.gcn.embedding, graph.names)[1], dataset, keys=ABAW_KEYS,
+                    frame_counts=affwild2_frame_counts(df, report))
+    frames = {k: df[df["split"] == s].reset_index(drop=True)
+              for k, s in (("train", "train"), ("val", "val"), ("report", "test"))}
+    folders = {arm: f"03_affwild2_{arm}" for arm in ARMS}
+    return _train_arms(cfg, paths, affwild2_config(cfg), frames, res, arms, folders, abaw_metrics, progress)
+
+
+def record_affwild2(res: GCNResult, cfg: Profile, paths: Paths | None = None) -> pd.DataFrame:
+    """metrics.csv rows of stage 'gcn' on Aff-Wild2 (split 'val' = its Validation_Set, where ABAW and
+    paper B report); the ABAW scores whose names metrics.METRICS declares."""
+    size = cfg.gcn.affwild2_image_size
+    keys = [k for k in ABAW_KEYS if k in M.METRICS]
+    frames = [C.record_run(run, "gcn", res.dataset, "val", f"{arm}_{cfg.finetune.backbone}_{size}px", cfg,
+                           keys=keys, paths=paths) for arm, run in res.runs.items()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def output_scales(res: GCNResult) -> pd.DataFrame:
+    """Per arm with a VA head, on the report rows: the spread (std) of the valence / arousal outputs
+    against their labels', and of the expression logits; the measurement behind ``gcn.va_scale``
+    (a GCN whose VA rows sit on the logits' scale puts out VA many times wider than the labels)."""
+    rows = []
+    for arm, run in res.runs.items():
+        p = run.pred
+        if "valence_pred" not in p:
+            continue
+        row = {"model": arm, "logit_std": float(np.std(p["expression_logits"]))}
+        for dim in ("valence", "arousal"):
+            m = p[f"mask_{dim}"].astype(bool)
+            row[f"{dim}_pred_std"] = float(np.std(p[f"{dim}_pred"][m]))
+            row[f"{dim}_label_std"] = float(np.std(p[f"label_{dim}"][m]))
+        rows.append(row)
+    return pd.DataFrame(rows)
