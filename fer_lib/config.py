@@ -69,8 +69,9 @@ class TrainConfig:
     degrade: float = 0.0              # share of training faces shrunk to degrade_min..image_size px and back
     degrade_min: int = 32
     from_previous: bool = True        # start from the previous stage's checkpoint when its backbone matches
-    amp: bool = True                  # used only where the device supports it
+    amp: bool = True                  # bf16 autocast, fp32 weights, on CUDA (on CPU it was slower: bench_train)
     channels_last: bool = True
+    trim_memory: bool = True          # malloc_trim(0) at epoch ends (bounds RSS under the Makefile's malloc)
     grad_clip: float | None = None
     max_train_seconds: float | None = None
     pretrained_file: str | None = None  # local ImageNet / VGGFace2 weights
