@@ -31,6 +31,16 @@ def _tree(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _published_files() -> list[str]:
+    """The committed files under results/ (a local run may have left big git-ignored checkpoints there)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "results"], cwd=REPO, capture_output=True, check=True).stdout
+        files = [f for f in out.decode().split("\0") if f]
+    except (OSError, subprocess.CalledProcessError):
+        files = []
+    return files or [p.relative_to(REPO).as_posix() for p in (REPO / "results").rglob("*") if p.is_file()]
+
+
 def _kernel_installed() -> bool:
     from jupyter_client.kernelspec import KernelSpecManager
 
@@ -45,8 +55,11 @@ def smoke_copy(tmp_path_factory):
         pytest.skip(f"the {KERNEL} kernel is not registered (make install registers it)")
     root = tmp_path_factory.mktemp("repo")
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("fer_lib", "notebooks", "results"):
+    for name in ("fer_lib", "notebooks"):
         shutil.copytree(REPO / name, root / name, ignore=ignore)
+    for rel in _published_files():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, root / rel)
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
     env = {k: v for k, v in os.environ.items() if k not in ("FER_RESULTS_DIR", "FER_PUBLISH", "FER_PROGRESS",
                                                               "FER_PROFILE")}
