@@ -32,6 +32,7 @@ class DataConfig:
     n_utkface: int = 2000             # UTKFace-style chips
     n_affectnet_train: int = 2400     # AffectNet-style rows (training.csv)
     n_affectnet_val: int = 400        # validation.csv
+    affectnet_va: str = "expression"  # expression (VA follow the expression) | independent (no label dependency)
     n_fer2013_per_class: int = 150    # FER2013-style folders, per class and split
     n_afew_per_class: int = 6         # AFEW-style videos per class and split
     n_vgaf_per_class: int = 6         # VGAF-style videos per class and split

@@ -13,7 +13,10 @@
   every row with a face and is the empty string for the No-Face rows (expression 10). Besides the
   canonical rows (0-7, training imbalanced like AffectNet with Happy most and Contempt least
   frequent, validation balanced) there are a few rows of 8 None, 9 Uncertain and 10 No-Face
-  (VA -2), and a few canonical rows with VA -2 (expression valid, VA missing).
+  (VA -2), and a few canonical rows with VA -2 (expression valid, VA missing). Valence/arousal
+  follow the expression (its prototype times the intensity, plus noise), so the labels correlate as in
+  AffectNet; ``DataConfig.affectnet_va = "independent"`` instead takes them from a second expression
+  drawn independently of the label and blended into the face more weakly (no label dependency).
 - ``vggface2``: ``{train,test}/n000001/0001_01.jpg``: identity folders; the test identities are
   distinct from the training ones (``max(2, n_identities // 8)`` of them), as in VGGFace2.
 - ``fer2013``: ``{train,validation,test}/{angry,...,surprise}/<Usage>_<n>.jpg`` 48x48 grey.
@@ -89,7 +92,7 @@ FPS = 25
 # DataConfig fields each dataset depends on (a change of one of them regenerates that dataset only).
 _FIELDS: dict[str, tuple[str, ...]] = {
     "utkface": ("n_utkface", "chip_size"),
-    "affectnet": ("n_affectnet_train", "n_affectnet_val", "chip_size"),
+    "affectnet": ("n_affectnet_train", "n_affectnet_val", "chip_size", "affectnet_va"),
     "vggface2": ("n_identities", "images_per_identity", "chip_size"),
     "fer2013": ("n_fer2013_per_class",),
     "afew": ("n_afew_per_class", "video_frames", "video_size"),
@@ -97,6 +100,9 @@ _FIELDS: dict[str, tuple[str, ...]] = {
     "affwild2": ("n_affwild2_videos", "affwild2_frames"),
 }
 
+# Fields written into a marker only when they differ from this default, so that folders generated
+# before the field existed stay complete.
+_OPTIONAL_FIELDS = {"affectnet_va": "expression"}
 # AffectNet training-set class counts (Mollahosseini et al.), used for a tempered imbalance.
 _AFFECTNET_COUNTS = {"Neutral": 74874, "Happy": 134415, "Sad": 25459, "Surprise": 14090, "Fear": 6378,
                      "Disgust": 3803, "Anger": 24882, "Contempt": 3750}
@@ -337,6 +343,12 @@ def _affectnet_item(ctx: _Ctx, job: tuple) -> tuple[dict, dict]:
             expr, inten = raw, (float(rng.uniform(0.4, 1.0)) if raw else 0.0)
             look = Look.sample(rng, age, expr, inten, pose=1.2)
             va_true = valence_arousal(expr, inten, rng, noise=0.08)
+            if getattr(ctx.cfg, "affectnet_va", "expression") == "independent":
+                # VA of a second expression drawn independently of the label, shown as a weaker blend
+                other, o_int = int(rng.integers(0, 8)), float(rng.uniform(0.4, 1.0))
+                extra = action_units(other, 0.6 * o_int, rng)
+                look.aus = {k: max(v, extra[k]) for k, v in look.aus.items()}
+                va_true = valence_arousal(other, o_int, rng, noise=0.08)
         else:  # 8 None / 9 Uncertain: a blend of two expressions at low intensity
             a, b = rng.choice(8, size=2, replace=False)
             inten = float(rng.uniform(0.2, 0.5))
@@ -684,7 +696,8 @@ _WRITERS: dict[str, Callable] = {
 # ------------------------------------------------------------------------------------ entry point
 def marker_for(name: str, data_cfg, seed: int) -> dict:
     """The ``.complete.json`` content of a dataset: what its files depend on."""
-    cfg = {f: getattr(data_cfg, f) for f in _FIELDS[name]}
+    cfg = {f: getattr(data_cfg, f, _OPTIONAL_FIELDS.get(f)) for f in _FIELDS[name]}
+    cfg = {f: v for f, v in cfg.items() if f not in _OPTIONAL_FIELDS or v != _OPTIONAL_FIELDS[f]}
     cfg = json.loads(json.dumps(cfg))  # tuples -> lists, as they read back
     return {"dataset": name, "seed": int(seed), "generator_version": GENERATOR_VERSION, "config": cfg}
 
