@@ -8,6 +8,8 @@ expression as in AffectNet) and reads it through the real loader via FER_DATA_RO
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -221,3 +223,24 @@ def test_output_scales_compare_va_spread_with_the_labels():
     assert t.loc["emotion_gcn", "valence_label_std"] == pytest.approx(0.5)
     assert t.loc["emotion_gcn", "arousal_pred_std"] == pytest.approx(0.5)   # masked rows left out
     assert t.loc["emotion_gcn", "logit_std"] == pytest.approx(4.0)
+
+
+# ---------------------------------------------------------------------------- the synthetic VA option
+def test_synthetic_affectnet_with_and_without_the_label_dependency(tmp_path, one_torch_thread):
+    from fer_lib.datasets import load, synthetic
+
+    base = config.get_profile("smoke", {"data.n_affectnet_train": 400, "data.n_affectnet_val": 16,
+                                        "data.chip_size": 48}).data
+    default_marker = synthetic.marker_for("affectnet", base, 0)
+    assert "affectnet_va" not in default_marker["config"]              # folders written before stay valid
+    rho = {}
+    for mode in ("expression", "independent"):
+        data = dataclasses.replace(base, affectnet_va=mode)
+        root = synthetic.generate(tmp_path / mode, data, datasets=("affectnet",), progress=False, workers=0)
+        df, _ = load("affectnet", root["affectnet"])
+        g = G.build_graph(df, config.get_profile("smoke"))
+        rho[mode] = g.corr[1, 7]                                       # Happy - Valence
+    assert rho["expression"] > 0.5, rho                                # AffectNet: +0.86
+    assert abs(rho["independent"]) < 0.2, rho
+    assert synthetic.marker_for("affectnet", dataclasses.replace(base, affectnet_va="independent"),
+                                0)["config"]["affectnet_va"] == "independent"

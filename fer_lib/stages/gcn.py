@@ -55,8 +55,9 @@ from . import common as C
 
 __all__ = [
     "ABAW_KEYS", "ABLATION_KEYS", "ARMS", "INIT_CHECKPOINTS", "GCNNet", "GCNResult", "abaw_metrics",
-    "affwild2_frame_counts", "build_graph", "init_backbone", "load_gcn_checkpoint", "record_affwild2",
-    "record_gcn", "run_affwild2", "run_gcn", "start_checkpoint",
+    "ablation_with_source", "affwild2_frame_counts", "build_graph", "dependency_table", "init_backbone",
+    "load_gcn_checkpoint", "output_scales", "record_affwild2", "record_gcn", "run_affwild2", "run_gcn",
+    "run_without_dependency", "start_checkpoint",
 ]
 
 ABLATION_KEYS = ("accuracy_7cls", "macro_f1_7cls", "valence_ccc", "arousal_ccc")
@@ -178,15 +179,16 @@ def _train_arms(cfg: Profile, paths: Paths, tc: TrainConfig, frames: Mapping[str
 
 # ========================================================================================= AffectNet
 def run_gcn(cfg: Profile, paths: Paths | None = None, progress: bool = True,
-            arms: Sequence[str] = ARMS) -> GCNResult:
-    """Label graph + the arms of the AffectNet ablation (module docstring); writes ``03_gcn/best.pt``."""
+            arms: Sequence[str] = ARMS, suffix: str = "") -> GCNResult:
+    """Label graph + the arms of the AffectNet ablation (module docstring); writes ``03_gcn/best.pt``
+    (``suffix`` is appended to the checkpoint folders of a variant, e.g. ``_published``)."""
     paths = paths or get_paths()
     df, _, dataset = C.affectnet_splits(cfg, paths, progress)
     graph = build_graph(df, cfg)
     res = GCNResult(graph, load_label_embeddings(cfg.gcn.embedding, graph.names)[1], dataset)
     frames = C.split_frames(df, need_expression_below=cfg.gcn.n_expr)
-    folders = {"single_task": "03_ablation_single_task", "multitask_linear": "03_ablation_multitask_linear",
-               "emotion_gcn": "03_gcn"}
+    folders = {"single_task": f"03_ablation_single_task{suffix}",
+               "multitask_linear": f"03_ablation_multitask_linear{suffix}", "emotion_gcn": f"03_gcn{suffix}"}
     return _train_arms(cfg, paths, cfg.finetune, frames, res, arms, folders, C.expression_metrics, progress)
 
 
@@ -292,19 +294,47 @@ def record_affwild2(res: GCNResult, cfg: Profile, paths: Paths | None = None) ->
     return pd.concat(frames, ignore_index=True)
 
 
-def output_scales(res: GCNResult) -> pd.DataFrame:
-    """Per arm with a VA head, on the report rows: the spread (std) of the valence / arousal outputs
-    against their labels', and of the expression logits; the measurement behind ``gcn.va_scale``
-    (a GCN whose VA rows sit on the logits' scale puts out VA many times wider than the labels)."""
+def output_scales(runs: GCNResult | Mapping[str, C.Run]) -> pd.DataFrame:
+    """Per run with a VA head, on the report rows: the spread (std) of the valence / arousal outputs
+    against their labels', and of the expression logits, beside its accuracy and CCC; the measurement
+    behind ``gcn.va_scale`` (a GCN whose VA rows sit on the logits' scale puts out VA many times wider
+    than the labels)."""
     rows = []
-    for arm, run in res.runs.items():
+    for name, run in (runs.runs if isinstance(runs, GCNResult) else runs).items():
         p = run.pred
         if "valence_pred" not in p:
             continue
-        row = {"model": arm, "logit_std": float(np.std(p["expression_logits"]))}
+        row = {"model": name, "logit_std": float(np.std(p["expression_logits"]))}
         for dim in ("valence", "arousal"):
             m = p[f"mask_{dim}"].astype(bool)
             row[f"{dim}_pred_std"] = float(np.std(p[f"{dim}_pred"][m]))
             row[f"{dim}_label_std"] = float(np.std(p[f"label_{dim}"][m]))
+        row.update({k: getattr(run, "metrics", {}).get(k, float("nan")) for k in ABLATION_KEYS})
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ================================================================================== label dependency
+def run_without_dependency(cfg: Profile, paths: Paths | None = None, progress: bool = True,
+                           arms: Sequence[str] = ("multitask_linear", "emotion_gcn")) -> GCNResult | None:
+    """The AffectNet ablation on synthetic data whose valence/arousal do not depend on the expression
+    (``data.affectnet_va = "independent"``, written to its own data folder); None with real AffectNet."""
+    paths = paths or get_paths()
+    if paths.real("affectnet") is not None:
+        print("real AffectNet under FER_DATA_ROOT: its labels are what they are, no synthetic variant")
+        return None
+    variant = dataclasses.replace(paths, data=paths.data / "affectnet_va_independent")
+    return run_gcn(cfg.override({"data.affectnet_va": "independent"}), variant, progress, arms,
+                   suffix="_va_independent")
+
+
+def dependency_table(results: Mapping[str, GCNResult]) -> pd.DataFrame:
+    """One row per (data, arm): the graph's edge count and Happy-Valence Spearman, then the metrics."""
+    rows = []
+    for label, res in results.items():
+        names = list(res.graph.names)
+        rho = float(res.graph.corr[names.index("Happy"), names.index("Valence")])
+        for arm, run in res.runs.items():
+            rows.append({"data": label, "model": arm, "edges": len(res.graph.edges()), "happy_valence_rho": rho,
+                         **{k: run.metrics.get(k, float("nan")) for k in ABLATION_KEYS}})
     return pd.DataFrame(rows)
