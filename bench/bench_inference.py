@@ -11,6 +11,8 @@ is converted with ``fer_lib.interop.convert_timm_model``, and these paths run ov
 - fer_lib torch: ``Recognizer.predict_faces`` (one PIL resize per crop into a uint8 batch, one
   vectorised normalisation whose NCHW view is channels_last, ``inference_mode``, channels_last model);
 - fer_lib onnxruntime: the same with the model exported by ``fer_lib.export.export_onnx``;
+- ``..., no overlap``: the same with ``Recognizer(overlap=False)``: crops of the next pass are resized
+  after the current pass instead of during it (a background thread; more faces than a pass only);
 - fer_lib torch bf16: CPU autocast to bfloat16 (timed only when its probabilities stay within
   ``--bf16-tol`` of the reference's).
 
@@ -145,7 +147,7 @@ def timed_run(fn, crops, batch: int) -> tuple[float, np.ndarray]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["efficientnet_b0", "mobilenetv2_100"])
+    ap.add_argument("--models", nargs="+", default=["efficientnet_b0", "efficientnet_lite0", "mobilenetv2_100"])
     ap.add_argument("--size", type=int, default=224, help="input side (default 224)")
     ap.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads (default 2)")
     ap.add_argument("--faces", type=int, default=64, help="face crops per measurement (default 64)")
@@ -185,6 +187,8 @@ def main(argv=None) -> int:
             paths = {"reference (HSEmotion-style)": lambda c, r=ref: r(c)}
             fast = Recognizer(net, threads=args.threads, batch_size=args.pass_size)
             paths["fer_lib torch fp32"] = lambda c, r=fast: faces_probs(r, c)
+            serial = Recognizer(net, threads=args.threads, batch_size=args.pass_size, overlap=False)
+            paths["fer_lib torch fp32, no overlap"] = lambda c, r=serial: faces_probs(r, c)
             if not args.no_onnx:
                 from fer_lib.export import export_onnx
 
@@ -193,6 +197,8 @@ def main(argv=None) -> int:
                 print(f"  onnx export: max abs diff vs PyTorch {rep.worst:.2e}")
                 onnx_rec = Recognizer(onnx_path, threads=args.threads, batch_size=args.pass_size)
                 paths["fer_lib onnxruntime"] = lambda c, r=onnx_rec: faces_probs(r, c)
+                onnx_serial = Recognizer(onnx_path, threads=args.threads, batch_size=args.pass_size, overlap=False)
+                paths["fer_lib onnxruntime, no overlap"] = lambda c, r=onnx_serial: faces_probs(r, c)
             if not args.no_bf16:
                 bf = Recognizer(net, threads=args.threads, batch_size=args.pass_size, precision="bf16")
                 probe = np.abs(bf.infer(crops[:16])["expression_probs"]
@@ -211,7 +217,8 @@ def main(argv=None) -> int:
                 for path, fn in paths.items():
                     for b in args.batches:
                         secs, probs = timed_run(fn, crops, b)
-                        print(f"  round {r + 1}: {path} batch {b}: {len(crops) / secs:.1f} faces/s", flush=True)
+                        print(f"  round {r + 1}: {path} batch {b}: {len(crops) / secs:.1f} faces/s "
+                              f"(load {os.getloadavg()[0]:.1f})", flush=True)
                         if (path, b) not in best or secs < best[(path, b)][0]:
                             best[(path, b)] = (secs, probs)
             ref_probs = None
@@ -245,7 +252,8 @@ def main(argv=None) -> int:
             "reference = one face per call, PIL Resize + ToTensor + Normalize, eager NCHW float32 (the public "
             "hsemotion package's predict_emotions); fer_lib = Recognizer.predict_faces (batched "
             f"uint8 preprocessing, BatchNorm folded into the convolutions, channels_last, inference_mode, passes of "
-            f"{args.pass_size or CPU_BATCH} faces) with PyTorch, onnxruntime, or bf16 autocast. "
+            f"{args.pass_size or CPU_BATCH} faces, the next pass resized in a thread during the current one unless "
+            f"'no overlap') with PyTorch, onnxruntime, or bf16 autocast. "
             "batch = faces per call (the reference handles a batch of 32 one face at a time). "
             f"Ceiling: float32 2048x2048 matmul, {ceiling / 1e9:.1f} GFLOP/s in this run; gflop_per_face from "
             "FlopCounterMode (2 FLOPs per multiply-add); fraction_of_ceiling = faces/s x FLOPs / ceiling. "

@@ -291,12 +291,13 @@ def memory_main(args) -> int:
 
     torch.set_num_threads(args.threads)
     results = []
-    for trim in args.trim:
-        overrides = {"pretrain_attributes.max_train_seconds": args.minutes * 60,
+    minutes = list(args.minutes) * len(args.trim) if len(args.minutes) == 1 else list(args.minutes)
+    for trim, mins in zip(args.trim, minutes):
+        overrides = {"pretrain_attributes.max_train_seconds": mins * 60,
                      "pretrain_attributes.trim_memory": trim, "pretrain_attributes.full_epochs": 1000}
         prof = get_profile(args.profile, overrides)
         release_memory()
-        print(f"memory run: profile {args.profile}, trim_memory={trim}, {args.minutes} min; {load_text()}",
+        print(f"memory run: profile {args.profile}, trim_memory={trim}, {mins} min; {load_text()}",
               flush=True)
         epochs_at: list[float] = []
         with RssSampler() as sampler:
@@ -316,7 +317,7 @@ def memory_main(args) -> int:
         rss = [s[1] for s in sampler.samples]
         first_end = epochs_at[0] if epochs_at else t[-1]
         after = [r for tt, r in zip(t, rss) if tt >= first_end]
-        results.append({"trim_memory": trim, "minutes": args.minutes, "epochs": len(hist),
+        results.append({"trim_memory": trim, "minutes": mins, "epochs": len(hist),
                         "train_seconds": round(float(res.train_seconds), 1),
                         "img_per_s": round(float(hist["steps"].sum()) * prof.pretrain_attributes.batch_size
                                            / float(hist["epoch_seconds"].sum()), 1),
@@ -344,8 +345,8 @@ def memory_main(args) -> int:
     head = (f"# Memory of a training run: peak RSS over time, malloc_trim at epoch ends on / off\n\n"
             f"Command: `{cmd.strip()}`. `fer_lib.stages.pretrain.train_attributes` of the {args.profile} profile "
             f"(UTKFace, {prof.pretrain_attributes.backbone} at {prof.pretrain_attributes.image_size} px, batch "
-            f"{prof.pretrain_attributes.batch_size}, decoded-face cache on) for {args.minutes} minutes of "
-            f"training, RSS of the process and its loader workers sampled every second (figure "
+            f"{prof.pretrain_attributes.batch_size}, decoded-face cache on) for the stated minutes of "
+            f"training (the run stops at the first step past them), RSS of the process and its loader workers sampled every second (figure "
             f"`{args.name}.png`); allocator settings from the environment: MALLOC_MMAP_MAX_="
             f"{os.environ.get('MALLOC_MMAP_MAX_', 'unset')}, MALLOC_TRIM_THRESHOLD_="
             f"{os.environ.get('MALLOC_TRIM_THRESHOLD_', 'unset')}. img_per_s = training images / epoch seconds "
@@ -435,7 +436,8 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="also time torch.compile (default on, off with --quick)")
     ap.add_argument("--workers", nargs="+", type=int, default=[0, 1], help="--loader: DataLoader workers")
-    ap.add_argument("--minutes", type=float, default=20.0, help="--memory: training minutes per run (default 20)")
+    ap.add_argument("--minutes", type=float, nargs="+", default=[20.0],
+                    help="--memory: training minutes, one for every run or one per --trim value (default 20)")
     ap.add_argument("--trim", nargs="+", type=lambda s: s.lower() in ("1", "true", "on", "yes"), default=[True],
                     help="--memory: trim_memory settings to run, e.g. --trim on off (default on)")
     ap.add_argument("--profile", default="default", help="--memory: profile of the run (default 'default')")
@@ -452,7 +454,7 @@ def main(argv=None) -> int:
         return 0
     if args.quick:
         args.batch, args.steps, args.repeats = 32, 2, 2
-        args.minutes = min(args.minutes, 3.0)
+        args.minutes = [min(m, 3.0) for m in args.minutes]
     if args.compile is None:
         args.compile = not args.quick
     if args.loader:

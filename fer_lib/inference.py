@@ -310,12 +310,14 @@ class Recognizer:
         fold_bn: fold BatchNorm into the preceding convolutions (torch backend; kept only when the
             folded model reproduces the original's outputs, checked at load).
         detector: any object with ``detect_batch(frames) -> [(k, 5) boxes]`` (default: MTCNN).
+        overlap: resize the next pass's crops in a background thread while the current pass runs
+            (more faces than ``batch_size`` only; the outputs are the same bits either way).
     """
 
     def __init__(self, checkpoint=None, device: str = "cpu", backend: str | None = None, *,
                  min_face_size: int = 20, min_prob: float = 0.9, largest_only: bool = False,
                  batch_size: int | None = None, threads: int | None = None, channels_last: bool = True,
-                 precision: str = "fp32", fold_bn: bool = True, detector=None):
+                 precision: str = "fp32", fold_bn: bool = True, detector=None, overlap: bool = True):
         if checkpoint is None:
             checkpoint = default_checkpoint()
         if backend is None:
@@ -346,6 +348,8 @@ class Recognizer:
         self.batch_size = max(1, int(batch_size))
         self._detector = detector
         self._expr_perm = self._expression_permutation()
+        self.overlap = bool(overlap)
+        self._pool = None   # one preprocessing thread, started on first use
 
     def __repr__(self) -> str:
         return (f"Recognizer({self.source!r}, backend={self.backend_name!r}, heads={list(self.tasks)}, "
@@ -419,10 +423,31 @@ class Recognizer:
         return out
 
     def infer(self, crops: Sequence) -> dict[str, np.ndarray]:
-        """Decoded arrays (see :meth:`decode`) for already-cropped faces, in one batched pass."""
+        """Decoded arrays (see :meth:`decode`) for already-cropped faces, in passes of ``batch_size``."""
         if len(crops) == 0:
             return {}
-        return self.decode(self.raw(self.preprocess.batch(crops)))
+        if not self.overlap or len(crops) <= self.batch_size:
+            return self.decode(self.raw(self.preprocess.batch(crops)))
+        return self.decode(self._raw_overlapped(crops))
+
+    def _raw_overlapped(self, crops: Sequence) -> dict[str, np.ndarray]:
+        """:meth:`raw` of the crops, resizing pass k+1 in a background thread while pass k runs (PIL's
+        resize and torch / onnxruntime release the GIL)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="fer-preprocess")
+        bs = self.batch_size
+        chunks = [crops[i:i + bs] for i in range(0, len(crops), bs)]
+        pending = self._pool.submit(self.preprocess.batch, chunks[0])
+        outs: dict[str, list[np.ndarray]] = {}
+        for j in range(len(chunks)):
+            batch_u8 = pending.result()
+            if j + 1 < len(chunks):
+                pending = self._pool.submit(self.preprocess.batch, chunks[j + 1])
+            for k, v in self._backend(batch_u8).items():
+                outs.setdefault(k, []).append(v)
+        return {k: np.concatenate(v) for k, v in outs.items()}
 
     def _to_faces(self, dec: dict[str, np.ndarray], n: int) -> list[FacePrediction]:
         from .models.heads import MALE_THRESHOLD
