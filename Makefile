@@ -42,7 +42,7 @@ reproduce: $(STAMP)
 # Outputs are removed after a pass and kept (for a look) after a failure; pytest's exit code is kept.
 test: $(STAMP)
 	rm -rf $(TEST_BUILD)
-	$(RUNENV) FER_PROFILE=smoke FER_PROGRESS=0 FER_RESULTS_DIR=$(TEST_BUILD)/results FER_DATA_DIR=$(TEST_BUILD)/data \
+	$(RUNENV) FER_PROFILE=smoke FER_PROGRESS=0 FER_RESULTS_DIR=$(TEST_BUILD)/results FER_DATA_DIR=$(TEST_BUILD)/data PYTHONDONTWRITEBYTECODE=1 \
 	    FER_HYPOTHESIS_DIR=$(TEST_BUILD)/hypothesis scripts/offline.sh $(PY) -m pytest -o cache_dir=$(TEST_BUILD)/pytest-cache \
 	    tests notebooks --nbval-lax --nbval-cell-timeout=900 --timeout=1800 $(PYTEST_ARGS); \
 	rc=$$?; if [ $$rc -eq 0 ]; then rm -rf $(TEST_BUILD); else echo "test outputs kept in $(TEST_BUILD)"; fi; exit $$rc
