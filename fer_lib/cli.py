@@ -65,8 +65,9 @@ def _tool_parsers(sub) -> None:
                                    "model on them; one CSV row per face.")
     p.add_argument("path", help="an image, a video, or a folder of them (searched recursively)")
     p.add_argument("--checkpoint", default=None,
-                   help="fer_lib .pt or .onnx (default: results/checkpoints/02_expression_va/best.pt, else "
-                        "02_expression/best.pt)")
+                   help="fer_lib .pt or .onnx (default: the run folder's checkpoints/02_expression_va/best.pt, "
+                        "else 02_expression/best.pt; run folder: runs/$FER_PROFILE or runs/default, results/ "
+                        "with FER_PUBLISH=1)")
     p.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
     p.add_argument("--overlay", default=None, metavar="OUT",
                    help="write an annotated image / video (a folder of them for a folder input)")
