@@ -5,7 +5,14 @@ with the naive loop measured in this run:
 
 - naive:     one frame at a time: decode, detect, crop, one forward pass per face;
 - batched:   ``extract_video_features(prefetch=0)``: frames detected in batches, crops in batches;
-- batched + overlapped: the same with decoding in a background thread (``prefetch=2``).
+- batched + overlapped: the same with decoding in a background thread (``prefetch=2``);
+- ..., detect every k: the same with MTCNN on every k-th frame only, the boxes carried to the frames
+  in between (``detect_every=k``, ``VideoConfig.detect_every``); checked against the naive loop's
+  per-frame boxes (IoU) and pooled features.
+
+Detecting on a downscaled frame does not pay with MTCNN: its image pyramid starts at
+``12 / min_face_size`` of the frame, so a frame downscaled by s with the minimum face scaled by s gives the
+same pyramid (the same P-Net work); only a larger minimum face would make it cheaper.
 
 It checks that every variant gives the same pooled features (max abs difference printed) and writes
 ``<results>/benchmarks/video.{md,csv}``.
@@ -128,6 +135,28 @@ def _pixels(boxes: np.ndarray) -> np.ndarray:
     return np.rint(boxes[:, :4]).astype(np.int64)
 
 
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two ``[x1, y1, x2, y2, ...]`` boxes."""
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def frame_ious(vf: VideoFeatures, ref: VideoFeatures) -> np.ndarray:
+    """IoU of the first face box of every frame that has a face in both (against the full detection)."""
+    first = {}
+    for f, b in zip(ref.face_frame, ref.boxes):
+        first.setdefault(int(f), b)
+    out, seen = [], set()
+    for f, b in zip(vf.face_frame, vf.boxes):
+        if int(f) in first and int(f) not in seen:
+            seen.add(int(f))
+            out.append(iou(b, first[int(f)]))
+    return np.asarray(out)
+
+
 def timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -144,6 +173,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="interleaved rounds; the fastest of each is kept")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--mode", default="afew", choices=["afew", "vgaf"])
+    ap.add_argument("--detect-every", type=int, nargs="*", default=[2, 3],
+                    help="also time detect_every=k for these k (default 2 3)")
     ap.add_argument("--out", default=None, help="folder for video.md/.csv (default <results>/benchmarks)")
     args = ap.parse_args(argv)
     min_face = 32 if args.mode == "afew" else 64
@@ -176,11 +207,15 @@ def main(argv=None) -> int:
                 clip, detector, extractor, mode=args.mode, min_face_size=min_face, batch_size=args.batch_size,
                 prefetch=2),
         }
+        for k in args.detect_every:
+            variants[f"batched + overlapped, detect every {k}"] = (
+                lambda k=k: extract_video_features(clip, detector, extractor, mode=args.mode, min_face_size=min_face,
+                                                   batch_size=args.batch_size, prefetch=2, detect_every=k))
         runs: dict[str, tuple[VideoFeatures, float]] = {}
         for r in range(args.repeats):  # interleaved repeats; the fastest of each variant is kept
             for name, fn in variants.items():
                 vf, secs = timed(fn)
-                print(f"  round {r + 1}: {name}: {secs:.2f} s", flush=True)
+                print(f"  round {r + 1}: {name}: {secs:.2f} s (load {os.getloadavg()[0]:.1f})", flush=True)
                 if name not in runs or secs < runs[name][1]:
                     runs[name] = (vf, secs)
 
@@ -193,10 +228,16 @@ def main(argv=None) -> int:
         same = np.array_equal(vf.face_frame, base_vf.face_frame)
         box_diff = float(np.abs(vf.boxes - base_vf.boxes).max()) if same and vf.n_faces else float("nan")
         crop_moved = int(np.any(_pixels(vf.boxes) != _pixels(base_vf.boxes), axis=1).sum()) if same else -1
+        ious = frame_ious(vf, base_vf)
+        rel = float(np.linalg.norm(pool - base_pool) / np.linalg.norm(base_pool)) if pool is not None \
+            and base_pool is not None else float("nan")
         rows.append({"variant": name, "frames": vf.n_frames, "frames_with_face": vf.n_frames_with_face,
                      "seconds": round(secs, 2), "frames_per_s": round(vf.n_frames / secs, 2),
                      "speedup_vs_naive": round(base_t / secs, 2), "max_abs_diff_pooled": diff,
-                     "max_abs_diff_box_px": box_diff, "crops_moved_1px": crop_moved})
+                     "max_abs_diff_box_px": box_diff, "crops_moved_1px": crop_moved,
+                     "rel_diff_pooled": rel, "mean_iou_vs_naive": round(float(ious.mean()), 4) if ious.size else
+                     float("nan"), "min_iou_vs_naive": round(float(ious.min()), 4) if ious.size else float("nan"),
+                     "frames_face_missing": int(len(np.setdiff1d(base_vf.face_frame, vf.face_frame)))})
         assert vf.n_frames == n_frames, f"{name}: {vf.n_frames} frames, expected {n_frames}"
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
@@ -212,7 +253,10 @@ def main(argv=None) -> int:
             "Decode + detect + crop + features end to end; speedup against the naive loop in the same run; "
             "max_abs_diff_pooled = largest difference of the pooled video descriptor from the naive one; "
             "max_abs_diff_box_px = largest difference of a face box; crops_moved_1px = faces whose integer "
-            f"crop window differs from the naive one. Best of {args.repeats} interleaved round(s).\n\n")
+            "crop window differs from the naive one; rel_diff_pooled = |pooled - naive pooled| / |naive pooled|; "
+            "mean/min_iou_vs_naive = IoU of each frame's box with the naive loop's full detection on that frame; "
+            "frames_face_missing = frames with a face in the naive loop and none here. "
+            f"Best of {args.repeats} interleaved round(s).\n\n")
     print(f"wrote {write_benchmark(table, stem, head, folder=out)} and .csv")
     return 0
 

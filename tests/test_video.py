@@ -290,6 +290,44 @@ def test_overlapped_and_plain_extraction_agree(tmp_path):
     np.testing.assert_allclose(a.pooled(), b.pooled(), atol=1e-6)
 
 
+class CountingDetector(SquareDetector):
+    """The square detector, counting the frames it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.frames = 0
+
+    def detect_batch(self, frames):
+        self.frames += len(frames)
+        return super().detect_batch(frames)
+
+
+def test_detect_every_k_carries_boxes_across_batches(tmp_path):
+    frames = square_frames(10, COLOURS[0])                  # one square on every frame, moving 2 px a frame
+    path = write_video(tmp_path / "carry.mp4", frames)
+    full_det, det = CountingDetector(), CountingDetector()
+    full = extract_video_features(path, full_det, MeanColourExtractor(), min_face_size=16, batch_size=4)
+    vf = extract_video_features(path, det, MeanColourExtractor(), min_face_size=16, batch_size=4, detect_every=3)
+    assert full_det.frames == 10 and det.frames == 4          # frames 0, 3, 6, 9 only
+    assert list(vf.face_frame) == list(range(10))            # every frame still has its (carried) face
+    by_frame = dict(zip(vf.face_frame, vf.boxes))
+    ref = dict(zip(full.face_frame, full.boxes))
+    for i in range(10):
+        np.testing.assert_array_equal(by_frame[i], ref[3 * (i // 3)])   # the last detected frame's box,
+    assert not np.array_equal(by_frame[4], ref[4])                     # even across a batch boundary (4)
+    np.testing.assert_allclose(vf.pooled(), full.pooled(), atol=0.1)  # crops lag <= 4 px of a 24 px square
+    same = extract_video_features(path, SquareDetector(), MeanColourExtractor(), min_face_size=16, batch_size=4,
+                                  detect_every=1)
+    np.testing.assert_array_equal(same.boxes, full.boxes)
+
+
+def test_carried_boxes_disappear_when_the_next_detection_finds_none(tmp_path):
+    path = write_video(tmp_path / "gone.mp4", square_frames(6, COLOURS[1], every=4))   # faces on frames 0, 4
+    vf = extract_video_features(path, SquareDetector(), MeanColourExtractor(), min_face_size=16, batch_size=3,
+                                detect_every=2)
+    assert list(vf.face_frame) == [0, 1, 4, 5]               # frame 2 detected nothing, frame 3 carries that
+
+
 def test_decode_error_inside_extraction_names_file(tmp_path):
     good = write_video(tmp_path / "g.avi", square_frames(30, COLOURS[0]))
     bad = tmp_path / "bad.avi"

@@ -338,17 +338,34 @@ def faces_in_batch(frames: list[np.ndarray], indices: list[int], detections: lis
     return crops, where, boxes
 
 
+def carry_detections(detector: FaceDetectorLike, frames: list[np.ndarray], start: int, every: int,
+                     carried: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Detections of ``frames`` (sampled positions ``start, start + 1, ...``) where only positions that
+    are multiples of ``every`` go through ``detector``; every other frame gets the boxes of the last
+    detected frame (``carried`` when that was in an earlier batch). Returns (detections, new carried)."""
+    pos = [i for i in range(len(frames)) if (start + i) % every == 0]
+    found = dict(zip(pos, detector.detect_batch([frames[i] for i in pos]) if pos else []))
+    out = []
+    for i in range(len(frames)):
+        if i in found:
+            carried = np.asarray(found[i], np.float32).reshape(-1, 5)
+        out.append(carried.copy())
+    return out, carried
+
+
 def extract_video_features(path: str | os.PathLike, detector: FaceDetectorLike | None,
                            extractor: FeatureExtractor, mode: str = "afew", stride: int = 1,
                            fps: float | None = None, min_face_size: int | None = None, batch_size: int = 32,
                            max_frames: int | None = None, prefetch: int = 2,
-                           device: Any = "cpu") -> VideoFeatures:
+                           device: Any = "cpu", detect_every: int = 1) -> VideoFeatures:
     """Decode ``path`` (sampled by ``stride`` / ``fps``), detect, select and crop faces, extract features.
 
     ``mode`` "afew" keeps the largest face per frame, "vgaf" every face; ``min_face_size`` defaults to
     paper A's 32 / 64 px. ``batch_size`` frames go through the detector at once, and their crops
     through ``extractor.features`` at once; ``prefetch`` batches are decoded ahead in a background
     thread (0: no thread). ``detector=None`` builds ``fer_lib.faces.FaceDetector`` on ``device``.
+    ``detect_every=k`` runs the detector only on every k-th sampled frame (the first included) and crops
+    the frames in between with the boxes of the last detection (:func:`carry_detections`).
     Decoding errors raise :class:`~fer_lib.video.decode.VideoDecodeError` naming the file.
     """
     if mode not in MODES:
@@ -356,13 +373,20 @@ def extract_video_features(path: str | os.PathLike, detector: FaceDetectorLike |
     min_face = DEFAULT_MIN_FACE[mode] if min_face_size is None else min_face_size
     if detector is None:
         detector = default_detector(min_face, device)
+    every = max(1, int(detect_every))
+    carried = np.zeros((0, 5), np.float32)
     sampled, face_frame, boxes, feats, scores = [], [], [], [], []
     frames = iter_frames(path, stride=stride, fps=fps, max_frames=max_frames)
     # closing(): an exception below must stop the decode thread now, not when the traceback dies.
     with contextlib.closing(prefetch_batches(frames, batch_size, prefetch)) as batches:
         for indices, batch in batches:
+            start = len(sampled)
             sampled.extend(indices)
-            crops, where, bxs = faces_in_batch(batch, indices, detector.detect_batch(batch), mode, min_face,
+            if every == 1:
+                dets = detector.detect_batch(batch)
+            else:
+                dets, carried = carry_detections(detector, batch, start, every, carried)
+            crops, where, bxs = faces_in_batch(batch, indices, dets, mode, min_face,
                                                getattr(extractor, "preprocess", None))
             if crops:
                 f, s = extractor.features(crops)
