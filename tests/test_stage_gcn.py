@@ -189,22 +189,17 @@ def test_affwild2_ablation_counts_invalid_frames_and_records_each_arm(tmp_result
 # -------------------------------------------------------------------------------- learning like linear
 @pytest.mark.slow
 def test_gcn_learns_valence_arousal_like_the_linear_head_at_equal_budget(env):
-    """Equal budget (12 epochs, same start, data, optimizer): the GCN is within 0.05 CCC of the linear
-    multi-task head on valence and on arousal and within 2 points of its accuracy; the head as published
-    (va_scale=1, regressor rows on the logits' scale) is not."""
-    res = {}
-    for va_scale in (0.2, 1.0):
-        cfg = config.get_profile("smoke", {**FAST, "gcn.va_scale": va_scale, "gcn.init": "none"})
-        arms = ("multitask_linear", "emotion_gcn") if va_scale != 1.0 else ("emotion_gcn",)
-        out = G.run_gcn(cfg, env, progress=False, arms=arms)
-        res.update({(arm, va_scale): run.metrics for arm, run in out.runs.items()})
-    lin, gcn, published = res[("multitask_linear", 0.2)], res[("emotion_gcn", 0.2)], res[("emotion_gcn", 1.0)]
-    print(f"linear {lin}\ngcn {gcn}\npublished scale {published}")
+    """Equal budget (16 epochs, same start, data, optimizer): the GCN is within 0.05 CCC of the linear
+    multi-task head on valence and on arousal and within 2 points of its accuracy."""
+    cfg = config.get_profile("smoke", {**FAST, "finetune.full_epochs": 16, "gcn.init": "none"})
+    assert cfg.gcn.va_scale == 0.2                                     # the fix is the default
+    res = G.run_gcn(cfg, env, progress=False, arms=("multitask_linear", "emotion_gcn"))
+    lin, gcn = res.runs["multitask_linear"].metrics, res.runs["emotion_gcn"].metrics
+    print(f"linear {lin}\ngcn {gcn}")
     assert lin["accuracy_7cls"] > 0.9 and lin["valence_ccc"] > 0.9    # the task is learnable at this budget
     for dim in ("valence_ccc", "arousal_ccc"):
         assert gcn[dim] >= lin[dim] - 0.05, (dim, gcn, lin)
     assert gcn["accuracy_7cls"] >= lin["accuracy_7cls"] - 0.02, (gcn, lin)
-    assert published["accuracy_7cls"] < lin["accuracy_7cls"] - 0.02, (published, lin)
 
 
 def test_output_scales_compare_va_spread_with_the_labels():
