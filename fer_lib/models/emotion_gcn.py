@@ -4,7 +4,8 @@ Nine label nodes (the 7 expressions of ``labels.EXPRESSIONS_7`` in canonical ord
 Arousal) carry word embeddings of their names. A fixed, normalised label graph ``A_hat`` built from the
 training labels propagates them through a few bias-free GCN layers into a matrix ``W`` (9 x D), which
 is used as the weights of a linear layer on the image feature: ``outputs = features @ W.T``. The first
-7 outputs are expression logits, the last two valence and arousal (no activation).
+7 outputs are expression logits, the last two valence and arousal (no activation; multiplied by
+``va_scale``, 1 in the paper, see :class:`EmotionGCN`).
 
 The graph (:func:`label_adjacency`) follows the paper and its public code, step by step:
 
@@ -360,6 +361,13 @@ class EmotionGCN(nn.Module):
     (a :class:`LabelGraph` or an array); feature_dim: D, the backbone's pooled feature width;
     layers GCN layers E -> hidden -> ... -> D with LeakyReLU(negative_slope) between them (none after
     the last). Both ``node_features`` and ``a_hat`` are buffers: saved with the model, never trained.
+
+    ``va_scale`` multiplies the valence/arousal outputs (1 = paper B as published). The VA rows of ``W``
+    come out of the same propagation and weights as the expression rows, so they live on the logits'
+    scale, which cross-entropy keeps growing; VA labels live in [-1, 1]. With ``va_scale = 1`` the VA
+    outputs were measured 20x wider than the labels and the CCC loss could not pull them in (notebook
+    03); a smaller ``va_scale`` lets the VA rows sit on the logits' scale. ``lr_scale``: see
+    :class:`GraphConvolution`.
     """
 
     def __init__(self, node_features: np.ndarray | torch.Tensor, a_hat: LabelGraph | np.ndarray | torch.Tensor,
