@@ -279,54 +279,76 @@ class RssSampler:
         self._thread.join()
 
 
-def memory_main(args) -> int:
-    """A default-profile attribute-stage run on UTKFace (``fer_lib.stages.pretrain.train_attributes``)
-    for ``--minutes``, RSS sampled every second, with ``trim_memory`` on or off (``--trim``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def memory_run(args) -> dict:
+    """One run (``args.trim[0]``, ``args.minutes[0]``) with RSS sampled every second."""
     from fer_lib.stages import pretrain
 
     torch.set_num_threads(args.threads)
+    trim, mins = args.trim[0], args.minutes[0]
+    overrides = {"pretrain_attributes.max_train_seconds": mins * 60,
+                 "pretrain_attributes.trim_memory": trim, "pretrain_attributes.full_epochs": 1000}
+    if args.real_limit:
+        overrides["data.real_limit"] = args.real_limit
+    prof = get_profile(args.profile, overrides)
+    print(f"memory run: profile {args.profile}, trim_memory={trim}, {mins} min; {load_text()}", flush=True)
+    epochs_at: list[float] = []
+    trim_s: list[float] = []
+    with RssSampler() as sampler:
+        orig_hist = Trainer._write_history
+
+        def mark(self, _orig=orig_hist, _ends=epochs_at, _t0=sampler.t0):   # epoch ends, sampler clock
+            _ends.append(time.perf_counter() - _t0)
+            return _orig(self)
+
+        Trainer._write_history = mark
+        try:
+            res = pretrain.train_attributes(prof, progress=False)
+        finally:
+            Trainer._write_history = orig_hist
+        t0 = time.perf_counter()
+        release_memory()
+        trim_s.append(time.perf_counter() - t0)
+    hist = res.history
+    t = [x[0] for x in sampler.samples]
+    rss = [x[1] for x in sampler.samples]
+    first_end = epochs_at[0] if epochs_at else t[-1]
+    after = [r for tt, r in zip(t, rss) if tt >= first_end]
+    return {"trim_memory": trim, "minutes": mins, "epochs": len(hist),
+            "train_seconds": round(float(res.train_seconds), 1),
+            "img_per_s": round(float(hist["steps"].sum()) * prof.pretrain_attributes.batch_size
+                               / float(hist["epoch_seconds"].sum()), 1),
+            "malloc_trim_ms": round(1000 * trim_s[0], 1),
+            "peak_rss_mb": round(max(rss), 0),
+            "rss_end_epoch1_mb": round(after[0], 0) if after else float("nan"),
+            "peak_after_epoch1_mb": round(max(after), 0) if after else float("nan"),
+            "growth_after_epoch1_mb": round(max(after) - after[0], 0) if after else float("nan"),
+            "rss_end_mb": round(rss[-1], 0),
+            "load_end": round(os.getloadavg()[0], 1), "_t": t, "_rss": rss, "_ends": epochs_at}
+
+
+def memory_main(args) -> int:
+    """Default-profile attribute-stage runs on UTKFace (``fer_lib.stages.pretrain.train_attributes``)
+    for ``--minutes``, each in its own process, with ``trim_memory`` on or off (``--trim``); a figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import json
+    import subprocess
+
+    import matplotlib.pyplot as plt
+
     results = []
     minutes = list(args.minutes) * len(args.trim) if len(args.minutes) == 1 else list(args.minutes)
-    for trim, mins in zip(args.trim, minutes):
-        overrides = {"pretrain_attributes.max_train_seconds": mins * 60,
-                     "pretrain_attributes.trim_memory": trim, "pretrain_attributes.full_epochs": 1000}
-        prof = get_profile(args.profile, overrides)
-        release_memory()
-        print(f"memory run: profile {args.profile}, trim_memory={trim}, {mins} min; {load_text()}",
-              flush=True)
-        epochs_at: list[float] = []
-        with RssSampler() as sampler:
-            orig = Trainer._write_history
-
-            def mark(self, _orig=orig, _ends=epochs_at, _t0=sampler.t0):   # epoch ends, sampler clock
-                _ends.append(time.perf_counter() - _t0)
-                return _orig(self)
-
-            Trainer._write_history = mark
-            try:
-                res = pretrain.train_attributes(prof, progress=False)
-            finally:
-                Trainer._write_history = orig
-        hist = res.history
-        t = [s[0] for s in sampler.samples]
-        rss = [s[1] for s in sampler.samples]
-        first_end = epochs_at[0] if epochs_at else t[-1]
-        after = [r for tt, r in zip(t, rss) if tt >= first_end]
-        results.append({"trim_memory": trim, "minutes": mins, "epochs": len(hist),
-                        "train_seconds": round(float(res.train_seconds), 1),
-                        "img_per_s": round(float(hist["steps"].sum()) * prof.pretrain_attributes.batch_size
-                                           / float(hist["epoch_seconds"].sum()), 1),
-                        "peak_rss_mb": round(max(rss), 0),
-                        "rss_end_epoch1_mb": round(after[0], 0) if after else float("nan"),
-                        "peak_after_epoch1_mb": round(max(after), 0) if after else float("nan"),
-                        "growth_after_epoch1_mb": round(max(after) - after[0], 0) if after else float("nan"),
-                        "load_end": round(os.getloadavg()[0], 1), "_t": t, "_rss": rss, "_ends": epochs_at})
+    for trim, mins in zip(args.trim, minutes):   # a fresh process per run: RSS does not carry over
+        cargs = [a for a in args.argv if a != "--quick"] + ["--memory-child", "--trim", str(trim), "--minutes",
+                                                             str(mins)]
+        proc = subprocess.run([sys.executable, __file__, *cargs], capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode or not lines:
+            raise RuntimeError(f"memory run failed ({proc.returncode}): {proc.stderr[-3000:]}")
+        results.append(json.loads(lines[-1][len("RESULT "):]))
         print({k: v for k, v in results[-1].items() if not k.startswith("_")}, flush=True)
+    prof = get_profile(args.profile, {"data.real_limit": args.real_limit} if args.real_limit else None)
     fig, ax = plt.subplots(figsize=(8, 4))
     for r in results:
         ax.plot([x / 60 for x in r["_t"]], r["_rss"], label=f"trim_memory={r['trim_memory']}")
@@ -344,13 +366,14 @@ def memory_main(args) -> int:
     cmd = "FER_DATA_ROOT=... .venv/bin/python bench/bench_train.py " + " ".join(args.argv)
     head = (f"# Memory of a training run: peak RSS over time, malloc_trim at epoch ends on / off\n\n"
             f"Command: `{cmd.strip()}`. `fer_lib.stages.pretrain.train_attributes` of the {args.profile} profile "
-            f"(UTKFace, {prof.pretrain_attributes.backbone} at {prof.pretrain_attributes.image_size} px, batch "
+            f"(UTKFace, at most {prof.data.real_limit or 'all'} rows per split, {prof.pretrain_attributes.backbone} at {prof.pretrain_attributes.image_size} px, batch "
             f"{prof.pretrain_attributes.batch_size}, decoded-face cache on) for the stated minutes of "
             f"training (the run stops at the first step past them), RSS of the process and its loader workers sampled every second (figure "
             f"`{args.name}.png`); allocator settings from the environment: MALLOC_MMAP_MAX_="
             f"{os.environ.get('MALLOC_MMAP_MAX_', 'unset')}, MALLOC_TRIM_THRESHOLD_="
             f"{os.environ.get('MALLOC_TRIM_THRESHOLD_', 'unset')}. img_per_s = training images / epoch seconds "
-            f"(validation excluded). growth_after_epoch1 = peak after the first epoch end minus the RSS there.\n\n"
+            f"(validation excluded). growth_after_epoch1 = peak after the first epoch end minus the RSS there; "
+            f"malloc_trim_ms = one malloc_trim(0) after the run. Each run in a fresh process.\n\n"
             f"Machine load at the end: {load_text()}.\n\n")
     print(f"wrote {write_benchmark(table, args.name, head, folder=out)}, .csv and .png")
     return 0
@@ -441,16 +464,19 @@ def main(argv=None) -> int:
     ap.add_argument("--trim", nargs="+", type=lambda s: s.lower() in ("1", "true", "on", "yes"), default=[True],
                     help="--memory: trim_memory settings to run, e.g. --trim on off (default on)")
     ap.add_argument("--profile", default="default", help="--memory: profile of the run (default 'default')")
+    ap.add_argument("--real-limit", type=int, default=None,
+                    help="--memory: rows per UTKFace split (shorter epochs, so that several fit; default: all)")
     ap.add_argument("--name", default=None, help="table name under --out (default train_step / train / "
                     "train_memory)")
     ap.add_argument("--out", default=None, help="folder for the tables (default <results>/benchmarks)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.argv = argv
-    if args.child:
+    if args.child or args.memory_child:
         import json
 
-        print("RESULT " + json.dumps(steps_child(args)), flush=True)
+        print("RESULT " + json.dumps(memory_run(args) if args.memory_child else steps_child(args)), flush=True)
         return 0
     if args.quick:
         args.batch, args.steps, args.repeats = 32, 2, 2
