@@ -239,3 +239,19 @@ def test_synthetic_affectnet_with_and_without_the_label_dependency(tmp_path, one
     assert abs(rho["independent"]) < 0.2, rho
     assert synthetic.marker_for("affectnet", dataclasses.replace(base, affectnet_va="independent"),
                                 0)["config"]["affectnet_va"] == "independent"
+
+
+def test_a_checkpoint_from_before_the_scale_knobs_loads_as_published(tmp_path):
+    torch.manual_seed(0)
+    net = EG.GCNNet("tiny_cnn", _graph(), config.GCNConfig(hidden=8, va_scale=1.0)).eval()
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, net, {})
+    ckpt = torch.load(path, weights_only=True)
+    for key in ("va_scale", "lr_scale"):                                # what older checkpoints lacked
+        ckpt["model_config"]["gcn"].pop(key)
+    torch.save(ckpt, path)
+    again = G.load_gcn_checkpoint(path).eval()
+    assert again.gcn.va_scale == 1.0 and again.gcn.layers[0].lr_scale == 1.0
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x)["va"], net(x)["va"])

@@ -517,7 +517,8 @@ def load_gcn_checkpoint(path: str | Path) -> GCNNet:
                        a_hat=a_hat, tau=0.0, p=0.0, counts={})
     emb = (sd["gcn.node_features"].numpy(), mc.get("embedding_source", ""))
     known = {f.name for f in dataclasses.fields(GCNConfig)}
-    values = {k: v for k, v in mc["gcn"].items() if k in known}   # fields added since default as before
+    values = {k: v for k, v in mc["gcn"].items() if k in known}
+    values = {"lr_scale": 1.0, "va_scale": 1.0, **values}         # checkpoints older than these knobs
     cfg = GCNConfig(**{**values, "n_expr": n - len(VA_NODES)})
     model = GCNNet(mc["backbone"], graph, cfg, emb)
     model.load_state_dict(sd, strict=True)
