@@ -249,6 +249,7 @@ def main(argv=None) -> int:
             f"detector {det_name}, extractor {ext_name}, batch {args.batch_size} frames, device {args.device}, "
             f"torch threads {args.threads or 'default'}; "
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
             f"load average {os.getloadavg()[0]:.1f} at the end. "
             "Decode + detect + crop + features end to end; speedup against the naive loop in the same run; "
             "max_abs_diff_pooled = largest difference of the pooled video descriptor from the naive one; "
