@@ -93,7 +93,7 @@ class GCNConfig:
     n_expr: int = 7                   # expression nodes (canonical order; 7 drops Contempt as paper B)
     embedding: str = "packaged"       # packaged | onehot | path to a GloVe-format file
     lr_scale: float = 1.0             # GCN weights learn at lr * lr_scale under Adam(W) (see GraphConvolution)
-    va_scale: float = 0.2             # valence/arousal outputs = va_scale * f . W_va (1 = paper B; see EmotionGCN)
+    va_scale: float = 0.3             # valence/arousal outputs = va_scale * f . W_va (1 = paper B; see EmotionGCN)
     init: str = "auto"                # 03 arms' backbone: auto | 02_expression_va | 02_expression | 01_attributes | none
     affwild2_image_size: int = 112    # paper B's Aff-Wild2 input (cropped-aligned frames)
     affwild2_epochs: int = 3          # all-layer epochs of each Aff-Wild2 arm (equal for the three)
