@@ -189,7 +189,7 @@ def test_gcn_stage_shapes_ablation_rows_and_checkpoint_round_trip(env):
 def test_fer2013_scratch_and_transfer_record_their_rows(env):
     cfg = config.get_profile("smoke", {"seed": 0})
     tiny = {"backbone": "tiny_cnn", "image_size": SIDE, "full_epochs": 2, "max_train_seconds": None}
-    run = E.fer2013_scratch(cfg, env, tiny, progress=False)
+    run = E.fer2013_model(cfg, "scratch", env, tiny, progress=False)
     assert set(run.metrics) == {"accuracy", "macro_f1"} and len(run.pred["expression_logits"]) == 7 * 12
     name = E.scratch_model_name(run)
     assert name == "tiny_cnn_32px_scratch_2ep"
@@ -219,7 +219,7 @@ def test_fer2013_scratch_and_transfer_record_their_rows(env):
 def test_fer2013_finetune_starts_from_the_attribute_model_and_serves_grey(env):
     cfg = config.get_profile("smoke", {"seed": 0, "fer2013_finetune.image_size": SIDE})
     _attributes_checkpoint(env)
-    run = E.fer2013_finetune(cfg, env, progress=False)
+    run = E.fer2013_model(cfg, "finetune", env, progress=False)
     assert run.init.kind == "checkpoint" and run.init.label == "01_attributes"
     # FER2013 faces are grey: the checkpoint says so, and a colour face is served grey
     from fer_lib.inference import Recognizer
@@ -263,7 +263,7 @@ def test_real_fer2013_smoke_run(real_root, tmp_path, monkeypatch):
     assert data is not None and data[1].real
     df = data[0]
     assert (df.groupby("split").size() <= 256).all() and set(df.split) == {"train", "val", "test"}
-    run = E.fer2013_scratch(cfg, paths, {"full_epochs": 1}, progress=False, data=data)
+    run = E.fer2013_model(cfg, "scratch", paths, {"full_epochs": 1}, progress=False, data=data)
     assert 0 <= run.metrics["accuracy"] <= 1 and run.train_cfg.image_size == 48
 
 

@@ -162,32 +162,25 @@ def train_fer2013(cfg: Profile, paths: Paths, tc: TrainConfig, name: str, datase
     return run
 
 
-def fer2013_scratch(cfg: Profile, paths: Paths | None = None, overrides: Mapping[str, Any] | None = None,
-                    progress: bool = True, data: tuple[pd.DataFrame, DataSource] | None = None) -> Run | None:
-    """The from-scratch baseline on FER2013 (``fer2013_scratch``; None without real data)."""
+FER2013_MODELS = {"finetune": ("02_fer2013_finetune", True), "scratch": ("02_fer2013_scratch", False)}
+
+
+def fer2013_model(cfg: Profile, which: str, paths: Paths | None = None, overrides: Mapping[str, Any] | None = None,
+                  progress: bool = True, data: tuple[pd.DataFrame, DataSource] | None = None) -> Run | None:
+    """One FER2013 model of the profile: ``"finetune"`` is paper A's chain (section ``fer2013_finetune``,
+    started from the UTKFace multi-task checkpoint, itself from ImageNet where the profile says so),
+    ``"scratch"`` the from-scratch baseline (``fer2013_scratch``). None without real FER2013."""
+    if which not in FER2013_MODELS:
+        raise ValueError(f"which must be one of {sorted(FER2013_MODELS)}, got {which!r}")
     paths = paths or get_paths()
     data = data or fer2013_manifest(cfg, paths, progress)
     if data is None:
         print("FER2013 is not under FER_DATA_ROOT: the FER2013 models are skipped")
         return None
-    tc = fer2013_config(cfg, "scratch", overrides)
+    tc = fer2013_config(cfg, which, overrides)
+    name, from_utk = FER2013_MODELS[which]
     ds = fer2013_datasets(data[0], new_model(tc, {"expression": 7}).preprocess)
-    return train_fer2013(cfg, paths, tc, "02_fer2013_scratch", ds, use_pretrained=False, progress=progress)
-
-
-def fer2013_finetune(cfg: Profile, paths: Paths | None = None, overrides: Mapping[str, Any] | None = None,
-                     progress: bool = True, data: tuple[pd.DataFrame, DataSource] | None = None) -> Run | None:
-    """Paper A's chain on FER2013 (``fer2013_finetune``): the expression model fine-tuned from the
-    UTKFace multi-task checkpoint (itself from ImageNet where the profile says so), head-only then full.
-    None without real FER2013."""
-    paths = paths or get_paths()
-    data = data or fer2013_manifest(cfg, paths, progress)
-    if data is None:
-        print("FER2013 is not under FER_DATA_ROOT: the FER2013 models are skipped")
-        return None
-    tc = fer2013_config(cfg, "finetune", overrides)
-    ds = fer2013_datasets(data[0], new_model(tc, {"expression": 7}).preprocess)
-    return train_fer2013(cfg, paths, tc, "02_fer2013_finetune", ds, use_pretrained=True, progress=progress)
+    return train_fer2013(cfg, paths, tc, name, ds, use_pretrained=from_utk, progress=progress)
 
 
 def fer2013_served(run: Run, df: pd.DataFrame, cfg: Profile, paths: Paths | None = None,
