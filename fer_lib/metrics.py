@@ -221,6 +221,7 @@ VARIANTS = {
 _OTHERS = {
     "loss": MetricSpec("min", "", "the training objective on the validation set"),
     "face_detection_rate": MetricSpec("max", "fraction", "share of video frames with a face kept"),
+    "expression_abaw2020": MetricSpec("max", "", "ABAW 2020 expression score: 0.67 x macro F1 + 0.33 x accuracy"),
     "face_found": MetricSpec("max", "fraction", "share of test images in which predict's detector found a face"),
     "latency_ms": MetricSpec("min", "ms", "inference time of one face"),
     "size_mb": MetricSpec("min", "MB", "size of the model file"),

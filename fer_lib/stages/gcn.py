@@ -286,11 +286,10 @@ def run_affwild2(cfg: Profile, paths: Paths | None = None, progress: bool = True
 
 def record_affwild2(res: GCNResult, cfg: Profile, paths: Paths | None = None) -> pd.DataFrame:
     """metrics.csv rows of stage 'gcn' on Aff-Wild2 (split 'val' = its Validation_Set, where ABAW and
-    paper B report); the ABAW scores whose names metrics.METRICS declares."""
+    paper B report): the ABAW scores."""
     size = cfg.gcn.affwild2_image_size
-    keys = [k for k in ABAW_KEYS if k in M.METRICS]
     frames = [C.record_run(run, "gcn", res.dataset, "val", f"{arm}_{cfg.finetune.backbone}_{size}px", cfg,
-                           keys=keys, paths=paths) for arm, run in res.runs.items()]
+                           keys=ABAW_KEYS, paths=paths) for arm, run in res.runs.items()]
     return pd.concat(frames, ignore_index=True)
 
 
