@@ -84,7 +84,7 @@ def test_gcnnet_is_a_model_and_round_trips_through_its_checkpoint(tmp_path):
     cfg = config.GCNConfig(hidden=16, lr_scale=0.5, va_scale=0.2)
     torch.manual_seed(0)
     net = EG.GCNNet("tiny_cnn", _graph(), cfg, input_size=SIDE).eval()
-    assert net.tasks == {"expression": 7, "va": 2} and net.input_size == SIDE
+    assert net.tasks == {"expression": 7, "va": 2} and net.preprocess.input_size == SIDE
     assert net.gcn.va_scale == 0.2 and net.gcn.layers[1].lr_scale == 0.5
     path = tmp_path / "03_gcn" / "best.pt"
     save_checkpoint(path, net, {"train": {"image_size": SIDE}})
@@ -94,7 +94,7 @@ def test_gcnnet_is_a_model_and_round_trips_through_its_checkpoint(tmp_path):
         a, b = net(x), again(x)
     torch.testing.assert_close(a["va"], b["va"])
     torch.testing.assert_close(a["expression"], b["expression"])
-    assert again.input_size == SIDE and again.gcn.va_scale == 0.2
+    assert again.preprocess.input_size == SIDE and again.gcn.va_scale == 0.2
 
 
 # ------------------------------------------------------------------------------------- the arms' start

@@ -466,18 +466,6 @@ class GCNNet(GCNMultiTaskNet):
         self.age_mode = "bins"
         self._backbone_frozen = False
 
-    @property
-    def input_size(self) -> int:
-        return self.preprocess.input_size
-
-    @property
-    def mean(self) -> tuple[float, float, float]:
-        return self.preprocess.mean
-
-    @property
-    def std(self) -> tuple[float, float, float]:
-        return self.preprocess.std
-
     def forward_heads(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.gcn(feat)
         n = self.gcn.n_expr
@@ -495,8 +483,7 @@ class GCNNet(GCNMultiTaskNet):
     def config(self) -> dict[str, Any]:
         return {"kind": "emotion_gcn", "backbone": self.backbone_name, "tasks": dict(self.tasks),
                 "gcn": self.gcn_cfg, "embedding_source": self.gcn.embedding_source,
-                "embedding_dim": int(self.gcn.node_features.shape[1]), "input_size": self.input_size,
-                "mean": list(self.mean), "std": list(self.std), "num_features": self.num_features,
+                "embedding_dim": int(self.gcn.node_features.shape[1]), "num_features": self.num_features,
                 "preprocess": self.preprocess.to_dict()}
 
 
