@@ -115,6 +115,11 @@ def kernel_environment(paths) -> dict[str, str]:
     return env
 
 
+#: jupyter_client interrupts a kernel before shutting it down; ipykernel then may log "KeyboardInterrupt
+#: caught in kernel" to the terminal. Cell errors still reach the executed notebook and ChainFailed.
+KERNEL_ARGS = ["--IPKernelApp.log_level=CRITICAL"]
+
+
 def _papermill_config():
     """Curve-encrypted kernel sockets where pyzmq supports them (ipykernel warns about plain TCP otherwise)."""
     import zmq
@@ -154,7 +159,7 @@ def run_chain(profile: str | None = None, overrides: dict[str, Any] | None = Non
             try:
                 pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name=kernel,
                                     cwd=str(nb.parent), progress_bar=progress, log_output=False,
-                                    config=_papermill_config())
+                                    config=_papermill_config(), extra_arguments=KERNEL_ARGS)
             except Exception as exc:  # papermill writes the failed copy (with the traceback) before raising
                 results.append(StepResult(nb.name, str(out), time.time() - t0, False))
                 raise ChainFailed(nb, out, exc) from exc

@@ -158,14 +158,16 @@ def test_chain_kernels_get_absolute_folders_and_no_progress_bars(tmp_path, tmp_r
     folder.mkdir()
     log = tmp_path / "env.json"
     _nb(folder / "00_env.ipynb",
-        "import json, os\nfrom fer_lib import config\n"
+        "import json, os\nfrom ipykernel.kernelapp import IPKernelApp\nfrom fer_lib import config\n"
         f"json.dump({{k: os.environ.get(k) for k in ('FER_RESULTS_DIR', 'FER_PROGRESS')}} | "
-        f"{{'paths': str(config.get_paths(profile).results)}}, open({str(log)!r}, 'w'))")
+        f"{{'paths': str(config.get_paths(profile).results), 'log': IPKernelApp.instance().log_level}}, "
+        f"open({str(log)!r}, 'w'))")
     before = os.environ.get("FER_PROGRESS")
     runner.run_chain("smoke", folder=folder, kernel="python3", progress=False)
     env = json.loads(log.read_text())
+    # log 50: the kernel's shutdown chatter (see runner.KERNEL_ARGS) stays out of the terminal
     assert env == {"FER_RESULTS_DIR": str(tmp_results.resolve()), "FER_PROGRESS": "0",
-                   "paths": str(tmp_results.resolve())}
+                   "paths": str(tmp_results.resolve()), "log": 50}
     assert os.environ.get("FER_PROGRESS") == before  # restored after the chain
 
 
