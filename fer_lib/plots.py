@@ -1,4 +1,5 @@
-"""Figures shared by the notebooks: training curves, confusion matrices, class balance, sample grids.
+"""Figures shared by the notebooks: training curves, confusion matrices, label graphs, per-group metrics,
+class balance, sample grids.
 
 Each function returns a matplotlib Figure; ``fer_lib.reporting.save_figure`` writes it as PNG.
 """
@@ -51,6 +52,33 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], normalize: bool = True
                 yticklabels=list(labels), cbar_kws={"fraction": 0.046})
     ax.set(xlabel="predicted", ylabel="true", title=title)
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_adjacency(adj, labels: Sequence[str] | None = None, which: str = "a_hat",
+                   title: str | None = None) -> plt.Figure:
+    """Heatmap of one matrix of a label graph (a :class:`fer_lib.models.emotion_gcn.LabelGraph`: ``corr``,
+    ``binary``, ``reweighted`` or ``a_hat``) or of any square matrix, node names on both axes and every
+    value in its cell; a diverging colour map centred on 0 where values are signed."""
+    if hasattr(adj, "names") and hasattr(adj, which):
+        labels = labels or adj.names
+        title = title or f"{which} (tau={adj.tau:g}, p={adj.p:g})"
+        adj = getattr(adj, which)
+    mat = np.asarray(adj, dtype=float)
+    n = mat.shape[0]
+    labels = list(labels) if labels is not None else [str(i) for i in range(n)]
+    if len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for a {n}x{n} matrix")
+    lim = float(np.nanmax(np.abs(mat))) or 1.0
+    signed = bool(np.nanmin(mat) < 0)
+    fig, ax = plt.subplots(figsize=(0.75 * n + 2.5, 0.75 * n + 1.5))
+    sns.heatmap(mat, ax=ax, cmap="RdBu_r" if signed else "Blues", vmin=-lim if signed else 0.0, vmax=lim,
+                annot=True, fmt=".2f", annot_kws={"fontsize": 8}, xticklabels=labels, yticklabels=labels,
+                cbar_kws={"fraction": 0.046})
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+    if title:
+        ax.set_title(title)
     fig.tight_layout()
     return fig
 

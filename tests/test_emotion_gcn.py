@@ -23,7 +23,6 @@ from fer_lib.models.emotion_gcn import (
     label_adjacency,
     load_label_embeddings,
     normalize_adjacency,
-    plot_adjacency,
     reweight,
 )
 
@@ -146,6 +145,8 @@ def test_normalisation_is_ml_gcn_gen_adj():
 
 
 def test_plot_adjacency_names_and_values():
+    from fer_lib.plots import plot_adjacency
+
     g = label_adjacency(hand_manifest(False))
     fig = plot_adjacency(g, which="corr")
     ax = fig.axes[0]

@@ -216,40 +216,6 @@ def graph_from_correlation(corr: np.ndarray, tau: float = 0.1, p: float = 0.5,
                       a_hat=normalize_adjacency(reweighted), tau=float(tau), p=float(p), counts=dict(counts or {}))
 
 
-def plot_adjacency(adj: LabelGraph | np.ndarray, labels: Sequence[str] | None = None, which: str = "a_hat",
-                   title: str | None = None):
-    """Heatmap of one matrix of the graph (``corr``, ``binary``, ``reweighted`` or ``a_hat``) with node
-    names on both axes and every value written in its cell; returns the matplotlib Figure."""
-    import matplotlib.pyplot as plt
-
-    if isinstance(adj, LabelGraph):
-        labels = labels or adj.names
-        title = title or f"{which} (tau={adj.tau:g}, p={adj.p:g})"
-        mat = np.asarray(getattr(adj, which), dtype=float)
-    else:
-        mat = np.asarray(adj, dtype=float)
-    n = mat.shape[0]
-    labels = list(labels) if labels is not None else [str(i) for i in range(n)]
-    if len(labels) != n:
-        raise ValueError(f"{len(labels)} labels for a {n}x{n} matrix")
-    fig, ax = plt.subplots(figsize=(0.75 * n + 2.5, 0.75 * n + 1.5))
-    lim = float(np.nanmax(np.abs(mat))) or 1.0
-    signed = bool(np.nanmin(mat) < 0)
-    im = ax.imshow(mat, cmap="RdBu_r" if signed else "Blues", vmin=-lim if signed else 0.0, vmax=lim)
-    ax.set_xticks(range(n), labels, rotation=45, ha="right")
-    ax.set_yticks(range(n), labels)
-    for i in range(n):
-        for j in range(n):
-            v = mat[i, j]
-            ax.text(j, i, "nan" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8,
-                    color="white" if abs(v) > 0.6 * lim else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
-
-
 # ------------------------------------------------------------------------------------- node embeddings
 def _words(name: str) -> list[str]:
     """Lower-case words of a label name ("Valence", "very_happy" -> ["very", "happy"])."""
