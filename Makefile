@@ -7,7 +7,9 @@ STAMP := $(VENV)/.installed
 PROFILE ?= default
 KERNEL := fer-lib
 # No downloads at run time, and glibc allocator settings that made CPU inference 2-5x faster (docs/papers.md).
-RUNENV := HF_HUB_OFFLINE=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 PYTHONHASHSEED=0
+# OMP_WAIT_POLICY=PASSIVE: spinning OpenMP threads made 2-thread training 3-8x slower on the shared 2 cores
+# (bench/bench_train.py: efficientnet_lite0 3.7 img/s spinning vs 26-43 passive at load 3.8).
+RUNENV := HF_HUB_OFFLINE=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 PYTHONHASHSEED=0 OMP_WAIT_POLICY=PASSIVE
 # Everything `make test` writes goes under build/test (absolute: nbval kernels run in notebooks/).
 TEST_BUILD := $(CURDIR)/build/test
 # 1 (or --publish) writes the committed results/; by default a run goes to the git-ignored runs/<profile>/.
@@ -32,7 +34,7 @@ $(STAMP): requirements.in requirements.lock pyproject.toml
 	$(PY) -m pip install --quiet -r requirements.in -c requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (fer_lib)" \
-	    --env HF_HUB_OFFLINE 1 --env MALLOC_MMAP_MAX_ 0 --env MALLOC_TRIM_THRESHOLD_ 100000000000 >/dev/null
+	    --env HF_HUB_OFFLINE 1 --env OMP_WAIT_POLICY PASSIVE --env MALLOC_MMAP_MAX_ 0 --env MALLOC_TRIM_THRESHOLD_ 100000000000 >/dev/null
 	@touch $(STAMP)
 
 reproduce: $(STAMP)

@@ -1,5 +1,11 @@
 """fer_lib: lightweight multi-task face analysis (papers A and B) behind a series of notebooks."""
 
+import os
+
+# Before torch loads OpenMP: spinning worker threads made 2-thread training 3-8x slower on a shared
+# 2-core machine (bench/bench_train.py); an explicit setting in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from . import config, labels, reporting
 from .config import get_paths, get_profile
 

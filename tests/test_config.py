@@ -1,4 +1,5 @@
 import dataclasses
+import os
 
 import pytest
 
@@ -81,3 +82,16 @@ def test_seed_everything_repeats_draws():
     config.seed_everything(5)
     b = (np.random.rand(3), torch.rand(3))  # noqa: NPY002
     assert np.array_equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_importing_fer_lib_makes_openmp_threads_wait_passively_unless_told_otherwise():
+    import subprocess
+    import sys
+
+    code = "import os, fer_lib; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"
