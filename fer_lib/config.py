@@ -178,7 +178,7 @@ def _fer2013(finetune: TrainConfig, size: int, finetune_epochs: int, scratch_epo
                                                 full_epochs=finetune_epochs, max_train_seconds=budget),
         "fer2013_scratch": dataclasses.replace(finetune, **recipe, backbone="fer_cnn_s", image_size=48,
                                                pretrained=None, head_epochs=0, full_epochs=scratch_epochs,
-                                               channels_last=False, max_train_seconds=scratch_budget),
+                                               max_train_seconds=scratch_budget),
         "fer2013_transfer": dataclasses.replace(finetune, **recipe, image_size=size, pretrained=None, head_epochs=0,
                                                 full_epochs=transfer_epochs, max_train_seconds=None),
     }
@@ -227,7 +227,7 @@ def _profile_default() -> Profile:
         # stage starts from ImageNet instead (from_previous=False; set it True with real VGGFace2).
         pretrain_identity=TrainConfig(backbone="fer_cnn_s", image_size=64, batch_size=64, head_epochs=0,
                                       full_epochs=3, lr_full=2e-3, optimizer="adamw", weight_decay=1e-4,
-                                      augment="full", channels_last=False, max_train_seconds=300),
+                                      augment="full", max_train_seconds=300),
         # UTKFace mixes 64 and 200 px chips (most non-White training faces are 64 px, every test face
         # 200 px): degrade lets no resolution stand in for a label.
         pretrain_attributes=dataclasses.replace(lite, full_epochs=12, label_smoothing=0.1, augment="full",

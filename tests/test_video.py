@@ -354,6 +354,9 @@ def test_cache_hit_and_invalidation(tmp_path):
     assert not st3.cached.any() and ext.calls == 8
     _, _, st4 = extract_dataset(paths, ext, stride=2, **kw)                # changed stride
     assert not st4.cached.any() and ext.calls == 8 + 2
+    _, _, st6 = extract_dataset(paths, ext, detect_every=2, **kw)          # detection every 2nd frame
+    assert not st6.cached.any() and ext.calls == 10 + 4
+    assert extract_dataset(paths, ext, detect_every=2, **kw)[2].cached.all()
     # an unreadable cache entry is recomputed, not fatal
     for f in (tmp_path / "cache").glob("v0-*.npz"):
         f.write_bytes(b"broken")

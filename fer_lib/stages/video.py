@@ -210,12 +210,12 @@ def extract_features(manifest: pd.DataFrame, mode: str, extractor, cfg: Profile,
         _, _, stats = extract_dataset(manifest, extractor, detector=detector, mode=mode, stride=1, fps=v.fps,
                                       min_face_size=mf, batch_size=v.batch_size, max_frames=v.max_frames,
                                       cache=cache, prefetch=v.prefetch, device=device, file_id=v.file_id,
-                                      progress=progress)
+                                      progress=progress, detect_every=v.detect_every)
         det_key = detector_key(detector, mf)
         feats = []
         for path, err in zip(stats["path"], stats["error"]):
             vf = None if err else cache.get(path, cache_key(path, extractor.key, mode, 1, mf, det_key, v.fps,
-                                                            v.max_frames, v.file_id))
+                                                            v.max_frames, v.file_id, v.detect_every))
             feats.append(vf if vf is not None else VideoFeatures(path=str(path), mode=mode, error=str(err)))
     return feats, stats, time.perf_counter() - t0
 

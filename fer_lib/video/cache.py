@@ -54,11 +54,13 @@ def file_identity(path: str | os.PathLike, how: str = "stat") -> str:
 
 def cache_key(path: str | os.PathLike, extractor_key: str, mode: str, stride: int, min_face_size: int,
               detector_settings: str, fps: float | None = None, max_frames: int | None = None,
-              file_id: str = "stat") -> str:
+              file_id: str = "stat", detect_every: int = 1) -> str:
     """Hex digest naming the features of ``path`` under these settings."""
     parts = {"v": CACHE_VERSION, "file": file_identity(path, file_id), "extractor": str(extractor_key),
              "mode": mode, "stride": int(stride), "fps": fps, "max_frames": max_frames,
              "min_face_size": int(min_face_size), "detector": str(detector_settings)}
+    if int(detect_every) != 1:   # entries made with detection on every frame keep their names
+        parts["detect_every"] = int(detect_every)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -103,7 +105,7 @@ def extract_dataset(manifest_rows: pd.DataFrame | Iterable[Any], extractor: Feat
                     fps: float | None = None, min_face_size: int | None = None, batch_size: int = 32,
                     max_frames: int | None = None, cache: FeatureCache | str | os.PathLike | None = None,
                     prefetch: int = 2, device: Any = "cpu", on_error: str = "report", file_id: str = "stat",
-                    path_col: str = "path", progress: bool = True,
+                    path_col: str = "path", progress: bool = True, detect_every: int = 1,
                     ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Pooled descriptors of every video in ``manifest_rows`` (a manifest DataFrame, dicts or paths).
 
@@ -112,6 +114,8 @@ def extract_dataset(manifest_rows: pd.DataFrame | Iterable[Any], extractor: Feat
     video (path, n_frames, n_frames_with_face, n_faces, has_face, cached, seconds, error).
     Unreadable videos raise with ``on_error="raise"``; with ``"report"`` (default) they are recorded
     in ``stats.error`` and counted as videos without a face. Counts of both go to a warning.
+    ``detect_every=k`` detects faces on every k-th sampled frame only (see
+    :func:`~fer_lib.video.features.extract_video_features`); it is part of the cache key.
     """
     if on_error not in ("report", "raise"):
         raise ValueError(f"on_error must be 'report' or 'raise', got {on_error!r}")
@@ -130,8 +134,8 @@ def extract_dataset(manifest_rows: pd.DataFrame | Iterable[Any], extractor: Feat
         t0 = time.perf_counter()
         vf, cached, key = None, False, None
         try:
-            key = cache_key(path, extractor.key, mode, stride, min_face, det_key, fps, max_frames, file_id) \
-                if cache is not None else None
+            key = cache_key(path, extractor.key, mode, stride, min_face, det_key, fps, max_frames, file_id,
+                            detect_every) if cache is not None else None
             vf = cache.get(path, key) if cache is not None else None
             cached = vf is not None
             if vf is None:
@@ -139,7 +143,7 @@ def extract_dataset(manifest_rows: pd.DataFrame | Iterable[Any], extractor: Feat
                     detector = default_detector(min_face, device)  # built once, on the first miss
                 vf = extract_video_features(path, detector, extractor, mode=mode, stride=stride, fps=fps,
                                             min_face_size=min_face, batch_size=batch_size,
-                                            max_frames=max_frames, prefetch=prefetch)
+                                            max_frames=max_frames, prefetch=prefetch, detect_every=detect_every)
                 if cache is not None:
                     cache.put(path, key, vf)
         except (VideoDecodeError, FileNotFoundError) as exc:
