@@ -119,7 +119,7 @@ class VideoConfig:
     detect_every: int = 1             # MTCNN on every k-th sampled frame, boxes carried between (1: paper A)
     cache: bool = True                # per-video feature cache under results/cache/video
     file_id: str = "stat"             # cache key of a video file: stat (path+size+mtime) | content (sha256)
-    checkpoint: str | None = None     # expression checkpoint for notebook 04 (None: results/checkpoints/02_...)
+    checkpoint: str | None = None     # expression checkpoint for notebook 04 (None: the run folder's checkpoints/02_...)
     threads: int | None = None        # torch CPU threads while extracting (None: torch's default)
 
 

@@ -1,6 +1,6 @@
 """ONNX export of a fer_lib checkpoint, checked against PyTorch.
 
-    python -m fer_lib export results/checkpoints/02_expression_va/best.pt --out model.onnx
+    python -m fer_lib export runs/default/checkpoints/02_expression_va/best.pt --out model.onnx
 
 The graph takes ``input`` ``[batch, 3, S, S]`` (float32, normalised with the model's mean/std; batch
 is dynamic) and has one output per head, named after it (``expression``, ``va``, ``age``, ``gender``,

@@ -1,6 +1,6 @@
 """Predictions for people who just want them: ``Recognizer(checkpoint).predict(image)``.
 
-    rec = Recognizer("results/checkpoints/02_expression_va/best.pt")   # or "model.onnx"
+    rec = Recognizer("runs/default/checkpoints/02_expression_va/best.pt")   # or "model.onnx"
     faces = rec.predict("photo.jpg")           # path, PIL image or RGB array
     faces[0].expression, faces[0].expression_probs, faces[0].valence, faces[0].age
     rec.predict_batch([img1, img2])             # faces of many images in one batched forward

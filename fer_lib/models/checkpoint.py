@@ -142,7 +142,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; train the stage that writes it first "
-                                "(or point to the right results/checkpoints folder)")
+                                "(or point to the run folder's checkpoints/, e.g. runs/default/checkpoints)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - re-raised with advice

@@ -53,7 +53,7 @@ from .common import (  # noqa: F401 - the shared stage vocabulary, re-exported f
 
 # ========================================================================================= initialisation
 def attributes_checkpoint(paths: Paths) -> Path | None:
-    """``results/checkpoints/01_attributes/best.pt`` when notebook 01 has written it, else None."""
+    """The run folder's ``checkpoints/01_attributes/best.pt`` when notebook 01 has written it, else None."""
     p = paths.checkpoints / ATTRIBUTES_CKPT
     return p if p.is_file() else None
 

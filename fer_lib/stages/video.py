@@ -57,7 +57,7 @@ from ..video import (
 )
 from ..video.features import detector_key
 
-#: Checkpoints notebook 04 looks for under ``results/checkpoints``, first match wins.
+#: Checkpoints notebook 04 looks for under the run folder's ``checkpoints/``, first match wins.
 CHECKPOINT_CANDIDATES = ("02_expression_va", "02_expression")
 #: Poolings compared in the accuracy tables; ``stat`` is paper A's (the one the metrics report).
 POOLINGS = ("stat", "mean_std", "mean")
@@ -79,7 +79,7 @@ def find_checkpoint(paths: Paths | None = None, checkpoint: str | Path | None = 
     """The expression checkpoint to extract features with.
 
     ``checkpoint`` (the notebook parameter or ``--set video.checkpoint=PATH``) wins when given and
-    must exist; otherwise ``results/checkpoints/02_expression_va/best.pt``, else
+    must exist; otherwise the run folder's ``checkpoints/02_expression_va/best.pt``, else
     ``02_expression/best.pt``. Neither: one FileNotFoundError saying what to run first.
     """
     if checkpoint:
