@@ -55,7 +55,7 @@ def face_crops(n: int, seed: int = 0) -> list[np.ndarray]:
     for _ in range(n):
         s = int(rng.integers(80, 260))
         x, y = int(rng.integers(0, 512 - s)), int(rng.integers(0, 512 - s))
-        crops.append(np.ascontiguousarray(img[y:y + s, x:x + s]))
+        crops.append(np.ascontiguousarray(img[y : y + s, x : x + s]))
     return crops
 
 
@@ -66,8 +66,13 @@ class HSEmotionReference:
         from torchvision import transforms
 
         self.model = model.eval()
-        self.tf = transforms.Compose([transforms.Resize((img_size, img_size)), transforms.ToTensor(),
-                                      transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
+        self.tf = transforms.Compose(
+            [
+                transforms.Resize((img_size, img_size)),
+                transforms.ToTensor(),
+                transforms.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+            ]
+        )
 
     def predict_emotions(self, face_img: np.ndarray) -> np.ndarray:
         import torch
@@ -77,9 +82,9 @@ class HSEmotionReference:
         img_tensor.unsqueeze_(0)
         with torch.no_grad():
             scores = self.model(img_tensor)[0].numpy()
-        x = scores[:-2]                       # _mtl: the last two outputs are valence, arousal
+        x = scores[:-2]  # _mtl: the last two outputs are valence, arousal
         e_x = np.exp(x - np.max(x))
-        return e_x / e_x.sum()                # alphabetical HSEmotion order
+        return e_x / e_x.sum()  # alphabetical HSEmotion order
 
     def __call__(self, crops) -> np.ndarray:
         return np.stack([self.predict_emotions(c) for c in crops])
@@ -116,7 +121,7 @@ def matmul_ceiling(n: int = 2048, repeats: int = 5) -> float:
         t0 = time.perf_counter()
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t0)
-    return 2.0 * n ** 3 / best
+    return 2.0 * n**3 / best
 
 
 def model_flops(model, size: int) -> float:
@@ -141,24 +146,34 @@ def timed_run(fn, crops, batch: int) -> tuple[float, np.ndarray]:
     out = []
     t0 = time.perf_counter()
     for i in range(0, len(crops), batch):
-        out.append(fn(crops[i:i + batch]))
+        out.append(fn(crops[i : i + batch]))
     return time.perf_counter() - t0, np.concatenate(out)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["efficientnet_b0", "efficientnet_lite0", "mobilenetv2_100"])
+    ap.add_argument(
+        "--models", nargs="+", default=["efficientnet_b0", "efficientnet_lite0", "mobilenetv2_100"]
+    )
     ap.add_argument("--size", type=int, default=224, help="input side (default 224)")
     ap.add_argument("--threads", type=int, default=2, help="torch and onnxruntime threads (default 2)")
     ap.add_argument("--faces", type=int, default=64, help="face crops per measurement (default 64)")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 32], help="faces per call (default 1 32)")
-    ap.add_argument("--pass-size", type=int, default=None,
-                    help="faces per forward pass inside fer_lib (default: fer_lib.inference.CPU_BATCH)")
+    ap.add_argument(
+        "--pass-size",
+        type=int,
+        default=None,
+        help="faces per forward pass inside fer_lib (default: fer_lib.inference.CPU_BATCH)",
+    )
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the fastest of each is kept")
     ap.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime path")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 path")
-    ap.add_argument("--bf16-tol", type=float, default=0.01,
-                    help="time bf16 only if its probabilities stay within this of the reference (default 0.01)")
+    ap.add_argument(
+        "--bf16-tol",
+        type=float,
+        default=0.01,
+        help="time bf16 only if its probabilities stay within this of the reference (default 0.01)",
+    )
     ap.add_argument("--out", default=None, help="folder for inference.md/.csv (default <results>/benchmarks)")
     args = ap.parse_args(argv)
 
@@ -180,7 +195,7 @@ def main(argv=None) -> int:
             timm_model = timm.create_model(name, pretrained=False, num_classes=10).eval()
             calibrate_classifier(timm_model, crops[:16], args.size)
             net, _ = convert_timm_model(timm_model)
-            net.preprocess = net.preprocess.replace(input_size=args.size)   # served at the benchmarked size
+            net.preprocess = net.preprocess.replace(input_size=args.size)  # served at the benchmarked size
             flops = model_flops(net, args.size)
             print(f"{name}@{args.size}: {flops / 1e9:.3f} GFLOP per face")
             ref = HSEmotionReference(timm_model, args.size)
@@ -197,19 +212,25 @@ def main(argv=None) -> int:
                 print(f"  onnx export: max abs diff vs PyTorch {rep.worst:.2e}")
                 onnx_rec = Recognizer(onnx_path, threads=args.threads, batch_size=args.pass_size)
                 paths["fer_lib onnxruntime"] = lambda c, r=onnx_rec: faces_probs(r, c)
-                onnx_serial = Recognizer(onnx_path, threads=args.threads, batch_size=args.pass_size, overlap=False)
+                onnx_serial = Recognizer(
+                    onnx_path, threads=args.threads, batch_size=args.pass_size, overlap=False
+                )
                 paths["fer_lib onnxruntime, no overlap"] = lambda c, r=onnx_serial: faces_probs(r, c)
             if not args.no_bf16:
                 bf = Recognizer(net, threads=args.threads, batch_size=args.pass_size, precision="bf16")
-                probe = np.abs(bf.infer(crops[:16])["expression_probs"]
-                               - labels.reorder_columns(ref(crops[:16]), labels.HSEMOTION_ORDER_8)).max()
+                probe = np.abs(
+                    bf.infer(crops[:16])["expression_probs"]
+                    - labels.reorder_columns(ref(crops[:16]), labels.HSEMOTION_ORDER_8)
+                ).max()
                 if probe <= args.bf16_tol:
                     paths["fer_lib torch bf16"] = lambda c, r=bf: faces_probs(r, c)
                 else:
-                    notes.append(f"{name}: bf16 not timed, its probabilities differ from the reference's by "
-                                 f"{probe:.3f} (> {args.bf16_tol:g})")
+                    notes.append(
+                        f"{name}: bf16 not timed, its probabilities differ from the reference's by "
+                        f"{probe:.3f} (> {args.bf16_tol:g})"
+                    )
                     print("  " + notes[-1])
-            for fn in paths.values():   # warm-up: first-call allocations, oneDNN / ORT kernel selection
+            for fn in paths.values():  # warm-up: first-call allocations, oneDNN / ORT kernel selection
                 for b in args.batches:
                     fn(crops[:b])
             best: dict[tuple[str, int], tuple[float, np.ndarray]] = {}
@@ -217,8 +238,11 @@ def main(argv=None) -> int:
                 for path, fn in paths.items():
                     for b in args.batches:
                         secs, probs = timed_run(fn, crops, b)
-                        print(f"  round {r + 1}: {path} batch {b}: {len(crops) / secs:.1f} faces/s "
-                              f"(load {os.getloadavg()[0]:.1f})", flush=True)
+                        print(
+                            f"  round {r + 1}: {path} batch {b}: {len(crops) / secs:.1f} faces/s "
+                            f"(load {os.getloadavg()[0]:.1f})",
+                            flush=True,
+                        )
                         if (path, b) not in best or secs < best[(path, b)][0]:
                             best[(path, b)] = (secs, probs)
             ref_probs = None
@@ -230,36 +254,45 @@ def main(argv=None) -> int:
                     if path.startswith("reference"):
                         probs = labels.reorder_columns(probs, labels.HSEMOTION_ORDER_8)
                     fps = len(crops) / secs
-                    rows.append({"model": f"{name}@{args.size}", "path": path, "batch": b,
-                                 "faces_per_s": round(fps, 1), "ms_per_face": round(1000 * secs / len(crops), 2),
-                                 "speedup_vs_reference": round(ref_secs / secs, 2),
-                                 "gflop_per_face": round(flops / 1e9, 3),
-                                 "gflop_per_s": round(fps * flops / 1e9, 2),
-                                 "fraction_of_ceiling": round(fps * flops / ceiling, 3),
-                                 "max_abs_diff_prob": float(np.abs(probs - ref_probs).max())})
+                    rows.append(
+                        {
+                            "model": f"{name}@{args.size}",
+                            "path": path,
+                            "batch": b,
+                            "faces_per_s": round(fps, 1),
+                            "ms_per_face": round(1000 * secs / len(crops), 2),
+                            "speedup_vs_reference": round(ref_secs / secs, 2),
+                            "gflop_per_face": round(flops / 1e9, 3),
+                            "gflop_per_s": round(fps * flops / 1e9, 2),
+                            "fraction_of_ceiling": round(fps * flops / ceiling, 3),
+                            "max_abs_diff_prob": float(np.abs(probs - ref_probs).max()),
+                        }
+                    )
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
 
     out = Path(args.out) if args.out else get_paths().results / "benchmarks"
     cmd = ".venv/bin/python bench/bench_inference.py " + " ".join(argv or sys.argv[1:])
-    head = ("# Per-face inference throughput: fer_lib predict path vs the HSEmotion package's way\n\n"
-            f"Command: `{cmd.strip()}`. {len(crops)} real face crops (80-260 px, astronaut photo) per "
-            f"measurement, input {args.size} px, random-init weights (speed only; the classifier is scaled so that logits vary over faces with std 2, as a trained model's do, so that agreement is a real test), {args.threads} torch / "
-            f"onnxruntime threads, torch {torch.__version__}; {platform.processor() or platform.machine()}, "
-            f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
-            f"load average {os.getloadavg()[0]:.1f} at the end (a shared machine: "
-            "only ratios within this run mean something). Best of "
-            f"{args.repeats} interleaved round(s).\n\n"
-            "reference = one face per call, PIL Resize + ToTensor + Normalize, eager NCHW float32 (the public "
-            "hsemotion package's predict_emotions); fer_lib = Recognizer.predict_faces (batched "
-            f"uint8 preprocessing, BatchNorm folded into the convolutions, channels_last, inference_mode, passes of "
-            f"{args.pass_size or CPU_BATCH} faces, the next pass resized in a thread during the current one unless "
-            f"'no overlap') with PyTorch, onnxruntime, or bf16 autocast. "
-            "batch = faces per call (the reference handles a batch of 32 one face at a time). "
-            f"Ceiling: float32 2048x2048 matmul, {ceiling / 1e9:.1f} GFLOP/s in this run; gflop_per_face from "
-            "FlopCounterMode (2 FLOPs per multiply-add); fraction_of_ceiling = faces/s x FLOPs / ceiling. "
-            "max_abs_diff_prob: largest difference of an expression probability from the reference's "
-            "(reordered to the canonical order).\n\n")
+    head = (
+        "# Per-face inference throughput: fer_lib predict path vs the HSEmotion package's way\n\n"
+        f"Command: `{cmd.strip()}`. {len(crops)} real face crops (80-260 px, astronaut photo) per "
+        f"measurement, input {args.size} px, random-init weights (speed only; the classifier is scaled so that logits vary over faces with std 2, as a trained model's do, so that agreement is a real test), {args.threads} torch / "
+        f"onnxruntime threads, torch {torch.__version__}; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"load average {os.getloadavg()[0]:.1f} at the end (a shared machine: "
+        "only ratios within this run mean something). Best of "
+        f"{args.repeats} interleaved round(s).\n\n"
+        "reference = one face per call, PIL Resize + ToTensor + Normalize, eager NCHW float32 (the public "
+        "hsemotion package's predict_emotions); fer_lib = Recognizer.predict_faces (batched "
+        f"uint8 preprocessing, BatchNorm folded into the convolutions, channels_last, inference_mode, passes of "
+        f"{args.pass_size or CPU_BATCH} faces, the next pass resized in a thread during the current one unless "
+        f"'no overlap') with PyTorch, onnxruntime, or bf16 autocast. "
+        "batch = faces per call (the reference handles a batch of 32 one face at a time). "
+        f"Ceiling: float32 2048x2048 matmul, {ceiling / 1e9:.1f} GFLOP/s in this run; gflop_per_face from "
+        "FlopCounterMode (2 FLOPs per multiply-add); fraction_of_ceiling = faces/s x FLOPs / ceiling. "
+        "max_abs_diff_prob: largest difference of an expression probability from the reference's "
+        "(reordered to the canonical order).\n\n"
+    )
     if notes:
         head += "\n".join(f"- {n}" for n in notes) + "\n\n"
     print(f"wrote {write_benchmark(table, 'inference', head, folder=out)} and .csv")

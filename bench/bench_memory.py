@@ -45,7 +45,7 @@ def write_clip(path: Path, seconds: float) -> None:
         for i in range(int(seconds * FPS)):
             f = background.copy()
             x, y = int((W - 96) * (0.5 + 0.5 * np.sin(i / 20))), int((H - 96) * (0.5 + 0.5 * np.cos(i / 31)))
-            f[y:y + 96, x:x + 96] = (220, 40, 40)
+            f[y : y + 96, x : x + 96] = (220, 40, 40)
             for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                 c.mux(p)
         for p in s.encode():
@@ -67,13 +67,23 @@ def child(path: str) -> None:
     before = peak_rss_mb()
     t0 = time.time()
     vf = extract_video_features(path, ColourBlobDetector(), MeanColourExtractor(), mode="afew", batch_size=32)
-    print(json.dumps({"frames": vf.n_frames, "frames_with_face": vf.n_frames_with_face,
-                      "seconds": time.time() - t0, "peak_rss_mb": peak_rss_mb(), "rss_before_mb": before}))
+    print(
+        json.dumps(
+            {
+                "frames": vf.n_frames,
+                "frames_with_face": vf.n_frames_with_face,
+                "seconds": time.time() - t0,
+                "peak_rss_mb": peak_rss_mb(),
+                "rss_before_mb": before,
+            }
+        )
+    )
 
 
 def measure(path: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", str(path)], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(path)], capture_output=True, text=True, check=True
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -92,19 +102,32 @@ def main(argv=None) -> int:
             path = Path(tmp) / f"{label}.mp4"
             t0 = time.time()
             write_clip(path, minutes * 60)
-            print(f"wrote {minutes:g} min clip in {time.time() - t0:.0f} s ({path.stat().st_size / 1e6:.0f} MB)",
-                  flush=True)
+            print(
+                f"wrote {minutes:g} min clip in {time.time() - t0:.0f} s ({path.stat().st_size / 1e6:.0f} MB)",
+                flush=True,
+            )
             r = measure(path)
-            rows.append({"clip": label, "minutes": minutes, "frames": r["frames"], "seconds": round(r["seconds"], 1),
-                         "frames_per_s": round(r["frames"] / r["seconds"], 1),
-                         "peak_rss_mb": round(r["peak_rss_mb"], 1),
-                         "all_frames_in_memory_mb": round(r["frames"] * W * H * 3 / 2**20, 1)})
+            rows.append(
+                {
+                    "clip": label,
+                    "minutes": minutes,
+                    "frames": r["frames"],
+                    "seconds": round(r["seconds"], 1),
+                    "frames_per_s": round(r["frames"] / r["seconds"], 1),
+                    "peak_rss_mb": round(r["peak_rss_mb"], 1),
+                    "all_frames_in_memory_mb": round(r["frames"] * W * H * 3 / 2**20, 1),
+                }
+            )
             path.unlink()
     df = pd.DataFrame(rows)
     df["peak_ratio_vs_short"] = (df.peak_rss_mb / df.peak_rss_mb.iloc[0]).round(3)
-    write_benchmark(df, "memory", f"# Video extraction memory vs length ({W}x{H}, {FPS} fps)\n\n",
-                    "\nPeak RSS of a fresh process per clip (VmHWM); the fake detector/extractor isolate the "
-                    "decode/batch/queue path. Command: `python bench/bench_memory.py`.\n")
+    write_benchmark(
+        df,
+        "memory",
+        f"# Video extraction memory vs length ({W}x{H}, {FPS} fps)\n\n",
+        "\nPeak RSS of a fresh process per clip (VmHWM); the fake detector/extractor isolate the "
+        "decode/batch/queue path. Command: `python bench/bench_memory.py`.\n",
+    )
     return 0
 
 

@@ -75,7 +75,7 @@ def clip_frames(n: int, real_face: bool, seed: int = 0):
         f = np.full((H, W, 3), 90, np.uint8) + rng.integers(0, 20, (H, W, 3), dtype=np.uint8)
         x = int((W - sw) * (0.5 + 0.5 * np.sin(i / 20)))
         y = int((H - sh) * (0.5 + 0.5 * np.cos(i / 31)))
-        f[y:y + sh, x:x + sw] = sprite
+        f[y : y + sh, x : x + sw] = sprite
         yield f
 
 
@@ -125,9 +125,15 @@ def naive_loop(path, detector, extractor, mode: str, min_face: int) -> VideoFeat
             scores.append(s[0])
             where.append(index)
             boxes.append(box)
-    return VideoFeatures(path=str(path), mode=mode, sampled=np.asarray(sampled), face_frame=np.asarray(where),
-                         boxes=np.asarray(boxes, np.float32).reshape(-1, 5),
-                         features=np.asarray(feats, np.float32), scores=np.asarray(scores, np.float32))
+    return VideoFeatures(
+        path=str(path),
+        mode=mode,
+        sampled=np.asarray(sampled),
+        face_frame=np.asarray(where),
+        boxes=np.asarray(boxes, np.float32).reshape(-1, 5),
+        features=np.asarray(feats, np.float32),
+        scores=np.asarray(scores, np.float32),
+    )
 
 
 def _pixels(boxes: np.ndarray) -> np.ndarray:
@@ -173,8 +179,13 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=1, help="interleaved rounds; the fastest of each is kept")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--mode", default="afew", choices=["afew", "vgaf"])
-    ap.add_argument("--detect-every", type=int, nargs="*", default=[2, 3],
-                    help="also time detect_every=k for these k (default 2 3)")
+    ap.add_argument(
+        "--detect-every",
+        type=int,
+        nargs="*",
+        default=[2, 3],
+        help="also time detect_every=k for these k (default 2 3)",
+    )
     ap.add_argument("--out", default=None, help="folder for video.md/.csv (default <results>/benchmarks)")
     args = ap.parse_args(argv)
     min_face = 32 if args.mode == "afew" else 64
@@ -196,21 +207,47 @@ def main(argv=None) -> int:
         clip = write_clip(Path(tmp) / "clip.mp4", args.seconds, args.fps, real_face=not args.fake)
         n_frames = int(args.seconds * args.fps)
         # warm-up (first-call allocations, MTCNN/torch lazy init) on a few frames, not timed
-        extract_video_features(clip, detector, extractor, mode=args.mode, min_face_size=min_face,
-                               batch_size=min(4, args.batch_size), max_frames=4)
+        extract_video_features(
+            clip,
+            detector,
+            extractor,
+            mode=args.mode,
+            min_face_size=min_face,
+            batch_size=min(4, args.batch_size),
+            max_frames=4,
+        )
         variants = {
             "naive (per frame)": lambda: naive_loop(clip, detector, extractor, args.mode, min_face),
-            "batched": lambda: extract_video_features(clip, detector, extractor, mode=args.mode,
-                                                      min_face_size=min_face, batch_size=args.batch_size,
-                                                      prefetch=0),
+            "batched": lambda: extract_video_features(
+                clip,
+                detector,
+                extractor,
+                mode=args.mode,
+                min_face_size=min_face,
+                batch_size=args.batch_size,
+                prefetch=0,
+            ),
             "batched + overlapped decode": lambda: extract_video_features(
-                clip, detector, extractor, mode=args.mode, min_face_size=min_face, batch_size=args.batch_size,
-                prefetch=2),
+                clip,
+                detector,
+                extractor,
+                mode=args.mode,
+                min_face_size=min_face,
+                batch_size=args.batch_size,
+                prefetch=2,
+            ),
         }
         for k in args.detect_every:
-            variants[f"batched + overlapped, detect every {k}"] = (
-                lambda k=k: extract_video_features(clip, detector, extractor, mode=args.mode, min_face_size=min_face,
-                                                   batch_size=args.batch_size, prefetch=2, detect_every=k))
+            variants[f"batched + overlapped, detect every {k}"] = lambda k=k: extract_video_features(
+                clip,
+                detector,
+                extractor,
+                mode=args.mode,
+                min_face_size=min_face,
+                batch_size=args.batch_size,
+                prefetch=2,
+                detect_every=k,
+            )
         runs: dict[str, tuple[VideoFeatures, float]] = {}
         for r in range(args.repeats):  # interleaved repeats; the fastest of each variant is kept
             for name, fn in variants.items():
@@ -224,40 +261,59 @@ def main(argv=None) -> int:
     rows = []
     for name, (vf, secs) in runs.items():
         pool = vf.pooled()
-        diff = float(np.abs(pool - base_pool).max()) if pool is not None and base_pool is not None else float("nan")
+        diff = (
+            float(np.abs(pool - base_pool).max())
+            if pool is not None and base_pool is not None
+            else float("nan")
+        )
         same = np.array_equal(vf.face_frame, base_vf.face_frame)
         box_diff = float(np.abs(vf.boxes - base_vf.boxes).max()) if same and vf.n_faces else float("nan")
         crop_moved = int(np.any(_pixels(vf.boxes) != _pixels(base_vf.boxes), axis=1).sum()) if same else -1
         ious = frame_ious(vf, base_vf)
-        rel = float(np.linalg.norm(pool - base_pool) / np.linalg.norm(base_pool)) if pool is not None \
-            and base_pool is not None else float("nan")
-        rows.append({"variant": name, "frames": vf.n_frames, "frames_with_face": vf.n_frames_with_face,
-                     "seconds": round(secs, 2), "frames_per_s": round(vf.n_frames / secs, 2),
-                     "speedup_vs_naive": round(base_t / secs, 2), "max_abs_diff_pooled": diff,
-                     "max_abs_diff_box_px": box_diff, "crops_moved_1px": crop_moved,
-                     "rel_diff_pooled": rel, "mean_iou_vs_naive": round(float(ious.mean()), 4) if ious.size else
-                     float("nan"), "min_iou_vs_naive": round(float(ious.min()), 4) if ious.size else float("nan"),
-                     "frames_face_missing": int(len(np.setdiff1d(base_vf.face_frame, vf.face_frame)))})
+        rel = (
+            float(np.linalg.norm(pool - base_pool) / np.linalg.norm(base_pool))
+            if pool is not None and base_pool is not None
+            else float("nan")
+        )
+        rows.append(
+            {
+                "variant": name,
+                "frames": vf.n_frames,
+                "frames_with_face": vf.n_frames_with_face,
+                "seconds": round(secs, 2),
+                "frames_per_s": round(vf.n_frames / secs, 2),
+                "speedup_vs_naive": round(base_t / secs, 2),
+                "max_abs_diff_pooled": diff,
+                "max_abs_diff_box_px": box_diff,
+                "crops_moved_1px": crop_moved,
+                "rel_diff_pooled": rel,
+                "mean_iou_vs_naive": round(float(ious.mean()), 4) if ious.size else float("nan"),
+                "min_iou_vs_naive": round(float(ious.min()), 4) if ious.size else float("nan"),
+                "frames_face_missing": int(len(np.setdiff1d(base_vf.face_frame, vf.face_frame))),
+            }
+        )
         assert vf.n_frames == n_frames, f"{name}: {vf.n_frames} frames, expected {n_frames}"
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
 
     out = Path(args.out) if args.out else get_paths().results / "benchmarks"
     stem = ("video_fake" if args.fake else "video") + (f"_threads{args.threads}" if args.threads else "")
-    head = (f"# Video feature extraction throughput ({'fake' if args.fake else 'real'} models)\n\n"
-            f"{n_frames} frames of 640x480 H.264 ({args.seconds:g} s at {args.fps} fps), mode {args.mode}, "
-            f"detector {det_name}, extractor {ext_name}, batch {args.batch_size} frames, device {args.device}, "
-            f"torch threads {args.threads or 'default'}; "
-            f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-            f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
-            f"load average {os.getloadavg()[0]:.1f} at the end. "
-            "Decode + detect + crop + features end to end; speedup against the naive loop in the same run; "
-            "max_abs_diff_pooled = largest difference of the pooled video descriptor from the naive one; "
-            "max_abs_diff_box_px = largest difference of a face box; crops_moved_1px = faces whose integer "
-            "crop window differs from the naive one; rel_diff_pooled = |pooled - naive pooled| / |naive pooled|; "
-            "mean/min_iou_vs_naive = IoU of each frame's box with the naive loop's full detection on that frame; "
-            "frames_face_missing = frames with a face in the naive loop and none here. "
-            f"Best of {args.repeats} interleaved round(s).\n\n")
+    head = (
+        f"# Video feature extraction throughput ({'fake' if args.fake else 'real'} models)\n\n"
+        f"{n_frames} frames of 640x480 H.264 ({args.seconds:g} s at {args.fps} fps), mode {args.mode}, "
+        f"detector {det_name}, extractor {ext_name}, batch {args.batch_size} frames, device {args.device}, "
+        f"torch threads {args.threads or 'default'}; "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}, "
+        f"load average {os.getloadavg()[0]:.1f} at the end. "
+        "Decode + detect + crop + features end to end; speedup against the naive loop in the same run; "
+        "max_abs_diff_pooled = largest difference of the pooled video descriptor from the naive one; "
+        "max_abs_diff_box_px = largest difference of a face box; crops_moved_1px = faces whose integer "
+        "crop window differs from the naive one; rel_diff_pooled = |pooled - naive pooled| / |naive pooled|; "
+        "mean/min_iou_vs_naive = IoU of each frame's box with the naive loop's full detection on that frame; "
+        "frames_face_missing = frames with a face in the naive loop and none here. "
+        f"Best of {args.repeats} interleaved round(s).\n\n"
+    )
     print(f"wrote {write_benchmark(table, stem, head, folder=out)} and .csv")
     return 0
 

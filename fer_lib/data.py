@@ -28,12 +28,22 @@ from fer_lib.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 LABEL_KEYS: tuple[str, ...] = ("identity", "age", "gender", "race", "expression", "valence", "arousal")
 __all__ = [
-    "FaceDataset", "IMAGENET_MEAN", "IMAGENET_STD", "ImageError", "LABEL_KEYS", "identity_index",
-    "load_rgb", "make_loader", "seed_worker", "to_rgb",
+    "FaceDataset",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "ImageError",
+    "LABEL_KEYS",
+    "identity_index",
+    "load_rgb",
+    "make_loader",
+    "seed_worker",
+    "to_rgb",
 ]
 AUGMENT_MODES = ("none", "light", "full")
 FLOAT_LABELS = frozenset({"age", "valence", "arousal"})
-DEFAULT_CACHE_BYTES = 1 << 30   # 1 GiB of decoded faces: UTKFace (7,780) at 112 px is 0.3 GB, FER2013 at 96 px 0.8 GB
+DEFAULT_CACHE_BYTES = (
+    1 << 30
+)  # 1 GiB of decoded faces: UTKFace (7,780) at 112 px is 0.3 GB, FER2013 at 96 px 0.8 GB
 
 
 def identity_index(manifest: pd.DataFrame, splits: Sequence[str] | None = None) -> dict[str, int]:
@@ -59,8 +69,14 @@ class _Augment:
     an epoch reproducible.
     """
 
-    def __init__(self, image_size: int, max_rotation: float = 10.0, scale: tuple[float, float] = (0.8, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: float = 0.5):
+    def __init__(
+        self,
+        image_size: int,
+        max_rotation: float = 10.0,
+        scale: tuple[float, float] = (0.8, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        flip: float = 0.5,
+    ):
         self.image_size = image_size
         self.max_rotation = max_rotation
         self.scale = scale
@@ -84,7 +100,9 @@ class _Augment:
 
     def __call__(self, image: Image.Image) -> Image.Image:
         if self.max_rotation:
-            image = image.rotate(self._uniform(-self.max_rotation, self.max_rotation), resample=Image.BILINEAR)
+            image = image.rotate(
+                self._uniform(-self.max_rotation, self.max_rotation), resample=Image.BILINEAR
+            )
         image = image.crop(self._window(*image.size))
         image = image.resize((self.image_size, self.image_size), Image.BILINEAR)
         if float(torch.rand(())) < self.flip:
@@ -105,12 +123,12 @@ class _LightAugment:
         if self.shift:
             s, n = self.shift, self.image_size
             dx, dy = (int(v) for v in torch.randint(-s, s + 1, (2,)))
-            img = np.pad(img, ((s, s), (s, s), (0, 0)), mode="edge")[s + dy:s + dy + n, s + dx:s + dx + n]
+            img = np.pad(img, ((s, s), (s, s), (0, 0)), mode="edge")[s + dy : s + dy + n, s + dx : s + dx + n]
         if self.erase and float(torch.rand(())) < self.erase:
             side = self.image_size // 4
             x0, y0 = (int(v) for v in torch.randint(0, self.image_size - side + 1, (2,)))
             img = img.copy()
-            img[y0:y0 + side, x0:x0 + side] = 128
+            img[y0 : y0 + side, x0 : x0 + side] = 128
         return img
 
 
@@ -120,8 +138,9 @@ class _Degrade:
 
     def __init__(self, image_size: int, p: float, lo: int):
         if not 0 < p <= 1 or not 1 <= lo <= image_size:
-            raise ValueError(f"degrade needs 0 < p <= 1 and 1 <= degrade_min <= {image_size}, got p={p}, "
-                             f"degrade_min={lo}")
+            raise ValueError(
+                f"degrade needs 0 < p <= 1 and 1 <= degrade_min <= {image_size}, got p={p}, degrade_min={lo}"
+            )
         self.image_size, self.p, self.lo = int(image_size), float(p), int(lo)
 
     def __call__(self, image: Image.Image | np.ndarray) -> Image.Image | np.ndarray:
@@ -159,11 +178,22 @@ class FaceDataset(Dataset):
             worker keeps its own cache.
     """
 
-    def __init__(self, manifest: pd.DataFrame, image_size: int | Preprocess, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, augment: str = "none",
-                 identity_index: dict[str, int] | None = None, margin: float = 0.0,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS, cache_bytes: int = DEFAULT_CACHE_BYTES,
-                 shift: int = 4, erase: float = 0.0, degrade: float = 0.0, degrade_min: int = 32):
+    def __init__(
+        self,
+        manifest: pd.DataFrame,
+        image_size: int | Preprocess,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        augment: str = "none",
+        identity_index: dict[str, int] | None = None,
+        margin: float = 0.0,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+        shift: int = 4,
+        erase: float = 0.0,
+        degrade: float = 0.0,
+        degrade_min: int = 32,
+    ):
         if "path" not in manifest.columns:
             raise ValueError("FaceDataset needs a manifest with a 'path' column (see fer_lib.datasets)")
         if not isinstance(image_size, Preprocess):
@@ -179,10 +209,12 @@ class FaceDataset(Dataset):
         self.degrade = _Degrade(self.image_size, degrade, degrade_min) if degrade > 0 else None
         self.identity_index = identity_index
         self.max_pixels = max_pixels
-        self.manifest = manifest        # the trainer counts classes from it without reading images
+        self.manifest = manifest  # the trainer counts classes from it without reading images
         self.paths = manifest["path"].astype(str).to_numpy()
         n = len(manifest)
-        self.boxes = np.stack([self._column(manifest, c, n) for c in ("face_x", "face_y", "face_w", "face_h")], 1)
+        self.boxes = np.stack(
+            [self._column(manifest, c, n) for c in ("face_x", "face_y", "face_w", "face_h")], 1
+        )
         self.values, self.present = self._labels(manifest, n)
         self.cache_bytes = int(cache_bytes or 0)
         self._cache: dict[int, np.ndarray] = {}
@@ -198,7 +230,11 @@ class FaceDataset(Dataset):
         values, present = {}, {}
         for key in LABEL_KEYS:
             if key == "identity":
-                names = manifest["identity"].fillna("").astype(str) if "identity" in manifest else pd.Series([""] * n)
+                names = (
+                    manifest["identity"].fillna("").astype(str)
+                    if "identity" in manifest
+                    else pd.Series([""] * n)
+                )
                 index = self.identity_index or {}
                 v = np.array([index.get(name, -1) for name in names], dtype=np.int64)
                 ok = v >= 0
@@ -229,9 +265,11 @@ class FaceDataset(Dataset):
             try:
                 image = image.crop(self.preprocess.window(box, image.size))
             except ValueError as exc:
-                raise ValueError(f"{self.paths[i]} (manifest row {i}): {exc}. What to do: fix the box "
-                                 "(face_x, face_y, face_w, face_h in displayed pixels) or set it to NaN "
-                                 "to use the whole image") from exc
+                raise ValueError(
+                    f"{self.paths[i]} (manifest row {i}): {exc}. What to do: fix the box "
+                    "(face_x, face_y, face_w, face_h in displayed pixels) or set it to NaN "
+                    "to use the whole image"
+                ) from exc
         return image
 
     def _shrink(self, image: Image.Image) -> Image.Image | np.ndarray:
@@ -251,8 +289,10 @@ class FaceDataset(Dataset):
         cache is shared, so train and eval views decode each face once. (``"full"`` caches larger faces:
         build a new dataset for it.)"""
         if mode not in ("none", "light") or self.augment is not None:
-            raise ValueError(f"with_augment switches between 'none' and 'light' on a dataset built without "
-                             f"'full' augmentation, got {mode!r}")
+            raise ValueError(
+                f"with_augment switches between 'none' and 'light' on a dataset built without "
+                f"'full' augmentation, got {mode!r}"
+            )
         out = copy.copy(self)
         out.light = _LightAugment(self.image_size, *self._light_args) if mode == "light" else None
         out.degrade = _Degrade(self.image_size, degrade, degrade_min) if degrade > 0 else None
@@ -291,14 +331,28 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, num_workers: int = 0,
-                seed: int = 0, sampler: Sampler | None = None, drop_last: bool = False,
-                pin_memory: bool = False) -> DataLoader:
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool = False,
+    num_workers: int = 0,
+    seed: int = 0,
+    sampler: Sampler | None = None,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+) -> DataLoader:
     """A DataLoader whose shuffling and worker randomness follow ``seed`` (same seed, same batches)."""
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,
-        num_workers=num_workers, worker_init_fn=seed_worker, generator=generator, drop_last=drop_last,
-        pin_memory=pin_memory, persistent_workers=num_workers > 0,
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=num_workers,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
     )

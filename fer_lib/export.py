@@ -40,7 +40,7 @@ class ExportReport:
     path: Path
     outputs: list[str]
     image_size: int
-    max_abs_diff: dict[str, float] = field(default_factory=dict)   # per input kind: random / real
+    max_abs_diff: dict[str, float] = field(default_factory=dict)  # per input kind: random / real
 
     @property
     def worst(self) -> float:
@@ -48,8 +48,10 @@ class ExportReport:
 
     def __str__(self) -> str:
         diffs = ", ".join(f"{k} input {v:.2e}" for k, v in self.max_abs_diff.items())
-        return (f"wrote {self.path} (outputs {', '.join(self.outputs)}; input [batch, 3, {self.image_size}, "
-                f"{self.image_size}]); max abs diff vs PyTorch: {diffs}")
+        return (
+            f"wrote {self.path} (outputs {', '.join(self.outputs)}; input [batch, 3, {self.image_size}, "
+            f"{self.image_size}]); max abs diff vs PyTorch: {diffs}"
+        )
 
 
 def _heads_module(model):
@@ -91,16 +93,29 @@ def read_metadata(session, path: str | os.PathLike = "<onnx>") -> dict:
     :class:`Preprocess`; files written before it was stored have only ``image_size`` / ``mean`` / ``std``."""
     meta = session.get_modelmeta().custom_metadata_map
     if ONNX_META_KEY not in meta:
-        raise ValueError(f"{path} has no fer_lib metadata; export it with `python -m fer_lib export` so its "
-                         "head names, label orders and preprocessing are known")
+        raise ValueError(
+            f"{path} has no fer_lib metadata; export it with `python -m fer_lib export` so its "
+            "head names, label orders and preprocessing are known"
+        )
     info = json.loads(meta[ONNX_META_KEY])
-    pre = info.get("preprocess") or {"input_size": info["image_size"], "mean": info["mean"], "std": info["std"]}
+    pre = info.get("preprocess") or {
+        "input_size": info["image_size"],
+        "mean": info["mean"],
+        "std": info["std"],
+    }
     info["preprocess"] = Preprocess.from_dict(pre)
     return info
 
 
-def export_onnx(checkpoint, out: str | os.PathLike, image_size: int | None = None, opset: int = DEFAULT_OPSET,
-                check: bool = True, tol: float = PARITY_TOL, seed: int = 0) -> ExportReport:
+def export_onnx(
+    checkpoint,
+    out: str | os.PathLike,
+    image_size: int | None = None,
+    opset: int = DEFAULT_OPSET,
+    check: bool = True,
+    tol: float = PARITY_TOL,
+    seed: int = 0,
+) -> ExportReport:
     """Write ``checkpoint`` (path, checkpoint dict or MultiTaskNet) as ONNX to ``out``; see the module doc.
 
     ``image_size`` exports for another input size than the model was trained at (default: its own).
@@ -116,9 +131,16 @@ def export_onnx(checkpoint, out: str | os.PathLike, image_size: int | None = Non
     pre = model.preprocess if not image_size else model.preprocess.replace(input_size=int(image_size))
     size = pre.input_size
     heads, names = _heads_module(model)
-    meta = {"format": "fer_lib.onnx/2", "tasks": dict(model.tasks), "label_orders": orders,
-            "preprocess": pre.to_dict(), "age_mode": getattr(model, "age_mode", "bins"),
-            "backbone": getattr(model, "backbone_name", None), "source": source, "torch": torch.__version__}
+    meta = {
+        "format": "fer_lib.onnx/2",
+        "tasks": dict(model.tasks),
+        "label_orders": orders,
+        "preprocess": pre.to_dict(),
+        "age_mode": getattr(model, "age_mode", "bins"),
+        "backbone": getattr(model, "backbone_name", None),
+        "source": source,
+        "torch": torch.__version__,
+    }
 
     out = Path(out)
     gen = torch.Generator().manual_seed(seed)
@@ -128,9 +150,17 @@ def export_onnx(checkpoint, out: str | os.PathLike, image_size: int | None = Non
         with warnings.catch_warnings(), contextlib.redirect_stdout(None):
             warnings.simplefilter("ignore")  # legacy-exporter deprecation, tracer notes on head shapes
             # The TorchScript exporter: dynamic batch via dynamic_axes, no onnxscript dependency.
-            torch.onnx.export(heads, (example,), str(raw), dynamo=False, input_names=["input"],
-                              output_names=names, opset_version=opset, do_constant_folding=True,
-                              dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}})
+            torch.onnx.export(
+                heads,
+                (example,),
+                str(raw),
+                dynamo=False,
+                input_names=["input"],
+                output_names=names,
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}},
+            )
         proto = onnx.load(str(raw))
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
@@ -142,13 +172,16 @@ def export_onnx(checkpoint, out: str | os.PathLike, image_size: int | None = Non
     if check:
         report.max_abs_diff = parity(model, out, pre, seed=seed)
         if not report.worst < tol:
-            raise ValueError(f"{out}: ONNX outputs differ from PyTorch by up to {report.worst:.3g} (> {tol:g}): "
-                             f"{report.max_abs_diff}; the export is not trustworthy")
+            raise ValueError(
+                f"{out}: ONNX outputs differ from PyTorch by up to {report.worst:.3g} (> {tol:g}): "
+                f"{report.max_abs_diff}; the export is not trustworthy"
+            )
     return report
 
 
-def parity(model, onnx_path: str | os.PathLike, preprocess: Preprocess, seed: int = 0,
-           batch: int = 5) -> dict[str, float]:
+def parity(
+    model, onnx_path: str | os.PathLike, preprocess: Preprocess, seed: int = 0, batch: int = 5
+) -> dict[str, float]:
     """Largest absolute difference between onnxruntime and PyTorch over every output, for a random
     batch of ``batch`` images (also checks the dynamic batch axis) and for a real face."""
     import onnxruntime as ort
@@ -158,8 +191,10 @@ def parity(model, onnx_path: str | os.PathLike, preprocess: Preprocess, seed: in
     names = [o.name for o in sess.get_outputs()]
     rng = np.random.default_rng(seed)
     size = preprocess.input_size
-    inputs = {"random": rng.standard_normal((batch, 3, size, size)).astype(np.float32),
-              "real": preprocess.normalise(real_face_batch(preprocess))}
+    inputs = {
+        "random": rng.standard_normal((batch, 3, size, size)).astype(np.float32),
+        "real": preprocess.normalise(real_face_batch(preprocess)),
+    }
     diffs = {}
     model = model.eval()
     for kind, x in inputs.items():

@@ -28,29 +28,47 @@ class FaceDetector:
         factor: scale step of the image pyramid.
     """
 
-    def __init__(self, min_face_size: int = 20, device: str = "cpu", thresholds: Sequence[float] | None = None,
-                 factor: float = 0.709):
+    def __init__(
+        self,
+        min_face_size: int = 20,
+        device: str = "cpu",
+        thresholds: Sequence[float] | None = None,
+        factor: float = 0.709,
+    ):
         import torch
         from facenet_pytorch import MTCNN
 
         self.min_face_size = int(min_face_size)
         self.device = torch.device(device)
         self.thresholds = list(thresholds) if thresholds is not None else [0.6, 0.7, 0.7]
-        self.mtcnn = MTCNN(min_face_size=self.min_face_size, thresholds=self.thresholds, factor=factor,
-                           keep_all=True, select_largest=False, post_process=False, device=self.device)
+        self.mtcnn = MTCNN(
+            min_face_size=self.min_face_size,
+            thresholds=self.thresholds,
+            factor=factor,
+            keep_all=True,
+            select_largest=False,
+            post_process=False,
+            device=self.device,
+        )
         self.mtcnn.eval()
 
     def __repr__(self) -> str:
-        return (f"FaceDetector(min_face_size={self.min_face_size}, device={str(self.device)!r}, "
-                f"thresholds={self.thresholds})")
+        return (
+            f"FaceDetector(min_face_size={self.min_face_size}, device={str(self.device)!r}, "
+            f"thresholds={self.thresholds})"
+        )
 
     @staticmethod
     def _pack(boxes, probs, points) -> tuple[np.ndarray, np.ndarray]:
         """facenet's per-image output -> ((k, 5) boxes sorted by probability, (k, 5, 2) landmarks)."""
         if boxes is None or len(boxes) == 0:
             return EMPTY_BOXES.copy(), EMPTY_POINTS.copy()
-        out = np.column_stack([np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-                               np.asarray(probs, dtype=np.float32).reshape(-1)])
+        out = np.column_stack(
+            [
+                np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+                np.asarray(probs, dtype=np.float32).reshape(-1),
+            ]
+        )
         pts = np.asarray(points, dtype=np.float32).reshape(-1, 5, 2)
         order = np.argsort(-out[:, 4], kind="stable")
         return out[order], pts[order]
@@ -83,7 +101,7 @@ class FaceDetector:
             groups.setdefault(arr.shape, []).append(i)
         for idx in groups.values():
             for start in range(0, len(idx), max(1, batch_size)):
-                chunk = idx[start:start + batch_size]
+                chunk = idx[start : start + batch_size]
                 if self._too_small(arrays[chunk[0]]):
                     packed = [(EMPTY_BOXES.copy(), EMPTY_POINTS.copy()) for _ in chunk]
                 else:
@@ -108,8 +126,9 @@ def face_sizes(boxes: np.ndarray) -> np.ndarray:
     return np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
 
 
-def select_faces(boxes: np.ndarray | None, mode: str = "all", min_size: float = 0.0,
-                 min_prob: float = 0.0) -> np.ndarray:
+def select_faces(
+    boxes: np.ndarray | None, mode: str = "all", min_size: float = 0.0, min_prob: float = 0.0
+) -> np.ndarray:
     """The faces a consumer keeps, in detection order: boxes ``[x1, y1, x2, y2, prob]`` whose
     probability is >= ``min_prob`` and whose longer side is >= ``min_size``; then ``"largest"`` keeps
     the one with the largest area (paper A's AFEW rule), ``"all"`` every one (VGAF, predict).

@@ -42,7 +42,9 @@ from . import labels as label_spaces
 from .faces import select_faces
 from .preprocess import to_rgb_array
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
+)
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 #: Checkpoints tried, in order, when none is given (relative to ``get_paths().checkpoints``).
 DEFAULT_CHECKPOINTS = ("02_expression_va/best.pt", "02_expression/best.pt")
@@ -68,7 +70,8 @@ def default_checkpoint(checkpoints_dir: str | os.PathLike | None = None) -> Path
         f"no checkpoint given and none found at {', '.join(str(root / r) for r in DEFAULT_CHECKPOINTS)}; "
         "train one with `python -m fer_lib finetune` (after `python -m fer_lib prepare`), or pass "
         "--checkpoint PATH (a fer_lib .pt, an ONNX file from `python -m fer_lib export`, or a converted "
-        "HSEmotion model from `python -m fer_lib import-hsemotion`)")
+        "HSEmotion model from `python -m fer_lib import-hsemotion`)"
+    )
 
 
 # ------------------------------------------------------------------------------------------- results
@@ -95,8 +98,14 @@ class FacePrediction:
         row["det_prob"] = self.det_prob
         row["expression"] = self.expression
         row.update({f"expr_{k}": v for k, v in self.expression_probs.items()})
-        row.update(valence=self.valence, arousal=self.arousal, age=self.age, gender=self.gender,
-                   p_female=self.p_female, ethnicity=self.ethnicity)
+        row.update(
+            valence=self.valence,
+            arousal=self.arousal,
+            age=self.age,
+            gender=self.gender,
+            p_female=self.p_female,
+            ethnicity=self.ethnicity,
+        )
         row.update({f"eth_{k}": v for k, v in self.ethnicity_probs.items()})
         return row
 
@@ -162,14 +171,24 @@ def fold_batchnorm(model) -> int:
                 if bn.affine:
                     scale = bn.weight * scale
                 shift = (bn.bias if bn.affine else 0.0) - bn.running_mean * scale
-                fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                                  conv.padding, conv.dilation, conv.groups, bias=True,
-                                  padding_mode=conv.padding_mode).to(conv.weight.device)
+                fused = nn.Conv2d(
+                    conv.in_channels,
+                    conv.out_channels,
+                    conv.kernel_size,
+                    conv.stride,
+                    conv.padding,
+                    conv.dilation,
+                    conv.groups,
+                    bias=True,
+                    padding_mode=conv.padding_mode,
+                ).to(conv.weight.device)
                 fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
                 fused.bias.copy_((conv.bias if conv.bias is not None else 0.0) * scale + shift)
             after = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if m is not None]
             parent._modules[a] = fused.eval()
-            parent._modules[b] = nn.Sequential(*after).eval() if type(bn) is not nn.BatchNorm2d else nn.Identity()
+            parent._modules[b] = (
+                nn.Sequential(*after).eval() if type(bn) is not nn.BatchNorm2d else nn.Identity()
+            )
             n += 1
     return n
 
@@ -208,7 +227,7 @@ class _TorchBackend:
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
         model, self.label_orders, self.source = load_model(checkpoint)
-        if isinstance(checkpoint, torch.nn.Module):   # a copy: the caller's model is left as it is
+        if isinstance(checkpoint, torch.nn.Module):  # a copy: the caller's model is left as it is
             model = copy.deepcopy(model)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
@@ -248,8 +267,10 @@ class _OnnxBackend:
 
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"ONNX model {path} does not exist; write one with "
-                                    "`python -m fer_lib export CHECKPOINT --out model.onnx`")
+            raise FileNotFoundError(
+                f"ONNX model {path} does not exist; write one with "
+                "`python -m fer_lib export CHECKPOINT --out model.onnx`"
+            )
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)
@@ -281,9 +302,11 @@ def _onnx_from_checkpoint(checkpoint, device: str, threads: int | None) -> _Onnx
     with tempfile.TemporaryDirectory(prefix="fer_lib_onnx_") as tmp:
         path = Path(tmp) / "model.onnx"
         export_onnx(checkpoint, path)
-        backend = _OnnxBackend(path, device, threads)   # the session holds the model in memory
-    backend.source = f"{checkpoint if isinstance(checkpoint, (str, os.PathLike)) else type(checkpoint).__name__}" \
-                     " (exported to ONNX on load)"
+        backend = _OnnxBackend(path, device, threads)  # the session holds the model in memory
+    backend.source = (
+        f"{checkpoint if isinstance(checkpoint, (str, os.PathLike)) else type(checkpoint).__name__}"
+        " (exported to ONNX on load)"
+    )
     return backend
 
 
@@ -314,10 +337,23 @@ class Recognizer:
             (more faces than ``batch_size`` only; the outputs are the same bits either way).
     """
 
-    def __init__(self, checkpoint=None, device: str = "cpu", backend: str | None = None, *,
-                 min_face_size: int = 20, min_prob: float = 0.9, largest_only: bool = False,
-                 batch_size: int | None = None, threads: int | None = None, channels_last: bool = True,
-                 precision: str = "fp32", fold_bn: bool = True, detector=None, overlap: bool = True):
+    def __init__(
+        self,
+        checkpoint=None,
+        device: str = "cpu",
+        backend: str | None = None,
+        *,
+        min_face_size: int = 20,
+        min_prob: float = 0.9,
+        largest_only: bool = False,
+        batch_size: int | None = None,
+        threads: int | None = None,
+        channels_last: bool = True,
+        precision: str = "fp32",
+        fold_bn: bool = True,
+        detector=None,
+        overlap: bool = True,
+    ):
         if checkpoint is None:
             checkpoint = default_checkpoint()
         if backend is None:
@@ -331,8 +367,9 @@ class Recognizer:
             torch.set_num_threads(int(threads))
         self.backend_name = backend
         self.device = device
-        if backend == "onnx" and not (isinstance(checkpoint, (str, os.PathLike))
-                                      and Path(checkpoint).suffix.lower() == ".onnx"):
+        if backend == "onnx" and not (
+            isinstance(checkpoint, (str, os.PathLike)) and Path(checkpoint).suffix.lower() == ".onnx"
+        ):
             self._backend = _onnx_from_checkpoint(checkpoint, device, threads)
         elif backend == "onnx":
             self._backend = _OnnxBackend(checkpoint, device, threads)
@@ -340,20 +377,26 @@ class Recognizer:
             self._backend = _TorchBackend(checkpoint, device, channels_last, precision, fold_bn)
         b = self._backend
         self.tasks, self.label_orders, self.age_mode = b.tasks, b.label_orders, b.age_mode
-        self.preprocess = b.preprocess   # the model's own: crop rule, input size, mean/std
+        self.preprocess = b.preprocess  # the model's own: crop rule, input size, mean/std
         self.source = b.source
-        self.min_face_size, self.min_prob, self.largest_only = int(min_face_size), float(min_prob), largest_only
+        self.min_face_size, self.min_prob, self.largest_only = (
+            int(min_face_size),
+            float(min_prob),
+            largest_only,
+        )
         if batch_size is None:
             batch_size = CPU_BATCH if str(device).startswith("cpu") else 64
         self.batch_size = max(1, int(batch_size))
         self._detector = detector
         self._expr_perm = self._expression_permutation()
         self.overlap = bool(overlap)
-        self._pool = None   # one preprocessing thread, started on first use
+        self._pool = None  # one preprocessing thread, started on first use
 
     def __repr__(self) -> str:
-        return (f"Recognizer({self.source!r}, backend={self.backend_name!r}, heads={list(self.tasks)}, "
-                f"image_size={self.image_size})")
+        return (
+            f"Recognizer({self.source!r}, backend={self.backend_name!r}, heads={list(self.tasks)}, "
+            f"image_size={self.image_size})"
+        )
 
     @property
     def image_size(self) -> int:
@@ -395,7 +438,7 @@ class Recognizer:
         """Head outputs (logits / regressions) for a preprocessed ``uint8`` batch, in chunks."""
         outs: dict[str, list[np.ndarray]] = {}
         for i in range(0, len(batch_u8), self.batch_size):
-            for k, v in self._backend(batch_u8[i:i + self.batch_size]).items():
+            for k, v in self._backend(batch_u8[i : i + self.batch_size]).items():
                 outs.setdefault(k, []).append(v)
         return {k: np.concatenate(v) for k, v in outs.items()}
 
@@ -438,7 +481,7 @@ class Recognizer:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="fer-preprocess")
         bs = self.batch_size
-        chunks = [crops[i:i + bs] for i in range(0, len(crops), bs)]
+        chunks = [crops[i : i + bs] for i in range(0, len(crops), bs)]
         pending = self._pool.submit(self.preprocess.batch, chunks[0])
         outs: dict[str, list[np.ndarray]] = {}
         for j in range(len(chunks)):
@@ -490,8 +533,9 @@ class Recognizer:
             kept.append(box)
         return crops, kept
 
-    def predict_arrays(self, arrays: Sequence[np.ndarray],
-                       detections: Sequence[np.ndarray] | None = None) -> list[list[FacePrediction]]:
+    def predict_arrays(
+        self, arrays: Sequence[np.ndarray], detections: Sequence[np.ndarray] | None = None
+    ) -> list[list[FacePrediction]]:
         """Faces of RGB ``uint8`` arrays; ``detections`` skips the detector (one ``(k, 5)`` per array)."""
         if detections is None:
             detections = self.detector.detect_batch(list(arrays)) if len(arrays) else []
@@ -517,8 +561,9 @@ class Recognizer:
         """Faces of many images: detection in batches (by image size), one batched forward of all crops."""
         return self.predict_arrays([load_image(im) for im in images])
 
-    def predict_video(self, path, stride: int = 1, batch_frames: int = 16, max_frames: int | None = None,
-                      prefetch: int = 2) -> Iterator[tuple[int, np.ndarray, list[FacePrediction]]]:
+    def predict_video(
+        self, path, stride: int = 1, batch_frames: int = 16, max_frames: int | None = None, prefetch: int = 2
+    ) -> Iterator[tuple[int, np.ndarray, list[FacePrediction]]]:
         """``(frame_index, rgb_frame, faces)`` for every ``stride``-th frame, streaming; frames are
         decoded in a background thread while the previous batch is detected and classified."""
         import contextlib
@@ -536,7 +581,11 @@ def draw_overlay(image: np.ndarray | Image.Image, faces: Sequence[FacePrediction
     """A copy of ``image`` with each face's box and caption drawn on it."""
     from PIL import ImageDraw, ImageFont
 
-    img = (image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))).convert("RGB").copy()
+    img = (
+        (image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image)))
+        .convert("RGB")
+        .copy()
+    )
     draw = ImageDraw.Draw(img)
     width = max(2, round(min(img.size) / 200))
     try:
@@ -553,7 +602,9 @@ def draw_overlay(image: np.ndarray | Image.Image, faces: Sequence[FacePrediction
             tb = draw.textbbox((x1, y1), text, font=font)
             th = tb[3] - tb[1]
             ty = y1 - th - 2 * width if y1 - th - 2 * width >= 0 else y2 + width
-            draw.rectangle([x1, ty, x1 + (tb[2] - tb[0]) + 2 * width, ty + th + 2 * width], fill=(255, 64, 64))
+            draw.rectangle(
+                [x1, ty, x1 + (tb[2] - tb[0]) + 2 * width, ty + th + 2 * width], fill=(255, 64, 64)
+            )
             draw.text((x1 + width, ty + width - (tb[1] - y1)), text, fill=(255, 255, 255), font=font)
     return img
 
@@ -568,8 +619,8 @@ class PredictSummary:
     videos: int = 0
     frames: int = 0
     faces: int = 0
-    without_face: int = 0                     # images / frames in which no face was kept
-    skipped: list[tuple[str, str]] = field(default_factory=list)   # (file, reason) of unreadable files
+    without_face: int = 0  # images / frames in which no face was kept
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) of unreadable files
     overlays: list[Path] = field(default_factory=list)
 
     def __str__(self) -> str:
@@ -626,7 +677,7 @@ class _VideoWriter:
         import av
 
         arr = np.asarray(image)
-        arr = arr[: arr.shape[0] // 2 * 2, : arr.shape[1] // 2 * 2]   # yuv420p needs even sides
+        arr = arr[: arr.shape[0] // 2 * 2, : arr.shape[1] // 2 * 2]  # yuv420p needs even sides
         if self.container is None:
             from fractions import Fraction
 
@@ -638,7 +689,9 @@ class _VideoWriter:
             except Exception:  # noqa: BLE001 - codec not built into this ffmpeg
                 self.stream = self.container.add_stream("mpeg4", rate=rate)
             self.stream.width, self.stream.height, self.stream.pix_fmt = arr.shape[1], arr.shape[0], "yuv420p"
-        for packet in self.stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")):
+        for packet in self.stream.encode(
+            av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+        ):
             self.container.mux(packet)
 
     def close(self) -> None:
@@ -657,8 +710,17 @@ def _rows(file: str, faces: list[FacePrediction], frame: int | None = None) -> l
     return rows
 
 
-def _predict_video(rec: Recognizer, path: Path, name: str, summary: PredictSummary, rows: list,
-                   overlay: Path | None, stride: int, max_frames: int | None, progress: bool) -> None:
+def _predict_video(
+    rec: Recognizer,
+    path: Path,
+    name: str,
+    summary: PredictSummary,
+    rows: list,
+    overlay: Path | None,
+    stride: int,
+    max_frames: int | None,
+    progress: bool,
+) -> None:
     from .video import video_info
 
     info = video_info(path)
@@ -667,8 +729,12 @@ def _predict_video(rec: Recognizer, path: Path, name: str, summary: PredictSumma
         total = min(total or max_frames, max_frames)
     writer = _VideoWriter(overlay, (info.fps or 25.0) / stride) if overlay is not None else None
     try:
-        for index, frame, faces in _bar(rec.predict_video(path, stride=stride, max_frames=max_frames),
-                                        total=total, desc=Path(name).name, progress=progress):
+        for index, frame, faces in _bar(
+            rec.predict_video(path, stride=stride, max_frames=max_frames),
+            total=total,
+            desc=Path(name).name,
+            progress=progress,
+        ):
             summary.frames += 1
             summary.faces += len(faces)
             summary.without_face += not faces
@@ -682,9 +748,16 @@ def _predict_video(rec: Recognizer, path: Path, name: str, summary: PredictSumma
     summary.videos += 1
 
 
-def predict_path(rec: Recognizer, path: str | os.PathLike, out: str | os.PathLike | None = None,
-                 overlay: str | os.PathLike | None = None, stride: int = 1, max_frames: int | None = None,
-                 progress: bool = True, files_per_batch: int = 8) -> tuple[Any, PredictSummary]:
+def predict_path(
+    rec: Recognizer,
+    path: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    overlay: str | os.PathLike | None = None,
+    stride: int = 1,
+    max_frames: int | None = None,
+    progress: bool = True,
+    files_per_batch: int = 8,
+) -> tuple[Any, PredictSummary]:
     """Predict every face of an image, a video or a folder of them (recursively); one row per face.
 
     Returns ``(DataFrame, summary)`` and writes the CSV to ``out`` (atomically) when given. Unreadable
@@ -704,8 +777,10 @@ def predict_path(rec: Recognizer, path: str | os.PathLike, out: str | os.PathLik
     is_dir = path.is_dir()
     files = list_media(path) if is_dir else [path]
     if is_dir and not files:
-        raise FileNotFoundError(f"{path} holds no image or video file ({', '.join(sorted(IMAGE_SUFFIXES))}, "
-                                f"{', '.join(sorted(VIDEO_SUFFIXES))})")
+        raise FileNotFoundError(
+            f"{path} holds no image or video file ({', '.join(sorted(IMAGE_SUFFIXES))}, "
+            f"{', '.join(sorted(VIDEO_SUFFIXES))})"
+        )
     summary, rows = PredictSummary(), []
     has_video = any(f.suffix.lower() in VIDEO_SUFFIXES for f in files)
     overlay = Path(overlay) if overlay is not None else None
@@ -726,14 +801,16 @@ def predict_path(rec: Recognizer, path: str | os.PathLike, out: str | os.PathLik
     bar = _bar(total=len(images), desc="images", progress=progress and is_dir) if images else None
     for start in range(0, len(images), files_per_batch):
         chunk, arrays = [], []
-        for f in images[start:start + files_per_batch]:
+        for f in images[start : start + files_per_batch]:
             try:
                 arrays.append(load_image(f))
                 chunk.append(f)
             except (ImageError, OSError, ValueError) as exc:
                 if not is_dir:
                     raise
-                summary.skipped.append((name_of(f), getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"))
+                summary.skipped.append(
+                    (name_of(f), getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}")
+                )
         for f, arr, faces in zip(chunk, arrays, rec.predict_arrays(arrays)):
             summary.images += 1
             summary.faces += len(faces)
@@ -744,17 +821,19 @@ def predict_path(rec: Recognizer, path: str | os.PathLike, out: str | os.PathLik
                 from .io import atomic_open
 
                 with atomic_open(target, "wb") as fh:
-                    draw_overlay(arr, faces).save(fh, format=Image.registered_extensions().get(
-                        target.suffix.lower(), "PNG"))
+                    draw_overlay(arr, faces).save(
+                        fh, format=Image.registered_extensions().get(target.suffix.lower(), "PNG")
+                    )
                 summary.overlays.append(target)
         if bar is not None:
-            bar.update(len(images[start:start + files_per_batch]))
+            bar.update(len(images[start : start + files_per_batch]))
     if bar is not None:
         bar.close()
     for f in videos:
         try:
-            _predict_video(rec, f, name_of(f), summary, rows, overlay_for(f, video=True), stride, max_frames,
-                           progress)
+            _predict_video(
+                rec, f, name_of(f), summary, rows, overlay_for(f, video=True), stride, max_frames, progress
+            )
         except (VideoDecodeError, OSError) as exc:
             if not is_dir:
                 raise

@@ -37,8 +37,17 @@ import numpy as np
 from . import labels as label_spaces
 
 #: Architectures tried (shape match) when a pickled model does not name its timm architecture.
-CANDIDATE_ARCHS = ("efficientnet_b0", "efficientnet_b2", "tf_efficientnet_b0", "tf_efficientnet_b2",
-                   "mobilenetv2_100", "mobilenetv2_050", "mobilenetv1_100", "rexnet_150", "mobilevit_s")
+CANDIDATE_ARCHS = (
+    "efficientnet_b0",
+    "efficientnet_b2",
+    "tf_efficientnet_b0",
+    "tf_efficientnet_b2",
+    "mobilenetv2_100",
+    "mobilenetv2_050",
+    "mobilenetv1_100",
+    "rexnet_150",
+    "mobilevit_s",
+)
 VERIFY_TOL = 1e-4
 
 
@@ -63,12 +72,14 @@ class ConversionReport:
 
     def __str__(self) -> str:
         kind = f"{self.expression_classes} expressions" + (" + valence/arousal" if self.has_va else "")
-        lines = [f"{self.source}: timm {self.architecture}, {self.n_outputs} outputs ({kind}), "
-                 f"input {self.input_size} px, sha256 {self.sha256[:16]}...",
-                 f"expression rows reordered from {list(self.foreign_order)} to "
-                 f"{list(label_spaces.EXPRESSIONS_8[:self.expression_classes])}",
-                 f"max abs diff of the converted model vs the original (reordered) on random input: "
-                 f"{self.max_abs_diff:.2e} (largest output {self.output_scale:.3g})"]
+        lines = [
+            f"{self.source}: timm {self.architecture}, {self.n_outputs} outputs ({kind}), "
+            f"input {self.input_size} px, sha256 {self.sha256[:16]}...",
+            f"expression rows reordered from {list(self.foreign_order)} to "
+            f"{list(label_spaces.EXPRESSIONS_8[: self.expression_classes])}",
+            f"max abs diff of the converted model vs the original (reordered) on random input: "
+            f"{self.max_abs_diff:.2e} (largest output {self.output_scale:.3g})",
+        ]
         if self.out:
             lines.append(f"wrote {self.out}")
         return "\n".join(lines + self.notes)
@@ -83,13 +94,15 @@ def sha256_of(path: str | os.PathLike) -> str:
 
 
 def refusal_message(path: str | os.PathLike, sha: str | None = None) -> str:
-    return (f"refusing to load {path}: HSEmotion checkpoints are whole pickled models, and unpickling a file "
-            "runs whatever code it carries (a crafted .pt can delete files or open a shell). Nothing of the "
-            "file has been unpickled. If it comes from a source you trust (e.g. you downloaded it yourself "
-            "from the HSEmotion / EmotiEffLib releases"
-            + (f" and its sha256 {sha} matches the published one" if sha else "")
-            + "), pass --trust (trust=True in Python). The converted fer_lib checkpoint is a plain state "
-            "dict that loads without pickle code (weights_only=True) afterwards.")
+    return (
+        f"refusing to load {path}: HSEmotion checkpoints are whole pickled models, and unpickling a file "
+        "runs whatever code it carries (a crafted .pt can delete files or open a shell). Nothing of the "
+        "file has been unpickled. If it comes from a source you trust (e.g. you downloaded it yourself "
+        "from the HSEmotion / EmotiEffLib releases"
+        + (f" and its sha256 {sha} matches the published one" if sha else "")
+        + "), pass --trust (trust=True in Python). The converted fer_lib checkpoint is a plain state "
+        "dict that loads without pickle code (weights_only=True) afterwards."
+    )
 
 
 def load_pickled_model(path: str | os.PathLike, trust: bool = False):
@@ -98,8 +111,10 @@ def load_pickled_model(path: str | os.PathLike, trust: bool = False):
 
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist; download the HSEmotion .pt yourself (nothing is "
-                                "fetched at run time) and pass its local path")
+        raise FileNotFoundError(
+            f"{path} does not exist; download the HSEmotion .pt yourself (nothing is "
+            "fetched at run time) and pass its local path"
+        )
     if not trust:
         raise UntrustedPickleError(refusal_message(path, sha256_of(path)))
     import timm  # noqa: F401 - the pickle refers to timm classes
@@ -108,8 +123,10 @@ def load_pickled_model(path: str | os.PathLike, trust: bool = False):
     if isinstance(obj, dict):  # {"model": module} wrappers
         obj = next((v for v in obj.values() if isinstance(v, torch.nn.Module)), obj)
     if not isinstance(obj, torch.nn.Module):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a whole pickled model; for a plain state "
-                         "dict use fer_lib.models.create_backbone(name, pretrained_file=...)")
+        raise ValueError(
+            f"{path} holds a {type(obj).__name__}, not a whole pickled model; for a plain state "
+            "dict use fer_lib.models.create_backbone(name, pretrained_file=...)"
+        )
     return obj
 
 
@@ -128,10 +145,16 @@ def _classifier(model) -> tuple[str, Any]:
         raise ValueError("cannot locate the classifier module inside the model")
     if isinstance(cls, torch.nn.Linear):
         return prefix, cls
-    linears = [m for m in cls.modules() if isinstance(m, torch.nn.Linear)] if isinstance(cls, torch.nn.Module) else []
+    linears = (
+        [m for m in cls.modules() if isinstance(m, torch.nn.Linear)]
+        if isinstance(cls, torch.nn.Module)
+        else []
+    )
     if len(linears) != 1:
-        raise ValueError(f"expected the classifier to be one Linear layer (optionally inside a Sequential), "
-                         f"found {type(cls).__name__} with {len(linears)} Linear layers")
+        raise ValueError(
+            f"expected the classifier to be one Linear layer (optionally inside a Sequential), "
+            f"found {type(cls).__name__} with {len(linears)} Linear layers"
+        )
     return prefix, linears[0]
 
 
@@ -150,8 +173,10 @@ def _architecture(model, backbone_state: dict, arch: str | None) -> str:
         m = timm.create_model(cand, pretrained=False, num_classes=0)
         if {k: tuple(v.shape) for k, v in m.state_dict().items()} == shapes:
             return cand
-    raise ValueError("cannot tell the timm architecture of this model (no pretrained_cfg and none of "
-                     f"{CANDIDATE_ARCHS} fits its tensors); pass arch=... / --arch NAME")
+    raise ValueError(
+        "cannot tell the timm architecture of this model (no pretrained_cfg and none of "
+        f"{CANDIDATE_ARCHS} fits its tensors); pass arch=... / --arch NAME"
+    )
 
 
 def layout(n_outputs: int, n_classes: int | None = None) -> tuple[int, bool]:
@@ -162,15 +187,23 @@ def layout(n_outputs: int, n_classes: int | None = None) -> tuple[int, bool]:
         return n_classes, n_outputs == n_classes + 2
     table = {7: (7, False), 8: (8, False), 9: (7, True), 10: (8, True)}
     if n_outputs not in table:
-        raise ValueError(f"the classifier has {n_outputs} outputs; HSEmotion models have 7 or 8 expressions "
-                         "(+2 valence/arousal for the _mtl models)")
+        raise ValueError(
+            f"the classifier has {n_outputs} outputs; HSEmotion models have 7 or 8 expressions "
+            "(+2 valence/arousal for the _mtl models)"
+        )
     return table[n_outputs]
 
 
 # ---------------------------------------------------------------------------------------- conversion
-def convert_timm_model(model, arch: str | None = None, n_classes: int | None = None,
-                       foreign_order: list[str] | tuple[str, ...] | None = None, verify: bool = True,
-                       seed: int = 0, tol: float = VERIFY_TOL):
+def convert_timm_model(
+    model,
+    arch: str | None = None,
+    n_classes: int | None = None,
+    foreign_order: list[str] | tuple[str, ...] | None = None,
+    verify: bool = True,
+    seed: int = 0,
+    tol: float = VERIFY_TOL,
+):
     """An in-memory HSEmotion-style timm model -> ``(MultiTaskNet, ConversionReport)``."""
     import torch
 
@@ -182,8 +215,11 @@ def convert_timm_model(model, arch: str | None = None, n_classes: int | None = N
     arch = _architecture(model, state, arch)
     n_out = int(linear.out_features)
     n_expr, has_va = layout(n_out, n_classes)
-    order = tuple(foreign_order) if foreign_order is not None else (
-        label_spaces.HSEMOTION_ORDER_8 if n_expr == 8 else label_spaces.HSEMOTION_ORDER_7)
+    order = (
+        tuple(foreign_order)
+        if foreign_order is not None
+        else (label_spaces.HSEMOTION_ORDER_8 if n_expr == 8 else label_spaces.HSEMOTION_ORDER_7)
+    )
     if len(order) != n_expr:
         raise ValueError(f"foreign order {order} has {len(order)} names for {n_expr} classes")
     tasks = {"expression": n_expr, **({"va": 2} if has_va else {})}
@@ -193,10 +229,12 @@ def convert_timm_model(model, arch: str | None = None, n_classes: int | None = N
     unexpected = sorted(set(state) - set(own))
     wrong = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
     if missing or unexpected or wrong:
-        raise ValueError(f"the pickled model's tensors do not fit timm {arch!r} (timm version drift?): "
-                         f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape differs {wrong[:5]}")
+        raise ValueError(
+            f"the pickled model's tensors do not fit timm {arch!r} (timm version drift?): "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape differs {wrong[:5]}"
+        )
     net.backbone.load_state_dict(state, strict=True)
-    m = label_spaces.mapping_to_canonical(order, n_expr)   # foreign row i -> canonical row m[i]
+    m = label_spaces.mapping_to_canonical(order, n_expr)  # foreign row i -> canonical row m[i]
     w, b = linear.weight.detach(), linear.bias.detach() if linear.bias is not None else None
     with torch.no_grad():
         head = net.heads["expression"]
@@ -208,15 +246,24 @@ def convert_timm_model(model, arch: str | None = None, n_classes: int | None = N
         if has_va:
             net.heads["va"].weight.copy_(w[n_expr:])
             net.heads["va"].bias.copy_(b[n_expr:] if b is not None else torch.zeros(2))
-    report = ConversionReport(source=type(model).__name__, sha256="", architecture=arch, n_outputs=n_out,
-                              expression_classes=n_expr, has_va=has_va, foreign_order=list(order),
-                              input_size=int(net.input_size))
+    report = ConversionReport(
+        source=type(model).__name__,
+        sha256="",
+        architecture=arch,
+        n_outputs=n_out,
+        expression_classes=n_expr,
+        has_va=has_va,
+        foreign_order=list(order),
+        input_size=int(net.input_size),
+    )
     if verify:
         report.max_abs_diff, report.output_scale = compare_outputs(model, net, order, seed=seed)
         scale = report.output_scale
         if not report.max_abs_diff <= tol * max(1.0, scale):
-            raise ValueError(f"the converted model differs from the original by {report.max_abs_diff:.3g} "
-                             f"(> {tol:g} x max(1, largest output {scale:.3g})); conversion failed")
+            raise ValueError(
+                f"the converted model differs from the original by {report.max_abs_diff:.3g} "
+                f"(> {tol:g} x max(1, largest output {scale:.3g})); conversion failed"
+            )
     return net, report
 
 
@@ -235,13 +282,18 @@ def compare_outputs(original, converted, foreign_order, seed: int = 0, batch: in
     expected = label_spaces.reorder_columns(ref[:, :n], foreign_order)
     diff = float(np.abs(out["expression"].numpy() - expected).max())
     if "va" in out:
-        diff = max(diff, float(np.abs(out["va"].numpy() - ref[:, n:n + 2]).max()))
+        diff = max(diff, float(np.abs(out["va"].numpy() - ref[:, n : n + 2]).max()))
     return diff, float(np.abs(ref).max())
 
 
-def import_hsemotion(path: str | os.PathLike, out: str | os.PathLike, trust: bool = False,
-                     arch: str | None = None, n_classes: int | None = None, verify: bool = True
-                     ) -> ConversionReport:
+def import_hsemotion(
+    path: str | os.PathLike,
+    out: str | os.PathLike,
+    trust: bool = False,
+    arch: str | None = None,
+    n_classes: int | None = None,
+    verify: bool = True,
+) -> ConversionReport:
     """Convert an HSEmotion ``.pt`` (whole pickled timm model) into a fer_lib checkpoint at ``out``.
 
     Raises :class:`UntrustedPickleError` without ``trust=True`` (the file is not unpickled then).
@@ -256,11 +308,21 @@ def import_hsemotion(path: str | os.PathLike, out: str | os.PathLike, trust: boo
     original = load_pickled_model(path, trust=trust)
     net, report = convert_timm_model(original, arch=arch, n_classes=n_classes, verify=verify)
     report.source, report.sha256 = str(path), sha256_of(path)
-    info = {"imported_from": "hsemotion", "source_file": str(path), "sha256": report.sha256,
-            "timm_architecture": report.architecture, "foreign_expression_order": report.foreign_order,
-            "n_outputs": report.n_outputs, "max_abs_diff_vs_original": report.max_abs_diff,
-            "output_scale": report.output_scale,
-            "timm": timm.__version__, "torch": torch.__version__}
-    report.out = str(save_checkpoint(out, net, config={"source": info},
-                                     label_orders=default_label_orders(net.tasks), extra=info))
+    info = {
+        "imported_from": "hsemotion",
+        "source_file": str(path),
+        "sha256": report.sha256,
+        "timm_architecture": report.architecture,
+        "foreign_expression_order": report.foreign_order,
+        "n_outputs": report.n_outputs,
+        "max_abs_diff_vs_original": report.max_abs_diff,
+        "output_scale": report.output_scale,
+        "timm": timm.__version__,
+        "torch": torch.__version__,
+    }
+    report.out = str(
+        save_checkpoint(
+            out, net, config={"source": info}, label_orders=default_label_orders(net.tasks), extra=info
+        )
+    )
     return report

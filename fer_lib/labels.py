@@ -14,7 +14,14 @@ from collections.abc import Mapping
 import numpy as np
 
 EXPRESSIONS_8: tuple[str, ...] = (
-    "Neutral", "Happy", "Sad", "Surprise", "Fear", "Disgust", "Anger", "Contempt",
+    "Neutral",
+    "Happy",
+    "Sad",
+    "Surprise",
+    "Fear",
+    "Disgust",
+    "Anger",
+    "Contempt",
 )
 EXPRESSIONS_7: tuple[str, ...] = EXPRESSIONS_8[:7]
 
@@ -29,12 +36,18 @@ AGE_BINS = 100
 # Dataset / checkpoint specific names -> canonical expression name.
 _SYNONYMS = {
     "neutral": "Neutral",
-    "happy": "Happy", "happiness": "Happy",
-    "sad": "Sad", "sadness": "Sad",
-    "surprise": "Surprise", "surprised": "Surprise",
-    "fear": "Fear", "afraid": "Fear",
-    "disgust": "Disgust", "disgusted": "Disgust",
-    "anger": "Anger", "angry": "Anger",
+    "happy": "Happy",
+    "happiness": "Happy",
+    "sad": "Sad",
+    "sadness": "Sad",
+    "surprise": "Surprise",
+    "surprised": "Surprise",
+    "fear": "Fear",
+    "afraid": "Fear",
+    "disgust": "Disgust",
+    "disgusted": "Disgust",
+    "anger": "Anger",
+    "angry": "Anger",
     "contempt": "Contempt",
 }
 
@@ -89,7 +102,9 @@ def default_label_orders(tasks: Mapping[str, int]) -> dict[str, list]:
     if "gender" in tasks:
         orders["gender"] = list(GENDERS)
     if "age" in tasks:
-        orders["age"] = [f"bin i = {i} years" for i in range(tasks["age"])] if tasks["age"] > 1 else ["years/100"]
+        orders["age"] = (
+            [f"bin i = {i} years" for i in range(tasks["age"])] if tasks["age"] > 1 else ["years/100"]
+        )
     if "va" in tasks:
         orders["va"] = ["valence", "arousal"]
     return orders

@@ -26,9 +26,22 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
-    "accuracy", "balanced_accuracy", "macro_f1", "f1_per_class", "per_class_recall", "confusion_matrix",
-    "age_mae", "cumulative_score", "ccc", "ccc_loss", "abaw_expr_score_2020", "abaw_expr_score",
-    "abaw_va_score", "MetricSpec", "METRICS", "metric_spec",
+    "accuracy",
+    "balanced_accuracy",
+    "macro_f1",
+    "f1_per_class",
+    "per_class_recall",
+    "confusion_matrix",
+    "age_mae",
+    "cumulative_score",
+    "ccc",
+    "ccc_loss",
+    "abaw_expr_score_2020",
+    "abaw_expr_score",
+    "abaw_va_score",
+    "MetricSpec",
+    "METRICS",
+    "metric_spec",
 ]
 
 
@@ -47,8 +60,9 @@ def _labels(t: np.ndarray, p: np.ndarray, labels: Sequence[int] | None) -> np.nd
     return np.asarray(list(labels))
 
 
-def confusion_matrix(y_true, y_pred, labels: Sequence[int] | None = None,
-                     normalize: str | None = None) -> np.ndarray:
+def confusion_matrix(
+    y_true, y_pred, labels: Sequence[int] | None = None, normalize: str | None = None
+) -> np.ndarray:
     """Counts ``C[i, j]`` of samples with true class ``labels[i]`` predicted as ``labels[j]``.
 
     ``normalize``: None (counts), ``"true"`` (rows sum to 1), ``"pred"`` (columns) or ``"all"``.
@@ -100,7 +114,7 @@ def f1_per_class(y_true, y_pred, labels: Sequence[int] | None = None) -> np.ndar
     """F1 of each class in ``labels`` order (0 where precision and recall are both undefined)."""
     cm = confusion_matrix(y_true, y_pred, labels).astype(float)
     tp = np.diag(cm)
-    denom = cm.sum(axis=0) + cm.sum(axis=1)   # (tp + fp) + (tp + fn)
+    denom = cm.sum(axis=0) + cm.sum(axis=1)  # (tp + fp) + (tp + fn)
     return np.divide(2 * tp, denom, out=np.zeros(len(cm)), where=denom > 0)
 
 
@@ -163,7 +177,7 @@ def ccc_loss(pred, target, mask=None):
     mp = (pred * m).sum(0) / safe_n
     mt = (target * m).sum(0) / safe_n
     dp, dt = (pred - mp) * m, (target - mt) * m
-    vp, vt = (dp ** 2).sum(0) / safe_n, (dt ** 2).sum(0) / safe_n
+    vp, vt = (dp**2).sum(0) / safe_n, (dt**2).sum(0) / safe_n
     cov = (dp * dt).sum(0) / safe_n
     value = 2 * cov / (vp + vt + (mp - mt) ** 2 + 1e-8)
     valid = n >= 2
@@ -192,8 +206,8 @@ def abaw_va_score(va_true, va_pred) -> float:
 class MetricSpec:
     """What a metric name means: which way is better, its unit and one line of description."""
 
-    direction: str     # "max" (higher is better) or "min"
-    unit: str          # "fraction" (stored 0..1, published in %), "years", "ms", "MB" or "" (a score)
+    direction: str  # "max" (higher is better) or "min"
+    unit: str  # "fraction" (stored 0..1, published in %), "years", "ms", "MB" or "" (a score)
     description: str
 
 
@@ -208,21 +222,35 @@ QUANTITIES = {
 }
 # The quantities each head is scored with (the trainer's validation metrics and the stages' records).
 HEAD_QUANTITIES = {
-    "identity": ("accuracy", "macro_f1"), "expression": ("accuracy", "macro_f1"), "race": ("accuracy", "macro_f1"),
-    "gender": ("accuracy",), "age": ("mae", "cs5"), "valence": ("ccc",), "arousal": ("ccc",), "va": ("ccc",),
+    "identity": ("accuracy", "macro_f1"),
+    "expression": ("accuracy", "macro_f1"),
+    "race": ("accuracy", "macro_f1"),
+    "gender": ("accuracy",),
+    "age": ("mae", "cs5"),
+    "valence": ("ccc",),
+    "arousal": ("ccc",),
+    "va": ("ccc",),
 }
 # Dataset-level variants of a quantity ("" = the plain quantity).
 VARIANTS = {
-    "accuracy": {"": "", "8cls": "over the 8 expressions", "7cls": "over 7 expressions (Contempt dropped)",
-                 "complete": "over every test video, those without a face counted as wrong",
-                 "predict": "through predict (detection on the enlarged image, the model's crop), no face = wrong"},
+    "accuracy": {
+        "": "",
+        "8cls": "over the 8 expressions",
+        "7cls": "over 7 expressions (Contempt dropped)",
+        "complete": "over every test video, those without a face counted as wrong",
+        "predict": "through predict (detection on the enlarged image, the model's crop), no face = wrong",
+    },
     "macro_f1": {"": "", "8cls": "over the 8 expressions", "7cls": "over 7 expressions (Contempt dropped)"},
 }
 _OTHERS = {
     "loss": MetricSpec("min", "", "the training objective on the validation set"),
     "face_detection_rate": MetricSpec("max", "fraction", "share of video frames with a face kept"),
-    "expression_abaw2020": MetricSpec("max", "", "ABAW 2020 expression score: 0.67 x macro F1 + 0.33 x accuracy"),
-    "face_found": MetricSpec("max", "fraction", "share of test images in which predict's detector found a face"),
+    "expression_abaw2020": MetricSpec(
+        "max", "", "ABAW 2020 expression score: 0.67 x macro F1 + 0.33 x accuracy"
+    ),
+    "face_found": MetricSpec(
+        "max", "fraction", "share of test images in which predict's detector found a face"
+    ),
     "latency_ms": MetricSpec("min", "ms", "inference time of one face"),
     "size_mb": MetricSpec("min", "MB", "size of the model file"),
 }
@@ -239,8 +267,9 @@ def _declare() -> dict[str, MetricSpec]:
     for q, variants in VARIANTS.items():
         spec = QUANTITIES[q]
         for v, what in variants.items():
-            out[f"{q}_{v}" if v else q] = MetricSpec(spec.direction, spec.unit,
-                                                     f"{spec.description} {what}".strip())
+            out[f"{q}_{v}" if v else q] = MetricSpec(
+                spec.direction, spec.unit, f"{spec.description} {what}".strip()
+            )
     return out
 
 
@@ -256,4 +285,6 @@ def metric_spec(name: str) -> MetricSpec:
         spec = QUANTITIES["accuracy"]
         return MetricSpec(spec.direction, spec.unit, f"video accuracy using every {m.group(1)}-th frame")
     known = ", ".join([*sorted(METRICS), "accuracy_stride<N>"])
-    raise ValueError(f"unknown metric name {name!r}; the known metric names (fer_lib.metrics.METRICS) are: {known}")
+    raise ValueError(
+        f"unknown metric name {name!r}; the known metric names (fer_lib.metrics.METRICS) are: {known}"
+    )

@@ -21,9 +21,17 @@ import seaborn as sns  # noqa: E402
 def plot_history(history: pd.DataFrame, metrics: Sequence[str] | None = None, title: str = "") -> plt.Figure:
     """Loss and metric curves per epoch from a trainer's history (columns ``epoch`` + numeric ones)."""
     x = history["epoch"] if "epoch" in history else np.arange(len(history))
-    cols = list(metrics) if metrics else [c for c in history.columns
-                                          if c != "epoch" and pd.api.types.is_numeric_dtype(history[c])
-                                          and not c.endswith(("seconds", "lr", "stage"))]
+    cols = (
+        list(metrics)
+        if metrics
+        else [
+            c
+            for c in history.columns
+            if c != "epoch"
+            and pd.api.types.is_numeric_dtype(history[c])
+            and not c.endswith(("seconds", "lr", "stage"))
+        ]
+    )
     losses = [c for c in cols if "loss" in c]
     others = [c for c in cols if c not in losses]
     fig, axes = plt.subplots(1, 2 if others else 1, figsize=(11 if others else 6, 3.6), squeeze=False)
@@ -41,23 +49,36 @@ def plot_history(history: pd.DataFrame, metrics: Sequence[str] | None = None, ti
     return fig
 
 
-def plot_confusion(cm: np.ndarray, labels: Sequence[str], normalize: bool = True, title: str = "") -> plt.Figure:
+def plot_confusion(
+    cm: np.ndarray, labels: Sequence[str], normalize: bool = True, title: str = ""
+) -> plt.Figure:
     """Confusion matrix heatmap (rows = true class); row-normalised by default, counts annotated."""
     cm = np.asarray(cm, dtype=float)
     shown = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1) if normalize else cm
     n = len(labels)
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.55 * n))
-    sns.heatmap(shown, ax=ax, cmap="Blues", vmin=0, vmax=1 if normalize else None, annot=True,
-                fmt=".2f" if normalize else ".0f", annot_kws={"fontsize": 7}, xticklabels=list(labels),
-                yticklabels=list(labels), cbar_kws={"fraction": 0.046})
+    sns.heatmap(
+        shown,
+        ax=ax,
+        cmap="Blues",
+        vmin=0,
+        vmax=1 if normalize else None,
+        annot=True,
+        fmt=".2f" if normalize else ".0f",
+        annot_kws={"fontsize": 7},
+        xticklabels=list(labels),
+        yticklabels=list(labels),
+        cbar_kws={"fraction": 0.046},
+    )
     ax.set(xlabel="predicted", ylabel="true", title=title)
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
     fig.tight_layout()
     return fig
 
 
-def plot_adjacency(adj, labels: Sequence[str] | None = None, which: str = "a_hat",
-                   title: str | None = None) -> plt.Figure:
+def plot_adjacency(
+    adj, labels: Sequence[str] | None = None, which: str = "a_hat", title: str | None = None
+) -> plt.Figure:
     """Heatmap of one matrix of a label graph (a :class:`fer_lib.models.emotion_gcn.LabelGraph`: ``corr``,
     ``binary``, ``reweighted`` or ``a_hat``) or of any square matrix, node names on both axes and every
     value in its cell; a diverging colour map centred on 0 where values are signed."""
@@ -73,9 +94,19 @@ def plot_adjacency(adj, labels: Sequence[str] | None = None, which: str = "a_hat
     lim = float(np.nanmax(np.abs(mat))) or 1.0
     signed = bool(np.nanmin(mat) < 0)
     fig, ax = plt.subplots(figsize=(0.75 * n + 2.5, 0.75 * n + 1.5))
-    sns.heatmap(mat, ax=ax, cmap="RdBu_r" if signed else "Blues", vmin=-lim if signed else 0.0, vmax=lim,
-                annot=True, fmt=".2f", annot_kws={"fontsize": 8}, xticklabels=labels, yticklabels=labels,
-                cbar_kws={"fraction": 0.046})
+    sns.heatmap(
+        mat,
+        ax=ax,
+        cmap="RdBu_r" if signed else "Blues",
+        vmin=-lim if signed else 0.0,
+        vmax=lim,
+        annot=True,
+        fmt=".2f",
+        annot_kws={"fontsize": 8},
+        xticklabels=labels,
+        yticklabels=labels,
+        cbar_kws={"fraction": 0.046},
+    )
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
     if title:
         ax.set_title(title)
@@ -83,8 +114,14 @@ def plot_adjacency(adj, labels: Sequence[str] | None = None, which: str = "a_hat
     return fig
 
 
-def plot_group_metrics(table: pd.DataFrame, metrics: Sequence[str], x: str = "ethnicity", hue: str = "gender",
-                       floors: dict[str, float] | None = None, title: str = "") -> plt.Figure:
+def plot_group_metrics(
+    table: pd.DataFrame,
+    metrics: Sequence[str],
+    x: str = "ethnicity",
+    hue: str = "gender",
+    floors: dict[str, float] | None = None,
+    title: str = "",
+) -> plt.Figure:
     """One bar panel per metric of a per-group table (e.g. ethnicity x gender), with an optional
     horizontal line per metric (``floors``: a target no group should fall below)."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.2), squeeze=False)
@@ -109,8 +146,9 @@ def plot_class_balance(counts: pd.DataFrame, title: str = "") -> plt.Figure:
     return fig
 
 
-def plot_image_grid(images: Sequence[np.ndarray], captions: Sequence[str] | None = None, ncols: int = 8,
-                    title: str = "") -> plt.Figure:
+def plot_image_grid(
+    images: Sequence[np.ndarray], captions: Sequence[str] | None = None, ncols: int = 8, title: str = ""
+) -> plt.Figure:
     """A grid of RGB (or grey) uint8 images with optional captions."""
     n = max(len(images), 1)
     nrows = int(np.ceil(n / ncols))
@@ -127,8 +165,9 @@ def plot_image_grid(images: Sequence[np.ndarray], captions: Sequence[str] | None
     return fig
 
 
-def plot_curve(x: Sequence[float], ys: dict[str, Sequence[float]], xlabel: str, ylabel: str,
-               title: str = "") -> plt.Figure:
+def plot_curve(
+    x: Sequence[float], ys: dict[str, Sequence[float]], xlabel: str, ylabel: str, title: str = ""
+) -> plt.Figure:
     """Several named series against one x (e.g. accuracy vs frame stride: reproduced and published)."""
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for name, y in ys.items():

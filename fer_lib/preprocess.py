@@ -25,7 +25,7 @@ from PIL import Image
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-RESIZE = "pil-bilinear"      # paper A's public code and its loaders resize with PIL bilinear
+RESIZE = "pil-bilinear"  # paper A's public code and its loaders resize with PIL bilinear
 # BGR input is a known pitfall of reproductions of paper A; "grey" is for models trained on grey faces
 # (FER2013): colour photos are turned grey the same way before they reach such a model.
 COLOURS = ("rgb", "grey")
@@ -48,8 +48,10 @@ def crop_window(box, image_size: tuple[int, int], margin: float = 0.0) -> tuple[
     left, top = max(0, int(round(x1))), max(0, int(round(y1)))
     right, bottom = min(width, int(round(x2))), min(height, int(round(y2)))
     if right <= left or bottom <= top:
-        raise ValueError(f"face box {np.round([x1, y1, x2, y2], 1).tolist()} lies outside the "
-                         f"{width}x{height} image (or is empty)")
+        raise ValueError(
+            f"face box {np.round([x1, y1, x2, y2], 1).tolist()} lies outside the "
+            f"{width}x{height} image (or is empty)"
+        )
     return left, top, right, bottom
 
 
@@ -101,8 +103,10 @@ class Preprocess:
         if self.input_size < 1 or len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError(f"Preprocess needs input_size >= 1 and 3 means / stds, got {self}")
         if self.colour not in COLOURS or self.resize != RESIZE:
-            raise ValueError(f"unsupported preprocessing colour={self.colour!r} resize={self.resize!r}; "
-                             f"fer_lib feeds {' or '.join(COLOURS)} faces resized with {RESIZE!r}")
+            raise ValueError(
+                f"unsupported preprocessing colour={self.colour!r} resize={self.resize!r}; "
+                f"fer_lib feeds {' or '.join(COLOURS)} faces resized with {RESIZE!r}"
+            )
 
     # --------------------------------------------------------------------------------- plain values
     def to_dict(self) -> dict[str, Any]:
@@ -122,7 +126,7 @@ class Preprocess:
     @property
     def key(self) -> str:
         """A string naming the preprocessing, for cache keys."""
-        return (f"{self.input_size}|{self.mean}|{self.std}|margin={self.margin:g}|{self.resize}|{self.colour}")
+        return f"{self.input_size}|{self.mean}|{self.std}|margin={self.margin:g}|{self.resize}|{self.colour}"
 
     # ----------------------------------------------------------------------------------- the steps
     def window(self, box, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -143,7 +147,7 @@ class Preprocess:
         if self.colour == "grey":
             face = self.to_grey(face)
         if isinstance(face, np.ndarray) and face.shape == (s, s, 3) and face.dtype == np.uint8:
-            return face   # already the network's size (the datasets' cached faces)
+            return face  # already the network's size (the datasets' cached faces)
         img = face if isinstance(face, Image.Image) else Image.fromarray(to_rgb_array(face))
         img = img.convert("RGB")
         if img.size != (s, s):
@@ -206,8 +210,11 @@ def for_model(model) -> Preprocess:
         return pre
     cfg = getattr(model, "pretrained_cfg", None) or {}
     size = getattr(model, "input_size", None) or (cfg.get("input_size") or (3, 224, 224))[-1]
-    return Preprocess(int(size), tuple(getattr(model, "mean", None) or cfg.get("mean") or IMAGENET_MEAN),
-                      tuple(getattr(model, "std", None) or cfg.get("std") or IMAGENET_STD))
+    return Preprocess(
+        int(size),
+        tuple(getattr(model, "mean", None) or cfg.get("mean") or IMAGENET_MEAN),
+        tuple(getattr(model, "std", None) or cfg.get("std") or IMAGENET_STD),
+    )
 
 
 def from_checkpoint(ckpt: dict) -> Preprocess:
@@ -223,4 +230,6 @@ def from_checkpoint(ckpt: dict) -> Preprocess:
     size = train.get("image_size") or cfg.get("input_size")
     if not size:
         raise ValueError("checkpoint records no input size (no model_config.preprocess, no train.image_size)")
-    return Preprocess(int(size), tuple(cfg.get("mean") or IMAGENET_MEAN), tuple(cfg.get("std") or IMAGENET_STD))
+    return Preprocess(
+        int(size), tuple(cfg.get("mean") or IMAGENET_MEAN), tuple(cfg.get("std") or IMAGENET_STD)
+    )

@@ -9,8 +9,18 @@ from importlib import metadata
 
 from .config import repo_root
 
-_PACKAGES = ("torch", "torchvision", "timm", "facenet-pytorch", "numpy", "pandas", "scikit-learn",
-             "av", "papermill", "fer_lib")
+_PACKAGES = (
+    "torch",
+    "torchvision",
+    "timm",
+    "facenet-pytorch",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "av",
+    "papermill",
+    "fer_lib",
+)
 
 
 @functools.lru_cache(maxsize=1)
@@ -18,10 +28,21 @@ def git_commit() -> str:
     """Short commit of the repository (with ``-dirty`` when the tree has changes), or ``unknown``."""
     try:
         root = str(repo_root())
-        sha = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=10", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

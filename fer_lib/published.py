@@ -73,8 +73,10 @@ def _rows() -> list[tuple]:
         ("peer", "GEAR (human-models)", "utkface", "balanced_test_2000", "gender_accuracy", 73.0, PEERS),
         ("peer", "GEAR (human-models)", "utkface", "balanced_test_2000", "race_accuracy", 40.0, PEERS),
     ]
-    rows += [("A", "enet_b0 (stride study)", "afew", "val", f"accuracy_stride{s}", v, PAPER_A)
-             for s, v in STRIDE_STUDY.items()]
+    rows += [
+        ("A", "enet_b0 (stride study)", "afew", "val", f"accuracy_stride{s}", v, PAPER_A)
+        for s, v in STRIDE_STUDY.items()
+    ]
     return rows
 
 

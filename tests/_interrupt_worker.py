@@ -28,7 +28,7 @@ class Blobs(Dataset):
         self.x = torch.zeros(n, 3, 32, 32)
         for i, q in enumerate(self.y):
             y0, x0 = (q // 2) * 16 + 4, (q % 2) * 16 + 4
-            self.x[i, :, y0:y0 + 8, x0:x0 + 8] = 1.0
+            self.x[i, :, y0 : y0 + 8, x0 : x0 + 8] = 1.0
         self.x += 0.1 * torch.from_numpy(rng.standard_normal(self.x.shape).astype(np.float32))
 
     def __len__(self):
@@ -41,9 +41,19 @@ class Blobs(Dataset):
 def main() -> None:
     out, mode = Path(sys.argv[1]), sys.argv[2]
     slow = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
-    cfg = TrainConfig(backbone="tiny_cnn", image_size=32, batch_size=8, head_epochs=1, full_epochs=2,
-                      lr_head=3e-3, lr_full=3e-3, amp=False, channels_last=False, class_weights=False,
-                      save_every_steps=2)
+    cfg = TrainConfig(
+        backbone="tiny_cnn",
+        image_size=32,
+        batch_size=8,
+        head_epochs=1,
+        full_epochs=2,
+        lr_head=3e-3,
+        lr_full=3e-3,
+        amp=False,
+        channels_last=False,
+        class_weights=False,
+        save_every_steps=2,
+    )
     seed_everything(0)
     model = MultiTaskNet("tiny_cnn", {"expression": 4}, hidden=16)
     trainer = Trainer(model, cfg, out_dir=out, progress=False, seed=0)

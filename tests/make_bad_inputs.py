@@ -31,8 +31,9 @@ HUGE_SIDE = 10_000
 HUGE_GREY, HUGE_RED = (90, 90, 90), (220, 20, 20)
 HUGE_RED_BOX = (6000, 2000, 2000, 2000)  # x, y, w, h of the red square in the huge JPEG
 BOMB_SIDE = 20_000
-AFFECTNET_HEADER = ("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,"
-                    "expression,valence,arousal")
+AFFECTNET_HEADER = (
+    "subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"
+)
 UTK_GOOD = ("25_0_0_20170116174525125.jpg.chip.jpg", "40_1_2_20170109150557335.jpg.chip.jpg")
 UTK_BAD = {
     "missing_field": "25_0_20170116174525125.jpg.chip.jpg",
@@ -61,7 +62,9 @@ def png_bomb(path: Path, side: int = BOMB_SIDE) -> None:
     decode to side**2 pixels (400 M for 20,000)."""
 
     def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
 
     row = b"\x00" * (1 + (side + 7) // 8)  # filter byte + packed bits
     comp = zlib.compressobj(9)
@@ -94,17 +97,20 @@ def make_images(folder: Path) -> dict[str, Path]:
 
     save("grey.png", Image.new("L", (32, 32), 77))
     rgba = np.zeros((32, 32, 4), np.uint8)
-    rgba[:, :16] = (200, 100, 50, 255)   # opaque left half
-    rgba[:, 16:] = (200, 100, 50, 128)   # half-transparent right half
+    rgba[:, :16] = (200, 100, 50, 255)  # opaque left half
+    rgba[:, 16:] = (200, 100, 50, 128)  # half-transparent right half
     save("rgba.png", Image.fromarray(rgba, mode="RGBA"))
     deep = np.zeros((32, 32), np.uint16)
     deep[:, :16], deep[:, 16:] = 40000, 1000
     save("deep16.png", Image.fromarray(deep))
     save("deep16_dark.png", Image.fromarray(np.full((32, 32), 200, np.uint16)))
-    cmyk = Image.new("CMYK", (32, 32), (255, 0, 0, 0))           # right half cyan
-    cmyk.paste((0, 255, 255, 0), (0, 0, 16, 32))                # left half red
+    cmyk = Image.new("CMYK", (32, 32), (255, 0, 0, 0))  # right half cyan
+    cmyk.paste((0, 255, 255, 0), (0, 0, 16, 32))  # left half red
     save("cmyk.jpg", cmyk, quality=95)
-    save("palette.png", Image.fromarray(quadrants(32, 32)).convert("P", palette=Image.Palette.ADAPTIVE, colors=4))
+    save(
+        "palette.png",
+        Image.fromarray(quadrants(32, 32)).convert("P", palette=Image.Palette.ADAPTIVE, colors=4),
+    )
 
     for tag in (3, 6, 8):
         image = Image.fromarray(quadrants(64, 32))
@@ -139,22 +145,25 @@ def make_affectnet(folder: Path) -> dict[str, Path]:
 
     typo = folder / "affectnet_header_typo"
     typo.mkdir(parents=True, exist_ok=True)
-    (typo / "training.csv").write_text(AFFECTNET_HEADER.replace("subDirectory_filePath", "subDirectory_FilePath")
-                                       + "\nimgs/img0.png,0,0,20,20,,3,0.4,0.1\n", encoding="utf-8")
+    (typo / "training.csv").write_text(
+        AFFECTNET_HEADER.replace("subDirectory_filePath", "subDirectory_FilePath")
+        + "\nimgs/img0.png,0,0,20,20,,3,0.4,0.1\n",
+        encoding="utf-8",
+    )
     out["affectnet_header_typo"] = typo
 
     bad = folder / "affectnet_bad_values"
     rows = [  # path, x, y, w, h, expression, valence, arousal (csv rows 2..11)
-        ("imgs/img0.png", "0", "0", "20", "20", "3", "0.5", "-0.25"),     # 2 valid
-        ("imgs/img1.png", "0", "0", "20", "20", "", "0.1", "0.2"),        # 3 expression missing, VA ok
-        ("imgs/img2.png", "0", "0", "20", "20", "NaN", "NaN", "0.2"),     # 4 nothing usable -> dropped
-        ("imgs/img3.png", "0", "0", "20", "20", "2", "nan", "0.3"),       # 5 valence NaN
-        ("imgs/img4.png", "nan", "0", "20", "20", "1", "0.1", "0.1"),     # 6 box NaN
-        ("imgs/img5.png", "0", "0", "20", "20", "12", "0.1", "0.1"),      # 7 expression 12
-        ("imgs/img6.png", "0", "0", "20", "20", "4", "3.0", "0.1"),       # 8 valence 3.0
-        ("imgs/img7.png", "-5", "3", "20", "20", "5", "0.1", "0.1"),      # 9 negative box
-        ("imgs/img8.png", "0", "0", "inf", "20", "6", "0.1", "0.1"),      # 10 infinite box
-        ("imgs/img9.png", "0", "0", "20", "20", "12", "3.0", "9"),        # 11 nothing usable -> dropped
+        ("imgs/img0.png", "0", "0", "20", "20", "3", "0.5", "-0.25"),  # 2 valid
+        ("imgs/img1.png", "0", "0", "20", "20", "", "0.1", "0.2"),  # 3 expression missing, VA ok
+        ("imgs/img2.png", "0", "0", "20", "20", "NaN", "NaN", "0.2"),  # 4 nothing usable -> dropped
+        ("imgs/img3.png", "0", "0", "20", "20", "2", "nan", "0.3"),  # 5 valence NaN
+        ("imgs/img4.png", "nan", "0", "20", "20", "1", "0.1", "0.1"),  # 6 box NaN
+        ("imgs/img5.png", "0", "0", "20", "20", "12", "0.1", "0.1"),  # 7 expression 12
+        ("imgs/img6.png", "0", "0", "20", "20", "4", "3.0", "0.1"),  # 8 valence 3.0
+        ("imgs/img7.png", "-5", "3", "20", "20", "5", "0.1", "0.1"),  # 9 negative box
+        ("imgs/img8.png", "0", "0", "inf", "20", "6", "0.1", "0.1"),  # 10 infinite box
+        ("imgs/img9.png", "0", "0", "20", "20", "12", "3.0", "9"),  # 11 nothing usable -> dropped
     ]
     _affectnet_images(bad, len(rows))
     lines = [AFFECTNET_HEADER] + [",".join([p, x, y, w, h, "", e, v, a]) for p, x, y, w, h, e, v, a in rows]
@@ -180,7 +189,8 @@ def make_utkface(folder: Path) -> dict[str, Path]:
     for name in UTK_GOOD + tuple(UTK_BAD.values()):
         Image.new("RGB", (16, 16), (120, 80, 60)).save(images / name)
     (folder / "utkface" / "balanced_test_2000.txt").write_text(
-        f"{UTK_GOOD[1]}\n../../etc/passwd\n/etc/passwd\n", encoding="utf-8")
+        f"{UTK_GOOD[1]}\n../../etc/passwd\n/etc/passwd\n", encoding="utf-8"
+    )
     return {"utkface": folder / "utkface"}
 
 
@@ -190,13 +200,13 @@ def make_fer2013(folder: Path) -> dict[str, Path]:
     root.mkdir(parents=True, exist_ok=True)
     good = " ".join(str(v) for v in np.arange(48 * 48) % 256)
     rows = [
-        ("3", good, "Training"),                                   # 2 valid
-        ("0", good, "PublicTest"),                                 # 3 valid
-        ("3", " ".join(good.split()[:-1]), "Training"),            # 4 2,303 values
-        ("3", good + " 7", "Training"),                            # 5 2,305 values
-        ("3", "", "PrivateTest"),                                  # 6 no values
-        ("3", " ".join(["x"] * 2304), "Training"),                 # 7 not integers
-        ("3", " ".join(["256"] * 2304), "Training"),               # 8 outside 0..255
+        ("3", good, "Training"),  # 2 valid
+        ("0", good, "PublicTest"),  # 3 valid
+        ("3", " ".join(good.split()[:-1]), "Training"),  # 4 2,303 values
+        ("3", good + " 7", "Training"),  # 5 2,305 values
+        ("3", "", "PrivateTest"),  # 6 no values
+        ("3", " ".join(["x"] * 2304), "Training"),  # 7 not integers
+        ("3", " ".join(["256"] * 2304), "Training"),  # 8 outside 0..255
         ("3", " ".join(["99999999999999999999"] * 2304), "Training"),  # 9 beyond int64
     ]
     text = "emotion,pixels,Usage\n" + "".join(f"{e},{p},{u}\n" for e, p, u in rows)

@@ -101,12 +101,22 @@ def test_validate_images_mixed_folder_keeps_exactly_the_good_files(corpus):
     m = _manifest([{"path": str(p)} for p in files + [missing, video]])
     report = ValidationReport("mixed", str(folder))
     out = validate_images(m, report, progress=False)
-    bad = {corpus["zero"]: "empty file", corpus["truncated"]: "truncated or corrupt image",
-           corpus["text"]: "not an image file", corpus["bomb"]: "image too large", missing: "missing file"}
+    bad = {
+        corpus["zero"]: "empty file",
+        corpus["truncated"]: "truncated or corrupt image",
+        corpus["text"]: "not an image file",
+        corpus["bomb"]: "image too large",
+        missing: "missing file",
+    }
     assert out["path"].tolist() == [str(p) for p in files if p not in bad] + [str(video)]
     assert len(out) == len(files) - 4 + 1  # huge.jpg is within the default limit and stays
-    assert report.dropped == {"empty file": 1, "truncated or corrupt image": 1, "not an image file": 1,
-                              "image too large": 1, "missing file": 1}
+    assert report.dropped == {
+        "empty file": 1,
+        "truncated or corrupt image": 1,
+        "not an image file": 1,
+        "image too large": 1,
+        "missing file": 1,
+    }
     issues = report.to_frame()
     assert dict(zip(issues["file"], issues["reason"])) == {str(p): r for p, r in bad.items()}
     assert report.kept == len(out)
@@ -116,15 +126,15 @@ def test_validate_images_mixed_folder_keeps_exactly_the_good_files(corpus):
 def _halves(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean colour of the left and right quarter columns (away from the middle edge)."""
     w = arr.shape[1]
-    return arr[:, : w // 4].reshape(-1, 3).mean(0), arr[:, -(w // 4):].reshape(-1, 3).mean(0)
+    return arr[:, : w // 4].reshape(-1, 3).mean(0), arr[:, -(w // 4) :].reshape(-1, 3).mean(0)
 
 
 # case -> (left half RGB, right half RGB, tolerance); see make_bad_inputs.make_images
 MODES = {
-    "grey": ((77, 77, 77), (77, 77, 77), 0.01),            # L: value in all three channels
-    "rgba": ((200, 100, 50), (100, 50, 25), 1.5),          # alpha composited onto black
-    "deep16": ((156, 156, 156), (4, 4, 4), 0.6),           # I;16: 40000/257, 1000/257
-    "cmyk": ((255, 0, 0), (0, 255, 255), 6),               # CMYK JPEG red | cyan
+    "grey": ((77, 77, 77), (77, 77, 77), 0.01),  # L: value in all three channels
+    "rgba": ((200, 100, 50), (100, 50, 25), 1.5),  # alpha composited onto black
+    "deep16": ((156, 156, 156), (4, 4, 4), 0.6),  # I;16: 40000/257, 1000/257
+    "cmyk": ((255, 0, 0), (0, 255, 255), 6),  # CMYK JPEG red | cyan
 }
 
 
@@ -144,7 +154,9 @@ def test_sixteen_bit_scale_is_fixed_not_per_image(corpus):
 def _quadrant_colours(arr: np.ndarray) -> list[np.ndarray]:
     """Centre colours of the top-left, top-right, bottom-left, bottom-right quadrants."""
     h, w = arr.shape[:2]
-    return [arr[int(h * fy), int(w * fx)] for fy, fx in ((0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75))]
+    return [
+        arr[int(h * fy), int(w * fx)] for fy, fx in ((0.25, 0.25), (0.25, 0.75), (0.75, 0.25), (0.75, 0.75))
+    ]
 
 
 def test_palette_image_keeps_its_colours(corpus):
@@ -155,9 +167,9 @@ def test_palette_image_keeps_its_colours(corpus):
 # ------------------------------------------------------------------------------ EXIF orientation
 # Stored pattern (64 x 32): TL red, TR green, BL blue, BR white. What the viewer shows:
 UPRIGHT = {
-    3: ((32, 64), (WHITE, BLUE, GREEN, RED)),   # rotated 180
-    6: ((64, 32), (BLUE, RED, WHITE, GREEN)),   # stored rotated 90 anticlockwise, shown turned clockwise
-    8: ((64, 32), (GREEN, WHITE, RED, BLUE)),   # shown turned anticlockwise
+    3: ((32, 64), (WHITE, BLUE, GREEN, RED)),  # rotated 180
+    6: ((64, 32), (BLUE, RED, WHITE, GREEN)),  # stored rotated 90 anticlockwise, shown turned clockwise
+    8: ((64, 32), (GREEN, WHITE, RED, BLUE)),  # shown turned anticlockwise
 }
 
 
@@ -191,19 +203,19 @@ def test_huge_jpeg_is_decoded_at_reduced_scale(corpus):
         whole = _pixels(path, 50)
     elapsed = time.perf_counter() - start
     np.testing.assert_allclose(face.reshape(-1, 3).mean(0), HUGE_RED, atol=4)
-    np.testing.assert_allclose(whole[15, 35], HUGE_RED, atol=6)   # rows 10-20, columns 30-40 are red
+    np.testing.assert_allclose(whole[15, 35], HUGE_RED, atol=6)  # rows 10-20, columns 30-40 are red
     np.testing.assert_allclose(whole[40, 10], HUGE_GREY, atol=4)
     assert elapsed < 5.0, f"two reads of the huge JPEG took {elapsed:.1f} s"
 
 
 def test_reduction_keeps_the_region_at_least_min_side():
     big = (HUGE_SIDE, HUGE_SIDE)
-    assert reduction_for(big, None, 32) == 8                 # whole image for 32 px: 1/8 is plenty
-    assert reduction_for(big, (2000, 2000), 300) == 4        # 2000/300 = 6.7 -> 4
-    assert reduction_for(big, (2000, 500), 224) == 2         # the shorter side counts: 500/224 = 2.2
-    assert reduction_for(big, (100, 100), 64) == 1           # a small face needs full resolution
-    assert reduction_for(big, None, None) == 1               # no size given: full resolution
-    assert reduction_for((4096, 4096), None, 8) == 1         # not above REDUCE_ABOVE_PIXELS: untouched
+    assert reduction_for(big, None, 32) == 8  # whole image for 32 px: 1/8 is plenty
+    assert reduction_for(big, (2000, 2000), 300) == 4  # 2000/300 = 6.7 -> 4
+    assert reduction_for(big, (2000, 500), 224) == 2  # the shorter side counts: 500/224 = 2.2
+    assert reduction_for(big, (100, 100), 64) == 1  # a small face needs full resolution
+    assert reduction_for(big, None, None) == 1  # no size given: full resolution
+    assert reduction_for((4096, 4096), None, 8) == 1  # not above REDUCE_ABOVE_PIXELS: untouched
     assert reduction_for((4097, 4096), None, 8) == 8
 
 
@@ -255,11 +267,16 @@ def test_huge_jpeg_peak_memory_is_small(corpus):
 
 def test_image_over_max_pixels_is_refused_with_a_clear_error(corpus):
     path = corpus["huge"]
-    with pytest.raises(ImageError, match=r"huge\.jpg: image too large \(10000x10000 = 100,000,000 pixels, "
-                                         r"more than max_pixels=50,000,000\).*larger max_pixels"):
+    with pytest.raises(
+        ImageError,
+        match=r"huge\.jpg: image too large \(10000x10000 = 100,000,000 pixels, "
+        r"more than max_pixels=50,000,000\).*larger max_pixels",
+    ):
         FaceDataset(_manifest([{"path": str(path)}]), 16, max_pixels=50_000_000)[0]
     report = ValidationReport("huge", "corpus")
-    assert validate_images(_manifest([{"path": str(path)}]), report, progress=False, max_pixels=50_000_000).empty
+    assert validate_images(
+        _manifest([{"path": str(path)}]), report, progress=False, max_pixels=50_000_000
+    ).empty
     assert report.dropped == {"image too large": 1}
 
 
@@ -269,8 +286,11 @@ def test_png_bomb_is_refused_before_decoding(corpus):
     path = corpus["bomb"]
     assert path.stat().st_size < 200_000
     start = time.perf_counter()
-    with pytest.raises(ImageError, match=r"bomb\.png: image too large \(more than Pillow's decompression-bomb "
-                                         r"limit of 178,956,970 pixels: Image size \(400000000 pixels\)"):
+    with pytest.raises(
+        ImageError,
+        match=r"bomb\.png: image too large \(more than Pillow's decompression-bomb "
+        r"limit of 178,956,970 pixels: Image size \(400000000 pixels\)",
+    ):
         read_image(path)
     with pytest.raises(ImageError, match=r"bomb\.png: image too large .*raise PIL\.Image\.MAX_IMAGE_PIXELS"):
         read_image(path, max_pixels=None)
@@ -308,15 +328,21 @@ def test_affectnet_nans_and_out_of_range_values_are_counted(corpus):
     assert sorted(df.index) == [f"img{i}" for i in (0, 1, 3, 4, 5, 6, 7, 8)]
     assert report.dropped == {"invalid expression and no valid valence/arousal": 2}
     assert report.by_reason("value cleared") == {
-        "invalid expression": 2,                        # rows 3 (empty) and 7 (12)
-        "valence missing or outside [-1, 1]": 2,        # rows 5 (nan) and 8 (3.0)
-        "invalid face box (whole image used)": 3,       # rows 6 (nan), 9 (negative), 10 (inf)
+        "invalid expression": 2,  # rows 3 (empty) and 7 (12)
+        "valence missing or outside [-1, 1]": 2,  # rows 5 (nan) and 8 (3.0)
+        "invalid face box (whole image used)": 3,  # rows 6 (nan), 9 (negative), 10 (inf)
     }
     issues = report.to_frame()
     by_row = issues.groupby("file")["reason"].apply(sorted).to_dict()
     assert by_row["training.csv row 4"] == ["invalid expression and no valid valence/arousal"]
     assert by_row["training.csv row 10"] == ["invalid face box (whole image used)"]
-    assert df.loc["img0", ["expression", "valence", "arousal", "face_x", "face_w"]].tolist() == [3, 0.5, -0.25, 0, 20]
+    assert df.loc["img0", ["expression", "valence", "arousal", "face_x", "face_w"]].tolist() == [
+        3,
+        0.5,
+        -0.25,
+        0,
+        20,
+    ]
     assert np.isnan(df.loc["img1", "expression"]) and df.loc["img1", "valence"] == 0.1
     assert np.isnan(df.loc["img3", "valence"]) and df.loc["img3", "expression"] == 2
     assert np.isnan(df.loc["img5", "expression"]) and df.loc["img5", "label_raw"] == 12
@@ -381,8 +407,9 @@ def test_affectnet_paths_escaping_the_root_are_skipped_and_never_touched(corpus,
     assert df["path"].tolist() == [str(root / "imgs" / "img0.png")]
     assert report.dropped == {"path escapes the dataset root": 4}
     issues = report.to_frame()
-    assert sorted(issues["detail"]) == sorted(["../secret.png", "../../etc/passwd", str(secret),
-                                               "imgs/../../secret.png"])
+    assert sorted(issues["detail"]) == sorted(
+        ["../secret.png", "../../etc/passwd", str(secret), "imgs/../../secret.png"]
+    )
     assert set(issues["file"]) == {f"training.csv row {i}" for i in (3, 4, 5, 6)}
 
 
@@ -403,7 +430,9 @@ def test_utkface_test_list_entries_escaping_the_root_are_ignored_and_counted(cor
     df, report = datasets.load("utkface", corpus["utkface"], val_fraction=0)
     assert report.by_reason("ignored") == {"test list entry escapes the root": 2}
     assert set(report.to_frame().query("action == 'ignored'")["file"]) == {
-        "balanced_test_2000.txt: ../../etc/passwd", "balanced_test_2000.txt: /etc/passwd"}
+        "balanced_test_2000.txt: ../../etc/passwd",
+        "balanced_test_2000.txt: /etc/passwd",
+    }
     assert df.loc[df["split"] == "test", "path"].map(lambda p: Path(p).name).tolist() == [UTK_GOOD[1]]
 
 

@@ -24,9 +24,19 @@ def test_env_selects_profile(monkeypatch):
 
 
 def test_overrides_coerce_strings_like_a_cli():
-    p = config.get_profile("default", config.parse_overrides(
-        ["finetune.full_epochs=7", "finetune.sam=true", "finetune.grad_clip=1.5", "video.strides=1,3",
-         "data.real_limit=none", "seed=3"]))
+    p = config.get_profile(
+        "default",
+        config.parse_overrides(
+            [
+                "finetune.full_epochs=7",
+                "finetune.sam=true",
+                "finetune.grad_clip=1.5",
+                "video.strides=1,3",
+                "data.real_limit=none",
+                "seed=3",
+            ]
+        ),
+    )
     assert p.finetune.full_epochs == 7 and p.finetune.sam is True
     assert p.finetune.grad_clip == 1.5 and p.video.strides == (1, 3)
     assert p.data.real_limit is None and p.seed == 3
@@ -92,6 +102,11 @@ def test_importing_fer_lib_makes_openmp_threads_wait_passively_unless_told_other
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "PASSIVE"
-    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.strip() == "ACTIVE"

@@ -38,8 +38,9 @@ def boxed(tmp_path):
 
 
 def test_box_crop_has_the_region_colour(boxed):
-    m = _manifest([{"path": str(boxed), "split": "train", "face_x": 20, "face_y": 10, "face_w": 40,
-                    "face_h": 30}])
+    m = _manifest(
+        [{"path": str(boxed), "split": "train", "face_x": 20, "face_y": 10, "face_w": 40, "face_h": 30}]
+    )
     image, _, _ = FaceDataset(m, 16, **RAW)[0]
     assert image.shape == (3, 16, 16) and image.dtype == torch.float32
     assert torch.allclose(image.mean((1, 2)), torch.tensor([200, 30, 90]) / 255.0, atol=1e-6)
@@ -51,20 +52,32 @@ def test_box_crop_has_the_region_colour(boxed):
 
 
 def test_imagenet_normalisation(boxed):
-    m = _manifest([{"path": str(boxed), "split": "train", "face_x": 20, "face_y": 10, "face_w": 40,
-                    "face_h": 30}])
+    m = _manifest(
+        [{"path": str(boxed), "split": "train", "face_x": 20, "face_y": 10, "face_w": 40, "face_h": 30}]
+    )
     image, _, _ = FaceDataset(m, 8)[0]
     want = (torch.tensor([200, 30, 90]) / 255.0 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     assert torch.allclose(image[:, 4, 4], want, atol=1e-5)
 
 
 def test_labels_and_masks_for_missing_values(boxed):
-    m = _manifest([
-        {"path": str(boxed), "split": "train", "identity": "bob", "age": 31.0, "gender": 1.0, "race": np.nan,
-         "expression": 3.0, "valence": np.nan, "arousal": -0.5},
-        {"path": str(boxed), "split": "train", "identity": "", "age": np.nan, "gender": 0.0, "race": 4.0},
-        {"path": str(boxed), "split": "train", "identity": "zed", "valence": 0.25, "arousal": 0.75},
-    ])
+    m = _manifest(
+        [
+            {
+                "path": str(boxed),
+                "split": "train",
+                "identity": "bob",
+                "age": 31.0,
+                "gender": 1.0,
+                "race": np.nan,
+                "expression": 3.0,
+                "valence": np.nan,
+                "arousal": -0.5,
+            },
+            {"path": str(boxed), "split": "train", "identity": "", "age": np.nan, "gender": 0.0, "race": 4.0},
+            {"path": str(boxed), "split": "train", "identity": "zed", "valence": 0.25, "arousal": 0.75},
+        ]
+    )
     ds = FaceDataset(m, 8, identity_index={"alice": 0, "bob": 1})
     _, lab, mask = ds[0]
     assert lab["identity"].item() == 1 and lab["identity"].dtype == torch.int64 and mask["identity"]
@@ -161,8 +174,9 @@ def test_make_loader_seeded_shuffle(boxed):
 
 
 def test_identity_index_sorted_and_by_split():
-    m = pd.DataFrame({"identity": ["n3", "n1", "", "n2", "n1"], "split": ["train", "train", "train", "test",
-                                                                          "train"]})
+    m = pd.DataFrame(
+        {"identity": ["n3", "n1", "", "n2", "n1"], "split": ["train", "train", "train", "test", "train"]}
+    )
     assert identity_index(m) == {"n1": 0, "n2": 1, "n3": 2}
     assert identity_index(m, splits=["train"]) == {"n1": 0, "n3": 1}
 
@@ -187,8 +201,9 @@ def noisy(tmp_path):
     for k in range(4):
         path = tmp_path / f"face{k}.jpg"
         Image.fromarray(rng.integers(0, 255, (50, 60, 3), dtype=np.uint8)).save(path, quality=90)
-        rows.append({"path": str(path), "split": "train", "face_x": 5 + k, "face_y": 4, "face_w": 40,
-                     "face_h": 36})
+        rows.append(
+            {"path": str(path), "split": "train", "face_x": 5 + k, "face_y": 4, "face_w": 40, "face_h": 36}
+        )
     return _manifest(rows)
 
 
@@ -234,14 +249,18 @@ def test_light_augment_flips_shifts_and_erases(noisy):
     torch.manual_seed(1)
     x = shifted[1][0]
     # a shifted copy of the plain (or mirrored) face: some interior block matches exactly
-    assert any(torch.equal(x[:, 3:13, 3:13], src[:, 3 + dy:13 + dy, 3 + dx:13 + dx])
-               for src in (plain, plain.flip(-1)) for dy in range(-3, 4) for dx in range(-3, 4))
+    assert any(
+        torch.equal(x[:, 3:13, 3:13], src[:, 3 + dy : 13 + dy, 3 + dx : 13 + dx])
+        for src in (plain, plain.flip(-1))
+        for dy in range(-3, 4)
+        for dx in range(-3, 4)
+    )
     erased = FaceDataset(noisy, image_size=16, augment="light", shift=0, erase=1.0, **RAW)[1][0]
     patch = (erased == 128 / 255).all(0)
     assert patch.sum() == 16 and patch.any(0).sum() == 4
     with pytest.raises(ValueError, match="augment must be one of"):
         FaceDataset(noisy, image_size=16, augment="strong")
     with pytest.raises(ValueError, match="augment must be one of"):
-        FaceDataset(noisy, image_size=16, augment=True)   # one explicit mode, no boolean spellings
+        FaceDataset(noisy, image_size=16, augment=True)  # one explicit mode, no boolean spellings
     with pytest.raises(ValueError, match="with_augment"):
         FaceDataset(noisy, image_size=16, augment="full").with_augment("light")

@@ -27,16 +27,16 @@ def _image(root, rel):
 def affect(tmp_path):
     base = tmp_path / "Manually_Annotated_Images"
     train = [
-        _row("1/a.jpg", 1, 0.5, -0.25),                 # 0 kept
-        _row("1/b.jpg", 8, 0.1, 0.2),                   # 1 None, valid VA -> kept, expression NaN
-        _row("1/c.jpg", 10, -2, -2),                    # 2 No-Face, VA -2 -> dropped
-        _row("1/d.jpg", 3, -2, -2),                     # 3 VA -2 -> kept, VA cleared
-        _row("1/e.jpg", 2, 1.5, 0.0),                   # 4 valence out of range -> cleared
-        _row("1/missing.jpg", 0, 0.0, 0.0),             # 5 file missing -> dropped
-        _row("../../etc/passwd", 0, 0.0, 0.0),          # 6 escapes root -> dropped
+        _row("1/a.jpg", 1, 0.5, -0.25),  # 0 kept
+        _row("1/b.jpg", 8, 0.1, 0.2),  # 1 None, valid VA -> kept, expression NaN
+        _row("1/c.jpg", 10, -2, -2),  # 2 No-Face, VA -2 -> dropped
+        _row("1/d.jpg", 3, -2, -2),  # 3 VA -2 -> kept, VA cleared
+        _row("1/e.jpg", 2, 1.5, 0.0),  # 4 valence out of range -> cleared
+        _row("1/missing.jpg", 0, 0.0, 0.0),  # 5 file missing -> dropped
+        _row("../../etc/passwd", 0, 0.0, 0.0),  # 6 escapes root -> dropped
         _row("1/f.jpg", 6, 0.3, 0.3, box=("x", "1", "2", "3")),  # 7 invalid box -> NaN box
-        _row("1/g.jpg", 9, -2, 0.4),                    # 8 Uncertain without valid VA -> dropped
-        _row("1/h.jpg", "abc", 0.2, 0.2),               # 9 invalid expression, valid VA -> kept
+        _row("1/g.jpg", 9, -2, 0.4),  # 8 Uncertain without valid VA -> dropped
+        _row("1/h.jpg", "abc", 0.2, 0.2),  # 9 invalid expression, valid VA -> kept
     ]
     for i in range(20):
         train.append(_row(f"2/t{i}.jpg", i % 8, 0.0, 0.0))
@@ -61,8 +61,12 @@ def test_rows_kept_dropped_and_cleared(affect):
     assert len(df) == 30 - 4 + 8  # 4 dropped training rows
     assert rows["a.jpg"]["expression"] == 1 and rows["a.jpg"]["valence"] == 0.5
     assert rows["a.jpg"]["arousal"] == -0.25
-    assert (rows["a.jpg"]["face_x"], rows["a.jpg"]["face_y"], rows["a.jpg"]["face_w"],
-            rows["a.jpg"]["face_h"]) == (5, 6, 20, 22)
+    assert (
+        rows["a.jpg"]["face_x"],
+        rows["a.jpg"]["face_y"],
+        rows["a.jpg"]["face_w"],
+        rows["a.jpg"]["face_h"],
+    ) == (5, 6, 20, 22)
     assert np.isnan(rows["b.jpg"]["expression"]) and rows["b.jpg"]["label_raw"] == 8
     assert rows["b.jpg"]["valence"] == pytest.approx(0.1)
     assert rows["d.jpg"]["expression"] == 3 and np.isnan(rows["d.jpg"]["valence"])
@@ -109,11 +113,14 @@ def test_headerless_validation_csv_and_images_in_root(tmp_path):
     df, report = affectnet.load_manifest(tmp_path, keep_landmarks=True)
     assert df["expression"].tolist() == [0, 1, 2] and (df["split"] == "test").all()
     assert df.loc[0, "landmarks"] == LANDMARKS
-    assert any("no header" in n for n in report.notes) and any("training.csv not found" in n for n in report.notes)
+    assert any("no header" in n for n in report.notes) and any(
+        "training.csv not found" in n for n in report.notes
+    )
 
 
 def test_missing_column_is_one_clear_error(tmp_path):
-    pd.DataFrame([_row("1/a.jpg", 1, 0, 0)]).drop(columns="arousal").to_csv(tmp_path / "training.csv",
-                                                                             index=False)
+    pd.DataFrame([_row("1/a.jpg", 1, 0, 0)]).drop(columns="arousal").to_csv(
+        tmp_path / "training.csv", index=False
+    )
     with pytest.raises(ValueError, match=r"training\.csv.*missing column\(s\) arousal"):
         affectnet.load_manifest(tmp_path)

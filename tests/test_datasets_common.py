@@ -68,8 +68,9 @@ def test_stable_hash_and_hash_split_are_deterministic():
 
 
 def test_carve_val_exact_per_group_and_never_touches_test():
-    df = pd.concat([_frame(100, "train", group=[0, 1, 2, 3]), _frame(40, "test", group=[0, 1])],
-                   ignore_index=True)
+    df = pd.concat(
+        [_frame(100, "train", group=[0, 1, 2, 3]), _frame(40, "test", group=[0, 1])], ignore_index=True
+    )
     out = carve_val(df, 0.1, seed=0, by="expression")
     assert (out.loc[df["split"] == "test", "split"] == "test").all()
     val = out[out["split"] == "val"]
@@ -102,8 +103,15 @@ def test_inside_root(tmp_path):
 
 
 def test_registry_and_dispatch(tmp_path):
-    assert set(datasets.DATASET_NAMES) == {"utkface", "fer2013", "affectnet", "afew", "vgaf", "affwild2",
-                                           "vggface2"}
+    assert set(datasets.DATASET_NAMES) == {
+        "utkface",
+        "fer2013",
+        "affectnet",
+        "afew",
+        "vgaf",
+        "affwild2",
+        "vggface2",
+    }
     for name in datasets.DATASET_NAMES:
         assert callable(datasets.get_loader(name))
     with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
@@ -145,9 +153,16 @@ def test_splits_and_limits_do_not_depend_on_where_the_dataset_lives():
     from fer_lib.datasets._common import apply_limit, carve_val, location_free
 
     names = [f"id{i % 5}/img{i:03d}.jpg" for i in range(200)]
-    frames = [pd.DataFrame({"path": [f"{root}/{n}" for n in names], "identity": [n[:3] for n in names],
-                            "split": ["train"] * 150 + ["test"] * 50})
-              for root in ("/data/a/vggface2", "/mnt/other/copy/vggface2")]
+    frames = [
+        pd.DataFrame(
+            {
+                "path": [f"{root}/{n}" for n in names],
+                "identity": [n[:3] for n in names],
+                "split": ["train"] * 150 + ["test"] * 50,
+            }
+        )
+        for root in ("/data/a/vggface2", "/mnt/other/copy/vggface2")
+    ]
     assert list(location_free(frames[0].path)) == names
     val = [carve_val(f, 0.2, seed=3, by="identity").split for f in frames]
     assert (val[0] == "val").sum() == 30 and val[0].equals(val[1])

@@ -30,8 +30,15 @@ def test_folder_layout_labels_and_splits(tmp_path):
     df, report = fer2013.load_manifest(tmp_path)
     assert df["split"].value_counts().to_dict() == {"train": 14, "val": 14, "test": 14}
     for raw, expr in zip(df["label_raw"], df["expression"]):
-        want = {"angry": "Anger", "happy": "Happy", "sad": "Sad", "surprise": "Surprise", "fear": "Fear",
-                "disgust": "Disgust", "neutral": "Neutral"}[raw]
+        want = {
+            "angry": "Anger",
+            "happy": "Happy",
+            "sad": "Sad",
+            "surprise": "Surprise",
+            "fear": "Fear",
+            "disgust": "Disgust",
+            "neutral": "Neutral",
+        }[raw]
         assert EXPRESSIONS_8[int(expr)] == want
     assert report.dropped == {"unknown class folder": 1}
     assert report.by_reason("ignored") == {"not an image file": 1}
@@ -57,10 +64,10 @@ def _write_csv(path):
         {"emotion": 3, "pixels": " ".join(map(str, _pixels(1).ravel())), "Usage": "PublicTest"},
         {"emotion": 6, "pixels": " ".join(map(str, _pixels(2).ravel())), "Usage": "PrivateTest"},
         {"emotion": 5, "pixels": " ".join(map(str, _pixels(3).ravel())), "Usage": "Training"},
-        {"emotion": 1, "pixels": "1 2 3", "Usage": "Training"},                       # too few pixels
-        {"emotion": 9, "pixels": " ".join(["0"] * 2304), "Usage": "Training"},        # bad emotion
-        {"emotion": 2, "pixels": " ".join(["0"] * 2304), "Usage": "Holdout"},         # bad usage
-        {"emotion": 2, "pixels": " ".join(["300"] * 2304), "Usage": "Training"},      # out of range
+        {"emotion": 1, "pixels": "1 2 3", "Usage": "Training"},  # too few pixels
+        {"emotion": 9, "pixels": " ".join(["0"] * 2304), "Usage": "Training"},  # bad emotion
+        {"emotion": 2, "pixels": " ".join(["0"] * 2304), "Usage": "Holdout"},  # bad usage
+        {"emotion": 2, "pixels": " ".join(["300"] * 2304), "Usage": "Training"},  # out of range
     ]
     pd.DataFrame(rows).to_csv(path, index=False)
 

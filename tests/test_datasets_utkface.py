@@ -16,11 +16,11 @@ VALID = {
     "60_0_1_20170110182418362.jpg.chip.jpg": (60, 0, 1),
 }
 MALFORMED = [
-    "61_1_20170109142408075.jpg.chip.jpg",     # race field missing (as in the official release)
-    "x5_0_0_20170109142408075.jpg.chip.jpg",   # age not a number
+    "61_1_20170109142408075.jpg.chip.jpg",  # race field missing (as in the official release)
+    "x5_0_0_20170109142408075.jpg.chip.jpg",  # age not a number
     "117_0_0_20170109142408075.jpg.chip.jpg",  # age out of range
-    "30_2_0_20170109142408075.jpg.chip.jpg",   # gender not 0/1
-    "30_0_5_20170109142408075.jpg.chip.jpg",   # race not 0..4
+    "30_2_0_20170109142408075.jpg.chip.jpg",  # gender not 0/1
+    "30_0_5_20170109142408075.jpg.chip.jpg",  # race not 0..4
 ]
 
 
@@ -35,8 +35,12 @@ def utk(tmp_path):
     root = tmp_path / "utkface"
     _write(root / "images", list(VALID) + MALFORMED)
     (root / "images" / "notes.txt").write_text("not an image")
-    test_names = ["25_0_0_20170116174525125.jpg.chip.jpg", "3_1_2_20161219140530307.jpg.chip.jpg",
-                  "61_1_20170109142408075.jpg.chip.jpg", "999_0_0_gone.jpg.chip.jpg"]
+    test_names = [
+        "25_0_0_20170116174525125.jpg.chip.jpg",
+        "3_1_2_20161219140530307.jpg.chip.jpg",
+        "61_1_20170109142408075.jpg.chip.jpg",
+        "999_0_0_gone.jpg.chip.jpg",
+    ]
     (root / "balanced_test_2000.txt").write_text("\n".join(test_names) + "\n")
     return root
 
@@ -61,7 +65,9 @@ def test_labels_malformed_and_test_list(utk):
         assert (row.age, row.gender, row.race) == (age, gender, race)
         assert row.source == "utkface" and row.identity == ""
     assert set(df.loc[df["split"] == "test", "path"].str.split("/").str[-1]) == {
-        "25_0_0_20170116174525125.jpg.chip.jpg", "3_1_2_20161219140530307.jpg.chip.jpg"}
+        "25_0_0_20170116174525125.jpg.chip.jpg",
+        "3_1_2_20161219140530307.jpg.chip.jpg",
+    }
     assert report.by_reason("ignored") == {"listed in the test list but not found": 1}
     assert all(p.startswith(str(utk)) for p in df["path"])
 
@@ -110,7 +116,9 @@ def test_real_utkface_counts(real_root):
     assert len(df) == 23705
     assert (df["split"] == "test").sum() == 2000
     assert (df["split"] == "val").sum() == round(0.1 * 21705)
-    assert df["age"].between(0, 116).all() and set(df["gender"]) == {0, 1} and set(df["race"]) == {0, 1, 2, 3, 4}
+    assert (
+        df["age"].between(0, 116).all() and set(df["gender"]) == {0, 1} and set(df["race"]) == {0, 1, 2, 3, 4}
+    )
 
 
 def test_only_malformed_names_gives_empty_manifest_and_warning(tmp_path):

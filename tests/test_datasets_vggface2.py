@@ -23,8 +23,13 @@ def test_identities_and_per_identity_val(tmp_path):
     (tmp_path / "train" / "n000002" / "meta.csv").write_text("x")
     df, report = vggface2.load_manifest(tmp_path, val_fraction=0.2)
     counts = df.groupby(["identity", "split"]).size().to_dict()
-    assert counts == {("n000002", "train"): 8, ("n000002", "val"): 2, ("n000003", "train"): 4,
-                      ("n000003", "val"): 1, ("n000009", "test"): 2}
+    assert counts == {
+        ("n000002", "train"): 8,
+        ("n000002", "val"): 2,
+        ("n000003", "train"): 4,
+        ("n000003", "val"): 1,
+        ("n000009", "test"): 2,
+    }
     assert report.by_reason("ignored") == {"file outside an identity folder": 1, "not an image file": 1}
     assert (df["source"] == "vggface2").all() and df["age"].isna().all()
     df2, _ = vggface2.load_manifest(tmp_path, val_fraction=0.2, limit=3)

@@ -30,8 +30,11 @@ def test_afew_rows_labels_and_report(tmp_path):
     assert [EXPRESSIONS_8[int(e)] for e in df["expression"]] == ["Anger", "Happy", "Surprise"]
     assert df["split"].tolist() == ["train", "train", "test"]
     assert report.dropped == {"unknown class folder": 1}
-    assert report.by_reason("ignored") == {"not a video file": 1, "file outside a class folder": 1,
-                                           "video format not supported": 1}
+    assert report.by_reason("ignored") == {
+        "not a video file": 1,
+        "file outside a class folder": 1,
+        "video format not supported": 1,
+    }
     assert any("Test/ ignored" in n for n in report.notes)
 
 
@@ -40,7 +43,8 @@ def test_vgaf_label_files_both_styles(tmp_path):
     for name in ("1_1.mp4", "1_2.mp4", "2_1.mp4", "3_3.mp4"):
         _touch(tmp_path / "Train" / name)
     (tmp_path / "Train_labels.txt").write_text(
-        "Vid_name Label\n1_1 1\n1_2.mp4 Negative\n9_9 2\n2_1 7\n1_1 2\nbroken line here\n")
+        "Vid_name Label\n1_1 1\n1_2.mp4 Negative\n9_9 2\n2_1 7\n1_1 2\nbroken line here\n"
+    )
     _touch(tmp_path / "Val" / "clips" / "5_1.mp4")
     _touch(tmp_path / "Val" / "clips" / "5_2.mp4")
     (tmp_path / "Val" / "Val_labels.csv").write_text("Vid_name,Label\n5_1,neutral\n5_2,3\n../../x,1\n")
@@ -49,8 +53,13 @@ def test_vgaf_label_files_both_styles(tmp_path):
     assert [VGAF_CLASSES[g] for g in df["group_label"]] == ["Positive", "Negative", "Neutral", "Negative"]
     assert df["split"].tolist() == ["train", "train", "test", "test"]
     assert df["expression"].isna().all()
-    assert report.dropped == {"labelled video not found": 1, "unknown label": 1, "duplicate label line": 1,
-                              "malformed label line": 1, "path escapes the dataset root": 1}
+    assert report.dropped == {
+        "labelled video not found": 1,
+        "unknown label": 1,
+        "duplicate label line": 1,
+        "malformed label line": 1,
+        "path escapes the dataset root": 1,
+    }
     ignored = report.to_frame().query("action == 'ignored'")
     assert [p.split("/")[-1] for p in ignored["file"]] == ["2_1.mp4", "3_3.mp4"]  # videos without a label
 
@@ -68,7 +77,9 @@ def affwild(tmp_path):
     expr = ann / "EXPR_Set" / "Train_Set"
     expr.mkdir(parents=True)
     # frames 1..6: Neutral, Happiness, invalid, Surprise, out of range, Anger
-    (expr / "vid1.txt").write_text("Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise\n0\n4\n-1\n6\n9\n1\n")
+    (expr / "vid1.txt").write_text(
+        "Neutral,Anger,Disgust,Fear,Happiness,Sadness,Surprise\n0\n4\n-1\n6\n9\n1\n"
+    )
     va = ann / "VA_Set" / "Train_Set"
     va.mkdir(parents=True)
     # frames 1..5: valid, -5 both, arousal invalid, valid, valid
@@ -88,18 +99,30 @@ def affwild(tmp_path):
 def test_affwild2_merge_and_counts(affwild):
     df, report = affwild2.load_manifest(affwild)
     got = {(r.video, r.frame): r for r in df.itertuples()}
-    names = {k: (EXPRESSIONS_8[int(r.expression)] if not np.isnan(r.expression) else None)
-             for k, r in got.items()}
-    assert names == {("vid1", 1): "Neutral", ("vid1", 2): "Happy", ("vid1", 3): None, ("vid1", 4): "Surprise",
-                     ("vid1", 6): "Anger", ("vid2", 1): "Sad", ("vid2", 2): "Disgust"}
+    names = {
+        k: (EXPRESSIONS_8[int(r.expression)] if not np.isnan(r.expression) else None) for k, r in got.items()
+    }
+    assert names == {
+        ("vid1", 1): "Neutral",
+        ("vid1", 2): "Happy",
+        ("vid1", 3): None,
+        ("vid1", 4): "Surprise",
+        ("vid1", 6): "Anger",
+        ("vid2", 1): "Sad",
+        ("vid2", 2): "Disgust",
+    }
     assert got[("vid1", 1)].valence == pytest.approx(0.1) and got[("vid1", 1)].arousal == pytest.approx(0.2)
     assert np.isnan(got[("vid1", 2)].valence)  # VA -5 dropped, expression kept
     assert got[("vid1", 3)].valence == pytest.approx(0.5) and np.isnan(got[("vid1", 3)].arousal)
     assert np.isnan(got[("vid1", 6)].valence)  # no VA line for frame 6
     assert got[("vid2", 1)].split == "test" and got[("vid1", 1)].split == "train"
     assert got[("vid1", 4)].path == str(affwild / "cropped_aligned" / "vid1" / "00004.jpg")
-    assert report.dropped == {"EXPR line -1 (invalid frame)": 1, "EXPR line not in 0..6": 1,
-                              "VA line invalid (-5 or outside [-1, 1])": 1, "frame image missing": 1}
+    assert report.dropped == {
+        "EXPR line -1 (invalid frame)": 1,
+        "EXPR line not in 0..6": 1,
+        "VA line invalid (-5 or outside [-1, 1])": 1,
+        "frame image missing": 1,
+    }
     assert report.by_reason("value cleared") == {"VA line: arousal invalid (valence kept)": 1}
     assert df["frame"].dtype == np.int64
 

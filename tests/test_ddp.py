@@ -27,16 +27,27 @@ class RandomFaces(Dataset):
         return len(self.x)
 
     def __getitem__(self, i: int):
-        lab = {"expression": self.expr[i], "gender": self.gender[i], "valence": self.va[i, 0],
-               "arousal": self.va[i, 1], "age": torch.tensor(0.0), "race": torch.tensor(0),
-               "identity": torch.tensor(0)}
+        lab = {
+            "expression": self.expr[i],
+            "gender": self.gender[i],
+            "valence": self.va[i, 0],
+            "arousal": self.va[i, 1],
+            "age": torch.tensor(0.0),
+            "race": torch.tensor(0),
+            "identity": torch.tensor(0),
+        }
         mask = {k: torch.tensor(k not in ("age", "race", "identity")) for k in lab}
         return self.x[i], lab, mask
 
 
 def _worker(rank: int, world: int, port: int, root: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
-                      WORLD_SIZE=str(world))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
     torch.set_num_threads(1)
     from fer_lib.config import TrainConfig, seed_everything
     from fer_lib.models import MultiTaskNet
@@ -45,8 +56,19 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
     seed_everything(0)
     model = MultiTaskNet("tiny_cnn", TASKS, hidden=16)
     # 16 samples, 2 ranks, batch 8: one optimisation step per epoch; head-only epoch then full epoch
-    cfg = TrainConfig(backbone="tiny_cnn", image_size=32, batch_size=8, head_epochs=1, full_epochs=1,
-                      lr_head=1e-2, lr_full=1e-2, amp=False, channels_last=False, class_weights=False, sam=True)
+    cfg = TrainConfig(
+        backbone="tiny_cnn",
+        image_size=32,
+        batch_size=8,
+        head_epochs=1,
+        full_epochs=1,
+        lr_head=1e-2,
+        lr_full=1e-2,
+        amp=False,
+        channels_last=False,
+        class_weights=False,
+        sam=True,
+    )
     trainer = Trainer(model, cfg, device="cpu", out_dir=Path(root) / f"rank{rank}", progress=False)
     trainer.fit(RandomFaces(), RandomFaces(8))
     torch.save({k: v.detach().clone() for k, v in model.named_parameters()}, Path(root) / f"params{rank}.pt")

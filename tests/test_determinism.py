@@ -16,8 +16,9 @@ import pytest
 from fer_lib import runner
 from fer_lib.metrics import metric_spec
 
-VOLATILE = re.compile(r"(seconds|_s$|fps|per_s|timestamp|finished|started|git_commit|latency|elapsed|time)",
-                      re.IGNORECASE)
+VOLATILE = re.compile(
+    r"(seconds|_s$|fps|per_s|timestamp|finished|started|git_commit|latency|elapsed|time)", re.IGNORECASE
+)
 
 
 def _run(tmp_path, name, monkeypatch):
@@ -50,8 +51,11 @@ def test_smoke_chain_twice_gives_identical_tables(tmp_path, monkeypatch):
     ma = pd.read_csv(a / "results" / "metrics.csv")
     mb = pd.read_csv(b / "results" / "metrics.csv")
     keys = ["stage", "dataset", "split", "model", "metric", "profile", "seed", "value"]
-    pd.testing.assert_frame_equal(ma[keys].sort_values(keys[:5]).reset_index(drop=True),
-                                  mb[keys].sort_values(keys[:5]).reset_index(drop=True), check_exact=True)
+    pd.testing.assert_frame_equal(
+        ma[keys].sort_values(keys[:5]).reset_index(drop=True),
+        mb[keys].sort_values(keys[:5]).reset_index(drop=True),
+        check_exact=True,
+    )
     # every name the chain recorded is declared in the one metric vocabulary
     assert all(metric_spec(name) for name in ma.metric.unique())
     # the seed and every package version sit next to the results

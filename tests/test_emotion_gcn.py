@@ -31,13 +31,25 @@ matplotlib.use("Agg")
 # 20 training rows: expression (canonical index) and valence / arousal, written by hand so that Happy goes
 # with high valence, Sad with low valence, Surprise / Fear / Anger with high arousal, Neutral with low arousal.
 TRAIN_ROWS = [
-    (0, 0.05, -0.30), (0, -0.02, -0.25), (0, 0.10, -0.35),
-    (1, 0.90, 0.20), (1, 0.80, 0.35), (1, 0.70, 0.10),
-    (2, -0.70, -0.20), (2, -0.60, -0.40), (2, -0.75, -0.10),
-    (3, 0.20, 0.85), (3, 0.15, 0.70), (3, -0.05, 0.90),
-    (4, -0.50, 0.75), (4, -0.55, 0.60),
-    (5, -0.60, 0.30), (5, -0.45, 0.20),
-    (6, -0.65, 0.80), (6, -0.40, 0.70), (6, -0.55, 0.65),
+    (0, 0.05, -0.30),
+    (0, -0.02, -0.25),
+    (0, 0.10, -0.35),
+    (1, 0.90, 0.20),
+    (1, 0.80, 0.35),
+    (1, 0.70, 0.10),
+    (2, -0.70, -0.20),
+    (2, -0.60, -0.40),
+    (2, -0.75, -0.10),
+    (3, 0.20, 0.85),
+    (3, 0.15, 0.70),
+    (3, -0.05, 0.90),
+    (4, -0.50, 0.75),
+    (4, -0.55, 0.60),
+    (5, -0.60, 0.30),
+    (5, -0.45, 0.20),
+    (6, -0.65, 0.80),
+    (6, -0.40, 0.70),
+    (6, -0.55, 0.65),
     (1, 0.60, 0.05),
 ]
 
@@ -46,11 +58,11 @@ def hand_manifest(extra_bad_rows: bool = True) -> pd.DataFrame:
     rows = [dict(split="train", expression=float(e), valence=v, arousal=a) for e, v, a in TRAIN_ROWS]
     if extra_bad_rows:
         rows += [
-            dict(split="val", expression=1.0, valence=-0.9, arousal=-0.9),      # other split
-            dict(split="train", expression=7.0, valence=-0.2, arousal=0.3),     # Contempt (not in 7)
-            dict(split="train", expression=np.nan, valence=0.1, arousal=0.1),   # no expression
-            dict(split="train", expression=2.0, valence=-2.0, arousal=-2.0),    # AffectNet "no face" VA
-            dict(split="train", expression=3.0, valence=np.nan, arousal=0.5),   # VA missing
+            dict(split="val", expression=1.0, valence=-0.9, arousal=-0.9),  # other split
+            dict(split="train", expression=7.0, valence=-0.2, arousal=0.3),  # Contempt (not in 7)
+            dict(split="train", expression=np.nan, valence=0.1, arousal=0.1),  # no expression
+            dict(split="train", expression=2.0, valence=-2.0, arousal=-2.0),  # AffectNet "no face" VA
+            dict(split="train", expression=3.0, valence=np.nan, arousal=0.5),  # VA missing
         ]
     return pd.DataFrame(rows)
 
@@ -78,8 +90,14 @@ def test_adjacency_matches_independent_spearman_and_reports_bad_rows():
     with pytest.warns(UserWarning, match="left out"):
         g = label_adjacency(hand_manifest(), tau=0.1, p=0.5)
     assert g.names == GCN_NODES == EXPRESSIONS_7 + ("Valence", "Arousal")
-    assert g.counts == dict(rows_total=25, rows_other_split=1, rows_no_expression=2, rows_no_va=2,
-                            rows_used=20, constant_columns=0)
+    assert g.counts == dict(
+        rows_total=25,
+        rows_other_split=1,
+        rows_no_expression=2,
+        rows_no_va=2,
+        rows_used=20,
+        constant_columns=0,
+    )
     np.testing.assert_allclose(g.corr, scipy_reference(), atol=1e-12)
     # expression-expression block: no edge off the diagonal even though one-hot columns anti-correlate
     assert np.all(g.binary[:7, :7] == 0)
@@ -217,11 +235,13 @@ def test_glove_file_round_trip(tmp_path):
     words = ["neutral", "Happy", "sad", "surprise", "fear", "disgust", "anger", "valence", "arousal", "very"]
     vecs = rng.normal(size=(len(words), 6)).astype(np.float32)
     path = tmp_path / "glove.txt"
-    path.write_text("the 1 2 3 4 5 6\n" + "".join(
-        w + " " + " ".join(f"{v:.6f}" for v in vec) + "\n" for w, vec in zip(words, vecs)))
+    path.write_text(
+        "the 1 2 3 4 5 6\n"
+        + "".join(w + " " + " ".join(f"{v:.6f}" for v in vec) + "\n" for w, vec in zip(words, vecs))
+    )
     emb, source = load_label_embeddings(path)
     assert emb.shape == (9, 6) and str(path) in source and "6-d" in source
-    np.testing.assert_allclose(emb[1], vecs[1], atol=1e-6)   # "Happy" in the file, lower-case lookup
+    np.testing.assert_allclose(emb[1], vecs[1], atol=1e-6)  # "Happy" in the file, lower-case lookup
     np.testing.assert_allclose(emb[8], vecs[8], atol=1e-6)
     multi, _ = load_label_embeddings(path, names=["Very happy", "sad"])
     np.testing.assert_allclose(multi[0], (vecs[9] + vecs[1]) / 2, atol=1e-6)
@@ -264,7 +284,9 @@ def ccc(x: np.ndarray, y: np.ndarray) -> float:
 
 def toy_data(n: int, rng: np.random.Generator, mix: np.ndarray):
     """Inputs whose latent (class one-hot, V, A) is linearly mixed into 16 dims, plus labels."""
-    va_mean = np.array([[0, -.3], [.8, .2], [-.7, -.3], [.1, .8], [-.5, .7], [-.5, .2], [-.6, .7]])
+    va_mean = np.array(
+        [[0, -0.3], [0.8, 0.2], [-0.7, -0.3], [0.1, 0.8], [-0.5, 0.7], [-0.5, 0.2], [-0.6, 0.7]]
+    )
     c = rng.integers(0, 7, n)
     va = np.clip(va_mean[c] + rng.normal(scale=0.2, size=(n, 2)), -1, 1)
     latent = np.column_stack([2.0 * np.eye(7)[c], va]) + rng.normal(scale=0.05, size=(n, 9))
@@ -279,7 +301,7 @@ def test_gcn_multitask_learns_toy_task():
     x, c, va = toy_data(1500, rng, mix)
     xt, ct, vat = toy_data(600, rng, mix)
     graph = label_adjacency(dict(expression=c.numpy(), valence=va[:, 0].numpy(), arousal=va[:, 1].numpy()))
-    backbone = torch.nn.Linear(16, 64)          # a fixed random feature map standing in for a frozen CNN
+    backbone = torch.nn.Linear(16, 64)  # a fixed random feature map standing in for a frozen CNN
     backbone.requires_grad_(False)
     gcn = build_emotion_gcn(graph, feature_dim=64, cfg=GCNConfig(hidden=64))
     net = GCNMultiTaskNet(backbone, gcn)
@@ -301,10 +323,12 @@ def test_gcn_multitask_learns_toy_task():
     with torch.no_grad():
         out = net(xt)
     acc = (out["expression"].argmax(1) == ct).float().mean().item()
-    assert acc > 0.8, acc                      # chance is 1/7
+    assert acc > 0.8, acc  # chance is 1/7
     pred, true = out["va"].numpy(), vat.numpy()
-    print(f"toy task: accuracy {acc:.3f}, CCC valence {ccc(pred[:, 0], true[:, 0]):.3f}, "
-          f"arousal {ccc(pred[:, 1], true[:, 1]):.3f}")
+    print(
+        f"toy task: accuracy {acc:.3f}, CCC valence {ccc(pred[:, 0], true[:, 0]):.3f}, "
+        f"arousal {ccc(pred[:, 1], true[:, 1]):.3f}"
+    )
     assert ccc(pred[:, 0], true[:, 0]) > 0.5 and ccc(pred[:, 1], true[:, 1]) > 0.5
 
 
@@ -323,9 +347,23 @@ def test_eight_expression_nodes_include_contempt():
 V, A = 7, 8
 # Signed Spearman correlations written by hand for the 9 nodes (7 expressions, Valence, Arousal); the
 # one-hot expression columns anti-correlate (-0.2) as they do in real data, which must not become edges.
-HAND_EDGES = {(0, A): -0.45, (0, V): 0.05, (1, V): 0.86, (1, A): 0.10, (2, V): -0.40, (2, A): -0.09,
-              (3, V): 0.02, (3, A): 0.35, (4, V): -0.20, (4, A): 0.30, (5, V): 0.05, (5, A): 0.0,
-              (6, V): -0.30, (6, A): 0.25, (V, A): 0.15}
+HAND_EDGES = {
+    (0, A): -0.45,
+    (0, V): 0.05,
+    (1, V): 0.86,
+    (1, A): 0.10,
+    (2, V): -0.40,
+    (2, A): -0.09,
+    (3, V): 0.02,
+    (3, A): 0.35,
+    (4, V): -0.20,
+    (4, A): 0.30,
+    (5, V): 0.05,
+    (5, A): 0.0,
+    (6, V): -0.30,
+    (6, A): 0.25,
+    (V, A): 0.15,
+}
 
 
 def hand_corr() -> np.ndarray:
@@ -340,17 +378,19 @@ def hand_corr() -> np.ndarray:
 # a row keeps 1 - p = 0.5 for itself and shares p = 0.5 equally among its neighbours; Disgust has no
 # neighbour (its row sums to 0.5). Rows: Neutral .. Anger, Valence, Arousal.
 H, T = 0.25, 1 / 12
-HAND_REWEIGHTED = np.array([
-    [.5, 0, 0, 0, 0, 0, 0, 0, .5],
-    [0, .5, 0, 0, 0, 0, 0, H, H],
-    [0, 0, .5, 0, 0, 0, 0, .5, 0],
-    [0, 0, 0, .5, 0, 0, 0, 0, .5],
-    [0, 0, 0, 0, .5, 0, 0, H, H],
-    [0, 0, 0, 0, 0, .5, 0, 0, 0],
-    [0, 0, 0, 0, 0, 0, .5, H, H],
-    [0, .1, .1, 0, .1, 0, .1, .5, .1],
-    [T, T, 0, T, T, 0, T, T, .5],
-])
+HAND_REWEIGHTED = np.array(
+    [
+        [0.5, 0, 0, 0, 0, 0, 0, 0, 0.5],
+        [0, 0.5, 0, 0, 0, 0, 0, H, H],
+        [0, 0, 0.5, 0, 0, 0, 0, 0.5, 0],
+        [0, 0, 0, 0.5, 0, 0, 0, 0, 0.5],
+        [0, 0, 0, 0, 0.5, 0, 0, H, H],
+        [0, 0, 0, 0, 0, 0.5, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0, 0.5, H, H],
+        [0, 0.1, 0.1, 0, 0.1, 0, 0.1, 0.5, 0.1],
+        [T, T, 0, T, T, 0, T, T, 0.5],
+    ]
+)
 
 
 def test_hand_made_graph_cut_reweighting_and_transposed_normalisation():
@@ -376,10 +416,11 @@ def test_forward_pass_equals_an_independent_numpy_gcn(lr_scale, va_scale):
     g = graph_from_correlation(hand_corr(), tau=0.1, p=0.5)
     rng = np.random.default_rng(3)
     x, w1, w2 = rng.normal(size=(9, 6)), rng.normal(size=(6, 5)) / 3, rng.normal(size=(5, 4)) / 3
-    f = np.abs(rng.normal(size=(3, 4)))                       # pooled image features (non-negative)
-    gcn = EmotionGCN(x.astype(np.float32), g, feature_dim=4, hidden=5, layers=2, lr_scale=lr_scale,
-                     va_scale=va_scale)
-    with torch.no_grad():                                     # the layers multiply by lr_scale * weight
+    f = np.abs(rng.normal(size=(3, 4)))  # pooled image features (non-negative)
+    gcn = EmotionGCN(
+        x.astype(np.float32), g, feature_dim=4, hidden=5, layers=2, lr_scale=lr_scale, va_scale=va_scale
+    )
+    with torch.no_grad():  # the layers multiply by lr_scale * weight
         gcn.layers[0].weight.copy_(torch.tensor(w1 / lr_scale))
         gcn.layers[1].weight.copy_(torch.tensor(w2 / lr_scale))
         out = gcn(torch.tensor(f, dtype=torch.float32)).double().numpy()
@@ -388,9 +429,9 @@ def test_forward_pass_equals_an_independent_numpy_gcn(lr_scale, va_scale):
         return np.where(z > 0, z, 0.2 * z)
 
     a = g.a_hat
-    w = a @ leaky(a @ x @ w1) @ w2                            # 2 bias-free layers, LeakyReLU(0.2) between
-    want = f @ w.T                                            # outputs = f . W^T
-    want[:, 7:] *= va_scale                                   # valence, arousal (1: paper B as published)
+    w = a @ leaky(a @ x @ w1) @ w2  # 2 bias-free layers, LeakyReLU(0.2) between
+    want = f @ w.T  # outputs = f . W^T
+    want[:, 7:] *= va_scale  # valence, arousal (1: paper B as published)
     np.testing.assert_allclose(out, want, atol=1e-6)
     np.testing.assert_allclose(gcn.classifier_weights().detach().double().numpy(), w, atol=1e-6)
     # the normalisation's transpose is what the forward uses: the untransposed matrix gives other outputs

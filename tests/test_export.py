@@ -40,7 +40,11 @@ def test_onnx_parity_names_and_metadata(exported):
     assert set(report.max_abs_diff) == {"random", "real"} and report.worst < 1e-4
     proto = onnx.load(str(path))
     meta = json.loads({p.key: p.value for p in proto.metadata_props}[ONNX_META_KEY])
-    assert meta["tasks"] == ALL_HEADS and meta["preprocess"]["input_size"] == 32 and meta["preprocess"]["margin"] == 0
+    assert (
+        meta["tasks"] == ALL_HEADS
+        and meta["preprocess"]["input_size"] == 32
+        and meta["preprocess"]["margin"] == 0
+    )
     assert meta["label_orders"]["expression"][0] == "Neutral"
     # dynamic batch: any batch size runs and matches PyTorch
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -57,7 +61,7 @@ def test_onnx_parity_names_and_metadata(exported):
 def test_parity_is_asserted(exported, tmp_path):
     ckpt, _, _ = exported
     with pytest.raises(ValueError, match="differ from PyTorch"):
-        export_onnx(ckpt, tmp_path / "m.onnx", tol=-1.0)   # no difference is below a negative tolerance
+        export_onnx(ckpt, tmp_path / "m.onnx", tol=-1.0)  # no difference is below a negative tolerance
 
 
 def test_predict_with_onnx_matches_torch(exported, tmp_path, no_network, capsys):
@@ -67,21 +71,28 @@ def test_predict_with_onnx_matches_torch(exported, tmp_path, no_network, capsys)
     outs = {}
     for name, model in (("torch", ckpt), ("onnx", path)):
         out = tmp_path / f"{name}.csv"
-        assert cli.main(["predict", str(img), "--checkpoint", str(model), "--out", str(out), "--no-progress"]) == 0
+        assert (
+            cli.main(["predict", str(img), "--checkpoint", str(model), "--out", str(out), "--no-progress"])
+            == 0
+        )
         outs[name] = pd.read_csv(out)
     assert "backend='onnx'" in capsys.readouterr().err
     a, b = outs["torch"], outs["onnx"]
     assert list(a.columns) == list(b.columns) and len(a) == len(b) == 1
     num = [c for c in a.columns if a[c].dtype.kind == "f"]
     assert np.abs(a[num].to_numpy() - b[num].to_numpy()).max() < 1e-4
-    assert (a[["expression", "gender", "ethnicity"]].to_numpy() == b[["expression", "gender", "ethnicity"]].to_numpy()).all()
+    assert (
+        a[["expression", "gender", "ethnicity"]].to_numpy()
+        == b[["expression", "gender", "ethnicity"]].to_numpy()
+    ).all()
 
 
 @pytest.mark.slow
 def test_export_cli_timm_backbone(tmp_path, capsys):
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "mnv2.pt", MultiTaskNet("mobilenetv2_050", {"expression": 8, "va": 2},
-                                                             verbose=False))
+    ckpt = save_checkpoint(
+        tmp_path / "mnv2.pt", MultiTaskNet("mobilenetv2_050", {"expression": 8, "va": 2}, verbose=False)
+    )
     out = tmp_path / "mnv2.onnx"
     assert cli.main(["export", str(ckpt), "--out", str(out), "--image-size", "96"]) == 0
     text = capsys.readouterr().out
@@ -90,7 +101,7 @@ def test_export_cli_timm_backbone(tmp_path, capsys):
     assert rec.backend_name == "onnx" and rec.image_size == 96
     crops = [skimage_data.astronaut()[62:172, 181:268]] * 3
     torch_rec = Recognizer(ckpt)
-    torch_rec.preprocess = torch_rec._backend.preprocess = rec.preprocess   # the exported input size
+    torch_rec.preprocess = torch_rec._backend.preprocess = rec.preprocess  # the exported input size
     p_onnx, p_torch = rec.infer(crops), torch_rec.infer(crops)
     assert np.abs(p_onnx["expression_probs"] - p_torch["expression_probs"]).max() < 1e-4
     assert np.abs(p_onnx["valence"] - p_torch["valence"]).max() < 1e-4

@@ -52,8 +52,19 @@ def _expr_cols(df):
 
 def test_predict_cli_astronaut_one_face(ckpt, astronaut_jpg, tmp_path, no_network, capsys):
     out, overlay = tmp_path / "preds.csv", tmp_path / "overlay.png"
-    rc = cli.main(["predict", str(astronaut_jpg), "--checkpoint", str(ckpt), "--out", str(out),
-                   "--overlay", str(overlay), "--no-progress"])
+    rc = cli.main(
+        [
+            "predict",
+            str(astronaut_jpg),
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(out),
+            "--overlay",
+            str(overlay),
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     df = pd.read_csv(out)
     assert len(df) == 1
@@ -91,10 +102,17 @@ def test_fast_path_equals_the_reference_per_face_path(rec):
 
     rng = np.random.default_rng(0)
     img = skimage_data.astronaut()
-    crops = [img[y:y + h, x:x + w] for x, y, w, h in rng.integers([0, 0, 40, 40], [300, 300, 200, 200], (6, 4))]
+    crops = [
+        img[y : y + h, x : x + w] for x, y, w, h in rng.integers([0, 0, 40, 40], [300, 300, 200, 200], (6, 4))
+    ]
     fast = rec.infer(crops)
-    tf = transforms.Compose([transforms.Resize((rec.image_size, rec.image_size)), transforms.ToTensor(),
-                             transforms.Normalize(rec.preprocess.mean, rec.preprocess.std)])
+    tf = transforms.Compose(
+        [
+            transforms.Resize((rec.image_size, rec.image_size)),
+            transforms.ToTensor(),
+            transforms.Normalize(rec.preprocess.mean, rec.preprocess.std),
+        ]
+    )
     model = rec._backend.model
     ref = []
     with torch.no_grad():
@@ -109,10 +127,13 @@ def test_overlapped_preprocessing_gives_the_same_bits(ckpt):
     """Resizing pass k+1 in a thread while pass k runs changes nothing in the outputs (20 faces, passes of 8)."""
     rng = np.random.default_rng(1)
     img = skimage_data.astronaut()
-    crops = [img[y:y + h, x:x + w] for x, y, w, h in rng.integers([0, 0, 40, 40], [300, 300, 200, 200], (20, 4))]
+    crops = [
+        img[y : y + h, x : x + w]
+        for x, y, w, h in rng.integers([0, 0, 40, 40], [300, 300, 200, 200], (20, 4))
+    ]
     on, off = Recognizer(ckpt, batch_size=8), Recognizer(ckpt, batch_size=8, overlap=False)
     a, b = on.infer(crops), off.infer(crops)
-    assert on._pool is not None and off._pool is None          # the threaded path really ran
+    assert on._pool is not None and off._pool is None  # the threaded path really ran
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert a["expression_probs"].shape == (20, 8)
 
@@ -170,8 +191,21 @@ def test_predict_video_rows_have_frame_index(ckpt, tmp_path, capsys):
 
     clip = _write_clip(tmp_path / "clip.mp4")
     out, overlay = tmp_path / "v.csv", tmp_path / "v_overlay.mp4"
-    rc = cli.main(["predict", str(clip), "--checkpoint", str(ckpt), "--out", str(out), "--stride", "2",
-                   "--overlay", str(overlay), "--no-progress"])
+    rc = cli.main(
+        [
+            "predict",
+            str(clip),
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(out),
+            "--stride",
+            "2",
+            "--overlay",
+            str(overlay),
+            "--no-progress",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     df = pd.read_csv(out)
     assert list(df["frame"]) == [0, 2, 4] and list(df["face"]) == [0, 0, 0]
@@ -201,8 +235,10 @@ def test_single_bad_image_is_a_clear_error(ckpt, tmp_path, capsys):
 
 
 def test_import_fer_lib_stays_light():
-    code = ("import sys, fer_lib; assert 'torch' not in sys.modules, 'torch imported'; "
-            "fer_lib.Recognizer; assert 'torch' not in sys.modules; print('ok')")
+    code = (
+        "import sys, fer_lib; assert 'torch' not in sys.modules, 'torch imported'; "
+        "fer_lib.Recognizer; assert 'torch' not in sys.modules; print('ok')"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr
 
@@ -218,7 +254,7 @@ def test_batchnorm_folding_keeps_outputs_and_leaves_the_callers_model_alone():
     before = {k: v.clone() for k, v in net.state_dict().items()}
     rec = Recognizer(net)
     assert rec._backend.folded
-    assert net.state_dict().keys() == before.keys()                      # the caller's model is untouched
+    assert net.state_dict().keys() == before.keys()  # the caller's model is untouched
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     unfolded = Recognizer(net, fold_bn=False)
     assert not unfolded._backend.folded
@@ -227,4 +263,6 @@ def test_batchnorm_folding_keeps_outputs_and_leaves_the_callers_model_alone():
     for k in a:
         assert np.abs(a[k] - b[k]).max() < 1e-5 * max(1.0, np.abs(b[k]).max()), k
     assert fold_batchnorm(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4).eval())) == 1
-    assert fold_batchnorm(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))) == 0  # training
+    assert (
+        fold_batchnorm(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))) == 0
+    )  # training

@@ -29,27 +29,37 @@ ARCH = "mobilenetv2_050"
 def hsemotion_like(n_out: int, sequential: bool, seed: int = 0):
     torch.manual_seed(seed)
     m = timm.create_model(ARCH, pretrained=False)
-    if sequential:   # the HSEmotion training notebooks: model.classifier = nn.Sequential(nn.Linear(...))
+    if sequential:  # the HSEmotion training notebooks: model.classifier = nn.Sequential(nn.Linear(...))
         m.classifier = torch.nn.Sequential(torch.nn.Linear(m.num_features, n_out))
     else:
         m.reset_classifier(n_out)
-    with torch.no_grad():   # make the classes clearly different, so a wrong row order cannot pass
-        m.get_classifier().weight.normal_(0, 0.5) if not sequential else m.classifier[0].weight.normal_(0, 0.5)
+    with torch.no_grad():  # make the classes clearly different, so a wrong row order cannot pass
+        m.get_classifier().weight.normal_(0, 0.5) if not sequential else m.classifier[0].weight.normal_(
+            0, 0.5
+        )
     return m.eval()
 
 
 def faces(n: int = 5) -> list[np.ndarray]:
     img = skimage_data.astronaut()
     rng = np.random.default_rng(0)
-    return [img[y:y + h, x:x + w] for x, y, w, h in rng.integers([100, 20, 60, 60], [250, 120, 180, 180], (n, 4))]
+    return [
+        img[y : y + h, x : x + w]
+        for x, y, w, h in rng.integers([100, 20, 60, 60], [250, 120, 180, 180], (n, 4))
+    ]
 
 
 def hsemotion_reference(model, crops, size: int):
     """The public hsemotion package's path: one face at a time, PIL resize + ToTensor + Normalize."""
     from torchvision import transforms
 
-    tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
-                             transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    tf = transforms.Compose(
+        [
+            transforms.Resize((size, size)),
+            transforms.ToTensor(),
+            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+        ]
+    )
     out = []
     with torch.no_grad():
         for c in crops:
@@ -66,7 +76,7 @@ def test_import_convert_evaluate_round_trip(n_out, sequential, tmp_path, capsys,
     text = capsys.readouterr().out
     assert "max abs diff" in text and "reordered" in text
 
-    ckpt = load_checkpoint(dst)                     # weights-only: no pickle code
+    ckpt = load_checkpoint(dst)  # weights-only: no pickle code
     n_expr = 7 if n_out in (7, 9) else 8
     assert ckpt["label_orders"]["expression"] == list(labels.EXPRESSIONS_8[:n_expr])
     assert ckpt["model_config"]["tasks"] == {"expression": n_expr, **({"va": 2} if n_out > 8 else {})}
@@ -81,10 +91,17 @@ def test_import_convert_evaluate_round_trip(n_out, sequential, tmp_path, capsys,
     expected = labels.reorder_columns(torch.softmax(torch.from_numpy(logits[:, :n_expr]), 1).numpy(), order)
     assert np.abs(ours["expression_probs"] - expected).max() < 1e-5
     # ... which is not the same as leaving the rows in HSEmotion's order
-    assert np.abs(ours["expression_probs"] - torch.softmax(torch.from_numpy(logits[:, :n_expr]), 1).numpy()).max() > 1e-3
+    assert (
+        np.abs(
+            ours["expression_probs"] - torch.softmax(torch.from_numpy(logits[:, :n_expr]), 1).numpy()
+        ).max()
+        > 1e-3
+    )
     original_pred = [order[i] for i in logits[:, :n_expr].argmax(1)]
     ours_pred = [labels.EXPRESSIONS_8[i] for i in ours["expression_probs"].argmax(1)]
-    assert [labels.canonical_expression(p) for p in original_pred] == ours_pred   # accuracy 1.0 vs the original
+    assert [
+        labels.canonical_expression(p) for p in original_pred
+    ] == ours_pred  # accuracy 1.0 vs the original
     if n_out > 8:
         assert np.abs(ours["valence"] - logits[:, n_expr]).max() < 1e-4
         assert np.abs(ours["arousal"] - logits[:, n_expr + 1]).max() < 1e-4
@@ -125,7 +142,7 @@ def test_import_refuses_without_trust_and_runs_nothing(tmp_path, capsys):
 
 def test_architecture_found_by_tensor_shapes_and_bad_layouts_refused():
     model = hsemotion_like(8, sequential=True)
-    model.pretrained_cfg = {}   # an old pickle without timm's architecture name
+    model.pretrained_cfg = {}  # an old pickle without timm's architecture name
     net, report = convert_timm_model(model)
     assert report.architecture == ARCH and report.max_abs_diff < 1e-4 * max(1.0, report.output_scale)
     with pytest.raises(ValueError, match="5 outputs"):

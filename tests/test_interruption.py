@@ -17,8 +17,13 @@ WORKER = Path(__file__).with_name("_interrupt_worker.py")
 
 def _run(out: Path, mode: str, slow: float = 0.0) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    return subprocess.Popen([sys.executable, str(WORKER), str(out), mode, str(slow)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(out), mode, str(slow)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -46,7 +51,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     assert not (killed_dir / "final.pt").exists()
     # the checkpoint left behind by the killed process is readable (atomic writes: no torn file)
     load_checkpoint(killed_dir / "last.pt")
-    assert not list(killed_dir.glob(".*.tmp")) or all(p.stat().st_size >= 0 for p in killed_dir.glob(".*.tmp"))
+    assert not list(killed_dir.glob(".*.tmp")) or all(
+        p.stat().st_size >= 0 for p in killed_dir.glob(".*.tmp")
+    )
 
     resumed = _run(killed_dir, "resume")
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()

@@ -27,14 +27,19 @@ ALLOWED_STDERR: dict[str, str] = {}
 
 def _tree(folder: Path) -> dict[str, str]:
     """Relative path -> sha256 of every file under ``folder``."""
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _published_files() -> list[str]:
     """The committed files under results/ (a local run may have left big git-ignored checkpoints there)."""
     try:
-        out = subprocess.run(["git", "ls-files", "-z", "results"], cwd=REPO, capture_output=True, check=True).stdout
+        out = subprocess.run(
+            ["git", "ls-files", "-z", "results"], cwd=REPO, capture_output=True, check=True
+        ).stdout
         files = [f for f in out.decode().split("\0") if f]
     except (OSError, subprocess.CalledProcessError):
         files = []
@@ -61,13 +66,22 @@ def smoke_copy(tmp_path_factory):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, root / rel)
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
-    env = {k: v for k, v in os.environ.items() if k not in ("FER_RESULTS_DIR", "FER_PUBLISH", "FER_PROGRESS",
-                                                              "FER_PROFILE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("FER_RESULTS_DIR", "FER_PUBLISH", "FER_PROGRESS", "FER_PROFILE")
+    }
     # the copy's fer_lib wins over the editable install, in the CLI and in the kernels it starts
     env.update(PYTHONPATH=str(root), FER_DATA_DIR=os.environ.get("FER_DATA_DIR") or str(root / "data"))
     before = {"results": _tree(root / "results"), "notebooks": _tree(root / "notebooks")}
-    proc = subprocess.run([sys.executable, "-m", "fer_lib", "reproduce", "--profile", "smoke"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fer_lib", "reproduce", "--profile", "smoke"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return root, env, before, proc
 
@@ -102,7 +116,9 @@ def test_smoke_run_writes_nothing_to_stderr(smoke_copy):
                     found.append(f"{path.name} cell {i}: a progress widget in a headless run")
     assert not found, "\n".join(found)
     assert proc.stderr.strip() == "", proc.stderr[-3000:]
-    assert all(line.startswith("[fer_lib]") for line in proc.stdout.splitlines() if line.strip()), proc.stdout[-2000:]
+    assert all(line.startswith("[fer_lib]") for line in proc.stdout.splitlines() if line.strip()), (
+        proc.stdout[-2000:]
+    )
 
 
 @pytest.mark.notebooks
@@ -117,9 +133,14 @@ def test_notebook_run_directly_with_papermill_writes_to_the_profile_run(smoke_co
     os.environ.clear()
     os.environ.update(env)
     try:
-        pm.execute_notebook(str(root / "notebooks" / "05_result_tables.ipynb"), str(out),
-                            parameters={"profile": "smoke"}, kernel_name=KERNEL, cwd=str(root / "notebooks"),
-                            progress_bar=False)
+        pm.execute_notebook(
+            str(root / "notebooks" / "05_result_tables.ipynb"),
+            str(out),
+            parameters={"profile": "smoke"},
+            kernel_name=KERNEL,
+            cwd=str(root / "notebooks"),
+            progress_bar=False,
+        )
     finally:
         os.environ.clear()
         os.environ.update(old)
@@ -142,10 +163,12 @@ def _run_cells(code: str, env: dict[str, str]) -> list[dict]:
     return nb.cells[0].outputs
 
 
-NESTED = ("from fer_lib.progress import tqdm\n"
-          "for i in tqdm(range(3), desc='outer'):\n"
-          "    for j in tqdm(range(50), desc='inner', leave=False):\n"
-          "        pass\n")
+NESTED = (
+    "from fer_lib.progress import tqdm\n"
+    "for i in tqdm(range(3), desc='outer'):\n"
+    "    for j in tqdm(range(50), desc='inner', leave=False):\n"
+    "        pass\n"
+)
 
 
 @pytest.mark.notebooks
@@ -172,7 +195,7 @@ def _screen(text: str) -> list[str]:
             rows += [""] * (row + 1 - len(rows))
         else:
             line = rows[row].ljust(col)
-            rows[row] = line[:col] + token + line[col + len(token):]
+            rows[row] = line[:col] + token + line[col + len(token) :]
             col += len(token)
     return [r.rstrip() for r in rows]
 
@@ -205,18 +228,35 @@ def _execute(port: int, token: str, code: str) -> str:
     assert kernel["name"] == KERNEL
     ws = websocket.create_connection(f"ws://{base}/{kernel['id']}/channels?token={token}", timeout=120)
     try:
-        header = {"msg_id": uuid.uuid4().hex, "username": "test", "session": uuid.uuid4().hex,
-                  "msg_type": "execute_request", "version": "5.3", "date": ""}
-        ws.send(json.dumps({"header": header, "parent_header": {}, "metadata": {}, "channel": "shell",
-                            "content": {"code": code, "silent": False}, "buffers": []}))
+        header = {
+            "msg_id": uuid.uuid4().hex,
+            "username": "test",
+            "session": uuid.uuid4().hex,
+            "msg_type": "execute_request",
+            "version": "5.3",
+            "date": "",
+        }
+        ws.send(
+            json.dumps(
+                {
+                    "header": header,
+                    "parent_header": {},
+                    "metadata": {},
+                    "channel": "shell",
+                    "content": {"code": code, "silent": False},
+                    "buffers": [],
+                }
+            )
+        )
         while True:
             msg = json.loads(ws.recv())
             if msg.get("msg_type") == "stream" and msg["parent_header"].get("msg_id") == header["msg_id"]:
                 return msg["content"]["text"]
     finally:
         ws.close()
-        urllib.request.urlopen(urllib.request.Request(f"http://{base}/{kernel['id']}?token={token}",
-                                                      method="DELETE"), timeout=60).close()
+        urllib.request.urlopen(
+            urllib.request.Request(f"http://{base}/{kernel['id']}?token={token}", method="DELETE"), timeout=60
+        ).close()
 
 
 @pytest.mark.notebooks
@@ -231,17 +271,31 @@ def test_lab_server_offers_only_the_project_kernel_and_saves_notebooks_clean(tmp
     port, token = _free_port(), "t" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:16]
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
     jupyter = Path(sys.executable).with_name("jupyter")
-    proc = subprocess.Popen([str(jupyter), "lab", f"--config={REPO / 'jupyter_server_config.py'}", "--no-browser",
-                             "--allow-root", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO / 'notebooks'}",
-                             # checkpoints of the save below go to tmp, not to notebooks/.ipynb_checkpoints
-                             f"--FileCheckpoints.checkpoint_dir={tmp_path / 'checkpoints'}"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    proc = subprocess.Popen(
+        [
+            str(jupyter),
+            "lab",
+            f"--config={REPO / 'jupyter_server_config.py'}",
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={REPO / 'notebooks'}",
+            # checkpoints of the save below go to tmp, not to notebooks/.ipynb_checkpoints
+            f"--FileCheckpoints.checkpoint_dir={tmp_path / 'checkpoints'}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("w"),
+    )
     try:
         specs, deadline = None, time.time() + 120
         while specs is None and time.time() < deadline and proc.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernelspecs?token={token}", timeout=5) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/kernelspecs?token={token}", timeout=5
+                ) as r:
                     specs = json.loads(r.read())
             except OSError:
                 time.sleep(0.5)
@@ -257,7 +311,9 @@ def test_lab_server_offers_only_the_project_kernel_and_saves_notebooks_clean(tmp
             code["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "ran\n"}]
             code["execution_count"] = 1
             body = json.dumps({"type": "notebook", "format": "json", "content": model["content"]}).encode()
-            req = urllib.request.Request(url, data=body, method="PUT", headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                url, data=body, method="PUT", headers={"Content-Type": "application/json"}
+            )
             urllib.request.urlopen(req, timeout=30).close()
             saved = nb_path.read_bytes()
         finally:

@@ -20,7 +20,15 @@ def test_hsemotion_alphabetical_reorder_round_trip():
     canon = labels.reorder_columns(scores, labels.HSEMOTION_ORDER_8)
     named = dict(zip(labels.EXPRESSIONS_8, canon[0]))
     assert named["Anger"] == 0 and named["Contempt"] == 1 and named["Happy"] == 4 and named["Surprise"] == 7
-    assert labels.HSEMOTION_ORDER_7 == ("Anger", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise")
+    assert labels.HSEMOTION_ORDER_7 == (
+        "Anger",
+        "Disgust",
+        "Fear",
+        "Happiness",
+        "Neutral",
+        "Sadness",
+        "Surprise",
+    )
 
 
 def test_unknown_names_fail_loudly():

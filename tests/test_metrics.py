@@ -20,9 +20,13 @@ def test_classification_metrics_match_sklearn():
     assert M.balanced_accuracy(Y_TRUE, Y_PRED) == pytest.approx(skm.balanced_accuracy_score(Y_TRUE, Y_PRED))
     assert M.macro_f1(Y_TRUE, Y_PRED) == pytest.approx(skm.f1_score(Y_TRUE, Y_PRED, average="macro"))
     np.testing.assert_array_equal(M.confusion_matrix(Y_TRUE, Y_PRED), skm.confusion_matrix(Y_TRUE, Y_PRED))
-    np.testing.assert_allclose(M.per_class_recall(Y_TRUE, Y_PRED), skm.recall_score(Y_TRUE, Y_PRED, average=None))
-    np.testing.assert_allclose(M.confusion_matrix(Y_TRUE, Y_PRED, normalize="true"),
-                               skm.confusion_matrix(Y_TRUE, Y_PRED, normalize="true"))
+    np.testing.assert_allclose(
+        M.per_class_recall(Y_TRUE, Y_PRED), skm.recall_score(Y_TRUE, Y_PRED, average=None)
+    )
+    np.testing.assert_allclose(
+        M.confusion_matrix(Y_TRUE, Y_PRED, normalize="true"),
+        skm.confusion_matrix(Y_TRUE, Y_PRED, normalize="true"),
+    )
 
 
 def test_fixed_label_space_counts_absent_classes_as_zero():
@@ -51,12 +55,12 @@ def test_age_metrics():
 
 def test_ccc_hand_values():
     x = np.array([0.1, -0.5, 0.8, 0.3, -0.2])
-    x = x - x.mean()                  # zero mean: x and -x then differ only in sign
+    x = x - x.mean()  # zero mean: x and -x then differ only in sign
     assert M.ccc(x, x) == pytest.approx(1.0)
     assert M.ccc(x, -x) == pytest.approx(-1.0)
     assert M.ccc(x + 1, -x) == pytest.approx(-2 * x.var() / (2 * x.var() + 1))
     c = 0.4
-    closed = 2 * x.var() / (2 * x.var() + c ** 2)   # x and x + c: perfect correlation, shifted mean
+    closed = 2 * x.var() / (2 * x.var() + c**2)  # x and x + c: perfect correlation, shifted mean
     assert M.ccc(x, x + c) == pytest.approx(closed)
     assert M.ccc(x, x + c) < 1
     # scale: y = 2x -> 2*2var / (var + 4var) = 0.8
@@ -84,7 +88,7 @@ def test_ccc_loss_mask_ignores_unlabelled_and_empty_gives_zero():
     mask = torch.ones(10, 2, dtype=torch.bool)
     mask[7:] = False
     garbage_t = t.clone()
-    garbage_t[7:] = 99.0        # unlabelled rows may hold anything
+    garbage_t[7:] = 99.0  # unlabelled rows may hold anything
     masked = M.ccc_loss(p, garbage_t, mask)
     assert float(masked) == pytest.approx(float(M.ccc_loss(p[:7], t[:7])), abs=1e-6)
     q = p.clone().requires_grad_(True)
@@ -104,7 +108,9 @@ def test_declared_directions_and_units():
     assert all(spec.description for spec in M.METRICS.values())
 
 
-@pytest.mark.parametrize("name", ["gender_acc", "ccc_valence", "frame_detection_rate", "accuracy_stride0", "mae"])
+@pytest.mark.parametrize(
+    "name", ["gender_acc", "ccc_valence", "frame_detection_rate", "accuracy_stride0", "mae"]
+)
 def test_unknown_metric_name_lists_the_known_ones(name):
     with pytest.raises(ValueError, match=f"unknown metric name '{name}'") as err:
         M.metric_spec(name)
@@ -117,7 +123,9 @@ def test_every_name_the_stages_and_the_trainer_compute_is_declared():
     from fer_lib.training import metrics_from_predictions
 
     y = np.array([0, 1, 1, 0])
-    pred = {f"{k}_{t}": y for k in ("label", "mask") for t in ("identity", "age", "gender", "race", "expression")}
+    pred = {
+        f"{k}_{t}": y for k in ("label", "mask") for t in ("identity", "age", "gender", "race", "expression")
+    }
     pred.update({f"{t}_pred": y for t in ("identity", "age", "gender", "race", "expression")})
     va = np.array([0.1, -0.3, 0.5, 0.0])
     pred.update({f"{k}_{d}": v for d in ("valence", "arousal") for k, v in (("label", va), ("pred", va))})
@@ -126,10 +134,28 @@ def test_every_name_the_stages_and_the_trainer_compute_is_declared():
     tasks = {"identity": 2, "age": 1, "gender": 1, "race": 2, "expression": 8, "va": 2}
     names = set(metrics_from_predictions(pred, tasks)) | {"loss"}
     logits = np.eye(8)[[0, 7, 2, 1]]
-    names |= set(expression.expression_metrics({**pred, "label_expression": np.array([0, 7, 2, 7]),
-                                                "expression_logits": logits}, 8))
-    attrs = pd.DataFrame({"age": [20, 30], "age_pred": [22, 25], "gender": [0, 1], "gender_pred": [0, 0],
-                          "race": [1, 2], "race_pred": [1, 2]})
+    names |= set(
+        expression.expression_metrics(
+            {**pred, "label_expression": np.array([0, 7, 2, 7]), "expression_logits": logits}, 8
+        )
+    )
+    attrs = pd.DataFrame(
+        {
+            "age": [20, 30],
+            "age_pred": [22, 25],
+            "gender": [0, 1],
+            "gender_pred": [0, 0],
+            "race": [1, 2],
+            "race_pred": [1, 2],
+        }
+    )
     names |= set(pretrain.attribute_metrics(attrs))
-    assert {"valence_ccc", "va_ccc", "accuracy_7cls", "gender_accuracy", "race_accuracy", "expression_macro_f1"} <= names
+    assert {
+        "valence_ccc",
+        "va_ccc",
+        "accuracy_7cls",
+        "gender_accuracy",
+        "race_accuracy",
+        "expression_macro_f1",
+    } <= names
     assert [n for n in names if n not in M.METRICS] == []

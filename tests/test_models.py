@@ -30,12 +30,19 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ---------------------------------------------------------------------------------------- backbones
-@pytest.mark.parametrize("name, dim, size", [
-    ("mobilenetv1_100", 1024, 224), ("mobilenetv2_100", 1280, 224), ("efficientnet_b0", 1280, 224),
-    ("efficientnet_b2", 1408, 260), ("rexnet_150", 1920, 224)])
+@pytest.mark.parametrize(
+    "name, dim, size",
+    [
+        ("mobilenetv1_100", 1024, 224),
+        ("mobilenetv2_100", 1280, 224),
+        ("efficientnet_b0", 1280, 224),
+        ("efficientnet_b2", 1408, 260),
+        ("rexnet_150", 1920, 224),
+    ],
+)
 def test_paper_backbones_sizes_and_normalisation(name, dim, size, no_network):
     module, num_features, input_size, mean, std = create_backbone(name)
-    assert (num_features, input_size) == (dim, size)   # b2: the paper's 260, not timm's 256
+    assert (num_features, input_size) == (dim, size)  # b2: the paper's 260, not timm's 256
     cfg = timm.create_model(name, pretrained=False).pretrained_cfg
     assert mean == tuple(cfg["mean"]) and std == tuple(cfg["std"])
     with torch.no_grad():
@@ -47,7 +54,7 @@ def test_tiny_cnn_and_any_timm_name():
     module, dim, size, mean, std = create_backbone("tiny_cnn")
     assert module(torch.zeros(2, 3, size, size)).shape == (2, dim)
     module, dim, size, _, _ = create_backbone("resnet10t")
-    assert dim == 512 and size == 176          # not in the paper table: timm's pretrained_cfg input size
+    assert dim == 512 and size == 176  # not in the paper table: timm's pretrained_cfg input size
     with pytest.raises(ValueError, match="unknown backbone 'no_such_net'"):
         create_backbone("no_such_net")
 
@@ -57,10 +64,12 @@ def test_fer_cnn_backbones_need_no_stage_import():
     import subprocess
     import sys
 
-    code = ("import torch; from fer_lib.models import create_backbone\n"
-            "m, d, s, _, _ = create_backbone('fer_cnn_s')\n"
-            "assert m(torch.zeros(1, 3, s, s)).shape == (1, d) == (1, 192), d\n"
-            "import sys; assert 'fer_lib.stages.expression' not in sys.modules")
+    code = (
+        "import torch; from fer_lib.models import create_backbone\n"
+        "m, d, s, _, _ = create_backbone('fer_cnn_s')\n"
+        "assert m(torch.zeros(1, 3, s, s)).shape == (1, d) == (1, 192), d\n"
+        "import sys; assert 'fer_lib.stages.expression' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -118,7 +127,13 @@ def test_multitask_outputs_and_features():
     x = torch.randn(3, 3, 32, 32)
     out = net(x)
     assert {k: tuple(v.shape) for k, v in out.items()} == {
-        "identity": (3, 7), "age": (3, 100), "gender": (3,), "race": (3, 5), "expression": (3, 8), "va": (3, 2)}
+        "identity": (3, 7),
+        "age": (3, 100),
+        "gender": (3,),
+        "race": (3, 5),
+        "expression": (3, 8),
+        "va": (3, 2),
+    }
     feat = net.forward_features(x)
     assert feat.shape == (3, net.num_features)
     # attributes go through paper A's Dense(hidden) trunk; expression / identity / va read the pooled feature
@@ -132,10 +147,10 @@ def test_multitask_outputs_and_features():
 
 def test_age_readout_top2_expected_value():
     logits = torch.full((3, 100), -30.0)
-    logits[0, 30] = logits[0, 31] = 5.0                    # equal mass on 30 and 31 -> 30.5
+    logits[0, 30] = logits[0, 31] = 5.0  # equal mass on 30 and 31 -> 30.5
     logits[1, 20] = math.log(3.0)
-    logits[1, 40] = 0.0                                     # p(20) = 3 p(40) -> (3*20 + 40) / 4 = 25
-    logits[1, 60] = -1.0                                    # third bin is ignored by the top-2 readout
+    logits[1, 40] = 0.0  # p(20) = 3 p(40) -> (3*20 + 40) / 4 = 25
+    logits[1, 60] = -1.0  # third bin is ignored by the top-2 readout
     logits[2, 99] = 10.0
     torch.testing.assert_close(predict_age(logits)[:2], torch.tensor([30.5, 25.0]), atol=1e-3, rtol=0)
     assert 98.9 < float(predict_age(logits)[2]) <= 99.0
@@ -147,8 +162,8 @@ def test_gender_readout_uses_p_male_threshold():
     p_female = torch.tensor([0.1, 0.39, 0.41, 0.5, 0.9])
     logits = torch.log(p_female / (1 - p_female))
     assert predict_gender(logits).tolist() == [0, 0, 1, 1, 1]
-    assert predict_gender(logits, male_threshold=0.5).tolist() == [0, 0, 0, 0, 1]   # >=: a tie is male
-    two = torch.stack([torch.zeros(5), logits], 1)           # softmax over (male, female) gives the same p
+    assert predict_gender(logits, male_threshold=0.5).tolist() == [0, 0, 0, 0, 1]  # >=: a tie is male
+    two = torch.stack([torch.zeros(5), logits], 1)  # softmax over (male, female) gives the same p
     assert predict_gender(two).tolist() == [0, 0, 1, 1, 1]
 
 
@@ -163,7 +178,7 @@ def test_freeze_backbone_keeps_backbone_exactly():
         net(torch.randn(8, 3, 32, 32))["expression"].logsumexp(1).mean().backward()
         opt.step()
     after = net.backbone.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)    # weights and BatchNorm statistics
+    assert all(torch.equal(before[k], after[k]) for k in before)  # weights and BatchNorm statistics
     assert all(p.grad is None for p in net.backbone.parameters())
     assert not net.backbone.training and net.heads.training
     freeze_backbone(net, False)
@@ -177,10 +192,18 @@ def test_checkpoint_round_trip_weights_only(tmp_path):
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     net(torch.randn(4, 3, 32, 32))["race"].sum().backward()
     opt.step()
-    path = save_checkpoint(tmp_path / "ck.pt", net, {"train": {"lr": 1e-3, "size": (32, 32)}},
-                           {"expression": ("Neutral", "Happy")}, {"acc": torch.tensor(0.5).item()},
-                           optimizer=opt, epoch=3, step=12, rng=rng_state())
-    raw = torch.load(path, weights_only=True)              # no pickled classes anywhere
+    path = save_checkpoint(
+        tmp_path / "ck.pt",
+        net,
+        {"train": {"lr": 1e-3, "size": (32, 32)}},
+        {"expression": ("Neutral", "Happy")},
+        {"acc": torch.tensor(0.5).item()},
+        optimizer=opt,
+        epoch=3,
+        step=12,
+        rng=rng_state(),
+    )
+    raw = torch.load(path, weights_only=True)  # no pickled classes anywhere
     assert raw["epoch"] == 3 and raw["label_orders"]["expression"] == ["Neutral", "Happy"]
     assert raw["model_config"]["tasks"] == ALL_TASKS and raw["metrics"] == {"acc": 0.5}
     ck = load_checkpoint(path)
@@ -203,7 +226,7 @@ def test_checkpoint_adapts_heads_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="heads.expression.weight"):
         report = init_from_checkpoint(expr, path)
     assert torch.equal(expr.backbone.features[0].weight, attr.backbone.features[0].weight)
-    assert torch.equal(expr.heads["va"].weight, va_before)                 # new head keeps its init
+    assert torch.equal(expr.heads["va"].weight, va_before)  # new head keeps its init
     assert "heads.age.weight" in report.unexpected and "heads.va.weight" in report.missing
     assert any(m.startswith("heads.expression.weight (8, 256) -> (7, 256)") for m in report.mismatched)
     other = MultiTaskNet("mobilenetv2_050", {"expression": 7})

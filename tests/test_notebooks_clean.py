@@ -16,7 +16,9 @@ KERNEL = "fer-lib"
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("normalize_notebooks", REPO / "scripts" / "normalize_notebooks.py")
+    spec = importlib.util.spec_from_file_location(
+        "normalize_notebooks", REPO / "scripts" / "normalize_notebooks.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -88,7 +90,9 @@ def test_normalize_script_restores_the_committed_form():
     kernelspec, language_info = mod.kernel_metadata()
     for path in NOTEBOOKS:
         text = path.read_text(encoding="utf-8")
-        assert mod.normalize(text, path.name, kernelspec, language_info) == text, f"{path.name} is not canonical"
+        assert mod.normalize(text, path.name, kernelspec, language_info) == text, (
+            f"{path.name} is not canonical"
+        )
     path = NOTEBOOKS[0]
     nb = json.loads(path.read_text(encoding="utf-8"))
     code = next(c for c in nb["cells"] if c["cell_type"] == "code")
@@ -122,8 +126,11 @@ def test_lab_server_saves_committed_notebooks_without_outputs():
     code.execution_count = 1
     committed = {"type": "notebook", "content": copy.deepcopy(nb)}
     cm.run_pre_save_hooks(committed, f"notebooks/{NOTEBOOKS[0].name}")
-    assert all(not c.get("outputs") and c.get("execution_count") is None
-               for c in committed["content"].cells if c.cell_type == "code")
+    assert all(
+        not c.get("outputs") and c.get("execution_count") is None
+        for c in committed["content"].cells
+        if c.cell_type == "code"
+    )
     elsewhere = {"type": "notebook", "content": copy.deepcopy(nb)}
     cm.run_pre_save_hooks(elsewhere, f"runs/smoke/notebooks/{NOTEBOOKS[0].name}")
     assert elsewhere["content"] == nb

@@ -7,8 +7,10 @@ import time
 import pytest
 
 
-@pytest.mark.skipif(os.environ.get("FER_OFFLINE_SANDBOX") != "1",
-                    reason="not inside scripts/offline.sh's network namespace (run through `make test`)")
+@pytest.mark.skipif(
+    os.environ.get("FER_OFFLINE_SANDBOX") != "1",
+    reason="not inside scripts/offline.sh's network namespace (run through `make test`)",
+)
 def test_suite_runs_without_network():
     t0 = time.time()
     with pytest.raises(OSError):

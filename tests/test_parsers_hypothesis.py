@@ -23,8 +23,13 @@ SCRATCH = Path(tempfile.mkdtemp(prefix="fer-hypothesis-"))
 
 # ------------------------------------------------------------------------------------------ UTKFace
 @FAST
-@given(age=st.integers(0, utkface.MAX_AGE), gender=st.integers(0, 1), race=st.integers(0, 4), taken=DIGITS,
-       chip=st.booleans())
+@given(
+    age=st.integers(0, utkface.MAX_AGE),
+    gender=st.integers(0, 1),
+    race=st.integers(0, 4),
+    taken=DIGITS,
+    chip=st.booleans(),
+)
 def test_utkface_name_round_trip(age, gender, race, taken, chip):
     name = utkface.format_name(age, gender, race, taken)
     if not chip:
@@ -34,11 +39,31 @@ def test_utkface_name_round_trip(age, gender, race, taken, chip):
 
 
 # Field-like tokens, including digits that str.isdigit() accepts but int() rejects ('²').
-UTK_TOKENS = st.sampled_from(["25", "0", "1", "4", "116", "117", "200", "-3", "2.5", "abc", "", "²", "1²", "٣",
-                              "20170116174525125", " 7"])
-UTK_NAMES = st.builds(lambda fields, suffix: "_".join(fields) + suffix,
-                      st.lists(UTK_TOKENS, min_size=3, max_size=5),
-                      st.sampled_from(["", ".jpg", ".jpg.chip.jpg", ".chip.jpg", ".png"]))
+UTK_TOKENS = st.sampled_from(
+    [
+        "25",
+        "0",
+        "1",
+        "4",
+        "116",
+        "117",
+        "200",
+        "-3",
+        "2.5",
+        "abc",
+        "",
+        "²",
+        "1²",
+        "٣",
+        "20170116174525125",
+        " 7",
+    ]
+)
+UTK_NAMES = st.builds(
+    lambda fields, suffix: "_".join(fields) + suffix,
+    st.lists(UTK_TOKENS, min_size=3, max_size=5),
+    st.sampled_from(["", ".jpg", ".jpg.chip.jpg", ".chip.jpg", ".png"]),
+)
 
 
 @FAST
@@ -73,10 +98,22 @@ NUMBERS = st.one_of(
 ).map(_number_text)
 JUNK = st.text(max_size=8).map(lambda t: t.replace(",", "").replace('"', ""))
 CELLS = NUMBERS | st.just("") | JUNK
-SPECIAL = st.sampled_from(["inf", "-inf", "nan", "NaN", "", "-2", "12", "8", "3.0", "3.5", "-1e-9", "1e300",
-                           " 2 ", "0"]) | NUMBERS | JUNK
-VALID_ROW = st.tuples(st.integers(0, 99), st.integers(0, 99), st.integers(1, 99), st.integers(1, 99),
-                      st.integers(0, 7), st.floats(-1, 1), st.floats(-1, 1)).map(lambda r: tuple(map(repr, r)))
+SPECIAL = (
+    st.sampled_from(
+        ["inf", "-inf", "nan", "NaN", "", "-2", "12", "8", "3.0", "3.5", "-1e-9", "1e300", " 2 ", "0"]
+    )
+    | NUMBERS
+    | JUNK
+)
+VALID_ROW = st.tuples(
+    st.integers(0, 99),
+    st.integers(0, 99),
+    st.integers(1, 99),
+    st.integers(1, 99),
+    st.integers(0, 7),
+    st.floats(-1, 1),
+    st.floats(-1, 1),
+).map(lambda r: tuple(map(repr, r)))
 
 
 @st.composite
@@ -111,8 +148,9 @@ def test_affectnet_rows_never_crash_and_invalid_values_are_cleared_and_reported(
     table.insert(0, "subDirectory_filePath", [f"img{i}.jpg" for i in range(len(rows))])
     table.insert(5, "facial_landmarks", "")
     report = ValidationReport("affectnet", str(SCRATCH))
-    out = affectnet._parse_table(table, Path("training.csv"), SCRATCH, "train", check_files=False,
-                                 keep_landmarks=False, report=report)
+    out = affectnet._parse_table(
+        table, Path("training.csv"), SCRATCH, "train", check_files=False, keep_landmarks=False, report=report
+    )
     assert len(out) + report.n_dropped == len(rows)
     issues = report.to_frame()
     reasons = issues.groupby("file")["reason"].apply(" | ".join).to_dict()
@@ -141,8 +179,13 @@ def test_affectnet_rows_never_crash_and_invalid_values_are_cleared_and_reported(
                 assert math.isnan(got[name]) and name in why, (name, raw[name], why)
         box = [got[c] for c in ("face_x", "face_y", "face_w", "face_h")]
         raw_box = [values[c] for c in cols[:4]]
-        box_ok = (all(b is not None and math.isfinite(b) for b in raw_box) and raw_box[0] >= 0
-                  and raw_box[1] >= 0 and raw_box[2] > 0 and raw_box[3] > 0)
+        box_ok = (
+            all(b is not None and math.isfinite(b) for b in raw_box)
+            and raw_box[0] >= 0
+            and raw_box[1] >= 0
+            and raw_box[2] > 0
+            and raw_box[3] > 0
+        )
         if box_ok:
             assert box == raw_box
         else:
@@ -162,11 +205,20 @@ def test_fer2013_pixels_round_trip(seed, sep):
 
 
 @FAST
-@given(length=st.sampled_from([0, 1, N_PIXELS - 1, N_PIXELS, N_PIXELS + 1]),
-       changes=st.lists(st.tuples(st.integers(0, N_PIXELS), st.integers(-(10**25), 10**25) | st.sampled_from(
-           [256, -1, 2**63, -(2**63) - 1, 10**20, 255, 0]) | st.text(
-           alphabet=st.characters(blacklist_categories=["Zs", "Cc", "Zl", "Zp"]), min_size=1, max_size=6)),
-           max_size=4))
+@given(
+    length=st.sampled_from([0, 1, N_PIXELS - 1, N_PIXELS, N_PIXELS + 1]),
+    changes=st.lists(
+        st.tuples(
+            st.integers(0, N_PIXELS),
+            st.integers(-(10**25), 10**25)
+            | st.sampled_from([256, -1, 2**63, -(2**63) - 1, 10**20, 255, 0])
+            | st.text(
+                alphabet=st.characters(blacklist_categories=["Zs", "Cc", "Zl", "Zp"]), min_size=1, max_size=6
+            ),
+        ),
+        max_size=4,
+    ),
+)
 def test_fer2013_bad_pixel_strings_are_reported(length, changes):
     values: list = [7] * length
     for index, value in changes:
@@ -195,8 +247,13 @@ def test_fer2013_any_text_never_raises(text):
 # Line text: numbers, junk and characters str.splitlines() would split at (form feed, U+2028...),
 # never a real newline.
 LINE_JUNK = st.text(alphabet=st.characters(blacklist_characters="\r\n"), max_size=8)
-EXPR_LINES = st.lists(st.integers(-3, 9).map(str) | st.floats(-2, 8).map(repr) | LINE_JUNK
-                      | st.sampled_from(["\x0c3", "4\u2028", "5\x1c"]), max_size=40)
+EXPR_LINES = st.lists(
+    st.integers(-3, 9).map(str)
+    | st.floats(-2, 8).map(repr)
+    | LINE_JUNK
+    | st.sampled_from(["\x0c3", "4\u2028", "5\x1c"]),
+    max_size=40,
+)
 
 
 def _write(name: str, lines: list[str], header: str) -> Path:
@@ -233,15 +290,25 @@ def test_affwild2_expr_lines_keep_frame_numbers_and_count_every_line(lines):
 @given(header=st.text(max_size=80), lines=st.lists(st.integers(-2, 8).map(str), max_size=10))
 def test_affwild2_any_header_never_crashes(header, lines):
     report = ValidationReport("affwild2", str(SCRATCH))
-    out = affwild2.read_expr_file(_write("expr_h.txt", lines, header.replace("\n", " ").replace("\r", " ")), report)
+    out = affwild2.read_expr_file(
+        _write("expr_h.txt", lines, header.replace("\n", " ").replace("\r", " ")), report
+    )
     assert set(out["expression"]).issubset(range(8)) and len(out) <= len(lines)
 
 
-VA_VALUE = st.floats(-6, 6).map(repr) | st.sampled_from(["-5", "nan", "inf"]) | LINE_JUNK.map(lambda t: t.replace(",", ""))
+VA_VALUE = (
+    st.floats(-6, 6).map(repr)
+    | st.sampled_from(["-5", "nan", "inf"])
+    | LINE_JUNK.map(lambda t: t.replace(",", ""))
+)
 
 
 @FAST
-@given(pairs=st.lists(st.tuples(VA_VALUE, VA_VALUE) | LINE_JUNK.map(lambda t: (t.replace(",", ""),)), max_size=30))
+@given(
+    pairs=st.lists(
+        st.tuples(VA_VALUE, VA_VALUE) | LINE_JUNK.map(lambda t: (t.replace(",", ""),)), max_size=30
+    )
+)
 def test_affwild2_va_lines_valid_values_kept_invalid_cleared_and_counted(pairs):
     lines = [",".join(p) for p in pairs]
     report = ValidationReport("affwild2", str(SCRATCH))

@@ -17,8 +17,15 @@ def test_confusion_is_row_normalised_and_annotated():
 
 
 def test_history_splits_losses_and_metrics():
-    h = pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "val_loss": [1.1, 0.7],
-                      "val_accuracy": [0.4, 0.6], "train_seconds": [3, 6]})
+    h = pd.DataFrame(
+        {
+            "epoch": [1, 2],
+            "train_loss": [1.0, 0.5],
+            "val_loss": [1.1, 0.7],
+            "val_accuracy": [0.4, 0.6],
+            "train_seconds": [3, 6],
+        }
+    )
     fig = plots.plot_history(h)
     loss_ax, metric_ax = fig.axes
     assert {ln.get_label() for ln in loss_ax.lines} == {"train_loss", "val_loss"}
@@ -33,8 +40,14 @@ def test_grid_has_one_panel_per_image():
 
 
 def test_group_metrics_draw_one_bar_per_group_and_the_floor():
-    t = pd.DataFrame({"ethnicity": ["A", "A", "B", "B"], "gender": ["M", "F", "M", "F"],
-                      "gender_accuracy": [0.9, 0.8, 0.7, 0.95], "race_accuracy": [0.5, 0.6, 0.9, 0.4]})
+    t = pd.DataFrame(
+        {
+            "ethnicity": ["A", "A", "B", "B"],
+            "gender": ["M", "F", "M", "F"],
+            "gender_accuracy": [0.9, 0.8, 0.7, 0.95],
+            "race_accuracy": [0.5, 0.6, 0.9, 0.4],
+        }
+    )
     fig = plots.plot_group_metrics(t, ["gender_accuracy", "race_accuracy"], floors={"race_accuracy": 0.6})
     g_ax, r_ax = fig.axes[:2]
     heights = sorted(round(p.get_height(), 2) for p in g_ax.patches if p.get_height() > 0)

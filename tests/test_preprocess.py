@@ -50,8 +50,10 @@ def test_plain_values_round_trip_and_bad_values():
 
 
 def test_checkpoints_without_a_stored_preprocess_use_the_size_they_were_trained_at():
-    old = {"model_config": {"backbone": "tiny_cnn", "input_size": 32, "mean": [0.5] * 3, "std": [0.2] * 3},
-           "config": {"train": {"image_size": 40}}}
+    old = {
+        "model_config": {"backbone": "tiny_cnn", "input_size": 32, "mean": [0.5] * 3, "std": [0.2] * 3},
+        "config": {"train": {"image_size": 40}},
+    }
     assert from_checkpoint(old) == Preprocess(40, (0.5,) * 3, (0.2,) * 3)
     new = {**old, "model_config": {**old["model_config"], "preprocess": Preprocess(56, margin=0.1).to_dict()}}
     assert from_checkpoint(new) == Preprocess(56, margin=0.1)
@@ -105,13 +107,17 @@ class _SessionSpy:
 def test_training_predict_video_and_onnx_feed_the_same_tensor(tmp_path):
     path, arr = _image_file(tmp_path)
     torch.manual_seed(0)
-    model = MultiTaskNet("tiny_cnn", {"expression": 8}, verbose=False, input_size=48)   # tiny_cnn's default: 32
+    model = MultiTaskNet(
+        "tiny_cnn", {"expression": 8}, verbose=False, input_size=48
+    )  # tiny_cnn's default: 32
     assert model.preprocess.input_size == 48 and model.config()["preprocess"]["input_size"] == 48
     ckpt = save_checkpoint(tmp_path / "m.pt", model)
 
     # training: the manifest's face box through FaceDataset
     x, y, w, h = BOX_XYWH
-    manifest = pd.DataFrame([{"path": path, "face_x": x, "face_y": y, "face_w": w, "face_h": h, "expression": 1}])
+    manifest = pd.DataFrame(
+        [{"path": path, "face_x": x, "face_y": y, "face_w": w, "face_h": h, "expression": 1}]
+    )
     train_x = FaceDataset(manifest, for_model(model))[0][0]
     assert train_x.shape == (3, 48, 48)
 
@@ -150,11 +156,13 @@ def _learnable_faces(tmp_path, n: int = 48) -> tuple[pd.DataFrame, list[np.ndarr
         img = rng.integers(0, 60, (side + 10, side + 6, 3), dtype=np.uint8)
         half = side // 2
         y0, x0 = 5 + (c // 2) * half, 3 + (c % 2) * half
-        img[y0:y0 + half, x0:x0 + half] = 230
+        img[y0 : y0 + half, x0 : x0 + half] = 230
         p = tmp_path / f"f{i}.png"
         Image.fromarray(img).save(p)
-        rows.append({"path": str(p), "face_x": 3, "face_y": 5, "face_w": side, "face_h": side, "expression": c})
-        crops.append(img[5:5 + side, 3:3 + side])
+        rows.append(
+            {"path": str(p), "face_x": 3, "face_y": 5, "face_w": side, "face_h": side, "expression": c}
+        )
+        crops.append(img[5 : 5 + side, 3 : 3 + side])
     return pd.DataFrame(rows), crops
 
 
@@ -165,19 +173,28 @@ def test_a_model_trained_off_its_default_size_predicts_as_the_trainer_evaluated(
 
     df, crops = _learnable_faces(tmp_path)
     torch.manual_seed(0)
-    model = MultiTaskNet("tiny_cnn", {"expression": 4}, hidden=16, verbose=False)   # built at 32 px ...
-    ds = FaceDataset(df, Preprocess(48, model.mean, model.std))                       # ... trained at 48
-    cfg = TrainConfig(backbone="tiny_cnn", image_size=48, batch_size=16, head_epochs=0, full_epochs=8,
-                      lr_full=3e-3, class_weights=False, channels_last=False, scheduler="none")
+    model = MultiTaskNet("tiny_cnn", {"expression": 4}, hidden=16, verbose=False)  # built at 32 px ...
+    ds = FaceDataset(df, Preprocess(48, model.mean, model.std))  # ... trained at 48
+    cfg = TrainConfig(
+        backbone="tiny_cnn",
+        image_size=48,
+        batch_size=16,
+        head_epochs=0,
+        full_epochs=8,
+        lr_full=3e-3,
+        class_weights=False,
+        channels_last=False,
+        scheduler="none",
+    )
     Trainer(model, cfg, device="cpu", out_dir=tmp_path / "run", progress=False).fit(ds, ds)
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert from_checkpoint(ckpt).input_size == 48          # the trainer wrote what it trained with
+    assert from_checkpoint(ckpt).input_size == 48  # the trainer wrote what it trained with
 
     trained = build_model_from_checkpoint(ckpt)
     pred = predict(trained, make_loader(ds, batch_size=16), device="cpu", progress=False)
     y = df["expression"].to_numpy()
     acc_trainer = float((pred["expression_pred"] == y).mean())
-    assert acc_trainer >= 0.75                             # learned (chance 0.25)
+    assert acc_trainer >= 0.75  # learned (chance 0.25)
 
     path = tmp_path / "run" / "last.pt"
     export_onnx(path, tmp_path / "m.onnx")
@@ -190,4 +207,7 @@ def test_a_model_trained_off_its_default_size_predicts_as_the_trainer_evaluated(
     # served at the backbone's default size instead (the bug this guards against), the outputs differ
     wrong = Recognizer(path)
     wrong.preprocess = wrong._backend.preprocess = wrong.preprocess.replace(input_size=32)
-    assert np.abs(wrong.raw(wrong.preprocess.batch(crops))["expression"] - pred["expression_logits"]).max() > 1e-2
+    assert (
+        np.abs(wrong.raw(wrong.preprocess.batch(crops))["expression"] - pred["expression_logits"]).max()
+        > 1e-2
+    )

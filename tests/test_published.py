@@ -28,8 +28,10 @@ def test_stride_study_decreases_with_stride():
 
 def test_every_published_metric_is_declared_and_in_its_declared_unit():
     df = published.published_table()
-    units = {m: metric_spec(m).unit for m in df.metric.unique()}     # raises for an undeclared name
+    units = {m: metric_spec(m).unit for m in df.metric.unique()}  # raises for an undeclared name
     assert {"gender_accuracy", "valence_ccc", "age_mae", "accuracy_stride4"} <= set(units)
     for r in df.itertuples():
         assert r.unit == ("%" if units[r.metric] == "fraction" else units[r.metric]), r
-    assert set(df[df.metric == "age_mae"].unit) == {"years"} and set(df[df.metric == "accuracy"].unit) == {"%"}
+    assert set(df[df.metric == "age_mae"].unit) == {"years"} and set(df[df.metric == "accuracy"].unit) == {
+        "%"
+    }

@@ -15,22 +15,34 @@ matplotlib.use("Agg")
 
 
 def test_record_metrics_upserts_by_key(tmp_results):
-    reporting.record_metrics("pretrain", "utkface", "test", "mnv2", {"age_mae": 7.0, "gender_accuracy": 0.8},
-                             profile="smoke", seed=0, train_seconds=12.34)
-    reporting.record_metrics("finetune", "fer2013", "test", "mnv2", {"accuracy": 0.5}, profile="smoke", seed=0)
+    reporting.record_metrics(
+        "pretrain",
+        "utkface",
+        "test",
+        "mnv2",
+        {"age_mae": 7.0, "gender_accuracy": 0.8},
+        profile="smoke",
+        seed=0,
+        train_seconds=12.34,
+    )
+    reporting.record_metrics(
+        "finetune", "fer2013", "test", "mnv2", {"accuracy": 0.5}, profile="smoke", seed=0
+    )
     reporting.record_metrics("pretrain", "utkface", "test", "mnv2", {"age_mae": 6.0}, profile="smoke", seed=0)
     df = reporting.load_metrics()
     assert list(df.columns) == reporting.METRICS_COLUMNS
     assert len(df) == 3
     age = df[df.metric == "age_mae"]
-    assert len(age) == 1 and age.value.iloc[0] == 6.0   # the same run recorded again replaces its row
+    assert len(age) == 1 and age.value.iloc[0] == 6.0  # the same run recorded again replaces its row
     # another seed is another run (a spread over seeds): kept beside
     reporting.record_metrics("pretrain", "utkface", "test", "mnv2", {"age_mae": 6.5}, profile="smoke", seed=1)
     assert sorted(reporting.load_metrics().query("metric == 'age_mae'").seed) == [0, 1]
     reporting.record_metrics("pretrain", "utkface", "test", "mnv2", {"age_mae": 6.0}, profile="smoke", seed=1)
     assert df[df.metric == "gender_accuracy"].train_seconds.iloc[0] == pytest.approx(12.3)
     # another profile is a different key: kept beside
-    reporting.record_metrics("pretrain", "utkface", "test", "mnv2", {"age_mae": 9.0}, profile="default", seed=0)
+    reporting.record_metrics(
+        "pretrain", "utkface", "test", "mnv2", {"age_mae": 9.0}, profile="default", seed=0
+    )
     assert len(reporting.load_metrics()) == 5
     assert df.git_commit.notna().all() and (df.timestamp.str.len() > 10).all()
     info = json.loads((tmp_results / "versions.json").read_text())
@@ -45,11 +57,13 @@ def test_record_metrics_needs_values(tmp_results):
 
 def test_record_metrics_refuses_unknown_names_and_lists_the_known_ones(tmp_results):
     with pytest.raises(ValueError, match="unknown metric name 'gender_acc'") as err:
-        reporting.record_metrics("pretrain", "utkface", "test", "m", {"age_mae": 6.0, "gender_acc": 0.8},
-                                 profile="smoke", seed=0)
-    assert {"gender_accuracy", "age_mae", "valence_ccc", "accuracy_stride<N>"} <= set(str(err.value).split(": ")[-1]
-                                                                                      .split(", "))
-    assert not (tmp_results / "metrics.csv").exists()      # nothing written, not even the known name
+        reporting.record_metrics(
+            "pretrain", "utkface", "test", "m", {"age_mae": 6.0, "gender_acc": 0.8}, profile="smoke", seed=0
+        )
+    assert {"gender_accuracy", "age_mae", "valence_ccc", "accuracy_stride<N>"} <= set(
+        str(err.value).split(": ")[-1].split(", ")
+    )
+    assert not (tmp_results / "metrics.csv").exists()  # nothing written, not even the known name
 
 
 def test_committed_metrics_use_the_declared_names():
@@ -75,7 +89,9 @@ def test_write_table_figure_and_index(tmp_results):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert pd.read_csv(tmp_results / "tables" / "demo.csv").v.iloc[0] == 1.0
     idx = reporting.write_index().read_text()
-    assert "[tables/demo.md](tables/demo.md)" in idx and "[figures/demo_plot.png](figures/demo_plot.png)" in idx
+    assert (
+        "[tables/demo.md](tables/demo.md)" in idx and "[figures/demo_plot.png](figures/demo_plot.png)" in idx
+    )
 
 
 def test_atomic_write_keeps_old_file_when_writer_dies(tmp_path):

@@ -28,8 +28,11 @@ def chain(tmp_path):
     folder.mkdir()
     log = tmp_path / "log.txt"
     _nb(folder / "00_first.ipynb", f"open({str(log)!r}, 'a').write('00 ' + profile + '\\n')")
-    _nb(folder / "01_broken.ipynb", "import os\nif not os.path.exists('FIXED'): raise ValueError('deliberate failure')\n"
-                                    f"open({str(log)!r}, 'a').write('01\\n')")
+    _nb(
+        folder / "01_broken.ipynb",
+        "import os\nif not os.path.exists('FIXED'): raise ValueError('deliberate failure')\n"
+        f"open({str(log)!r}, 'a').write('01\\n')",
+    )
     _nb(folder / "02_last.ipynb", f"open({str(log)!r}, 'a').write('02\\n')")
     return folder, log
 
@@ -61,8 +64,11 @@ def test_chain_stops_at_first_failure_keeps_copy_and_resumes(chain, tmp_results)
 
 def test_select_by_prefix_stem_and_stage(tmp_path):
     nbs = [tmp_path / f"{n}.ipynb" for n in runner.STAGES.values()]
-    assert [p.stem for p in runner.select(nbs, start_from="04")] == ["04_video_features", "05_result_tables",
-                                                                      "06_demo"]
+    assert [p.stem for p in runner.select(nbs, start_from="04")] == [
+        "04_video_features",
+        "05_result_tables",
+        "06_demo",
+    ]
     assert [p.stem for p in runner.select(nbs, only=["gcn"])] == ["03_emotion_gcn"]
     with pytest.raises(ValueError, match="no notebook named"):
         runner.select(nbs, start_from="99")
@@ -80,20 +86,39 @@ def test_repository_chain_is_ordered_and_parameterised():
 
 
 def test_cli_help_lists_stage_commands():
-    out = subprocess.run([sys.executable, "-m", "fer_lib", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "fer_lib", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     for cmd in (*runner.STAGES, "reproduce"):
         assert cmd in out
 
 
 def test_cli_rejects_bad_override_with_exit_2():
-    proc = subprocess.run([sys.executable, "-m", "fer_lib", "profile", "--profile", "smoke", "--set", "x.y=1"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "fer_lib", "profile", "--profile", "smoke", "--set", "x.y=1"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "unknown config" in proc.stderr
 
 
 def test_cli_profile_json():
-    out = subprocess.run([sys.executable, "-m", "fer_lib", "profile", "--profile", "paper", "--json",
-                          "--set", "finetune.full_epochs=2"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fer_lib",
+            "profile",
+            "--profile",
+            "paper",
+            "--json",
+            "--set",
+            "finetune.full_epochs=2",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert json.loads(out)["finetune"]["full_epochs"] == 2
 
 
@@ -129,8 +154,14 @@ def test_relative_env_paths_resolve_against_the_repository_not_the_cwd(tmp_path)
     repo = config.repo_root()
     code = "from fer_lib import config; p = config.get_paths(); print(p.results); print(p.data)"
     env = dict(os.environ, FER_RESULTS_DIR="build/x-results", FER_DATA_DIR="build/x-data")
-    out = subprocess.run([sys.executable, "-c", code], cwd=repo / "notebooks", env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=repo / "notebooks",
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert out == [str(repo / "build" / "x-results"), str(repo / "build" / "x-data")]
 
 
@@ -141,8 +172,7 @@ def test_make_test_writes_only_under_build():
     repo = config.repo_root()
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    out = subprocess.run(["make", "-n", "test"], cwd=repo, capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(["make", "-n", "test"], cwd=repo, capture_output=True, text=True, check=True).stdout
     line = " ".join(out.split("\\\n"))
     build = repo / "build"
     for var in ("FER_RESULTS_DIR", "FER_DATA_DIR"):
@@ -157,17 +187,23 @@ def test_chain_kernels_get_absolute_folders_and_no_progress_bars(tmp_path, tmp_r
     folder = tmp_path / "nbs"
     folder.mkdir()
     log = tmp_path / "env.json"
-    _nb(folder / "00_env.ipynb",
+    _nb(
+        folder / "00_env.ipynb",
         "import json, os\nfrom ipykernel.kernelapp import IPKernelApp\nfrom fer_lib import config\n"
         f"json.dump({{k: os.environ.get(k) for k in ('FER_RESULTS_DIR', 'FER_PROGRESS')}} | "
         f"{{'paths': str(config.get_paths(profile).results), 'log': IPKernelApp.instance().log_level}}, "
-        f"open({str(log)!r}, 'w'))")
+        f"open({str(log)!r}, 'w'))",
+    )
     before = os.environ.get("FER_PROGRESS")
     runner.run_chain("smoke", folder=folder, kernel="python3", progress=False)
     env = json.loads(log.read_text())
     # log 50: the kernel's shutdown chatter (see runner.KERNEL_ARGS) stays out of the terminal
-    assert env == {"FER_RESULTS_DIR": str(tmp_results.resolve()), "FER_PROGRESS": "0",
-                   "paths": str(tmp_results.resolve()), "log": 50}
+    assert env == {
+        "FER_RESULTS_DIR": str(tmp_results.resolve()),
+        "FER_PROGRESS": "0",
+        "paths": str(tmp_results.resolve()),
+        "log": 50,
+    }
     assert os.environ.get("FER_PROGRESS") == before  # restored after the chain
 
 

@@ -8,7 +8,9 @@ from fer_lib.datasets import sources
 def _chips(folder, n):
     folder.mkdir(parents=True)
     for i in range(n):
-        Image.fromarray(np.full((16, 16, 3), i, np.uint8)).save(folder / f"{20 + i}_{i % 2}_{i % 5}_2017010{i % 9}.jpg.chip.jpg")
+        Image.fromarray(np.full((16, 16, 3), i, np.uint8)).save(
+            folder / f"{20 + i}_{i % 2}_{i % 5}_2017010{i % 9}.jpg.chip.jpg"
+        )
 
 
 def test_real_dataset_is_preferred_and_capped(tmp_path, monkeypatch):

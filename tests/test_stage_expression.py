@@ -23,9 +23,17 @@ from fer_lib.stages import expression as E
 from fer_lib.stages import gcn as G
 
 SIDE = 32
-FAST = {"finetune.backbone": "tiny_cnn", "finetune.image_size": SIDE, "finetune.batch_size": 32,
-        "finetune.head_epochs": 0, "finetune.full_epochs": 8, "finetune.lr_full": 3e-3, "finetune.amp": False,
-        "finetune.channels_last": False, "seed": 0}
+FAST = {
+    "finetune.backbone": "tiny_cnn",
+    "finetune.image_size": SIDE,
+    "finetune.batch_size": 32,
+    "finetune.head_epochs": 0,
+    "finetune.full_epochs": 8,
+    "finetune.lr_full": 3e-3,
+    "finetune.amp": False,
+    "finetune.channels_last": False,
+    "seed": 0,
+}
 
 
 def _face(k: int, v: float, a: float, rng: np.random.Generator) -> np.ndarray:
@@ -34,8 +42,8 @@ def _face(k: int, v: float, a: float, rng: np.random.Generator) -> np.ndarray:
     img[..., 1] = 90
     img[..., 2] = 128 + 100 * a
     img += rng.normal(0, 8, img.shape)
-    r, c = divmod(k, 4)                       # 8 classes: a 4 x 2 grid of square positions
-    img[4 + 14 * r:4 + 14 * r + 10, 1 + 8 * c:1 + 8 * c + 7] = 250
+    r, c = divmod(k, 4)  # 8 classes: a 4 x 2 grid of square positions
+    img[4 + 14 * r : 4 + 14 * r + 10, 1 + 8 * c : 1 + 8 * c + 7] = 250
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -50,9 +58,19 @@ def _write_affectnet(root, n_train: int = 320, n_val: int = 96, seed: int = 0) -
             v, a = rng.uniform(-1, 1, 2)
             rel = f"1/{name[:3]}_{i:04d}.png"
             Image.fromarray(_face(k, v, a, rng)).save(base / "Manually_Annotated_Images" / rel)
-            rows.append({"subDirectory_filePath": rel, "face_x": 0, "face_y": 0, "face_width": SIDE,
-                         "face_height": SIDE, "facial_landmarks": "", "expression": k,
-                         "valence": round(v, 4), "arousal": round(a, 4)})
+            rows.append(
+                {
+                    "subDirectory_filePath": rel,
+                    "face_x": 0,
+                    "face_y": 0,
+                    "face_width": SIDE,
+                    "face_height": SIDE,
+                    "facial_landmarks": "",
+                    "expression": k,
+                    "valence": round(v, 4),
+                    "arousal": round(a, 4),
+                }
+            )
         pd.DataFrame(rows).to_csv(base / name, index=False)
 
 
@@ -94,18 +112,21 @@ def _attributes_checkpoint(paths, backbone: str = "tiny_cnn") -> MultiTaskNet:
 
 # ------------------------------------------------------------------------------------ evaluation
 def test_seven_class_evaluation_drops_contempt_rows_and_the_contempt_logit():
-    logits = np.array([
-        [0, 9, 0, 0, 0, 0, 0, 0],     # Happy; label Happy -> correct
-        [0, 0, 1, 0, 0, 0, 0, 5],     # argmax over 8 is Contempt, over the first 7 Sad; label Sad -> correct
-        [3, 0, 0, 0, 0, 0, 0, 9],     # label Contempt: right over 8 classes, dropped from the 7
-        [0, 0, 0, 0, 2, 0, 0, 0],     # Fear; label Anger -> wrong
-    ], dtype=float)
+    logits = np.array(
+        [
+            [0, 9, 0, 0, 0, 0, 0, 0],  # Happy; label Happy -> correct
+            [0, 0, 1, 0, 0, 0, 0, 5],  # argmax over 8 is Contempt, over the first 7 Sad; label Sad -> correct
+            [3, 0, 0, 0, 0, 0, 0, 9],  # label Contempt: right over 8 classes, dropped from the 7
+            [0, 0, 0, 0, 2, 0, 0, 0],  # Fear; label Anger -> wrong
+        ],
+        dtype=float,
+    )
     y = np.array([1, 2, 7, 6])
     y7, p7 = E.seven_class_predictions(logits, y)
     assert y7.tolist() == [1, 2, 6] and p7.tolist() == [1, 2, 4]
     pred = {"expression_logits": logits, "label_expression": y, "mask_expression": np.ones(4, bool)}
     m = E.expression_metrics(pred, 8)
-    assert m["accuracy_8cls"] == pytest.approx(2 / 4)      # rows 0 and 2 (Contempt) right over 8 classes
+    assert m["accuracy_8cls"] == pytest.approx(2 / 4)  # rows 0 and 2 (Contempt) right over 8 classes
     assert m["accuracy_7cls"] == pytest.approx(2 / 3)
     assert E.confusion(pred, 7).sum() == 3 and E.confusion(pred, 8).sum() == 4
     rec = E.per_class_table(pred, 7).set_index("class")
@@ -131,13 +152,16 @@ def test_init_from_the_attributes_checkpoint_copies_the_backbone_only(env):
     assert E.init_from_stage(model, tc, ckpt, use=False).kind == "random"
     # a configured ImageNet start is what a model keeps when no previous checkpoint fits
     imagenet = dataclasses.replace(tc, pretrained="imagenet")
-    assert E.init_from_stage(other, imagenet, ckpt) == E.Init("pretrained", "imagenet", reason=mismatch.reason)
+    assert E.init_from_stage(other, imagenet, ckpt) == E.Init(
+        "pretrained", "imagenet", reason=mismatch.reason
+    )
 
 
 def test_without_the_attributes_checkpoint_the_model_keeps_random_init(env):
     tc = config.get_profile("smoke").finetune
-    init = E.init_from_stage(MultiTaskNet("tiny_cnn", {"expression": 8}, verbose=False), tc,
-                             env.checkpoints / E.ATTRIBUTES_CKPT)
+    init = E.init_from_stage(
+        MultiTaskNet("tiny_cnn", {"expression": 8}, verbose=False), tc, env.checkpoints / E.ATTRIBUTES_CKPT
+    )
     assert init.kind == "random" and "absent" in init.reason and str(init).startswith("random init")
 
 
@@ -146,15 +170,21 @@ def test_without_the_attributes_checkpoint_the_model_keeps_random_init(env):
 def test_finetune_learns_expression_and_valence_arousal(env):
     cfg = config.get_profile("smoke", FAST)
     run = E.finetune_affectnet(cfg, env, with_va=True, progress=False)
-    assert run.dataset == "affectnet"                    # the folder under FER_DATA_ROOT is read as real
-    assert len(run.pred["expression_logits"]) == 96      # reported on validation.csv, every row
+    assert run.dataset == "affectnet"  # the folder under FER_DATA_ROOT is read as real
+    assert len(run.pred["expression_logits"]) == 96  # reported on validation.csv, every row
     m = run.metrics
-    assert m["accuracy_8cls"] > 0.6, m                   # chance 0.125
+    assert m["accuracy_8cls"] > 0.6, m  # chance 0.125
     assert m["accuracy_7cls"] >= m["accuracy_8cls"] - 0.1
     assert m["valence_ccc"] > 0.5 and m["arousal_ccc"] > 0.5, m
     assert (env.checkpoints / "02_expression_va" / "best.pt").is_file()
     rows = E.record_affectnet(run, cfg, env)
-    assert set(rows.metric) == {"accuracy_8cls", "accuracy_7cls", "macro_f1_8cls", "valence_ccc", "arousal_ccc"}
+    assert set(rows.metric) == {
+        "accuracy_8cls",
+        "accuracy_7cls",
+        "macro_f1_8cls",
+        "valence_ccc",
+        "arousal_ccc",
+    }
     assert set(rows.split) == {"val"} and set(rows.stage) == {"finetune"} and (rows.value <= 1).all()
     assert rows.model.iloc[0] == "tiny_cnn_32px_random_init_8cls_va"
     recall = E.per_class_recall_table([run])
@@ -196,20 +226,30 @@ def test_fer2013_scratch_and_transfer_record_their_rows(env):
     rows = E.record_fer2013(run, cfg, name, env)
     assert set(rows.metric) == {"accuracy", "macro_f1"} and set(rows.split) == {"test"}
     assert rows.train_seconds.notna().all()
-    assert E.fer2013_transfer(cfg, env, progress=False) is None        # no 01 checkpoint yet: skipped
+    assert E.fer2013_transfer(cfg, env, progress=False) is None  # no 01 checkpoint yet: skipped
     _attributes_checkpoint(env)
     cfg = cfg.override({"fer2013_transfer_seeds": 2, "fer2013_transfer_rows": 40})
     runs = E.fer2013_transfer(cfg, env, {"image_size": SIDE, "max_train_seconds": None}, progress=False)
-    assert list(runs) == ["random_init", "utk_init"]     # tiny_cnn has no ImageNet weights: that arm is skipped
+    assert list(runs) == ["random_init", "utk_init"]  # tiny_cnn has no ImageNet weights: that arm is skipped
     assert all(len(rs) == 2 for rs in runs.values()) and [r.seed for r in runs["utk_init"]] == [0, 1]
-    assert {r.init.kind for r in runs["utk_init"]} == {"checkpoint"} and {r.init.kind for r in runs["random_init"]} == {"random"}
-    assert all(len(r.pred["expression_logits"]) == 7 * 12 for rs in runs.values() for r in rs)  # the whole test set
+    assert {r.init.kind for r in runs["utk_init"]} == {"checkpoint"} and {
+        r.init.kind for r in runs["random_init"]
+    } == {"random"}
+    assert all(
+        len(r.pred["expression_logits"]) == 7 * 12 for rs in runs.values() for r in rs
+    )  # the whole test set
     t = E.transfer_table(runs)
-    assert list(t.model) == ["tiny_cnn_random_init", "tiny_cnn_utk_init", "difference (utk_init - random_init)"]
+    assert list(t.model) == [
+        "tiny_cnn_random_init",
+        "tiny_cnn_utk_init",
+        "difference (utk_init - random_init)",
+    ]
     utk = [r.metrics["accuracy"] for r in runs["utk_init"]]
-    assert t.accuracy.iloc[1] == pytest.approx(np.mean(utk)) and t.accuracy_std.iloc[1] == pytest.approx(np.std(utk))
+    assert t.accuracy.iloc[1] == pytest.approx(np.mean(utk)) and t.accuracy_std.iloc[1] == pytest.approx(
+        np.std(utk)
+    )
     assert t.accuracy.iloc[2] == pytest.approx(t.accuracy.iloc[1] - t.accuracy.iloc[0])
-    assert t.steps.iloc[0] == t.steps.iloc[1] == 1                    # equal budget: 40 faces, 1 epoch, 1 step
+    assert t.steps.iloc[0] == t.steps.iloc[1] == 1  # equal budget: 40 faces, 1 epoch, 1 step
     rows = E.record_transfer(runs, cfg, env)
     assert len(rows) == 2 * 2 * 2 and set(rows.seed) == {0, 1}
     assert len(reporting.load_metrics(env.metrics_csv)) == 2 + 8
@@ -230,7 +270,9 @@ def test_fer2013_finetune_starts_from_the_attribute_model_and_serves_grey(env):
     rec = Recognizer(run.checkpoint)
     colour = _face(3, 0.9, -0.9, np.random.default_rng(5))
     grey = np.repeat(np.asarray(Image.fromarray(colour).convert("L"))[..., None], 3, 2)
-    np.testing.assert_array_equal(rec.infer([colour])["expression_probs"], rec.infer([grey])["expression_probs"])
+    np.testing.assert_array_equal(
+        rec.infer([colour])["expression_probs"], rec.infer([grey])["expression_probs"]
+    )
 
 
 def test_cached_dataset_matches_face_dataset_without_augmentation(env):
@@ -248,7 +290,7 @@ def test_cached_dataset_matches_face_dataset_without_augmentation(env):
         assert all(torch.equal(la[k], lb[k]) and torch.equal(ma[k], mb[k]) for k in la)
     aug = cached.with_augment("light")
     assert aug.light is not None and cached.light is None and aug._cache is cached._cache
-    assert len(cached._cache) == len(df)            # the faces were decoded once, into the shared cache
+    assert len(cached._cache) == len(df)  # the faces were decoded once, into the shared cache
     assert aug[0][0].shape == (3, SIDE, SIDE)
 
 
@@ -275,12 +317,14 @@ def test_served_accuracy_goes_through_detection_and_counts_missed_faces(tmp_path
 
     torch.manual_seed(0)
     ckpt = save_checkpoint(tmp_path / "m.pt", MultiTaskNet("tiny_cnn", {"expression": 7}, verbose=False))
-    Image.fromarray(skdata.astronaut()).resize((128, 128)).save(tmp_path / "face.png")   # enlarged to 192 px
+    Image.fromarray(skdata.astronaut()).resize((128, 128)).save(tmp_path / "face.png")  # enlarged to 192 px
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "blank.png")
     big = np.asarray(Image.open(tmp_path / "face.png").resize((192, 192), Image.BILINEAR))
     said = Recognizer(ckpt, largest_only=True).predict(big)[0].expression
     label = labels.EXPRESSIONS_7.index(said)
-    rows = pd.DataFrame({"path": [str(tmp_path / "face.png"), str(tmp_path / "blank.png")], "expression": [label, label]})
+    rows = pd.DataFrame(
+        {"path": [str(tmp_path / "face.png"), str(tmp_path / "blank.png")], "expression": [label, label]}
+    )
     got = served_accuracy(ckpt, rows)
     assert got == {"face_found": 0.5, "expression_accuracy": 0.5, "expression_accuracy_found": 1.0}
     wrong = served_accuracy(ckpt, rows.assign(expression=(label + 1) % 7))

@@ -23,11 +23,24 @@ from fer_lib.stages import gcn as G
 
 SIDE = 32
 # valence / arousal of the canonical classes at full intensity (Neutral .. Contempt)
-PROTO = np.array([[0, 0], [.8, .5], [-.6, -.3], [.2, .8], [-.6, .8], [-.7, .3], [-.6, .7], [-.4, .2]])
-FAST = {"finetune.backbone": "tiny_cnn", "finetune.image_size": SIDE, "finetune.batch_size": 32,
-        "finetune.head_epochs": 0, "finetune.full_epochs": 12, "finetune.lr_full": 3e-3,
-        "finetune.optimizer": "adamw", "finetune.augment": "none", "finetune.amp": False,
-        "finetune.channels_last": False, "finetune.pretrained": None, "seed": 0, "gcn.hidden": 64}
+PROTO = np.array(
+    [[0, 0], [0.8, 0.5], [-0.6, -0.3], [0.2, 0.8], [-0.6, 0.8], [-0.7, 0.3], [-0.6, 0.7], [-0.4, 0.2]]
+)
+FAST = {
+    "finetune.backbone": "tiny_cnn",
+    "finetune.image_size": SIDE,
+    "finetune.batch_size": 32,
+    "finetune.head_epochs": 0,
+    "finetune.full_epochs": 12,
+    "finetune.lr_full": 3e-3,
+    "finetune.optimizer": "adamw",
+    "finetune.augment": "none",
+    "finetune.amp": False,
+    "finetune.channels_last": False,
+    "finetune.pretrained": None,
+    "seed": 0,
+    "gcn.hidden": 64,
+}
 
 
 def _face(k: int, v: float, a: float, rng: np.random.Generator) -> np.ndarray:
@@ -35,7 +48,7 @@ def _face(k: int, v: float, a: float, rng: np.random.Generator) -> np.ndarray:
     img[..., 0], img[..., 1], img[..., 2] = 128 + 100 * v, 90, 128 + 100 * a
     img += rng.normal(0, 8, img.shape)
     r, c = divmod(k, 4)
-    img[4 + 14 * r:4 + 14 * r + 10, 1 + 8 * c:1 + 8 * c + 7] = 250
+    img[4 + 14 * r : 4 + 14 * r + 10, 1 + 8 * c : 1 + 8 * c + 7] = 250
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -50,9 +63,19 @@ def _write_affectnet(root, n_train: int = 480, n_val: int = 160, seed: int = 0) 
             v, a = np.clip(PROTO[k] * rng.uniform(0.3, 1.0) + rng.normal(0, 0.1, 2), -1, 1)
             rel = f"1/{name[:3]}_{i:04d}.png"
             Image.fromarray(_face(k, v, a, rng)).save(base / "Manually_Annotated_Images" / rel)
-            rows.append({"subDirectory_filePath": rel, "face_x": 0, "face_y": 0, "face_width": SIDE,
-                         "face_height": SIDE, "facial_landmarks": "", "expression": k,
-                         "valence": round(v, 4), "arousal": round(a, 4)})
+            rows.append(
+                {
+                    "subDirectory_filePath": rel,
+                    "face_x": 0,
+                    "face_y": 0,
+                    "face_width": SIDE,
+                    "face_height": SIDE,
+                    "facial_landmarks": "",
+                    "expression": k,
+                    "valence": round(v, 4),
+                    "arousal": round(a, 4),
+                }
+            )
         pd.DataFrame(rows).to_csv(base / name, index=False)
 
 
@@ -74,7 +97,7 @@ def env(fake_root, tmp_path, monkeypatch, one_torch_thread):
 def _graph():
     rng = np.random.default_rng(0)
     e = rng.integers(0, 7, 200)
-    va = np.clip(PROTO[e] + rng.normal(0, .2, (200, 2)), -1, 1)
+    va = np.clip(PROTO[e] + rng.normal(0, 0.2, (200, 2)), -1, 1)
     return EG.label_adjacency(dict(expression=e, valence=va[:, 0], arousal=va[:, 1]))
 
 
@@ -109,7 +132,7 @@ def test_every_arm_starts_from_the_best_checkpoint_backbone_only(tmp_path):
     va_model = MultiTaskNet("tiny_cnn", {"expression": 8, "va": 2}, verbose=False)
     save_checkpoint(paths.checkpoints / "02_expression_va" / "best.pt", va_model, {})
     ckpt, _ = G.start_checkpoint(paths, "tiny_cnn")
-    assert ckpt.parent.name == "02_expression_va"                     # the best the project has
+    assert ckpt.parent.name == "02_expression_va"  # the best the project has
     assert G.start_checkpoint(paths, "tiny_cnn", "01_attributes")[0].parent.name == "01_attributes"
     none, why = G.start_checkpoint(paths, "mobilenetv2_050")
     assert none is None and "tiny_cnn" in why
@@ -134,12 +157,17 @@ def test_every_arm_starts_from_the_best_checkpoint_backbone_only(tmp_path):
 # ---------------------------------------------------------------------------------------- ABAW scores
 def test_abaw_metrics_by_hand_with_invalid_frames_masked():
     logits = np.eye(7)[[0, 1, 1, 2, 3, 0]] * 5.0
-    pred = {"expression_logits": logits, "label_expression": np.array([0, 1, 2, 2, -1, 0]),
-            "mask_expression": np.array([1, 1, 1, 1, 0, 1], bool),            # frame 4: EXPR -1
-            "valence_pred": np.array([.1, .5, -.2, .3, 9.0, 0.0]), "label_valence": np.array([.2, .4, -.1, .2, -5, .1]),
-            "mask_valence": np.array([1, 1, 1, 1, 0, 1], bool),               # frame 4: VA -5
-            "arousal_pred": np.array([.0, .2, .4, .1, 9.0, .3]), "label_arousal": np.array([.1, .3, .3, .0, -5, .2]),
-            "mask_arousal": np.array([1, 1, 1, 1, 0, 1], bool)}
+    pred = {
+        "expression_logits": logits,
+        "label_expression": np.array([0, 1, 2, 2, -1, 0]),
+        "mask_expression": np.array([1, 1, 1, 1, 0, 1], bool),  # frame 4: EXPR -1
+        "valence_pred": np.array([0.1, 0.5, -0.2, 0.3, 9.0, 0.0]),
+        "label_valence": np.array([0.2, 0.4, -0.1, 0.2, -5, 0.1]),
+        "mask_valence": np.array([1, 1, 1, 1, 0, 1], bool),  # frame 4: VA -5
+        "arousal_pred": np.array([0.0, 0.2, 0.4, 0.1, 9.0, 0.3]),
+        "label_arousal": np.array([0.1, 0.3, 0.3, 0.0, -5, 0.2]),
+        "mask_arousal": np.array([1, 1, 1, 1, 0, 1], bool),
+    }
     m = G.abaw_metrics(pred, 7)
     # kept frames: labels 0 1 2 2 0, predictions 0 1 1 2 0 -> accuracy 4/5; F1 over the classes present:
     # class 0: 1, class 1: P 1/2 R 1 -> 2/3, class 2: P 1 R 1/2 -> 2/3
@@ -163,7 +191,7 @@ def test_affwild2_ablation_counts_invalid_frames_and_records_each_arm(tmp_result
     paths = config.get_paths()
     res = G.run_affwild2(cfg, paths, progress=False)
     assert res.dataset == "synthetic_affwild2" and set(res.runs) == set(G.ARMS)
-    assert all(r.train_cfg.image_size == 112 for r in res.runs.values())           # paper B's input
+    assert all(r.train_cfg.image_size == 112 for r in res.runs.values())  # paper B's input
     counts = res.frame_counts.set_index("split")
     # the synthetic writer leaves one EXPR-only and one VA-only invalid frame in every video, and an
     # occluded run invalid in both (dropped by the loader)
@@ -192,11 +220,11 @@ def test_gcn_learns_valence_arousal_like_the_linear_head_at_equal_budget(env):
     """Equal budget (16 epochs, same start, data, optimizer): the GCN is within 0.05 CCC of the linear
     multi-task head on valence and on arousal and within 2 points of its accuracy."""
     cfg = config.get_profile("smoke", {**FAST, "finetune.full_epochs": 16, "gcn.init": "none"})
-    assert cfg.gcn.va_scale == 0.3                                     # the fix is the default
+    assert cfg.gcn.va_scale == 0.3  # the fix is the default
     res = G.run_gcn(cfg, env, progress=False, arms=("multitask_linear", "emotion_gcn"))
     lin, gcn = res.runs["multitask_linear"].metrics, res.runs["emotion_gcn"].metrics
     print(f"linear {lin}\ngcn {gcn}")
-    assert lin["accuracy_7cls"] > 0.9 and lin["valence_ccc"] > 0.9    # the task is learnable at this budget
+    assert lin["accuracy_7cls"] > 0.9 and lin["valence_ccc"] > 0.9  # the task is learnable at this budget
     for dim in ("valence_ccc", "arousal_ccc"):
         assert gcn[dim] >= lin[dim] - 0.05, (dim, gcn, lin)
     assert gcn["accuracy_7cls"] >= lin["accuracy_7cls"] - 0.02, (gcn, lin)
@@ -205,18 +233,28 @@ def test_gcn_learns_valence_arousal_like_the_linear_head_at_equal_budget(env):
 def test_output_scales_compare_va_spread_with_the_labels():
     from types import SimpleNamespace
 
-    labels = np.array([-.5, .5, -.5, .5])
-    wide = {"expression_logits": np.array([[4.0, -4.0], [-4.0, 4.0]] * 2), "valence_pred": 10 * labels,
-            "label_valence": labels, "mask_valence": np.ones(4, bool), "arousal_pred": labels,
-            "label_arousal": labels, "mask_arousal": np.array([1, 1, 0, 0], bool)}
+    labels = np.array([-0.5, 0.5, -0.5, 0.5])
+    wide = {
+        "expression_logits": np.array([[4.0, -4.0], [-4.0, 4.0]] * 2),
+        "valence_pred": 10 * labels,
+        "label_valence": labels,
+        "mask_valence": np.ones(4, bool),
+        "arousal_pred": labels,
+        "label_arousal": labels,
+        "mask_arousal": np.array([1, 1, 0, 0], bool),
+    }
     single = {"expression_logits": np.zeros((4, 2))}
-    res = G.GCNResult(_graph(), "", "x", runs={"emotion_gcn": SimpleNamespace(pred=wide),
-                                              "single_task": SimpleNamespace(pred=single)})
+    res = G.GCNResult(
+        _graph(),
+        "",
+        "x",
+        runs={"emotion_gcn": SimpleNamespace(pred=wide), "single_task": SimpleNamespace(pred=single)},
+    )
     t = G.output_scales(res).set_index("model")
-    assert list(t.index) == ["emotion_gcn"]                            # no VA head, no row
+    assert list(t.index) == ["emotion_gcn"]  # no VA head, no row
     assert t.loc["emotion_gcn", "valence_pred_std"] == pytest.approx(5.0)
     assert t.loc["emotion_gcn", "valence_label_std"] == pytest.approx(0.5)
-    assert t.loc["emotion_gcn", "arousal_pred_std"] == pytest.approx(0.5)   # masked rows left out
+    assert t.loc["emotion_gcn", "arousal_pred_std"] == pytest.approx(0.5)  # masked rows left out
     assert t.loc["emotion_gcn", "logit_std"] == pytest.approx(4.0)
 
 
@@ -224,21 +262,26 @@ def test_output_scales_compare_va_spread_with_the_labels():
 def test_synthetic_affectnet_with_and_without_the_label_dependency(tmp_path, one_torch_thread):
     from fer_lib.datasets import load, synthetic
 
-    base = config.get_profile("smoke", {"data.n_affectnet_train": 400, "data.n_affectnet_val": 16,
-                                        "data.chip_size": 48}).data
+    base = config.get_profile(
+        "smoke", {"data.n_affectnet_train": 400, "data.n_affectnet_val": 16, "data.chip_size": 48}
+    ).data
     default_marker = synthetic.marker_for("affectnet", base, 0)
-    assert "affectnet_va" not in default_marker["config"]              # folders written before stay valid
+    assert "affectnet_va" not in default_marker["config"]  # folders written before stay valid
     rho = {}
     for mode in ("expression", "independent"):
         data = dataclasses.replace(base, affectnet_va=mode)
         root = synthetic.generate(tmp_path / mode, data, datasets=("affectnet",), progress=False, workers=0)
         df, _ = load("affectnet", root["affectnet"])
         g = G.build_graph(df, config.get_profile("smoke"))
-        rho[mode] = g.corr[1, 7]                                       # Happy - Valence
-    assert rho["expression"] > 0.5, rho                                # AffectNet: +0.86
+        rho[mode] = g.corr[1, 7]  # Happy - Valence
+    assert rho["expression"] > 0.5, rho  # AffectNet: +0.86
     assert abs(rho["independent"]) < 0.2, rho
-    assert synthetic.marker_for("affectnet", dataclasses.replace(base, affectnet_va="independent"),
-                                0)["config"]["affectnet_va"] == "independent"
+    assert (
+        synthetic.marker_for("affectnet", dataclasses.replace(base, affectnet_va="independent"), 0)["config"][
+            "affectnet_va"
+        ]
+        == "independent"
+    )
 
 
 def test_a_checkpoint_from_before_the_scale_knobs_loads_as_published(tmp_path):
@@ -247,7 +290,7 @@ def test_a_checkpoint_from_before_the_scale_knobs_loads_as_published(tmp_path):
     path = tmp_path / "old.pt"
     save_checkpoint(path, net, {})
     ckpt = torch.load(path, weights_only=True)
-    for key in ("va_scale", "lr_scale"):                                # what older checkpoints lacked
+    for key in ("va_scale", "lr_scale"):  # what older checkpoints lacked
         ckpt["model_config"]["gcn"].pop(key)
     torch.save(ckpt, path)
     again = G.load_gcn_checkpoint(path).eval()

@@ -12,7 +12,9 @@ def _real_utkface(root, n):
     img = root / "utkface" / "images"
     img.mkdir(parents=True)
     for i in range(n):
-        Image.fromarray(np.full((20, 20, 3), 100, np.uint8)).save(img / f"{30 + i}_{i % 2}_{i % 5}_20170101{i:04d}.jpg.chip.jpg")
+        Image.fromarray(np.full((20, 20, 3), 100, np.uint8)).save(
+            img / f"{30 + i}_{i % 2}_{i % 5}_20170101{i:04d}.jpg.chip.jpg"
+        )
     (img / "41_1_20170101.jpg.chip.jpg").write_bytes(b"")  # race field missing: reported
 
 
@@ -27,7 +29,11 @@ def test_summary_and_dropped_tables_count_what_the_loader_reported(tmp_path, mon
     d = stage.dropped_table(prepared)
     assert d["count"].sum() == 1 and (d.dataset == "utkface").all()
     images, caps = stage.sample_faces(prepared["utkface"].manifest, "utkface", n=3, size=32)
-    assert len(images) == 3 and images[0].shape == (32, 32, 3) and set(caps) <= {"White", "Black", "Asian", "Indian", "Others"}
+    assert (
+        len(images) == 3
+        and images[0].shape == (32, 32, 3)
+        and set(caps) <= {"White", "Black", "Asian", "Indian", "Others"}
+    )
 
 
 def test_balance_uses_canonical_names():
@@ -47,7 +53,11 @@ def test_detection_rate_counts_frames_with_a_big_enough_face(tmp_path):
     path = tmp_path / "v.avi"
     write_video(path, frames, fps=8)
     manifest = pd.DataFrame({"path": [str(path)]})
-    rates = stage.detection_rate(manifest, min_face_size=32, stride=1, progress=False, detector=ColourBlobDetector())
+    rates = stage.detection_rate(
+        manifest, min_face_size=32, stride=1, progress=False, detector=ColourBlobDetector()
+    )
     assert rates.frames.item() == 8 and rates.frames_with_face.item() == 4
-    small = stage.detection_rate(manifest, min_face_size=48, stride=1, progress=False, detector=ColourBlobDetector())
+    small = stage.detection_rate(
+        manifest, min_face_size=48, stride=1, progress=False, detector=ColourBlobDetector()
+    )
     assert small.frames_with_face.item() == 0

@@ -16,9 +16,15 @@ def _cfg(**extra):
     for section in ("pretrain_identity", "pretrain_attributes"):
         for k, v in TINY.items():
             ov[f"{section}.{k}"] = v
-    ov.update({"pretrain_identity.full_epochs": 2, "pretrain_identity.lr_full": 3e-3,
-               "pretrain_attributes.full_epochs": 12, "pretrain_attributes.lr_full": 3e-3,
-               "pretrain_attributes.augment": "none"})
+    ov.update(
+        {
+            "pretrain_identity.full_epochs": 2,
+            "pretrain_identity.lr_full": 3e-3,
+            "pretrain_attributes.full_epochs": 12,
+            "pretrain_attributes.lr_full": 3e-3,
+            "pretrain_attributes.augment": "none",
+        }
+    )
     ov.update(extra)
     return config.get_profile("smoke", ov)
 
@@ -38,15 +44,20 @@ def data(tmp_results, syn_dir, monkeypatch):
 
 
 def test_ensure_val_carves_from_train_only_and_keeps_an_existing_val():
-    df = pd.DataFrame({"path": [f"{i}.jpg" for i in range(40)], "identity": [str(i % 4) for i in range(40)],
-                       "split": ["test" if i >= 30 else "train" for i in range(40)]})
+    df = pd.DataFrame(
+        {
+            "path": [f"{i}.jpg" for i in range(40)],
+            "identity": [str(i % 4) for i in range(40)],
+            "split": ["test" if i >= 30 else "train" for i in range(40)],
+        }
+    )
     out = stage.ensure_val(df, by="identity", seed=0, fraction=0.25)
     assert (out.split[df.split == "test"] == "test").all()
     val = out[out.split == "val"]
     assert len(val) > 0 and set(val.path) <= set(df.path[df.split == "train"])
-    assert val.groupby("identity").size().min() >= 1           # per identity
-    assert stage.ensure_val(out, fraction=0.5).equals(out)      # a val split that exists is kept
-    assert stage.ensure_val(df, by="identity", seed=0, fraction=0.25).equals(out)   # deterministic
+    assert val.groupby("identity").size().min() >= 1  # per identity
+    assert stage.ensure_val(out, fraction=0.5).equals(out)  # a val split that exists is kept
+    assert stage.ensure_val(df, by="identity", seed=0, fraction=0.25).equals(out)  # deterministic
 
 
 def test_utkface_val_is_disjoint_from_train_and_test(data):
@@ -121,15 +132,17 @@ def test_other_backbone_in_the_identity_checkpoint_gives_random_init(data, one_t
 
 def test_oversample_repeats_rare_classes_up_to_half_the_mean():
     df = pd.DataFrame({"race": [0] * 80 + [1] * 2 + [2] * 18, "path": [f"{i}.jpg" for i in range(100)]})
-    out = stage.oversample(df, "race", 0.5)          # target = 0.5 * 100 / 3 = 16 rows per class
+    out = stage.oversample(df, "race", 0.5)  # target = 0.5 * 100 / 3 = 16 rows per class
     counts = out.race.value_counts()
     assert counts[0] == 80 and counts[2] == 18 and counts[1] == 16
-    assert set(out.path[out.race == 1]) == set(df.path[df.race == 1])   # only repeats, nothing new
+    assert set(out.path[out.race == 1]) == set(df.path[df.race == 1])  # only repeats, nothing new
     assert out.iloc[:100].equals(df)
 
 
 @pytest.mark.realdata
-def test_real_utkface_splits_test_on_the_balanced_list_and_val_from_train(real_root, tmp_results, monkeypatch):
+def test_real_utkface_splits_test_on_the_balanced_list_and_val_from_train(
+    real_root, tmp_results, monkeypatch
+):
     monkeypatch.setenv("FER_DATA_ROOT", str(real_root))
     cfg = config.get_profile("default", {"data.real_limit": None})
     df, src = stage.utkface_splits(cfg, progress=False)
@@ -137,7 +150,7 @@ def test_real_utkface_splits_test_on_the_balanced_list_and_val_from_train(real_r
     listed = set((real_root / "utkface" / "balanced_test_2000.txt").read_text().split())
     names = df.path.map(lambda p: p.rsplit("/", 1)[-1])
     assert set(names[df.split == "test"]) == listed and len(listed) == 2000
-    assert (df.split != "test").sum() == 21705                    # 23,709 files - 4 malformed - 2,000 test
+    assert (df.split != "test").sum() == 21705  # 23,709 files - 4 malformed - 2,000 test
     assert 1950 < (df.split == "val").sum() < 2400
     assert not set(names[df.split == "val"]) & listed
     # val has the test chips' resolution (all 200 px), though most training chips are 64 px
@@ -146,9 +159,20 @@ def test_real_utkface_splits_test_on_the_balanced_list_and_val_from_train(real_r
 
 
 def test_group_table_per_ethnicity_and_gender():
-    pred = pd.DataFrame({"race": [1, 1, 1, 0], "gender": [0, 0, 1, 0], "race_pred": [1, 2, 1, 0],
-                         "gender_pred": [0, 1, 1, 0], "age": [20, 30, 40, 50], "age_pred": [22, 30, 40, 45]})
+    pred = pd.DataFrame(
+        {
+            "race": [1, 1, 1, 0],
+            "gender": [0, 0, 1, 0],
+            "race_pred": [1, 2, 1, 0],
+            "gender_pred": [0, 1, 1, 0],
+            "age": [20, 30, 40, 50],
+            "age_pred": [22, 30, 40, 45],
+        }
+    )
     t = stage.group_table(pred).set_index(["ethnicity", "gender"])
-    assert t.loc[("Black", "Male"), "race_accuracy"] == 0.5 and t.loc[("Black", "Male"), "gender_accuracy"] == 0.5
+    assert (
+        t.loc[("Black", "Male"), "race_accuracy"] == 0.5
+        and t.loc[("Black", "Male"), "gender_accuracy"] == 0.5
+    )
     assert t.loc[("Black", "Male"), "age_mae"] == 1.0 and t.loc[("White", "Male"), "n"] == 1
     assert list(t.index) == [("White", "Male"), ("Black", "Male"), ("Black", "Female")]

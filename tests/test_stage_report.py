@@ -10,14 +10,26 @@ from fer_lib.stages import report
 def _metrics(tmp_results):
     path = tmp_results / "metrics.csv"
     kw = dict(profile="default", seed=1, path=path)
-    reporting.record_metrics("pretrain", "utkface", "balanced_test_2000", "mnv2",
-                             {"gender_accuracy": 0.9, "age_mae": 5.5, "race_accuracy": 0.7}, train_seconds=100, **kw)
+    reporting.record_metrics(
+        "pretrain",
+        "utkface",
+        "balanced_test_2000",
+        "mnv2",
+        {"gender_accuracy": 0.9, "age_mae": 5.5, "race_accuracy": 0.7},
+        train_seconds=100,
+        **kw,
+    )
     reporting.record_metrics("finetune", "synthetic_affectnet", "val", "b0", {"accuracy_8cls": 0.5}, **kw)
-    reporting.record_metrics("finetune", "synthetic_affectnet", "val", "b0_va", {"accuracy_8cls": 0.625}, **kw)
-    reporting.record_metrics("finetune", "fer2013", "test", "small", {"accuracy": 0.6}, train_seconds=50, **kw)
+    reporting.record_metrics(
+        "finetune", "synthetic_affectnet", "val", "b0_va", {"accuracy_8cls": 0.625}, **kw
+    )
+    reporting.record_metrics(
+        "finetune", "fer2013", "test", "small", {"accuracy": 0.6}, train_seconds=50, **kw
+    )
     reporting.record_metrics("finetune", "fer2013", "test", "other", {"accuracy": 0.66}, **kw)
-    reporting.record_metrics("finetune", "fer2013", "test", "smoke_model", {"accuracy": 0.99},
-                             profile="smoke", seed=0, path=path)
+    reporting.record_metrics(
+        "finetune", "fer2013", "test", "smoke_model", {"accuracy": 0.99}, profile="smoke", seed=0, path=path
+    )
     return reporting.load_metrics(path)
 
 
@@ -53,7 +65,7 @@ def test_headline_folds_published_models(tmp_results):
     a8 = h.loc[("affectnet", "val", "accuracy_8cls")]
     assert a8.published_best == pytest.approx(63.125) and a8.published_model == "enet_b2_8_best"
     assert a8.published_models == 5 and a8.reproduced == pytest.approx(62.5)
-    mae = h.loc[("utkface", "balanced_test_2000", "age_mae")]   # lower is better: the best peer is 4.22
+    mae = h.loc[("utkface", "balanced_test_2000", "age_mae")]  # lower is better: the best peer is 4.22
     assert mae.published_best == pytest.approx(4.22) and mae.reproduced == pytest.approx(5.5)
     assert "device" not in h.index.get_level_values(0)
 
@@ -62,15 +74,17 @@ def test_best_follows_the_declared_direction():
     rows = pd.DataFrame({"value": [6.0, 4.5, 7.0], "model": list("abc")})
     assert report._best(rows, "age_mae").model == "b"
     assert report._best(rows, "accuracy").model == "c"
-    assert report._best(rows, "age_cs5").model == "c"      # contains no "mae" but an age metric: higher
-    assert report._best(rows, "size_mb").model == "b"      # a suffix guess ("mae", "_ms", "loss") took the largest
+    assert report._best(rows, "age_cs5").model == "c"  # contains no "mae" but an age metric: higher
+    assert (
+        report._best(rows, "size_mb").model == "b"
+    )  # a suffix guess ("mae", "_ms", "loss") took the largest
     with pytest.raises(ValueError, match="unknown metric name 'gender_acc'"):
         report._best(rows, "gender_acc")
 
 
 def test_headline_picks_the_smallest_published_file(tmp_results):
     pub = published_table()
-    pub = pub[pub.metric == "size_mb"].assign(dataset="file_sizes")   # a dataset the headline keeps
+    pub = pub[pub.metric == "size_mb"].assign(dataset="file_sizes")  # a dataset the headline keeps
     h = report.headline_table(report.comparison_table(reporting.load_metrics(), pub))
     assert h.published_best.item() == pub.value.min() == 14 and h.published_model.item() == "mobilenet_7"
 

@@ -16,8 +16,15 @@ from fer_lib.video import VideoFeatures, extract_video_features
 from fer_lib.video.fakes import ColourBlobDetector, MeanColourExtractor
 
 # Seven colours with distinct chromaticity (channel spread > 100, so the blob detector finds them).
-COLOURS = [(230, 30, 30), (30, 230, 30), (30, 30, 230), (230, 230, 30), (230, 30, 230), (30, 230, 230),
-           (230, 130, 30)]
+COLOURS = [
+    (230, 30, 30),
+    (30, 230, 30),
+    (30, 30, 230),
+    (230, 230, 30),
+    (230, 30, 230),
+    (30, 230, 230),
+    (230, 130, 30),
+]
 W, H, SIZE = 96, 72, 24
 
 
@@ -30,7 +37,7 @@ def square_frames(n, colour, squares=1, every=1, seed=0):
         if colour is not None and i % every == 0:
             for q in range(squares):
                 x = (2 + i + q * (SIZE + 10)) % (W - SIZE)
-                f[6 + 3 * q:6 + 3 * q + SIZE, x:x + SIZE] = colour
+                f[6 + 3 * q : 6 + 3 * q + SIZE, x : x + SIZE] = colour
         out.append(f)
     return out
 
@@ -45,8 +52,10 @@ def afew_folder(root, n_train=2, n_val=1, frames=8, no_face_video=True):
     for split, n in (("Train", n_train), ("Val", n_val)):
         for c, cls in enumerate(labels.AFEW_ORDER):
             for k in range(n):
-                write_video(root / split / cls / f"{c}{k:02d}{split[0]}.avi",
-                            square_frames(frames, jitter(COLOURS[c], rng), every=1 + k % 2, seed=c * 10 + k))
+                write_video(
+                    root / split / cls / f"{c}{k:02d}{split[0]}.avi",
+                    square_frames(frames, jitter(COLOURS[c], rng), every=1 + k % 2, seed=c * 10 + k),
+                )
     if no_face_video:
         write_video(root / "Val" / "Happy" / "noface.avi", square_frames(frames, None))
     return root
@@ -60,8 +69,10 @@ def vgaf_folder(root, n_train=3, n_val=2, frames=8):
         for c in range(3):
             for k in range(n):
                 name = f"{split[0]}{c}_{k}"
-                write_video(root / split / f"{name}.mp4",
-                            square_frames(frames, jitter(COLOURS[c], rng), squares=2, seed=100 + c * 10 + k))
+                write_video(
+                    root / split / f"{name}.mp4",
+                    square_frames(frames, jitter(COLOURS[c], rng), squares=2, seed=100 + c * 10 + k),
+                )
                 lines.append(f"{name} {c + 1}")
         (root / f"{split}_labels.txt").write_text("\n".join(lines) + "\n")
     return root
@@ -95,8 +106,9 @@ def test_make_extractor_reads_size_and_label_order_from_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = MultiTaskNet("tiny_cnn", {"expression": 8, "va": 2}, verbose=False, input_size=40)  # default 32
     order = list(labels.EXPRESSIONS_8)
-    path = save_checkpoint(tmp_path / "02_expression_va" / "best.pt", model, {"train": {"image_size": 40}},
-                           {"expression": order})
+    path = save_checkpoint(
+        tmp_path / "02_expression_va" / "best.pt", model, {"train": {"image_size": 40}}, {"expression": order}
+    )
     cfg = config.get_profile("smoke", {"device": "cpu"})
     ext = stage.make_extractor(path, cfg)
     assert ext.image_size == 40 and ext.class_names == order and ext.name == "02_expression_va"
@@ -134,21 +146,33 @@ def test_subsampled_stride1_features_equal_extracting_at_that_stride(tmp_path, m
 
 # ----------------------------------------------------------------------------------------- pooling
 def test_poolings_hand_computed():
-    a = VideoFeatures(path="a", mode="afew", sampled=np.arange(4), face_frame=np.array([0, 1, 3]),
-                      boxes=np.zeros((3, 5), np.float32), features=np.array([[1., 2.], [3., 6.], [5., 4.]], np.float32),
-                      scores=np.zeros((3, 0), np.float32))
-    x = np.array([[1., 2.], [3., 6.], [5., 4.]])
+    a = VideoFeatures(
+        path="a",
+        mode="afew",
+        sampled=np.arange(4),
+        face_frame=np.array([0, 1, 3]),
+        boxes=np.zeros((3, 5), np.float32),
+        features=np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 4.0]], np.float32),
+        scores=np.zeros((3, 0), np.float32),
+    )
+    x = np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 4.0]])
     np.testing.assert_allclose(stage.pool(a, "mean"), x.mean(0))
     np.testing.assert_allclose(stage.pool(a, "mean_std"), np.r_[x.mean(0), x.std(0)])
     np.testing.assert_allclose(stage.pool(a, "stat"), np.r_[x.mean(0), x.std(0), x.min(0), x.max(0)])
     # VGAF: frame 0 has two faces, frame 2 one
-    g = VideoFeatures(path="g", mode="vgaf", sampled=np.arange(3), face_frame=np.array([0, 0, 2]),
-                      boxes=np.zeros((3, 5), np.float32), features=np.array([[0., 4.], [2., 0.], [4., 4.]], np.float32),
-                      scores=np.zeros((3, 0), np.float32))
-    per_frame = np.array([[1., 2.], [4., 4.]])  # mean over the faces of each frame
+    g = VideoFeatures(
+        path="g",
+        mode="vgaf",
+        sampled=np.arange(3),
+        face_frame=np.array([0, 0, 2]),
+        boxes=np.zeros((3, 5), np.float32),
+        features=np.array([[0.0, 4.0], [2.0, 0.0], [4.0, 4.0]], np.float32),
+        scores=np.zeros((3, 0), np.float32),
+    )
+    per_frame = np.array([[1.0, 2.0], [4.0, 4.0]])  # mean over the faces of each frame
     np.testing.assert_allclose(stage.pool(g, "mean"), per_frame.mean(0))
     np.testing.assert_allclose(stage.pool(g, "mean_std"), np.r_[per_frame.mean(0), per_frame.std(0)])
-    f = np.array([[1., 2., 1., 2.], [4., 4., 0., 0.]])  # per frame concat(mean, std) over faces
+    f = np.array([[1.0, 2.0, 1.0, 2.0], [4.0, 4.0, 0.0, 0.0]])  # per frame concat(mean, std) over faces
     np.testing.assert_allclose(stage.pool(g, "stat"), np.r_[f.mean(0), f.std(0)])
     empty = VideoFeatures(path="e", mode="afew", sampled=np.arange(3))
     assert all(stage.pool(empty, p) is None for p in stage.POOLINGS)
@@ -167,15 +191,32 @@ def test_score_baseline_maps_afew_classes_to_checkpoint_order():
         s = np.full((n, 8), 0.01, np.float32)
         col = [labels.canonical_expression(n) for n in names].index(labels.EXPRESSIONS_8[canonical])
         s[:, col] = 0.9
-        return VideoFeatures(path="p", mode="afew", sampled=np.arange(n), face_frame=np.arange(n),
-                             boxes=np.zeros((n, 5), np.float32), features=np.zeros((n, 2), np.float32), scores=s)
+        return VideoFeatures(
+            path="p",
+            mode="afew",
+            sampled=np.arange(n),
+            face_frame=np.arange(n),
+            boxes=np.zeros((n, 5), np.float32),
+            features=np.zeros((n, 2), np.float32),
+            scores=s,
+        )
 
     feats = [vf(1), vf(2), vf(6), vf(0), VideoFeatures(path="q", mode="afew", sampled=np.arange(3))]
     y = np.array([1, 2, 3, 0, 1])  # the third is wrong (Anger predicted, Surprise true), the last has no face
-    vs = stage.VideoSet(name="afew", dataset="synthetic_afew", real=False,
-                        manifest=pd.DataFrame({"split": ["test"] * 5}), y=y, labels=afew_labels,
-                        class_names=list(labels.AFEW_ORDER), features=feats, stats=pd.DataFrame(),
-                        min_face_size=20, extract_seconds=0.0, score_names=names)
+    vs = stage.VideoSet(
+        name="afew",
+        dataset="synthetic_afew",
+        real=False,
+        manifest=pd.DataFrame({"split": ["test"] * 5}),
+        y=y,
+        labels=afew_labels,
+        class_names=list(labels.AFEW_ORDER),
+        features=feats,
+        stats=pd.DataFrame(),
+        min_face_size=20,
+        extract_seconds=0.0,
+        score_names=names,
+    )
     r = stage.score_baseline(vs)
     assert r["accuracy_faces_only"] == pytest.approx(3 / 4) and r["accuracy_complete"] == pytest.approx(3 / 5)
     vs.name = "vgaf"
@@ -212,8 +253,12 @@ def test_end_to_end_tables_metrics_and_cache(fake_real_root):
     assert det_tab.iloc[2].faces_per_frame_with_face == pytest.approx(2.0)
 
     tab, results = stage.accuracy_table(afew, cfg)
-    assert len(tab) == 9 and tab.paper_protocol.sum() == 1  # the fake extractor has no class names: no baseline
-    assert {"pooling", "classifier", "C", "accuracy", "accuracy_complete", "n_test_no_face"} <= set(tab.columns)
+    assert (
+        len(tab) == 9 and tab.paper_protocol.sum() == 1
+    )  # the fake extractor has no class names: no baseline
+    assert {"pooling", "classifier", "C", "accuracy", "accuracy_complete", "n_test_no_face"} <= set(
+        tab.columns
+    )
     head = stage.headline(tab)
     assert head.pooling == "stat" and head.classifier == "linear_svc" and head.n_test_no_face == 1
     assert head.accuracy >= 0.85  # chance is 1/7
@@ -240,22 +285,31 @@ def test_end_to_end_tables_metrics_and_cache(fake_real_root):
     assert a.set_index("metric").value["accuracy"] == pytest.approx(head.accuracy)
     pub = published.published_table()
     pub_afew = set(pub[(pub.dataset == "afew")].metric)
-    assert {"accuracy", "accuracy_complete", "accuracy_stride1", "accuracy_stride2", "accuracy_stride4"} \
-        <= set(a.metric) & pub_afew  # the names the published table pairs with
+    assert {
+        "accuracy",
+        "accuracy_complete",
+        "accuracy_stride1",
+        "accuracy_stride2",
+        "accuracy_stride4",
+    } <= set(a.metric) & pub_afew  # the names the published table pairs with
     assert set(m[m.dataset == "vgaf"].metric) == {"accuracy", "accuracy_complete", "face_detection_rate"}
 
     # second run: every video from the cache, nothing decoded or extracted again
     calls = ext.calls, det.calls
     again = stage.video_set("afew", cfg, paths, ext, det, progress=False)
     assert again.stats.cached.all() and (ext.calls, det.calls) == calls
-    np.testing.assert_array_equal(stage.pooled_matrix(again.features)[0], stage.pooled_matrix(afew.features)[0])
+    np.testing.assert_array_equal(
+        stage.pooled_matrix(again.features)[0], stage.pooled_matrix(afew.features)[0]
+    )
 
 
 def test_synthetic_fallback_names_the_dataset_synthetic(tmp_results, monkeypatch):
     """Without FER_DATA_ROOT the profile's synthetic videos are used and named synthetic_<name>."""
     monkeypatch.delenv("FER_DATA_ROOT", raising=False)
     cfg = smoke_cfg(**{"data.n_vgaf_per_class": 1, "data.video_frames": 4})
-    vs = stage.video_set("vgaf", cfg, config.get_paths(), MeanColourExtractor(), ColourBlobDetector(), progress=False)
+    vs = stage.video_set(
+        "vgaf", cfg, config.get_paths(), MeanColourExtractor(), ColourBlobDetector(), progress=False
+    )
     assert vs.dataset == "synthetic_vgaf" and not vs.real and len(vs.features) == 6
     assert all(vf.n_frames == 4 for vf in vs.features)
     assert vs.y[vs.train].tolist() == [0, 1, 2]
@@ -273,8 +327,11 @@ def test_torch_threads_is_restored():
 def test_make_extractor_loads_notebook_02_local_backbones(tmp_path):
     """A checkpoint of the local plain-conv backbone the default profile trains (fer_cnn_s) builds and extracts."""
 
-    path = save_checkpoint(tmp_path / "best.pt", MultiTaskNet("fer_cnn_s", {"expression": 8}, verbose=False),
-                           {"train": {"image_size": 48}})
+    path = save_checkpoint(
+        tmp_path / "best.pt",
+        MultiTaskNet("fer_cnn_s", {"expression": 8}, verbose=False),
+        {"train": {"image_size": 48}},
+    )
     ext = stage.make_extractor(path, config.get_profile("smoke", {"device": "cpu"}))
     f, s = ext.features([np.zeros((50, 40, 3), np.uint8)])
     assert f.shape[0] == 1 and s.shape == (1, 8)

@@ -31,11 +31,32 @@ from fer_lib.datasets._render import (
 )
 from fer_lib.labels import AFEW_ORDER, EXPRESSIONS_8, FER2013_ORDER
 
-TINY = DataConfig(n_identities=3, images_per_identity=3, n_utkface=14, n_affectnet_train=40, n_affectnet_val=16,
-                  n_fer2013_per_class=2, n_afew_per_class=1, n_vgaf_per_class=1, n_affwild2_videos=2,
-                  affwild2_frames=24, video_frames=8, video_size=(128, 96), chip_size=64)
-AFFECTNET_COLUMNS = ["subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
-                     "expression", "valence", "arousal"]
+TINY = DataConfig(
+    n_identities=3,
+    images_per_identity=3,
+    n_utkface=14,
+    n_affectnet_train=40,
+    n_affectnet_val=16,
+    n_fer2013_per_class=2,
+    n_afew_per_class=1,
+    n_vgaf_per_class=1,
+    n_affwild2_videos=2,
+    affwild2_frames=24,
+    video_frames=8,
+    video_size=(128, 96),
+    chip_size=64,
+)
+AFFECTNET_COLUMNS = [
+    "subDirectory_filePath",
+    "face_x",
+    "face_y",
+    "face_width",
+    "face_height",
+    "facial_landmarks",
+    "expression",
+    "valence",
+    "arousal",
+]
 
 
 @pytest.fixture(scope="module")
@@ -120,9 +141,21 @@ def test_complete_folder_is_skipped_and_changed_config_regenerates(tmp_path):
     probe.write_text("kept when the folder is complete")
     syn.generate(tmp_path, cfg, seed=1, datasets=("utkface",), progress=False)
     assert probe.exists()
-    syn.generate(tmp_path, DataConfig(n_utkface=12, chip_size=48, num_workers=0), seed=1, datasets=("utkface",), progress=False)
+    syn.generate(
+        tmp_path,
+        DataConfig(n_utkface=12, chip_size=48, num_workers=0),
+        seed=1,
+        datasets=("utkface",),
+        progress=False,
+    )
     assert not probe.exists() and len(list((tmp_path / "utkface" / "images").glob("*.jpg"))) == 12
-    syn.generate(tmp_path, DataConfig(n_utkface=12, chip_size=48, num_workers=0), seed=2, datasets=("utkface",), progress=False)
+    syn.generate(
+        tmp_path,
+        DataConfig(n_utkface=12, chip_size=48, num_workers=0),
+        seed=2,
+        datasets=("utkface",),
+        progress=False,
+    )
     assert json.loads((tmp_path / "utkface" / syn.MARKER).read_text())["seed"] == 2
 
 
@@ -186,7 +219,9 @@ def test_affectnet_csv(tiny):
             else:
                 assert (v, a) == (-2.0, -2.0) or (-1 <= v <= 1 and -1 <= a <= 1)
                 pts = np.array([float(t) for t in r["facial_landmarks"].split(";")]).reshape(68, 2)
-                inside = (pts[:, 0] >= x - 0.1 * bw) & (pts[:, 0] <= x + 1.1 * bw) & (pts[:, 1] >= y - 0.1 * bh)
+                inside = (
+                    (pts[:, 0] >= x - 0.1 * bw) & (pts[:, 0] <= x + 1.1 * bw) & (pts[:, 1] >= y - 0.1 * bh)
+                )
                 assert inside.mean() > 0.9
                 # iBUG order: image-left eye (36-41) left of the other (42-47), mouth (48-67) below
                 # the eyes, chin (8) below the mouth, jaw (0-16) running left to right
@@ -309,9 +344,11 @@ def test_ground_truth_helper(tiny):
 
 def test_smoke_profile_sizes_are_used():
     cfg = get_profile("smoke").data
-    assert syn.marker_for("afew", cfg, 0)["config"] == {"n_afew_per_class": cfg.n_afew_per_class,
-                                                        "video_frames": cfg.video_frames,
-                                                        "video_size": list(cfg.video_size)}
+    assert syn.marker_for("afew", cfg, 0)["config"] == {
+        "n_afew_per_class": cfg.n_afew_per_class,
+        "video_frames": cfg.video_frames,
+        "video_size": list(cfg.video_size),
+    }
 
 
 # ----------------------------------------------------------------------------------- recoverability
@@ -322,8 +359,13 @@ def _features(images: list[np.ndarray], colour: bool) -> np.ndarray:
     out = []
     for im in images:
         pil = Image.fromarray(im)
-        f = [hog(np.asarray(pil.convert("L").resize((48, 48)), float), pixels_per_cell=(8, 8),
-                 cells_per_block=(2, 2))]
+        f = [
+            hog(
+                np.asarray(pil.convert("L").resize((48, 48)), float),
+                pixels_per_cell=(8, 8),
+                cells_per_block=(2, 2),
+            )
+        ]
         if colour:
             f.append(np.asarray(pil.convert("RGB").resize((8, 8), Image.BOX), float).ravel() / 255)
         out.append(np.concatenate(f))
@@ -355,8 +397,10 @@ def test_labels_are_recoverable_from_pixels(tmp_path):
     train = (fer["split"] == "train").to_numpy()
     order = np.concatenate([np.flatnonzero(train), np.flatnonzero(~train)])
     expr = _fit_score(xf[order], fer["expression"].to_numpy()[order], int(train.sum()))
-    print(f"recoverability: gender {gender:.3f}, race {race:.3f} (majority {majority:.3f}), "
-          f"expression {expr:.3f} (7 classes)")
+    print(
+        f"recoverability: gender {gender:.3f}, race {race:.3f} (majority {majority:.3f}), "
+        f"expression {expr:.3f} (7 classes)"
+    )
     assert gender > 0.75
     assert race > majority + 0.15
     assert expr > 0.5  # chance is 1/7
@@ -392,7 +436,9 @@ def detection_rate(n: int = 30, seed: int = 11) -> dict[str, float]:
                 img, info = render_chip(ident, look, 160, rng, nz, "tight")
             x, y, w, h = info.box
             boxes, _ = mtcnn.detect(Image.fromarray(img))
-            best = max((_iou((x, y, x + w, y + h), b) for b in boxes), default=0.0) if boxes is not None else 0.0
+            best = (
+                max((_iou((x, y, x + w, y + h), b) for b in boxes), default=0.0) if boxes is not None else 0.0
+            )
             hits[kind].append(best > 0.3)
     return {k: float(np.mean(v)) for k, v in hits.items()}
 

@@ -43,10 +43,13 @@ class Shapes(Dataset):
     def __init__(self, n: int, seed: int = 0, missing: float = 0.2) -> None:
         rng = np.random.default_rng(seed)
         self.lab = {
-            "identity": rng.integers(0, 3, n), "race": rng.integers(0, 5, n),
-            "expression": rng.integers(0, 4, n), "gender": rng.integers(0, 2, n),
+            "identity": rng.integers(0, 3, n),
+            "race": rng.integers(0, 5, n),
+            "expression": rng.integers(0, 4, n),
+            "gender": rng.integers(0, 2, n),
             "age": (10 * rng.integers(1, 9, n)).astype(np.float32),
-            "valence": rng.uniform(-1, 1, n).astype(np.float32), "arousal": rng.uniform(-1, 1, n).astype(np.float32),
+            "valence": rng.uniform(-1, 1, n).astype(np.float32),
+            "arousal": rng.uniform(-1, 1, n).astype(np.float32),
         }
         self.mask = {k: rng.random(n) >= missing for k in self.lab}
         img = np.zeros((n, 3, 32, 32), np.float32)
@@ -55,12 +58,12 @@ class Shapes(Dataset):
             img[i, 2] += 0.25 * self.lab["valence"][i]
             q, s = self.lab["expression"][i], SQUARE_SIZES[self.lab["identity"][i]]
             y0, x0 = (q // 2) * 14 + rng.integers(1, 14 - s), (q % 2) * 14 + rng.integers(1, 14 - s)
-            img[i, :, y0:y0 + s, x0:x0 + s] = PALETTE[self.lab["race"][i]][:, None, None]
+            img[i, :, y0 : y0 + s, x0 : x0 + s] = PALETTE[self.lab["race"][i]][:, None, None]
             w = int(round(self.lab["age"][i] / 100 * 32))
             img[i, :, 29:, :w], img[i, :, 29:, w:] = 1.0, 0.0
             h = int(round((self.lab["arousal"][i] + 1) / 2 * 28))
             img[i, :, :29, 29:] = 0.0
-            img[i, :, 28 - h:28, 29:] = 1.0
+            img[i, :, 28 - h : 28, 29:] = 1.0
         self.x = torch.from_numpy((img - 0.5) / 0.25)
 
     def __len__(self) -> int:
@@ -68,13 +71,27 @@ class Shapes(Dataset):
 
     def __getitem__(self, i: int):
         floats = ("age", "valence", "arousal")
-        lab = {k: torch.tensor(v[i], dtype=torch.float32 if k in floats else torch.int64) for k, v in self.lab.items()}
+        lab = {
+            k: torch.tensor(v[i], dtype=torch.float32 if k in floats else torch.int64)
+            for k, v in self.lab.items()
+        }
         return self.x[i], lab, {k: torch.tensor(bool(v[i])) for k, v in self.mask.items()}
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(backbone="tiny_cnn", image_size=32, batch_size=16, head_epochs=0, full_epochs=1, lr_head=3e-3,
-                lr_full=3e-3, amp=False, channels_last=False, class_weights=False, scheduler="cosine")
+    base = dict(
+        backbone="tiny_cnn",
+        image_size=32,
+        batch_size=16,
+        head_epochs=0,
+        full_epochs=1,
+        lr_head=3e-3,
+        lr_full=3e-3,
+        amp=False,
+        channels_last=False,
+        class_weights=False,
+        scheduler="cosine",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -94,7 +111,7 @@ def test_class_weights_paper_normalisation():
 def test_count_classes_reads_only_labelled_samples():
     ds = Shapes(60, seed=3)
     counts = count_classes(ds, {"expression": 4, "gender": 1, "age": 100}, progress=False)
-    assert set(counts) == {"expression", "gender"}          # age is not a classification head
+    assert set(counts) == {"expression", "gender"}  # age is not a classification head
     m = ds.mask["expression"]
     np.testing.assert_array_equal(counts["expression"], np.bincount(ds.lab["expression"][m], minlength=4))
     assert counts["gender"].sum() == ds.mask["gender"].sum()
@@ -127,7 +144,9 @@ def test_unlabelled_sample_does_not_change_the_loss():
     with torch.no_grad():
         out = net(x)
         keep = {k: v[:8] for k, v in out.items()}
-        ref, ref_parts, _ = loss_fn(keep, {k: v[:8] for k, v in lab.items()}, {k: v[:8] for k, v in mask.items()})
+        ref, ref_parts, _ = loss_fn(
+            keep, {k: v[:8] for k, v in lab.items()}, {k: v[:8] for k, v in mask.items()}
+        )
         # samples 8..11 carry no label at all, and garbage values where labels would be
         lab2 = {k: v.clone() for k, v in lab.items()}
         for k in lab2:
@@ -150,11 +169,14 @@ def test_weighted_ce_matches_torch_and_age_bins():
     # age bins: target bin = rounded age; regression: L1 on age / 100
     age_logits = torch.randn(2, 100)
     ages = torch.tensor([30.4, 70.6])
-    got, _, _ = MultiTaskLoss({"age": 100})({"age": age_logits}, {"age": ages}, {"age": torch.ones(2, dtype=torch.bool)})
+    got, _, _ = MultiTaskLoss({"age": 100})(
+        {"age": age_logits}, {"age": ages}, {"age": torch.ones(2, dtype=torch.bool)}
+    )
     want = torch.nn.functional.cross_entropy(age_logits, torch.tensor([30, 71]))
     assert float(got) == pytest.approx(float(want), rel=1e-6)
     got, _, _ = MultiTaskLoss({"age": 1}, age_mode="regression")(
-        {"age": torch.tensor([0.3, 0.5])}, {"age": ages}, {"age": torch.ones(2, dtype=torch.bool)})
+        {"age": torch.tensor([0.3, 0.5])}, {"age": ages}, {"age": torch.ones(2, dtype=torch.bool)}
+    )
     assert float(got) == pytest.approx((0.004 + 0.206) / 2, rel=1e-4)
 
 
@@ -197,7 +219,7 @@ def test_sam_step_changes_weights_and_reduces_loss():
 def test_epoch_sampler_depends_only_on_seed_and_epoch():
     a, b = EpochSampler(20, seed=1), EpochSampler(20, seed=1)
     a.set_epoch(3)
-    torch.manual_seed(123)            # the global RNG has no influence
+    torch.manual_seed(123)  # the global RNG has no influence
     b.set_epoch(3)
     assert list(a) == list(b) and sorted(a) == list(range(20))
     b.set_epoch(4)
@@ -232,8 +254,9 @@ def test_resume_is_exact(tmp_path):
 
     # stopped by the time budget after the first step (mid-epoch), then resumed
     quick = _fresh(0)
-    Trainer(quick, dataclasses.replace(cfg, max_train_seconds=0.0), out_dir=tmp_path / "c",
-            progress=False).fit(train, val)
+    Trainer(
+        quick, dataclasses.replace(cfg, max_train_seconds=0.0), out_dir=tmp_path / "c", progress=False
+    ).fit(train, val)
     assert load_checkpoint(tmp_path / "c" / "last.pt")["extra"]["trainer"]["step_in_epoch"] == 1
     mid = _fresh(7)
     Trainer(mid, cfg, out_dir=tmp_path / "c", progress=False).fit(train, val, resume=True)
@@ -259,9 +282,11 @@ def test_resume_is_exact(tmp_path):
     ref = _params(straight)
     for model in (resumed, mid, after_crash):
         got = _params(model)
-        assert all(torch.equal(ref[k], got[k]) for k in ref), [k for k in ref if not torch.equal(ref[k], got[k])]
+        assert all(torch.equal(ref[k], got[k]) for k in ref), [
+            k for k in ref if not torch.equal(ref[k], got[k])
+        ]
     assert list(hist["epoch"]) == [1, 2, 3] and list(hist["stage"]) == ["head", "full", "full"]
-    assert not torch.equal(_params(_fresh(0))["heads.race.weight"], ref["heads.race.weight"])   # it trained
+    assert not torch.equal(_params(_fresh(0))["heads.race.weight"], ref["heads.race.weight"])  # it trained
 
 
 # ---------------------------------------------------------------------------------------- learning
@@ -269,25 +294,34 @@ def test_trainer_learns_every_head_and_writes_artifacts(tmp_path):
     seed_everything(0)
     train, val = Shapes(768, seed=0), Shapes(256, seed=1)
     model = MultiTaskNet("tiny_cnn", TASKS, hidden=64)
-    cfg = _cfg(head_epochs=1, full_epochs=5, lr_full=5e-3, batch_size=32, class_weights=True,
-               select_metric="expression_accuracy")
+    cfg = _cfg(
+        head_epochs=1,
+        full_epochs=5,
+        lr_full=5e-3,
+        batch_size=32,
+        class_weights=True,
+        select_metric="expression_accuracy",
+    )
     trainer = Trainer(model, cfg, out_dir=tmp_path, progress=False)
     history = trainer.fit(DataLoader(train, batch_size=32), val)
     final = history.iloc[-1]
-    assert final["val_identity_accuracy"] > 0.9          # chance 1/3
-    assert final["val_race_accuracy"] > 0.75             # chance 1/5
-    assert final["val_expression_accuracy"] > 0.9        # chance 1/4
-    assert final["val_gender_accuracy"] > 0.9            # chance 1/2
-    assert final["val_age_mae"] < 7.0                    # predicting the mean age: about 20 years
+    assert final["val_identity_accuracy"] > 0.9  # chance 1/3
+    assert final["val_race_accuracy"] > 0.75  # chance 1/5
+    assert final["val_expression_accuracy"] > 0.9  # chance 1/4
+    assert final["val_gender_accuracy"] > 0.9  # chance 1/2
+    assert final["val_age_mae"] < 7.0  # predicting the mean age: about 20 years
     assert final["val_valence_ccc"] > 0.8 and final["val_arousal_ccc"] > 0.8
     assert history["train_seconds"].is_monotonic_increasing and final["train_seconds"] > 0
     assert list(history["stage"]) == ["head"] + ["full"] * 5
 
     on_disk = pd.read_csv(tmp_path / "history.csv")
     assert len(on_disk) == 6 and on_disk["val_expression_accuracy"].iloc[-1] == pytest.approx(
-        final["val_expression_accuracy"])
+        final["val_expression_accuracy"]
+    )
     best = load_checkpoint(tmp_path / "best.pt")
-    assert best["metrics"]["val_expression_accuracy"] == pytest.approx(history["val_expression_accuracy"].max())
+    assert best["metrics"]["val_expression_accuracy"] == pytest.approx(
+        history["val_expression_accuracy"].max()
+    )
     assert best["label_orders"]["race"] == ["White", "Black", "Asian", "Indian", "Others"]
     assert best["config"]["train"]["select_metric"] == "expression_accuracy"
     assert len(best["config"]["class_counts"]["expression"]) == 4
@@ -296,7 +330,10 @@ def test_trainer_learns_every_head_and_writes_artifacts(tmp_path):
     metrics = evaluate(rebuilt, DataLoader(val, batch_size=64), progress=False)
     assert metrics["race_accuracy"] == pytest.approx(final["val_race_accuracy"])
     pred = predict(rebuilt, DataLoader(val, batch_size=64), features=True, progress=False)
-    assert pred["features"].shape == (256, rebuilt.num_features) and pred["expression_logits"].shape == (256, 4)
+    assert pred["features"].shape == (256, rebuilt.num_features) and pred["expression_logits"].shape == (
+        256,
+        4,
+    )
     assert pred["age_pred"].shape == (256,) and set(np.unique(pred["gender_pred"])) <= {0, 1}
 
 
@@ -305,7 +342,7 @@ def test_age_regression_mode_learns():
     train, val = Shapes(512, seed=0, missing=0.0), Shapes(128, seed=1, missing=0.0)
     model = MultiTaskNet("tiny_cnn", {"age": 100}, age_mode="regression", hidden=64)
     history = Trainer(model, _cfg(full_epochs=6, lr_full=5e-3, batch_size=32), progress=False).fit(train, val)
-    assert history["val_age_mae"].iloc[-1] < 7.0          # predicting the mean age: about 20 years
+    assert history["val_age_mae"].iloc[-1] < 7.0  # predicting the mean age: about 20 years
 
 
 def test_model_selection_refuses_the_test_split(tmp_path):
@@ -318,8 +355,10 @@ def test_model_selection_refuses_the_test_split(tmp_path):
 
 def test_best_checkpoint_direction_is_the_declared_one():
     model = MultiTaskNet("tiny_cnn", {"age": 100, "gender": 1})
-    modes = {m: Trainer(model, _cfg(select_metric=m), progress=False).select_mode
-             for m in ("age_mae", "val_age_cs5", "gender_accuracy", "loss")}
+    modes = {
+        m: Trainer(model, _cfg(select_metric=m), progress=False).select_mode
+        for m in ("age_mae", "val_age_cs5", "gender_accuracy", "loss")
+    }
     assert modes == {"age_mae": "min", "val_age_cs5": "max", "gender_accuracy": "max", "loss": "min"}
     with pytest.raises(ValueError, match="unknown metric name 'gender_acc'"):
         Trainer(model, _cfg(select_metric="gender_acc"), progress=False).select_mode  # noqa: B018
@@ -334,12 +373,13 @@ def test_layout_and_bf16_train_to_the_same_accuracy():
     for name, cl, amp in (("fp32 NCHW", False, False), ("channels_last", True, False), ("bf16", True, True)):
         seed_everything(0)
         model = MultiTaskNet("tiny_cnn", {"expression": 4, "race": 5}, hidden=64)
-        trainer = Trainer(model, _cfg(full_epochs=3, lr_full=5e-3, batch_size=32, channels_last=cl, amp=amp),
-                          progress=False)
-        trainer.amp = amp   # bf16 autocast on the CPU too (the trainer itself enables it only on CUDA)
+        trainer = Trainer(
+            model, _cfg(full_epochs=3, lr_full=5e-3, batch_size=32, channels_last=cl, amp=amp), progress=False
+        )
+        trainer.amp = amp  # bf16 autocast on the CPU too (the trainer itself enables it only on CUDA)
         hist = trainer.fit(train, val)
         acc[name] = (hist["val_expression_accuracy"].iloc[-1] + hist["val_race_accuracy"].iloc[-1]) / 2
-    assert acc["fp32 NCHW"] > 0.6, acc                  # it learned (chance about 0.22)
+    assert acc["fp32 NCHW"] > 0.6, acc  # it learned (chance about 0.22)
     for name in ("channels_last", "bf16"):
         assert abs(acc[name] - acc["fp32 NCHW"]) <= 0.05, acc
 
@@ -355,6 +395,6 @@ def test_trainer_keeps_float32_weights_and_trims_memory(monkeypatch):
     tr.amp = True
     tr.fit(Shapes(64, seed=0), Shapes(32, seed=1))
     assert all(p.dtype == torch.float32 for p in model.parameters())
-    assert len(calls) == 2                              # once per epoch end
+    assert len(calls) == 2  # once per epoch end
     assert not trainer_mod.training_amp(_cfg(amp=True), torch.device("cpu"))
     assert isinstance(trainer_mod.release_memory(), bool)

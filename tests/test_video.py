@@ -65,7 +65,7 @@ def indexed_frames(n, w=64, h=48):
 
 
 def decoded_index(frame):
-    return int(round(float(frame[4:-4, 4:frame.shape[1] // 2 - 4].mean()) / STEP))
+    return int(round(float(frame[4:-4, 4 : frame.shape[1] // 2 - 4].mean()) / STEP))
 
 
 COLOURS = {0: (230, 30, 30), 1: (30, 230, 30), 2: (30, 30, 230)}
@@ -82,7 +82,7 @@ def square_frames(n, colour, size=24, w=96, h=72, every=1, squares=1, rng=None):
             for q in range(squares):
                 x = (4 + 2 * i + q * (size + 8)) % (w - size)
                 y = 6 + q * 4
-                f[y:y + size, x:x + size] = colour
+                f[y : y + size, x : x + size] = colour
         out.append(f)
     return out
 
@@ -176,8 +176,9 @@ def test_prefetch_batches_order_errors_and_early_stop():
 
 # ----------------------------------------------------------------------------------------- faces
 def test_select_faces_afew_largest_vgaf_all_with_min_size():
-    boxes = np.array([[0, 0, 40, 40, 0.9], [10, 10, 110, 90, 0.99], [5, 5, 25, 25, 0.95],
-                      [0, 0, 70, 20, 0.9]], np.float32)  # sizes (longer side) 40, 100, 20, 70
+    boxes = np.array(
+        [[0, 0, 40, 40, 0.9], [10, 10, 110, 90, 0.99], [5, 5, 25, 25, 0.95], [0, 0, 70, 20, 0.9]], np.float32
+    )  # sizes (longer side) 40, 100, 20, 70
     frames = [np.zeros((200, 200, 3), np.uint8)]
     _, _, afew = faces_in_batch(frames, [0], [boxes], "afew", 32)
     np.testing.assert_array_equal(afew, boxes[[1]])
@@ -187,8 +188,9 @@ def test_select_faces_afew_largest_vgaf_all_with_min_size():
     assert faces_in_batch(frames, [0], [boxes], "afew", 200)[0] == []
     frame = np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)
     # the crop rule of training and predict: rounded to whole pixels, clipped; outside boxes dropped
-    crops, where, kept = faces_in_batch([frame], [7], [np.array([[-5.0, 2.2, 10.0, 30.0, 0.9],
-                                                                 [40.0, 0, 50, 10, 0.9]])], "vgaf", 0)
+    crops, where, kept = faces_in_batch(
+        [frame], [7], [np.array([[-5.0, 2.2, 10.0, 30.0, 0.9], [40.0, 0, 50, 10, 0.9]])], "vgaf", 0
+    )
     assert len(crops) == 1 and where == [7] and kept[0][0] == -5.0
     np.testing.assert_array_equal(crops[0], frame[2:20, 0:10])
 
@@ -204,9 +206,11 @@ def test_pool_afew_hand_computed():
 
 
 def test_pool_vgaf_hand_computed():
-    frames = [np.array([[0.0, 0.0], [2.0, 4.0]]),  # mean [1, 2], std [1, 2]
-              np.array([[3.0, 3.0]]),              # one face: mean [3, 3], std [0, 0]
-              np.zeros((0, 2))]                    # no face: skipped
+    frames = [
+        np.array([[0.0, 0.0], [2.0, 4.0]]),  # mean [1, 2], std [1, 2]
+        np.array([[3.0, 3.0]]),  # one face: mean [3, 3], std [0, 0]
+        np.zeros((0, 2)),
+    ]  # no face: skipped
     # frame vectors [1,2,1,2] and [3,3,0,0] -> mean [2,2.5,.5,1], std [1,.5,.5,1]
     np.testing.assert_allclose(pool_vgaf(frames), [2, 2.5, 0.5, 1, 1, 0.5, 0.5, 1])
     assert pool_vgaf([np.zeros((0, 2))]) is None
@@ -271,8 +275,9 @@ def test_extract_video_features_afew_and_vgaf(tmp_path):
     np.testing.assert_allclose(vf.features.mean(0), np.array(COLOURS[0]) / 255, atol=0.06)
     np.testing.assert_allclose(vf.scores.sum(1), 1.0, rtol=1e-5)
     assert vf.pooled().shape == (12,)
-    vg = extract_video_features(path, SquareDetector(), ext, mode="vgaf", min_face_size=16, batch_size=4,
-                                stride=2)
+    vg = extract_video_features(
+        path, SquareDetector(), ext, mode="vgaf", min_face_size=16, batch_size=4, stride=2
+    )
     assert list(vg.face_frame) == [0, 0, 2, 2, 4, 4, 6, 6, 8, 8]
     assert [len(f) for f in vg.per_frame()] == [2] * 5
     assert vg.pooled().shape == (12,)
@@ -282,10 +287,12 @@ def test_extract_video_features_afew_and_vgaf(tmp_path):
 
 def test_overlapped_and_plain_extraction_agree(tmp_path):
     path = write_video(tmp_path / "a.avi", square_frames(12, COLOURS[1], every=3))
-    a = extract_video_features(path, SquareDetector(), MeanColourExtractor(), min_face_size=16, prefetch=2,
-                               batch_size=5)
-    b = extract_video_features(path, SquareDetector(), MeanColourExtractor(), min_face_size=16, prefetch=0,
-                               batch_size=1)
+    a = extract_video_features(
+        path, SquareDetector(), MeanColourExtractor(), min_face_size=16, prefetch=2, batch_size=5
+    )
+    b = extract_video_features(
+        path, SquareDetector(), MeanColourExtractor(), min_face_size=16, prefetch=0, batch_size=1
+    )
     np.testing.assert_array_equal(a.face_frame, [0, 3, 6, 9])
     np.testing.assert_allclose(a.pooled(), b.pooled(), atol=1e-6)
 
@@ -303,29 +310,33 @@ class CountingDetector(SquareDetector):
 
 
 def test_detect_every_k_carries_boxes_across_batches(tmp_path):
-    frames = square_frames(10, COLOURS[0])                  # one square on every frame, moving 2 px a frame
+    frames = square_frames(10, COLOURS[0])  # one square on every frame, moving 2 px a frame
     path = write_video(tmp_path / "carry.mp4", frames)
     full_det, det = CountingDetector(), CountingDetector()
     full = extract_video_features(path, full_det, MeanColourExtractor(), min_face_size=16, batch_size=4)
-    vf = extract_video_features(path, det, MeanColourExtractor(), min_face_size=16, batch_size=4, detect_every=3)
-    assert full_det.frames == 10 and det.frames == 4          # frames 0, 3, 6, 9 only
-    assert list(vf.face_frame) == list(range(10))            # every frame still has its (carried) face
+    vf = extract_video_features(
+        path, det, MeanColourExtractor(), min_face_size=16, batch_size=4, detect_every=3
+    )
+    assert full_det.frames == 10 and det.frames == 4  # frames 0, 3, 6, 9 only
+    assert list(vf.face_frame) == list(range(10))  # every frame still has its (carried) face
     by_frame = dict(zip(vf.face_frame, vf.boxes))
     ref = dict(zip(full.face_frame, full.boxes))
     for i in range(10):
-        np.testing.assert_array_equal(by_frame[i], ref[3 * (i // 3)])   # the last detected frame's box,
-    assert not np.array_equal(by_frame[4], ref[4])                     # even across a batch boundary (4)
+        np.testing.assert_array_equal(by_frame[i], ref[3 * (i // 3)])  # the last detected frame's box,
+    assert not np.array_equal(by_frame[4], ref[4])  # even across a batch boundary (4)
     np.testing.assert_allclose(vf.pooled(), full.pooled(), atol=0.1)  # crops lag <= 4 px of a 24 px square
-    same = extract_video_features(path, SquareDetector(), MeanColourExtractor(), min_face_size=16, batch_size=4,
-                                  detect_every=1)
+    same = extract_video_features(
+        path, SquareDetector(), MeanColourExtractor(), min_face_size=16, batch_size=4, detect_every=1
+    )
     np.testing.assert_array_equal(same.boxes, full.boxes)
 
 
 def test_carried_boxes_disappear_when_the_next_detection_finds_none(tmp_path):
-    path = write_video(tmp_path / "gone.mp4", square_frames(6, COLOURS[1], every=4))   # faces on frames 0, 4
-    vf = extract_video_features(path, SquareDetector(), MeanColourExtractor(), min_face_size=16, batch_size=3,
-                                detect_every=2)
-    assert list(vf.face_frame) == [0, 1, 4, 5]               # frame 2 detected nothing, frame 3 carries that
+    path = write_video(tmp_path / "gone.mp4", square_frames(6, COLOURS[1], every=4))  # faces on frames 0, 4
+    vf = extract_video_features(
+        path, SquareDetector(), MeanColourExtractor(), min_face_size=16, batch_size=3, detect_every=2
+    )
+    assert list(vf.face_frame) == [0, 1, 4, 5]  # frame 2 detected nothing, frame 3 carries that
 
 
 def test_decode_error_inside_extraction_names_file(tmp_path):
@@ -347,14 +358,14 @@ def test_cache_hit_and_invalidation(tmp_path):
     X2, _, st2 = extract_dataset(paths, ext, **kw)
     assert ext.calls == 4 and st2.cached.all()  # second run: no decoding, no extractor call
     np.testing.assert_array_equal(X1, X2)
-    ext_b = MeanColourExtractor("ckpt-B")      # changed checkpoint key -> recompute
+    ext_b = MeanColourExtractor("ckpt-B")  # changed checkpoint key -> recompute
     extract_dataset(paths, ext_b, **kw)
     assert ext_b.calls == 4
     _, _, st3 = extract_dataset(paths, ext, **{**kw, "min_face_size": 20})  # changed setting
     assert not st3.cached.any() and ext.calls == 8
-    _, _, st4 = extract_dataset(paths, ext, stride=2, **kw)                # changed stride
+    _, _, st4 = extract_dataset(paths, ext, stride=2, **kw)  # changed stride
     assert not st4.cached.any() and ext.calls == 8 + 2
-    _, _, st6 = extract_dataset(paths, ext, detect_every=2, **kw)          # detection every 2nd frame
+    _, _, st6 = extract_dataset(paths, ext, detect_every=2, **kw)  # detection every 2nd frame
     assert not st6.cached.any() and ext.calls == 10 + 4
     assert extract_dataset(paths, ext, detect_every=2, **kw)[2].cached.all()
     # an unreadable cache entry is recomputed, not fatal
@@ -372,22 +383,33 @@ def test_extract_dataset_counts_faceless_and_broken_videos(tmp_path):
     junk = tmp_path / "junk.avi"
     junk.write_bytes(b"not a video at all" * 50)
     with pytest.warns(UserWarning, match="1 of 3 videos have no face .* and 1 could not be decoded"):
-        X, has_face, stats = extract_dataset([{"path": str(ok)}, {"path": str(empty)}, {"path": str(junk)}],
-                                             MeanColourExtractor(), detector=SquareDetector(),
-                                             min_face_size=16, progress=False)
+        X, has_face, stats = extract_dataset(
+            [{"path": str(ok)}, {"path": str(empty)}, {"path": str(junk)}],
+            MeanColourExtractor(),
+            detector=SquareDetector(),
+            min_face_size=16,
+            progress=False,
+        )
     assert list(has_face) == [True, False, False]
     assert np.isfinite(X[0]).all() and np.isnan(X[1:]).all() and X.shape == (3, 12)
     assert "junk.avi" in stats.error[2] and stats.error[1] == ""
     assert list(stats.n_frames_with_face) == [6, 0, 0]
     with pytest.raises(VideoDecodeError, match="junk.avi"):
-        extract_dataset([junk], MeanColourExtractor(), detector=SquareDetector(), on_error="raise",
-                        progress=False)
+        extract_dataset(
+            [junk], MeanColourExtractor(), detector=SquareDetector(), on_error="raise", progress=False
+        )
 
 
 def test_video_features_round_trip_through_cache(tmp_path):
-    vf = VideoFeatures(path="/x/y.avi", mode="vgaf", sampled=np.arange(3), face_frame=np.array([0, 0, 2]),
-                       boxes=np.ones((3, 5), np.float32), features=np.arange(6, dtype=np.float32).reshape(3, 2),
-                       scores=np.ones((3, 2), np.float32))
+    vf = VideoFeatures(
+        path="/x/y.avi",
+        mode="vgaf",
+        sampled=np.arange(3),
+        face_frame=np.array([0, 0, 2]),
+        boxes=np.ones((3, 5), np.float32),
+        features=np.arange(6, dtype=np.float32).reshape(3, 2),
+        scores=np.ones((3, 2), np.float32),
+    )
     cache = FeatureCache(tmp_path)
     cache.put("/x/y.avi", "k1", vf)
     back = cache.get("/x/y.avi", "k1")
@@ -422,15 +444,18 @@ def test_torch_feature_extractor_batches_and_key():
     f, s = ext.features(crops)
     assert f.shape == (5, 8) and s.shape == (5, 3) and f.dtype == np.float32
     np.testing.assert_allclose(s.sum(1), 1.0, rtol=1e-5)
-    f1, s1 = TorchFeatureExtractor(net, Preprocess(16, (0.5,) * 3, (0.25,) * 3), batch_size=8,
-                                   channels_last=False).features(crops)
+    f1, s1 = TorchFeatureExtractor(
+        net, Preprocess(16, (0.5,) * 3, (0.25,) * 3), batch_size=8, channels_last=False
+    ).features(crops)
     np.testing.assert_allclose(f, f1, atol=1e-5)
     # scores by the dict-returning forward and by an explicit scores_fn agree with heads[...]
     with torch.inference_mode():
         x = ext.to_input(crops)
         expect = torch.softmax(net(x)["expression"], 1).numpy()
     np.testing.assert_allclose(s, expect, atol=1e-5)
-    ext_fn = TorchFeatureExtractor(net, Preprocess(16, (0.5,) * 3, (0.25,) * 3), scores_fn=lambda z: -z[:, :2])
+    ext_fn = TorchFeatureExtractor(
+        net, Preprocess(16, (0.5,) * 3, (0.25,) * 3), scores_fn=lambda z: -z[:, :2]
+    )
     assert ext_fn.features(crops)[1].shape == (5, 2)
     # the key follows weights and preprocessing
     assert ext.key == TorchFeatureExtractor(net, Preprocess(16, (0.5,) * 3, (0.25,) * 3)).key
@@ -444,7 +469,9 @@ def test_torch_feature_extractor_with_timm_model():
     import timm
 
     model = timm.create_model("mobilenetv2_050", pretrained=False, num_classes=7)
-    ext = TorchFeatureExtractor(model, Preprocess(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), batch_size=4)
+    ext = TorchFeatureExtractor(
+        model, Preprocess(32, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), batch_size=4
+    )
     crops = [np.full((30, 24, 3), v, np.uint8) for v in (0, 120, 255)]
     f, s = ext.features(crops)
     assert f.shape == (3, model.num_features) and s.shape == (3, 7)
@@ -508,8 +535,9 @@ def test_end_to_end_video_classification(tmp_path):
             for k in range(n):
                 colour = tuple(int(np.clip(c + rng.integers(-40, 41), 0, 255)) for c in base)
                 ext = "avi" if k % 2 else "mp4"
-                p = write_video(tmp_path / f"{split}_{cls}_{k}.{ext}",
-                                square_frames(10, colour, every=1 + k % 3, rng=rng))
+                p = write_video(
+                    tmp_path / f"{split}_{cls}_{k}.{ext}", square_frames(10, colour, every=1 + k % 3, rng=rng)
+                )
                 rows.append({"path": str(p), "split": split, "label": cls})
     p = write_video(tmp_path / "test_noface.mp4", square_frames(10, None))
     rows.append({"path": str(p), "split": "test", "label": 0})
@@ -517,12 +545,24 @@ def test_end_to_end_video_classification(tmp_path):
 
     man = pd.DataFrame(rows)
     with pytest.warns(UserWarning, match="1 of 25 videos have no face"):
-        X, has_face, stats = extract_dataset(man, MeanColourExtractor(), detector=SquareDetector(),
-                                             min_face_size=16, batch_size=8, cache=tmp_path / "cache",
-                                             progress=False)
+        X, has_face, stats = extract_dataset(
+            man,
+            MeanColourExtractor(),
+            detector=SquareDetector(),
+            min_face_size=16,
+            batch_size=8,
+            cache=tmp_path / "cache",
+            progress=False,
+        )
     tr, te = (man.split == "train").to_numpy(), (man.split == "test").to_numpy()
-    res = evaluate_videos(make_video_classifier("linear_svc", C=None, C_grid=(1.0, 100.0), cv=3),
-                          X[tr], man.label[tr].to_numpy(), X[te], man.label[te].to_numpy(), has_face[te])
+    res = evaluate_videos(
+        make_video_classifier("linear_svc", C=None, C_grid=(1.0, 100.0), cv=3),
+        X[tr],
+        man.label[tr].to_numpy(),
+        X[te],
+        man.label[te].to_numpy(),
+        has_face[te],
+    )
     assert res["n_test_no_face"] == 1 and res["n_test"] == 10
     assert res["accuracy_faces_only"] >= 0.85  # chance is 1/3
     assert res["accuracy_complete"] == pytest.approx(res["accuracy_faces_only"] * 9 / 10)

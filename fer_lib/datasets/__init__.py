@@ -52,7 +52,20 @@ def load(name: str, root: str | os.PathLike, **kwargs) -> tuple[pd.DataFrame, Va
 
 
 __all__ = [
-    "DATASET_NAMES", "DEFAULT_MAX_PIXELS", "ImageError", "MANIFEST_COLUMNS", "REGISTRY", "SPLITS", "VIDEO_DATASETS", "ValidationReport",
-    "apply_limit", "carve_val", "check_image", "finalize_manifest", "get_loader", "load", "read_image",
+    "DATASET_NAMES",
+    "DEFAULT_MAX_PIXELS",
+    "ImageError",
+    "MANIFEST_COLUMNS",
+    "REGISTRY",
+    "SPLITS",
+    "VIDEO_DATASETS",
+    "ValidationReport",
+    "apply_limit",
+    "carve_val",
+    "check_image",
+    "finalize_manifest",
+    "get_loader",
+    "load",
+    "read_image",
     "validate_images",
 ]

@@ -22,8 +22,20 @@ from .images import DEFAULT_MAX_PIXELS, check_image
 
 # A list (not a tuple) so that ``df[MANIFEST_COLUMNS]`` selects columns in pandas.
 MANIFEST_COLUMNS: list[str] = [
-    "path", "split", "identity", "age", "gender", "race", "expression", "valence", "arousal",
-    "face_x", "face_y", "face_w", "face_h", "source",
+    "path",
+    "split",
+    "identity",
+    "age",
+    "gender",
+    "race",
+    "expression",
+    "valence",
+    "arousal",
+    "face_x",
+    "face_y",
+    "face_w",
+    "face_h",
+    "source",
 ]
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 _STR_COLUMNS = ("path", "split", "identity", "source")
@@ -69,15 +81,17 @@ class ValidationReport:
     def ignore(self, file: str | os.PathLike, reason: str, detail: str = "") -> None:
         self.add(file, reason, detail, IGNORED)
 
-    def add_many(self, files: Iterable, reason: str, detail: str | Iterable[str] = "",
-                 action: str = DROPPED) -> None:
+    def add_many(
+        self, files: Iterable, reason: str, detail: str | Iterable[str] = "", action: str = DROPPED
+    ) -> None:
         """Record many files with one reason (vectorised; used for large CSVs)."""
         files = [str(f) for f in files]
         if not files:
             return
         details = [detail] * len(files) if isinstance(detail, str) else [str(d) for d in detail]
-        self._chunks.append(pd.DataFrame({"file": files, "reason": reason, "detail": details,
-                                          "action": action}))
+        self._chunks.append(
+            pd.DataFrame({"file": files, "reason": reason, "detail": details, "action": action})
+        )
         self.counts[(action, reason)] += len(files)
 
     def note(self, text: str) -> None:
@@ -134,8 +148,10 @@ class ValidationReport:
 
     def __str__(self) -> str:
         splits = ", ".join(f"{s} {self.kept_by_split[s]:,}" for s in SPLITS if s in self.kept_by_split)
-        lines = [f"{self.dataset} at {self.root}: kept {self.kept:,} rows ({splits or 'none'}); "
-                 f"dropped {self.n_dropped:,}; values cleared {self.n_cleared:,}"]
+        lines = [
+            f"{self.dataset} at {self.root}: kept {self.kept:,} rows ({splits or 'none'}); "
+            f"dropped {self.n_dropped:,}; values cleared {self.n_cleared:,}"
+        ]
         for (action, reason), n in sorted(self.counts.items(), key=lambda kv: (kv[0][0], -kv[1])):
             lines.append(f"  {action:>13}: {n:>8,}  {reason}")
         for text in self.notes:
@@ -163,8 +179,9 @@ def finalize_manifest(df: pd.DataFrame | list[dict], source: str) -> pd.DataFram
     return df[list(MANIFEST_COLUMNS) + extras].reset_index(drop=True)
 
 
-def finish(df: pd.DataFrame, report: ValidationReport, source: str, limit: int | None = None,
-           seed: int = 0) -> tuple[pd.DataFrame, ValidationReport]:
+def finish(
+    df: pd.DataFrame, report: ValidationReport, source: str, limit: int | None = None, seed: int = 0
+) -> tuple[pd.DataFrame, ValidationReport]:
     """Apply the schema and the per-split limit, fill the report's kept counts, warn if empty."""
     df = finalize_manifest(df, source)
     if limit is not None:
@@ -174,8 +191,9 @@ def finish(df: pd.DataFrame, report: ValidationReport, source: str, limit: int |
             report.note(f"limit={limit} rows per split kept {len(df):,} of {before:,} rows")
     report.set_kept(df)
     if len(df) == 0:
-        warnings.warn(f"{source}: no usable rows under {report.root}; see the validation report",
-                      stacklevel=3)
+        warnings.warn(
+            f"{source}: no usable rows under {report.root}; see the validation report", stacklevel=3
+        )
     return df, report
 
 
@@ -200,7 +218,7 @@ def location_free(paths: pd.Series) -> pd.Series:
         common = os.path.commonpath(list(values))
     except ValueError:  # mixed absolute / relative paths: nothing common to strip
         return values
-    if not common or common in values.values:   # a single file: keep its name
+    if not common or common in values.values:  # a single file: keep its name
         common = os.path.dirname(common)
     n = len(common.rstrip(os.sep)) + 1 if common else 0
     return values.str.slice(n)
@@ -212,8 +230,9 @@ def hash_split(keys: Iterable[str], test_fraction: float, seed: int = 0) -> np.n
     return np.where(h < test_fraction, "test", "train")
 
 
-def carve_val(df: pd.DataFrame, fraction: float, seed: int = 0, by: str | None = None,
-              key: str = "path") -> pd.DataFrame:
+def carve_val(
+    df: pd.DataFrame, fraction: float, seed: int = 0, by: str | None = None, key: str = "path"
+) -> pd.DataFrame:
     """Move ``round(fraction * n)`` of the 'train' rows (per group of ``by``) to 'val'.
 
     Rows are ranked by a hash of ``key``, so the choice is deterministic, independent of the row
@@ -246,8 +265,9 @@ def apply_limit(df: pd.DataFrame, limit: int | None, seed: int = 0) -> pd.DataFr
         return df
     if limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
-    h = pd.Series(_hash_keys(location_free(df["path"]) + "#" + df.index.astype(str), seed + 15485863),
-                  index=df.index)
+    h = pd.Series(
+        _hash_keys(location_free(df["path"]) + "#" + df.index.astype(str), seed + 15485863), index=df.index
+    )
     keep = []
     for _, idx in df.groupby("split", sort=False).groups.items():
         keep.extend(h.loc[idx].sort_values().index[:limit])
@@ -259,16 +279,19 @@ def require_dir(root: str | os.PathLike, dataset: str, expected: str) -> Path:
     """``root`` as an absolute Path; FileNotFoundError naming root and the expected layout otherwise."""
     path = Path(root).expanduser()
     if not path.is_dir():
-        raise FileNotFoundError(f"{dataset}: root folder {str(path)!r} does not exist or is not a folder; "
-                                f"expected {expected}")
+        raise FileNotFoundError(
+            f"{dataset}: root folder {str(path)!r} does not exist or is not a folder; expected {expected}"
+        )
     return Path(os.path.abspath(path))
 
 
 def layout_error(root: Path, dataset: str, expected: str, found: str = "") -> FileNotFoundError:
     """The one error a loader raises when a root lacks the dataset's layout."""
     listing = found or ", ".join(sorted(p.name for p in root.iterdir())[:12]) or "nothing"
-    return FileNotFoundError(f"{dataset}: {str(root)!r} does not look like this dataset; expected {expected}. "
-                             f"Found there: {listing}. Point the loader at the dataset's root folder.")
+    return FileNotFoundError(
+        f"{dataset}: {str(root)!r} does not look like this dataset; expected {expected}. "
+        f"Found there: {listing}. Point the loader at the dataset's root folder."
+    )
 
 
 def inside_root(root: Path, relative: str) -> Path | None:
@@ -321,9 +344,12 @@ def check_exists(paths: pd.Series) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------- image checking
-def validate_images(manifest: pd.DataFrame, report: ValidationReport | None = None,
-                    progress: bool = True,
-                    max_pixels: int | None = DEFAULT_MAX_PIXELS) -> pd.DataFrame:
+def validate_images(
+    manifest: pd.DataFrame,
+    report: ValidationReport | None = None,
+    progress: bool = True,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> pd.DataFrame:
     """Decode every image of the manifest; drop unusable ones and count them per reason.
 
     Reasons (``fer_lib.datasets.images``): missing file, empty file, not an image file, truncated or

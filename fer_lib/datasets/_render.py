@@ -32,8 +32,14 @@ LARGE_FACE = 40.0
 # ------------------------------------------------------------------------------------------- labels
 # Valence / arousal prototypes of each canonical expression (EXPRESSIONS_8 order) at full intensity.
 VA_PROTOTYPES: dict[str, tuple[float, float]] = {
-    "Neutral": (0.0, 0.0), "Happy": (0.8, 0.5), "Sad": (-0.6, -0.3), "Surprise": (0.2, 0.8),
-    "Fear": (-0.6, 0.8), "Disgust": (-0.7, 0.3), "Anger": (-0.6, 0.7), "Contempt": (-0.4, 0.2),
+    "Neutral": (0.0, 0.0),
+    "Happy": (0.8, 0.5),
+    "Sad": (-0.6, -0.3),
+    "Surprise": (0.2, 0.8),
+    "Fear": (-0.6, 0.8),
+    "Disgust": (-0.7, 0.3),
+    "Anger": (-0.6, 0.7),
+    "Contempt": (-0.4, 0.2),
 }
 
 # FACS-like action units at full intensity for every expression. Names follow FACS numbering:
@@ -50,12 +56,31 @@ AU_PROTOTYPES: dict[str, dict[str, float]] = {
     "Anger": {"AU4": 1.0, "AU5": 0.25, "AU7": 0.9, "AU17": 0.4, "AU23": 1.0},
     "Contempt": {"AU14": 1.0, "AU2R": 0.2},
 }
-AU_NAMES = ("AU1", "AU2", "AU2R", "AU4", "AU5", "AU6", "AU7", "AU9", "AU10", "AU12", "AU14",
-            "AU15", "AU17", "AU20", "AU23", "AU25", "AU26", "AU43")
+AU_NAMES = (
+    "AU1",
+    "AU2",
+    "AU2R",
+    "AU4",
+    "AU5",
+    "AU6",
+    "AU7",
+    "AU9",
+    "AU10",
+    "AU12",
+    "AU14",
+    "AU15",
+    "AU17",
+    "AU20",
+    "AU23",
+    "AU25",
+    "AU26",
+    "AU43",
+)
 
 
-def valence_arousal(expression: int, intensity: float, rng: np.random.Generator | None = None,
-                    noise: float = 0.05) -> tuple[float, float]:
+def valence_arousal(
+    expression: int, intensity: float, rng: np.random.Generator | None = None, noise: float = 0.05
+) -> tuple[float, float]:
     """Prototype VA of the expression scaled by intensity, plus N(0, noise), clipped to [-1, 1]."""
     v, a = VA_PROTOTYPES[EXPRESSIONS_8[expression]]
     v, a = v * intensity, a * intensity
@@ -64,8 +89,9 @@ def valence_arousal(expression: int, intensity: float, rng: np.random.Generator 
     return float(np.clip(v, -1, 1)), float(np.clip(a, -1, 1))
 
 
-def action_units(expression: int, intensity: float, rng: np.random.Generator | None = None,
-                 jitter: float = 0.08) -> dict[str, float]:
+def action_units(
+    expression: int, intensity: float, rng: np.random.Generator | None = None, jitter: float = 0.08
+) -> dict[str, float]:
     """Action-unit activations (0..1) of an expression at an intensity, with small random jitter."""
     proto = AU_PROTOTYPES[EXPRESSIONS_8[expression]]
     out = {}
@@ -82,8 +108,12 @@ def action_units(expression: int, intensity: float, rng: np.random.Generator | N
 _SKIN = np.array([[236, 196, 170], [118, 78, 56], [238, 204, 164], [182, 132, 98], [206, 158, 122]], float)
 _SKIN_JITTER = np.array([14, 18, 12, 16, 18], float)
 _HAIR_COLOURS = {
-    "black": (28, 24, 22), "dark_brown": (62, 42, 30), "brown": (104, 72, 46), "light_brown": (150, 112, 72),
-    "blonde": (206, 172, 112), "red": (150, 70, 36),
+    "black": (28, 24, 22),
+    "dark_brown": (62, 42, 30),
+    "brown": (104, 72, 46),
+    "light_brown": (150, 112, 72),
+    "blonde": (206, 172, 112),
+    "red": (150, 70, 36),
 }
 _HAIR_BY_RACE = [
     {"dark_brown": 0.25, "brown": 0.3, "light_brown": 0.15, "blonde": 0.2, "red": 0.05, "black": 0.05},
@@ -100,16 +130,16 @@ class Identity:
     """Fixed appearance of one person (sample with ``Identity.sample``)."""
 
     seed: int
-    gender: int               # 0 male, 1 female (UTKFace convention)
-    race: int                 # index in labels.ETHNICITIES
+    gender: int  # 0 male, 1 female (UTKFace convention)
+    race: int  # index in labels.ETHNICITIES
     base_age: float
     skin: tuple[float, float, float]
-    head_w: float             # half-width of the head oval (half-height is 1)
-    jaw: float                # 0 round .. 1 square jaw
-    chin: float               # chin taper
-    eye_dx: float             # half the distance between the eye centres
-    eye_w: float              # half-width of an eye
-    eye_h: float              # eye height factor (narrower for some)
+    head_w: float  # half-width of the head oval (half-height is 1)
+    jaw: float  # 0 round .. 1 square jaw
+    chin: float  # chin taper
+    eye_dx: float  # half the distance between the eye centres
+    eye_w: float  # half-width of an eye
+    eye_h: float  # eye height factor (narrower for some)
     iris: tuple[int, int, int]
     brow_thick: float
     brow_arch: float
@@ -119,31 +149,38 @@ class Identity:
     lip_up: float
     lip_lo: float
     lip_colour: tuple[int, int, int]
-    rest_mouth: float         # resting mouth-corner curvature (idiosyncratic, small)
+    rest_mouth: float  # resting mouth-corner curvature (idiosyncratic, small)
     hair_style: str
     hair_colour: tuple[int, int, int]
-    hairline: float           # y of the hairline at the middle of the forehead
-    grey_onset: float         # age at which the hair starts to turn grey
-    beard: int                # 0 none, 1 stubble, 2 moustache, 3 full beard
+    hairline: float  # y of the hairline at the middle of the forehead
+    grey_onset: float  # age at which the hair starts to turn grey
+    beard: int  # 0 none, 1 stubble, 2 moustache, 3 full beard
     ear: float
     clothes: tuple[int, int, int]
 
     @staticmethod
-    def sample(seed: int, gender: int | None = None, race: int | None = None,
-               age: float | None = None) -> Identity:
+    def sample(
+        seed: int, gender: int | None = None, race: int | None = None, age: float | None = None
+    ) -> Identity:
         """A person drawn deterministically from ``seed`` (gender / race / age may be fixed)."""
         rng = np.random.default_rng([seed, 7919])
         g = int(rng.integers(2)) if gender is None else int(gender)
         r = int(rng.choice(len(ETHNICITIES), p=[0.42, 0.19, 0.15, 0.17, 0.07])) if race is None else int(race)
         a = float(sample_age(rng)) if age is None else float(age)
         # mostly a lightness change around the ethnicity's base tone, with a little hue jitter
-        skin = np.clip(_SKIN[r] * (1 + rng.normal(0, 1) * _SKIN_JITTER[r] / _SKIN[r].mean())
-                       + rng.normal(0, 4, 3), 40, 250)
+        skin = np.clip(
+            _SKIN[r] * (1 + rng.normal(0, 1) * _SKIN_JITTER[r] / _SKIN[r].mean()) + rng.normal(0, 4, 3),
+            40,
+            250,
+        )
         hair_names = list(_HAIR_BY_RACE[r])
         hair_p = np.array([_HAIR_BY_RACE[r][k] for k in hair_names])
         hair = np.array(_HAIR_COLOURS[str(rng.choice(hair_names, p=hair_p))], float) * rng.uniform(0.85, 1.12)
         if g == 1:
-            styles, p = ["long", "bob", "bun", "medium", "short", "curly"], [0.45, 0.18, 0.12, 0.12, 0.06, 0.07]
+            styles, p = (
+                ["long", "bob", "bun", "medium", "short", "curly"],
+                [0.45, 0.18, 0.12, 0.12, 0.06, 0.07],
+            )
         else:
             styles, p = ["short", "medium", "receding", "curly", "long"], [0.55, 0.2, 0.12, 0.08, 0.05]
         if r == 1:  # curly / afro textures are more frequent
@@ -157,7 +194,11 @@ class Identity:
             lip = lip * 0.55 + np.array([196, 72, 84]) * 0.45 * rng.uniform(0.7, 1.1)
         male = g == 0
         return Identity(
-            seed=int(seed), gender=g, race=r, base_age=a, skin=tuple(float(c) for c in skin),
+            seed=int(seed),
+            gender=g,
+            race=r,
+            base_age=a,
+            skin=tuple(float(c) for c in skin),
             head_w=float(rng.uniform(0.72, 0.80) + (0.03 if male else 0.0) + (0.03 if r == 2 else 0.0)),
             jaw=float(np.clip(rng.normal(0.65 if male else 0.2, 0.15), 0, 1)),
             chin=float(rng.uniform(0.15, 0.35) + (0.0 if male else 0.1)),
@@ -174,7 +215,8 @@ class Identity:
             lip_lo=float(rng.uniform(0.045, 0.06) * (1.3 if r == 1 else 1.0) * (1.15 if not male else 1.0)),
             lip_colour=tuple(int(c) for c in np.clip(lip, 0, 255)),
             rest_mouth=float(rng.normal(0, 0.008)),
-            hair_style=style, hair_colour=tuple(int(c) for c in np.clip(hair, 0, 255)),
+            hair_style=style,
+            hair_colour=tuple(int(c) for c in np.clip(hair, 0, 255)),
             hairline=float(rng.uniform(-0.62, -0.52)),
             grey_onset=float(rng.uniform(35, 55)),
             beard=int(rng.choice(4, p=[0.55, 0.2, 0.1, 0.15])) if male else 0,
@@ -198,21 +240,32 @@ class Look:
     expression: int = 0
     intensity: float = 0.0
     aus: dict[str, float] = field(default_factory=dict)
-    yaw: float = 0.0          # degrees
+    yaw: float = 0.0  # degrees
     pitch: float = 0.0
     roll: float = 0.0
-    gaze: float = 0.0         # horizontal iris shift, fraction of the eye half-width
-    blink: float = 0.0        # 0 open .. 1 closed
+    gaze: float = 0.0  # horizontal iris shift, fraction of the eye half-width
+    blink: float = 0.0  # 0 open .. 1 closed
 
     @staticmethod
-    def sample(rng: np.random.Generator, age: float, expression: int, intensity: float,
-               pose: float = 1.0, roll: float = 1.0) -> Look:
+    def sample(
+        rng: np.random.Generator,
+        age: float,
+        expression: int,
+        intensity: float,
+        pose: float = 1.0,
+        roll: float = 1.0,
+    ) -> Look:
         """A random pose/gaze around the given expression; ``pose`` scales yaw/pitch, ``roll`` roll."""
-        return Look(age=age, expression=expression, intensity=intensity,
-                    aus=action_units(expression, intensity, rng),
-                    yaw=float(np.clip(rng.normal(0, 9 * pose), -25, 25)),
-                    pitch=float(np.clip(rng.normal(0, 5 * pose), -15, 15)),
-                    roll=float(np.clip(rng.normal(0, 6 * roll), -20, 20)), gaze=float(rng.normal(0, 0.15)))
+        return Look(
+            age=age,
+            expression=expression,
+            intensity=intensity,
+            aus=action_units(expression, intensity, rng),
+            yaw=float(np.clip(rng.normal(0, 9 * pose), -25, 25)),
+            pitch=float(np.clip(rng.normal(0, 5 * pose), -15, 15)),
+            roll=float(np.clip(rng.normal(0, 6 * roll), -20, 20)),
+            gaze=float(rng.normal(0, 0.15)),
+        )
 
 
 # --------------------------------------------------------------------------------------- geometry
@@ -249,8 +302,9 @@ class Pose:
 _UNIT: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
 
-def ellipse_pts(cx: float, cy: float, rx: float, ry: float, n: int = 28, a0: float = 0.0,
-                a1: float = 2 * math.pi) -> np.ndarray:
+def ellipse_pts(
+    cx: float, cy: float, rx: float, ry: float, n: int = 28, a0: float = 0.0, a1: float = 2 * math.pi
+) -> np.ndarray:
     """Polygon points of an ellipse (or of the arc from angle a0 to a1)."""
     if a0 == 0.0 and a1 == 2 * math.pi:
         if n not in _UNIT:
@@ -300,8 +354,8 @@ def _scale(c, f: float) -> tuple[int, int, int]:
 class FaceInfo:
     """Where a drawn face landed, in output pixels."""
 
-    box: tuple[float, float, float, float]      # x, y, w, h (forehead to chin, cheek to cheek)
-    landmarks: np.ndarray                        # (68, 2) iBUG-style points
+    box: tuple[float, float, float, float]  # x, y, w, h (forehead to chin, cheek to cheek)
+    landmarks: np.ndarray  # (68, 2) iBUG-style points
 
 
 class _FaceDrawer:
@@ -349,8 +403,16 @@ class _FaceDrawer:
         neck = np.array([[-0.42 * hw, 0.55], [0.42 * hw, 0.55], [0.45 * hw, 1.45], [-0.45 * hw, 1.45]])
         cloth = self.id.clothes
         sh = 1.35 + 0.1 * self.child
-        body = np.array([[-0.5 * hw, sh], [0.5 * hw, sh], [1.9, sh + 0.35], [2.4, bottom], [-2.4, bottom],
-                         [-1.9, sh + 0.35]])
+        body = np.array(
+            [
+                [-0.5 * hw, sh],
+                [0.5 * hw, sh],
+                [1.9, sh + 0.35],
+                [2.4, bottom],
+                [-2.4, bottom],
+                [-1.9, sh + 0.35],
+            ]
+        )
         self.poly(d, body, cloth, z=-0.3)
         self.poly(d, neck, skin, z=-0.3)
         collar = np.array([[-0.48 * hw, sh - 0.02], [0.0, sh + 0.28], [0.48 * hw, sh - 0.02]])
@@ -360,14 +422,22 @@ class _FaceDrawer:
         st, hw = self.id.hair_style, self.id.head_w
         col = _scale(self.hair_colour(), 0.85)
         if st == "long":
-            pts = np.concatenate([ellipse_pts(0, -0.05, hw * 1.18, 1.1, 30, math.pi, 2 * math.pi),
-                                  [[hw * 1.25, 1.5], [-hw * 1.25, 1.5]]])
+            pts = np.concatenate(
+                [
+                    ellipse_pts(0, -0.05, hw * 1.18, 1.1, 30, math.pi, 2 * math.pi),
+                    [[hw * 1.25, 1.5], [-hw * 1.25, 1.5]],
+                ]
+            )
             self.poly(d, pts, col, z=-0.4)
         elif st == "curly":
             self.poly(d, ellipse_pts(0, -0.25, hw * 1.45, 1.0, 40), col, z=-0.4)
         elif st == "bob":
-            pts = np.concatenate([ellipse_pts(0, -0.1, hw * 1.2, 1.05, 30, math.pi, 2 * math.pi),
-                                  [[hw * 1.2, 0.55], [-hw * 1.2, 0.55]]])
+            pts = np.concatenate(
+                [
+                    ellipse_pts(0, -0.1, hw * 1.2, 1.05, 30, math.pi, 2 * math.pi),
+                    [[hw * 1.2, 0.55], [-hw * 1.2, 0.55]],
+                ]
+            )
             self.poly(d, pts, col, z=-0.4)
         elif st == "bun":
             self.poly(d, ellipse_pts(0, -1.12, 0.32, 0.26, 24), col, z=-0.4)
@@ -392,8 +462,15 @@ class _FaceDrawer:
         cx = side * self.eye_dx
         cy = self.eye_y - 0.005 * au["AU5"]
         w = self.eye_w
-        opening = (1 + 0.55 * au["AU5"] - 0.5 * au["AU7"] - 0.4 * au["AU6"] - 0.45 * au["AU43"]
-                   - 0.2 * au["AU9"] - 0.9 * self.look.blink)
+        opening = (
+            1
+            + 0.55 * au["AU5"]
+            - 0.5 * au["AU7"]
+            - 0.4 * au["AU6"]
+            - 0.45 * au["AU43"]
+            - 0.2 * au["AU9"]
+            - 0.9 * self.look.blink
+        )
         opening = max(opening, 0.05) * self.id.eye_h
         up = w * 0.62 * opening
         lo = w * (0.38 - 0.18 * au["AU6"] - 0.12 * au["AU7"]) * max(opening, 0.4)
@@ -403,8 +480,8 @@ class _FaceDrawer:
         cx, cy, w, up, lo = self.eye_geometry(side)
         t = np.linspace(-1, 1, n)
         skew = 0.15 * side  # the upper lid peaks slightly towards the inner corner (asym)
-        top = np.stack([cx + w * t, cy - up * (1 - t ** 2) * (1 - skew * t)], 1)
-        bot = np.stack([cx + w * t, cy + lo * (1 - t ** 2)], 1)
+        top = np.stack([cx + w * t, cy - up * (1 - t**2) * (1 - skew * t)], 1)
+        bot = np.stack([cx + w * t, cy + lo * (1 - t**2)], 1)
         return top, bot
 
     def draw_eyes(self, d: ImageDraw.ImageDraw):
@@ -419,8 +496,9 @@ class _FaceDrawer:
             gx = cx + self.look.gaze * w * 0.5
             self.poly(d, ellipse_pts(gx, cy, ir, ir, 20), self.id.iris, z=0.3)
             self.poly(d, ellipse_pts(gx, cy, ir * 0.5, ir * 0.5, 14), (12, 10, 10), z=0.3)
-            self.poly(d, ellipse_pts(gx + ir * 0.3, cy - ir * 0.35, ir * 0.18, ir * 0.18, 8), (245, 245, 245),
-                      z=0.3)
+            self.poly(
+                d, ellipse_pts(gx + ir * 0.3, cy - ir * 0.35, ir * 0.18, ir * 0.18, 8), (245, 245, 245), z=0.3
+            )
             # lids cover the iris outside the almond
             above = np.concatenate([top, (top + np.array([0, -w * 1.3]))[::-1]])
             below = np.concatenate([bot, (bot + np.array([0, w * 0.9]))[::-1]])
@@ -459,7 +537,9 @@ class _FaceDrawer:
         dark = _scale(self.skin, 0.55)
         # alae (nose wings) and nostrils
         for side in (-1, 1):
-            wing = ellipse_pts(side * nw * 0.85, ny - 0.01, nw * 0.42, 0.045, 12, -0.5 * math.pi, 1.3 * math.pi)
+            wing = ellipse_pts(
+                side * nw * 0.85, ny - 0.01, nw * 0.42, 0.045, 12, -0.5 * math.pi, 1.3 * math.pi
+            )
             self.line(d, wing[3:10] if side < 0 else wing[:8], _scale(self.skin, 0.72), 0.012, z=0.5)
             self.poly(d, ellipse_pts(side * nw * 0.45, ny + 0.018, nw * 0.26, 0.022, 12), dark, z=0.55)
         tip = ellipse_pts(0, ny - 0.03, nw * 0.55, 0.05, 16)
@@ -467,15 +547,27 @@ class _FaceDrawer:
         if au["AU9"] > 0.15:
             for k in range(3):
                 y = self.eye_y + 0.02 + 0.04 * k
-                self.line(d, np.array([[-0.06, y], [0.0, y - 0.012], [0.06, y]]), _scale(self.skin, 0.66),
-                          0.01 * au["AU9"] + 0.004, z=0.5)
+                self.line(
+                    d,
+                    np.array([[-0.06, y], [0.0, y - 0.012], [0.06, y]]),
+                    _scale(self.skin, 0.66),
+                    0.01 * au["AU9"] + 0.004,
+                    z=0.5,
+                )
 
     def mouth_shape(self):
         """Curves of the lips: (upper outer, upper inner, lower inner, lower outer), x samples shared."""
         au, idn = self.au, self.id
         my = self.mouth_y
         mw = idn.mouth_w * (1 - 0.2 * self.child)
-        mw *= 1 + 0.25 * au["AU12"] + 0.3 * au["AU20"] - 0.25 * au["AU23"] - 0.22 * au["AU26"] + 0.08 * au["AU14"]
+        mw *= (
+            1
+            + 0.25 * au["AU12"]
+            + 0.3 * au["AU20"]
+            - 0.25 * au["AU23"]
+            - 0.22 * au["AU26"]
+            + 0.08 * au["AU14"]
+        )
         lift = 0.1 * au["AU12"] - 0.09 * au["AU15"] - 0.02 * au["AU20"] + idn.rest_mouth
         lift_r = lift + 0.085 * au["AU14"]  # one-sided smile (contempt) on the image-right corner
         opening = 0.06 * au["AU25"] + 0.2 * au["AU26"] + 0.02 * au["AU20"] * au["AU25"] + 0.025 * au["AU10"]
@@ -488,14 +580,14 @@ class _FaceDrawer:
         xs = t * mw
         lifts = np.where(t < 0, lift, lift_r) * np.abs(t) ** 1.6
         base = my - lifts
-        shape = np.clip(1 - t ** 2, 0, 1)
+        shape = np.clip(1 - t**2, 0, 1)
         ex = 0.45 if au["AU20"] > 0.3 or au["AU10"] > 0.3 else 0.8
         half = opening / 2
-        inner_top = base - half * shape ** ex - raise_up * shape ** 0.5
-        inner_bot = base + half * shape ** ex
-        bow = 1 - 0.35 * np.exp(-(t / 0.12) ** 2)  # Cupid's bow dip
-        outer_top = inner_top - ul * shape ** 0.55 * bow
-        outer_bot = inner_bot + ll * shape ** 0.6
+        inner_top = base - half * shape**ex - raise_up * shape**0.5
+        inner_bot = base + half * shape**ex
+        bow = 1 - 0.35 * np.exp(-((t / 0.12) ** 2))  # Cupid's bow dip
+        outer_top = inner_top - ul * shape**0.55 * bow
+        outer_bot = inner_bot + ll * shape**0.6
         return xs, outer_top, inner_top, inner_bot, outer_bot
 
     def draw_mouth(self, d: ImageDraw.ImageDraw):
@@ -516,19 +608,29 @@ class _FaceDrawer:
             show = au["AU12"] + au["AU10"] + au["AU20"] > 0.3
             if show:
                 inset = xs * 0.9
-                teeth = np.concatenate([np.stack([inset, it + 0.003], 1),
-                                        np.stack([inset, np.minimum(it + teeth_h, ib)], 1)[::-1]])
+                teeth = np.concatenate(
+                    [
+                        np.stack([inset, it + 0.003], 1),
+                        np.stack([inset, np.minimum(it + teeth_h, ib)], 1)[::-1],
+                    ]
+                )
                 self.poly(d, teeth, (236, 232, 220), z=z)
                 if au["AU20"] > 0.3 or au["AU10"] > 0.3:
-                    low_teeth = np.concatenate([np.stack([inset, ib - teeth_h * 0.7], 1),
-                                                np.stack([inset, ib - 0.002], 1)[::-1]])
+                    low_teeth = np.concatenate(
+                        [np.stack([inset, ib - teeth_h * 0.7], 1), np.stack([inset, ib - 0.002], 1)[::-1]]
+                    )
                     self.poly(d, low_teeth, (222, 218, 206), z=z)
         else:
             self.line(d, np.stack([xs, (it + ib) / 2], 1), _scale(lip, 0.55), 0.012, z=z)
         if au["AU14"] > 0.2:  # dimple beside the raised corner
             x1, y1 = xs[-1] + 0.02, ((it + ib) / 2)[-1]
-            self.line(d, np.array([[x1, y1 - 0.03], [x1 + 0.012, y1], [x1, y1 + 0.03]]), _scale(self.skin, 0.7),
-                      0.012 * au["AU14"] + 0.004, z=z)
+            self.line(
+                d,
+                np.array([[x1, y1 - 0.03], [x1 + 0.012, y1], [x1, y1 + 0.03]]),
+                _scale(self.skin, 0.7),
+                0.012 * au["AU14"] + 0.004,
+                z=z,
+            )
 
     def draw_wrinkles(self, d: ImageDraw.ImageDraw):
         au, old = self.au, self.old
@@ -542,7 +644,9 @@ class _FaceDrawer:
                 nx = side * self.id.nose_w * 1.2
                 mx = side * (abs(xs[0]) + 0.05)
                 my = ((it + ib) / 2)[0 if side < 0 else -1] + 0.04
-                pts = np.array([[nx, self.nose_y - 0.02], [side * (abs(mx) + 0.015), (self.nose_y + my) / 2], [mx, my]])
+                pts = np.array(
+                    [[nx, self.nose_y - 0.02], [side * (abs(mx) + 0.015), (self.nose_y + my) / 2], [mx, my]]
+                )
                 self.line(d, pts, _scale(self.skin, 0.8 - 0.1 * fold), w * (0.6 + fold), z=0.35)
         # forehead lines (with age and with raised brows)
         lines = old + 0.7 * max(au["AU1"], au["AU2"])
@@ -551,25 +655,44 @@ class _FaceDrawer:
                 y = self.brow_y - 0.1 - 0.055 * k
                 if y < self.id.hairline + 0.05:
                     break
-                self.line(d, ellipse_pts(0, y + 0.12, 0.32, 0.12, 9, 1.25 * math.pi, 1.75 * math.pi), col, w, z=0.3)
+                self.line(
+                    d, ellipse_pts(0, y + 0.12, 0.32, 0.12, 9, 1.25 * math.pi, 1.75 * math.pi), col, w, z=0.3
+                )
         # vertical frown lines (brow lowering, anger)
         if au["AU4"] > 0.3:
             for side in (-1, 1):
                 x = side * 0.045
-                self.line(d, np.array([[x, self.brow_y - 0.02], [x * 0.8, self.brow_y + 0.08]]), col,
-                          0.006 + 0.008 * au["AU4"], z=0.4)
+                self.line(
+                    d,
+                    np.array([[x, self.brow_y - 0.02], [x * 0.8, self.brow_y + 0.08]]),
+                    col,
+                    0.006 + 0.008 * au["AU4"],
+                    z=0.4,
+                )
         # crow's feet and under-eye bags
         if old > 0.45 or au["AU6"] > 0.5:
             for side in (-1, 1):
                 ex = side * (self.eye_dx + self.eye_w * 1.25)
                 for k in (-1, 0, 1):
-                    self.line(d, np.array([[ex, self.eye_y + 0.02 * k], [ex + side * 0.06, self.eye_y + 0.04 * k]]),
-                              col, w * 0.8, z=0.3)
+                    self.line(
+                        d,
+                        np.array([[ex, self.eye_y + 0.02 * k], [ex + side * 0.06, self.eye_y + 0.04 * k]]),
+                        col,
+                        w * 0.8,
+                        z=0.3,
+                    )
         if old > 0.5:
             for side in (-1, 1):
                 cx = side * self.eye_dx
-                self.line(d, ellipse_pts(cx, self.eye_y + 0.05, self.eye_w * 0.9, 0.05, 9, 0.15 * math.pi,
-                                         0.85 * math.pi), col, w * 0.8, z=0.3)
+                self.line(
+                    d,
+                    ellipse_pts(
+                        cx, self.eye_y + 0.05, self.eye_w * 0.9, 0.05, 9, 0.15 * math.pi, 0.85 * math.pi
+                    ),
+                    col,
+                    w * 0.8,
+                    z=0.3,
+                )
 
     def draw_beard(self, d: ImageDraw.ImageDraw):
         b = self.id.beard if self.look.age >= 18 else 0
@@ -585,14 +708,23 @@ class _FaceDrawer:
             out = self.outline
             low = out[(out[:, 1] > self.mouth_y - 0.15)]
             low = low[np.argsort(np.arctan2(low[:, 1], low[:, 0]))]
-            inner = np.stack([np.linspace(low[-1, 0], low[0, 0], 9) * 0.55,
-                              self.mouth_y + 0.08 + 0.12 * np.sin(np.linspace(0, np.pi, 9))], 1)
+            inner = np.stack(
+                [
+                    np.linspace(low[-1, 0], low[0, 0], 9) * 0.55,
+                    self.mouth_y + 0.08 + 0.12 * np.sin(np.linspace(0, np.pi, 9)),
+                ],
+                1,
+            )
             pts = np.concatenate([low, inner])
             fill = col if b == 3 else _mix(self.skin, col, 0.35)
             self.poly(d, pts, fill, z=0.2)
             if b == 3:
-                self.poly(d, np.concatenate([np.stack([xs, ob + 0.008], 1),
-                                             np.stack([xs * 0.6, ob + 0.09], 1)[::-1]]), col, z=0.4)
+                self.poly(
+                    d,
+                    np.concatenate([np.stack([xs, ob + 0.008], 1), np.stack([xs * 0.6, ob + 0.09], 1)[::-1]]),
+                    col,
+                    z=0.4,
+                )
 
     def draw_hair_front(self, d: ImageDraw.ImageDraw):
         st, hw = self.id.hair_style, self.id.head_w * (1 + 0.1 * self.child)
@@ -614,19 +746,27 @@ class _FaceDrawer:
         xin = np.linspace(side_x, -side_x, 25)
         part = 0.15 * (1 if (self.id.seed % 2) else -1)
         prof = np.clip(1 - np.abs(xin / side_x) ** 2.2, 0, 1)
-        yin = temple_y + (hl - temple_y) * prof ** 0.45
+        yin = temple_y + (hl - temple_y) * prof**0.45
         if st in ("long", "bob", "medium") and self.id.seed % 3 == 0:  # fringe
             yin = np.minimum(yin, self.brow_y - 0.06 + 0.02 * np.abs(xin - part))
             yin = np.maximum(yin, hl)
         inner = np.stack([xin, yin], 1)
-        pts = np.concatenate([np.array([[-hw * grow, temple_y]]), outer, np.array([[hw * grow, temple_y]]), inner])
+        pts = np.concatenate(
+            [np.array([[-hw * grow, temple_y]]), outer, np.array([[hw * grow, temple_y]]), inner]
+        )
         self.poly(d, pts, col, z=0.1)
         if st in ("long", "bob", "medium"):
             down = 0.9 if st == "long" else (0.45 if st == "bob" else 0.05)
             for side in (-1, 1):
-                strand = np.array([[side * hw * 0.92, temple_y - 0.1], [side * hw * 1.12, temple_y - 0.1],
-                                   [side * hw * 1.18, temple_y + down], [side * hw * 1.0, temple_y + down],
-                                   [side * hw * 0.9, temple_y + 0.15]])
+                strand = np.array(
+                    [
+                        [side * hw * 0.92, temple_y - 0.1],
+                        [side * hw * 1.12, temple_y - 0.1],
+                        [side * hw * 1.18, temple_y + down],
+                        [side * hw * 1.0, temple_y + down],
+                        [side * hw * 0.9, temple_y + 0.15],
+                    ]
+                )
                 self.poly(d, strand, col, z=0.0)
         # texture: a few slightly darker strands, combed away from the parting
         dark = _scale(col, 0.82)
@@ -655,13 +795,20 @@ class _FaceDrawer:
         def W(width):
             return max(1, int(width * self.P.s / f))
 
-        d.line(P(np.concatenate([self.outline, self.outline[:1]]), 0.0), fill=72, width=W(0.32), joint="curve")
+        d.line(
+            P(np.concatenate([self.outline, self.outline[:1]]), 0.0), fill=72, width=W(0.32), joint="curve"
+        )
         for side in (-1, 1):
             cx, cy, w, up, lo = self.eye_geometry(side)
             d.polygon(P(ellipse_pts(cx, cy - 0.03, w * 1.45, w * 1.05, 20), 0.3), fill=92)
             d.polygon(P(ellipse_pts(side * 0.48, self.nose_y - 0.05, 0.14, 0.1, 16), 0.3), fill=150)
-            side_line = np.array([[side * 0.075, self.brow_y + 0.05], [side * 0.085, self.nose_y - 0.06],
-                                  [side * self.id.nose_w * 1.15, self.nose_y + 0.01]])
+            side_line = np.array(
+                [
+                    [side * 0.075, self.brow_y + 0.05],
+                    [side * 0.085, self.nose_y - 0.06],
+                    [side * self.id.nose_w * 1.15, self.nose_y + 0.01],
+                ]
+            )
             d.line(P(side_line, 0.45), fill=96, width=W(0.05))
         d.polygon(P(ellipse_pts(0, self.nose_y + 0.06, self.id.nose_w * 1.1, 0.04, 16), 0.5), fill=80)
         d.polygon(P(ellipse_pts(0, self.brow_y - 0.2, 0.25, 0.14, 16), 0.3), fill=152)
@@ -685,8 +832,9 @@ class _FaceDrawer:
         a0 = math.asin(np.clip(self.eye_y + 0.05, -0.99, 0.99))
         targets = np.linspace(math.pi - a0, a0, 17)
         order = np.argsort(ang)
-        jaw = np.stack([np.interp(targets, ang[order], out[order, 0]),
-                        np.interp(targets, ang[order], out[order, 1])], 1)
+        jaw = np.stack(
+            [np.interp(targets, ang[order], out[order, 0]), np.interp(targets, ang[order], out[order, 1])], 1
+        )
         jaw = self.T(jaw, 0.0)
         pts = [jaw]
         # brows 17..26
@@ -718,8 +866,16 @@ class _FaceDrawer:
         xs, ot, it, ib, ob = self.mouth_shape()
         idx_o = [0, 3, 6, 8, 10, 13, 16]
         outer = [(xs[i], ot[i]) for i in idx_o] + [(xs[i], ob[i]) for i in (13, 10, 8, 6, 3)]
-        inner = [(xs[1], it[1]), (xs[5], it[5]), (xs[8], it[8]), (xs[11], it[11]), (xs[15], it[15]),
-                 (xs[11], ib[11]), (xs[8], ib[8]), (xs[5], ib[5])]
+        inner = [
+            (xs[1], it[1]),
+            (xs[5], it[5]),
+            (xs[8], it[8]),
+            (xs[11], it[11]),
+            (xs[15], it[15]),
+            (xs[11], ib[11]),
+            (xs[8], ib[8]),
+            (xs[5], ib[5]),
+        ]
         pts += [self.T(np.array(outer), 0.4), self.T(np.array(inner), 0.4)]
         return np.concatenate(pts)
 
@@ -749,17 +905,18 @@ class Person:
 class Nuisance:
     """Image-level variation: lighting gradient, blur, noise, occluder."""
 
-    light_dir: float = 0.0          # radians, direction of the brightness gradient
-    light_strength: float = 0.0     # 0 none .. 0.5 strong
+    light_dir: float = 0.0  # radians, direction of the brightness gradient
+    light_strength: float = 0.0  # 0 none .. 0.5 strong
     brightness: float = 1.0
-    blur: float = 0.0               # Gaussian blur radius in output pixels
-    noise: float = 0.0              # std of additive noise (0..255 scale)
-    occluder: str | None = None     # one of OCCLUDERS, over the first person's face
+    blur: float = 0.0  # Gaussian blur radius in output pixels
+    noise: float = 0.0  # std of additive noise (0..255 scale)
+    occluder: str | None = None  # one of OCCLUDERS, over the first person's face
     jpeg_quality: int = 90
 
     @staticmethod
-    def sample(rng: np.random.Generator, occlusion_p: float = 0.08, strength: float = 1.0,
-               blur_scale: float = 1.0) -> Nuisance:
+    def sample(
+        rng: np.random.Generator, occlusion_p: float = 0.08, strength: float = 1.0, blur_scale: float = 1.0
+    ) -> Nuisance:
         """Random nuisance; ``strength`` scales all of it, ``blur_scale`` the blur (small images)."""
         return Nuisance(
             light_dir=float(rng.uniform(0, 2 * math.pi)),
@@ -863,7 +1020,9 @@ def _upscaled(background: np.ndarray, ss: int) -> Image.Image:
     for arr, s, im in _BG_CACHE:
         if arr is background and s == ss:
             return im
-    im = Image.fromarray(background).resize((background.shape[1] * ss, background.shape[0] * ss), Image.NEAREST)
+    im = Image.fromarray(background).resize(
+        (background.shape[1] * ss, background.shape[0] * ss), Image.NEAREST
+    )
     _BG_CACHE[:] = [(background, ss, im)]  # keeps a reference, so the identity check stays valid
     return im
 
@@ -877,7 +1036,7 @@ def _noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     reps = -(-n // _NOISE_TABLE.size)
     table = _NOISE_TABLE if reps == 1 else np.tile(_NOISE_TABLE, reps + 1)
     start = int(rng.integers(0, table.size - n + 1))
-    return table[start:start + n].reshape(shape)
+    return table[start : start + n].reshape(shape)
 
 
 def _finish(img: Image.Image, nz: Nuisance, rng: np.random.Generator) -> np.ndarray:
@@ -897,9 +1056,13 @@ def _finish(img: Image.Image, nz: Nuisance, rng: np.random.Generator) -> np.ndar
     return np.clip(arr, 0, 255, out=arr).astype(np.uint8)
 
 
-def render_scene(people: list[Person], size: tuple[int, int], rng: np.random.Generator,
-                 background: np.ndarray | None = None, nuisance: Nuisance | None = None
-                 ) -> tuple[np.ndarray, list[FaceInfo]]:
+def render_scene(
+    people: list[Person],
+    size: tuple[int, int],
+    rng: np.random.Generator,
+    background: np.ndarray | None = None,
+    nuisance: Nuisance | None = None,
+) -> tuple[np.ndarray, list[FaceInfo]]:
     """Draw people (in list order: far to near) on a background; RGB uint8 image + per-person info.
 
     ``size`` is (width, height); ``nuisance.occluder`` covers the first person's face.
@@ -917,9 +1080,15 @@ def render_scene(people: list[Person], size: tuple[int, int], rng: np.random.Gen
     return _finish(img, nz, rng), infos
 
 
-def render_chip(identity: Identity, look: Look, size: int, rng: np.random.Generator,
-                nuisance: Nuisance | None = None, framing: str = "tight",
-                background: np.ndarray | None = None) -> tuple[np.ndarray, FaceInfo]:
+def render_chip(
+    identity: Identity,
+    look: Look,
+    size: int,
+    rng: np.random.Generator,
+    nuisance: Nuisance | None = None,
+    framing: str = "tight",
+    background: np.ndarray | None = None,
+) -> tuple[np.ndarray, FaceInfo]:
     """A square face image: ``framing`` "tight" (UTKFace-like aligned chip), "close" (FER2013-like,
     the face fills the frame) or "loose" (VGGFace2-like, head and shoulders with margin)."""
     if framing == "tight":  # eyes a little above the middle, chin near the bottom edge
@@ -933,6 +1102,7 @@ def render_chip(identity: Identity, look: Look, size: int, rng: np.random.Genera
         cx, cy = size * rng.uniform(0.42, 0.58), size * rng.uniform(0.42, 0.52)
     else:
         raise ValueError(f"unknown framing {framing!r}; expected tight, close or loose")
-    img, infos = render_scene([Person(identity, look, cx, cy, scale)], (size, size), rng,
-                              background=background, nuisance=nuisance)
+    img, infos = render_scene(
+        [Person(identity, look, cx, cy, scale)], (size, size), rng, background=background, nuisance=nuisance
+    )
     return img, infos[0]

@@ -26,8 +26,10 @@ from ._common import (
 )
 
 NAME = "afew"
-EXPECTED = ("folders Train/ and Val/, each with class folders Angry, Disgust, Fear, Happy, Neutral, Sad, "
-            "Surprise holding .avi/.mp4 videos")
+EXPECTED = (
+    "folders Train/ and Val/, each with class folders Angry, Disgust, Fear, Happy, Neutral, Sad, "
+    "Surprise holding .avi/.mp4 videos"
+)
 SPLIT_FOLDERS = {"train": "train", "val": "test", "validation": "test"}
 VIDEO_EXTENSIONS = (".avi", ".mp4")
 
@@ -42,8 +44,9 @@ def _split_dirs(root: Path, report: ValidationReport) -> dict[Path, str]:
     return out
 
 
-def scan_class_folders(split_dir: Path, split: str, report: ValidationReport,
-                       extensions: tuple[str, ...] = VIDEO_EXTENSIONS) -> list[dict]:
+def scan_class_folders(
+    split_dir: Path, split: str, report: ValidationReport, extensions: tuple[str, ...] = VIDEO_EXTENSIONS
+) -> list[dict]:
     """Rows for every video in the class folders of one split folder."""
     rows = []
     for entry in sorted(split_dir.iterdir()):
@@ -60,16 +63,26 @@ def scan_class_folders(split_dir: Path, split: str, report: ValidationReport,
             continue
         for f in list_files(entry):
             if f.suffix.lower() not in extensions:
-                why = "video format not supported" if f.suffix.lower() in VIDEO_SUFFIXES else "not a video file"
+                why = (
+                    "video format not supported" if f.suffix.lower() in VIDEO_SUFFIXES else "not a video file"
+                )
                 report.ignore(f, why, f.suffix)
                 continue
-            rows.append({"path": str(f), "split": split, "expression": float(label), "video": f.stem,
-                         "label_raw": entry.name})
+            rows.append(
+                {
+                    "path": str(f),
+                    "split": split,
+                    "expression": float(label),
+                    "video": f.stem,
+                    "label_raw": entry.name,
+                }
+            )
     return rows
 
 
-def load_manifest(root: str | os.PathLike, val_fraction: float = 0.0, seed: int = 0,
-                  limit: int | None = None) -> tuple[pd.DataFrame, ValidationReport]:
+def load_manifest(
+    root: str | os.PathLike, val_fraction: float = 0.0, seed: int = 0, limit: int | None = None
+) -> tuple[pd.DataFrame, ValidationReport]:
     """Manifest of AFEW videos (one row per video).
 
     Args:

@@ -40,8 +40,17 @@ from ._common import (
 )
 
 NAME = "affectnet"
-COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "facial_landmarks",
-           "expression", "valence", "arousal")
+COLUMNS = (
+    "subDirectory_filePath",
+    "face_x",
+    "face_y",
+    "face_width",
+    "face_height",
+    "facial_landmarks",
+    "expression",
+    "valence",
+    "arousal",
+)
 EXPECTED = "training.csv and/or validation.csv (AffectNet annotation files) with the images below root"
 CSV_SPLITS = {"training.csv": "train", "validation.csv": "test"}
 IMAGE_BASES = ("", "Manually_Annotated_Images", "Manually_Annotated/Manually_Annotated_Images")
@@ -53,9 +62,11 @@ def _read(csv: Path, **kwargs) -> pd.DataFrame:
     try:
         return pd.read_csv(csv, dtype=str, keep_default_na=False, **kwargs)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{csv}: not a readable csv ({type(exc).__name__}: {exc}). What to do: check that "
-                         "it is the AffectNet annotation file (UTF-8 text, 9 comma-separated columns; quote "
-                         "paths that contain commas)") from exc
+        raise ValueError(
+            f"{csv}: not a readable csv ({type(exc).__name__}: {exc}). What to do: check that "
+            "it is the AffectNet annotation file (UTF-8 text, 9 comma-separated columns; quote "
+            "paths that contain commas)"
+        ) from exc
 
 
 def _is_data_line(fields) -> bool:
@@ -75,15 +86,20 @@ def read_csv(csv: Path) -> pd.DataFrame:
     """
     table = _read(csv)
     table.columns = [str(c).strip() for c in table.columns]
-    if (COLUMNS[0] not in table.columns and len(table.columns) == len(COLUMNS)
-            and _is_data_line(_read(csv, header=None, nrows=1).iloc[0].tolist())):
+    if (
+        COLUMNS[0] not in table.columns
+        and len(table.columns) == len(COLUMNS)
+        and _is_data_line(_read(csv, header=None, nrows=1).iloc[0].tolist())
+    ):
         table = _read(csv, header=None, names=list(COLUMNS))
         table.attrs["headerless"] = True
     missing = [c for c in COLUMNS if c not in table.columns]
     if missing:
-        raise ValueError(f"{csv}: missing column(s) {', '.join(missing)}; an AffectNet csv needs "
-                         f"{', '.join(COLUMNS)} (found {', '.join(map(str, table.columns))}). What to do: "
-                         "fix the header line (or remove it: a header-less file is read in that order)")
+        raise ValueError(
+            f"{csv}: missing column(s) {', '.join(missing)}; an AffectNet csv needs "
+            f"{', '.join(COLUMNS)} (found {', '.join(map(str, table.columns))}). What to do: "
+            "fix the header line (or remove it: a header-less file is read in that order)"
+        )
     return table
 
 
@@ -112,15 +128,33 @@ def _clean_va(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.where(no_face | bad, np.nan, values), no_face, bad
 
 
-def _report_va(name: str, values: np.ndarray, no_face: np.ndarray, bad: np.ndarray, where: pd.Series,
-               keep: np.ndarray, report: ValidationReport) -> None:
+def _report_va(
+    name: str,
+    values: np.ndarray,
+    no_face: np.ndarray,
+    bad: np.ndarray,
+    where: pd.Series,
+    keep: np.ndarray,
+    report: ValidationReport,
+) -> None:
     report.add_many(where[no_face & keep], f"{name} -2 (no face)", action=CLEARED)
-    report.add_many(where[bad & keep], f"{name} missing or outside [-1, 1]",
-                    [f"{name}={v}" for v in values[bad & keep]], action=CLEARED)
+    report.add_many(
+        where[bad & keep],
+        f"{name} missing or outside [-1, 1]",
+        [f"{name}={v}" for v in values[bad & keep]],
+        action=CLEARED,
+    )
 
 
-def _parse_table(table: pd.DataFrame, csv: Path, root: Path, split: str, check_files: bool,
-                 keep_landmarks: bool, report: ValidationReport) -> pd.DataFrame:
+def _parse_table(
+    table: pd.DataFrame,
+    csv: Path,
+    root: Path,
+    split: str,
+    check_files: bool,
+    keep_landmarks: bool,
+    report: ValidationReport,
+) -> pd.DataFrame:
     """One csv -> manifest rows (before the val carve)."""
     header_lines = 0 if table.attrs.get("headerless") else 1
     where = pd.Series([f"{csv.name} row {i + 1 + header_lines}" for i in range(len(table))])
@@ -149,36 +183,57 @@ def _parse_table(table: pd.DataFrame, csv: Path, root: Path, split: str, check_f
     valid_expr = np.isin(expr, np.arange(len(AFFECTNET_ORDER)))
     for code, label in EXCLUDED.items():
         hit = (expr == code) & keep
-        report.add_many(where[hit & va_ok], f"expression {code} ({label}) excluded from the emotion task",
-                        action=CLEARED)
+        report.add_many(
+            where[hit & va_ok], f"expression {code} ({label}) excluded from the emotion task", action=CLEARED
+        )
         report.add_many(where[hit & ~va_ok], f"expression {code} ({label}) and no valid valence/arousal")
     unknown = ~valid_expr & ~np.isin(expr, list(EXCLUDED)) & keep
-    report.add_many(where[unknown & va_ok], "invalid expression", table["expression"][unknown & va_ok],
-                    action=CLEARED)
-    report.add_many(where[unknown & ~va_ok], "invalid expression and no valid valence/arousal",
-                    table["expression"][unknown & ~va_ok])
+    report.add_many(
+        where[unknown & va_ok], "invalid expression", table["expression"][unknown & va_ok], action=CLEARED
+    )
+    report.add_many(
+        where[unknown & ~va_ok],
+        "invalid expression and no valid valence/arousal",
+        table["expression"][unknown & ~va_ok],
+    )
     keep &= valid_expr | va_ok
     _report_va("valence", raw_v, v_no_face, v_bad, where, keep, report)
     _report_va("arousal", raw_a, a_no_face, a_bad, where, keep, report)
 
     box = np.stack([_numbers(table, c) for c in ("face_x", "face_y", "face_width", "face_height")], 1)
-    bad_box = (~np.isfinite(box).all(1) | (box[:, 2] <= 0) | (box[:, 3] <= 0) | (box[:, :2] < 0).any(1)) & keep
+    bad_box = (
+        ~np.isfinite(box).all(1) | (box[:, 2] <= 0) | (box[:, 3] <= 0) | (box[:, :2] < 0).any(1)
+    ) & keep
     report.add_many(where[bad_box], "invalid face box (whole image used)", action=CLEARED)
     box[bad_box] = np.nan
 
-    df = pd.DataFrame({
-        "path": paths, "split": split, "expression": np.where(valid_expr, expr, np.nan),
-        "valence": valence, "arousal": arousal, "face_x": box[:, 0], "face_y": box[:, 1],
-        "face_w": box[:, 2], "face_h": box[:, 3], "label_raw": expr,
-    })
+    df = pd.DataFrame(
+        {
+            "path": paths,
+            "split": split,
+            "expression": np.where(valid_expr, expr, np.nan),
+            "valence": valence,
+            "arousal": arousal,
+            "face_x": box[:, 0],
+            "face_y": box[:, 1],
+            "face_w": box[:, 2],
+            "face_h": box[:, 3],
+            "label_raw": expr,
+        }
+    )
     if keep_landmarks:
         df["landmarks"] = table["facial_landmarks"].to_numpy()
     return df[keep].reset_index(drop=True)
 
 
-def load_manifest(root: str | os.PathLike, val_fraction: float = 0.1, seed: int = 0,
-                  check_files: bool = True, limit: int | None = None,
-                  keep_landmarks: bool = False) -> tuple[pd.DataFrame, ValidationReport]:
+def load_manifest(
+    root: str | os.PathLike,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    check_files: bool = True,
+    limit: int | None = None,
+    keep_landmarks: bool = False,
+) -> tuple[pd.DataFrame, ValidationReport]:
     """Manifest of AffectNet (see the module docstring for every decision).
 
     Args:

@@ -41,10 +41,14 @@ from ._common import (
 
 NAME = "affwild2"
 # Aff-Wild2's own expression order (the EXPR_Set files' header and values).
-EXPECTED = ("annotations/EXPR_Set and/or annotations/VA_Set (or the same directly in root), each with "
-            "Train_Set/ and Validation_Set/ of <video>.txt files, and frames in cropped_aligned/<video>/")
-SET_FOLDERS = {"EXPR": ("EXPR_Set", "EXPR_Classification_Challenge"),
-               "VA": ("VA_Set", "VA_Estimation_Challenge")}
+EXPECTED = (
+    "annotations/EXPR_Set and/or annotations/VA_Set (or the same directly in root), each with "
+    "Train_Set/ and Validation_Set/ of <video>.txt files, and frames in cropped_aligned/<video>/"
+)
+SET_FOLDERS = {
+    "EXPR": ("EXPR_Set", "EXPR_Classification_Challenge"),
+    "VA": ("VA_Set", "VA_Estimation_Challenge"),
+}
 SPLIT_FOLDERS = {"train_set": "train", "validation_set": "test"}
 FRAMES_DIR = "cropped_aligned"
 _NEWLINE = re.compile(r"\r\n|\r|\n")
@@ -118,8 +122,13 @@ def read_va_file(path: Path, report: ValidationReport) -> pd.DataFrame:
     _count(report, path, "VA line: arousal invalid (valence kept)", int((bad_a & ~bad_v).sum()), CLEARED)
     frames = np.arange(1, len(lines) + 1)
     keep = ~both
-    return pd.DataFrame({"frame": frames[keep], "valence": np.where(bad_v, np.nan, v)[keep],
-                         "arousal": np.where(bad_a, np.nan, a)[keep]})
+    return pd.DataFrame(
+        {
+            "frame": frames[keep],
+            "valence": np.where(bad_v, np.nan, v)[keep],
+            "arousal": np.where(bad_a, np.nan, a)[keep],
+        }
+    )
 
 
 def _annotation_root(root: Path) -> Path | None:
@@ -163,9 +172,14 @@ def _report_split_conflicts(expr: pd.DataFrame, va: pd.DataFrame, report: Valida
         report.note(f"video {video} is in {e[video]} in EXPR_Set but in {v[video]} in VA_Set")
 
 
-def load_manifest(root: str | os.PathLike, check_files: bool = True, val_fraction: float = 0.0,
-                  seed: int = 0, limit: int | None = None,
-                  frames_dir: str = FRAMES_DIR) -> tuple[pd.DataFrame, ValidationReport]:
+def load_manifest(
+    root: str | os.PathLike,
+    check_files: bool = True,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+    limit: int | None = None,
+    frames_dir: str = FRAMES_DIR,
+) -> tuple[pd.DataFrame, ValidationReport]:
     """Manifest of Aff-Wild2 frames (one row per annotated frame; see the module docstring).
 
     Args:

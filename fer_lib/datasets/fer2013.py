@@ -37,11 +37,20 @@ from ._common import (
 )
 
 NAME = "fer2013"
-EXPECTED = ("folders train/ and test/ (optionally validation/ or val/) with one sub-folder per class "
-            "(angry, disgust, fear, happy, neutral, sad, surprise), or the original fer2013.csv")
+EXPECTED = (
+    "folders train/ and test/ (optionally validation/ or val/) with one sub-folder per class "
+    "(angry, disgust, fear, happy, neutral, sad, surprise), or the original fer2013.csv"
+)
 CSV_NAME = "fer2013.csv"
-SPLIT_FOLDERS = {"train": "train", "training": "train", "validation": "val", "val": "val",
-                 "publictest": "val", "test": "test", "privatetest": "test"}
+SPLIT_FOLDERS = {
+    "train": "train",
+    "training": "train",
+    "validation": "val",
+    "val": "val",
+    "publictest": "val",
+    "test": "test",
+    "privatetest": "test",
+}
 USAGE_TO_SPLIT = {"training": "train", "publictest": "val", "privatetest": "test"}
 SIDE = 48
 _EMOTION = re.compile(r"[0-9]+")  # ASCII digits: str.isdigit() also accepts '²', which int() rejects
@@ -52,9 +61,14 @@ def class_index(folder_name: str) -> int:
     return EXPRESSIONS_8.index(canonical_expression(folder_name))
 
 
-def load_manifest(root: str | os.PathLike, val_fraction: float = 0.1, seed: int = 0,
-                  limit: int | None = None, cache_dir: str | os.PathLike | None = None,
-                  progress: bool = True) -> tuple[pd.DataFrame, ValidationReport]:
+def load_manifest(
+    root: str | os.PathLike,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    limit: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, ValidationReport]:
     """Manifest of FER2013 in the Kaggle folder layout or as the original csv.
 
     Args:
@@ -69,8 +83,11 @@ def load_manifest(root: str | os.PathLike, val_fraction: float = 0.1, seed: int 
     if path.is_file() and path.suffix.lower() == ".csv":
         return _load_csv(path, path.parent, val_fraction, seed, limit, cache_dir, progress)
     root = require_dir(path, NAME, EXPECTED)
-    split_dirs = {p: SPLIT_FOLDERS[p.name.lower()] for p in root.iterdir()
-                  if p.is_dir() and p.name.lower() in SPLIT_FOLDERS}
+    split_dirs = {
+        p: SPLIT_FOLDERS[p.name.lower()]
+        for p in root.iterdir()
+        if p.is_dir() and p.name.lower() in SPLIT_FOLDERS
+    }
     if split_dirs:
         return _load_folders(root, split_dirs, val_fraction, seed, limit)
     if (root / CSV_NAME).is_file():
@@ -79,8 +96,9 @@ def load_manifest(root: str | os.PathLike, val_fraction: float = 0.1, seed: int 
 
 
 # ------------------------------------------------------------------------------------------- folders
-def _load_folders(root: Path, split_dirs: dict[Path, str], val_fraction: float, seed: int,
-                  limit: int | None) -> tuple[pd.DataFrame, ValidationReport]:
+def _load_folders(
+    root: Path, split_dirs: dict[Path, str], val_fraction: float, seed: int, limit: int | None
+) -> tuple[pd.DataFrame, ValidationReport]:
     report = ValidationReport(NAME, str(root))
     rows = []
     for split_dir, split in sorted(split_dirs.items()):
@@ -133,8 +151,15 @@ def parse_pixels(text: object) -> np.ndarray | str:
     return values.astype(np.uint8).reshape(SIDE, SIDE)
 
 
-def _load_csv(csv: Path, root: Path, val_fraction: float, seed: int, limit: int | None,
-              cache_dir: str | os.PathLike | None, progress: bool) -> tuple[pd.DataFrame, ValidationReport]:
+def _load_csv(
+    csv: Path,
+    root: Path,
+    val_fraction: float,
+    seed: int,
+    limit: int | None,
+    cache_dir: str | os.PathLike | None,
+    progress: bool,
+) -> tuple[pd.DataFrame, ValidationReport]:
     from PIL import Image
 
     from ..progress import tqdm
@@ -143,13 +168,17 @@ def _load_csv(csv: Path, root: Path, val_fraction: float, seed: int, limit: int 
     try:
         table = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{csv}: not a readable csv ({type(exc).__name__}: {exc}). What to do: use the "
-                         "original fer2013.csv (UTF-8 text with columns emotion, pixels, Usage)") from exc
+        raise ValueError(
+            f"{csv}: not a readable csv ({type(exc).__name__}: {exc}). What to do: use the "
+            "original fer2013.csv (UTF-8 text with columns emotion, pixels, Usage)"
+        ) from exc
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in ("emotion", "pixels", "Usage") if c not in table.columns]
     if missing:
-        raise ValueError(f"{csv}: missing column(s) {', '.join(missing)}; expected emotion, pixels, Usage "
-                         f"(found {', '.join(table.columns)}). What to do: fix the header line")
+        raise ValueError(
+            f"{csv}: missing column(s) {', '.join(missing)}; expected emotion, pixels, Usage "
+            f"(found {', '.join(table.columns)}). What to do: fix the header line"
+        )
     cache = Path(os.path.abspath(Path(cache_dir).expanduser())) if cache_dir else _default_cache(csv)
     complete = cache / ".complete"
     build = not complete.is_file()
@@ -160,13 +189,16 @@ def _load_csv(csv: Path, root: Path, val_fraction: float, seed: int, limit: int 
     rows = []
     try:
         it = table.itertuples(index=True)
-        for row in tqdm(it, total=len(table), desc="decoding fer2013.csv", disable=not (progress and build),
-                        leave=False):
+        for row in tqdm(
+            it, total=len(table), desc="decoding fer2013.csv", disable=not (progress and build), leave=False
+        ):
             where = f"{csv.name} row {row.Index + 2}"  # +2: header line and 1-based numbering
             split = USAGE_TO_SPLIT.get(str(row.Usage).strip().lower())
             emotion = str(row.emotion).strip()
             if split is None:
-                report.drop(where, "unknown Usage", f"{row.Usage!r} (expected Training/PublicTest/PrivateTest)")
+                report.drop(
+                    where, "unknown Usage", f"{row.Usage!r} (expected Training/PublicTest/PrivateTest)"
+                )
                 continue
             if not _EMOTION.fullmatch(emotion) or int(emotion) >= len(FER2013_ORDER):
                 report.drop(where, "invalid emotion", f"{emotion!r} (expected 0..6)")

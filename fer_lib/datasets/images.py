@@ -47,10 +47,10 @@ _HINTS = {
     MISSING: "check the dataset root (FER_DATA_ROOT) or rebuild the manifest",
     EMPTY: "the file has 0 bytes: copy or extract it again",
     NOT_IMAGE: "the file is not in an image format Pillow reads (a text or HTML page saved as an image?): "
-               "replace it",
+    "replace it",
     CORRUPT: "the file ends early or is damaged (an interrupted copy or download?): copy it again",
     TOO_LARGE: "if the file is genuine, pass a larger max_pixels (FaceDataset / validate_images; beyond "
-               "Pillow's limit also raise PIL.Image.MAX_IMAGE_PIXELS)",
+    "Pillow's limit also raise PIL.Image.MAX_IMAGE_PIXELS)",
     BAD_MODE: "convert the file to RGB",
 }
 # Leading bytes of the formats the loaders accept; a file starting like this that fails to decode
@@ -65,8 +65,10 @@ class ImageError(OSError):
     def __init__(self, path: str | os.PathLike, reason: str, detail: str = ""):
         self.path, self.reason, self.detail = str(path), reason, detail
         why = f"{reason} ({detail})" if detail else reason
-        super().__init__(f"cannot read image {self.path}: {why}. What to do: {_HINTS.get(reason, 'replace it')}, "
-                         "or run fer_lib.datasets.validate_images(manifest, report) to drop unusable files")
+        super().__init__(
+            f"cannot read image {self.path}: {why}. What to do: {_HINTS.get(reason, 'replace it')}, "
+            "or run fer_lib.datasets.validate_images(manifest, report) to drop unusable files"
+        )
 
 
 # -------------------------------------------------------------------------------------------- colour
@@ -94,7 +96,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         elif top > 255:
             arr = arr / max(65535.0, top) * 255.0
         image = Image.fromarray(np.clip(np.rint(np.nan_to_num(arr)), 0, 255).astype(np.uint8), mode="L")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, rgba)
@@ -122,8 +126,9 @@ def _open(path: str, max_pixels: int | None) -> Image.Image:
             image = Image.open(path)
     except Image.DecompressionBombError as exc:
         limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
-        raise ImageError(path, TOO_LARGE, f"more than Pillow's decompression-bomb limit of {limit:,} pixels: "
-                                          f"{exc}") from exc
+        raise ImageError(
+            path, TOO_LARGE, f"more than Pillow's decompression-bomb limit of {limit:,} pixels: {exc}"
+        ) from exc
     except UnidentifiedImageError as exc:
         reason = CORRUPT if _signature_known(path) else NOT_IMAGE
         raise ImageError(path, reason, "Pillow cannot identify it") from exc
@@ -136,8 +141,9 @@ def _open(path: str, max_pixels: int | None) -> Image.Image:
     return image
 
 
-def reduction_for(image_size: tuple[int, int], region_size: tuple[float, float] | None,
-                  min_side: float | None) -> int:
+def reduction_for(
+    image_size: tuple[int, int], region_size: tuple[float, float] | None, min_side: float | None
+) -> int:
     """The largest of 1, 2, 4, 8 by which an image may shrink so that the region (default the whole
     image) keeps at least ``min_side`` pixels on its shorter side (1 for images under
     :data:`REDUCE_ABOVE_PIXELS` or without ``min_side``)."""
@@ -151,9 +157,12 @@ def reduction_for(image_size: tuple[int, int], region_size: tuple[float, float] 
     return next((s for s in (8, 4, 2) if room >= s), 1)
 
 
-def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-               region_size: tuple[float, float] | None = None,
-               min_side: float | None = None) -> tuple[Image.Image, int]:
+def read_image(
+    path: str | os.PathLike,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    region_size: tuple[float, float] | None = None,
+    min_side: float | None = None,
+) -> tuple[Image.Image, int]:
     """Decode ``path`` as upright 8-bit RGB under the module's policy; ``(image, scale)``.
 
     Args:

@@ -28,8 +28,9 @@ class DataSource:
         return "real" if self.real else "synthetic"
 
 
-def locate(name: str, cfg: Profile, paths: Paths | None = None, prefer_real: bool = True,
-           progress: bool = True) -> DataSource:
+def locate(
+    name: str, cfg: Profile, paths: Paths | None = None, prefer_real: bool = True, progress: bool = True
+) -> DataSource:
     """The folder of dataset ``name`` for this profile, generating the synthetic one if needed."""
     paths = paths or get_paths()
     real = paths.real(name) if prefer_real else None
@@ -38,13 +39,20 @@ def locate(name: str, cfg: Profile, paths: Paths | None = None, prefer_real: boo
     from . import synthetic  # lazy: rendering code is only needed without real data
 
     root = paths.synthetic(cfg)
-    written = synthetic.generate(root, cfg.data, seed=cfg.data.synthetic_seed, datasets=(name,),
-                                 progress=progress)
+    written = synthetic.generate(
+        root, cfg.data, seed=cfg.data.synthetic_seed, datasets=(name,), progress=progress
+    )
     return DataSource(name, Path(written[name]), False)
 
 
-def load_for_profile(name: str, cfg: Profile, paths: Paths | None = None, prefer_real: bool = True,
-                     progress: bool = True, **loader_kwargs) -> tuple[pd.DataFrame, ValidationReport, DataSource]:
+def load_for_profile(
+    name: str,
+    cfg: Profile,
+    paths: Paths | None = None,
+    prefer_real: bool = True,
+    progress: bool = True,
+    **loader_kwargs,
+) -> tuple[pd.DataFrame, ValidationReport, DataSource]:
     """``(manifest, report, source)`` of dataset ``name`` for the profile (real data capped by real_limit)."""
     src = locate(name, cfg, paths, prefer_real=prefer_real, progress=progress)
     df, report = load(name, src.root, **loader_kwargs)

@@ -104,11 +104,26 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 # before the field existed stay complete.
 _OPTIONAL_FIELDS = {"affectnet_va": "expression"}
 # AffectNet training-set class counts (Mollahosseini et al.), used for a tempered imbalance.
-_AFFECTNET_COUNTS = {"Neutral": 74874, "Happy": 134415, "Sad": 25459, "Surprise": 14090, "Fear": 6378,
-                     "Disgust": 3803, "Anger": 24882, "Contempt": 3750}
+_AFFECTNET_COUNTS = {
+    "Neutral": 74874,
+    "Happy": 134415,
+    "Sad": 25459,
+    "Surprise": 14090,
+    "Fear": 6378,
+    "Disgust": 3803,
+    "Anger": 24882,
+    "Contempt": 3750,
+}
 # FER2013-like mild imbalance (Disgust rare, Happy frequent), per class and split.
-_FER_FACTORS = {"Angry": 1.0, "Disgust": 0.5, "Fear": 1.0, "Happy": 1.3, "Sad": 1.1, "Surprise": 0.9,
-                "Neutral": 1.1}
+_FER_FACTORS = {
+    "Angry": 1.0,
+    "Disgust": 0.5,
+    "Fear": 1.0,
+    "Happy": 1.3,
+    "Sad": 1.1,
+    "Surprise": 0.9,
+    "Neutral": 1.1,
+}
 # Expression mix of "in the wild" photos that carry no expression label (UTKFace, VGGFace2).
 _WILD_EXPR_P = np.array([0.45, 0.35, 0.05, 0.05, 0.02, 0.02, 0.04, 0.02])
 
@@ -159,18 +174,28 @@ def _adult_identity(seed: int, lo: float = 18, hi: float = 75) -> Identity:
     return Identity.sample(seed, age=float(rs.uniform(lo, hi)))
 
 
-def _gt_row(ident: Identity, age: float, expression: int | None, intensity: float,
-            va: tuple[float, float] | None) -> dict:
+def _gt_row(
+    ident: Identity, age: float, expression: int | None, intensity: float, va: tuple[float, float] | None
+) -> dict:
     return {
-        "identity": str(ident.seed), "age": float(age), "gender": ident.gender, "race": ident.race,
-        "expression": np.nan if expression is None else int(expression), "intensity": float(intensity),
-        "valence": np.nan if va is None else va[0], "arousal": np.nan if va is None else va[1],
+        "identity": str(ident.seed),
+        "age": float(age),
+        "gender": ident.gender,
+        "race": ident.race,
+        "expression": np.nan if expression is None else int(expression),
+        "intensity": float(intensity),
+        "valence": np.nan if va is None else va[0],
+        "arousal": np.nan if va is None else va[1],
     }
 
 
 def _box_fields(box: tuple[float, float, float, float]) -> dict:
-    return {"face_x": round(box[0], 2), "face_y": round(box[1], 2), "face_w": round(box[2], 2),
-            "face_h": round(box[3], 2)}
+    return {
+        "face_x": round(box[0], 2),
+        "face_y": round(box[1], 2),
+        "face_w": round(box[2], 2),
+        "face_h": round(box[3], 2),
+    }
 
 
 def _bar(it, progress: bool, desc: str, total: int | None = None):
@@ -200,8 +225,10 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int = FPS, codec: str
             container.mux(packet)
     n = count_video_frames(path)
     if n != len(frames):
-        raise RuntimeError(f"{path}: wrote {len(frames)} frames but {n} decode back; check the PyAV/FFmpeg "
-                           f"build (codec {codec!r})")
+        raise RuntimeError(
+            f"{path}: wrote {len(frames)} frames but {n} decode back; check the PyAV/FFmpeg "
+            f"build (codec {codec!r})"
+        )
 
 
 def count_video_frames(path: Path) -> int:
@@ -228,8 +255,9 @@ class _Track:
     roll: np.ndarray
 
     @staticmethod
-    def sample(rng: np.random.Generator, n: int, cx: float, cy: float, scale: float,
-               roll_amp: float = 4.0) -> _Track:
+    def sample(
+        rng: np.random.Generator, n: int, cx: float, cy: float, scale: float, roll_amp: float = 4.0
+    ) -> _Track:
         t = np.linspace(0, 1, n)
 
         def wave(amp: float) -> np.ndarray:
@@ -237,15 +265,29 @@ class _Track:
             return amp * np.sin(2 * math.pi * f * t + ph)
 
         y0, p0, r0 = rng.normal(0, 6), rng.normal(0, 3), rng.normal(0, roll_amp / 2)
-        return _Track(cx=cx + wave(0.06 * scale), cy=cy + wave(0.04 * scale), yaw=y0 + wave(7),
-                      pitch=p0 + wave(3), roll=r0 + wave(roll_amp))
+        return _Track(
+            cx=cx + wave(0.06 * scale),
+            cy=cy + wave(0.04 * scale),
+            yaw=y0 + wave(7),
+            pitch=p0 + wave(3),
+            roll=r0 + wave(roll_amp),
+        )
 
 
-def _video_look(ident: Identity, age: float, expr: int, intensity: float, track: _Track, f: int,
-                blink: bool, gaze: float) -> Look:
-    return Look(age=age, expression=expr, intensity=intensity, aus=action_units(expr, intensity),
-                yaw=float(track.yaw[f]), pitch=float(track.pitch[f]), roll=float(track.roll[f]),
-                gaze=gaze, blink=1.0 if blink else 0.0)
+def _video_look(
+    ident: Identity, age: float, expr: int, intensity: float, track: _Track, f: int, blink: bool, gaze: float
+) -> Look:
+    return Look(
+        age=age,
+        expression=expr,
+        intensity=intensity,
+        aus=action_units(expr, intensity),
+        yaw=float(track.yaw[f]),
+        pitch=float(track.pitch[f]),
+        roll=float(track.roll[f]),
+        gaze=gaze,
+        blink=1.0 if blink else 0.0,
+    )
 
 
 # ------------------------------------------------------------------------------------- job runner
@@ -333,8 +375,12 @@ def _affectnet_item(ctx: _Ctx, job: tuple) -> tuple[dict, dict]:
     nz = Nuisance.sample(rng, occlusion_p=0.06)
     if raw == 10:  # No-Face: a background only, with a box where a face could have been
         img = make_background(rng, w, h)
-        box = (float(rng.uniform(0, w * 0.5)), float(rng.uniform(0, h * 0.5)),
-               float(w * rng.uniform(0.2, 0.45)), float(h * rng.uniform(0.2, 0.45)))
+        box = (
+            float(rng.uniform(0, w * 0.5)),
+            float(rng.uniform(0, h * 0.5)),
+            float(w * rng.uniform(0.2, 0.45)),
+            float(h * rng.uniform(0.2, 0.45)),
+        )
         landmarks, va_true, expr, inten = "", None, None, 0.0
         va_written = (-2.0, -2.0)
         who = {"identity": "", "age": np.nan, "gender": np.nan, "race": np.nan}
@@ -365,23 +411,47 @@ def _affectnet_item(ctx: _Ctx, job: tuple) -> tuple[dict, dict]:
     _save_jpg(ctx.out / "Manually_Annotated_Images" / rel, img, quality=nz.jpeg_quality)
     bx, by = max(0, round(box[0])), max(0, round(box[1]))
     bw, bh = min(w - bx, round(box[2])), min(h - by, round(box[3]))
-    line = {"subDirectory_filePath": rel, "face_x": bx, "face_y": by, "face_width": bw, "face_height": bh,
-            "facial_landmarks": landmarks, "expression": raw,
-            "valence": round(va_written[0], 6), "arousal": round(va_written[1], 6)}
-    gt = {"file": f"Manually_Annotated_Images/{rel}", "split": split, "csv": csv_name, "expression_raw": raw,
-          "expression": np.nan if expr is None else expr, "intensity": inten,
-          "valence": np.nan if va_true is None else va_true[0], "arousal": np.nan if va_true is None else va_true[1],
-          "va_missing": bool(va_missing), "face_x": bx, "face_y": by, "face_w": bw, "face_h": bh,
-          "width": w, "height": h, **who}
+    line = {
+        "subDirectory_filePath": rel,
+        "face_x": bx,
+        "face_y": by,
+        "face_width": bw,
+        "face_height": bh,
+        "facial_landmarks": landmarks,
+        "expression": raw,
+        "valence": round(va_written[0], 6),
+        "arousal": round(va_written[1], 6),
+    }
+    gt = {
+        "file": f"Manually_Annotated_Images/{rel}",
+        "split": split,
+        "csv": csv_name,
+        "expression_raw": raw,
+        "expression": np.nan if expr is None else expr,
+        "intensity": inten,
+        "valence": np.nan if va_true is None else va_true[0],
+        "arousal": np.nan if va_true is None else va_true[1],
+        "va_missing": bool(va_missing),
+        "face_x": bx,
+        "face_y": by,
+        "face_w": bw,
+        "face_h": bh,
+        "width": w,
+        "height": h,
+        **who,
+    }
     return line, gt
 
 
 def _write_affectnet(ctx: _Ctx, pool, progress: bool) -> list[pd.DataFrame]:
     jobs, gi = [], 0
-    for split, csv_name, n in (("train", "training.csv", ctx.cfg.n_affectnet_train),
-                               ("val", "validation.csv", ctx.cfg.n_affectnet_val)):
-        for i, (raw, va_missing) in enumerate(_affectnet_rows(n, split, _rng(ctx.seed, "affectnet-plan",
-                                                                                 split == "val"))):
+    for split, csv_name, n in (
+        ("train", "training.csv", ctx.cfg.n_affectnet_train),
+        ("val", "validation.csv", ctx.cfg.n_affectnet_val),
+    ):
+        for i, (raw, va_missing) in enumerate(
+            _affectnet_rows(n, split, _rng(ctx.seed, "affectnet-plan", split == "val"))
+        ):
             jobs.append((split, csv_name, i, gi, raw, va_missing))
             gi += 1
     results = _run(ctx, _affectnet_item, jobs, "affectnet", pool, progress)
@@ -417,7 +487,9 @@ def _vggface2_item(ctx: _Ctx, job: tuple[str, int]) -> list[dict]:
 
 def _write_vggface2(ctx: _Ctx, pool, progress: bool) -> list[pd.DataFrame]:
     n_train = ctx.cfg.n_identities
-    jobs = [("train", k) for k in range(n_train)] + [("test", n_train + k) for k in range(max(2, n_train // 8))]
+    jobs = [("train", k) for k in range(n_train)] + [
+        ("test", n_train + k) for k in range(max(2, n_train // 8))
+    ]
     results = _run(ctx, _vggface2_item, jobs, "vggface2", pool, progress)
     return [pd.DataFrame([row for rows in results for row in rows])]
 
@@ -455,8 +527,9 @@ def _write_fer2013(ctx: _Ctx, pool, progress: bool) -> list[pd.DataFrame]:
 
 
 # ------------------------------------------------------------------------------------------- AFEW
-def _render_clip(seed: int, name: str, keys: tuple[int, ...], cfg, people: list[dict],
-                 occlude: bool) -> tuple[list[np.ndarray], list[dict]]:
+def _render_clip(
+    seed: int, name: str, keys: tuple[int, ...], cfg, people: list[dict], occlude: bool
+) -> tuple[list[np.ndarray], list[dict]]:
     """Frames of one clip; ``people`` entries: identity, age, expr, peak, t0, width, cx, cy, scale."""
     n = cfg.video_frames
     w, h = cfg.video_size
@@ -473,31 +546,63 @@ def _render_clip(seed: int, name: str, keys: tuple[int, ...], cfg, people: list[
     if occlude:
         k = max(1, round(0.12 * n))
         start = int(rng.integers(0, n - k + 1))
-        occluded[start:start + k] = True
+        occluded[start : start + k] = True
     frames, info_rows = [], []
     for f in range(n):
         fr = _rng(seed, name, *keys, 100_000 + f)
-        persons = [Person(p["identity"], _video_look(p["identity"], p["age"], p["expr"], float(p["inten"][f]),
-                                                     p["track"], f, f in p["blinks"], p["gaze"]),
-                          float(p["track"].cx[f]), float(p["track"].cy[f]), p["scale"]) for p in people]
+        persons = [
+            Person(
+                p["identity"],
+                _video_look(
+                    p["identity"],
+                    p["age"],
+                    p["expr"],
+                    float(p["inten"][f]),
+                    p["track"],
+                    f,
+                    f in p["blinks"],
+                    p["gaze"],
+                ),
+                float(p["track"].cx[f]),
+                float(p["track"].cy[f]),
+                p["scale"],
+            )
+            for p in people
+        ]
         fnz = dataclasses.replace(nz, occluder="full" if occluded[f] else None)
         img, infos = render_scene(persons, (w, h), fr, background=bg, nuisance=fnz)
         frames.append(img)
         for pi, (p, info) in enumerate(zip(people, infos)):
             inten = float(p["inten"][f])
             v, a = valence_arousal(p["expr"], inten)
-            row = {"frame": f, "person": pi, "expression": p["expr"], "intensity": round(inten, 4),
-                   "valence": v, "arousal": a, "occluded": bool(occluded[f]) and pi == 0}
+            row = {
+                "frame": f,
+                "person": pi,
+                "expression": p["expr"],
+                "intensity": round(inten, 4),
+                "valence": v,
+                "arousal": a,
+                "occluded": bool(occluded[f]) and pi == 0,
+            }
             row.update(_box_fields(info.box))
             info_rows.append(row)
     return frames, info_rows
 
 
-def _clip_person(rng: np.random.Generator, ident: Identity, expr: int, cx: float, cy: float,
-                 scale: float) -> dict:
-    return {"identity": ident, "age": float(np.clip(ident.base_age, 16, 99)), "expr": expr,
-            "peak": float(rng.uniform(0.7, 1.0)), "t0": float(rng.uniform(0.35, 0.65)),
-            "width": float(rng.uniform(0.14, 0.28)), "cx": cx, "cy": cy, "scale": scale}
+def _clip_person(
+    rng: np.random.Generator, ident: Identity, expr: int, cx: float, cy: float, scale: float
+) -> dict:
+    return {
+        "identity": ident,
+        "age": float(np.clip(ident.base_age, 16, 99)),
+        "expr": expr,
+        "peak": float(rng.uniform(0.7, 1.0)),
+        "t0": float(rng.uniform(0.35, 0.65)),
+        "width": float(rng.uniform(0.14, 0.28)),
+        "cx": cx,
+        "cy": cy,
+        "scale": scale,
+    }
 
 
 def afew_clip(seed: int, cfg, split_index: int, class_index: int, k: int):
@@ -521,25 +626,37 @@ def _afew_item(ctx: _Ctx, job: tuple) -> tuple[dict, list[dict]]:
     rel = f"{split}/{cls}/{1_000_000 + vid * 97 + s_i:09d}.avi"
     write_video(ctx.out / rel, frames)
     expr, ident = person["expr"], person["identity"]
-    row = {"file": rel, "split": "train" if split == "Train" else "val", "label": cls,
-           "clip_keys": f"{s_i}/{c_i}/{k}", "n_frames": len(frames),
-           "n_occluded": sum(r["occluded"] for r in info), "peak_intensity": person["peak"]}
+    row = {
+        "file": rel,
+        "split": "train" if split == "Train" else "val",
+        "label": cls,
+        "clip_keys": f"{s_i}/{c_i}/{k}",
+        "n_frames": len(frames),
+        "n_occluded": sum(r["occluded"] for r in info),
+        "peak_intensity": person["peak"],
+    }
     row.update(_gt_row(ident, person["age"], expr, person["peak"], valence_arousal(expr, person["peak"])))
     return row, [{"file": rel, **r} for r in info]
 
 
 def _write_afew(ctx: _Ctx, pool, progress: bool) -> list[pd.DataFrame]:
-    combos = [(s_i, split, c_i, cls, k) for s_i, split in enumerate(("Train", "Val"))
-              for c_i, cls in enumerate(AFEW_ORDER) for k in range(ctx.cfg.n_afew_per_class)]
+    combos = [
+        (s_i, split, c_i, cls, k)
+        for s_i, split in enumerate(("Train", "Val"))
+        for c_i, cls in enumerate(AFEW_ORDER)
+        for k in range(ctx.cfg.n_afew_per_class)
+    ]
     jobs = [(vid, *c) for vid, c in enumerate(combos)]
     results = _run(ctx, _afew_item, jobs, "afew", pool, progress)
     return [pd.DataFrame([r for r, _ in results]), pd.DataFrame([f for _, fr in results for f in fr])]
 
 
 # ------------------------------------------------------------------------------------------- VGAF
-_GROUP_POOLS = {"Positive": (["Happy", "Surprise"], [0.8, 0.2]),
-                "Negative": (["Anger", "Sad", "Fear", "Disgust"], [0.3, 0.35, 0.15, 0.2]),
-                "Neutral": (["Neutral"], [1.0])}
+_GROUP_POOLS = {
+    "Positive": (["Happy", "Surprise"], [0.8, 0.2]),
+    "Negative": (["Anger", "Sad", "Fear", "Disgust"], [0.3, 0.35, 0.15, 0.2]),
+    "Neutral": (["Neutral"], [1.0]),
+}
 
 
 def group_label(expressions: Iterable[int]) -> str | None:
@@ -593,15 +710,27 @@ def _vgaf_item(ctx: _Ctx, job: tuple) -> tuple[dict, list[dict]]:
     name = f"{100 + vid}_{k % 5 + 1}"
     rel = f"{split}/{name}.mp4"
     write_video(ctx.out / rel, frames)
-    row = {"file": rel, "split": "train" if split == "Train" else "val", "name": name, "label": cls,
-           "label_raw": VGAF_CLASSES.index(cls) + 1, "clip_keys": f"{s_i}/{c_i}/{k}", "n_people": len(people),
-           "member_expressions": ";".join(EXPRESSIONS_8[e] for e in members), "n_frames": len(frames)}
+    row = {
+        "file": rel,
+        "split": "train" if split == "Train" else "val",
+        "name": name,
+        "label": cls,
+        "label_raw": VGAF_CLASSES.index(cls) + 1,
+        "clip_keys": f"{s_i}/{c_i}/{k}",
+        "n_people": len(people),
+        "member_expressions": ";".join(EXPRESSIONS_8[e] for e in members),
+        "n_frames": len(frames),
+    }
     return row, [{"file": rel, **r} for r in info]
 
 
 def _write_vgaf(ctx: _Ctx, pool, progress: bool) -> list[pd.DataFrame]:
-    combos = [(s_i, split, c_i, cls, k) for s_i, split in enumerate(("Train", "Val"))
-              for c_i, cls in enumerate(VGAF_CLASSES) for k in range(ctx.cfg.n_vgaf_per_class)]
+    combos = [
+        (s_i, split, c_i, cls, k)
+        for s_i, split in enumerate(("Train", "Val"))
+        for c_i, cls in enumerate(VGAF_CLASSES)
+        for k in range(ctx.cfg.n_vgaf_per_class)
+    ]
     jobs = [(vid, *c) for vid, c in enumerate(combos)]
     results = _run(ctx, _vgaf_item, jobs, "vgaf", pool, progress)
     for split in ("Train", "Val"):
@@ -623,8 +752,8 @@ def _affwild2_segments(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np
         e = expression_index(AFFWILD2_ORDER[int(rng.choice(7, p=p))])
         seg = np.arange(min(length, n - f))
         ramp = np.clip(np.minimum(seg + 1, len(seg) - seg) / max(1.0, len(seg) / 4), 0, 1)
-        expr[f:f + len(seg)] = e
-        inten[f:f + len(seg)] = ramp * rng.uniform(0.6, 1.0) if e else 0.0
+        expr[f : f + len(seg)] = e
+        inten[f : f + len(seg)] = ramp * rng.uniform(0.6, 1.0) if e else 0.0
         f += len(seg)
     return expr, inten
 
@@ -643,7 +772,7 @@ def _affwild2_item(ctx: _Ctx, job: tuple) -> tuple[dict, list[dict]]:
     if n >= 10:
         k_occ = max(1, n // 20)
         s0 = int(rng.integers(0, n - k_occ + 1))
-        occl[s0:s0 + k_occ] = True
+        occl[s0 : s0 + k_occ] = True
     expr_only, va_only = (int(x) for x in rng.choice(np.flatnonzero(~occl), size=2, replace=False))
     bg = make_background(rng, 112, 112)
     track = _Track.sample(rng, n, 56.0, 56.0, 50.0, roll_amp=1.0)
@@ -667,10 +796,23 @@ def _affwild2_item(ctx: _Ctx, job: tuple) -> tuple[dict, list[dict]]:
         va_written = (-5, -5) if occl[f] or f == va_only else (round(v, 3), round(a, 3))
         expr_lines.append(str(expr_written))
         va_lines.append(f"{va_written[0]},{va_written[1]}")
-        frames_gt.append({"video": video, "split": split, "frame": f + 1, "file": rel, "expression": label,
-                          "expression_raw": expr_written, "intensity": round(it, 4), "valence": round(v, 3),
-                          "arousal": round(a, 3), "valence_raw": va_written[0], "arousal_raw": va_written[1],
-                          "occluded": bool(occl[f]), **_box_fields(info.box)})
+        frames_gt.append(
+            {
+                "video": video,
+                "split": split,
+                "frame": f + 1,
+                "file": rel,
+                "expression": label,
+                "expression_raw": expr_written,
+                "intensity": round(it, 4),
+                "valence": round(v, 3),
+                "arousal": round(a, 3),
+                "valence_raw": va_written[0],
+                "arousal_raw": va_written[1],
+                "occluded": bool(occl[f]),
+                **_box_fields(info.box),
+            }
+        )
     for kind, lines in (("EXPR_Set", expr_lines), ("VA_Set", va_lines)):
         atomic_write_text(ctx.out / "annotations" / kind / set_name / f"{video}.txt", "\n".join(lines) + "\n")
     row = {"video": video, "split": split, "set": set_name, "n_frames": n}
@@ -688,8 +830,13 @@ def _write_affwild2(ctx: _Ctx, pool, progress: bool) -> list[pd.DataFrame]:
 
 
 _WRITERS: dict[str, Callable] = {
-    "utkface": _write_utkface, "affectnet": _write_affectnet, "vggface2": _write_vggface2,
-    "fer2013": _write_fer2013, "afew": _write_afew, "vgaf": _write_vgaf, "affwild2": _write_affwild2,
+    "utkface": _write_utkface,
+    "affectnet": _write_affectnet,
+    "vggface2": _write_vggface2,
+    "fer2013": _write_fer2013,
+    "afew": _write_afew,
+    "vgaf": _write_vgaf,
+    "affwild2": _write_affwild2,
 }
 
 
@@ -714,8 +861,14 @@ def is_complete(folder: Path, marker: dict) -> bool:
     return {k: found.get(k) for k in marker} == marker
 
 
-def generate(root, data_cfg, seed: int | None = None, datasets: Iterable[str] = DATASETS,
-             progress: bool = True, workers: int | None = None) -> dict[str, Path]:
+def generate(
+    root,
+    data_cfg,
+    seed: int | None = None,
+    datasets: Iterable[str] = DATASETS,
+    progress: bool = True,
+    workers: int | None = None,
+) -> dict[str, Path]:
     """Write the requested synthetic datasets under ``root/<name>/`` and return their folders.
 
     Sizes come from ``data_cfg`` (a ``fer_lib.config.DataConfig``); ``seed`` defaults to
@@ -734,8 +887,10 @@ def generate(root, data_cfg, seed: int | None = None, datasets: Iterable[str] = 
         raise ValueError(f"unknown synthetic dataset(s) {unknown}; choose from {', '.join(DATASETS)}")
     w, h = data_cfg.video_size
     if {"afew", "vgaf"} & set(names) and (w % 2 or h % 2 or min(w, h) < 32):
-        raise ValueError(f"DataConfig.video_size={data_cfg.video_size}: width and height must be even and "
-                         ">= 32 (the videos are encoded as yuv420p)")
+        raise ValueError(
+            f"DataConfig.video_size={data_cfg.video_size}: width and height must be even and "
+            ">= 32 (the videos are encoded as yuv420p)"
+        )
     root.mkdir(parents=True, exist_ok=True)
     out, todo = {}, []
     for name in names:
@@ -747,14 +902,17 @@ def generate(root, data_cfg, seed: int | None = None, datasets: Iterable[str] = 
         if final.exists() and not (final / MARKER).is_file():
             raise FileExistsError(
                 f"{final} exists but has no {MARKER} marker, so it is not a synthetic dataset written by "
-                "fer_lib; move it away or choose another root for the synthetic data")
+                "fer_lib; move it away or choose another root for the synthetic data"
+            )
         todo.append((name, final, marker))
     if not todo:
         return out
     pool = _pool(workers) if workers > 1 else None
     try:
         for name, final, marker in todo:
-            _generate_one(name, final, marker, _Ctx(root / f".{name}.partial", data_cfg, seed), pool, progress)
+            _generate_one(
+                name, final, marker, _Ctx(root / f".{name}.partial", data_cfg, seed), pool, progress
+            )
     finally:
         if pool is not None:
             pool.terminate()
@@ -796,5 +954,7 @@ def ground_truth(folder, frames: bool = False) -> pd.DataFrame:
     """The labels the generator used for a dataset folder (per frame with ``frames=True``)."""
     path = Path(folder) / ("ground_truth_frames.csv" if frames else "ground_truth.csv")
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: generate the dataset with fer_lib.datasets.synthetic.generate")
+        raise FileNotFoundError(
+            f"{path} not found: generate the dataset with fer_lib.datasets.synthetic.generate"
+        )
     return pd.read_csv(path, keep_default_na=True, dtype={"identity": str})

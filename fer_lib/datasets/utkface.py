@@ -99,8 +99,13 @@ def _read_test_list(root: Path, folder: Path, report: ValidationReport) -> set[s
     return None
 
 
-def load_manifest(root: str | os.PathLike, val_fraction: float = 0.1, test_fraction: float = 0.2,
-                  seed: int = 0, limit: int | None = None) -> tuple[pd.DataFrame, ValidationReport]:
+def load_manifest(
+    root: str | os.PathLike,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    limit: int | None = None,
+) -> tuple[pd.DataFrame, ValidationReport]:
     """Manifest of a UTKFace folder.
 
     Args:

@@ -30,8 +30,10 @@ from ._common import (
 )
 
 NAME = "vgaf"
-EXPECTED = ("folders Train/ and Val/ holding the videos, and label files Train_labels.txt / Val_labels.txt "
-            "(lines 'Vid_name Label', label 1 Positive / 2 Neutral / 3 Negative) in root or the split folder")
+EXPECTED = (
+    "folders Train/ and Val/ holding the videos, and label files Train_labels.txt / Val_labels.txt "
+    "(lines 'Vid_name Label', label 1 Positive / 2 Neutral / 3 Negative) in root or the split folder"
+)
 SPLIT_FOLDERS = {"train": "train", "val": "test", "validation": "test"}
 LABEL_EXTENSIONS = (".txt", ".csv")
 _HEADER_WORDS = {"label", "labels", "class", "emotion", "vid_name", "video", "name", "file"}
@@ -110,15 +112,23 @@ def _load_split(root: Path, split_dir: Path, split: str, report: ValidationRepor
             report.drop(where, "duplicate label line", name)
             continue
         used.add(path)
-        rows.append({"path": str(path), "split": split, "group_label": label, "video": path.stem,
-                     "label_raw": label_text})
+        rows.append(
+            {
+                "path": str(path),
+                "split": split,
+                "group_label": label,
+                "video": path.stem,
+                "label_raw": label_text,
+            }
+        )
     for path in sorted(set(videos.values()) - used):
         report.ignore(path, "video without a label")
     return rows
 
 
-def load_manifest(root: str | os.PathLike, val_fraction: float = 0.0, seed: int = 0,
-                  limit: int | None = None) -> tuple[pd.DataFrame, ValidationReport]:
+def load_manifest(
+    root: str | os.PathLike, val_fraction: float = 0.0, seed: int = 0, limit: int | None = None
+) -> tuple[pd.DataFrame, ValidationReport]:
     """Manifest of VGAF videos (one row per labelled video; see the module docstring).
 
     Args:
@@ -129,8 +139,11 @@ def load_manifest(root: str | os.PathLike, val_fraction: float = 0.0, seed: int 
     """
     root = require_dir(root, NAME, EXPECTED)
     report = ValidationReport(NAME, str(root))
-    split_dirs = {p: SPLIT_FOLDERS[p.name.lower()] for p in sorted(root.iterdir())
-                  if p.is_dir() and p.name.lower() in SPLIT_FOLDERS}
+    split_dirs = {
+        p: SPLIT_FOLDERS[p.name.lower()]
+        for p in sorted(root.iterdir())
+        if p.is_dir() and p.name.lower() in SPLIT_FOLDERS
+    }
     if not split_dirs:
         raise layout_error(root, NAME, EXPECTED)
     rows = []

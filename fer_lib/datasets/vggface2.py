@@ -27,8 +27,9 @@ EXPECTED = "folders train/ and/or test/ holding one folder per identity (e.g. tr
 SPLIT_FOLDERS = {"train": "train", "test": "test"}
 
 
-def load_manifest(root: str | os.PathLike, val_fraction: float = 0.1, seed: int = 0,
-                  limit: int | None = None) -> tuple[pd.DataFrame, ValidationReport]:
+def load_manifest(
+    root: str | os.PathLike, val_fraction: float = 0.1, seed: int = 0, limit: int | None = None
+) -> tuple[pd.DataFrame, ValidationReport]:
     """Manifest of VGGFace2 identity folders.
 
     Args:
@@ -38,8 +39,11 @@ def load_manifest(root: str | os.PathLike, val_fraction: float = 0.1, seed: int 
         limit: at most this many images per split.
     """
     root = require_dir(root, NAME, EXPECTED)
-    split_dirs = {p: SPLIT_FOLDERS[p.name.lower()] for p in sorted(root.iterdir())
-                  if p.is_dir() and p.name.lower() in SPLIT_FOLDERS}
+    split_dirs = {
+        p: SPLIT_FOLDERS[p.name.lower()]
+        for p in sorted(root.iterdir())
+        if p.is_dir() and p.name.lower() in SPLIT_FOLDERS
+    }
     if not split_dirs:
         raise layout_error(root, NAME, EXPECTED)
     report = ValidationReport(NAME, str(root))

@@ -34,7 +34,7 @@ PAPER_INPUT_SIZES: dict[str, int] = {
     "mobilenetv1_100": 224,
     "mobilenetv2_100": 224,
     "efficientnet_b0": 224,
-    "efficientnet_b2": 260,   # timm's pretrained_cfg says 256; the paper and HSEmotion use 260
+    "efficientnet_b2": 260,  # timm's pretrained_cfg says 256; the paper and HSEmotion use 260
     "rexnet_150": 224,
 }
 
@@ -43,9 +43,11 @@ _LOCAL: dict[str, Callable[[], tuple[nn.Module, int, int, tuple, tuple]]] = {}
 
 def register_backbone(name: str) -> Callable:
     """Decorator registering a local factory ``() -> (module, num_features, input_size, mean, std)``."""
+
     def deco(fn: Callable) -> Callable:
         _LOCAL[name] = fn
         return fn
+
     return deco
 
 
@@ -62,8 +64,11 @@ class TinyCNN(nn.Module):
         chans = [3, width, 2 * width, 4 * width]
         layers: list[nn.Module] = []
         for cin, cout in zip(chans[:-1], chans[1:]):
-            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
-                       nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(2)
         self.num_features = 4 * chans[-1]
@@ -83,15 +88,22 @@ class FerCNN(nn.Module):
     global average pool at the end (feature = last width). Plain 3x3 convolutions train about 5x
     faster than depthwise ones (MobileNet) on a CPU at 48-64 px, for similar accuracy there."""
 
-    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 256),
-                 double: tuple[bool, ...] = (False, True, True, True), dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        widths: tuple[int, ...] = (32, 64, 128, 256),
+        double: tuple[bool, ...] = (False, True, True, True),
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         cin = 3
         for i, (w, d) in enumerate(zip(widths, double)):
-            for cout in ([w, w] if d else [w]):
-                layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                           nn.ReLU(inplace=True)]
+            for cout in [w, w] if d else [w]:
+                layers += [
+                    nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(cout),
+                    nn.ReLU(inplace=True),
+                ]
                 cin = cout
             if i < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2))
@@ -104,15 +116,18 @@ class FerCNN(nn.Module):
         return self.drop(torch.flatten(self.pool(self.features(x)), 1))
 
 
-_FER_CNN = {"fer_cnn_s": ((24, 48, 96, 192), (False, True, True, True)),
-            "fer_cnn_m": ((32, 64, 128, 256), (False, True, True, True)),
-            "fer_cnn_l": ((32, 64, 128, 256), (True, True, True, True))}
+_FER_CNN = {
+    "fer_cnn_s": ((24, 48, 96, 192), (False, True, True, True)),
+    "fer_cnn_m": ((32, 64, 128, 256), (False, True, True, True)),
+    "fer_cnn_l": ((32, 64, 128, 256), (True, True, True, True)),
+}
 
 
 def _fer_cnn_factory(widths: tuple[int, ...], double: tuple[bool, ...]) -> Callable:
     def make() -> tuple[nn.Module, int, int, tuple, tuple]:
         m = FerCNN(widths, double)
         return m, m.num_features, 48, IMAGENET_MEAN, IMAGENET_STD
+
     return make
 
 
@@ -126,13 +141,14 @@ class LoadReport:
 
     path: str
     loaded: int = 0
-    missing: list[str] = field(default_factory=list)       # in the model, not in the file (kept as init)
-    unexpected: list[str] = field(default_factory=list)    # in the file, not in the model (ignored)
-    mismatched: list[str] = field(default_factory=list)    # same name, different shape (ignored)
+    missing: list[str] = field(default_factory=list)  # in the model, not in the file (kept as init)
+    unexpected: list[str] = field(default_factory=list)  # in the file, not in the model (ignored)
+    mismatched: list[str] = field(default_factory=list)  # same name, different shape (ignored)
 
     def __str__(self) -> str:
         def few(keys: list[str]) -> str:
             return ", ".join(keys[:6]) + (f" ... (+{len(keys) - 6})" if len(keys) > 6 else "")
+
         parts = [f"{self.loaded} tensors loaded from {self.path}"]
         for name in ("missing", "unexpected", "mismatched"):
             keys = getattr(self, name)
@@ -153,7 +169,8 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, t
     if not path.is_file():
         raise FileNotFoundError(
             f"weights file {path} does not exist; download it yourself (nothing is fetched at run time) "
-            "and pass its local path, or use pretrained_file=None for random initialisation")
+            "and pass its local path, or use pretrained_file=None for random initialisation"
+        )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -164,7 +181,8 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, t
         except Exception as exc:  # noqa: BLE001 - re-raised with advice
             raise ValueError(
                 f"{path} is not a plain state dict ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
-                "If it is a whole pickled model from a source you trust, pass trust_pickle=True") from exc
+                "If it is a whole pickled model from a source you trust, pass trust_pickle=True"
+            ) from exc
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     if isinstance(obj, dict):
@@ -178,13 +196,17 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, t
     for k, v in obj.items():
         for prefix in ("module.", "_orig_mod."):
             if k.startswith(prefix):
-                k = k[len(prefix):]
+                k = k[len(prefix) :]
         out[k] = v
     return out
 
 
-def load_matching(module: nn.Module, state: dict[str, torch.Tensor], source: str = "<state dict>",
-                  drop_prefixes: tuple[str, ...] = ()) -> LoadReport:
+def load_matching(
+    module: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str = "<state dict>",
+    drop_prefixes: tuple[str, ...] = (),
+) -> LoadReport:
     """Load every tensor of ``state`` whose name and shape match ``module``; report the rest.
 
     Keys starting with one of ``drop_prefixes`` (e.g. a classifier) are skipped silently.
@@ -211,8 +233,10 @@ def _timm_backbone(name: str, hub: bool = False) -> tuple[nn.Module, int, int, t
     import timm
 
     if not timm.is_model(name):
-        raise ValueError(f"unknown backbone {name!r}: not a timm model nor one of the local backbones "
-                         f"{list_local_backbones()}; see timm.list_models()")
+        raise ValueError(
+            f"unknown backbone {name!r}: not a timm model nor one of the local backbones "
+            f"{list_local_backbones()}; see timm.list_models()"
+        )
     if hub:
         from .pretrained import hub_error
 
@@ -239,8 +263,13 @@ def _classifier_prefixes(module: nn.Module) -> tuple[str, ...]:
     return tuple(f"{n}." for n in names) + ("fc.", "classifier.", "head.fc.")
 
 
-def create_backbone(name: str, pretrained_file: str | Path | None = None, trust_pickle: bool = False,
-                    verbose: bool = True, pretrained: str | None = None) -> tuple[nn.Module, int, int, tuple, tuple]:
+def create_backbone(
+    name: str,
+    pretrained_file: str | Path | None = None,
+    trust_pickle: bool = False,
+    verbose: bool = True,
+    pretrained: str | None = None,
+) -> tuple[nn.Module, int, int, tuple, tuple]:
     """``(module, num_features, input_size, mean, std)`` for a timm or locally registered backbone.
 
     ``pretrained``: None (random init, or the lenient ``pretrained_file`` load below), ``"imagenet"``
@@ -255,11 +284,15 @@ def create_backbone(name: str, pretrained_file: str | Path | None = None, trust_
 
     pretrained = normalise_choice(pretrained)
     if pretrained is not None and name in _LOCAL:
-        raise ValueError(f"backbone {name!r} is a local fer_lib network without ImageNet weights; use a timm "
-                         "backbone (e.g. efficientnet_lite0) or pretrained=None")
+        raise ValueError(
+            f"backbone {name!r} is a local fer_lib network without ImageNet weights; use a timm "
+            "backbone (e.g. efficientnet_lite0) or pretrained=None"
+        )
     if pretrained == "timm-hub" and pretrained_file is not None:
-        raise ValueError("pretrained='timm-hub' downloads timm's weights; a local file goes with "
-                         "pretrained='imagenet' (checked) or pretrained=None (lenient)")
+        raise ValueError(
+            "pretrained='timm-hub' downloads timm's weights; a local file goes with "
+            "pretrained='imagenet' (checked) or pretrained=None (lenient)"
+        )
     if name in _LOCAL:
         module, dim, size, mean, std = _LOCAL[name]()
     else:
@@ -271,11 +304,15 @@ def create_backbone(name: str, pretrained_file: str | Path | None = None, trust_
         state = read_state_dict(pretrained_file, trust_pickle=trust_pickle)
         # A fer_lib MultiTaskNet checkpoint holds the backbone under "backbone."; strip it.
         if any(k.startswith("backbone.") for k in state):
-            state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-        report = load_matching(module, state, str(pretrained_file), drop_prefixes=_classifier_prefixes(module))
+            state = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+        report = load_matching(
+            module, state, str(pretrained_file), drop_prefixes=_classifier_prefixes(module)
+        )
         if report.loaded == 0:
-            raise ValueError(f"no tensor of {pretrained_file} fits backbone {name!r} ({report}); "
-                             "is it the weights file of another architecture?")
+            raise ValueError(
+                f"no tensor of {pretrained_file} fits backbone {name!r} ({report}); "
+                "is it the weights file of another architecture?"
+            )
         if report.missing or report.mismatched:
             warnings.warn(f"backbone {name}: {report}", stacklevel=2)
         elif verbose:

@@ -57,7 +57,7 @@ def to_plain(obj: Any, where: str = "checkpoint") -> Any:
     if isinstance(obj, float):
         return float(obj)
     if isinstance(obj, str):
-        return str(obj)           # also str subclasses such as torch.__version__
+        return str(obj)  # also str subclasses such as torch.__version__
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -73,8 +73,10 @@ def to_plain(obj: Any, where: str = "checkpoint") -> Any:
     if isinstance(obj, (list, tuple)):
         out = [to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
         return tuple(out) if isinstance(obj, tuple) else out
-    raise TypeError(f"{where}: a {type(obj).__name__} cannot be stored in a weights_only checkpoint; "
-                    "convert it to plain values (numbers, strings, lists, dicts, tensors)")
+    raise TypeError(
+        f"{where}: a {type(obj).__name__} cannot be stored in a weights_only checkpoint; "
+        "convert it to plain values (numbers, strings, lists, dicts, tensors)"
+    )
 
 
 # ------------------------------------------------------------------------------------ RNG states
@@ -83,8 +85,13 @@ def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()  # noqa: NPY002 - the global state is what third-party code uses
     state = {
         "python": random.getstate(),
-        "numpy": {"name": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "numpy": {
+            "name": np_state[0],
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached": float(np_state[4]),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -97,18 +104,28 @@ def set_rng_state(state: dict[str, Any]) -> None:
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],  # noqa: NPY002
-                         n["cached"]))
+    legacy = (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    np.random.set_state(legacy)  # noqa: NPY002 - the global state is what third-party code uses
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 # ----------------------------------------------------------------------------------------- save
-def save_checkpoint(path: str | Path, model: nn.Module, config: dict | None = None,
-                    label_orders: dict | None = None, metrics: dict | None = None, *,
-                    optimizer: Any = None, scheduler: Any = None, epoch: int | None = None,
-                    step: int | None = None, rng: dict | None = None, extra: dict | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    config: dict | None = None,
+    label_orders: dict | None = None,
+    metrics: dict | None = None,
+    *,
+    optimizer: Any = None,
+    scheduler: Any = None,
+    epoch: int | None = None,
+    step: int | None = None,
+    rng: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
     """Write a checkpoint atomically (see the module docstring for its content); returns ``path``.
 
     ``optimizer`` / ``scheduler`` are objects with ``state_dict()`` (or already their state dicts);
@@ -116,14 +133,18 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: dict | None = No
     """
     net = unwrap(model)
     model_config = net.config() if hasattr(net, "config") else None
-    metrics = {k: (float(v) if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else v)
-               for k, v in (metrics or {}).items()}
+    metrics = {
+        k: (float(v) if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else v)
+        for k, v in (metrics or {}).items()
+    }
     ckpt = {
         "format": FORMAT,
         "model_config": model_config,
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
         "config": config or {},
-        "label_orders": {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in (label_orders or {}).items()},
+        "label_orders": {
+            k: list(v) if isinstance(v, (list, tuple)) else v for k, v in (label_orders or {}).items()
+        },
         "metrics": metrics,
         "optimizer": optimizer.state_dict() if hasattr(optimizer, "state_dict") else optimizer,
         "scheduler": scheduler.state_dict() if hasattr(scheduler, "state_dict") else scheduler,
@@ -141,18 +162,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a fer_lib checkpoint with ``torch.load(weights_only=True)``."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; train the stage that writes it first "
-                                "(or point to the run folder's checkpoints/, e.g. runs/default/checkpoints)")
+        raise FileNotFoundError(
+            f"checkpoint {path} does not exist; train the stage that writes it first "
+            "(or point to the run folder's checkpoints/, e.g. runs/default/checkpoints)"
+        )
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - re-raised with advice
         raise ValueError(
             f"{path} cannot be read as a weights-only fer_lib checkpoint ({type(exc).__name__}). A whole "
             "pickled model (e.g. a public HSEmotion .pt) loads only through "
-            "fer_lib.models.read_state_dict(path, trust_pickle=True), if you trust its source") from exc
+            "fer_lib.models.read_state_dict(path, trust_pickle=True), if you trust its source"
+        ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a fer_lib checkpoint (no format={FORMAT!r} entry); for a bare "
-                         "state dict use fer_lib.models.read_state_dict / init_from_checkpoint")
+        raise ValueError(
+            f"{path} is not a fer_lib checkpoint (no format={FORMAT!r} entry); for a bare "
+            "state dict use fer_lib.models.read_state_dict / init_from_checkpoint"
+        )
     return ckpt
 
 
@@ -192,8 +218,9 @@ def load_model(checkpoint: nn.Module | dict | str | Path) -> tuple[MultiTaskNet,
     return model.eval(), orders, source
 
 
-def load_state_dict_adapted(model: nn.Module, state_dict: dict[str, torch.Tensor],
-                            source: str = "<state dict>") -> LoadReport:
+def load_state_dict_adapted(
+    model: nn.Module, state_dict: dict[str, torch.Tensor], source: str = "<state dict>"
+) -> LoadReport:
     """Load what fits: same-name same-shape tensors; warn about tensors dropped for their shape.
 
     Heads present in the model but not in the state dict keep their initialisation (``missing``);
@@ -203,8 +230,11 @@ def load_state_dict_adapted(model: nn.Module, state_dict: dict[str, torch.Tensor
     state = {k.removeprefix("module."): v for k, v in state_dict.items()}
     report = load_matching(net, state, source)
     if report.mismatched:
-        warnings.warn(f"{source}: dropped {len(report.mismatched)} tensor(s) whose shape differs from the "
-                      f"model (re-initialised): {', '.join(report.mismatched)}", stacklevel=2)
+        warnings.warn(
+            f"{source}: dropped {len(report.mismatched)} tensor(s) whose shape differs from the "
+            f"model (re-initialised): {', '.join(report.mismatched)}",
+            stacklevel=2,
+        )
     return report
 
 
@@ -215,6 +245,8 @@ def init_from_checkpoint(model: nn.Module, ckpt_or_path: dict | str | Path) -> L
     cfg = ckpt.get("model_config") or {}
     net = unwrap(model)
     if cfg.get("backbone") and getattr(net, "backbone_name", cfg["backbone"]) != cfg["backbone"]:
-        raise ValueError(f"{source} holds backbone {cfg['backbone']!r} but the model uses "
-                         f"{net.backbone_name!r}; build the model with the checkpoint's backbone")
+        raise ValueError(
+            f"{source} holds backbone {cfg['backbone']!r} but the model uses "
+            f"{net.backbone_name!r}; build the model with the checkpoint's backbone"
+        )
     return load_state_dict_adapted(model, ckpt["state_dict"], source)

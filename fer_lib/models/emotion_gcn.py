@@ -85,23 +85,30 @@ class LabelGraph:
     def edges(self) -> list[tuple[str, str, float]]:
         """Surviving edges ``(node_i, node_j, signed corr)`` with ``i < j``, in node order."""
         n = len(self.names)
-        return [(self.names[i], self.names[j], float(self.corr[i, j]))
-                for i in range(n) for j in range(i + 1, n) if self.binary[i, j]]
+        return [
+            (self.names[i], self.names[j], float(self.corr[i, j]))
+            for i in range(n)
+            for j in range(i + 1, n)
+            if self.binary[i, j]
+        ]
 
     def summary(self) -> str:
         """A few lines for a notebook: counts, tau / p, and the surviving edges."""
         c = self.counts
         details = ", ".join(f"{k}={v}" for k, v in c.items() if k not in ("rows_total", "rows_used"))
-        lines = [f"label graph over {c.get('rows_used', 0)} of {c.get('rows_total', 0)} rows "
-                 f"(tau={self.tau:g}, p={self.p:g}); {details}"]
+        lines = [
+            f"label graph over {c.get('rows_used', 0)} of {c.get('rows_total', 0)} rows "
+            f"(tau={self.tau:g}, p={self.p:g}); {details}"
+        ]
         edges = self.edges()
         lines.append(f"{len(edges)} edges:" if edges else "no edge survives the cut")
         lines += [f"  {a} - {b}: {c:+.3f}" for a, b, c in edges]
         return "\n".join(lines)
 
 
-def _select_rows(data: Any, n_expr: int, split: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                                      dict[str, int]]:
+def _select_rows(
+    data: Any, n_expr: int, split: str | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
     """Expression, valence, arousal arrays of the usable rows, and the counts of rows left out."""
     if isinstance(data, Mapping):
         expr, val, aro = (np.asarray(data[k], dtype=float) for k in ("expression", "valence", "arousal"))
@@ -109,8 +116,10 @@ def _select_rows(data: Any, n_expr: int, split: str | None) -> tuple[np.ndarray,
     else:  # a manifest DataFrame
         missing = [c for c in ("expression", "valence", "arousal") if c not in data.columns]
         if missing:
-            raise KeyError(f"manifest lacks column(s) {missing}; label_adjacency needs expression, "
-                           "valence and arousal (fer_lib.datasets.MANIFEST_COLUMNS)")
+            raise KeyError(
+                f"manifest lacks column(s) {missing}; label_adjacency needs expression, "
+                "valence and arousal (fer_lib.datasets.MANIFEST_COLUMNS)"
+            )
         expr, val, aro = (data[k].to_numpy(dtype=float) for k in ("expression", "valence", "arousal"))
         if split is not None and "split" in data.columns:
             split_ok = (data["split"] == split).to_numpy()
@@ -138,7 +147,7 @@ def spearman_matrix(columns: np.ndarray) -> np.ndarray:
 
     ranks = rankdata(columns, axis=0)  # ties get their average rank
     centred = ranks - ranks.mean(axis=0)
-    norms = np.sqrt((centred ** 2).sum(axis=0))
+    norms = np.sqrt((centred**2).sum(axis=0))
     with np.errstate(invalid="ignore", divide="ignore"):
         corr = (centred.T @ centred) / np.outer(norms, norms)
     corr[:, norms == 0] = np.nan
@@ -166,12 +175,13 @@ def normalize_adjacency(a: np.ndarray) -> np.ndarray:
     if np.any(rowsum <= 0):
         bad = np.flatnonzero(rowsum <= 0).tolist()
         raise ValueError(f"rows {bad} of the adjacency sum to <= 0; every node needs a self-loop (p < 1)")
-    d = np.diag(rowsum ** -0.5)
+    d = np.diag(rowsum**-0.5)
     return (a @ d).T @ d
 
 
-def label_adjacency(data: Any, tau: float = 0.1, p: float = 0.5, n_expr: int = 7,
-                    split: str | None = "train") -> LabelGraph:
+def label_adjacency(
+    data: Any, tau: float = 0.1, p: float = 0.5, n_expr: int = 7, split: str | None = "train"
+) -> LabelGraph:
     """Build paper B's label graph from training labels (see the module docstring for every step).
 
     ``data`` is a manifest DataFrame (rows of ``split`` are used; ``split=None`` uses all rows) or a
@@ -181,24 +191,37 @@ def label_adjacency(data: Any, tau: float = 0.1, p: float = 0.5, n_expr: int = 7
     expr, val, aro, counts = _select_rows(data, n_expr, split)
     names = node_names(n_expr)
     if counts["rows_used"] < 3:
-        raise ValueError(f"only {counts['rows_used']} usable rows for the label graph ({counts}); need "
-                         f"training rows with an expression in 0..{n_expr - 1} and valence/arousal in [-1, 1]")
+        raise ValueError(
+            f"only {counts['rows_used']} usable rows for the label graph ({counts}); need "
+            f"training rows with an expression in 0..{n_expr - 1} and valence/arousal in [-1, 1]"
+        )
     left_out = {k: v for k, v in counts.items() if k not in ("rows_total", "rows_used") and v}
     if left_out:
-        warnings.warn(f"label_adjacency: {counts['rows_used']} of {counts['rows_total']} rows used; "
-                      f"left out: {left_out}", stacklevel=2)
+        warnings.warn(
+            f"label_adjacency: {counts['rows_used']} of {counts['rows_total']} rows used; "
+            f"left out: {left_out}",
+            stacklevel=2,
+        )
     onehot = np.eye(n_expr)[expr]
     corr = spearman_matrix(np.column_stack([onehot, val, aro]))
     constant = [names[i] for i in range(len(names)) if np.isnan(corr[i, i])]
     counts["constant_columns"] = len(constant)
     if constant:
-        warnings.warn(f"label_adjacency: column(s) {constant} are constant over the training rows "
-                      "(no sample of that class, or constant VA); they get no edge", stacklevel=2)
+        warnings.warn(
+            f"label_adjacency: column(s) {constant} are constant over the training rows "
+            "(no sample of that class, or constant VA); they get no edge",
+            stacklevel=2,
+        )
     return graph_from_correlation(corr, tau, p, names, counts)
 
 
-def graph_from_correlation(corr: np.ndarray, tau: float = 0.1, p: float = 0.5,
-                           names: Sequence[str] | None = None, counts: dict[str, int] | None = None) -> LabelGraph:
+def graph_from_correlation(
+    corr: np.ndarray,
+    tau: float = 0.1,
+    p: float = 0.5,
+    names: Sequence[str] | None = None,
+    counts: dict[str, int] | None = None,
+) -> LabelGraph:
     """Steps 2-5 of the module docstring on a given correlation matrix ``[n_expr + 2]^2`` (NaN = no edge):
     ``|corr|``, expression-expression block zeroed, ``>= tau`` cut, ``p`` re-weighting, normalisation."""
     corr = np.asarray(corr, dtype=float)
@@ -208,12 +231,20 @@ def graph_from_correlation(corr: np.ndarray, tau: float = 0.1, p: float = 0.5,
         raise ValueError(f"corr must be square [n_expr + 2, n_expr + 2], got {corr.shape}")
     names = tuple(names) if names is not None else node_names(n_expr)
     strength = np.nan_to_num(np.abs(corr), nan=0.0)
-    strength[:n_expr, :n_expr] = 0.0          # expressions link only to V and A
-    np.fill_diagonal(strength, 0.0)            # self-loops are added by the re-weighting
+    strength[:n_expr, :n_expr] = 0.0  # expressions link only to V and A
+    np.fill_diagonal(strength, 0.0)  # self-loops are added by the re-weighting
     binary = (strength >= tau).astype(np.int64)
     reweighted = reweight(binary, p)
-    return LabelGraph(names=names, corr=corr, binary=binary, reweighted=reweighted,
-                      a_hat=normalize_adjacency(reweighted), tau=float(tau), p=float(p), counts=dict(counts or {}))
+    return LabelGraph(
+        names=names,
+        corr=corr,
+        binary=binary,
+        reweighted=reweighted,
+        a_hat=normalize_adjacency(reweighted),
+        tau=float(tau),
+        p=float(p),
+        counts=dict(counts or {}),
+    )
 
 
 # ------------------------------------------------------------------------------------- node embeddings
@@ -236,19 +267,25 @@ def _load_glove(path: Path, names: Sequence[str]) -> tuple[np.ndarray, str]:
             try:
                 vec = np.array(rest.split(), dtype=np.float32)
             except ValueError as err:
-                raise ValueError(f"{path}:{lineno}: cannot parse the vector of {word!r} ({err}); "
-                                 "expected 'word v1 v2 ...' separated by spaces") from err
+                raise ValueError(
+                    f"{path}:{lineno}: cannot parse the vector of {word!r} ({err}); "
+                    "expected 'word v1 v2 ...' separated by spaces"
+                ) from err
             if width is None:
                 width = vec.size
             if vec.size != width or width == 0:
-                raise ValueError(f"{path}:{lineno}: vector of {word!r} has {vec.size} values, expected {width}")
+                raise ValueError(
+                    f"{path}:{lineno}: vector of {word!r} has {vec.size} values, expected {width}"
+                )
             found[word] = vec
             if len(found) == len(wanted):
                 break
     missing = sorted(wanted - set(found))
     if missing:
-        raise KeyError(f"{path}: no vector for word(s) {missing}; use a file that contains them, "
-                       "or embedding='packaged' / 'onehot'")
+        raise KeyError(
+            f"{path}: no vector for word(s) {missing}; use a file that contains them, "
+            "or embedding='packaged' / 'onehot'"
+        )
     vectors = np.stack([np.mean([found[w] for w in _words(n)], axis=0) for n in names]).astype(np.float32)
     return vectors, f"GloVe-format file {path} ({width}-d, lower-case words, multi-word names averaged)"
 
@@ -256,22 +293,30 @@ def _load_glove(path: Path, names: Sequence[str]) -> tuple[np.ndarray, str]:
 def _load_packaged(names: Sequence[str], path: Path = PACKAGED_EMBEDDINGS) -> tuple[np.ndarray, str]:
     """Rows of the packaged ``label_embeddings.npz`` (written by scripts/make_label_embeddings.py)."""
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; regenerate it with scripts/make_label_embeddings.py "
-                                "or use embedding='onehot'")
+        raise FileNotFoundError(
+            f"{path} is missing; regenerate it with scripts/make_label_embeddings.py "
+            "or use embedding='onehot'"
+        )
     with np.load(path, allow_pickle=False) as z:
         stored = [str(s) for s in z["names"]]
         vectors = z["vectors"].astype(np.float32)
         model = str(z["model"])
     missing = [n for n in names if n not in stored]
     if missing:
-        raise KeyError(f"{path} has no embedding for {missing} (it holds {stored}); regenerate it with "
-                       "scripts/make_label_embeddings.py including these names")
+        raise KeyError(
+            f"{path} has no embedding for {missing} (it holds {stored}); regenerate it with "
+            "scripts/make_label_embeddings.py including these names"
+        )
     rows = vectors[[stored.index(n) for n in names]]
-    return rows, f"packaged {path.name}: {model} ({vectors.shape[1]}-d sentence embeddings of the label names)"
+    return (
+        rows,
+        f"packaged {path.name}: {model} ({vectors.shape[1]}-d sentence embeddings of the label names)",
+    )
 
 
-def load_label_embeddings(source: str | Path = "packaged",
-                          names: Sequence[str] = GCN_NODES) -> tuple[np.ndarray, str]:
+def load_label_embeddings(
+    source: str | Path = "packaged", names: Sequence[str] = GCN_NODES
+) -> tuple[np.ndarray, str]:
     """Node features for the label graph: ``(array [len(names), E], description of the source)``.
 
     source: ``"packaged"`` (the shipped sentence-embedding file), ``"onehot"`` (identity, E = N) or the
@@ -284,8 +329,10 @@ def load_label_embeddings(source: str | Path = "packaged",
         return np.eye(len(names), dtype=np.float32), f"one-hot (identity), {len(names)}-d"
     path = Path(source).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"label embedding source {source!r} is neither 'packaged', 'onehot' nor an "
-                                "existing GloVe-format text file")
+        raise FileNotFoundError(
+            f"label embedding source {source!r} is neither 'packaged', 'onehot' nor an "
+            "existing GloVe-format text file"
+        )
     return _load_glove(path, names)
 
 
@@ -336,9 +383,19 @@ class EmotionGCN(nn.Module):
     :class:`GraphConvolution`.
     """
 
-    def __init__(self, node_features: np.ndarray | torch.Tensor, a_hat: LabelGraph | np.ndarray | torch.Tensor,
-                 feature_dim: int, hidden: int = 512, layers: int = 2, negative_slope: float = 0.2,
-                 n_expr: int = 7, embedding_source: str = "", lr_scale: float = 1.0, va_scale: float = 1.0):
+    def __init__(
+        self,
+        node_features: np.ndarray | torch.Tensor,
+        a_hat: LabelGraph | np.ndarray | torch.Tensor,
+        feature_dim: int,
+        hidden: int = 512,
+        layers: int = 2,
+        negative_slope: float = 0.2,
+        n_expr: int = 7,
+        embedding_source: str = "",
+        lr_scale: float = 1.0,
+        va_scale: float = 1.0,
+    ):
         super().__init__()
         if isinstance(a_hat, LabelGraph):
             a_hat = a_hat.a_hat
@@ -346,7 +403,9 @@ class EmotionGCN(nn.Module):
         a = torch.as_tensor(np.asarray(a_hat), dtype=torch.float32)
         n = n_expr + len(VA_NODES)
         if x.ndim != 2 or x.shape[0] != n:
-            raise ValueError(f"node_features must be [{n}, E] ({n_expr} expressions + V + A), got {tuple(x.shape)}")
+            raise ValueError(
+                f"node_features must be [{n}, E] ({n_expr} expressions + V + A), got {tuple(x.shape)}"
+            )
         if a.shape != (n, n):
             raise ValueError(f"a_hat must be [{n}, {n}], got {tuple(a.shape)}")
         if layers < 1:
@@ -376,13 +435,15 @@ class EmotionGCN(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``features`` [B, D] -> ``features @ W.T`` [B, N]: expression logits then valence, arousal."""
         if features.ndim != 2 or features.shape[1] != self.feature_dim:
-            raise ValueError(f"EmotionGCN expects pooled features [B, {self.feature_dim}], got "
-                             f"{tuple(features.shape)}; set feature_dim to the backbone's num_features")
+            raise ValueError(
+                f"EmotionGCN expects pooled features [B, {self.feature_dim}], got "
+                f"{tuple(features.shape)}; set feature_dim to the backbone's num_features"
+            )
         out = features @ self.classifier_weights().T
         if self.va_scale == 1.0:
             return out
         scale = torch.ones(out.shape[1], dtype=out.dtype, device=out.device)
-        scale[self.n_expr:] = self.va_scale
+        scale[self.n_expr :] = self.va_scale
         return out * scale
 
 
@@ -403,7 +464,7 @@ class GCNMultiTaskNet(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.gcn(self.forward_features(x))
         n = self.gcn.n_expr
-        return {"expression": out[:, :n], "va": out[:, n:n + 2]}
+        return {"expression": out[:, :n], "va": out[:, n : n + 2]}
 
 
 class GCNNet(GCNMultiTaskNet):
@@ -414,15 +475,23 @@ class GCNNet(GCNMultiTaskNet):
     ``input_size`` / ``pretrained`` / ``pretrained_file`` mean what they mean for ``MultiTaskNet``.
     """
 
-    def __init__(self, backbone: str, graph: LabelGraph, gcn_cfg: Any = None,
-                 embeddings: tuple[np.ndarray, str] | None = None, input_size: int | None = None,
-                 pretrained: str | None = None, pretrained_file: str | None = None) -> None:
+    def __init__(
+        self,
+        backbone: str,
+        graph: LabelGraph,
+        gcn_cfg: Any = None,
+        embeddings: tuple[np.ndarray, str] | None = None,
+        input_size: int | None = None,
+        pretrained: str | None = None,
+        pretrained_file: str | None = None,
+    ) -> None:
         from ..config import GCNConfig
         from ..preprocess import Preprocess
         from .backbones import create_backbone
 
-        module, dim, size, mean, std = create_backbone(backbone, pretrained_file, verbose=False,
-                                                       pretrained=pretrained)
+        module, dim, size, mean, std = create_backbone(
+            backbone, pretrained_file, verbose=False, pretrained=pretrained
+        )
         gcn_cfg = gcn_cfg or GCNConfig()
         super().__init__(module, build_emotion_gcn(graph, dim, gcn_cfg, embeddings))
         self.backbone_name, self.num_features = backbone, dim
@@ -435,7 +504,7 @@ class GCNNet(GCNMultiTaskNet):
     def forward_heads(self, feat: torch.Tensor) -> dict[str, torch.Tensor]:
         out = self.gcn(feat)
         n = self.gcn.n_expr
-        return {"expression": out[:, :n], "va": out[:, n:n + 2]}
+        return {"expression": out[:, :n], "va": out[:, n : n + 2]}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.forward_heads(self.forward_features(x))
@@ -447,10 +516,16 @@ class GCNNet(GCNMultiTaskNet):
         return self
 
     def config(self) -> dict[str, Any]:
-        return {"kind": "emotion_gcn", "backbone": self.backbone_name, "tasks": dict(self.tasks),
-                "gcn": self.gcn_cfg, "embedding_source": self.gcn.embedding_source,
-                "embedding_dim": int(self.gcn.node_features.shape[1]), "num_features": self.num_features,
-                "preprocess": self.preprocess.to_dict()}
+        return {
+            "kind": "emotion_gcn",
+            "backbone": self.backbone_name,
+            "tasks": dict(self.tasks),
+            "gcn": self.gcn_cfg,
+            "embedding_source": self.gcn.embedding_source,
+            "embedding_dim": int(self.gcn.node_features.shape[1]),
+            "num_features": self.num_features,
+            "preprocess": self.preprocess.to_dict(),
+        }
 
 
 def load_gcn_checkpoint(path: str | Path) -> GCNNet:
@@ -466,12 +541,20 @@ def load_gcn_checkpoint(path: str | Path) -> GCNNet:
     sd = ckpt["state_dict"]
     a_hat = sd["gcn.a_hat"].numpy()
     n = a_hat.shape[0]
-    graph = LabelGraph(names=tuple(str(i) for i in range(n)), corr=a_hat, binary=a_hat, reweighted=a_hat,
-                       a_hat=a_hat, tau=0.0, p=0.0, counts={})
+    graph = LabelGraph(
+        names=tuple(str(i) for i in range(n)),
+        corr=a_hat,
+        binary=a_hat,
+        reweighted=a_hat,
+        a_hat=a_hat,
+        tau=0.0,
+        p=0.0,
+        counts={},
+    )
     emb = (sd["gcn.node_features"].numpy(), mc.get("embedding_source", ""))
     known = {f.name for f in dataclasses.fields(GCNConfig)}
     values = {k: v for k, v in mc["gcn"].items() if k in known}
-    values = {"lr_scale": 1.0, "va_scale": 1.0, **values}         # checkpoints older than these knobs
+    values = {"lr_scale": 1.0, "va_scale": 1.0, **values}  # checkpoints older than these knobs
     cfg = GCNConfig(**{**values, "n_expr": n - len(VA_NODES)})
     model = GCNNet(mc["backbone"], graph, cfg, emb)
     model.load_state_dict(sd, strict=True)
@@ -479,8 +562,9 @@ def load_gcn_checkpoint(path: str | Path) -> GCNNet:
     return model
 
 
-def build_emotion_gcn(graph: LabelGraph, feature_dim: int, cfg: Any = None,
-                      embeddings: tuple[np.ndarray, str] | None = None) -> EmotionGCN:
+def build_emotion_gcn(
+    graph: LabelGraph, feature_dim: int, cfg: Any = None, embeddings: tuple[np.ndarray, str] | None = None
+) -> EmotionGCN:
     """An :class:`EmotionGCN` for ``graph`` from a ``config.GCNConfig`` (defaults when None).
 
     The node features come from ``embeddings`` or from ``cfg.embedding`` via :func:`load_label_embeddings`;
@@ -491,6 +575,15 @@ def build_emotion_gcn(graph: LabelGraph, feature_dim: int, cfg: Any = None,
     cfg = cfg or GCNConfig()
     vectors, source = embeddings or load_label_embeddings(cfg.embedding, graph.names)
     n_expr = len(graph.names) - len(VA_NODES)
-    return EmotionGCN(vectors, graph, feature_dim, hidden=cfg.hidden, layers=cfg.layers,
-                      negative_slope=cfg.negative_slope, n_expr=n_expr, embedding_source=source,
-                      lr_scale=getattr(cfg, "lr_scale", 1.0), va_scale=getattr(cfg, "va_scale", 1.0))
+    return EmotionGCN(
+        vectors,
+        graph,
+        feature_dim,
+        hidden=cfg.hidden,
+        layers=cfg.layers,
+        negative_slope=cfg.negative_slope,
+        n_expr=n_expr,
+        embedding_source=source,
+        lr_scale=getattr(cfg, "lr_scale", 1.0),
+        va_scale=getattr(cfg, "va_scale", 1.0),
+    )

@@ -32,8 +32,8 @@ from .backbones import create_backbone
 
 TASK_NAMES = ("identity", "age", "gender", "race", "expression", "va")
 ATTRIBUTE_TASKS = ("age", "gender", "race")
-AGE_SCALE = 100.0            # regression head predicts age / AGE_SCALE
-MALE_THRESHOLD = 0.6         # paper A: male if p(male) >= 0.6
+AGE_SCALE = 100.0  # regression head predicts age / AGE_SCALE
+MALE_THRESHOLD = 0.6  # paper A: male if p(male) >= 0.6
 
 
 class MultiTaskNet(nn.Module):
@@ -44,9 +44,18 @@ class MultiTaskNet(nn.Module):
     ``va`` ``[B, 2]`` (valence, arousal).
     """
 
-    def __init__(self, backbone: str, tasks: dict[str, int], hidden: int = 256, dropout: float = 0.0,
-                 age_mode: str = "bins", pretrained_file: str | None = None, verbose: bool = True,
-                 input_size: int | None = None, pretrained: str | None = None) -> None:
+    def __init__(
+        self,
+        backbone: str,
+        tasks: dict[str, int],
+        hidden: int = 256,
+        dropout: float = 0.0,
+        age_mode: str = "bins",
+        pretrained_file: str | None = None,
+        verbose: bool = True,
+        input_size: int | None = None,
+        pretrained: str | None = None,
+    ) -> None:
         super().__init__()
         unknown = set(tasks) - set(TASK_NAMES)
         if unknown:
@@ -58,24 +67,29 @@ class MultiTaskNet(nn.Module):
         if "va" in tasks and tasks["va"] != 2:
             raise ValueError(f"the 'va' head has 2 outputs (valence, arousal), got {tasks['va']}")
         if "gender" in tasks and tasks["gender"] not in (1, 2):
-            raise ValueError(f"the 'gender' head has 1 (sigmoid) or 2 (softmax) outputs, got {tasks['gender']}")
+            raise ValueError(
+                f"the 'gender' head has 1 (sigmoid) or 2 (softmax) outputs, got {tasks['gender']}"
+            )
         self.backbone_name = backbone
         self.tasks = {k: int(v) for k, v in tasks.items()}
         if age_mode == "regression" and "age" in self.tasks:
             self.tasks["age"] = 1
         self.hidden, self.dropout_p, self.age_mode = int(hidden), float(dropout), age_mode
         self.backbone, self.num_features, default_size, mean, std = create_backbone(
-            backbone, pretrained_file, verbose=verbose, pretrained=pretrained)
+            backbone, pretrained_file, verbose=verbose, pretrained=pretrained
+        )
         # What a face goes through before this network; the trainer sets it to what it trained with.
         self.preprocess = Preprocess(input_size or default_size, tuple(mean), tuple(std))
         self.dropout = nn.Dropout(dropout)
         d = self.num_features
         attrs = [t for t in ATTRIBUTE_TASKS if t in self.tasks]
-        self.attribute_trunk = (nn.Sequential(nn.Linear(d, hidden), nn.ReLU(inplace=True))
-                                if attrs and hidden > 0 else None)
+        self.attribute_trunk = (
+            nn.Sequential(nn.Linear(d, hidden), nn.ReLU(inplace=True)) if attrs and hidden > 0 else None
+        )
         d_attr = hidden if self.attribute_trunk is not None else d
-        self.heads = nn.ModuleDict({
-            name: nn.Linear(d_attr if name in ATTRIBUTE_TASKS else d, n) for name, n in self.tasks.items()})
+        self.heads = nn.ModuleDict(
+            {name: nn.Linear(d_attr if name in ATTRIBUTE_TASKS else d, n) for name, n in self.tasks.items()}
+        )
         self._backbone_frozen = False
 
     # ------------------------------------------------------------------------------------ forward
@@ -91,7 +105,9 @@ class MultiTaskNet(nn.Module):
         for name, head in self.heads.items():
             if name in ATTRIBUTE_TASKS:
                 if attr is None:
-                    attr = self.dropout(self.attribute_trunk(feat)) if self.attribute_trunk is not None else feat
+                    attr = (
+                        self.dropout(self.attribute_trunk(feat)) if self.attribute_trunk is not None else feat
+                    )
                 y = head(attr)
             else:
                 y = head(feat)
@@ -116,10 +132,18 @@ class MultiTaskNet(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """Plain values that rebuild this architecture and its input (stored in checkpoints)."""
-        return {"backbone": self.backbone_name, "tasks": dict(self.tasks), "hidden": self.hidden,
-                "dropout": self.dropout_p, "age_mode": self.age_mode, "input_size": self.input_size,
-                "mean": list(self.mean), "std": list(self.std), "num_features": self.num_features,
-                "preprocess": self.preprocess.to_dict()}
+        return {
+            "backbone": self.backbone_name,
+            "tasks": dict(self.tasks),
+            "hidden": self.hidden,
+            "dropout": self.dropout_p,
+            "age_mode": self.age_mode,
+            "input_size": self.input_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "num_features": self.num_features,
+            "preprocess": self.preprocess.to_dict(),
+        }
 
     def train(self, mode: bool = True) -> MultiTaskNet:
         """Like ``nn.Module.train``, but a frozen backbone stays in eval mode (BatchNorm statistics fixed)."""

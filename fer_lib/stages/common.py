@@ -72,8 +72,15 @@ def start_init(tc: TrainConfig) -> Init:
 def new_model(tc: TrainConfig, tasks: Mapping[str, int], **kwargs) -> MultiTaskNet:
     """A :class:`MultiTaskNet` of ``tc.backbone`` with ``tasks``, at ``tc.image_size``, with the
     weights ``tc`` names (``pretrained`` / ``pretrained_file``; random otherwise)."""
-    return MultiTaskNet(tc.backbone, dict(tasks), input_size=tc.image_size, pretrained_file=tc.pretrained_file,
-                        pretrained=tc.pretrained, verbose=False, **kwargs)
+    return MultiTaskNet(
+        tc.backbone,
+        dict(tasks),
+        input_size=tc.image_size,
+        pretrained_file=tc.pretrained_file,
+        pretrained=tc.pretrained,
+        verbose=False,
+        **kwargs,
+    )
 
 
 def init_from_stage(model: nn.Module, tc: TrainConfig, checkpoint: Path | None, use: bool = True) -> Init:
@@ -87,15 +94,23 @@ def init_from_stage(model: nn.Module, tc: TrainConfig, checkpoint: Path | None, 
     if not tc.from_previous:
         return Init(start.kind, start.source, reason=f"from_previous=False: {checkpoint} not used")
     if checkpoint is None or not Path(checkpoint).is_file():
-        return Init(start.kind, start.source, reason=f"{checkpoint or 'no previous checkpoint'} is absent "
-                                                     "(run the previous stage first to start from it)")
+        return Init(
+            start.kind,
+            start.source,
+            reason=f"{checkpoint or 'no previous checkpoint'} is absent "
+            "(run the previous stage first to start from it)",
+        )
     stored = (load_checkpoint(checkpoint).get("model_config") or {}).get("backbone")
     own = getattr(model, "backbone_name", None)
     if stored != own:
-        return Init(start.kind, start.source, reason=f"{checkpoint} holds backbone {stored!r}, this model "
-                                                     f"uses {own!r} (use the same backbone to start from it)")
+        return Init(
+            start.kind,
+            start.source,
+            reason=f"{checkpoint} holds backbone {stored!r}, this model "
+            f"uses {own!r} (use the same backbone to start from it)",
+        )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")          # the previous stage's heads are dropped on purpose
+        warnings.simplefilter("ignore")  # the previous stage's heads are dropped on purpose
         report = init_from_checkpoint(model, checkpoint)
     return Init("checkpoint", str(checkpoint), tensors=report.loaded)
 
@@ -111,13 +126,21 @@ def checkpoint_backbone(path: Path | None) -> tuple[str | None, int | None]:
 
 
 # ============================================================================================== data
-def make_dataset(manifest: pd.DataFrame, preprocess: Preprocess, tc: TrainConfig | None = None,
-                 max_cache_bytes: float = 3e9, **kwargs) -> FaceDataset:
+def make_dataset(
+    manifest: pd.DataFrame,
+    preprocess: Preprocess,
+    tc: TrainConfig | None = None,
+    max_cache_bytes: float = 3e9,
+    **kwargs,
+) -> FaceDataset:
     """A :class:`~fer_lib.data.FaceDataset` whose decoded faces stay in memory up to ``max_cache_bytes``;
     a training set (``tc`` given) gets ``tc``'s augmentation and resolution degradation."""
-    train = {} if tc is None else {"augment": tc.augment, "degrade": tc.degrade, "degrade_min": tc.degrade_min}
-    return FaceDataset(manifest.reset_index(drop=True), preprocess, cache_bytes=int(max_cache_bytes),
-                       **train, **kwargs)
+    train = (
+        {} if tc is None else {"augment": tc.augment, "degrade": tc.degrade, "degrade_min": tc.degrade_min}
+    )
+    return FaceDataset(
+        manifest.reset_index(drop=True), preprocess, cache_bytes=int(max_cache_bytes), **train, **kwargs
+    )
 
 
 def expression_counts(manifest: pd.DataFrame, n_classes: int) -> list[int]:
@@ -127,8 +150,9 @@ def expression_counts(manifest: pd.DataFrame, n_classes: int) -> list[int]:
     return np.bincount(y, minlength=n_classes).tolist()
 
 
-def affectnet_splits(cfg: Profile, paths: Paths, progress: bool = True
-                     ) -> tuple[pd.DataFrame, DataSource, str]:
+def affectnet_splits(
+    cfg: Profile, paths: Paths, progress: bool = True
+) -> tuple[pd.DataFrame, DataSource, str]:
     """AffectNet-format manifest of the profile, its source, and the metrics dataset name."""
     df, _, src = load_for_profile("affectnet", cfg, paths, progress=progress)
     return df, src, ("affectnet" if src.real else "synthetic_affectnet")
@@ -146,15 +170,17 @@ def split_frames(df: pd.DataFrame, need_expression_below: int | None = None) -> 
     return out
 
 
-def build_datasets(frames: Mapping[str, pd.DataFrame], tc: TrainConfig, preprocess: Preprocess
-                   ) -> dict[str, Dataset]:
+def build_datasets(
+    frames: Mapping[str, pd.DataFrame], tc: TrainConfig, preprocess: Preprocess
+) -> dict[str, Dataset]:
     """Decoded datasets of train (augmented as ``tc.augment``), val and report, sharing nothing mutable."""
     return {k: make_dataset(f, preprocess, tc if k == "train" else None) for k, f in frames.items()}
 
 
 # ======================================================================================== evaluation
-def seven_class_predictions(logits: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None
-                            ) -> tuple[np.ndarray, np.ndarray]:
+def seven_class_predictions(
+    logits: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Paper A's 7-class evaluation of an 8-class model: keep rows labelled 0..6 (drop Contempt = 7)
     and take the argmax over the first 7 logits. Returns (labels, predictions) of the kept rows."""
     logits, y = np.asarray(logits), np.asarray(y).astype(np.int64)
@@ -188,7 +214,6 @@ def expression_metrics(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> di
     return out
 
 
-
 # ========================================================================================== training
 @dataclass
 class Run:
@@ -207,16 +232,37 @@ class Run:
     seed: int = 0
 
 
-def train_model(model: nn.Module, tc: TrainConfig, train: Dataset, val: Dataset, test: Dataset | None,
-                name: str, out_dir: Path | None, *, eval_fn, seed: int = 0, device: str = "auto",
-                init: Init | None = None, class_counts: Mapping[str, Sequence[int]] | None = None,
-                progress: bool = True, n_classes: int | None = None) -> Run:
+def train_model(
+    model: nn.Module,
+    tc: TrainConfig,
+    train: Dataset,
+    val: Dataset,
+    test: Dataset | None,
+    name: str,
+    out_dir: Path | None,
+    *,
+    eval_fn,
+    seed: int = 0,
+    device: str = "auto",
+    init: Init | None = None,
+    class_counts: Mapping[str, Sequence[int]] | None = None,
+    progress: bool = True,
+    n_classes: int | None = None,
+) -> Run:
     """Train with the project's :class:`~fer_lib.training.Trainer` (selection on ``val``), reload
     ``best.pt`` when written, predict on ``test`` and compute ``eval_fn(pred, n_classes)`` there."""
     init = init or start_init(tc)
     seed_everything(seed)
-    trainer = Trainer(model, tc, device=device, out_dir=out_dir, seed=seed, class_counts=class_counts,
-                      progress=progress, run_config={"name": name, "init": str(init), "init_kind": init.kind})
+    trainer = Trainer(
+        model,
+        tc,
+        device=device,
+        out_dir=out_dir,
+        seed=seed,
+        class_counts=class_counts,
+        progress=progress,
+        run_config={"name": name, "init": str(init), "init_kind": init.kind},
+    )
     history = trainer.fit(train, val)
     best = None if out_dir is None else Path(out_dir) / "best.pt"
     if best is not None and best.is_file():
@@ -232,8 +278,9 @@ def train_model(model: nn.Module, tc: TrainConfig, train: Dataset, val: Dataset,
 
 
 # ================================================================================ the predict path
-def served_accuracy(checkpoint: str | Path, manifest: pd.DataFrame, upscale: int = 192,
-                    progress: bool = False) -> dict[str, float]:
+def served_accuracy(
+    checkpoint: str | Path, manifest: pd.DataFrame, upscale: int = 192, progress: bool = False
+) -> dict[str, float]:
     """Accuracy of a checkpoint through the path users take (``fer_lib.Recognizer.predict``: MTCNN on
     the whole image, enlarged so its shorter side is ``upscale`` px, then the model's own crop and
     preprocessing), beside the dataset's own crops: the gap is what framing and colour cost.
@@ -281,27 +328,48 @@ def served_accuracy(checkpoint: str | Path, manifest: pd.DataFrame, upscale: int
 
 
 # ========================================================================================= results
-def record_run(run: Run, stage: str, dataset: str, split: str, model: str, cfg: Profile,
-               keys: Sequence[str] | None = None, paths: Paths | None = None, seed: int | None = None
-               ) -> pd.DataFrame:
+def record_run(
+    run: Run,
+    stage: str,
+    dataset: str,
+    split: str,
+    model: str,
+    cfg: Profile,
+    keys: Sequence[str] | None = None,
+    paths: Paths | None = None,
+    seed: int | None = None,
+) -> pd.DataFrame:
     """Write the run's metrics (all, or ``keys``) to metrics.csv with its training time (and ``seed``,
     default the profile's)."""
     from .. import reporting
 
     paths = paths or get_paths()
     vals = {k: v for k, v in run.metrics.items() if keys is None or k in keys}
-    return reporting.record_metrics(stage, dataset, split, model, vals, profile=cfg.name,
-                                    seed=cfg.seed if seed is None else seed,
-                                    train_seconds=run.train_seconds, path=paths.metrics_csv)
+    return reporting.record_metrics(
+        stage,
+        dataset,
+        split,
+        model,
+        vals,
+        profile=cfg.name,
+        seed=cfg.seed if seed is None else seed,
+        train_seconds=run.train_seconds,
+        path=paths.metrics_csv,
+    )
 
 
 def metrics_table(runs: Sequence[Run], keys: Sequence[str]) -> pd.DataFrame:
     """One row per run: model, init, epochs run, train seconds and the requested metrics."""
     rows = []
     for r in runs:
-        row = {"model": r.name, "backbone": r.train_cfg.backbone, "image_size": r.train_cfg.image_size,
-               "init": r.init.label, "epochs": int(r.history["epoch"].max()) if len(r.history) else 0,
-               "train_seconds": round(r.train_seconds, 1)}
+        row = {
+            "model": r.name,
+            "backbone": r.train_cfg.backbone,
+            "image_size": r.train_cfg.image_size,
+            "init": r.init.label,
+            "epochs": int(r.history["epoch"].max()) if len(r.history) else 0,
+            "train_seconds": round(r.train_seconds, 1),
+        }
         row.update({k: r.metrics.get(k, float("nan")) for k in keys})
         rows.append(row)
     return pd.DataFrame(rows)

@@ -75,10 +75,14 @@ def per_class_table(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> pd.Da
     """Recall and F1 per class (canonical names) with the class support, for the n-class evaluation."""
     y, p = n_class_predictions(pred, n_classes)
     labels = list(range(n_classes))
-    return pd.DataFrame({"class": list(L.EXPRESSIONS_8[:n_classes]),
-                         "support": np.bincount(y, minlength=n_classes)[:n_classes],
-                         "recall": M.per_class_recall(y, p, labels=labels),
-                         "f1": M.f1_per_class(y, p, labels=labels)})
+    return pd.DataFrame(
+        {
+            "class": list(L.EXPRESSIONS_8[:n_classes]),
+            "support": np.bincount(y, minlength=n_classes)[:n_classes],
+            "recall": M.per_class_recall(y, p, labels=labels),
+            "f1": M.f1_per_class(y, p, labels=labels),
+        }
+    )
 
 
 def confusion(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> np.ndarray:
@@ -87,9 +91,14 @@ def confusion(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> np.ndarray:
     return M.confusion_matrix(y, p, labels=list(range(n_classes)))
 
 
-def finetune_affectnet(cfg: Profile, paths: Paths | None = None, with_va: bool = False, progress: bool = True,
-                       data: tuple[pd.DataFrame, DataSource, str] | None = None,
-                       datasets: Mapping[str, Dataset] | None = None) -> Run:
+def finetune_affectnet(
+    cfg: Profile,
+    paths: Paths | None = None,
+    with_va: bool = False,
+    progress: bool = True,
+    data: tuple[pd.DataFrame, DataSource, str] | None = None,
+    datasets: Mapping[str, Dataset] | None = None,
+) -> Run:
     """Paper A's fine-tuning on AffectNet-format data: 8 expressions (+ valence/arousal with ``with_va``),
     backbone from ``01_attributes/best.pt`` when present; writes ``02_expression[_va]/best.pt``."""
     paths = paths or get_paths()
@@ -101,14 +110,26 @@ def finetune_affectnet(cfg: Profile, paths: Paths | None = None, with_va: bool =
     init = init_from_stage(model, tc, paths.checkpoints / ATTRIBUTES_CKPT)
     print(f"[{'02_expression_va' if with_va else '02_expression'}] {init}")
     frames = split_frames(df)
-    if not with_va:   # the expression-only model trains on rows with an expression label
+    if not with_va:  # the expression-only model trains on rows with an expression label
         frames = {k: f[f["expression"].notna()].reset_index(drop=True) for k, f in frames.items()}
     ds = datasets or build_datasets(frames, tc, model.preprocess)
     name = "02_expression_va" if with_va else "02_expression"
     counts = {"expression": expression_counts(frames["train"], 8)}
-    run = train_model(model, tc, ds["train"], ds["val"], ds["report"], name, paths.checkpoints / name,
-                      eval_fn=expression_metrics, seed=cfg.seed, device=cfg.device, init=init,
-                      class_counts=counts, progress=progress)
+    run = train_model(
+        model,
+        tc,
+        ds["train"],
+        ds["val"],
+        ds["report"],
+        name,
+        paths.checkpoints / name,
+        eval_fn=expression_metrics,
+        seed=cfg.seed,
+        device=cfg.device,
+        init=init,
+        class_counts=counts,
+        progress=progress,
+    )
     run.dataset = dataset
     return run
 
@@ -120,12 +141,16 @@ def model_label(tc: TrainConfig, run: Run, suffix: str = "") -> str:
 
 
 # ================================================================================== FER2013 (real data)
-def fer2013_config(cfg: Profile, which: str = "scratch", overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+def fer2013_config(
+    cfg: Profile, which: str = "scratch", overrides: Mapping[str, Any] | None = None
+) -> TrainConfig:
     """TrainConfig of a FER2013 run: the profile's ``fer2013_<which>`` section with ``overrides`` applied."""
     return dataclasses.replace(getattr(cfg, f"fer2013_{which}"), **(overrides or {}))
 
 
-def fer2013_manifest(cfg: Profile, paths: Paths, progress: bool = True) -> tuple[pd.DataFrame, DataSource] | None:
+def fer2013_manifest(
+    cfg: Profile, paths: Paths, progress: bool = True
+) -> tuple[pd.DataFrame, DataSource] | None:
     """The FER2013 manifest when the real dataset is under FER_DATA_ROOT (capped by real_limit), else None."""
     if paths.real("fer2013") is None:
         return None
@@ -142,8 +167,16 @@ def fer2013_datasets(df: pd.DataFrame, preprocess: Preprocess) -> dict[str, Data
     return {s: make_dataset(f, pre) for s, f in frames.items()}
 
 
-def train_fer2013(cfg: Profile, paths: Paths, tc: TrainConfig, name: str, datasets: Mapping[str, Dataset],
-                  use_pretrained: bool = False, progress: bool = True, seed: int | None = None) -> Run:
+def train_fer2013(
+    cfg: Profile,
+    paths: Paths,
+    tc: TrainConfig,
+    name: str,
+    datasets: Mapping[str, Dataset],
+    use_pretrained: bool = False,
+    progress: bool = True,
+    seed: int | None = None,
+) -> Run:
     """One FER2013 model (7 classes, canonical order): trained on train, selected on val, tested on test.
     ``use_pretrained``: start from ``01_attributes/best.pt`` (else from what ``tc`` names)."""
     seed = cfg.seed if seed is None else int(seed)
@@ -151,12 +184,27 @@ def train_fer2013(cfg: Profile, paths: Paths, tc: TrainConfig, name: str, datase
     model = new_model(tc, {"expression": 7})
     init = init_from_stage(model, tc, paths.checkpoints / ATTRIBUTES_CKPT, use=use_pretrained)
     print(f"[{name}] {tc.backbone} at {tc.image_size}px, seed {seed}: {init}")
-    ds = {s: d.with_augment(tc.augment, tc.degrade, tc.degrade_min) if s == "train" else d
-          for s, d in datasets.items()}
+    ds = {
+        s: d.with_augment(tc.augment, tc.degrade, tc.degrade_min) if s == "train" else d
+        for s, d in datasets.items()
+    }
     counts = {"expression": expression_counts(ds["train"].manifest, 7)}
-    run = train_model(model, tc, ds["train"], ds["val"], ds["test"], name, paths.checkpoints / name,
-                      eval_fn=expression_metrics, seed=seed, device=cfg.device, init=init,
-                      class_counts=counts, progress=progress, n_classes=7)
+    run = train_model(
+        model,
+        tc,
+        ds["train"],
+        ds["val"],
+        ds["test"],
+        name,
+        paths.checkpoints / name,
+        eval_fn=expression_metrics,
+        seed=seed,
+        device=cfg.device,
+        init=init,
+        class_counts=counts,
+        progress=progress,
+        n_classes=7,
+    )
     run.metrics = {"accuracy": run.metrics["accuracy_7cls"], "macro_f1": run.metrics["macro_f1_7cls"]}
     run.dataset = "fer2013"
     return run
@@ -165,8 +213,14 @@ def train_fer2013(cfg: Profile, paths: Paths, tc: TrainConfig, name: str, datase
 FER2013_MODELS = {"finetune": ("02_fer2013_finetune", True), "scratch": ("02_fer2013_scratch", False)}
 
 
-def fer2013_model(cfg: Profile, which: str, paths: Paths | None = None, overrides: Mapping[str, Any] | None = None,
-                  progress: bool = True, data: tuple[pd.DataFrame, DataSource] | None = None) -> Run | None:
+def fer2013_model(
+    cfg: Profile,
+    which: str,
+    paths: Paths | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    data: tuple[pd.DataFrame, DataSource] | None = None,
+) -> Run | None:
     """One FER2013 model of the profile: ``"finetune"`` is paper A's chain (section ``fer2013_finetune``,
     started from the UTKFace multi-task checkpoint, itself from ImageNet where the profile says so),
     ``"scratch"`` the from-scratch baseline (``fer2013_scratch``). None without real FER2013."""
@@ -183,8 +237,9 @@ def fer2013_model(cfg: Profile, which: str, paths: Paths | None = None, override
     return train_fer2013(cfg, paths, tc, name, ds, use_pretrained=from_utk, progress=progress)
 
 
-def fer2013_served(run: Run, df: pd.DataFrame, cfg: Profile, paths: Paths | None = None,
-                   upscale: int = 192) -> pd.DataFrame:
+def fer2013_served(
+    run: Run, df: pd.DataFrame, cfg: Profile, paths: Paths | None = None, upscale: int = 192
+) -> pd.DataFrame:
     """The FER2013 test faces through ``predict`` (:func:`~fer_lib.stages.common.served_accuracy`) beside
     the trainer's evaluation on the dataset's crops; records ``accuracy_predict`` and ``face_found``."""
     test = df[df["split"] == "test"]
@@ -193,14 +248,32 @@ def fer2013_served(run: Run, df: pd.DataFrame, cfg: Profile, paths: Paths | None
     from .. import reporting
 
     paths = paths or get_paths()
-    reporting.record_metrics("finetune", "fer2013", "test", model_label(run.train_cfg, run), vals, profile=cfg.name,
-                             seed=run.seed, train_seconds=run.train_seconds, path=paths.metrics_csv)
-    return pd.DataFrame([
-        {"path": "dataset crops (trainer)", "accuracy": run.metrics["accuracy"], "images": len(test)},
-        {"path": f"predict (MTCNN on the image enlarged to {upscale} px, the model's crop)",
-         "accuracy": served["expression_accuracy"], "images": len(test)},
-        {"path": "predict, faces found only", "accuracy": served["expression_accuracy_found"],
-         "images": round(served["face_found"] * len(test))}])
+    reporting.record_metrics(
+        "finetune",
+        "fer2013",
+        "test",
+        model_label(run.train_cfg, run),
+        vals,
+        profile=cfg.name,
+        seed=run.seed,
+        train_seconds=run.train_seconds,
+        path=paths.metrics_csv,
+    )
+    return pd.DataFrame(
+        [
+            {"path": "dataset crops (trainer)", "accuracy": run.metrics["accuracy"], "images": len(test)},
+            {
+                "path": f"predict (MTCNN on the image enlarged to {upscale} px, the model's crop)",
+                "accuracy": served["expression_accuracy"],
+                "images": len(test),
+            },
+            {
+                "path": "predict, faces found only",
+                "accuracy": served["expression_accuracy_found"],
+                "images": round(served["face_found"] * len(test)),
+            },
+        ]
+    )
 
 
 #: Arms of paper A's thesis at equal budget: the same backbone, size and schedule, started at random,
@@ -209,9 +282,13 @@ def fer2013_served(run: Run, df: pd.DataFrame, cfg: Profile, paths: Paths | None
 TRANSFER_ARMS = ("random_init", "imagenet_init", "utk_init")
 
 
-def fer2013_transfer(cfg: Profile, paths: Paths | None = None, overrides: Mapping[str, Any] | None = None,
-                     progress: bool = True, data: tuple[pd.DataFrame, DataSource] | None = None
-                     ) -> dict[str, list[Run]] | None:
+def fer2013_transfer(
+    cfg: Profile,
+    paths: Paths | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    data: tuple[pd.DataFrame, DataSource] | None = None,
+) -> dict[str, list[Run]] | None:
     """Paper A's thesis on FER2013: :data:`TRANSFER_ARMS` at equal budget, each trained with
     ``cfg.fer2013_transfer_seeds`` seeds (``cfg.seed``, ``cfg.seed + 1``, ...) on the same
     ``cfg.fer2013_transfer_rows`` training faces. The backbone is that of ``01_attributes/best.pt``, the
@@ -223,23 +300,36 @@ def fer2013_transfer(cfg: Profile, paths: Paths | None = None, overrides: Mappin
     paths = paths or get_paths()
     ckpt = attributes_checkpoint(paths)
     if ckpt is None:
-        print(f"transfer comparison skipped: {paths.checkpoints / ATTRIBUTES_CKPT} is absent "
-              "(run `python -m fer_lib pretrain` first)")
+        print(
+            f"transfer comparison skipped: {paths.checkpoints / ATTRIBUTES_CKPT} is absent "
+            "(run `python -m fer_lib pretrain` first)"
+        )
         return None
     data = data or fer2013_manifest(cfg, paths, progress)
     if data is None:
         print("transfer comparison skipped: FER2013 is not under FER_DATA_ROOT")
         return None
     backbone, _ = checkpoint_backbone(ckpt)
-    base = fer2013_config(cfg, "transfer", {"backbone": backbone, "pretrained": None, "pretrained_file": None,
-                                            "from_previous": True, **(overrides or {})})
+    base = fer2013_config(
+        cfg,
+        "transfer",
+        {
+            "backbone": backbone,
+            "pretrained": None,
+            "pretrained_file": None,
+            "from_previous": True,
+            **(overrides or {}),
+        },
+    )
     arms = {"random_init": (base, False), "utk_init": (base, True)}
     if get_pretrained(backbone) is not None:
         arms["imagenet_init"] = (dataclasses.replace(base, pretrained="imagenet"), False)
     else:
         print(f"no ImageNet weights registered for {backbone}: the imagenet_init arm is skipped")
     df = data[0]
-    if cfg.fer2013_transfer_rows:   # the same subset for every arm: a low-data regime, where a start matters most
+    if (
+        cfg.fer2013_transfer_rows
+    ):  # the same subset for every arm: a low-data regime, where a start matters most
         train = apply_limit(df[df["split"] == "train"], cfg.fer2013_transfer_rows, seed=cfg.seed)
         df = pd.concat([train, df[df["split"] != "train"]], ignore_index=True)
     ds = fer2013_datasets(df, new_model(base, {"expression": 7}).preprocess)
@@ -247,8 +337,16 @@ def fer2013_transfer(cfg: Profile, paths: Paths | None = None, overrides: Mappin
     for k in range(max(1, cfg.fer2013_transfer_seeds)):
         for arm in (a for a in TRANSFER_ARMS if a in arms):
             tc, from_utk = arms[arm]
-            run = train_fer2013(cfg, paths, tc, f"02_fer2013_{arm}", ds, use_pretrained=from_utk,
-                                progress=progress, seed=cfg.seed + k)
+            run = train_fer2013(
+                cfg,
+                paths,
+                tc,
+                f"02_fer2013_{arm}",
+                ds,
+                use_pretrained=from_utk,
+                progress=progress,
+                seed=cfg.seed + k,
+            )
             runs.setdefault(arm, []).append(run)
     return runs
 
@@ -261,28 +359,61 @@ def transfer_table(runs: Mapping[str, Sequence[Run]]) -> pd.DataFrame:
     for arm, rs in runs.items():
         acc = np.array([r.metrics["accuracy"] for r in rs])
         f1 = np.array([r.metrics["macro_f1"] for r in rs])
-        rows.append({"model": f"{rs[0].train_cfg.backbone}_{arm}", "arm": arm, "seeds": len(rs),
-                     "accuracy": acc.mean(), "accuracy_std": acc.std(), "macro_f1": f1.mean(),
-                     "macro_f1_std": f1.std(), "steps": int(rs[0].history["global_step"].max()) if len(rs[0].history) else 0,
-                     "train_seconds": round(float(np.mean([r.train_seconds for r in rs])), 1)})
+        rows.append(
+            {
+                "model": f"{rs[0].train_cfg.backbone}_{arm}",
+                "arm": arm,
+                "seeds": len(rs),
+                "accuracy": acc.mean(),
+                "accuracy_std": acc.std(),
+                "macro_f1": f1.mean(),
+                "macro_f1_std": f1.std(),
+                "steps": int(rs[0].history["global_step"].max()) if len(rs[0].history) else 0,
+                "train_seconds": round(float(np.mean([r.train_seconds for r in rs])), 1),
+            }
+        )
     t = pd.DataFrame(rows)
     mean = t.set_index("arm")
     diffs = []
-    for a, b in (("imagenet_init", "random_init"), ("utk_init", "imagenet_init"), ("utk_init", "random_init")):
+    for a, b in (
+        ("imagenet_init", "random_init"),
+        ("utk_init", "imagenet_init"),
+        ("utk_init", "random_init"),
+    ):
         if a in mean.index and b in mean.index:
-            diffs.append({"model": f"difference ({a} - {b})", "accuracy": mean.accuracy[a] - mean.accuracy[b],
-                          "macro_f1": mean.macro_f1[a] - mean.macro_f1[b]})
+            diffs.append(
+                {
+                    "model": f"difference ({a} - {b})",
+                    "accuracy": mean.accuracy[a] - mean.accuracy[b],
+                    "macro_f1": mean.macro_f1[a] - mean.macro_f1[b],
+                }
+            )
     return pd.concat([t, pd.DataFrame(diffs)], ignore_index=True) if diffs else t
 
 
-def record_transfer(runs: Mapping[str, Sequence[Run]], cfg: Profile, paths: Paths | None = None) -> pd.DataFrame:
+def record_transfer(
+    runs: Mapping[str, Sequence[Run]], cfg: Profile, paths: Paths | None = None
+) -> pd.DataFrame:
     """metrics.csv rows of every arm and seed (stage 'finetune', dataset 'fer2013', split 'test')."""
-    return pd.concat([record_fer2013(r, cfg, f"{r.train_cfg.backbone}_{arm}", paths, seed=r.seed)
-                      for arm, rs in runs.items() for r in rs], ignore_index=True)
+    return pd.concat(
+        [
+            record_fer2013(r, cfg, f"{r.train_cfg.backbone}_{arm}", paths, seed=r.seed)
+            for arm, rs in runs.items()
+            for r in rs
+        ],
+        ignore_index=True,
+    )
 
 
 # ============================================================================== notebook 02's tables
-AFFECTNET_KEYS = ("accuracy_8cls", "macro_f1_8cls", "accuracy_7cls", "macro_f1_7cls", "valence_ccc", "arousal_ccc")
+AFFECTNET_KEYS = (
+    "accuracy_8cls",
+    "macro_f1_8cls",
+    "accuracy_7cls",
+    "macro_f1_7cls",
+    "valence_ccc",
+    "arousal_ccc",
+)
 RECORDED_AFFECTNET = ("accuracy_8cls", "accuracy_7cls", "macro_f1_8cls", "valence_ccc", "arousal_ccc")
 
 
@@ -294,8 +425,16 @@ def affectnet_model_name(run: Run) -> str:
 def record_affectnet(run: Run, cfg: Profile, paths: Paths | None = None) -> pd.DataFrame:
     """Stage 'finetune' rows (split 'val' = AffectNet's validation.csv, the set the paper reports on);
     accuracies and F1 as fractions in [0, 1]."""
-    return record_run(run, "finetune", run.dataset, "val", affectnet_model_name(run), cfg,
-                      keys=RECORDED_AFFECTNET, paths=paths)
+    return record_run(
+        run,
+        "finetune",
+        run.dataset,
+        "val",
+        affectnet_model_name(run),
+        cfg,
+        keys=RECORDED_AFFECTNET,
+        paths=paths,
+    )
 
 
 def per_class_recall_table(runs: Sequence[Run]) -> pd.DataFrame:
@@ -310,11 +449,13 @@ def per_class_recall_table(runs: Sequence[Run]) -> pd.DataFrame:
     return out
 
 
-def record_fer2013(run: Run, cfg: Profile, model: str, paths: Paths | None = None,
-                   seed: int | None = None) -> pd.DataFrame:
+def record_fer2013(
+    run: Run, cfg: Profile, model: str, paths: Paths | None = None, seed: int | None = None
+) -> pd.DataFrame:
     """Stage 'finetune', dataset 'fer2013', split 'test': accuracy and macro F1 (fractions) with train_seconds."""
-    return record_run(run, "finetune", "fer2013", "test", model, cfg, keys=("accuracy", "macro_f1"), paths=paths,
-                      seed=seed)
+    return record_run(
+        run, "finetune", "fer2013", "test", model, cfg, keys=("accuracy", "macro_f1"), paths=paths, seed=seed
+    )
 
 
 def scratch_model_name(run: Run) -> str:

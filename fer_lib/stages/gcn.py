@@ -54,17 +54,39 @@ from ..preprocess import for_model
 from . import common as C
 
 __all__ = [
-    "ABAW_KEYS", "ABLATION_KEYS", "ARMS", "INIT_CHECKPOINTS", "GCNNet", "GCNResult", "abaw_metrics",
-    "ablation_with_source", "affwild2_frame_counts", "build_graph", "dependency_table", "init_backbone",
-    "load_gcn_checkpoint", "output_scales", "record_affwild2", "record_gcn", "run_affwild2", "run_gcn",
-    "run_without_dependency", "start_checkpoint",
+    "ABAW_KEYS",
+    "ABLATION_KEYS",
+    "ARMS",
+    "INIT_CHECKPOINTS",
+    "GCNNet",
+    "GCNResult",
+    "abaw_metrics",
+    "ablation_with_source",
+    "affwild2_frame_counts",
+    "build_graph",
+    "dependency_table",
+    "init_backbone",
+    "load_gcn_checkpoint",
+    "output_scales",
+    "record_affwild2",
+    "record_gcn",
+    "run_affwild2",
+    "run_gcn",
+    "run_without_dependency",
+    "start_checkpoint",
 ]
 
 ABLATION_KEYS = ("accuracy_7cls", "macro_f1_7cls", "valence_ccc", "arousal_ccc")
 # ABAW: expression_abaw2020 = 0.67 F1 + 0.33 accuracy (ABAW 2020), expression_macro_f1 (later ABAW),
 # valence_ccc / arousal_ccc and their mean va_ccc (the VA score).
-ABAW_KEYS = ("expression_abaw2020", "expression_macro_f1", "expression_accuracy", "valence_ccc", "arousal_ccc",
-             "va_ccc")
+ABAW_KEYS = (
+    "expression_abaw2020",
+    "expression_macro_f1",
+    "expression_accuracy",
+    "valence_ccc",
+    "arousal_ccc",
+    "va_ccc",
+)
 ARMS = ("single_task", "multitask_linear", "emotion_gcn")
 #: Checkpoints an arm's backbone may start from, best first (relative to the checkpoints folder).
 INIT_CHECKPOINTS: dict[str, Path] = {
@@ -108,13 +130,14 @@ def init_backbone(model: nn.Module, tc: TrainConfig, checkpoint: Path | None, re
         return C.Init(start.kind, start.source, reason=reason)
     state = {k: v for k, v in load_checkpoint(checkpoint)["state_dict"].items() if k.startswith("backbone.")}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")        # a tensor of another shape would be reported, not loaded
+        warnings.simplefilter("ignore")  # a tensor of another shape would be reported, not loaded
         report = load_state_dict_adapted(model, state, str(checkpoint))
     return C.Init("checkpoint", str(checkpoint), tensors=report.loaded)
 
 
-def build_arm(arm: str, tc: TrainConfig, graph: LabelGraph, cfg: Profile,
-              embeddings: tuple[np.ndarray, str]) -> nn.Module:
+def build_arm(
+    arm: str, tc: TrainConfig, graph: LabelGraph, cfg: Profile, embeddings: tuple[np.ndarray, str]
+) -> nn.Module:
     """The untrained model of one arm (random or ImageNet backbone, as ``tc`` says)."""
     n_expr = cfg.gcn.n_expr
     if arm == "single_task":
@@ -122,8 +145,15 @@ def build_arm(arm: str, tc: TrainConfig, graph: LabelGraph, cfg: Profile,
     if arm == "multitask_linear":
         return C.new_model(tc, {"expression": n_expr, "va": 2})
     if arm == "emotion_gcn":
-        return GCNNet(tc.backbone, graph, cfg.gcn, embeddings, input_size=tc.image_size,
-                      pretrained=tc.pretrained, pretrained_file=tc.pretrained_file)
+        return GCNNet(
+            tc.backbone,
+            graph,
+            cfg.gcn,
+            embeddings,
+            input_size=tc.image_size,
+            pretrained=tc.pretrained,
+            pretrained_file=tc.pretrained_file,
+        )
     raise ValueError(f"unknown ablation arm {arm!r}; choose from {ARMS}")
 
 
@@ -148,38 +178,66 @@ class GCNResult:
 def build_graph(df: pd.DataFrame, cfg: Profile) -> LabelGraph:
     """Paper B's label graph from the 'train' rows only (never the selection or report rows)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")        # rows without VA / Contempt rows are counted in graph.counts
+        warnings.simplefilter("ignore")  # rows without VA / Contempt rows are counted in graph.counts
         return label_adjacency(df, tau=cfg.gcn.tau, p=cfg.gcn.p, n_expr=cfg.gcn.n_expr, split="train")
 
 
-def _train_arms(cfg: Profile, paths: Paths, tc: TrainConfig, frames: Mapping[str, pd.DataFrame],
-                res: GCNResult, arms: Sequence[str], folders: Mapping[str, str], eval_fn,
-                progress: bool) -> GCNResult:
+def _train_arms(
+    cfg: Profile,
+    paths: Paths,
+    tc: TrainConfig,
+    frames: Mapping[str, pd.DataFrame],
+    res: GCNResult,
+    arms: Sequence[str],
+    folders: Mapping[str, str],
+    eval_fn,
+    progress: bool,
+) -> GCNResult:
     """Train ``arms`` on the same frames, start and schedule; checkpoints under ``folders[arm]``."""
     embeddings = load_label_embeddings(cfg.gcn.embedding, res.graph.names)
     counts = {"expression": C.expression_counts(frames["train"], cfg.gcn.n_expr)}
-    checkpoint, reason = (start_checkpoint(paths, tc.backbone, cfg.gcn.init) if tc.from_previous
-                          else (None, "from_previous=False"))
+    checkpoint, reason = (
+        start_checkpoint(paths, tc.backbone, cfg.gcn.init)
+        if tc.from_previous
+        else (None, "from_previous=False")
+    )
     datasets = None
     for arm in arms:
         seed_everything(cfg.seed)
         model = build_arm(arm, tc, res.graph, cfg, embeddings)
         init = init_backbone(model, tc, checkpoint, reason)
         print(f"[{folders[arm]}] {init}")
-        if datasets is None:      # decoded once, shared by the arms (same backbone, same mean/std)
+        if datasets is None:  # decoded once, shared by the arms (same backbone, same mean/std)
             datasets = C.build_datasets(frames, tc, for_model(model).replace(input_size=tc.image_size))
-        run = C.train_model(model, tc, datasets["train"], datasets["val"], datasets["report"], arm,
-                            paths.checkpoints / folders[arm], eval_fn=eval_fn, seed=cfg.seed,
-                            device=cfg.device, init=init, class_counts=counts, progress=progress,
-                            n_classes=cfg.gcn.n_expr)
+        run = C.train_model(
+            model,
+            tc,
+            datasets["train"],
+            datasets["val"],
+            datasets["report"],
+            arm,
+            paths.checkpoints / folders[arm],
+            eval_fn=eval_fn,
+            seed=cfg.seed,
+            device=cfg.device,
+            init=init,
+            class_counts=counts,
+            progress=progress,
+            n_classes=cfg.gcn.n_expr,
+        )
         run.dataset = res.dataset
         res.runs[arm] = run
     return res
 
 
 # ========================================================================================= AffectNet
-def run_gcn(cfg: Profile, paths: Paths | None = None, progress: bool = True,
-            arms: Sequence[str] = ARMS, suffix: str = "") -> GCNResult:
+def run_gcn(
+    cfg: Profile,
+    paths: Paths | None = None,
+    progress: bool = True,
+    arms: Sequence[str] = ARMS,
+    suffix: str = "",
+) -> GCNResult:
     """Label graph + the arms of the AffectNet ablation (module docstring); writes ``03_gcn/best.pt``
     (``suffix`` is appended to the checkpoint folders of a variant, e.g. ``_published``)."""
     paths = paths or get_paths()
@@ -187,25 +245,43 @@ def run_gcn(cfg: Profile, paths: Paths | None = None, progress: bool = True,
     graph = build_graph(df, cfg)
     res = GCNResult(graph, load_label_embeddings(cfg.gcn.embedding, graph.names)[1], dataset)
     frames = C.split_frames(df, need_expression_below=cfg.gcn.n_expr)
-    folders = {"single_task": f"03_ablation_single_task{suffix}",
-               "multitask_linear": f"03_ablation_multitask_linear{suffix}", "emotion_gcn": f"03_gcn{suffix}"}
+    folders = {
+        "single_task": f"03_ablation_single_task{suffix}",
+        "multitask_linear": f"03_ablation_multitask_linear{suffix}",
+        "emotion_gcn": f"03_gcn{suffix}",
+    }
     return _train_arms(cfg, paths, cfg.finetune, frames, res, arms, folders, C.expression_metrics, progress)
 
 
 def record_gcn(res: GCNResult, cfg: Profile, paths: Paths | None = None) -> pd.DataFrame:
     """metrics.csv rows of stage 'gcn' (split 'val' = AffectNet's validation set, the papers' report set)."""
-    frames = [C.record_run(run, "gcn", res.dataset, "val", f"{arm}_{cfg.finetune.backbone}", cfg,
-                           keys=ABLATION_KEYS, paths=paths) for arm, run in res.runs.items()]
+    frames = [
+        C.record_run(
+            run,
+            "gcn",
+            res.dataset,
+            "val",
+            f"{arm}_{cfg.finetune.backbone}",
+            cfg,
+            keys=ABLATION_KEYS,
+            paths=paths,
+        )
+        for arm, run in res.runs.items()
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
 def ablation_with_source(res: GCNResult) -> pd.DataFrame:
     """The ablation table with the graph's embedding source and tau / p in a last column (GCN row)."""
     t = res.ablation_table()
-    t["note"] = ["" if m != "emotion_gcn" else
-                 f"tau={res.graph.tau:g}, p={res.graph.p:g}, {len(res.graph.edges())} edges; "
-                 f"embeddings: {res.embedding_source.split(':')[0]}; "
-                 f"lr_scale={res.runs[m].model.gcn.layers[0].lr_scale:g}" for m in t["model"]]
+    t["note"] = [
+        ""
+        if m != "emotion_gcn"
+        else f"tau={res.graph.tau:g}, p={res.graph.p:g}, {len(res.graph.edges())} edges; "
+        f"embeddings: {res.embedding_source.split(':')[0]}; "
+        f"lr_scale={res.runs[m].model.gcn.layers[0].lr_scale:g}"
+        for m in t["model"]
+    ]
     return t
 
 
@@ -239,29 +315,48 @@ def affwild2_frame_counts(df: pd.DataFrame, report: ValidationReport) -> pd.Data
     for split in ("train", "val", "test"):
         part = df[df["split"] == split]
         has_e, has_v = part["expression"].notna(), part["valence"].notna() & part["arousal"].notna()
-        rows.append({"split": split, "frames": len(part), "expression_scored": int(has_e.sum()),
-                     "va_scored": int(has_v.sum()), "expression_invalid": int((~has_e).sum()),
-                     "va_invalid": int((~has_v).sum())})
+        rows.append(
+            {
+                "split": split,
+                "frames": len(part),
+                "expression_scored": int(has_e.sum()),
+                "va_scored": int(has_v.sum()),
+                "expression_invalid": int((~has_e).sum()),
+                "va_invalid": int((~has_v).sum()),
+            }
+        )
     dropped = {reason: n for (action, reason), n in report.counts.items() if action == "dropped"}
-    rows.append({"split": "loader (all sets)", "frames": 0, "expression_scored": 0, "va_scored": 0,
-                 "expression_invalid": sum(n for r, n in dropped.items() if r.startswith("EXPR")),
-                 "va_invalid": sum(n for r, n in dropped.items() if r.startswith("VA"))})
+    rows.append(
+        {
+            "split": "loader (all sets)",
+            "frames": 0,
+            "expression_scored": 0,
+            "va_scored": 0,
+            "expression_invalid": sum(n for r, n in dropped.items() if r.startswith("EXPR")),
+            "va_invalid": sum(n for r, n in dropped.items() if r.startswith("VA")),
+        }
+    )
     return pd.DataFrame(rows)
 
 
 def affwild2_config(cfg: Profile) -> TrainConfig:
     """``cfg.finetune`` at paper B's Aff-Wild2 input size, ``cfg.gcn.affwild2_epochs`` all-layer epochs."""
-    return dataclasses.replace(cfg.finetune, image_size=cfg.gcn.affwild2_image_size, head_epochs=0,
-                               full_epochs=cfg.gcn.affwild2_epochs)
+    return dataclasses.replace(
+        cfg.finetune,
+        image_size=cfg.gcn.affwild2_image_size,
+        head_epochs=0,
+        full_epochs=cfg.gcn.affwild2_epochs,
+    )
 
 
-def affwild2_splits(cfg: Profile, paths: Paths, progress: bool = True
-                    ) -> tuple[pd.DataFrame, ValidationReport, str]:
+def affwild2_splits(
+    cfg: Profile, paths: Paths, progress: bool = True
+) -> tuple[pd.DataFrame, ValidationReport, str]:
     """Aff-Wild2 frames (train / val videos carved from Train_Set / test = Validation_Set), the loader's
     report and the metrics dataset name."""
     df, report, src = load_for_profile("affwild2", cfg, paths, progress=progress)
     videos = df[df["split"] == "train"].drop_duplicates("video")[["video", "split"]]
-    if len(videos) >= 2:                       # at least one whole video for selection, never all
+    if len(videos) >= 2:  # at least one whole video for selection, never all
         n_val = min(len(videos) - 1, max(1, round(cfg.gcn.affwild2_val_fraction * len(videos))))
         chosen = carve_val(videos, n_val / len(videos), cfg.seed, key="video")
         val_videos = set(chosen.loc[chosen["split"] == "val", "video"])
@@ -270,16 +365,24 @@ def affwild2_splits(cfg: Profile, paths: Paths, progress: bool = True
     return df.reset_index(drop=True), report, ("affwild2" if src.real else "synthetic_affwild2")
 
 
-def run_affwild2(cfg: Profile, paths: Paths | None = None, progress: bool = True,
-                 arms: Sequence[str] = ARMS) -> GCNResult:
+def run_affwild2(
+    cfg: Profile, paths: Paths | None = None, progress: bool = True, arms: Sequence[str] = ARMS
+) -> GCNResult:
     """Paper B's Aff-Wild2 setting (module docstring); checkpoints under ``03_affwild2_<arm>``."""
     paths = paths or get_paths()
     df, report, dataset = affwild2_splits(cfg, paths, progress)
     graph = build_graph(df, cfg)
-    res = GCNResult(graph, load_label_embeddings(cfg.gcn.embedding, graph.names)[1], dataset, keys=ABAW_KEYS,
-                    frame_counts=affwild2_frame_counts(df, report))
-    frames = {k: df[df["split"] == s].reset_index(drop=True)
-              for k, s in (("train", "train"), ("val", "val"), ("report", "test"))}
+    res = GCNResult(
+        graph,
+        load_label_embeddings(cfg.gcn.embedding, graph.names)[1],
+        dataset,
+        keys=ABAW_KEYS,
+        frame_counts=affwild2_frame_counts(df, report),
+    )
+    frames = {
+        k: df[df["split"] == s].reset_index(drop=True)
+        for k, s in (("train", "train"), ("val", "val"), ("report", "test"))
+    }
     folders = {arm: f"03_affwild2_{arm}" for arm in ARMS}
     return _train_arms(cfg, paths, affwild2_config(cfg), frames, res, arms, folders, abaw_metrics, progress)
 
@@ -288,8 +391,19 @@ def record_affwild2(res: GCNResult, cfg: Profile, paths: Paths | None = None) ->
     """metrics.csv rows of stage 'gcn' on Aff-Wild2 (split 'val' = its Validation_Set, where ABAW and
     paper B report): the ABAW scores."""
     size = cfg.gcn.affwild2_image_size
-    frames = [C.record_run(run, "gcn", res.dataset, "val", f"{arm}_{cfg.finetune.backbone}_{size}px", cfg,
-                           keys=ABAW_KEYS, paths=paths) for arm, run in res.runs.items()]
+    frames = [
+        C.record_run(
+            run,
+            "gcn",
+            res.dataset,
+            "val",
+            f"{arm}_{cfg.finetune.backbone}_{size}px",
+            cfg,
+            keys=ABAW_KEYS,
+            paths=paths,
+        )
+        for arm, run in res.runs.items()
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -314,8 +428,12 @@ def output_scales(runs: GCNResult | Mapping[str, C.Run]) -> pd.DataFrame:
 
 
 # ================================================================================== label dependency
-def run_without_dependency(cfg: Profile, paths: Paths | None = None, progress: bool = True,
-                           arms: Sequence[str] = ("multitask_linear", "emotion_gcn")) -> GCNResult | None:
+def run_without_dependency(
+    cfg: Profile,
+    paths: Paths | None = None,
+    progress: bool = True,
+    arms: Sequence[str] = ("multitask_linear", "emotion_gcn"),
+) -> GCNResult | None:
     """The AffectNet ablation on synthetic data whose valence/arousal do not depend on the expression
     (``data.affectnet_va = "independent"``, written to its own data folder); None with real AffectNet."""
     paths = paths or get_paths()
@@ -323,8 +441,9 @@ def run_without_dependency(cfg: Profile, paths: Paths | None = None, progress: b
         print("real AffectNet under FER_DATA_ROOT: its labels are what they are, no synthetic variant")
         return None
     variant = dataclasses.replace(paths, data=paths.data / "affectnet_va_independent")
-    return run_gcn(cfg.override({"data.affectnet_va": "independent"}), variant, progress, arms,
-                   suffix="_va_independent")
+    return run_gcn(
+        cfg.override({"data.affectnet_va": "independent"}), variant, progress, arms, suffix="_va_independent"
+    )
 
 
 def dependency_table(results: Mapping[str, GCNResult]) -> pd.DataFrame:
@@ -334,6 +453,13 @@ def dependency_table(results: Mapping[str, GCNResult]) -> pd.DataFrame:
         names = list(res.graph.names)
         rho = float(res.graph.corr[names.index("Happy"), names.index("Valence")])
         for arm, run in res.runs.items():
-            rows.append({"data": label, "model": arm, "edges": len(res.graph.edges()), "happy_valence_rho": rho,
-                         **{k: run.metrics.get(k, float("nan")) for k in ABLATION_KEYS}})
+            rows.append(
+                {
+                    "data": label,
+                    "model": arm,
+                    "edges": len(res.graph.edges()),
+                    "happy_valence_rho": rho,
+                    **{k: run.metrics.get(k, float("nan")) for k in ABLATION_KEYS},
+                }
+            )
     return pd.DataFrame(rows)

@@ -26,8 +26,9 @@ class Prepared:
     source: DataSource
 
 
-def prepare(cfg: Profile, paths: Paths | None = None, datasets=DATASET_NAMES,
-            progress: bool = True) -> dict[str, Prepared]:
+def prepare(
+    cfg: Profile, paths: Paths | None = None, datasets=DATASET_NAMES, progress: bool = True
+) -> dict[str, Prepared]:
     """Manifest + report + source of each dataset (generating synthetic ones where no real one exists)."""
     paths = paths or get_paths()
     out = {}
@@ -42,10 +43,18 @@ def summary_table(prepared: dict[str, Prepared]) -> pd.DataFrame:
     rows = []
     for name, p in prepared.items():
         splits = p.manifest["split"].value_counts()
-        rows.append({"dataset": name, "source": p.source.kind, "root": str(p.source.root),
-                     "train": int(splits.get("train", 0)), "val": int(splits.get("val", 0)),
-                     "test": int(splits.get("test", 0)), "dropped": p.report.n_dropped,
-                     "values_cleared": p.report.n_cleared})
+        rows.append(
+            {
+                "dataset": name,
+                "source": p.source.kind,
+                "root": str(p.source.root),
+                "train": int(splits.get("train", 0)),
+                "val": int(splits.get("val", 0)),
+                "test": int(splits.get("test", 0)),
+                "dropped": p.report.n_dropped,
+                "values_cleared": p.report.n_cleared,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -70,7 +79,9 @@ def label_column(manifest: pd.DataFrame, name: str) -> pd.Series:
         return manifest["race"].map(lambda v: labels.ETHNICITIES[int(v)] if pd.notna(v) else "none")
     if name == "vggface2":
         return manifest["identity"].astype(str)
-    return manifest["expression"].map(lambda v: labels.EXPRESSIONS_8[int(v)] if pd.notna(v) else "none (VA only)")
+    return manifest["expression"].map(
+        lambda v: labels.EXPRESSIONS_8[int(v)] if pd.notna(v) else "none (VA only)"
+    )
 
 
 def balance(manifest: pd.DataFrame, name: str, top: int = 12) -> pd.DataFrame:
@@ -105,8 +116,14 @@ def _middle_frame(path: str, size: int) -> np.ndarray:
     return np.asarray(img)
 
 
-def detection_rate(manifest: pd.DataFrame, min_face_size: int, stride: int = 4, max_videos: int | None = None,
-                   progress: bool = True, detector=None) -> pd.DataFrame:
+def detection_rate(
+    manifest: pd.DataFrame,
+    min_face_size: int,
+    stride: int = 4,
+    max_videos: int | None = None,
+    progress: bool = True,
+    detector=None,
+) -> pd.DataFrame:
     """Per video: frames sampled, frames where MTCNN found a face of at least ``min_face_size``."""
     from ..faces import FaceDetector
     from ..video import iter_frames

@@ -36,7 +36,7 @@ IDENTITY_DIR = "01_identity"
 ATTRIBUTES_DIR = "01_attributes"
 ATTRIBUTE_TASKS = {"age": labels.AGE_BINS, "gender": 1, "race": len(labels.ETHNICITIES)}
 VAL_FRACTION = 0.1
-MIN_CLASS_SHARE = 0.5   # with class_weights: rarer ethnicities are repeated up to half the mean class size
+MIN_CLASS_SHARE = 0.5  # with class_weights: rarer ethnicities are repeated up to half the mean class size
 
 
 @dataclass
@@ -45,7 +45,7 @@ class StageResult:
 
     model: MultiTaskNet
     history: pd.DataFrame
-    manifest: pd.DataFrame           # with the split actually used (train / val / test)
+    manifest: pd.DataFrame  # with the split actually used (train / val / test)
     source: DataSource
     checkpoint: Path
     train_seconds: float
@@ -62,8 +62,9 @@ def model_name(c: TrainConfig) -> str:
     return f"{c.backbone}@{c.image_size}"
 
 
-def ensure_val(df: pd.DataFrame, by: str | None = None, key: str = "path", seed: int = 0,
-               fraction: float = VAL_FRACTION) -> pd.DataFrame:
+def ensure_val(
+    df: pd.DataFrame, by: str | None = None, key: str = "path", seed: int = 0, fraction: float = VAL_FRACTION
+) -> pd.DataFrame:
     """The manifest with a 'val' split: kept when the loader made one, else carved from 'train' only
     (per ``by`` group, by a hash of ``key``). 'test' rows are never touched."""
     if (df["split"] == "val").any():
@@ -77,8 +78,13 @@ def _workers(cfg: Profile) -> int:
     return cfg.data.num_workers if resolve_device(cfg.device).type == "cuda" else 0
 
 
-def _dataset(df: pd.DataFrame, model: MultiTaskNet, c: TrainConfig, train: bool = False,
-             ident: dict[str, int] | None = None) -> FaceDataset:
+def _dataset(
+    df: pd.DataFrame,
+    model: MultiTaskNet,
+    c: TrainConfig,
+    train: bool = False,
+    ident: dict[str, int] | None = None,
+) -> FaceDataset:
     """Faces through the model's preprocessing; a training set gets ``c``'s augmentation and degradation."""
     extra = {"augment": c.augment, "degrade": c.degrade, "degrade_min": c.degrade_min} if train else {}
     return FaceDataset(df.reset_index(drop=True), model.preprocess, identity_index=ident, **extra)
@@ -90,8 +96,9 @@ def _best_model(ckpt_dir: Path, fallback: MultiTaskNet) -> MultiTaskNet:
 
 
 # ============================================================================ identity pre-training
-def train_identity(cfg: Profile, paths: Paths | None = None, progress: bool = True,
-                   record: bool = True) -> StageResult:
+def train_identity(
+    cfg: Profile, paths: Paths | None = None, progress: bool = True, record: bool = True
+) -> StageResult:
     """Face-ID pre-training on the profile's VGGFace2-format data; returns the best (val) model.
 
     Identities are those of the 'train' split; 'val' holds ~10 % of each identity's images (carved
@@ -103,29 +110,53 @@ def train_identity(cfg: Profile, paths: Paths | None = None, progress: bool = Tr
     df, _, src = load_for_profile("vggface2", cfg, paths, progress=progress)
     df = ensure_val(df, by="identity", seed=cfg.seed)
     ident = identity_index(df, splits=["train"])
-    df = df[df["split"].isin(["train", "val"]) & df["identity"].astype(str).isin(ident)].reset_index(drop=True)
+    df = df[df["split"].isin(["train", "val"]) & df["identity"].astype(str).isin(ident)].reset_index(
+        drop=True
+    )
     model = new_model(c, {"identity": len(ident)})
     out = paths.checkpoints / IDENTITY_DIR
     train_ds = _dataset(df[df.split == "train"], model, c, train=True, ident=ident)
     val_ds = _dataset(df[df.split == "val"], model, c, ident=ident)
-    trainer = Trainer(model, c, device=cfg.device, out_dir=out, seed=cfg.seed,
-                      class_weight_tasks=(), num_workers=_workers(cfg), progress=progress,
-                      run_config={"stage": "01_identity", "profile": cfg.name, "dataset": src.name,
-                                  "identities": len(ident)})
+    trainer = Trainer(
+        model,
+        c,
+        device=cfg.device,
+        out_dir=out,
+        seed=cfg.seed,
+        class_weight_tasks=(),
+        num_workers=_workers(cfg),
+        progress=progress,
+        run_config={
+            "stage": "01_identity",
+            "profile": cfg.name,
+            "dataset": src.name,
+            "identities": len(ident),
+        },
+    )
     history = trainer.fit(train_ds, val_ds)
     best = _best_model(out, model)
     res = StageResult(best, history, df, src, out / "best.pt", trainer.train_seconds)
     pred = predict(best, _loader(val_ds, c, cfg), device=resolve_device(cfg.device), progress=False)
     res.metrics = {"accuracy": M.accuracy(pred["label_identity"], pred["identity_pred"])}
     if record:
-        record_metrics(STAGE, res.dataset_name, "val", model_name(c), res.metrics, profile=cfg.name,
-                       seed=cfg.seed, train_seconds=res.train_seconds, path=paths.metrics_csv)
+        record_metrics(
+            STAGE,
+            res.dataset_name,
+            "val",
+            model_name(c),
+            res.metrics,
+            profile=cfg.name,
+            seed=cfg.seed,
+            train_seconds=res.train_seconds,
+            path=paths.metrics_csv,
+        )
     return res
 
 
 def _loader(ds: FaceDataset, c: TrainConfig, cfg: Profile):
-    return make_loader(ds, batch_size=max(c.batch_size, 64), shuffle=False, num_workers=_workers(cfg),
-                       seed=cfg.seed)
+    return make_loader(
+        ds, batch_size=max(c.batch_size, 64), shuffle=False, num_workers=_workers(cfg), seed=cfg.seed
+    )
 
 
 # ========================================================================== attribute multi-task
@@ -141,17 +172,20 @@ def init_attributes_model(cfg: Profile, paths: Paths | None = None) -> tuple[Mul
 
 def image_sides(paths: pd.Series) -> np.ndarray:
     """The shorter side of each image file, from its header (nothing is decoded); 0 where unreadable."""
+
     def side(p: str) -> int:
         try:
             with Image.open(p) as im:
                 return min(im.size)
         except OSError:
             return 0
+
     return np.array([side(p) for p in paths], dtype=np.int64)
 
 
-def utkface_splits(cfg: Profile, paths: Paths | None = None,
-                   progress: bool = True) -> tuple[pd.DataFrame, DataSource]:
+def utkface_splits(
+    cfg: Profile, paths: Paths | None = None, progress: bool = True
+) -> tuple[pd.DataFrame, DataSource]:
     """The profile's UTKFace manifest with train / val / test; val = ~10 % of the non-test files by a
     hash of the file name (deterministic, never from test).
 
@@ -165,7 +199,7 @@ def utkface_splits(cfg: Profile, paths: Paths | None = None,
         sides = image_sides(df["path"])
         like_test = pool & (sides == pd.Series(sides[test.to_numpy()]).mode().iloc[0])
         n_val = round(VAL_FRACTION * pool.sum())
-        if 2 * n_val <= like_test.sum() < pool.sum():   # mixed resolutions: re-carve val among test-like
+        if 2 * n_val <= like_test.sum() < pool.sum():  # mixed resolutions: re-carve val among test-like
             df.loc[pool, "split"] = "train"
             part = carve_val(df[like_test], n_val / like_test.sum(), cfg.seed, key="file")
             df.loc[part.index, "split"] = part["split"]
@@ -204,20 +238,35 @@ def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = 
     train = df[df.split == "train"]
     if c.class_weights:
         train = oversample(train)
-        print(f"training rows per ethnicity after repeating rare ones: "
-              f"{dict(zip(labels.ETHNICITIES, train.race.value_counts().sort_index().tolist()))}")
+        print(
+            f"training rows per ethnicity after repeating rare ones: "
+            f"{dict(zip(labels.ETHNICITIES, train.race.value_counts().sort_index().tolist()))}"
+        )
     train_ds = _dataset(train, model, c, train=True)
     val_ds = _dataset(df[df.split == "val"], model, c)
-    trainer = Trainer(model, c, device=cfg.device, out_dir=out, seed=cfg.seed,
-                      class_weight_tasks=("race", "gender") if c.class_weights else (),
-                      num_workers=_workers(cfg), progress=progress,
-                      run_config={"stage": "01_attributes", "profile": cfg.name, "dataset": src.name,
-                                  "init": str(init), "init_kind": init.kind})
+    trainer = Trainer(
+        model,
+        c,
+        device=cfg.device,
+        out_dir=out,
+        seed=cfg.seed,
+        class_weight_tasks=("race", "gender") if c.class_weights else (),
+        num_workers=_workers(cfg),
+        progress=progress,
+        run_config={
+            "stage": "01_attributes",
+            "profile": cfg.name,
+            "dataset": src.name,
+            "init": str(init),
+            "init_kind": init.kind,
+        },
+    )
     t0 = time.perf_counter()
     history = trainer.fit(train_ds, val_ds)
     print(f"attribute stage: {time.perf_counter() - t0:.1f} s wall (incl. validation)")
-    return StageResult(_best_model(out, model), history, df, src, out / "best.pt", trainer.train_seconds,
-                       init=init)
+    return StageResult(
+        _best_model(out, model), history, df, src, out / "best.pt", trainer.train_seconds, init=init
+    )
 
 
 def predict_test(res: StageResult, cfg: Profile) -> pd.DataFrame:
@@ -225,25 +274,48 @@ def predict_test(res: StageResult, cfg: Profile) -> pd.DataFrame:
     c = cfg.pretrain_attributes
     test = res.manifest[res.manifest.split == "test"].reset_index(drop=True)
     ds = _dataset(test, res.model, c)
-    pred = predict(res.model, _loader(ds, c, cfg), device=resolve_device(cfg.device),
-                   male_threshold=MALE_THRESHOLD, progress=False)
-    return pd.DataFrame({"path": test["path"], "age": pred["label_age"], "age_pred": pred["age_pred"],
-                         "gender": pred["label_gender"], "gender_pred": pred["gender_pred"],
-                         "race": pred["label_race"], "race_pred": pred["race_pred"]})
+    pred = predict(
+        res.model,
+        _loader(ds, c, cfg),
+        device=resolve_device(cfg.device),
+        male_threshold=MALE_THRESHOLD,
+        progress=False,
+    )
+    return pd.DataFrame(
+        {
+            "path": test["path"],
+            "age": pred["label_age"],
+            "age_pred": pred["age_pred"],
+            "gender": pred["label_gender"],
+            "gender_pred": pred["gender_pred"],
+            "race": pred["label_race"],
+            "race_pred": pred["race_pred"],
+        }
+    )
 
 
 def attribute_metrics(pred: pd.DataFrame) -> dict[str, float]:
     """age_mae (years), age_cs5 (share within 5 years), gender_accuracy, race_accuracy (fractions)."""
-    return {"age_mae": M.age_mae(pred.age, pred.age_pred), "age_cs5": M.cumulative_score(pred.age, pred.age_pred, 5),
-            "gender_accuracy": M.accuracy(pred.gender, pred.gender_pred),
-            "race_accuracy": M.accuracy(pred.race, pred.race_pred)}
+    return {
+        "age_mae": M.age_mae(pred.age, pred.age_pred),
+        "age_cs5": M.cumulative_score(pred.age, pred.age_pred, 5),
+        "gender_accuracy": M.accuracy(pred.gender, pred.gender_pred),
+        "race_accuracy": M.accuracy(pred.race, pred.race_pred),
+    }
 
 
 def chance_metrics(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, float]:
     """The same metrics for a predictor that ignores the image: train median age, majority classes."""
-    const = pd.DataFrame({"age": test.age.to_numpy(float), "age_pred": float(train.age.median()),
-                          "gender": test.gender.to_numpy(int), "gender_pred": int(train.gender.mode()[0]),
-                          "race": test.race.to_numpy(int), "race_pred": int(train.race.mode()[0])})
+    const = pd.DataFrame(
+        {
+            "age": test.age.to_numpy(float),
+            "age_pred": float(train.age.median()),
+            "gender": test.gender.to_numpy(int),
+            "gender_pred": int(train.gender.mode()[0]),
+            "race": test.race.to_numpy(int),
+            "race_pred": int(train.race.mode()[0]),
+        }
+    )
     return attribute_metrics(const)
 
 
@@ -265,9 +337,16 @@ def group_table(pred: pd.DataFrame) -> pd.DataFrame:
     of the group's faces given their own ethnicity), age MAE: where a model fails a group, not on average."""
     rows = []
     for (race, gender), g in pred.groupby(["race", "gender"]):
-        rows.append({"ethnicity": labels.ETHNICITIES[int(race)], "gender": labels.GENDERS[int(gender)], "n": len(g),
-                     "gender_accuracy": M.accuracy(g.gender, g.gender_pred),
-                     "race_accuracy": M.accuracy(g.race, g.race_pred), "age_mae": M.age_mae(g.age, g.age_pred)})
+        rows.append(
+            {
+                "ethnicity": labels.ETHNICITIES[int(race)],
+                "gender": labels.GENDERS[int(gender)],
+                "n": len(g),
+                "gender_accuracy": M.accuracy(g.gender, g.gender_pred),
+                "race_accuracy": M.accuracy(g.race, g.race_pred),
+                "age_mae": M.age_mae(g.age, g.age_pred),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -276,8 +355,17 @@ def record_attributes(res: StageResult, pred: pd.DataFrame, cfg: Profile, paths:
     paths = paths or get_paths()
     split = "balanced_test_2000" if res.source.real else "test"
     m = attribute_metrics(pred)
-    record_metrics(STAGE, res.dataset_name, split, model_name(cfg.pretrain_attributes), m, profile=cfg.name,
-                   seed=cfg.seed, train_seconds=res.train_seconds, path=paths.metrics_csv)
+    record_metrics(
+        STAGE,
+        res.dataset_name,
+        split,
+        model_name(cfg.pretrain_attributes),
+        m,
+        profile=cfg.name,
+        seed=cfg.seed,
+        train_seconds=res.train_seconds,
+        path=paths.metrics_csv,
+    )
     return m
 
 
@@ -292,7 +380,17 @@ def identity_table(res: StageResult, cfg: Profile) -> pd.DataFrame:
     """One row: data, identities, images, val accuracy of best.pt next to chance, training time."""
     n_ident = res.model.tasks["identity"]
     split = res.manifest["split"].value_counts()
-    return pd.DataFrame([{"dataset": res.dataset_name, "model": model_name(cfg.pretrain_identity),
-                          "identities": n_ident, "train_images": int(split.get("train", 0)),
-                          "val_images": int(split.get("val", 0)), "val_accuracy": res.metrics["accuracy"],
-                          "chance": 1.0 / n_ident, "train_seconds": round(res.train_seconds, 1)}])
+    return pd.DataFrame(
+        [
+            {
+                "dataset": res.dataset_name,
+                "model": model_name(cfg.pretrain_identity),
+                "identities": n_ident,
+                "train_images": int(split.get("train", 0)),
+                "val_images": int(split.get("val", 0)),
+                "val_accuracy": res.metrics["accuracy"],
+                "chance": 1.0 / n_ident,
+                "train_seconds": round(res.train_seconds, 1),
+            }
+        ]
+    )

@@ -20,9 +20,22 @@ from ..published import published_table
 
 # Published rows about the phone or the file, not about a dataset: nothing here reproduces them.
 NOT_REPRODUCIBLE_DATASETS = ("device",)
-COMPARISON_COLUMNS = ["paper", "model", "dataset", "split", "metric", "published", "unit", "source",
-                      "reproduced", "reproduced_on", "reproduced_model", "reproduced_split", "profile",
-                      "status"]
+COMPARISON_COLUMNS = [
+    "paper",
+    "model",
+    "dataset",
+    "split",
+    "metric",
+    "published",
+    "unit",
+    "source",
+    "reproduced",
+    "reproduced_on",
+    "reproduced_model",
+    "reproduced_split",
+    "profile",
+    "status",
+]
 
 
 def _as_unit(value: float, unit: str) -> float:
@@ -42,8 +55,12 @@ def _best(rows: pd.DataFrame, metric: str, column: str = "value") -> pd.Series:
     return rows.loc[values.idxmin() if metric_spec(metric).direction == "min" else values.idxmax()]
 
 
-def comparison_table(metrics: pd.DataFrame, published: pd.DataFrame | None = None,
-                     profile: str | None = None, real_available: dict[str, bool] | None = None) -> pd.DataFrame:
+def comparison_table(
+    metrics: pd.DataFrame,
+    published: pd.DataFrame | None = None,
+    profile: str | None = None,
+    real_available: dict[str, bool] | None = None,
+) -> pd.DataFrame:
     """One row per published number with the reproduced number beside it (or the reason there is none).
 
     ``metrics``: rows of ``metrics.csv`` (restricted to ``profile`` when given); ``real_available``:
@@ -55,9 +72,21 @@ def comparison_table(metrics: pd.DataFrame, published: pd.DataFrame | None = Non
     real_available = real_available or {}
     out = []
     for r in published.itertuples(index=False):
-        row = {"paper": r.paper, "model": r.model, "dataset": r.dataset, "split": r.split, "metric": r.metric,
-               "published": r.value, "unit": r.unit, "source": r.source, "reproduced": np.nan,
-               "reproduced_on": "", "reproduced_model": "", "reproduced_split": "", "profile": ""}
+        row = {
+            "paper": r.paper,
+            "model": r.model,
+            "dataset": r.dataset,
+            "split": r.split,
+            "metric": r.metric,
+            "published": r.value,
+            "unit": r.unit,
+            "source": r.source,
+            "reproduced": np.nan,
+            "reproduced_on": "",
+            "reproduced_model": "",
+            "reproduced_split": "",
+            "profile": "",
+        }
         if r.dataset in NOT_REPRODUCIBLE_DATASETS:
             row["status"] = "not reproducible here (measured on the authors' device / file)"
             out.append(row)
@@ -71,16 +100,23 @@ def comparison_table(metrics: pd.DataFrame, published: pd.DataFrame | None = Non
         elif len(synthetic):
             best = _best(synthetic, r.metric)
             on = f"synthetic_{r.dataset}"
-            status = (f"{r.dataset} not available here: synthetic stand-in (exercises the same code; not "
-                      "comparable)")
+            status = (
+                f"{r.dataset} not available here: synthetic stand-in (exercises the same code; not "
+                "comparable)"
+            )
         else:
             missing = "not found under FER_DATA_ROOT" if not real_available.get(r.dataset) else "not run"
             row["status"] = f"not reproduced: {r.dataset} {missing}"
             out.append(row)
             continue
-        row.update(reproduced=_as_unit(best["value"], r.unit), reproduced_on=on,
-                   reproduced_model=str(best["model"]), reproduced_split=str(best["split"]),
-                   profile=str(best["profile"]), status=status)
+        row.update(
+            reproduced=_as_unit(best["value"], r.unit),
+            reproduced_on=on,
+            reproduced_model=str(best["model"]),
+            reproduced_split=str(best["split"]),
+            profile=str(best["profile"]),
+            status=status,
+        )
         out.append(row)
     return pd.DataFrame(out, columns=COMPARISON_COLUMNS)
 
@@ -92,11 +128,22 @@ def headline_table(comparison: pd.DataFrame) -> pd.DataFrame:
     out = []
     for (dataset, split, metric), g in rows.groupby(["dataset", "split", "metric"], sort=False):
         best = _best(g, metric, "published")
-        out.append({"dataset": dataset, "split": split, "metric": metric, "unit": best["unit"],
-                    "published_best": best["published"], "published_model": best["model"],
-                    "published_models": len(g), "source": best["source"], "reproduced": best["reproduced"],
-                    "reproduced_on": best["reproduced_on"], "reproduced_model": best["reproduced_model"],
-                    "status": best["status"]})
+        out.append(
+            {
+                "dataset": dataset,
+                "split": split,
+                "metric": metric,
+                "unit": best["unit"],
+                "published_best": best["published"],
+                "published_model": best["model"],
+                "published_models": len(g),
+                "source": best["source"],
+                "reproduced": best["reproduced"],
+                "reproduced_on": best["reproduced_on"],
+                "reproduced_model": best["reproduced_model"],
+                "status": best["status"],
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -115,26 +162,50 @@ def reproduced_table(metrics: pd.DataFrame, profile: str | None = None) -> pd.Da
 
 def real_data_table(metrics: pd.DataFrame, profile: str | None = None) -> pd.DataFrame:
     """The real-data bars of the issues: value, target and whether it was met."""
-    targets = [("utkface", "balanced_test_2000", "gender_accuracy", 0.88),
-               ("utkface", "balanced_test_2000", "age_mae", 6.5),
-               ("utkface", "balanced_test_2000", "race_accuracy", 0.75),
-               ("fer2013", "test", "accuracy", 0.65)]
+    targets = [
+        ("utkface", "balanced_test_2000", "gender_accuracy", 0.88),
+        ("utkface", "balanced_test_2000", "age_mae", 6.5),
+        ("utkface", "balanced_test_2000", "race_accuracy", 0.75),
+        ("fer2013", "test", "accuracy", 0.65),
+    ]
     if profile is not None and len(metrics):
         metrics = metrics[metrics["profile"] == profile]
     rows = []
     for dataset, split, metric, target in targets:
         op = "<=" if metric_spec(metric).direction == "min" else ">="
-        sel = metrics[(metrics["dataset"] == dataset) & (metrics["split"] == split) & (metrics["metric"] == metric)]
+        sel = metrics[
+            (metrics["dataset"] == dataset) & (metrics["split"] == split) & (metrics["metric"] == metric)
+        ]
         for r in sel.itertuples(index=False):
             v = float(r.value)
             met = v <= target if op == "<=" else v >= target
-            rows.append({"dataset": dataset, "split": split, "metric": metric, "model": r.model, "value": v,
-                         "target": f"{op} {target}", "met": bool(met), "train_seconds": r.train_seconds,
-                         "profile": r.profile})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "split": split,
+                    "metric": metric,
+                    "model": r.model,
+                    "value": v,
+                    "target": f"{op} {target}",
+                    "met": bool(met),
+                    "train_seconds": r.train_seconds,
+                    "profile": r.profile,
+                }
+            )
         if sel.empty:
-            rows.append({"dataset": dataset, "split": split, "metric": metric, "model": "", "value": np.nan,
-                         "target": f"{op} {target}", "met": False, "train_seconds": np.nan,
-                         "profile": "not run (needs FER_DATA_ROOT with this dataset)"})
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "split": split,
+                    "metric": metric,
+                    "model": "",
+                    "value": np.nan,
+                    "target": f"{op} {target}",
+                    "met": False,
+                    "train_seconds": np.nan,
+                    "profile": "not run (needs FER_DATA_ROOT with this dataset)",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -149,8 +220,10 @@ FIGURE_GROUPS = {
 def figures(paths: Paths | None = None) -> dict[str, list[Path]]:
     """The figures the earlier notebooks saved, grouped for the report (empty groups kept)."""
     paths = paths or get_paths()
-    return {group: sorted(paths.figures.glob(pattern)) if paths.figures.exists() else []
-            for group, pattern in FIGURE_GROUPS.items()}
+    return {
+        group: sorted(paths.figures.glob(pattern)) if paths.figures.exists() else []
+        for group, pattern in FIGURE_GROUPS.items()
+    }
 
 
 def run_times(paths: Paths | None = None) -> pd.DataFrame:
@@ -166,8 +239,10 @@ def write_all(cfg, paths: Paths | None = None) -> dict[str, pd.DataFrame]:
     """Build and write the three tables of notebook 05; returns them."""
     paths = paths or get_paths()
     metrics = reporting.load_metrics(paths.metrics_csv)
-    real = {name: paths.real(name) is not None for name in ("utkface", "fer2013", "affectnet", "afew", "vgaf",
-                                                             "vggface2", "affwild2")}
+    real = {
+        name: paths.real(name) is not None
+        for name in ("utkface", "fer2013", "affectnet", "afew", "vgaf", "vggface2", "affwild2")
+    }
     comparison = comparison_table(metrics, profile=cfg.name, real_available=real)
     tables = {
         "05_headline": headline_table(comparison),
@@ -175,10 +250,12 @@ def write_all(cfg, paths: Paths | None = None) -> dict[str, pd.DataFrame]:
         "05_reproduced": reproduced_table(metrics, profile=cfg.name),
         "05_real_data_bars": real_data_table(metrics, profile=cfg.name),
     }
-    titles = {"05_headline": "Best published number per dataset and metric beside the reproduced one",
-              "05_published_vs_reproduced": "Published numbers (with sources) beside the reproduced ones",
-              "05_reproduced": f"Every metric recorded under the {cfg.name} profile",
-              "05_real_data_bars": "Real-data bars (targets of the issues)"}
+    titles = {
+        "05_headline": "Best published number per dataset and metric beside the reproduced one",
+        "05_published_vs_reproduced": "Published numbers (with sources) beside the reproduced ones",
+        "05_reproduced": f"Every metric recorded under the {cfg.name} profile",
+        "05_real_data_bars": "Real-data bars (targets of the issues)",
+    }
     for name, df in tables.items():
         reporting.write_table(df, name, paths, title=titles[name])
     return tables

@@ -85,7 +85,9 @@ def find_checkpoint(paths: Paths | None = None, checkpoint: str | Path | None = 
     if checkpoint:
         p = Path(checkpoint).expanduser()
         if not p.is_file():
-            raise FileNotFoundError(f"checkpoint {p} (given as checkpoint= / video.checkpoint) does not exist")
+            raise FileNotFoundError(
+                f"checkpoint {p} (given as checkpoint= / video.checkpoint) does not exist"
+            )
         return p
     paths = paths or get_paths()
     tried = [paths.checkpoints / name / "best.pt" for name in CHECKPOINT_CANDIDATES]
@@ -94,9 +96,11 @@ def find_checkpoint(paths: Paths | None = None, checkpoint: str | Path | None = 
             return p
     raise FileNotFoundError(
         "notebook 04 needs a fine-tuned expression checkpoint and found none ("
-        + ", ".join(str(p) for p in tried) + "). Train it first with `python -m fer_lib finetune` "
+        + ", ".join(str(p) for p in tried)
+        + "). Train it first with `python -m fer_lib finetune` "
         "(notebook 02, same profile and FER_RESULTS_DIR), or pass a path: notebook parameter "
-        "checkpoint=\"/path/best.pt\" or `python -m fer_lib video --set video.checkpoint=/path/best.pt`.")
+        'checkpoint="/path/best.pt" or `python -m fer_lib video --set video.checkpoint=/path/best.pt`.'
+    )
 
 
 def checkpoint_name(path: str | Path) -> str:
@@ -116,7 +120,9 @@ def make_extractor(checkpoint: str | Path, cfg: Profile, device: Any = None) -> 
     ckpt = load_checkpoint(checkpoint)
     model = build_model_from_checkpoint(ckpt)
     device = resolve_device(cfg.device) if device is None else device
-    ext = TorchFeatureExtractor(model, batch_size=max(cfg.video.batch_size, 1), device=device, head="expression")
+    ext = TorchFeatureExtractor(
+        model, batch_size=max(cfg.video.batch_size, 1), device=device, head="expression"
+    )
     n = model.tasks.get("expression", 0)
     ext.class_names = list((ckpt.get("label_orders") or {}).get("expression") or L.EXPRESSIONS_8[:n])
     ext.name = checkpoint_name(checkpoint)
@@ -133,15 +139,15 @@ def min_face_size(mode: str, cfg: Profile) -> int:
 class VideoSet:
     """One dataset's videos with their stride-1 per-face features (one VideoFeatures per video)."""
 
-    name: str                       # afew | vgaf (the mode as well)
-    dataset: str                    # name in metrics.csv: afew | synthetic_afew | vgaf | synthetic_vgaf
+    name: str  # afew | vgaf (the mode as well)
+    dataset: str  # name in metrics.csv: afew | synthetic_afew | vgaf | synthetic_vgaf
     real: bool
-    manifest: pd.DataFrame          # rows of the train and test splits, in feature order
-    y: np.ndarray                   # class index per video (AFEW: canonical expression index)
-    labels: list[int]               # class indices in display order
-    class_names: list[str]          # names of ``labels``
+    manifest: pd.DataFrame  # rows of the train and test splits, in feature order
+    y: np.ndarray  # class index per video (AFEW: canonical expression index)
+    labels: list[int]  # class indices in display order
+    class_names: list[str]  # names of ``labels``
     features: list[VideoFeatures]
-    stats: pd.DataFrame             # extract_dataset's per-video stats
+    stats: pd.DataFrame  # extract_dataset's per-video stats
     min_face_size: int
     extract_seconds: float
     score_names: list[str] = field(default_factory=list)  # expression order of the extractor's scores
@@ -189,9 +195,16 @@ def _cache_for(cfg: Profile, paths: Paths):
             yield FeatureCache(tmp)
 
 
-def extract_features(manifest: pd.DataFrame, mode: str, extractor, cfg: Profile, paths: Paths | None = None,
-                     detector=None, device: Any = None, progress: bool = True,
-                     ) -> tuple[list[VideoFeatures], pd.DataFrame, float]:
+def extract_features(
+    manifest: pd.DataFrame,
+    mode: str,
+    extractor,
+    cfg: Profile,
+    paths: Paths | None = None,
+    detector=None,
+    device: Any = None,
+    progress: bool = True,
+) -> tuple[list[VideoFeatures], pd.DataFrame, float]:
     """Stride-1 per-face features of every video in ``manifest`` through the feature cache.
 
     Uses :func:`fer_lib.video.extract_dataset` (batched detection and extraction, decoding overlapped,
@@ -207,21 +220,58 @@ def extract_features(manifest: pd.DataFrame, mode: str, extractor, cfg: Profile,
     t0 = time.perf_counter()
     with _cache_for(cfg, paths) as cache, torch_threads(v.threads), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*videos have no face.*")  # counted in the tables instead
-        _, _, stats = extract_dataset(manifest, extractor, detector=detector, mode=mode, stride=1, fps=v.fps,
-                                      min_face_size=mf, batch_size=v.batch_size, max_frames=v.max_frames,
-                                      cache=cache, prefetch=v.prefetch, device=device, file_id=v.file_id,
-                                      progress=progress, detect_every=v.detect_every)
+        _, _, stats = extract_dataset(
+            manifest,
+            extractor,
+            detector=detector,
+            mode=mode,
+            stride=1,
+            fps=v.fps,
+            min_face_size=mf,
+            batch_size=v.batch_size,
+            max_frames=v.max_frames,
+            cache=cache,
+            prefetch=v.prefetch,
+            device=device,
+            file_id=v.file_id,
+            progress=progress,
+            detect_every=v.detect_every,
+        )
         det_key = detector_key(detector, mf)
         feats = []
         for path, err in zip(stats["path"], stats["error"]):
-            vf = None if err else cache.get(path, cache_key(path, extractor.key, mode, 1, mf, det_key, v.fps,
-                                                            v.max_frames, v.file_id, v.detect_every))
+            vf = (
+                None
+                if err
+                else cache.get(
+                    path,
+                    cache_key(
+                        path,
+                        extractor.key,
+                        mode,
+                        1,
+                        mf,
+                        det_key,
+                        v.fps,
+                        v.max_frames,
+                        v.file_id,
+                        v.detect_every,
+                    ),
+                )
+            )
             feats.append(vf if vf is not None else VideoFeatures(path=str(path), mode=mode, error=str(err)))
     return feats, stats, time.perf_counter() - t0
 
 
-def video_set(name: str, cfg: Profile, paths: Paths | None = None, extractor=None, detector=None,
-              device: Any = None, progress: bool = True) -> VideoSet:
+def video_set(
+    name: str,
+    cfg: Profile,
+    paths: Paths | None = None,
+    extractor=None,
+    detector=None,
+    device: Any = None,
+    progress: bool = True,
+) -> VideoSet:
     """Load the profile's AFEW / VGAF data (real under FER_DATA_ROOT, else synthetic) and extract it."""
     from ..datasets.sources import load_for_profile
 
@@ -232,13 +282,25 @@ def video_set(name: str, cfg: Profile, paths: Paths | None = None, extractor=Non
     df, _, src = load_for_profile(name, cfg, paths, progress=progress)
     df = df[df["split"].isin([TRAIN_SPLIT, TEST_SPLIT]) & df[col].notna()].reset_index(drop=True)
     if not ((df["split"] == TRAIN_SPLIT).any() and (df["split"] == TEST_SPLIT).any()):
-        raise ValueError(f"{name} at {src.root} needs labelled videos in both Train and Val; "
-                         f"found splits {df['split'].value_counts().to_dict()}")
+        raise ValueError(
+            f"{name} at {src.root} needs labelled videos in both Train and Val; "
+            f"found splits {df['split'].value_counts().to_dict()}"
+        )
     feats, stats, secs = extract_features(df, name, extractor, cfg, paths, detector, device, progress)
-    return VideoSet(name=name, dataset=name if src.real else f"synthetic_{name}", real=src.real, manifest=df,
-                    y=df[col].astype(int).to_numpy(), labels=labels, class_names=names, features=feats,
-                    stats=stats, min_face_size=min_face_size(name, cfg), extract_seconds=secs,
-                    score_names=list(getattr(extractor, "class_names", []) or []))
+    return VideoSet(
+        name=name,
+        dataset=name if src.real else f"synthetic_{name}",
+        real=src.real,
+        manifest=df,
+        y=df[col].astype(int).to_numpy(),
+        labels=labels,
+        class_names=names,
+        features=feats,
+        stats=stats,
+        min_face_size=min_face_size(name, cfg),
+        extract_seconds=secs,
+        score_names=list(getattr(extractor, "class_names", []) or []),
+    )
 
 
 # -------------------------------------------------------------------------------- stride and pooling
@@ -251,8 +313,16 @@ def subsample(vf: VideoFeatures, stride: int) -> VideoFeatures:
         return vf
     keep = vf.sampled[::stride]
     m = np.isin(vf.face_frame, keep)
-    return VideoFeatures(path=vf.path, mode=vf.mode, sampled=keep, face_frame=vf.face_frame[m],
-                         boxes=vf.boxes[m], features=vf.features[m], scores=vf.scores[m], error=vf.error)
+    return VideoFeatures(
+        path=vf.path,
+        mode=vf.mode,
+        sampled=keep,
+        face_frame=vf.face_frame[m],
+        boxes=vf.boxes[m],
+        features=vf.features[m],
+        scores=vf.scores[m],
+        error=vf.error,
+    )
 
 
 def frame_vectors(vf: VideoFeatures) -> np.ndarray:
@@ -280,8 +350,9 @@ def pool(vf: VideoFeatures, pooling: str = PAPER_POOLING) -> np.ndarray | None:
     raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
 
 
-def pooled_matrix(feats: Sequence[VideoFeatures], pooling: str = PAPER_POOLING,
-                  stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def pooled_matrix(
+    feats: Sequence[VideoFeatures], pooling: str = PAPER_POOLING, stride: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """``(X [n, d] with NaN rows for face-less videos, has_face mask)`` after subsampling at ``stride``."""
     vecs = [pool(subsample(vf, stride), pooling) for vf in feats]
     dims = {len(p) for p in vecs if p is not None}
@@ -295,18 +366,26 @@ def pooled_matrix(feats: Sequence[VideoFeatures], pooling: str = PAPER_POOLING,
 
 
 # ---------------------------------------------------------------------------------- classification
-def classify(vs: VideoSet, cfg: Profile, pooling: str = PAPER_POOLING, classifier: str | None = None,
-             stride: int | None = None) -> dict[str, Any]:
+def classify(
+    vs: VideoSet,
+    cfg: Profile,
+    pooling: str = PAPER_POOLING,
+    classifier: str | None = None,
+    stride: int | None = None,
+) -> dict[str, Any]:
     """Fit on the training videos, score the test (Val) videos: :func:`fer_lib.video.evaluate_videos`."""
     classifier = classifier or cfg.video.classifier
     stride = cfg.video.stride if stride is None else stride
     X, has_face = pooled_matrix(vs.features, pooling, stride)
     tr, te = vs.train, vs.test
     if not has_face[tr].any():
-        raise ValueError(f"{vs.name}: no training video has a face at stride {stride} "
-                         f"(min face size {vs.min_face_size}); nothing to fit")
-    pipe = make_video_classifier(classifier, C=cfg.video.C, C_grid=cfg.video.C_grid, seed=cfg.seed,
-                                 cv=cfg.video.cv_folds)
+        raise ValueError(
+            f"{vs.name}: no training video has a face at stride {stride} "
+            f"(min face size {vs.min_face_size}); nothing to fit"
+        )
+    pipe = make_video_classifier(
+        classifier, C=cfg.video.C, C_grid=cfg.video.C_grid, seed=cfg.seed, cv=cfg.video.cv_folds
+    )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*least populated class.*")  # tiny smoke folds
         res = evaluate_videos(pipe, X[tr], vs.y[tr], X[te], vs.y[te], has_face[te], labels=vs.labels)
@@ -338,13 +417,18 @@ def score_baseline(vs: VideoSet, stride: int = 1) -> dict[str, Any] | None:
         pred[k] = vs.labels[int(np.argmax(vf.scores[:, cols].mean(0)))]
     has = pred >= 0
     correct = int((pred[has] == y_te[has]).sum())
-    return {"accuracy_faces_only": correct / has.sum() if has.any() else float("nan"),
-            "accuracy_complete": correct / len(y_te) if len(y_te) else float("nan"),
-            "n_test": int(len(y_te)), "n_test_with_face": int(has.sum()), "n_test_no_face": int((~has).sum())}
+    return {
+        "accuracy_faces_only": correct / has.sum() if has.any() else float("nan"),
+        "accuracy_complete": correct / len(y_te) if len(y_te) else float("nan"),
+        "n_test": int(len(y_te)),
+        "n_test_with_face": int(has.sum()),
+        "n_test_no_face": int((~has).sum()),
+    }
 
 
-def accuracy_table(vs: VideoSet, cfg: Profile, poolings: Iterable[str] = POOLINGS,
-                   classifiers: Iterable[str] = CLASSIFIERS) -> tuple[pd.DataFrame, dict]:
+def accuracy_table(
+    vs: VideoSet, cfg: Profile, poolings: Iterable[str] = POOLINGS, classifiers: Iterable[str] = CLASSIFIERS
+) -> tuple[pd.DataFrame, dict]:
     """Accuracy (faces-only and complete) of every pooling x classifier; returns (table, results).
 
     ``results[(pooling, classifier)]`` is :func:`classify`'s dict (confusion matrix, predictions...).
@@ -355,19 +439,40 @@ def accuracy_table(vs: VideoSet, cfg: Profile, poolings: Iterable[str] = POOLING
         for clf in classifiers:
             r = classify(vs, cfg, pooling, clf)
             results[(pooling, clf)] = r
-            rows.append({"dataset": vs.dataset, "pooling": pooling, "classifier": clf,
-                         "paper_protocol": pooling == PAPER_POOLING and clf == PAPER_CLASSIFIER,
-                         "C": r["C"], "accuracy": r["accuracy_faces_only"],
-                         "accuracy_complete": r["accuracy_complete"], "n_train": r["n_train"],
-                         "n_train_no_face": r["n_train_no_face"], "n_test": r["n_test"],
-                         "n_test_no_face": r["n_test_no_face"], "stride": r["stride"]})
+            rows.append(
+                {
+                    "dataset": vs.dataset,
+                    "pooling": pooling,
+                    "classifier": clf,
+                    "paper_protocol": pooling == PAPER_POOLING and clf == PAPER_CLASSIFIER,
+                    "C": r["C"],
+                    "accuracy": r["accuracy_faces_only"],
+                    "accuracy_complete": r["accuracy_complete"],
+                    "n_train": r["n_train"],
+                    "n_train_no_face": r["n_train_no_face"],
+                    "n_test": r["n_test"],
+                    "n_test_no_face": r["n_test_no_face"],
+                    "stride": r["stride"],
+                }
+            )
     base = score_baseline(vs, cfg.video.stride)
     if base is not None:
-        rows.append({"dataset": vs.dataset, "pooling": "frame scores (mean probability)",
-                     "classifier": "argmax (no training)", "paper_protocol": False, "C": np.nan,
-                     "accuracy": base["accuracy_faces_only"], "accuracy_complete": base["accuracy_complete"],
-                     "n_train": 0, "n_train_no_face": 0, "n_test": base["n_test"],
-                     "n_test_no_face": base["n_test_no_face"], "stride": cfg.video.stride})
+        rows.append(
+            {
+                "dataset": vs.dataset,
+                "pooling": "frame scores (mean probability)",
+                "classifier": "argmax (no training)",
+                "paper_protocol": False,
+                "C": np.nan,
+                "accuracy": base["accuracy_faces_only"],
+                "accuracy_complete": base["accuracy_complete"],
+                "n_train": 0,
+                "n_train_no_face": 0,
+                "n_test": base["n_test"],
+                "n_test_no_face": base["n_test_no_face"],
+                "stride": cfg.video.stride,
+            }
+        )
     return pd.DataFrame(rows), results
 
 
@@ -378,14 +483,24 @@ def detection_table(sets: Sequence[VideoSet]) -> pd.DataFrame:
         for split, mask in ((TRAIN_SPLIT, vs.train), (TEST_SPLIT + " (Val)", vs.test)):
             st = vs.stats[mask]
             frames, with_face = int(st["n_frames"].sum()), int(st["n_frames_with_face"].sum())
-            rows.append({"dataset": vs.dataset, "split": split, "min_face_size": vs.min_face_size,
-                         "videos": int(len(st)), "videos_no_face": int((~st["has_face"]).sum()),
-                         "decode_errors": int((st["error"] != "").sum()), "frames": frames,
-                         "frames_with_face": with_face,
-                         "face_detection_rate": with_face / frames if frames else float("nan"),
-                         "faces": int(st["n_faces"].sum()),
-                         "faces_per_frame_with_face": st["n_faces"].sum() / with_face if with_face else float("nan"),
-                         "videos_from_cache": int(st["cached"].sum())})
+            rows.append(
+                {
+                    "dataset": vs.dataset,
+                    "split": split,
+                    "min_face_size": vs.min_face_size,
+                    "videos": int(len(st)),
+                    "videos_no_face": int((~st["has_face"]).sum()),
+                    "decode_errors": int((st["error"] != "").sum()),
+                    "frames": frames,
+                    "frames_with_face": with_face,
+                    "face_detection_rate": with_face / frames if frames else float("nan"),
+                    "faces": int(st["n_faces"].sum()),
+                    "faces_per_frame_with_face": st["n_faces"].sum() / with_face
+                    if with_face
+                    else float("nan"),
+                    "videos_from_cache": int(st["cached"].sum()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -396,8 +511,13 @@ def detection_rate(vs: VideoSet) -> float:
 
 
 # ------------------------------------------------------------------------------------ stride study
-def stride_study(vs: VideoSet, cfg: Profile, strides: Iterable[int] | None = None,
-                 pooling: str = PAPER_POOLING, classifier: str = PAPER_CLASSIFIER) -> pd.DataFrame:
+def stride_study(
+    vs: VideoSet,
+    cfg: Profile,
+    strides: Iterable[int] | None = None,
+    pooling: str = PAPER_POOLING,
+    classifier: str = PAPER_CLASSIFIER,
+) -> pd.DataFrame:
     """Paper A's frame-stride study: accuracy when only every ``s``-th frame is used (train and test).
 
     Frames come from subsampling the cached stride-1 features (:func:`subsample`), which equals
@@ -405,17 +525,27 @@ def stride_study(vs: VideoSet, cfg: Profile, strides: Iterable[int] | None = Non
     AFEW validation accuracy at that stride (``fer_lib.published.STRIDE_STUDY``), where it has one.
     """
     if cfg.video.max_frames is not None:
-        warnings.warn("video.max_frames is set: subsampling a capped stride-1 extraction covers fewer frames "
-                      "than decoding at that stride would; the stride study assumes max_frames=None",
-                      stacklevel=2)
+        warnings.warn(
+            "video.max_frames is set: subsampling a capped stride-1 extraction covers fewer frames "
+            "than decoding at that stride would; the stride study assumes max_frames=None",
+            stacklevel=2,
+        )
     rows = []
     for s in strides or cfg.video.strides:
         r = classify(vs, cfg, pooling, classifier, stride=int(s))
         frames = [subsample(vf, int(s)).n_frames for vf in vs.features]
-        rows.append({"dataset": vs.dataset, "stride": int(s), "frames_per_video": float(np.mean(frames)),
-                     "accuracy": r["accuracy_faces_only"], "accuracy_complete": r["accuracy_complete"],
-                     "n_test_no_face": r["n_test_no_face"], "C": r["C"],
-                     "published_percent": STRIDE_STUDY.get(int(s), np.nan)})
+        rows.append(
+            {
+                "dataset": vs.dataset,
+                "stride": int(s),
+                "frames_per_video": float(np.mean(frames)),
+                "accuracy": r["accuracy_faces_only"],
+                "accuracy_complete": r["accuracy_complete"],
+                "n_test_no_face": r["n_test_no_face"],
+                "C": r["C"],
+                "published_percent": STRIDE_STUDY.get(int(s), np.nan),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -423,10 +553,17 @@ def plot_stride_study(table: pd.DataFrame, title: str = ""):
     """Reproduced accuracy (%) against stride beside the published curve."""
     from .. import plots
 
-    ys = {f"reproduced ({table['dataset'].iloc[0]})": (table["accuracy"] * 100).tolist(),
-          PUBLISHED_STRIDE_LABEL: table["published_percent"].tolist()}
-    return plots.plot_curve(table["stride"].tolist(), ys, xlabel="frame stride", ylabel="accuracy (%)",
-                            title=title or "accuracy vs frame stride")
+    ys = {
+        f"reproduced ({table['dataset'].iloc[0]})": (table["accuracy"] * 100).tolist(),
+        PUBLISHED_STRIDE_LABEL: table["published_percent"].tolist(),
+    }
+    return plots.plot_curve(
+        table["stride"].tolist(),
+        ys,
+        xlabel="frame stride",
+        ylabel="accuracy (%)",
+        title=title or "accuracy vs frame stride",
+    )
 
 
 def plot_confusion(result: dict[str, Any], class_names: Sequence[str], title: str = ""):
@@ -441,24 +578,45 @@ def headline(table: pd.DataFrame) -> pd.Series:
     """The paper-protocol row (STAT pooling + LinearSVC) of an accuracy table."""
     row = table[table["paper_protocol"]]
     if row.empty:
-        raise ValueError("the accuracy table has no paper-protocol row (pooling 'stat', classifier 'linear_svc')")
+        raise ValueError(
+            "the accuracy table has no paper-protocol row (pooling 'stat', classifier 'linear_svc')"
+        )
     return row.iloc[0]
 
 
 def metrics_for(vs: VideoSet, table: pd.DataFrame, strides: pd.DataFrame | None = None) -> dict[str, float]:
     """Metric name -> value (fractions) as recorded in metrics.csv; names match fer_lib.published."""
     h = headline(table)
-    out = {"accuracy": float(h["accuracy"]), "accuracy_complete": float(h["accuracy_complete"]),
-           "face_detection_rate": float(detection_rate(vs))}
+    out = {
+        "accuracy": float(h["accuracy"]),
+        "accuracy_complete": float(h["accuracy_complete"]),
+        "face_detection_rate": float(detection_rate(vs)),
+    }
     if strides is not None:
         out.update({f"accuracy_stride{int(r.stride)}": float(r.accuracy) for r in strides.itertuples()})
     return out
 
 
-def record(vs: VideoSet, table: pd.DataFrame, cfg: Profile, model: str, strides: pd.DataFrame | None = None,
-           seconds: float | None = None, path=None) -> pd.DataFrame:
+def record(
+    vs: VideoSet,
+    table: pd.DataFrame,
+    cfg: Profile,
+    model: str,
+    strides: pd.DataFrame | None = None,
+    seconds: float | None = None,
+    path=None,
+) -> pd.DataFrame:
     """Write the set's metrics (stage 'video', split 'val') into metrics.csv; returns the rows."""
     from .. import reporting
 
-    return reporting.record_metrics("video", vs.dataset, METRIC_SPLIT, model, metrics_for(vs, table, strides),
-                                    profile=cfg.name, seed=cfg.seed, train_seconds=seconds, path=path)
+    return reporting.record_metrics(
+        "video",
+        vs.dataset,
+        METRIC_SPLIT,
+        model,
+        metrics_for(vs, table, strides),
+        profile=cfg.name,
+        seed=cfg.seed,
+        train_seconds=seconds,
+        path=path,
+    )

@@ -27,7 +27,20 @@ from .optim import SAM, build_optimizer, build_scheduler
 from .trainer import Trainer
 
 __all__ = [
-    "CLASS_TASKS", "LABEL_KEYS", "SAM", "EpochSampler", "MultiTaskLoss", "Trainer", "amp_supported",
-    "build_optimizer", "build_scheduler", "class_weights", "cleanup_distributed", "count_classes", "evaluate",
-    "metrics_from_predictions", "predict", "setup_distributed",
+    "CLASS_TASKS",
+    "LABEL_KEYS",
+    "SAM",
+    "EpochSampler",
+    "MultiTaskLoss",
+    "Trainer",
+    "amp_supported",
+    "build_optimizer",
+    "build_scheduler",
+    "class_weights",
+    "cleanup_distributed",
+    "count_classes",
+    "evaluate",
+    "metrics_from_predictions",
+    "predict",
+    "setup_distributed",
 ]

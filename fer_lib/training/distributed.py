@@ -21,7 +21,9 @@ class EpochSampler(Sampler[int]):
     ``set_epoch(epoch, skip)`` drops the first ``skip`` indices of this rank (resume inside an epoch).
     """
 
-    def __init__(self, n: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, n: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
         self.n, self.shuffle, self.seed, self.rank, self.world = n, shuffle, int(seed), rank, world_size
         self.epoch, self.skip = 0, 0
 
@@ -37,10 +39,10 @@ class EpochSampler(Sampler[int]):
             idx = list(range(self.n))
         per_rank = math.ceil(self.n / self.world) if self.n else 0
         idx += idx[: per_rank * self.world - self.n]
-        return idx[self.rank::self.world]
+        return idx[self.rank :: self.world]
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self._indices()[self.skip:])
+        return iter(self._indices()[self.skip :])
 
     def __len__(self) -> int:
         return max(0, (math.ceil(self.n / self.world) if self.n else 0) - self.skip)
@@ -48,8 +50,12 @@ class EpochSampler(Sampler[int]):
 
 def loader_parts(data: Dataset | DataLoader, batch_size: int, num_workers: int) -> dict[str, Any]:
     if isinstance(data, DataLoader):
-        return {"dataset": data.dataset, "batch_size": data.batch_size or batch_size,
-                "num_workers": data.num_workers, "collate_fn": data.collate_fn}
+        return {
+            "dataset": data.dataset,
+            "batch_size": data.batch_size or batch_size,
+            "num_workers": data.num_workers,
+            "collate_fn": data.collate_fn,
+        }
     return {"dataset": data, "batch_size": batch_size, "num_workers": num_workers, "collate_fn": None}
 
 
@@ -58,8 +64,10 @@ def check_not_test(dataset: Dataset, allow: bool) -> None:
     if allow or not isinstance(manifest, pd.DataFrame) or "split" not in manifest.columns:
         return
     if (manifest["split"].astype(str) == "test").any():
-        raise ValueError("the validation loader holds 'test' rows: model selection must not see the reported "
-                         "test split. Pass the 'val' split (or allow_test_selection=True if you know why)")
+        raise ValueError(
+            "the validation loader holds 'test' rows: model selection must not see the reported "
+            "test split. Pass the 'val' split (or allow_test_selection=True if you know why)"
+        )
 
 
 # ====================================================================================== distributed

@@ -47,10 +47,18 @@ def amp_supported(device: torch.device) -> bool:
 
 
 @torch.no_grad()
-def run_eval(model: nn.Module, loader: DataLoader, device: torch.device, loss_fn: MultiTaskLoss | None = None,
-              features: bool = False, male_threshold: float = MALE_THRESHOLD, amp: bool = False,
-              channels_last: bool = False, progress: bool = False, max_logits: int = 1000
-              ) -> tuple[dict[str, np.ndarray], float]:
+def run_eval(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    loss_fn: MultiTaskLoss | None = None,
+    features: bool = False,
+    male_threshold: float = MALE_THRESHOLD,
+    amp: bool = False,
+    channels_last: bool = False,
+    progress: bool = False,
+    max_logits: int = 1000,
+) -> tuple[dict[str, np.ndarray], float]:
     net = unwrap(model)
     was_training = net.training
     net.eval()
@@ -58,8 +66,11 @@ def run_eval(model: nn.Module, loader: DataLoader, device: torch.device, loss_fn
     loss_sum, n_seen = 0.0, 0
 
     def add(key: str, value: torch.Tensor) -> None:
-        chunks.setdefault(key, []).append(value.detach().float().cpu().numpy()
-                                          if value.is_floating_point() else value.detach().cpu().numpy())
+        chunks.setdefault(key, []).append(
+            value.detach().float().cpu().numpy()
+            if value.is_floating_point()
+            else value.detach().cpu().numpy()
+        )
 
     for batch in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
         x, lab, mask = unpack_batch(batch)
@@ -100,9 +111,15 @@ def run_eval(model: nn.Module, loader: DataLoader, device: torch.device, loss_fn
     return pred, (loss_sum / n_seen if n_seen else float("nan"))
 
 
-def predict(model: nn.Module, loader: DataLoader, device: str | torch.device | None = None,
-            features: bool = False, male_threshold: float = MALE_THRESHOLD, progress: bool = True,
-            amp: bool = False) -> dict[str, np.ndarray]:
+def predict(
+    model: nn.Module,
+    loader: DataLoader,
+    device: str | torch.device | None = None,
+    features: bool = False,
+    male_threshold: float = MALE_THRESHOLD,
+    progress: bool = True,
+    amp: bool = False,
+) -> dict[str, np.ndarray]:
     """Run the model over a loader; numpy arrays in loader order.
 
     Keys: ``<head>_logits`` (raw head outputs; heads with more than 1000 outputs are left out),
@@ -112,8 +129,15 @@ def predict(model: nn.Module, loader: DataLoader, device: str | torch.device | N
     yields ``(image, labels, mask)``.
     """
     dev = torch.device(device) if device is not None else next(unwrap(model).parameters()).device
-    pred, _ = run_eval(model, loader, dev, features=features, male_threshold=male_threshold,
-                        amp=amp and amp_supported(dev), progress=progress)
+    pred, _ = run_eval(
+        model,
+        loader,
+        dev,
+        features=features,
+        male_threshold=male_threshold,
+        amp=amp and amp_supported(dev),
+        progress=progress,
+    )
     return pred
 
 
@@ -144,9 +168,14 @@ def metrics_from_predictions(pred: Mapping[str, np.ndarray], tasks: Mapping[str,
     return out
 
 
-def evaluate(model: nn.Module, loader: DataLoader, tasks: Mapping[str, int] | None = None,
-             device: str | torch.device | None = None, male_threshold: float = MALE_THRESHOLD,
-             progress: bool = True) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    tasks: Mapping[str, int] | None = None,
+    device: str | torch.device | None = None,
+    male_threshold: float = MALE_THRESHOLD,
+    progress: bool = True,
+) -> dict[str, float]:
     """Metrics over the labelled samples of each head.
 
     ``<class head>_accuracy`` / ``<class head>_macro_f1`` (identity, race, expression), ``age_mae`` and

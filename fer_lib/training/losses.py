@@ -19,7 +19,7 @@ from ..models.heads import (
 from ..progress import tqdm
 
 LABEL_KEYS = ("identity", "age", "gender", "race", "expression", "valence", "arousal")
-CLASS_TASKS = ("identity", "race", "expression")   # + gender when it has 2 outputs
+CLASS_TASKS = ("identity", "race", "expression")  # + gender when it has 2 outputs
 
 
 # ===================================================================================== class weights
@@ -40,7 +40,9 @@ def class_weights(counts: Sequence[float]) -> np.ndarray:
     return w
 
 
-def _counts_from_manifest(manifest: pd.DataFrame, task: str, n: int, identity_index: Mapping | None) -> np.ndarray:
+def _counts_from_manifest(
+    manifest: pd.DataFrame, task: str, n: int, identity_index: Mapping | None
+) -> np.ndarray:
     col = manifest[task]
     if task == "identity":
         if identity_index is None:
@@ -51,8 +53,10 @@ def _counts_from_manifest(manifest: pd.DataFrame, task: str, n: int, identity_in
         vals = col.dropna().to_numpy(dtype=float).round().astype(np.int64)
     bad = (vals < 0) | (vals >= n)
     if bad.any():
-        raise ValueError(f"{bad.sum()} {task} label(s) outside 0..{n - 1} in the training manifest "
-                         f"(e.g. {vals[bad][:5].tolist()}); fix the manifest or the head size")
+        raise ValueError(
+            f"{bad.sum()} {task} label(s) outside 0..{n - 1} in the training manifest "
+            f"(e.g. {vals[bad][:5].tolist()}); fix the manifest or the head size"
+        )
     return np.bincount(vals, minlength=n)
 
 
@@ -78,7 +82,9 @@ def count_classes(dataset: Dataset, tasks: Mapping[str, int], progress: bool = T
 
 
 # ============================================================================================ losses
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+def _masked_mean(
+    values: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """``sum(values) / sum(weight)`` over the masked samples (``values`` already carry the weights, as
     torch's weighted cross-entropy does); an exact 0 with zero gradient when no sample is masked in."""
     w = mask.to(values.dtype) if weight is None else mask.to(values.dtype) * weight
@@ -93,9 +99,14 @@ class MultiTaskLoss(nn.Module):
     of head ``t`` and ``counts[t]`` its number of labelled samples in the batch.
     """
 
-    def __init__(self, tasks: Mapping[str, int], task_weights: Mapping[str, float] | None = None,
-                 class_weights: Mapping[str, Sequence[float]] | None = None, label_smoothing: float = 0.0,
-                 age_mode: str = "bins") -> None:
+    def __init__(
+        self,
+        tasks: Mapping[str, int],
+        task_weights: Mapping[str, float] | None = None,
+        class_weights: Mapping[str, Sequence[float]] | None = None,
+        label_smoothing: float = 0.0,
+        age_mode: str = "bins",
+    ) -> None:
         super().__init__()
         self.tasks = dict(tasks)
         unknown = set(task_weights or {}) - set(self.tasks)
@@ -109,16 +120,20 @@ class MultiTaskLoss(nn.Module):
     def _cw(self, task: str) -> torch.Tensor | None:
         return getattr(self, f"cw_{task}", None)
 
-    def _classification(self, task: str, logits: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    def _classification(
+        self, task: str, logits: torch.Tensor, y: torch.Tensor, m: torch.Tensor
+    ) -> torch.Tensor:
         y = torch.where(m, y.long(), torch.zeros_like(y, dtype=torch.long))
         cw = self._cw(task)
-        per = F.cross_entropy(logits.float(), y, weight=cw, reduction="none",
-                              label_smoothing=self.label_smoothing)
+        per = F.cross_entropy(
+            logits.float(), y, weight=cw, reduction="none", label_smoothing=self.label_smoothing
+        )
         # with reduction="none" torch already multiplies each loss by w[y]; normalise by the same weights
         return _masked_mean(per, m, None if cw is None else cw[y])
 
-    def _task_loss(self, task: str, out: torch.Tensor, labels: Mapping, mask: Mapping
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _task_loss(
+        self, task: str, out: torch.Tensor, labels: Mapping, mask: Mapping
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, number of labelled samples) of one head; both tensors (no device sync here)."""
         if task == "va":
             target = torch.stack([labels["valence"], labels["arousal"]], dim=1).float()
@@ -144,8 +159,12 @@ class MultiTaskLoss(nn.Module):
             return _masked_mean(per * w, m, w), n
         return self._classification(task, out, labels[task], m), n
 
-    def forward(self, outputs: Mapping[str, torch.Tensor], labels: Mapping[str, torch.Tensor],
-                mask: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float], dict[str, int]]:
+    def forward(
+        self,
+        outputs: Mapping[str, torch.Tensor],
+        labels: Mapping[str, torch.Tensor],
+        mask: Mapping[str, torch.Tensor],
+    ) -> tuple[torch.Tensor, dict[str, float], dict[str, int]]:
         total, losses, ns = None, [], []
         for task, out in outputs.items():
             loss, n = self._task_loss(task, out, labels, mask)
@@ -153,7 +172,7 @@ class MultiTaskLoss(nn.Module):
             ns.append(n.float())
             term = self.task_weights[task] * loss
             total = term if total is None else total + term
-        values = torch.stack(losses + ns).tolist()          # one device sync for all the logging values
+        values = torch.stack(losses + ns).tolist()  # one device sync for all the logging values
         k = len(losses)
         parts = dict(zip(outputs, values[:k]))
         counts = {t: int(v) for t, v in zip(outputs, values[k:])}

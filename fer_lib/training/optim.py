@@ -89,8 +89,9 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
             m.momentum = mom
 
 
-def build_optimizer(params, name: str, lr: float, weight_decay: float = 0.0,
-                    momentum: float = 0.9) -> torch.optim.Optimizer:
+def build_optimizer(
+    params, name: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.9
+) -> torch.optim.Optimizer:
     """``adam`` | ``adamw`` | ``sgd`` (with momentum) over ``params``."""
     name = name.lower()
     if name == "adam":
@@ -102,15 +103,22 @@ def build_optimizer(params, name: str, lr: float, weight_decay: float = 0.0,
     raise ValueError(f"unknown optimizer {name!r}; choose adam, adamw or sgd")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, name: str, total_steps: int, steps_per_epoch: int,
-                    step_size: int = 10, gamma: float = 0.1):
+def build_scheduler(
+    optimizer: torch.optim.Optimizer,
+    name: str,
+    total_steps: int,
+    steps_per_epoch: int,
+    step_size: int = 10,
+    gamma: float = 0.1,
+):
     """Per-step scheduler: ``cosine`` (to 0 over the stage), ``step`` (x gamma every step_size epochs), ``none``."""
     name = (name or "none").lower()
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
     if name == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(1, step_size * steps_per_epoch),
-                                               gamma=gamma)
+        return torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=max(1, step_size * steps_per_epoch), gamma=gamma
+        )
     if name == "none":
         return None
     raise ValueError(f"unknown scheduler {name!r}; choose cosine, step or none")

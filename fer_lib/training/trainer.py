@@ -80,7 +80,7 @@ def release_memory() -> bool:
 # =========================================================================================== trainer
 @dataclasses.dataclass
 class _Stage:
-    name: str          # "head" | "full"
+    name: str  # "head" | "full"
     first_epoch: int
     epochs: int
     lr: float
@@ -96,12 +96,23 @@ class Trainer:
     (best ``cfg.select_metric`` on the validation loader), all atomically.
     """
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, *, device: str | torch.device = "auto",
-                 out_dir: str | Path | None = None, task_weights: Mapping[str, float] | None = None,
-                 class_counts: Mapping[str, Sequence[int]] | None = None,
-                 class_weight_tasks: Sequence[str] = ("expression",), seed: int = 0,
-                 label_orders: Mapping[str, Sequence] | None = None, run_config: Mapping | None = None,
-                 num_workers: int = 0, progress: bool = True, allow_test_selection: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        *,
+        device: str | torch.device = "auto",
+        out_dir: str | Path | None = None,
+        task_weights: Mapping[str, float] | None = None,
+        class_counts: Mapping[str, Sequence[int]] | None = None,
+        class_weight_tasks: Sequence[str] = ("expression",),
+        seed: int = 0,
+        label_orders: Mapping[str, Sequence] | None = None,
+        run_config: Mapping | None = None,
+        num_workers: int = 0,
+        progress: bool = True,
+        allow_test_selection: bool = False,
+    ) -> None:
         self.cfg = cfg
         dev = resolve_device(device) if isinstance(device, str) else device
         self.rank, self.world, local = setup_distributed(dev)
@@ -119,7 +130,10 @@ class Trainer:
         self.class_weight_tasks = tuple(t for t in class_weight_tasks if t in self.tasks)
         self.seed, self.num_workers, self.progress = int(seed), num_workers, progress
         self.allow_test_selection = allow_test_selection
-        self.label_orders = {**default_label_orders(self.tasks), **{k: list(v) for k, v in (label_orders or {}).items()}}
+        self.label_orders = {
+            **default_label_orders(self.tasks),
+            **{k: list(v) for k, v in (label_orders or {}).items()},
+        }
         self.run_config = dict(run_config or {})
         self.amp = training_amp(cfg, self.device)
         self.history: list[dict[str, Any]] = []
@@ -129,13 +143,15 @@ class Trainer:
     # ------------------------------------------------------------------------------ set-up pieces
     @property
     def select_mode(self) -> str:
-        """"min" or "max": the direction fer_lib.metrics declares for ``select_metric``."""
+        """ "min" or "max": the direction fer_lib.metrics declares for ``select_metric``."""
         return M.metric_spec(self.cfg.select_metric.removeprefix("val_")).direction
 
     def _stages(self) -> list[_Stage]:
         out, start = [], 0
-        for name, epochs, lr in (("head", self.cfg.head_epochs, self.cfg.lr_head),
-                                 ("full", self.cfg.full_epochs, self.cfg.lr_full)):
+        for name, epochs, lr in (
+            ("head", self.cfg.head_epochs, self.cfg.lr_head),
+            ("full", self.cfg.full_epochs, self.cfg.lr_full),
+        ):
             if epochs > 0:
                 out.append(_Stage(name, start, int(epochs), float(lr)))
                 start += int(epochs)
@@ -152,12 +168,14 @@ class Trainer:
                 self.class_counts.update({t: counted[t].tolist() for t in missing})
             for t in self.class_weight_tasks:
                 if sum(self.class_counts[t]) == 0:
-                    warnings.warn(f"no labelled {t} sample in the training set: {t} is not class-weighted",
-                                  stacklevel=3)
+                    warnings.warn(
+                        f"no labelled {t} sample in the training set: {t} is not class-weighted", stacklevel=3
+                    )
                 else:
                     weights[t] = class_weights(self.class_counts[t])
-        return MultiTaskLoss(self.tasks, self.task_weights, weights, self.cfg.label_smoothing,
-                             self.model.age_mode).to(self.device)
+        return MultiTaskLoss(
+            self.tasks, self.task_weights, weights, self.cfg.label_smoothing, self.model.age_mode
+        ).to(self.device)
 
     def _train_loader(self, data: Dataset | DataLoader) -> tuple[DataLoader, EpochSampler]:
         parts = loader_parts(data, self.cfg.batch_size, self.num_workers)
@@ -169,8 +187,13 @@ class Trainer:
         # drop a ragged last batch (BatchNorm cannot train on one sample) unless the set is tiny
         drop_last = per_rank >= parts["batch_size"]
         self._generator = torch.Generator()
-        loader = DataLoader(sampler=sampler, drop_last=drop_last, generator=self._generator,
-                            pin_memory=self.device.type == "cuda", **parts)
+        loader = DataLoader(
+            sampler=sampler,
+            drop_last=drop_last,
+            generator=self._generator,
+            pin_memory=self.device.type == "cuda",
+            **parts,
+        )
         return loader, sampler
 
     def _eval_loader(self, data: Dataset | DataLoader) -> DataLoader:
@@ -178,8 +201,12 @@ class Trainer:
         check_not_test(parts["dataset"], self.allow_test_selection)
         gen = torch.Generator()
         gen.manual_seed(self.seed)
-        return DataLoader(sampler=SequentialSampler(parts["dataset"]), generator=gen,
-                          pin_memory=self.device.type == "cuda", **parts)
+        return DataLoader(
+            sampler=SequentialSampler(parts["dataset"]),
+            generator=gen,
+            pin_memory=self.device.type == "cuda",
+            **parts,
+        )
 
     def _setup_stage(self, stage: _Stage, steps_per_epoch: int) -> None:
         freeze_backbone(self.model, stage.name == "head")
@@ -187,8 +214,9 @@ class Trainer:
         c = self.cfg
         self.optimizer = build_optimizer(params, c.optimizer, stage.lr, c.weight_decay, c.momentum)
         self.sam = SAM(self.optimizer, c.sam_rho) if c.sam else None
-        self.scheduler = build_scheduler(self.optimizer, c.scheduler, stage.epochs * steps_per_epoch,
-                                         steps_per_epoch, c.step_size, c.gamma)
+        self.scheduler = build_scheduler(
+            self.optimizer, c.scheduler, stage.epochs * steps_per_epoch, steps_per_epoch, c.step_size, c.gamma
+        )
         self.ddp_model = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -213,7 +241,9 @@ class Trainer:
 
     def _clip(self) -> None:
         if self.cfg.grad_clip:
-            nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.cfg.grad_clip)
+            nn.utils.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], self.cfg.grad_clip
+            )
 
     def train_step(self, batch: Any) -> tuple[float, dict[str, float], dict[str, int]]:
         """One optimisation step (two passes with SAM); returns (loss, per-head losses, label counts)."""
@@ -228,8 +258,10 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss, parts, counts = self._forward_backward(x, lab, mask)
         if not all(math.isfinite(v) for v in parts.values()):
-            raise FloatingPointError(f"training loss is not finite at step {self.global_step} "
-                                     f"(per head: {parts}); lower the learning rate or check the labels")
+            raise FloatingPointError(
+                f"training loss is not finite at step {self.global_step} "
+                f"(per head: {parts}); lower the learning rate or check the labels"
+            )
         if self.sam is not None:
             self.sam.first_step()
             self.optimizer.zero_grad(set_to_none=True)
@@ -242,26 +274,50 @@ class Trainer:
             self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        total = sum(self.loss_fn.task_weights[t] * v for t, v in parts.items())   # no extra device sync
+        total = sum(self.loss_fn.task_weights[t] * v for t, v in parts.items())  # no extra device sync
         return total, parts, counts
 
     # ------------------------------------------------------------------------------- checkpoints
     def _config_dict(self) -> dict[str, Any]:
-        return {"train": dataclasses.asdict(self.cfg), "seed": self.seed, "task_weights": self.task_weights,
-                "class_counts": self.class_counts, "world_size": self.world, "run": self.run_config}
+        return {
+            "train": dataclasses.asdict(self.cfg),
+            "seed": self.seed,
+            "task_weights": self.task_weights,
+            "class_counts": self.class_counts,
+            "world_size": self.world,
+            "run": self.run_config,
+        }
 
     def _trainer_state(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
-                "stage": self.stage.name, "best_value": self.best_value, "best_epoch": self.best_epoch,
-                "train_seconds": self.train_seconds, "history": self.history, "running": self.running}
+        return {
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step,
+            "stage": self.stage.name,
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "train_seconds": self.train_seconds,
+            "history": self.history,
+            "running": self.running,
+        }
 
     def _save_last(self, rng: dict, metrics: dict) -> None:
         if not (self.is_main and self.out_dir is not None):
             return
         metrics = {**metrics, "train_seconds": self.train_seconds}
-        save_checkpoint(self.out_dir / "last.pt", self.model, self._config_dict(), self.label_orders, metrics,
-                        optimizer=self.optimizer, scheduler=self.scheduler, epoch=self.epoch,
-                        step=self.global_step, rng=rng, extra={"trainer": self._trainer_state()})
+        save_checkpoint(
+            self.out_dir / "last.pt",
+            self.model,
+            self._config_dict(),
+            self.label_orders,
+            metrics,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            epoch=self.epoch,
+            step=self.global_step,
+            rng=rng,
+            extra={"trainer": self._trainer_state()},
+        )
 
     def _write_history(self) -> None:
         if self.is_main and self.out_dir is not None:
@@ -278,15 +334,27 @@ class Trainer:
         st = ckpt["extra"]["trainer"]
         self.epoch, self.step_in_epoch, self.global_step = st["epoch"], st["step_in_epoch"], st["global_step"]
         self.best_value, self.best_epoch = st["best_value"], st["best_epoch"]
-        self.train_seconds, self.history, self.running = st["train_seconds"], list(st["history"]), st["running"]
+        self.train_seconds, self.history, self.running = (
+            st["train_seconds"],
+            list(st["history"]),
+            st["running"],
+        )
         old = ckpt["config"].get("train", {})
-        changed = {k: (old.get(k), v) for k, v in dataclasses.asdict(self.cfg).items()
-                   if old.get(k) != v and k not in _RESUME_NEUTRAL}
+        changed = {
+            k: (old.get(k), v)
+            for k, v in dataclasses.asdict(self.cfg).items()
+            if old.get(k) != v and k not in _RESUME_NEUTRAL
+        }
         if changed and self.is_main:
-            warnings.warn(f"resuming {path} with a changed config {changed}: the result will differ from an "
-                          "uninterrupted run", stacklevel=3)
+            warnings.warn(
+                f"resuming {path} with a changed config {changed}: the result will differ from an "
+                "uninterrupted run",
+                stacklevel=3,
+            )
         if self.is_main:
-            print(f"resumed {path}: epoch {self.epoch}, step {self.step_in_epoch} of it, global step {self.global_step}")
+            print(
+                f"resumed {path}: epoch {self.epoch}, step {self.step_in_epoch} of it, global step {self.global_step}"
+            )
         return ckpt
 
     # -------------------------------------------------------------------------------------- fit
@@ -294,8 +362,10 @@ class Trainer:
         limit = self.cfg.max_train_seconds
         if limit is None:
             return False
-        stop = torch.tensor([1.0 if time.perf_counter() - started > limit else 0.0],
-                            device=self.device if self.device.type == "cuda" else "cpu")
+        stop = torch.tensor(
+            [1.0 if time.perf_counter() - started > limit else 0.0],
+            device=self.device if self.device.type == "cuda" else "cpu",
+        )
         if self.world > 1:
             import torch.distributed as dist
 
@@ -306,9 +376,19 @@ class Trainer:
         """Validation metrics (rank 0; other ranks wait), as ``val_<metric>`` plus ``val_loss``."""
         metrics: dict[str, float] = {}
         if val_loader is not None and self.is_main:
-            pred, loss = run_eval(self.model, val_loader, self.device, self.loss_fn, amp=self.amp,
-                                   channels_last=self.cfg.channels_last, progress=self.progress)
-            metrics = {"val_loss": loss, **{f"val_{k}": v for k, v in metrics_from_predictions(pred, self.tasks).items()}}
+            pred, loss = run_eval(
+                self.model,
+                val_loader,
+                self.device,
+                self.loss_fn,
+                amp=self.amp,
+                channels_last=self.cfg.channels_last,
+                progress=self.progress,
+            )
+            metrics = {
+                "val_loss": loss,
+                **{f"val_{k}": v for k, v in metrics_from_predictions(pred, self.tasks).items()},
+            }
         if self.world > 1:
             import torch.distributed as dist
 
@@ -321,27 +401,41 @@ class Trainer:
         key = self.cfg.select_metric
         key = key if key.startswith("val_") else f"val_{key}"
         if key not in metrics:
-            raise ValueError(f"select_metric {self.cfg.select_metric!r} is not among the validation metrics "
-                             f"{sorted(k[4:] for k in metrics)}")
+            raise ValueError(
+                f"select_metric {self.cfg.select_metric!r} is not among the validation metrics "
+                f"{sorted(k[4:] for k in metrics)}"
+            )
         value = metrics[key]
         if not (isinstance(value, float) and math.isfinite(value)):
             return
-        better = (self.best_value is None or (value < self.best_value if self.select_mode == "min"
-                                               else value > self.best_value))
+        better = self.best_value is None or (
+            value < self.best_value if self.select_mode == "min" else value > self.best_value
+        )
         if better:
             self.best_value, self.best_epoch = float(value), self.epoch
             if self.out_dir is not None:
-                save_checkpoint(self.out_dir / "best.pt", self.model, self._config_dict(), self.label_orders,
-                                {**metrics, "epoch": self.epoch, "train_seconds": self.train_seconds},
-                                epoch=self.epoch, step=self.global_step,
-                                extra={"selected_on": key, "mode": self.select_mode})
+                save_checkpoint(
+                    self.out_dir / "best.pt",
+                    self.model,
+                    self._config_dict(),
+                    self.label_orders,
+                    {**metrics, "epoch": self.epoch, "train_seconds": self.train_seconds},
+                    epoch=self.epoch,
+                    step=self.global_step,
+                    extra={"selected_on": key, "mode": self.select_mode},
+                )
 
     def _epoch_row(self, epoch_index: int, partial: bool, seconds: float, metrics: dict) -> dict[str, Any]:
         r = self.running
-        row = {"epoch": epoch_index + 1, "stage": self.stage.name, "partial": partial,
-               "steps": r["steps"], "global_step": self.global_step,
-               "lr": float(self.optimizer.param_groups[0]["lr"]),
-               "train_loss": r["loss"] / max(1, r["steps"])}
+        row = {
+            "epoch": epoch_index + 1,
+            "stage": self.stage.name,
+            "partial": partial,
+            "steps": r["steps"],
+            "global_step": self.global_step,
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "train_loss": r["loss"] / max(1, r["steps"]),
+        }
         for t in self.tasks:
             n = r["task_batches"].get(t, 0)
             row[f"train_{t}_loss"] = r["task_loss"].get(t, 0.0) / n if n else float("nan")
@@ -349,8 +443,13 @@ class Trainer:
         row.update(metrics)
         return row
 
-    def fit(self, train: Dataset | DataLoader, val: Dataset | DataLoader | None = None, resume: bool = False,
-            max_epochs: int | None = None) -> pd.DataFrame:
+    def fit(
+        self,
+        train: Dataset | DataLoader,
+        val: Dataset | DataLoader | None = None,
+        resume: bool = False,
+        max_epochs: int | None = None,
+    ) -> pd.DataFrame:
         """Train through both stages; returns the history (one row per epoch run).
 
         ``resume=True`` continues from ``out_dir/last.pt`` when it exists. ``max_epochs`` stops this
@@ -363,7 +462,7 @@ class Trainer:
         train_loader, sampler = self._train_loader(train)
         val_loader = self._eval_loader(val) if val is not None else None
         pre = getattr(train_loader.dataset, "preprocess", None)
-        if isinstance(pre, Preprocess):   # checkpoints carry what the faces went through, for every consumer
+        if isinstance(pre, Preprocess):  # checkpoints carry what the faces went through, for every consumer
             self.model.preprocess = pre
         steps_per_epoch = len(train_loader)
         stages = self._stages()
@@ -384,34 +483,54 @@ class Trainer:
             stage = next(s for s in stages if s.first_epoch <= self.epoch < s.first_epoch + s.epochs)
             if self.stage is None or self.stage.name != stage.name:
                 self._setup_stage(stage, steps_per_epoch)
-                if ckpt is not None and ckpt["extra"]["trainer"]["stage"] == stage.name and (
-                        self.epoch > stage.first_epoch or self.step_in_epoch > 0):
+                if (
+                    ckpt is not None
+                    and ckpt["extra"]["trainer"]["stage"] == stage.name
+                    and (self.epoch > stage.first_epoch or self.step_in_epoch > 0)
+                ):
                     self.optimizer.load_state_dict(ckpt["optimizer"])
                     if self.scheduler is not None and ckpt["scheduler"] is not None:
                         self.scheduler.load_state_dict(ckpt["scheduler"])
             if ckpt is not None:
                 set_rng_state(ckpt["rng"])
                 ckpt = None
-            stopped = self._run_epoch(train_loader, sampler, val_loader, steps_per_epoch, total_epochs, started)
+            stopped = self._run_epoch(
+                train_loader, sampler, val_loader, steps_per_epoch, total_epochs, started
+            )
         if self.is_main:
-            print(f"trained {self.epoch}/{total_epochs} epochs ({self.global_step} steps) in "
-                  f"{self.train_seconds:.1f} s of training" + (" - stopped by max_train_seconds" if stopped else ""))
+            print(
+                f"trained {self.epoch}/{total_epochs} epochs ({self.global_step} steps) in "
+                f"{self.train_seconds:.1f} s of training"
+                + (" - stopped by max_train_seconds" if stopped else "")
+            )
         return pd.DataFrame(self.history)
 
     @staticmethod
     def _fresh_running() -> dict[str, Any]:
         return {"loss": 0.0, "steps": 0, "task_loss": {}, "task_batches": {}, "seconds": 0.0}
 
-    def _run_epoch(self, loader: DataLoader, sampler: EpochSampler, val_loader: DataLoader | None,
-                   steps_per_epoch: int, total_epochs: int, started: float) -> bool:
+    def _run_epoch(
+        self,
+        loader: DataLoader,
+        sampler: EpochSampler,
+        val_loader: DataLoader | None,
+        steps_per_epoch: int,
+        total_epochs: int,
+        started: float,
+    ) -> bool:
         """Train one epoch (or its rest after a resume); returns True when the time budget stopped it."""
         epoch, start = self.epoch, self.step_in_epoch
         sampler.set_epoch(epoch, skip=start * loader.batch_size)
-        self._generator.manual_seed(self.seed * 1_000_003 + epoch)   # worker seeds depend on (seed, epoch)
+        self._generator.manual_seed(self.seed * 1_000_003 + epoch)  # worker seeds depend on (seed, epoch)
         self.model.train()
         r = self.running
-        bar = tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{total_epochs} [{self.stage.name}]",
-                   disable=not (self.progress and self.is_main), leave=False)
+        bar = tqdm(
+            total=steps_per_epoch,
+            initial=start,
+            desc=f"epoch {epoch + 1}/{total_epochs} [{self.stage.name}]",
+            disable=not (self.progress and self.is_main),
+            leave=False,
+        )
         stopped = False
         t0 = time.perf_counter()
         for batch in loader:
@@ -425,8 +544,12 @@ class Trainer:
                     r["task_loss"][t] = r["task_loss"].get(t, 0.0) + v
                     r["task_batches"][t] = r["task_batches"].get(t, 0) + 1
             bar.update(1)
-            bar.set_postfix({"loss": f"{r['loss'] / r['steps']:.3f}",
-                             **{t: f"{r['task_loss'][t] / r['task_batches'][t]:.3f}" for t in r["task_loss"]}})
+            bar.set_postfix(
+                {
+                    "loss": f"{r['loss'] / r['steps']:.3f}",
+                    **{t: f"{r['task_loss'][t] / r['task_batches'][t]:.3f}" for t in r["task_loss"]},
+                }
+            )
             done = self.step_in_epoch >= steps_per_epoch
             if self._budget_exceeded(started) and not done:
                 stopped = True
@@ -441,7 +564,7 @@ class Trainer:
         self.train_seconds += seconds
         r["seconds"] += seconds
         partial = self.step_in_epoch < steps_per_epoch
-        rng_mid = rng_state() if partial else None       # a mid-epoch stop resumes right here
+        rng_mid = rng_state() if partial else None  # a mid-epoch stop resumes right here
         metrics = self._validate(val_loader)
         row = self._epoch_row(epoch, partial, r["seconds"], metrics)
         self.history.append(row)
@@ -454,9 +577,14 @@ class Trainer:
         if self.cfg.trim_memory:
             release_memory()
         if self.is_main and self.progress:
-            shown = {k: round(v, 4) for k, v in row.items()
-                     if isinstance(v, float) and (k.startswith("val_") or k in ("train_loss", "train_seconds"))}
-            print(f"epoch {epoch + 1}/{total_epochs} [{self.stage.name}]{' (partial)' if partial else ''}: {shown}")
+            shown = {
+                k: round(v, 4)
+                for k, v in row.items()
+                if isinstance(v, float) and (k.startswith("val_") or k in ("train_loss", "train_seconds"))
+            }
+            print(
+                f"epoch {epoch + 1}/{total_epochs} [{self.stage.name}]{' (partial)' if partial else ''}: {shown}"
+            )
         if not stopped and self._budget_exceeded(started) and self.epoch < total_epochs:
             stopped = True
         return stopped

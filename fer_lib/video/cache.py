@@ -52,14 +52,31 @@ def file_identity(path: str | os.PathLike, how: str = "stat") -> str:
     raise ValueError(f"file_id must be 'stat' or 'content', got {how!r}")
 
 
-def cache_key(path: str | os.PathLike, extractor_key: str, mode: str, stride: int, min_face_size: int,
-              detector_settings: str, fps: float | None = None, max_frames: int | None = None,
-              file_id: str = "stat", detect_every: int = 1) -> str:
+def cache_key(
+    path: str | os.PathLike,
+    extractor_key: str,
+    mode: str,
+    stride: int,
+    min_face_size: int,
+    detector_settings: str,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    file_id: str = "stat",
+    detect_every: int = 1,
+) -> str:
     """Hex digest naming the features of ``path`` under these settings."""
-    parts = {"v": CACHE_VERSION, "file": file_identity(path, file_id), "extractor": str(extractor_key),
-             "mode": mode, "stride": int(stride), "fps": fps, "max_frames": max_frames,
-             "min_face_size": int(min_face_size), "detector": str(detector_settings)}
-    if int(detect_every) != 1:   # entries made with detection on every frame keep their names
+    parts = {
+        "v": CACHE_VERSION,
+        "file": file_identity(path, file_id),
+        "extractor": str(extractor_key),
+        "mode": mode,
+        "stride": int(stride),
+        "fps": fps,
+        "max_frames": max_frames,
+        "min_face_size": int(min_face_size),
+        "detector": str(detector_settings),
+    }
+    if int(detect_every) != 1:  # entries made with detection on every frame keep their names
         parts["detect_every"] = int(detect_every)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -100,13 +117,25 @@ def _paths_of(manifest_rows: Any, path_col: str) -> list[str]:
     return [str(r[path_col]) if isinstance(r, dict) else str(r) for r in manifest_rows]
 
 
-def extract_dataset(manifest_rows: pd.DataFrame | Iterable[Any], extractor: FeatureExtractor,
-                    detector: FaceDetectorLike | None = None, mode: str = "afew", stride: int = 1,
-                    fps: float | None = None, min_face_size: int | None = None, batch_size: int = 32,
-                    max_frames: int | None = None, cache: FeatureCache | str | os.PathLike | None = None,
-                    prefetch: int = 2, device: Any = "cpu", on_error: str = "report", file_id: str = "stat",
-                    path_col: str = "path", progress: bool = True, detect_every: int = 1,
-                    ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+def extract_dataset(
+    manifest_rows: pd.DataFrame | Iterable[Any],
+    extractor: FeatureExtractor,
+    detector: FaceDetectorLike | None = None,
+    mode: str = "afew",
+    stride: int = 1,
+    fps: float | None = None,
+    min_face_size: int | None = None,
+    batch_size: int = 32,
+    max_frames: int | None = None,
+    cache: FeatureCache | str | os.PathLike | None = None,
+    prefetch: int = 2,
+    device: Any = "cpu",
+    on_error: str = "report",
+    file_id: str = "stat",
+    path_col: str = "path",
+    progress: bool = True,
+    detect_every: int = 1,
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Pooled descriptors of every video in ``manifest_rows`` (a manifest DataFrame, dicts or paths).
 
     Returns ``(X, has_face, stats)``: ``X`` is ``[n_videos, 4D]`` float32 in row order with NaN rows
@@ -134,16 +163,40 @@ def extract_dataset(manifest_rows: pd.DataFrame | Iterable[Any], extractor: Feat
         t0 = time.perf_counter()
         vf, cached, key = None, False, None
         try:
-            key = cache_key(path, extractor.key, mode, stride, min_face, det_key, fps, max_frames, file_id,
-                            detect_every) if cache is not None else None
+            key = (
+                cache_key(
+                    path,
+                    extractor.key,
+                    mode,
+                    stride,
+                    min_face,
+                    det_key,
+                    fps,
+                    max_frames,
+                    file_id,
+                    detect_every,
+                )
+                if cache is not None
+                else None
+            )
             vf = cache.get(path, key) if cache is not None else None
             cached = vf is not None
             if vf is None:
                 if detector is None:
                     detector = default_detector(min_face, device)  # built once, on the first miss
-                vf = extract_video_features(path, detector, extractor, mode=mode, stride=stride, fps=fps,
-                                            min_face_size=min_face, batch_size=batch_size,
-                                            max_frames=max_frames, prefetch=prefetch, detect_every=detect_every)
+                vf = extract_video_features(
+                    path,
+                    detector,
+                    extractor,
+                    mode=mode,
+                    stride=stride,
+                    fps=fps,
+                    min_face_size=min_face,
+                    batch_size=batch_size,
+                    max_frames=max_frames,
+                    prefetch=prefetch,
+                    detect_every=detect_every,
+                )
                 if cache is not None:
                     cache.put(path, key, vf)
         except (VideoDecodeError, FileNotFoundError) as exc:
@@ -154,23 +207,47 @@ def extract_dataset(manifest_rows: pd.DataFrame | Iterable[Any], extractor: Feat
         pooled.append(p)
         n_no_face += p is None and not vf.error
         n_err += bool(vf.error)
-        rows.append({"path": path, "n_frames": vf.n_frames, "n_frames_with_face": vf.n_frames_with_face,
-                     "n_faces": vf.n_faces, "has_face": p is not None, "cached": cached,
-                     "seconds": round(time.perf_counter() - t0, 3), "error": vf.error})
+        rows.append(
+            {
+                "path": path,
+                "n_frames": vf.n_frames,
+                "n_frames_with_face": vf.n_frames_with_face,
+                "n_faces": vf.n_faces,
+                "has_face": p is not None,
+                "cached": cached,
+                "seconds": round(time.perf_counter() - t0, 3),
+                "error": vf.error,
+            }
+        )
         bar.set_postfix(no_face=n_no_face, errors=n_err)
-    stats = pd.DataFrame(rows, columns=["path", "n_frames", "n_frames_with_face", "n_faces", "has_face",
-                                        "cached", "seconds", "error"])
+    stats = pd.DataFrame(
+        rows,
+        columns=[
+            "path",
+            "n_frames",
+            "n_frames_with_face",
+            "n_faces",
+            "has_face",
+            "cached",
+            "seconds",
+            "error",
+        ],
+    )
     dims = {len(p) for p in pooled if p is not None}
     if len(dims) > 1:
-        raise ValueError(f"pooled descriptors have different lengths {sorted(dims)}; the extractor changed "
-                         "its feature size between videos")
+        raise ValueError(
+            f"pooled descriptors have different lengths {sorted(dims)}; the extractor changed "
+            "its feature size between videos"
+        )
     dim = dims.pop() if dims else 0
     X = np.full((len(paths), dim), np.nan, np.float32)
     for i, p in enumerate(pooled):
         if p is not None:
             X[i] = p
     if n_no_face or n_err:
-        warnings.warn(f"{n_no_face} of {len(paths)} videos have no face of >= {min_face} px and {n_err} could "
-                      "not be decoded (see stats.error); they have NaN rows in X and has_face=False",
-                      stacklevel=2)
+        warnings.warn(
+            f"{n_no_face} of {len(paths)} videos have no face of >= {min_face} px and {n_err} could "
+            "not be decoded (see stats.error); they have NaN rows in X and has_face=False",
+            stacklevel=2,
+        )
     return X, stats["has_face"].to_numpy(bool), stats

@@ -56,9 +56,14 @@ def _base(kind: str, C: float, seed: int, n_estimators: int) -> BaseEstimator:
     raise ValueError(f"classifier kind must be one of {CLASSIFIERS}, got {kind!r}")
 
 
-def make_video_classifier(kind: str = "linear_svc", C: float | None = None,
-                          C_grid: Sequence[float] = DEFAULT_C_GRID, seed: int = 0, cv: int = 5,
-                          n_estimators: int = 300) -> Pipeline:
+def make_video_classifier(
+    kind: str = "linear_svc",
+    C: float | None = None,
+    C_grid: Sequence[float] = DEFAULT_C_GRID,
+    seed: int = 0,
+    cv: int = 5,
+    n_estimators: int = 300,
+) -> Pipeline:
     """``Normalizer(l2)`` + the classifier. With ``C=None`` (SVMs) the last step is a ``GridSearchCV``
     over ``C_grid`` with stratified ``cv``-fold CV on the data given to ``fit`` (the training videos);
     the chosen value is ``pipe[-1].best_params_["C"]``. Random forests take no ``C``."""
@@ -67,8 +72,13 @@ def make_video_classifier(kind: str = "linear_svc", C: float | None = None,
     else:
         if not C_grid:
             raise ValueError("C_grid is empty; give C or at least one candidate value")
-        clf = GridSearchCV(_base(kind, 1.0, seed, n_estimators), {"C": [float(c) for c in C_grid]},
-                           cv=AdaptiveStratifiedKFold(cv, seed), scoring="accuracy", refit=True)
+        clf = GridSearchCV(
+            _base(kind, 1.0, seed, n_estimators),
+            {"C": [float(c) for c in C_grid]},
+            cv=AdaptiveStratifiedKFold(cv, seed),
+            scoring="accuracy",
+            refit=True,
+        )
     return Pipeline([("l2", Normalizer(norm="l2")), ("clf", clf)])
 
 
@@ -80,9 +90,15 @@ def chosen_C(pipeline: Pipeline) -> float | None:
     return float(clf.C) if hasattr(clf, "C") else None
 
 
-def evaluate_videos(pipeline: Pipeline, X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray,
-                    y_test_all: np.ndarray, has_face_mask: np.ndarray,
-                    labels: Sequence[Any] | None = None) -> dict[str, Any]:
+def evaluate_videos(
+    pipeline: Pipeline,
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_test: np.ndarray,
+    y_test_all: np.ndarray,
+    has_face_mask: np.ndarray,
+    labels: Sequence[Any] | None = None,
+) -> dict[str, Any]:
     """Fit on the training videos, predict the test videos, and score them two ways.
 
     ``X_test`` has a row per test video (rows of face-less videos are ignored, NaN is fine) or only
@@ -100,8 +116,10 @@ def evaluate_videos(pipeline: Pipeline, X_train: np.ndarray, y_train: np.ndarray
     if len(X_test) == len(y_all):
         X_test = X_test[mask]
     elif len(X_test) != int(mask.sum()):
-        raise ValueError(f"X_test has {len(X_test)} rows; expected one per test video ({len(y_all)}) or one "
-                         f"per test video with a face ({int(mask.sum())})")
+        raise ValueError(
+            f"X_test has {len(X_test)} rows; expected one per test video ({len(y_all)}) or one "
+            f"per test video with a face ({int(mask.sum())})"
+        )
     if np.isnan(X_test).any():
         raise ValueError("X_test has NaN rows for videos marked as having a face; check has_face_mask")
     keep = ~np.isnan(X_train).any(axis=1)
@@ -120,9 +138,16 @@ def evaluate_videos(pipeline: Pipeline, X_train: np.ndarray, y_train: np.ndarray
     return {
         "accuracy_faces_only": correct / n_face if n_face else float("nan"),
         "accuracy_complete": correct / n_all if n_all else float("nan"),
-        "n_train": int(keep.sum()), "n_train_no_face": int((~keep).sum()),
-        "n_test": n_all, "n_test_with_face": n_face, "n_test_no_face": n_all - n_face,
-        "confusion_matrix": confusion_matrix(y_face, pred, labels=labels) if n_face
+        "n_train": int(keep.sum()),
+        "n_train_no_face": int((~keep).sum()),
+        "n_test": n_all,
+        "n_test_with_face": n_face,
+        "n_test_no_face": n_all - n_face,
+        "confusion_matrix": confusion_matrix(y_face, pred, labels=labels)
+        if n_face
         else np.zeros((len(labels), len(labels)), np.int64),
-        "labels": labels, "predictions": pred_all, "C": chosen_C(pipeline), "pipeline": pipeline,
+        "labels": labels,
+        "predictions": pred_all,
+        "C": chosen_C(pipeline),
+        "pipeline": pipeline,
     }

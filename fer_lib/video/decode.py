@@ -39,9 +39,9 @@ class VideoInfo:
     path: str
     width: int
     height: int
-    fps: float | None          # average frame rate, None when the container does not say
-    n_frames: int | None       # frame count from the header, None when unknown (e.g. mkv)
-    duration: float | None     # seconds, None when unknown
+    fps: float | None  # average frame rate, None when the container does not say
+    n_frames: int | None  # frame count from the header, None when unknown (e.g. mkv)
+    duration: float | None  # seconds, None when unknown
     codec: str
     container: str
 
@@ -52,14 +52,19 @@ def _open(path: str | os.PathLike):
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: video file not found; check the manifest's path column "
-                                "(paths must be absolute or relative to the working directory)")
+        raise FileNotFoundError(
+            f"{path}: video file not found; check the manifest's path column "
+            "(paths must be absolute or relative to the working directory)"
+        )
     try:
         container = av.open(str(path))
     except av.error.FFmpegError as exc:
-        raise VideoDecodeError(path, f"not a readable video ({exc.__class__.__name__}: {exc.strerror}); "
-                                     "the file is truncated or not a video: re-download or re-encode it, "
-                                     "or remove it from the manifest") from exc
+        raise VideoDecodeError(
+            path,
+            f"not a readable video ({exc.__class__.__name__}: {exc.strerror}); "
+            "the file is truncated or not a video: re-download or re-encode it, "
+            "or remove it from the manifest",
+        ) from exc
     if not container.streams.video:
         container.close()
         raise VideoDecodeError(path, "has no video stream (audio only?); remove it from the manifest")
@@ -81,9 +86,16 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
             duration = container.duration / 1_000_000
-        return VideoInfo(path=str(path), width=stream.codec_context.width, height=stream.codec_context.height,
-                         fps=_fps(stream), n_frames=int(stream.frames) or None, duration=duration,
-                         codec=stream.codec_context.name, container=container.format.name)
+        return VideoInfo(
+            path=str(path),
+            width=stream.codec_context.width,
+            height=stream.codec_context.height,
+            fps=_fps(stream),
+            n_frames=int(stream.frames) or None,
+            duration=duration,
+            codec=stream.codec_context.name,
+            container=container.format.name,
+        )
     finally:
         container.close()
 
@@ -95,26 +107,44 @@ def _frame_time(frame, index: int, fps: float | None, time_base: Fraction | None
     return index / (fps or 25.0)
 
 
-def _check_complete(path, stream, n_decoded: int, last_time: float | None, start_time: float | None,
-                    fps: float | None, container_duration: float | None) -> None:
+def _check_complete(
+    path,
+    stream,
+    n_decoded: int,
+    last_time: float | None,
+    start_time: float | None,
+    fps: float | None,
+    container_duration: float | None,
+) -> None:
     """Raise when the stream ended well before the header's frame count or duration."""
     expected = int(stream.frames or 0)
     tol = max(TRUNCATION_TOLERANCE_FRAMES, math.ceil(TRUNCATION_TOLERANCE_FRACTION * expected))
     if expected > 0 and n_decoded < expected - tol:
-        raise VideoDecodeError(path, f"looks truncated: the header says {expected} frames but decoding "
-                                     f"stopped after {n_decoded}; re-download or re-encode it "
-                                     "(or pass check_complete=False to use the decodable frames)")
+        raise VideoDecodeError(
+            path,
+            f"looks truncated: the header says {expected} frames but decoding "
+            f"stopped after {n_decoded}; re-download or re-encode it "
+            "(or pass check_complete=False to use the decodable frames)",
+        )
     if expected == 0 and container_duration and fps and last_time is not None and start_time is not None:
         missing = container_duration - (last_time - start_time + 1.0 / fps)
         if missing * fps > tol and missing > TRUNCATION_TOLERANCE_FRACTION * container_duration:
-            raise VideoDecodeError(path, f"looks truncated: the header says {container_duration:.2f} s but "
-                                         f"decoding stopped at {last_time - start_time:.2f} s; re-download "
-                                         "or re-encode it (or pass check_complete=False)")
+            raise VideoDecodeError(
+                path,
+                f"looks truncated: the header says {container_duration:.2f} s but "
+                f"decoding stopped at {last_time - start_time:.2f} s; re-download "
+                "or re-encode it (or pass check_complete=False)",
+            )
 
 
-def iter_frames(path: str | os.PathLike, stride: int = 1, fps: float | None = None,
-                max_frames: int | None = None, check_complete: bool = True,
-                threads: bool = True) -> Iterator[tuple[int, np.ndarray]]:
+def iter_frames(
+    path: str | os.PathLike,
+    stride: int = 1,
+    fps: float | None = None,
+    max_frames: int | None = None,
+    check_complete: bool = True,
+    threads: bool = True,
+) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(frame_index, rgb)`` for the sampled frames of ``path``, streaming.
 
     ``frame_index`` counts decoded frames from 0 in presentation order, so it is the same whatever
@@ -159,11 +189,16 @@ def iter_frames(path: str | os.PathLike, stride: int = 1, fps: float | None = No
                 if max_frames is not None and n_yielded >= max_frames:
                     return
         except av.error.FFmpegError as exc:
-            raise VideoDecodeError(path, f"decoding failed after {n_decoded} frames ({exc.__class__.__name__}: "
-                                         f"{exc.strerror}); the file is truncated or corrupt: re-download or "
-                                         "re-encode it, or remove it from the manifest") from exc
+            raise VideoDecodeError(
+                path,
+                f"decoding failed after {n_decoded} frames ({exc.__class__.__name__}: "
+                f"{exc.strerror}); the file is truncated or corrupt: re-download or "
+                "re-encode it, or remove it from the manifest",
+            ) from exc
         if n_decoded == 0:
-            raise VideoDecodeError(path, "contains no decodable frame; re-encode it or remove it from the manifest")
+            raise VideoDecodeError(
+                path, "contains no decodable frame; re-encode it or remove it from the manifest"
+            )
         if check_complete:
             _check_complete(path, stream, n_decoded, last_time, start_time, src_fps, cont_duration)
     finally:

@@ -26,8 +26,11 @@ class ColourBlobDetector:
         for f in frames:
             sat = f.max(-1).astype(np.int16) - f.min(-1).astype(np.int16) > self.spread
             lab, n = ndimage.label(sat)
-            boxes = [[sl[1].start, sl[0].start, sl[1].stop, sl[0].stop, 1.0]
-                     for sl in ndimage.find_objects(lab)] if n else []
+            boxes = (
+                [[sl[1].start, sl[0].start, sl[1].stop, sl[0].stop, 1.0] for sl in ndimage.find_objects(lab)]
+                if n
+                else []
+            )
             out.append(np.asarray(boxes, np.float32).reshape(-1, 5))
         return out
 

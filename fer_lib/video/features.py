@@ -33,7 +33,7 @@ from .pooling import pool_afew, pool_vgaf
 MODES = ("afew", "vgaf")
 #: Paper A's minimum face sizes (pixels): AFEW one face >= 32, VGAF every face >= 64.
 DEFAULT_MIN_FACE = {"afew": 32, "vgaf": 64}
-TIGHT = Preprocess(1)   # the crop rule of paper A (no margin); the size is the extractor's business
+TIGHT = Preprocess(1)  # the crop rule of paper A (no margin); the size is the extractor's business
 
 
 # ------------------------------------------------------------------------------------------ protocols
@@ -77,9 +77,17 @@ class TorchFeatureExtractor:
     the preprocessing.
     """
 
-    def __init__(self, model, preprocess: Preprocess | None = None, batch_size: int = 32, device: Any = "cpu",
-                 channels_last: bool = True, scores_fn: Callable | bool | None = None, head: str = "expression",
-                 key: str | None = None):
+    def __init__(
+        self,
+        model,
+        preprocess: Preprocess | None = None,
+        batch_size: int = 32,
+        device: Any = "cpu",
+        channels_last: bool = True,
+        scores_fn: Callable | bool | None = None,
+        head: str = "expression",
+        key: str | None = None,
+    ):
         import torch
 
         self.device = torch.device(device)
@@ -115,8 +123,11 @@ class TorchFeatureExtractor:
     def _pooled(self, x):
         f = self.model.forward_features(x)
         if f.ndim > 2:
-            f = self.model.forward_head(f, pre_logits=True) if hasattr(self.model, "forward_head") \
+            f = (
+                self.model.forward_head(f, pre_logits=True)
+                if hasattr(self.model, "forward_head")
                 else f.flatten(2).mean(-1)
+            )
         return f
 
     def _logits(self, x, feats):
@@ -150,12 +161,15 @@ class TorchFeatureExtractor:
         feats, scores = [], []
         with torch.inference_mode():
             for i in range(0, len(crops), self.batch_size):
-                x = self.to_input(crops[i:i + self.batch_size])
+                x = self.to_input(crops[i : i + self.batch_size])
                 f = self._pooled(x)
                 logits = self._logits(x, f)
                 feats.append(f.float().cpu().numpy())
-                p = torch.softmax(logits.float(), dim=1).cpu().numpy() if logits is not None \
+                p = (
+                    torch.softmax(logits.float(), dim=1).cpu().numpy()
+                    if logits is not None
                     else np.zeros((len(f), 0), np.float32)
+                )
                 scores.append(p)
         if not feats:
             return np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32)
@@ -215,8 +229,11 @@ class VideoFeatures:
     def pooled(self) -> np.ndarray | None:
         """The video descriptor of :mod:`fer_lib.video.pooling` for this mode (None without a face)."""
         if self.mode == "afew":
-            return pool_afew(np.stack([f[0] for f in self.per_frame()]) if self.n_faces
-                             else np.zeros((0, self.features.shape[1]), np.float32))
+            return pool_afew(
+                np.stack([f[0] for f in self.per_frame()])
+                if self.n_faces
+                else np.zeros((0, self.features.shape[1]), np.float32)
+            )
         return pool_vgaf(self.per_frame())
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -255,8 +272,9 @@ def detector_key(detector, min_face_size: int) -> str:
 _DONE = object()
 
 
-def prefetch_batches(frames: Iterable[tuple[int, np.ndarray]], batch_size: int,
-                     depth: int = 2) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+def prefetch_batches(
+    frames: Iterable[tuple[int, np.ndarray]], batch_size: int, depth: int = 2
+) -> Iterator[tuple[list[int], list[np.ndarray]]]:
     """Group ``(index, frame)`` pairs into batches produced by a background thread.
 
     The thread fills a queue of at most ``depth`` batches (so decoding runs ahead by at most that
@@ -318,9 +336,14 @@ def _batched(frames: Iterable[tuple[int, np.ndarray]], batch_size: int):
         yield idx, imgs
 
 
-def faces_in_batch(frames: list[np.ndarray], indices: list[int], detections: list[np.ndarray], mode: str,
-                   min_face_size: float, preprocess: Preprocess | None = None
-                   ) -> tuple[list[np.ndarray], list[int], list[np.ndarray]]:
+def faces_in_batch(
+    frames: list[np.ndarray],
+    indices: list[int],
+    detections: list[np.ndarray],
+    mode: str,
+    min_face_size: float,
+    preprocess: Preprocess | None = None,
+) -> tuple[list[np.ndarray], list[int], list[np.ndarray]]:
     """Select faces in each frame (:func:`fer_lib.faces.select_faces`) and crop them with the
     extractor's crop rule (``preprocess``; tight when None): (crops, frame index per crop, box per crop)."""
     if len(detections) != len(frames):
@@ -338,8 +361,9 @@ def faces_in_batch(frames: list[np.ndarray], indices: list[int], detections: lis
     return crops, where, boxes
 
 
-def carry_detections(detector: FaceDetectorLike, frames: list[np.ndarray], start: int, every: int,
-                     carried: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+def carry_detections(
+    detector: FaceDetectorLike, frames: list[np.ndarray], start: int, every: int, carried: np.ndarray
+) -> tuple[list[np.ndarray], np.ndarray]:
     """Detections of ``frames`` (sampled positions ``start, start + 1, ...``) where only positions that
     are multiples of ``every`` go through ``detector``; every other frame gets the boxes of the last
     detected frame (``carried`` when that was in an earlier batch). Returns (detections, new carried)."""
@@ -353,11 +377,20 @@ def carry_detections(detector: FaceDetectorLike, frames: list[np.ndarray], start
     return out, carried
 
 
-def extract_video_features(path: str | os.PathLike, detector: FaceDetectorLike | None,
-                           extractor: FeatureExtractor, mode: str = "afew", stride: int = 1,
-                           fps: float | None = None, min_face_size: int | None = None, batch_size: int = 32,
-                           max_frames: int | None = None, prefetch: int = 2,
-                           device: Any = "cpu", detect_every: int = 1) -> VideoFeatures:
+def extract_video_features(
+    path: str | os.PathLike,
+    detector: FaceDetectorLike | None,
+    extractor: FeatureExtractor,
+    mode: str = "afew",
+    stride: int = 1,
+    fps: float | None = None,
+    min_face_size: int | None = None,
+    batch_size: int = 32,
+    max_frames: int | None = None,
+    prefetch: int = 2,
+    device: Any = "cpu",
+    detect_every: int = 1,
+) -> VideoFeatures:
     """Decode ``path`` (sampled by ``stride`` / ``fps``), detect, select and crop faces, extract features.
 
     ``mode`` "afew" keeps the largest face per frame, "vgaf" every face; ``min_face_size`` defaults to
@@ -386,8 +419,9 @@ def extract_video_features(path: str | os.PathLike, detector: FaceDetectorLike |
                 dets = detector.detect_batch(batch)
             else:
                 dets, carried = carry_detections(detector, batch, start, every, carried)
-            crops, where, bxs = faces_in_batch(batch, indices, dets, mode, min_face,
-                                               getattr(extractor, "preprocess", None))
+            crops, where, bxs = faces_in_batch(
+                batch, indices, dets, mode, min_face, getattr(extractor, "preprocess", None)
+            )
             if crops:
                 f, s = extractor.features(crops)
                 feats.append(np.asarray(f, np.float32))
@@ -395,8 +429,11 @@ def extract_video_features(path: str | os.PathLike, detector: FaceDetectorLike |
                 face_frame.extend(where)
                 boxes.extend(bxs)
     return VideoFeatures(
-        path=str(path), mode=mode, sampled=np.asarray(sampled, np.int64),
+        path=str(path),
+        mode=mode,
+        sampled=np.asarray(sampled, np.int64),
         face_frame=np.asarray(face_frame, np.int64),
         boxes=np.asarray(boxes, np.float32).reshape(-1, 5),
         features=np.concatenate(feats) if feats else np.zeros((0, 0), np.float32),
-        scores=np.concatenate(scores) if scores else np.zeros((0, 0), np.float32))
+        scores=np.concatenate(scores) if scores else np.zeros((0, 0), np.float32),
+    )
