@@ -41,6 +41,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_inference import matmul_ceiling  # noqa: E402 - one measurement of the ceiling for both tables
+
 from fer_lib.config import TrainConfig, get_paths, get_profile  # noqa: E402
 from fer_lib.models import MultiTaskNet  # noqa: E402
 from fer_lib.reporting import write_benchmark  # noqa: E402
@@ -60,18 +62,6 @@ def peak_rss_mb() -> float:
 
 def load_text() -> str:
     return "load average {:.1f} / {:.1f} / {:.1f} (1 / 5 / 15 min)".format(*os.getloadavg())
-
-
-def matmul_ceiling(n: int = 2048, repeats: int = 5) -> float:
-    """Best float32 FLOP/s of an ``n x n`` matmul on the current torch threads."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * n**3 / best
 
 
 def synthetic_batches(n: int, batch: int, size: int, seed: int = 0) -> list:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from affectnet_folder import face, write_affectnet
 from PIL import Image
 
 from fer_lib import config, labels, reporting
@@ -36,44 +37,6 @@ FAST = {
 }
 
 
-def _face(k: int, v: float, a: float, rng: np.random.Generator) -> np.ndarray:
-    img = np.empty((SIDE, SIDE, 3), np.float32)
-    img[..., 0] = 128 + 100 * v
-    img[..., 1] = 90
-    img[..., 2] = 128 + 100 * a
-    img += rng.normal(0, 8, img.shape)
-    r, c = divmod(k, 4)  # 8 classes: a 4 x 2 grid of square positions
-    img[4 + 14 * r : 4 + 14 * r + 10, 1 + 8 * c : 1 + 8 * c + 7] = 250
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def _write_affectnet(root, n_train: int = 320, n_val: int = 96, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    base = root / "affectnet"
-    (base / "Manually_Annotated_Images" / "1").mkdir(parents=True)
-    for name, n in (("training.csv", n_train), ("validation.csv", n_val)):
-        rows = []
-        for i in range(n):
-            k = i % 8
-            v, a = rng.uniform(-1, 1, 2)
-            rel = f"1/{name[:3]}_{i:04d}.png"
-            Image.fromarray(_face(k, v, a, rng)).save(base / "Manually_Annotated_Images" / rel)
-            rows.append(
-                {
-                    "subDirectory_filePath": rel,
-                    "face_x": 0,
-                    "face_y": 0,
-                    "face_width": SIDE,
-                    "face_height": SIDE,
-                    "facial_landmarks": "",
-                    "expression": k,
-                    "valence": round(v, 4),
-                    "arousal": round(a, 4),
-                }
-            )
-        pd.DataFrame(rows).to_csv(base / name, index=False)
-
-
 def _write_fer2013(root, per_class: int = 12) -> None:
     rng = np.random.default_rng(1)
     folders = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
@@ -82,14 +45,14 @@ def _write_fer2013(root, per_class: int = 12) -> None:
             d = root / "fer2013" / split / cls
             d.mkdir(parents=True)
             for i in range(per_class):
-                grey = _face(j, 0.0, 0.0, rng).mean(axis=2).astype(np.uint8)
+                grey = face(j, 0.0, 0.0, rng).mean(axis=2).astype(np.uint8)
                 Image.fromarray(grey[:, :]).resize((48, 48)).save(d / f"{i}.png")
 
 
 @pytest.fixture(scope="module")
 def fake_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("real")
-    _write_affectnet(root)
+    write_affectnet(root, 320, 96, lambda k, rng: rng.uniform(-1, 1, 2))
     _write_fer2013(root)
     return root
 
@@ -268,7 +231,7 @@ def test_fer2013_finetune_starts_from_the_attribute_model_and_serves_grey(env):
 
     assert from_checkpoint(load_checkpoint(run.checkpoint)) == Preprocess(SIDE, colour="grey")
     rec = Recognizer(run.checkpoint)
-    colour = _face(3, 0.9, -0.9, np.random.default_rng(5))
+    colour = face(3, 0.9, -0.9, np.random.default_rng(5))
     grey = np.repeat(np.asarray(Image.fromarray(colour).convert("L"))[..., None], 3, 2)
     np.testing.assert_array_equal(
         rec.infer([colour])["expression_probs"], rec.infer([grey])["expression_probs"]

@@ -11,10 +11,9 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from PIL import Image
+from affectnet_folder import write_affectnet
 
 from fer_lib import config, reporting
 from fer_lib.models import MultiTaskNet, save_checkpoint
@@ -43,46 +42,15 @@ FAST = {
 }
 
 
-def _face(k: int, v: float, a: float, rng: np.random.Generator) -> np.ndarray:
-    img = np.empty((SIDE, SIDE, 3), np.float32)
-    img[..., 0], img[..., 1], img[..., 2] = 128 + 100 * v, 90, 128 + 100 * a
-    img += rng.normal(0, 8, img.shape)
-    r, c = divmod(k, 4)
-    img[4 + 14 * r : 4 + 14 * r + 10, 1 + 8 * c : 1 + 8 * c + 7] = 250
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def _write_affectnet(root, n_train: int = 480, n_val: int = 160, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    base = root / "affectnet"
-    (base / "Manually_Annotated_Images" / "1").mkdir(parents=True)
-    for name, n in (("training.csv", n_train), ("validation.csv", n_val)):
-        rows = []
-        for i in range(n):
-            k = i % 8
-            v, a = np.clip(PROTO[k] * rng.uniform(0.3, 1.0) + rng.normal(0, 0.1, 2), -1, 1)
-            rel = f"1/{name[:3]}_{i:04d}.png"
-            Image.fromarray(_face(k, v, a, rng)).save(base / "Manually_Annotated_Images" / rel)
-            rows.append(
-                {
-                    "subDirectory_filePath": rel,
-                    "face_x": 0,
-                    "face_y": 0,
-                    "face_width": SIDE,
-                    "face_height": SIDE,
-                    "facial_landmarks": "",
-                    "expression": k,
-                    "valence": round(v, 4),
-                    "arousal": round(a, 4),
-                }
-            )
-        pd.DataFrame(rows).to_csv(base / name, index=False)
+def _proto_va(k: int, rng: np.random.Generator) -> np.ndarray:
+    """Valence / arousal near the class prototype: the expression-VA dependency the GCN's graph encodes."""
+    return np.clip(PROTO[k] * rng.uniform(0.3, 1.0) + rng.normal(0, 0.1, 2), -1, 1)
 
 
 @pytest.fixture(scope="module")
 def fake_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("real")
-    _write_affectnet(root)
+    write_affectnet(root, 480, 160, _proto_va)
     return root
 
 

@@ -24,7 +24,7 @@ from ..config import Paths, Profile, TrainConfig, get_paths, seed_everything
 from ..data import FaceDataset
 from ..datasets.sources import DataSource, load_for_profile
 from ..models import MultiTaskNet, init_from_checkpoint, load_checkpoint
-from ..preprocess import Preprocess
+from ..preprocess import Preprocess, from_checkpoint
 from ..training import Trainer, predict
 
 INIT_KINDS = ("checkpoint", "pretrained", "random")
@@ -119,8 +119,6 @@ def checkpoint_backbone(path: Path | None) -> tuple[str | None, int | None]:
     """(backbone name, trained input size) of a fer_lib checkpoint; (None, None) if absent."""
     if path is None:
         return None, None
-    from ..preprocess import from_checkpoint
-
     ckpt = load_checkpoint(path)
     return (ckpt.get("model_config") or {}).get("backbone"), from_checkpoint(ckpt).input_size
 

@@ -245,19 +245,15 @@ def fer2013_served(
     test = df[df["split"] == "test"]
     served = served_accuracy(run.checkpoint, test, upscale=upscale)
     vals = {"accuracy_predict": served["expression_accuracy"], "face_found": served["face_found"]}
-    from .. import reporting
-
-    paths = paths or get_paths()
-    reporting.record_metrics(
+    record_run(
+        dataclasses.replace(run, metrics=vals),
         "finetune",
         "fer2013",
         "test",
         model_label(run.train_cfg, run),
-        vals,
-        profile=cfg.name,
+        cfg,
+        paths=paths,
         seed=run.seed,
-        train_seconds=run.train_seconds,
-        path=paths.metrics_csv,
     )
     return pd.DataFrame(
         [

@@ -253,22 +253,29 @@ def run_gcn(
     return _train_arms(cfg, paths, cfg.finetune, frames, res, arms, folders, C.expression_metrics, progress)
 
 
-def record_gcn(res: GCNResult, cfg: Profile, paths: Paths | None = None) -> pd.DataFrame:
-    """metrics.csv rows of stage 'gcn' (split 'val' = AffectNet's validation set, the papers' report set)."""
+def _record_arms(
+    res: GCNResult, cfg: Profile, keys: tuple[str, ...], suffix: str, paths: Paths | None
+) -> pd.DataFrame:
+    """One metrics.csv row per arm and key, stage 'gcn', split 'val' (where the papers report)."""
     frames = [
         C.record_run(
             run,
             "gcn",
             res.dataset,
             "val",
-            f"{arm}_{cfg.finetune.backbone}",
+            f"{arm}_{cfg.finetune.backbone}{suffix}",
             cfg,
-            keys=ABLATION_KEYS,
+            keys=keys,
             paths=paths,
         )
         for arm, run in res.runs.items()
     ]
     return pd.concat(frames, ignore_index=True)
+
+
+def record_gcn(res: GCNResult, cfg: Profile, paths: Paths | None = None) -> pd.DataFrame:
+    """metrics.csv rows of stage 'gcn' (split 'val' = AffectNet's validation set, the papers' report set)."""
+    return _record_arms(res, cfg, ABLATION_KEYS, "", paths)
 
 
 def ablation_with_source(res: GCNResult) -> pd.DataFrame:
@@ -390,21 +397,7 @@ def run_affwild2(
 def record_affwild2(res: GCNResult, cfg: Profile, paths: Paths | None = None) -> pd.DataFrame:
     """metrics.csv rows of stage 'gcn' on Aff-Wild2 (split 'val' = its Validation_Set, where ABAW and
     paper B report): the ABAW scores."""
-    size = cfg.gcn.affwild2_image_size
-    frames = [
-        C.record_run(
-            run,
-            "gcn",
-            res.dataset,
-            "val",
-            f"{arm}_{cfg.finetune.backbone}_{size}px",
-            cfg,
-            keys=ABAW_KEYS,
-            paths=paths,
-        )
-        for arm, run in res.runs.items()
-    ]
-    return pd.concat(frames, ignore_index=True)
+    return _record_arms(res, cfg, ABAW_KEYS, f"_{cfg.gcn.affwild2_image_size}px", paths)
 
 
 def output_scales(runs: GCNResult | Mapping[str, C.Run]) -> pd.DataFrame:
