@@ -264,3 +264,19 @@ def test_light_augment_flips_shifts_and_erases(noisy):
         FaceDataset(noisy, image_size=16, augment=True)  # one explicit mode, no boolean spellings
     with pytest.raises(ValueError, match="with_augment"):
         FaceDataset(noisy, image_size=16, augment="full").with_augment("light")
+
+
+def test_degrade_blurs_training_faces_to_a_lower_resolution(noisy):
+    plain = FaceDataset(noisy, image_size=32, **RAW)[1][0]
+    torch.manual_seed(0)
+    low = FaceDataset(noisy, image_size=32, degrade=1.0, degrade_min=8, **RAW)
+    degraded = torch.stack([low[1][0] for _ in range(6)])
+    # shrinking and enlarging removes fine detail: neighbouring pixels differ much less than in the face
+    detail = (plain[:, :, 1:] - plain[:, :, :-1]).abs().mean()
+    assert ((degraded[..., 1:] - degraded[..., :-1]).abs().mean((1, 2, 3)) < 0.8 * detail).all()
+    assert not torch.equal(degraded[0], degraded[1])  # a random side per draw
+    assert torch.equal(FaceDataset(noisy, image_size=32, degrade=0.0, **RAW)[1][0], plain)
+    # eval views switch it off, train views on; bad values are refused
+    assert low.with_augment("none").degrade is None and low.with_augment("none", degrade=0.5).degrade.p == 0.5
+    with pytest.raises(ValueError, match="degrade"):
+        FaceDataset(noisy, image_size=32, degrade=1.0, degrade_min=64)

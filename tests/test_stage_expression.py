@@ -113,6 +113,8 @@ def test_init_from_the_attributes_checkpoint_copies_the_backbone_only(env):
     mismatch = E.init_from_stage(other, tc, ckpt)
     assert mismatch.kind == "random" and "tiny_cnn" in mismatch.reason
     assert E.init_from_stage(model, tc, ckpt, use=False).kind == "random"
+    no_previous = E.init_from_stage(model, dataclasses.replace(tc, from_previous=False), ckpt)
+    assert no_previous.kind == "random" and "from_previous=False" in no_previous.reason
     # a configured ImageNet start is what a model keeps when no previous checkpoint fits
     imagenet = dataclasses.replace(tc, pretrained="imagenet")
     assert E.init_from_stage(other, imagenet, ckpt) == E.Init(
