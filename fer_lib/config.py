@@ -71,6 +71,7 @@ class TrainConfig:
     augment: str = "none"  # none | light (flip + shift, cheap) | full (rotation, zoom crop, flip)
     degrade: float = 0.0  # share of training faces shrunk to degrade_min..image_size px and back
     degrade_min: int = 32
+    max_face_side: int | None = None  # faces shrunk to at most this side first, in training and serving
     from_previous: bool = True  # start from the previous stage's checkpoint when its backbone matches
     amp: bool = True  # bf16 autocast, fp32 weights, on CUDA (on CPU it was slower: bench_train)
     channels_last: bool = True
@@ -182,7 +183,7 @@ def _fer2013(
     label_smoothing: float,
 ) -> dict[str, TrainConfig]:
     """The FER2013 sections. Shared recipe (measured on the from-scratch model: AdamW 2e-3, flip + shift,
-    label smoothing, no class weights, selection on accuracy); paper A's head-only epoch then all layers
+    label smoothing, no class weights, selection on accuracy; faces limited to FER2013's 48 px); paper A's head-only epoch then all layers
     for the models that start from a checkpoint; the transfer arms at equal epochs and steps, with no
     time limit that could stop one arm earlier."""
     recipe = dict(
@@ -194,6 +195,7 @@ def _fer2013(
         class_weights=False,
         label_smoothing=label_smoothing,
         select_metric="expression_accuracy",
+        max_face_side=48,  # FER2013's faces are 48 px: a sharper photo is served as such a face
     )
     return {
         "fer2013_finetune": dataclasses.replace(
@@ -326,14 +328,16 @@ def _profile_default() -> Profile:
             max_train_seconds=300,
         ),
         # UTKFace mixes 64 and 200 px chips (most non-White training faces are 64 px, every test face
-        # 200 px): degrade lets no resolution stand in for a label.
+        # 200 px): max_face_side=64 brings every face, in training and in serving, to the data's lowest
+        # resolution, so sharpness cannot stand in for a label; degrade blurs some below it.
         pretrain_attributes=dataclasses.replace(
             lite,
             full_epochs=12,
             label_smoothing=0.1,
             augment="full",
             degrade=0.5,
-            degrade_min=48,
+            degrade_min=40,
+            max_face_side=64,
             from_previous=False,
             max_train_seconds=1500,
         ),

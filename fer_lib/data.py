@@ -277,6 +277,7 @@ class FaceDataset(Dataset):
         rotation want a little more) a shorter side of ceil(1.25 S), aspect kept."""
         if self.augment is None:
             return self.preprocess.resize_face(image)
+        image = self.preprocess.limit(image)
         side = math.ceil(1.25 * self.image_size)
         w, h = image.size
         if min(w, h) > side:

@@ -5,6 +5,7 @@ features (:class:`fer_lib.video.features.TorchFeatureExtractor`) and ONNX export
 :class:`Preprocess`, in the spirit of timm's single ``create_transform``::
 
     crop (box + margin, rounded to whole pixels, clipped)  ->  RGB uint8
+    -> shrink to at most max_side px (when set)              ->  grey (when the model was trained on grey)
     -> resize to input_size x input_size (PIL bilinear)     ->  normalise ((x - 255 mean) / (255 std))
 
 A model carries its ``Preprocess`` (``MultiTaskNet.preprocess``); the trainer sets it to what the
@@ -86,6 +87,11 @@ class Preprocess:
         colour: ``"rgb"``, or ``"grey"`` (luma, ITU-R 601, repeated on the 3 channels) for a model trained
             on grey faces, so that colour photos reach it as its training faces did.
         resize: resampling of the crop (only ``"pil-bilinear"``).
+        max_side: when set, a face whose longer side exceeds it is first shrunk to it (aspect kept):
+            every face then carries no more detail than the lowest-resolution faces of the training
+            data (UTKFace mixes 64 and 200 px chips; FER2013 is 48 px), whatever its source, so
+            sharpness cannot stand in for a label and a sharp photo at serving time looks like the
+            training faces.
     """
 
     input_size: int
@@ -94,9 +100,14 @@ class Preprocess:
     margin: float = 0.0
     colour: str = "rgb"
     resize: str = RESIZE
+    max_side: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "input_size", int(self.input_size))
+        if self.max_side is not None:
+            object.__setattr__(self, "max_side", int(self.max_side))
+            if self.max_side < 8:
+                raise ValueError(f"Preprocess max_side must be >= 8 px (or None), got {self.max_side}")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         object.__setattr__(self, "margin", float(self.margin))
@@ -126,7 +137,8 @@ class Preprocess:
     @property
     def key(self) -> str:
         """A string naming the preprocessing, for cache keys."""
-        return f"{self.input_size}|{self.mean}|{self.std}|margin={self.margin:g}|{self.resize}|{self.colour}"
+        key = f"{self.input_size}|{self.mean}|{self.std}|margin={self.margin:g}|{self.resize}|{self.colour}"
+        return key + (f"|max_side={self.max_side}" if self.max_side else "")
 
     # ----------------------------------------------------------------------------------- the steps
     def window(self, box, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -141,13 +153,27 @@ class Preprocess:
         left, top, right, bottom = self.window(box, (arr.shape[1], arr.shape[0]))
         return arr[top:bottom, left:right]
 
+    def limit(self, face):
+        """``face`` (PIL image or RGB array) shrunk so that its longer side is at most ``max_side``
+        (PIL bilinear, aspect kept); unchanged when it is smaller or ``max_side`` is None. Same type out."""
+        if not self.max_side:
+            return face
+        is_pil = isinstance(face, Image.Image)
+        w, h = face.size if is_pil else (face.shape[1], face.shape[0])
+        if max(w, h) <= self.max_side:
+            return face
+        k = self.max_side / max(w, h)
+        img = face if is_pil else Image.fromarray(to_rgb_array(face))
+        img = img.resize((max(1, round(w * k)), max(1, round(h * k))), Image.BILINEAR)
+        return img if is_pil else np.asarray(img)
+
     def resize_face(self, face) -> np.ndarray:
-        """A face (RGB array or PIL image) in the model's colour mode, resized to ``S x S`` (``uint8``)."""
+        """A face (RGB array or PIL image, any size) limited to ``max_side``, in the model's colour mode,
+        resized to ``S x S`` (``uint8``)."""
         s = self.input_size
+        face = self.limit(face)
         if self.colour == "grey":
             face = self.to_grey(face)
-        if isinstance(face, np.ndarray) and face.shape == (s, s, 3) and face.dtype == np.uint8:
-            return face  # already the network's size (the datasets' cached faces)
         img = face if isinstance(face, Image.Image) else Image.fromarray(to_rgb_array(face))
         img = img.convert("RGB")
         if img.size != (s, s):
@@ -199,7 +225,12 @@ class Preprocess:
         """One ``S x S`` uint8 face -> a normalised ``[3, S, S]`` float32 tensor (what datasets return)."""
         import torch
 
-        return torch.from_numpy(self.normalise(self.resize_face(face)))
+        s = self.input_size
+        if not (isinstance(face, np.ndarray) and face.shape == (s, s, 3) and face.dtype == np.uint8):
+            face = self.resize_face(face)  # S x S uint8 faces are network inputs already (datasets' cache)
+        elif self.colour == "grey":
+            face = self.to_grey(face)  # idempotent on grey faces (PIL's luma of r = g = b is r)
+        return torch.from_numpy(self.normalise(face))
 
 
 def for_model(model) -> Preprocess:

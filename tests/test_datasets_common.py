@@ -83,6 +83,20 @@ def test_carve_val_exact_per_group_and_never_touches_test():
         carve_val(df, 1.5)
 
 
+def test_carve_val_balanced_takes_the_same_number_from_every_group():
+    # 70 rows of group 0, 20 of group 1, 10 of group 2 (by two columns): a skewed training pool
+    df = _frame(100, "train", group=[0] * 7 + [1] * 2 + [2])
+    df["gender"] = (np.arange(100) // 10) % 2
+    out = carve_val(df, 0.12, seed=0, by=("expression", "gender"), balanced=True)
+    counts = out[out["split"] == "val"].groupby(["expression", "gender"]).size().to_dict()
+    # 12 val rows over 6 groups: 2 from each, however large the group (a proportional carve takes 4
+    # from each half of group 0 and 1 from each half of group 2)
+    assert counts == {(g, s): 2 for g in (0, 1, 2) for s in (0, 1)}
+    # a group never gives more than half of its rows
+    small = carve_val(df, 0.6, seed=0, by="expression", balanced=True)
+    assert small[small["split"] == "val"]["expression"].value_counts().to_dict() == {0: 20, 1: 10, 2: 5}
+
+
 def test_apply_limit_per_split_deterministic_order_kept():
     df = pd.concat([_frame(50, "train"), _frame(5, "test")], ignore_index=True)
     out = apply_limit(df, 10, seed=0)

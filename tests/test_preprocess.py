@@ -49,6 +49,24 @@ def test_plain_values_round_trip_and_bad_values():
         Preprocess(96, colour="bgr")
 
 
+def test_max_side_brings_sharp_and_low_resolution_copies_of_a_face_together():
+    rng = np.random.default_rng(0)
+    sharp = np.asarray(
+        Image.fromarray(rng.integers(0, 256, (25, 25, 3), dtype=np.uint8)).resize((200, 200), Image.BICUBIC)
+    )
+    sharp = np.clip(sharp.astype(int) + rng.integers(-40, 41, sharp.shape), 0, 255).astype(np.uint8)
+    low = np.asarray(Image.fromarray(sharp).resize((64, 64), Image.BILINEAR))  # UTKFace's 64 px copies
+    capped, plain = Preprocess(112, max_side=64), Preprocess(112)
+    assert capped.limit(sharp).shape == (64, 64, 3) and capped.limit(low) is low
+    assert capped.limit(Image.fromarray(sharp[:, :100])).size == (32, 64)  # aspect kept, PIL in, PIL out
+    gap = lambda pre: np.abs(pre.face(sharp).astype(int) - pre.face(low).astype(int)).mean()  # noqa: E731
+    assert gap(capped) == 0  # the 200 px face reaches the network exactly as its 64 px copy
+    assert gap(plain) > 5  # without the limit its fine detail tells the two apart
+    assert capped.key != plain.key and Preprocess.from_dict(capped.to_dict()) == capped
+    with pytest.raises(ValueError, match="max_side"):
+        Preprocess(112, max_side=4)
+
+
 def test_checkpoints_without_a_stored_preprocess_use_the_size_they_were_trained_at():
     old = {
         "model_config": {"backbone": "tiny_cnn", "input_size": 32, "mean": [0.5] * 3, "std": [0.2] * 3},
@@ -104,13 +122,16 @@ class _SessionSpy:
         return self.session.run(names, feed)
 
 
-def test_training_predict_video_and_onnx_feed_the_same_tensor(tmp_path):
+@pytest.mark.parametrize("max_side", [None, 24])  # 24: the 40 px face is shrunk before the resize
+def test_training_predict_video_and_onnx_feed_the_same_tensor(tmp_path, max_side):
     path, arr = _image_file(tmp_path)
     torch.manual_seed(0)
     model = MultiTaskNet(
         "tiny_cnn", {"expression": 8}, verbose=False, input_size=48
     )  # tiny_cnn's default: 32
+    model.preprocess = model.preprocess.replace(max_side=max_side)
     assert model.preprocess.input_size == 48 and model.config()["preprocess"]["input_size"] == 48
+    assert model.config()["preprocess"]["max_side"] == max_side
     ckpt = save_checkpoint(tmp_path / "m.pt", model)
 
     # training: the manifest's face box through FaceDataset

@@ -11,7 +11,7 @@ import hashlib
 import os
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,12 +231,19 @@ def hash_split(keys: Iterable[str], test_fraction: float, seed: int = 0) -> np.n
 
 
 def carve_val(
-    df: pd.DataFrame, fraction: float, seed: int = 0, by: str | None = None, key: str = "path"
+    df: pd.DataFrame,
+    fraction: float,
+    seed: int = 0,
+    by: str | Sequence[str] | None = None,
+    key: str = "path",
+    balanced: bool = False,
 ) -> pd.DataFrame:
     """Move ``round(fraction * n)`` of the 'train' rows (per group of ``by``) to 'val'.
 
-    Rows are ranked by a hash of ``key``, so the choice is deterministic, independent of the row
-    order, and never touches 'test' rows.
+    ``balanced``: every group of ``by`` gives the same number of rows instead, ``fraction`` of the
+    train rows over the number of groups (at most half of a group), so that val weighs the groups
+    equally, as a balanced test does. Rows are ranked by a hash of ``key``, so the choice is
+    deterministic, independent of the row order, and never touches 'test' rows.
     """
     if not fraction or fraction <= 0 or df.empty:
         return df
@@ -249,10 +256,12 @@ def carve_val(
     keys = df.loc[train, key].astype(str)
     keys = location_free(keys) if key == "path" else keys
     sub = pd.DataFrame({"h": _hash_keys(keys, seed + 104729)}, index=train)
-    groups = df.loc[train, by].astype(str) if by else pd.Series("", index=train)
+    cols = [by] if isinstance(by, str) else list(by or [])
+    groups = df.loc[train, cols].astype(str).agg("|".join, axis=1) if cols else pd.Series("", index=train)
+    per_group = round(fraction * len(train) / max(1, groups.nunique()))
     chosen = []
     for _, g in sub.groupby(groups.values, sort=False):
-        n_val = int(round(fraction * len(g)))
+        n_val = min(per_group, len(g) // 2) if balanced else int(round(fraction * len(g)))
         if n_val:
             chosen.extend(g.sort_values("h").index[:n_val])
     df.loc[chosen, "split"] = "val"

@@ -70,9 +70,10 @@ def start_init(tc: TrainConfig) -> Init:
 
 
 def new_model(tc: TrainConfig, tasks: Mapping[str, int], **kwargs) -> MultiTaskNet:
-    """A :class:`MultiTaskNet` of ``tc.backbone`` with ``tasks``, at ``tc.image_size``, with the
-    weights ``tc`` names (``pretrained`` / ``pretrained_file``; random otherwise)."""
-    return MultiTaskNet(
+    """A :class:`MultiTaskNet` of ``tc.backbone`` with ``tasks``, at ``tc.image_size`` (faces limited to
+    ``tc.max_face_side``), with the weights ``tc`` names (``pretrained`` / ``pretrained_file``; random
+    otherwise)."""
+    model = MultiTaskNet(
         tc.backbone,
         dict(tasks),
         input_size=tc.image_size,
@@ -81,6 +82,8 @@ def new_model(tc: TrainConfig, tasks: Mapping[str, int], **kwargs) -> MultiTaskN
         verbose=False,
         **kwargs,
     )
+    model.preprocess = model.preprocess.replace(max_side=tc.max_face_side)
+    return model
 
 
 def init_from_stage(model: nn.Module, tc: TrainConfig, checkpoint: Path | None, use: bool = True) -> Init:

@@ -15,9 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from PIL import Image
 
 from .. import labels
 from .. import metrics as M
@@ -170,41 +168,18 @@ def init_attributes_model(cfg: Profile, paths: Paths | None = None) -> tuple[Mul
     return model, init_from_stage(model, c, paths.checkpoints / IDENTITY_DIR / "best.pt")
 
 
-def image_sides(paths: pd.Series) -> np.ndarray:
-    """The shorter side of each image file, from its header (nothing is decoded); 0 where unreadable."""
-
-    def side(p: str) -> int:
-        try:
-            with Image.open(p) as im:
-                return min(im.size)
-        except OSError:
-            return 0
-
-    return np.array([side(p) for p in paths], dtype=np.int64)
-
-
 def utkface_splits(
     cfg: Profile, paths: Paths | None = None, progress: bool = True
 ) -> tuple[pd.DataFrame, DataSource]:
-    """The profile's UTKFace manifest with train / val / test; val = ~10 % of the non-test files by a
-    hash of the file name (deterministic, never from test).
-
-    Val is drawn from the training chips that have the test chips' resolution (real UTKFace: every
-    test chip is 200 px, most non-White training chips 64 px), so model selection sees the faces the
-    report is made on; where too few training chips share it, from all of them."""
+    """The profile's UTKFace manifest with train / val / test; val = ~10 % of the non-test files, the
+    same number from every ethnicity x gender group (by a hash of the file name: deterministic, never
+    from test), so that model selection weighs the groups as the balanced test does (real UTKFace's
+    training chips are 42 % White; its test list holds 200 faces per group)."""
     df, _, src = load_for_profile("utkface", cfg, paths, progress=progress)
     df = df.assign(file=df["path"].map(lambda p: Path(p).name))
-    test, pool = df["split"] == "test", df["split"] != "test"
-    if test.any():
-        sides = image_sides(df["path"])
-        like_test = pool & (sides == pd.Series(sides[test.to_numpy()]).mode().iloc[0])
-        n_val = round(VAL_FRACTION * pool.sum())
-        if 2 * n_val <= like_test.sum() < pool.sum():  # mixed resolutions: re-carve val among test-like
-            df.loc[pool, "split"] = "train"
-            part = carve_val(df[like_test], n_val / like_test.sum(), cfg.seed, key="file")
-            df.loc[part.index, "split"] = part["split"]
-    df = ensure_val(df, key="file", seed=cfg.seed).drop(columns="file")
-    return df.reset_index(drop=True), src
+    df.loc[df["split"] == "val", "split"] = "train"  # the loader's val is proportional: re-carved
+    df = carve_val(df, VAL_FRACTION, cfg.seed, by=("race", "gender"), key="file", balanced=True)
+    return df.drop(columns="file").reset_index(drop=True), src
 
 
 def oversample(df: pd.DataFrame, column: str = "race", min_share: float = MIN_CLASS_SHARE) -> pd.DataFrame:
