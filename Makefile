@@ -15,12 +15,16 @@ TEST_BUILD := $(CURDIR)/build/test
 # 1 (or --publish) writes the committed results/; by default a run goes to the git-ignored runs/<profile>/.
 PUBLISH ?=
 PUBLISH_FLAG := $(if $(filter 1 yes true,$(PUBLISH)),--publish,)
+# Publishing from a tree with uncommitted changes is refused; ALLOW_DIRTY=1 (--allow-dirty) overrides it.
+ALLOW_DIRTY ?=
+ALLOW_DIRTY_FLAG := $(if $(filter 1 yes true,$(ALLOW_DIRTY)),--allow-dirty,)
 
 .PHONY: install reproduce test lab bench lint notebooks clean-runs clean-results help
 
 help:
 	@echo "make reproduce   run notebooks 00-06 with papermill into runs/PROFILE/ (PROFILE=smoke|default|paper,"
-	@echo "                 FER_DATA_ROOT=/path; PUBLISH=1 writes the committed results/ instead)"
+	@echo "                 FER_DATA_ROOT=/path; PUBLISH=1 writes the committed results/ instead, refused"
+	@echo "                 with uncommitted changes unless ALLOW_DIRTY=1)"
 	@echo "make test        pytest: unit tests + nbval over every notebook (smoke profile), all under build/test"
 	@echo "make lab         JupyterLab on the project kernel (jupyter_server_config.py)"
 	@echo "make bench       benchmarks in bench/ (ratio tables under runs/default/benchmarks/, PUBLISH=1: results/)"
@@ -38,7 +42,7 @@ $(STAMP): requirements.in requirements.lock pyproject.toml
 	@touch $(STAMP)
 
 reproduce: $(STAMP)
-	$(RUNENV) $(PY) -m fer_lib reproduce --profile $(PROFILE) $(if $(FROM),--from $(FROM),) $(PUBLISH_FLAG)
+	$(RUNENV) $(PY) -m fer_lib reproduce --profile $(PROFILE) $(if $(FROM),--from $(FROM),) $(PUBLISH_FLAG) $(ALLOW_DIRTY_FLAG)
 
 # The suite runs inside scripts/offline.sh: no network but loopback, so a hidden download fails it.
 # Outputs are removed after a pass and kept (for a look) after a failure; pytest's exit code is kept.

@@ -2,7 +2,8 @@
 
 Each stage command executes that stage's notebook headless with papermill (so a cluster job and a
 notebook session run the same code) and writes the executed copy under runs/<profile>/notebooks/
-(results/notebooks/ with --publish).
+(results/notebooks/ with --publish). --publish is refused, before anything runs, when tracked files
+have uncommitted changes; --allow-dirty publishes anyway (the metrics rows then say clean=False).
 ``predict`` (faces in an image / folder / video -> CSV, overlays), ``export`` (ONNX) and
 ``import-hsemotion`` (public HSEmotion checkpoints -> fer_lib checkpoints) run directly.
 """
@@ -13,6 +14,7 @@ import argparse
 import sys
 
 from . import config
+from .provenance import DirtyTreeError
 from .runner import STAGES, ChainFailed, list_notebooks, run_chain
 
 TOOLS = ("predict", "export", "import-hsemotion")
@@ -48,7 +50,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--publish",
         action="store_true",
         default=None,
-        help="write the published results/ (default: the git-ignored runs/<profile>/, or $FER_RESULTS_DIR)",
+        help="write the published results/ (default: the git-ignored runs/<profile>/, or $FER_RESULTS_DIR); "
+        "refused while tracked files have uncommitted changes",
+    )
+    p.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="publish even with uncommitted changes to tracked files (exploration only: the metrics "
+        "rows record clean=False)",
     )
 
 
@@ -237,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
             only=only,
             kernel=args.kernel,
             publish=getattr(args, "publish", None),
+            allow_dirty=getattr(args, "allow_dirty", False),
         )
+    except DirtyTreeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except ChainFailed as exc:
         print(f"\n[fer_lib] FAILED in {exc.notebook.name}: {type(exc.cause).__name__}", file=sys.stderr)
         print(f"[fer_lib] the executed copy with the error is: {exc.output}", file=sys.stderr)

@@ -1,10 +1,17 @@
-"""What produced a result: git commit, package versions, seed and profile."""
+"""What produced a result: git commit, package versions, seed and profile.
+
+:func:`check_publishable` is the guard of a published run (``--publish``): results meant for the
+committed ``results/`` must come from committed code, so a tree with uncommitted changes to tracked
+files is refused unless the caller says ``allow_dirty`` (``--allow-dirty``, ``make reproduce
+ALLOW_DIRTY=1``).
+"""
 
 from __future__ import annotations
 
 import functools
 import platform
 import subprocess
+import warnings
 from importlib import metadata
 
 from .config import repo_root
@@ -23,9 +30,19 @@ _PACKAGES = (
 )
 
 
+#: The published outputs. A publishing run rewrites them itself, so changes there are not "dirty":
+#: otherwise every notebook after the first would record its metrics as coming from a dirty tree.
+OUTPUT_DIRS = ("results",)
+
+
+class DirtyTreeError(RuntimeError):
+    """A published run was asked for while tracked files have uncommitted changes."""
+
+
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """Short commit of the repository (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    """Short commit of the repository, with ``-dirty`` when tracked files outside the published
+    outputs (:data:`OUTPUT_DIRS`) have uncommitted changes; ``unknown`` outside a git checkout."""
     try:
         root = str(repo_root())
         sha = subprocess.run(
@@ -37,7 +54,8 @@ def git_commit() -> str:
             check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "."]
+            + [f":(exclude){d}" for d in OUTPUT_DIRS],
             cwd=root,
             capture_output=True,
             text=True,
@@ -46,6 +64,44 @@ def git_commit() -> str:
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+def is_clean(commit: str | None = None) -> bool | None:
+    """True for a clean checkout, False with uncommitted changes, None outside git (``unknown``).
+
+    ``commit`` is a value of :func:`git_commit` (the current one when None), so a row that recorded
+    only the commit still tells whether its tree was clean.
+    """
+    commit = git_commit() if commit is None else str(commit).strip()
+    if not commit or commit == "unknown":
+        return None
+    return not commit.endswith("-dirty")
+
+
+def check_publishable(allow_dirty: bool = False) -> str:
+    """Refuse (:class:`DirtyTreeError`) to publish from a tree with uncommitted changes; return the commit.
+
+    ``allow_dirty`` lets an exploratory publish through (its rows then say ``clean`` False). Outside a
+    git checkout (an sdist: ``unknown``) publishing goes ahead with a warning, since nothing can be checked.
+    The state is read afresh (not the cached one), so a commit made since the last call counts.
+    """
+    getattr(git_commit, "cache_clear", lambda: None)()
+    commit = git_commit()
+    clean = is_clean(commit)
+    if clean is None:
+        warnings.warn(
+            "not a git checkout (git commit unknown): publishing results whose code cannot be traced "
+            "to a commit",
+            stacklevel=2,
+        )
+    elif not clean and not allow_dirty:
+        raise DirtyTreeError(
+            f"refusing to publish from a dirty tree (commit {commit}): tracked files have uncommitted "
+            "changes, so the published results could not be traced to the code that made them. Commit "
+            "(or stash) the changes first, or pass --allow-dirty (make reproduce ALLOW_DIRTY=1, "
+            "allow_dirty=True) to publish anyway; the metrics rows then record clean=False."
+        )
+    return commit
 
 
 def versions() -> dict[str, str]:

@@ -3,7 +3,10 @@
 Every stage records its headline metrics through :func:`record_metrics` into ``results/metrics.csv``
 (one row per metric, named in the vocabulary of :data:`fer_lib.metrics.METRICS`). Re-running a stage
 replaces its earlier rows with the same (stage, dataset, split, model, metric, profile) key. Tables
-and README numbers are built from that file, never typed in.
+and README numbers are built from that file, never typed in. Each row names the commit that produced it
+(``git_commit``, ``-dirty`` when tracked files had uncommitted changes) and says whether that tree was
+``clean`` (True / False; empty outside a git checkout); rows written before the ``clean`` column existed
+get it from their commit's ``-dirty`` suffix when loaded.
 """
 
 from __future__ import annotations
@@ -19,10 +22,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import io
+from . import io, provenance
 from .config import Paths, get_paths
 from .metrics import metric_spec
-from .provenance import git_commit, versions
 
 METRICS_COLUMNS = [
     "stage",
@@ -35,6 +37,7 @@ METRICS_COLUMNS = [
     "train_seconds",
     "seed",
     "git_commit",
+    "clean",
     "timestamp",
 ]
 METRICS_KEY = [
@@ -64,7 +67,28 @@ def load_metrics(path: str | os.PathLike | None = None) -> pd.DataFrame:
     path = Path(path) if path else get_paths().metrics_csv
     if not path.exists():
         return pd.DataFrame(columns=METRICS_COLUMNS)
-    return pd.read_csv(path, keep_default_na=False, na_values={"value": [""], "train_seconds": [""]})
+    df = pd.read_csv(
+        path,
+        keep_default_na=False,
+        na_values={"value": [""], "train_seconds": [""]},
+        dtype={"git_commit": str, "clean": str},
+    )
+    if "git_commit" in df:
+        old = df["clean"] if "clean" in df else pd.Series("", index=df.index)
+        df["clean"] = [_clean_value(c, g) for c, g in zip(old, df["git_commit"])]
+        df = df[[c for c in METRICS_COLUMNS if c in df] + [c for c in df if c not in METRICS_COLUMNS]]
+    return df
+
+
+def _clean_value(recorded, commit) -> bool | str:
+    """The ``clean`` cell of a row: as recorded, else from the commit's ``-dirty`` suffix; '' when unknown."""
+    text = str(recorded).strip().lower()
+    if text in ("true", "1"):
+        return True
+    if text in ("false", "0"):
+        return False
+    clean = provenance.is_clean(str(commit))
+    return "" if clean is None else clean
 
 
 def record_metrics(
@@ -89,6 +113,7 @@ def record_metrics(
         metric_spec(name)
     path = Path(path) if path else get_paths().metrics_csv
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    commit = provenance.git_commit()
     rows = pd.DataFrame(
         [
             {
@@ -101,7 +126,8 @@ def record_metrics(
                 "profile": profile,
                 "train_seconds": None if train_seconds is None else round(float(train_seconds), 1),
                 "seed": int(seed),
-                "git_commit": git_commit(),
+                "git_commit": commit,
+                "clean": _clean_value("", commit),
                 "timestamp": stamp,
             }
             for name, value in metrics.items()
@@ -123,7 +149,7 @@ def record_metrics(
 
 def _record_versions(path: Path) -> None:
     """Package versions next to metrics.csv (rewritten only when they change)."""
-    info = {"git_commit": git_commit(), "versions": versions()}
+    info = {"git_commit": provenance.git_commit(), "versions": provenance.versions()}
     try:
         if json.loads(path.read_text()) == info:
             return
@@ -173,23 +199,50 @@ def save_figure(fig, name: str, paths: Paths | None = None) -> Path:
     return io.atomic_savefig(fig, paths.figures / f"{name}.png")
 
 
-def write_index(paths: Paths | None = None, extra: str = "") -> Path:
-    """``results/README.md``: links to every executed notebook, table and figure."""
+#: Files at the top of the results folder that the index links when they exist.
+INDEX_FILES = (
+    ("metrics.csv", "every recorded metric, with the commit and whether its tree was clean"),
+    ("run_times.csv", "wall time of each notebook of the latest runs"),
+    ("versions.json", "package versions of the latest recorded metrics"),
+)
+
+
+def index_intro(readme: str | os.PathLike) -> str:
+    """The hand-written paragraph(s) of an index: between its "Generated ..." line and the first ``##``."""
+    try:
+        lines = Path(readme).read_text().splitlines()
+    except OSError:
+        return ""
+    start = next((i + 1 for i, line in enumerate(lines) if line.startswith("Generated ")), None)
+    if start is None:
+        return ""
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join(lines[start:end]).strip()
+
+
+def write_index(paths: Paths | None = None, extra: str | None = None) -> Path:
+    """``results/README.md``: links to the metrics, every executed notebook, table, figure and benchmark.
+
+    Only files that exist are listed, so every link resolves. ``extra`` is the hand-written text under
+    the heading; None keeps the one of the current README (a run rewrites the index, not its intro),
+    "" drops it.
+    """
     paths = paths or get_paths()
     res = paths.results
+    if extra is None:
+        extra = index_intro(res / "README.md")
 
     def links(folder: Path, pattern: str) -> list[str]:
-        if not folder.exists():
-            return ["(none yet)"]
-        files = sorted(folder.glob(pattern))
+        files = sorted(f for f in folder.glob(pattern) if f.is_file()) if folder.is_dir() else []
         return [f"- [{f.relative_to(res)}]({f.relative_to(res)})" for f in files] or ["(none yet)"]
 
+    top = [f"- [{name}]({name}): {what}" for name, what in INDEX_FILES if (res / name).is_file()]
     parts = [
         "# Results index",
-        f"\nGenerated {time.strftime('%Y-%m-%d %H:%M:%S')} at commit `{git_commit()}`.\n",
-        extra,
+        f"\nGenerated {time.strftime('%Y-%m-%d %H:%M:%S')} at commit `{provenance.git_commit()}`.\n",
+        *([extra.strip(), ""] if extra and extra.strip() else []),
         "## Metrics\n",
-        "- [metrics.csv](metrics.csv)" if paths.metrics_csv.exists() else "(none yet)",
+        *(top or ["(none yet)"]),
         "\n## Executed notebooks\n",
         *links(res / "notebooks", "*.ipynb"),
         "\n## Tables\n",
@@ -199,4 +252,4 @@ def write_index(paths: Paths | None = None, extra: str = "") -> Path:
         "\n## Benchmarks\n",
         *links(res / "benchmarks", "*.md"),
     ]
-    return io.atomic_write_text(res / "README.md", "\n".join(p for p in parts if p is not None) + "\n")
+    return io.atomic_write_text(res / "README.md", "\n".join(parts) + "\n")

@@ -2,6 +2,9 @@
 
 An ordinary run writes under ``runs/<profile>/`` (git-ignored); only ``publish=True`` (``--publish``,
 ``make reproduce PUBLISH=1``) writes the committed ``results/``, so exploring never overwrites them.
+A published run is refused, before anything runs or is written, when tracked files have uncommitted
+changes (:func:`fer_lib.provenance.check_publishable`); ``allow_dirty=True`` (``--allow-dirty``,
+``make reproduce PUBLISH=1 ALLOW_DIRTY=1``) overrides that for exploration.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import provenance
 from .config import get_paths, get_profile, repo_root
-from .provenance import git_commit, versions
 
 KERNEL_NAME = "fer-lib"
 # Stage command of the CLI -> notebook of that stage.
@@ -140,16 +143,23 @@ def run_chain(
     progress: bool | None = None,
     folder: str | os.PathLike | None = None,
     publish: bool | None = None,
+    allow_dirty: bool = False,
 ) -> list[StepResult]:
     """Execute the notebooks in order under papermill; raise :class:`ChainFailed` at the first error.
 
     Results go to ``runs/<profile>/`` unless ``publish`` (or $FER_PUBLISH) asks for ``results/``, or
-    $FER_RESULTS_DIR names a folder. ``progress`` None shows papermill's bar only on a terminal.
+    $FER_RESULTS_DIR names a folder. Publishing from a tree with uncommitted changes raises
+    :class:`fer_lib.provenance.DirtyTreeError` before anything runs, unless ``allow_dirty``.
+    ``progress`` None shows papermill's bar only on a terminal. ``results/README.md`` (the index) is
+    rewritten at the end of every run, a partial or failed one included.
     """
     import papermill as pm
 
     prof = get_profile(profile, overrides)  # validates the name and the overrides before anything runs
     paths = get_paths(prof, data_root=data_root, publish=publish)
+    chosen = select(list_notebooks(Path(folder) if folder else None), start_from, only)
+    if paths.published:  # exploratory runs never check: runs/ is git-ignored
+        provenance.check_publishable(allow_dirty=allow_dirty)
     out_dir = Path(output_dir) if output_dir else paths.results / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     kernel = kernel or _kernel_name()
@@ -159,32 +169,34 @@ def run_chain(
     print(f"[fer_lib] profile {prof.name}: writing to {paths.results} ({where})", flush=True)
     _write_run_info(paths.results, prof, overrides)
     results = []
-    with _environ(kernel_environment(paths)):
-        for nb in select(list_notebooks(Path(folder) if folder else None), start_from, only):
-            out = out_dir / nb.name
-            print(f"[fer_lib] running {nb.name} (profile {prof.name}) -> {out}", flush=True)
-            t0 = time.time()
-            try:
-                pm.execute_notebook(
-                    str(nb),
-                    str(out),
-                    parameters=params,
-                    kernel_name=kernel,
-                    cwd=str(nb.parent),
-                    progress_bar=progress,
-                    log_output=False,
-                    config=_papermill_config(),
-                    extra_arguments=KERNEL_ARGS,
-                )
-            except Exception as exc:  # papermill writes the failed copy (with the traceback) before raising
-                results.append(StepResult(nb.name, str(out), time.time() - t0, False))
-                raise ChainFailed(nb, out, exc) from exc
-            results.append(StepResult(nb.name, str(out), time.time() - t0, True))
-            _record_time(paths.results, nb.stem, prof.name, results[-1].seconds)
-            print(f"[fer_lib] {nb.name} done in {time.time() - t0:.1f} s", flush=True)
-    from .reporting import write_index
+    try:
+        with _environ(kernel_environment(paths)):
+            for nb in chosen:
+                out = out_dir / nb.name
+                print(f"[fer_lib] running {nb.name} (profile {prof.name}) -> {out}", flush=True)
+                t0 = time.time()
+                try:
+                    pm.execute_notebook(
+                        str(nb),
+                        str(out),
+                        parameters=params,
+                        kernel_name=kernel,
+                        cwd=str(nb.parent),
+                        progress_bar=progress,
+                        log_output=False,
+                        config=_papermill_config(),
+                        extra_arguments=KERNEL_ARGS,
+                    )
+                except Exception as exc:  # papermill writes the failed copy (with the traceback) first
+                    results.append(StepResult(nb.name, str(out), time.time() - t0, False))
+                    raise ChainFailed(nb, out, exc) from exc
+                results.append(StepResult(nb.name, str(out), time.time() - t0, True))
+                _record_time(paths.results, nb.stem, prof.name, results[-1].seconds)
+                print(f"[fer_lib] {nb.name} done in {time.time() - t0:.1f} s", flush=True)
+    finally:  # the index follows every run, a partial (--from, --only) or failed one included
+        from .reporting import write_index
 
-    write_index(paths)
+        write_index(paths)
     return results
 
 
@@ -216,8 +228,9 @@ def _write_run_info(results: Path, prof, overrides) -> None:
     info = {
         "profile": prof.to_dict(),
         "overrides": overrides or {},
-        "git_commit": git_commit(),
-        "versions": versions(),
+        "git_commit": provenance.git_commit(),
+        "clean": provenance.is_clean(),
+        "versions": provenance.versions(),
         "argv": sys.argv,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }

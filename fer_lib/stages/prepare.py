@@ -3,6 +3,10 @@
 ``prepare(cfg)`` loads each dataset through its real loader (real data under FER_DATA_ROOT where
 present, else the synthetic default written in the same format) and returns the manifests with their
 validation reports; the helpers below turn them into the notebook's tables and figures.
+
+Images of the licensed real datasets never go into the published ``results/``: when a run publishes,
+:func:`samples_to_show` draws the sample crops of a real dataset from the synthetic generator instead
+and says so (exploratory runs under the git-ignored ``runs/`` show the real crops).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .. import labels
-from ..config import Paths, Profile, get_paths
+from ..config import Paths, Profile, get_paths, get_profile
 from ..datasets import DATASET_NAMES, VIDEO_DATASETS, ValidationReport
 from ..datasets.sources import DataSource, load_for_profile
 from ..progress import tqdm
@@ -102,6 +106,55 @@ def sample_faces(manifest: pd.DataFrame, name: str, n: int = 8, seed: int = 0, s
         return [_middle_frame(p, size) for p in rows["path"]], caps
     ds = FaceDataset(rows.reset_index(drop=True), image_size=size)
     return [np.asarray(ds.load_face(i).resize((size, size))) for i in range(len(ds))], caps
+
+
+#: Profile whose (small) synthetic datasets stand in for a real dataset's sample crops when publishing.
+STAND_IN_PROFILE = "smoke"
+
+
+@dataclass
+class Samples:
+    """What the sample-crop grid of one dataset shows, and under which figure name it is saved."""
+
+    images: list
+    captions: list
+    kind: str  # "real", "synthetic", or "synthetic stand-in" (for a real dataset in a published run)
+    figure: str  # figure name: 00_samples_<name>, 00_samples_<name>_synthetic_stand_in for a stand-in
+    note: str = ""  # why a stand-in is shown ("" otherwise)
+
+    @property
+    def line(self) -> str:
+        """One printed line per grid: the executed notebook then says what each grid below it shows."""
+        return f"{self.figure}: sample crops ({self.kind})" + (f". {self.note}" if self.note else "")
+
+
+def samples_to_show(
+    name: str, prepared: Prepared, paths: Paths | None = None, n: int = 8, seed: int = 0, size: int = 96
+) -> Samples:
+    """The sample crops notebook 00 may show and save for dataset ``name``.
+
+    A real dataset's own crops only in an exploratory run; a published run (``paths.published``) gets
+    crops of the same-format synthetic dataset (the :data:`STAND_IN_PROFILE` sizes, generated under
+    the data folder if absent) and a note saying why, and the real dataset's figure name is not used:
+    licensed face images stay out of what is committed. A real-named figure left there by an earlier
+    run is removed.
+    """
+    paths = paths or get_paths()
+    src = prepared.source
+    if not (src.real and paths.published):
+        images, caps = sample_faces(prepared.manifest, name, n=n, seed=seed, size=size)
+        return Samples(images, caps, src.kind, f"00_samples_{name}")
+    stand_in = get_profile(STAND_IN_PROFILE)
+    manifest, _, syn = load_for_profile(name, stand_in, paths, prefer_real=False, progress=False)
+    if syn.real:  # cannot happen with prefer_real=False; checked because a leak would be published
+        raise RuntimeError(f"stand-in for {name} resolved to real data at {syn.root}")
+    images, caps = sample_faces(manifest, name, n=n, seed=seed, size=size)
+    (paths.figures / f"00_samples_{name}.png").unlink(missing_ok=True)
+    note = (
+        f"The real {name} images are licensed and this run publishes, so these crops come from the "
+        "synthetic generator (same format); an exploratory run (without --publish) shows the real ones"
+    )
+    return Samples(images, caps, "synthetic stand-in", f"00_samples_{name}_synthetic_stand_in", note)
 
 
 def _middle_frame(path: str, size: int) -> np.ndarray:
