@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .labels import MALE_THRESHOLD
 from .preprocess import Preprocess
 
 ONNX_META_KEY = "fer_lib"
@@ -137,6 +138,7 @@ def export_onnx(
         "label_orders": orders,
         "preprocess": pre.to_dict(),
         "age_mode": getattr(model, "age_mode", "bins"),
+        "male_threshold": float(getattr(model, "male_threshold", MALE_THRESHOLD)),
         "backbone": getattr(model, "backbone_name", None),
         "source": source,
         "torch": torch.__version__,

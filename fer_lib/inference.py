@@ -40,6 +40,7 @@ from PIL import Image
 
 from . import labels as label_spaces
 from .faces import select_faces
+from .labels import MALE_THRESHOLD
 from .preprocess import to_rgb_array
 
 IMAGE_SUFFIXES = frozenset(
@@ -243,6 +244,7 @@ class _TorchBackend:
         self.precision = precision
         self.tasks = dict(model.tasks)
         self.age_mode = getattr(model, "age_mode", "bins")
+        self.male_threshold = float(getattr(model, "male_threshold", MALE_THRESHOLD))
 
     def __call__(self, batch_u8: np.ndarray) -> dict[str, np.ndarray]:
         import torch
@@ -282,6 +284,7 @@ class _OnnxBackend:
         info = read_metadata(self.session, path)
         self.tasks = {k: int(v) for k, v in info["tasks"].items()}
         self.age_mode = info.get("age_mode", "bins")
+        self.male_threshold = float(info.get("male_threshold", MALE_THRESHOLD))
         self.preprocess = info["preprocess"]
         self.label_orders = {k: list(v) for k, v in info["label_orders"].items()}
         self.input_name = self.session.get_inputs()[0].name
@@ -377,6 +380,7 @@ class Recognizer:
             self._backend = _TorchBackend(checkpoint, device, channels_last, precision, fold_bn)
         b = self._backend
         self.tasks, self.label_orders, self.age_mode = b.tasks, b.label_orders, b.age_mode
+        self.male_threshold = b.male_threshold  # p(male) from which a face is called male
         self.preprocess = b.preprocess  # the model's own: crop rule, input size, mean/std
         self.source = b.source
         self.min_face_size, self.min_prob, self.largest_only = (
@@ -493,8 +497,6 @@ class Recognizer:
         return {k: np.concatenate(v) for k, v in outs.items()}
 
     def _to_faces(self, dec: dict[str, np.ndarray], n: int) -> list[FacePrediction]:
-        from .models.heads import MALE_THRESHOLD
-
         names, eth = self.expression_names, self.ethnicity_names
         faces = []
         for i in range(n):
@@ -509,7 +511,7 @@ class Recognizer:
                 f.age = float(dec["age"][i])
             if "p_female" in dec:
                 f.p_female = float(dec["p_female"][i])
-                f.gender = "Male" if 1.0 - f.p_female >= MALE_THRESHOLD else "Female"
+                f.gender = "Male" if 1.0 - f.p_female >= self.male_threshold else "Female"
             if "ethnicity_probs" in dec:
                 p = dec["ethnicity_probs"][i]
                 f.ethnicity_probs = {k: float(v) for k, v in zip(eth, p)}

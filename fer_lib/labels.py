@@ -28,6 +28,8 @@ EXPRESSIONS_7: tuple[str, ...] = EXPRESSIONS_8[:7]
 # UTKFace race field order (0..4) and gender field (0 male, 1 female).
 ETHNICITIES: tuple[str, ...] = ("White", "Black", "Asian", "Indian", "Others")
 GENDERS: tuple[str, ...] = ("Male", "Female")
+# p(male) from which paper A calls a face male; a stage may choose another on validation data.
+MALE_THRESHOLD = 0.6
 # VGAF group-level valence classes.
 VGAF_CLASSES: tuple[str, ...] = ("Positive", "Neutral", "Negative")
 # Age head of paper A: 100 one-year bins, ages 0..99.

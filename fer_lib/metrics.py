@@ -251,6 +251,10 @@ _OTHERS = {
     "face_found": MetricSpec(
         "max", "fraction", "share of test images in which predict's detector found a face"
     ),
+    "race_min_recall": MetricSpec(
+        "max", "fraction", "recall of the worst-recognised ethnicity (a balanced test's weakest group)"
+    ),
+    "gender_min_recall": MetricSpec("max", "fraction", "recall of the worst-recognised gender"),
     "latency_ms": MetricSpec("min", "ms", "inference time of one face"),
     "size_mb": MetricSpec("min", "MB", "size of the model file"),
 }

@@ -266,3 +266,28 @@ def test_batchnorm_folding_keeps_outputs_and_leaves_the_callers_model_alone():
     assert (
         fold_batchnorm(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))) == 0
     )  # training
+
+
+def test_the_male_threshold_travels_with_the_model_to_predict_and_onnx(tmp_path):
+    from fer_lib.export import export_onnx
+    from fer_lib.models import build_model_from_checkpoint
+
+    torch.manual_seed(0)
+    model = MultiTaskNet("tiny_cnn", {"gender": 1}, verbose=False, male_threshold=0.42)
+    path = save_checkpoint(tmp_path / "g.pt", model)
+    assert build_model_from_checkpoint(path).male_threshold == 0.42
+    export_onnx(path, tmp_path / "g.onnx")
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (40, 40, 3), dtype=np.uint8) for _ in range(32)]
+    for rec in (Recognizer(path), Recognizer(tmp_path / "g.onnx")):
+        assert rec.male_threshold == 0.42
+        faces = rec.predict_faces(crops)
+        p_male = np.array([1 - f.p_female for f in faces])
+        assert [f.gender for f in faces] == ["Male" if p >= 0.42 else "Female" for p in p_male]
+    # a checkpoint without one (older files) keeps paper A's 0.6
+    assert (
+        Recognizer(
+            save_checkpoint(tmp_path / "old.pt", MultiTaskNet("tiny_cnn", {"gender": 1}, verbose=False))
+        ).male_threshold
+        == 0.6
+    )

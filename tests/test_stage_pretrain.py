@@ -1,5 +1,6 @@
 """Stage 01: identity pre-training -> attribute stage on synthetic data, splits, init, metrics rows."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -77,7 +78,26 @@ def test_chance_metrics_of_a_constant_predictor():
     train = pd.DataFrame({"age": [20, 30, 40], "gender": [0, 0, 1], "race": [2, 2, 1]})
     test = pd.DataFrame({"age": [30, 40], "gender": [0, 1], "race": [1, 2]})
     m = stage.chance_metrics(train, test)
-    assert m == {"age_mae": 5.0, "age_cs5": 0.5, "gender_accuracy": 0.5, "race_accuracy": 0.5}
+    assert m == {
+        "age_mae": 5.0,
+        "age_cs5": 0.5,
+        "gender_accuracy": 0.5,
+        "race_accuracy": 0.5,
+        "race_min_recall": 0.0,  # a constant answer never recognises the other class
+        "gender_min_recall": 0.0,
+    }
+    pred = pd.DataFrame(
+        {
+            "age": [1, 2, 3, 4, 5],
+            "age_pred": [1, 2, 3, 4, 5],
+            "gender": [0, 0, 1, 1, 1],
+            "gender_pred": [0, 1, 1, 1, 1],
+            "race": [0, 0, 3, 3, 3],
+            "race_pred": [0, 0, 3, 0, 0],
+        }
+    )
+    m = stage.attribute_metrics(pred)
+    assert m["gender_min_recall"] == 0.5 and m["race_min_recall"] == 1 / 3 and m["race_accuracy"] == 0.6
 
 
 @pytest.mark.slow
@@ -177,3 +197,11 @@ def test_group_table_per_ethnicity_and_gender():
     )
     assert t.loc[("Black", "Male"), "age_mae"] == 1.0 and t.loc[("White", "Male"), "n"] == 1
     assert list(t.index) == [("White", "Male"), ("Black", "Male"), ("Black", "Female")]
+
+
+def test_the_male_threshold_is_chosen_for_balanced_accuracy_on_validation():
+    gender = np.array([0, 0, 0, 0, 1, 1, 1, 1])  # 0 male, 1 female
+    p_male = np.array([0.9, 0.8, 0.45, 0.425, 0.4, 0.2, 0.1, 0.05])
+    # paper A's 0.6 calls half of these men women; 0.41 and 0.42 separate them all, 0.42 is nearer 0.5
+    assert stage.choose_male_threshold(gender, 1 - p_male) == 0.42
+    assert stage.choose_male_threshold(np.zeros(4, int), np.full(4, 0.5)) == 0.6  # one gender: paper A's

@@ -27,13 +27,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..labels import MALE_THRESHOLD
 from ..preprocess import Preprocess
 from .backbones import create_backbone
 
 TASK_NAMES = ("identity", "age", "gender", "race", "expression", "va")
 ATTRIBUTE_TASKS = ("age", "gender", "race")
 AGE_SCALE = 100.0  # regression head predicts age / AGE_SCALE
-MALE_THRESHOLD = 0.6  # paper A: male if p(male) >= 0.6
 
 
 class MultiTaskNet(nn.Module):
@@ -55,6 +55,7 @@ class MultiTaskNet(nn.Module):
         verbose: bool = True,
         input_size: int | None = None,
         pretrained: str | None = None,
+        male_threshold: float = MALE_THRESHOLD,
     ) -> None:
         super().__init__()
         unknown = set(tasks) - set(TASK_NAMES)
@@ -75,6 +76,9 @@ class MultiTaskNet(nn.Module):
         if age_mode == "regression" and "age" in self.tasks:
             self.tasks["age"] = 1
         self.hidden, self.dropout_p, self.age_mode = int(hidden), float(dropout), age_mode
+        # p(male) at or above which a face is called male: paper A's 0.6 until a stage chooses it on
+        # validation data (fer_lib.stages.pretrain.choose_male_threshold); checkpoints store it.
+        self.male_threshold = float(male_threshold)
         self.backbone, self.num_features, default_size, mean, std = create_backbone(
             backbone, pretrained_file, verbose=verbose, pretrained=pretrained
         )
@@ -138,6 +142,7 @@ class MultiTaskNet(nn.Module):
             "hidden": self.hidden,
             "dropout": self.dropout_p,
             "age_mode": self.age_mode,
+            "male_threshold": self.male_threshold,
             "input_size": self.input_size,
             "mean": list(self.mean),
             "std": list(self.std),

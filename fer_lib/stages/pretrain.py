@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .. import labels
@@ -23,8 +24,9 @@ from ..config import Paths, Profile, TrainConfig, get_paths, resolve_device
 from ..data import FaceDataset, identity_index, make_loader
 from ..datasets._common import carve_val
 from ..datasets.sources import DataSource, load_for_profile
-from ..models import MultiTaskNet, build_model_from_checkpoint
-from ..models.heads import MALE_THRESHOLD
+from ..io import atomic_torch_save
+from ..labels import MALE_THRESHOLD
+from ..models import MultiTaskNet, build_model_from_checkpoint, load_checkpoint
 from ..reporting import record_metrics
 from ..training import Trainer, predict
 from .common import Init, init_from_stage, new_model
@@ -239,13 +241,38 @@ def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = 
     t0 = time.perf_counter()
     history = trainer.fit(train_ds, val_ds)
     print(f"attribute stage: {time.perf_counter() - t0:.1f} s wall (incl. validation)")
-    return StageResult(
-        _best_model(out, model), history, df, src, out / "best.pt", trainer.train_seconds, init=init
-    )
+    best = _best_model(out, model)
+    if "gender" in best.tasks and (out / "best.pt").is_file():
+        val_pred = predict(best, _loader(val_ds, c, cfg), device=resolve_device(cfg.device), progress=False)
+        best.male_threshold = choose_male_threshold(val_pred["label_gender"], val_pred["gender_prob_female"])
+        set_male_threshold(out / "best.pt", best.male_threshold)
+        print(f"male threshold chosen on val (balanced accuracy): p(male) >= {best.male_threshold:.2f}")
+    return StageResult(best, history, df, src, out / "best.pt", trainer.train_seconds, init=init)
+
+
+def choose_male_threshold(gender: np.ndarray, p_female: np.ndarray) -> float:
+    """The p(male) threshold (0.30..0.70, steps of 0.01) with the best balanced accuracy (mean recall of
+    men and women) on labelled faces; ties go to the one nearest 0.5. Paper A's fixed 0.6 favours
+    "female" for an uncertain face; choosing on validation data makes both genders count the same."""
+    y = np.asarray(gender, np.int64)
+    p_male = 1.0 - np.asarray(p_female, np.float64)
+    if not ((y == 0).any() and (y == 1).any()):
+        return MALE_THRESHOLD  # one gender only: nothing to balance
+    grid = np.round(np.arange(0.30, 0.7001, 0.01), 2)
+    scores = [0.5 * ((p_male[y == 0] >= t).mean() + (p_male[y == 1] < t).mean()) for t in grid]
+    best = max(scores)
+    return float(min((t for t, s in zip(grid, scores) if s >= best - 1e-12), key=lambda t: abs(t - 0.5)))
+
+
+def set_male_threshold(checkpoint: Path, threshold: float) -> None:
+    """Store ``threshold`` in a checkpoint's model config, so predict and export use it."""
+    ckpt = load_checkpoint(checkpoint)
+    ckpt["model_config"]["male_threshold"] = float(threshold)
+    atomic_torch_save(ckpt, checkpoint)
 
 
 def predict_test(res: StageResult, cfg: Profile) -> pd.DataFrame:
-    """One row per test image: true and predicted age, gender (paper A's 0.6 male threshold), race."""
+    """One row per test image: true and predicted age, gender (at the model's male threshold), race."""
     c = cfg.pretrain_attributes
     test = res.manifest[res.manifest.split == "test"].reset_index(drop=True)
     ds = _dataset(test, res.model, c)
@@ -253,7 +280,6 @@ def predict_test(res: StageResult, cfg: Profile) -> pd.DataFrame:
         res.model,
         _loader(ds, c, cfg),
         device=resolve_device(cfg.device),
-        male_threshold=MALE_THRESHOLD,
         progress=False,
     )
     return pd.DataFrame(
@@ -270,12 +296,19 @@ def predict_test(res: StageResult, cfg: Profile) -> pd.DataFrame:
 
 
 def attribute_metrics(pred: pd.DataFrame) -> dict[str, float]:
-    """age_mae (years), age_cs5 (share within 5 years), gender_accuracy, race_accuracy (fractions)."""
+    """age_mae (years), age_cs5 (share within 5 years), gender_accuracy, race_accuracy, and the recall of
+    the worst-served ethnicity and gender (fractions)."""
+
+    def min_recall(y: pd.Series, p: pd.Series) -> float:
+        return min(M.accuracy(y[y == c], p[y == c]) for c in y.unique())
+
     return {
         "age_mae": M.age_mae(pred.age, pred.age_pred),
         "age_cs5": M.cumulative_score(pred.age, pred.age_pred, 5),
         "gender_accuracy": M.accuracy(pred.gender, pred.gender_pred),
         "race_accuracy": M.accuracy(pred.race, pred.race_pred),
+        "race_min_recall": min_recall(pred.race, pred.race_pred),
+        "gender_min_recall": min_recall(pred.gender, pred.gender_pred),
     }
 
 

@@ -53,13 +53,15 @@ def run_eval(
     device: torch.device,
     loss_fn: MultiTaskLoss | None = None,
     features: bool = False,
-    male_threshold: float = MALE_THRESHOLD,
+    male_threshold: float | None = None,
     amp: bool = False,
     channels_last: bool = False,
     progress: bool = False,
     max_logits: int = 1000,
 ) -> tuple[dict[str, np.ndarray], float]:
     net = unwrap(model)
+    if male_threshold is None:  # the model's own (chosen on validation data where a stage did), else 0.6
+        male_threshold = getattr(net, "male_threshold", MALE_THRESHOLD)
     was_training = net.training
     net.eval()
     chunks: dict[str, list[np.ndarray]] = {}
@@ -116,7 +118,7 @@ def predict(
     loader: DataLoader,
     device: str | torch.device | None = None,
     features: bool = False,
-    male_threshold: float = MALE_THRESHOLD,
+    male_threshold: float | None = None,
     progress: bool = True,
     amp: bool = False,
 ) -> dict[str, np.ndarray]:
@@ -124,7 +126,8 @@ def predict(
 
     Keys: ``<head>_logits`` (raw head outputs; heads with more than 1000 outputs are left out),
     ``<class head>_pred`` (argmax), ``age_pred`` (years), ``gender_prob_female`` and ``gender_pred``
-    (0 male / 1 female, male where p(male) >= male_threshold), ``valence_pred`` / ``arousal_pred``,
+    (0 male / 1 female, male where p(male) >= ``male_threshold``, by default the model's own),
+    ``valence_pred`` / ``arousal_pred``,
     ``features`` (pooled feature, if asked), and ``label_<key>`` / ``mask_<key>`` when the loader
     yields ``(image, labels, mask)``.
     """
@@ -173,13 +176,13 @@ def evaluate(
     loader: DataLoader,
     tasks: Mapping[str, int] | None = None,
     device: str | torch.device | None = None,
-    male_threshold: float = MALE_THRESHOLD,
+    male_threshold: float | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
     """Metrics over the labelled samples of each head.
 
     ``<class head>_accuracy`` / ``<class head>_macro_f1`` (identity, race, expression), ``age_mae`` and
-    ``age_cs5`` (years), ``gender_accuracy`` (paper A's 0.6 threshold), ``valence_ccc``,
+    ``age_cs5`` (years), ``gender_accuracy`` (at the model's male threshold), ``valence_ccc``,
     ``arousal_ccc``, ``va_ccc`` (mean).
     """
     tasks = tasks or unwrap(model).tasks
