@@ -1,5 +1,5 @@
 """Figures shared by the notebooks: training curves, confusion matrices, label graphs, per-group metrics,
-class balance, sample grids.
+class balance, sample grids, and the published-vs-reproduced headline of notebook 05.
 
 Each function returns a matplotlib Figure; ``fer_lib.reporting.save_figure`` writes it as PNG.
 """
@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+
+from .metrics import metric_spec  # noqa: E402
 
 
 def plot_history(history: pd.DataFrame, metrics: Sequence[str] | None = None, title: str = "") -> plt.Figure:
@@ -176,4 +178,71 @@ def plot_curve(
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return fig
+
+
+HEADLINE_COLORS = {"published": "#4c72b0", "reproduced": "#dd8452"}
+
+
+def _headline_axis_label(unit: str, direction: str) -> str:
+    what = {"%": "accuracy (%)", "years": "mean absolute error (years)"}.get(unit, unit or "score")
+    return f"{what}, {'higher' if direction == 'max' else 'lower'} is better"
+
+
+def plot_headline(headline: pd.DataFrame, title: str = "Published vs reproduced, per task") -> plt.Figure:
+    """Notebook 05's headline figure: per task (one row of ``report.headline_table``), the best
+    published number beside the reproduced one, as horizontal bars.
+
+    One panel per unit and direction (accuracies in %, age MAE in years: lower is better there), so no
+    axis mixes scales. A reproduced value counts only when it comes from the real dataset: a task
+    reproduced only on its synthetic stand-in, or not run, gets no reproduced bar but a grey note
+    in its place. Each panel's ``patches`` are its bars (published first, then reproduced).
+    """
+    df = headline.reset_index(drop=True)
+    if df.empty:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no published numbers to show", ha="center", va="center")
+        return fig
+    direction = [metric_spec(m).direction for m in df["metric"]]
+    groups = list(dict.fromkeys(zip(df["unit"], direction)))
+    sizes = [sum(1 for key in zip(df["unit"], direction) if key == g) for g in groups]
+    fig, axes = plt.subplots(
+        len(groups),
+        1,
+        figsize=(8.5, 0.62 * len(df) + 1.1 * len(groups) + 0.6),
+        gridspec_kw={"height_ratios": sizes},
+        squeeze=False,
+    )
+    for ax, (unit, way) in zip(axes[:, 0], groups):
+        sel = df[[key == (unit, way) for key in zip(df["unit"], direction)]].reset_index(drop=True)
+        y = np.arange(len(sel))
+        real = sel["reproduced"].notna() & (sel["reproduced_on"] == sel["dataset"])
+        pub = sel["published_best"].astype(float)
+        rep = sel["reproduced"].where(real).astype(float)
+        fmt = "{:.1f}" if unit == "%" else "{:.2f}"
+        ax.barh(y - 0.2, pub, height=0.38, color=HEADLINE_COLORS["published"], label="published")
+        ax.barh(
+            y[real] + 0.2, rep[real], height=0.38, color=HEADLINE_COLORS["reproduced"], label="reproduced"
+        )
+        top = float(np.nanmax([pub.max(), rep.max() if real.any() else 0.0]))
+        for k in range(len(sel)):
+            ax.text(pub[k], y[k] - 0.2, " " + fmt.format(pub[k]), va="center", fontsize=8)
+            if real[k]:
+                ax.text(rep[k], y[k] + 0.2, " " + fmt.format(rep[k]), va="center", fontsize=8)
+            else:
+                synthetic = pd.notna(sel["reproduced"][k])
+                note = "synthetic stand-in only (not comparable)" if synthetic else "not run here"
+                ax.text(0.01 * top, y[k] + 0.2, note, va="center", fontsize=8, color="0.4", style="italic")
+        labels = [f"{r.task}\n{r.published_by}, {r.split}" for r in sel.itertuples(index=False)]
+        ax.set_yticks(y, labels, fontsize=8)
+        ax.set_ylim(len(sel) - 0.45, -0.55)
+        ax.set_xlim(0, top * 1.15)
+        ax.set_xlabel(_headline_axis_label(unit, way), fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in HEADLINE_COLORS.values()]
+    labels = ["published (best per task)", "reproduced here (real data)"]
+    fig.legend(handles, labels, loc="upper center", ncol=2, fontsize=8, bbox_to_anchor=(0.5, 0.962))
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.945))
     return fig
