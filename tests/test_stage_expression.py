@@ -231,7 +231,8 @@ def test_fer2013_finetune_starts_from_the_attribute_model_and_serves_grey(env):
     from fer_lib.models import load_checkpoint
     from fer_lib.preprocess import from_checkpoint
 
-    assert from_checkpoint(load_checkpoint(run.checkpoint)) == Preprocess(SIDE, colour="grey")
+    # ... and 48 px like FER2013's: a sharper photo is shrunk to that before the resize
+    assert from_checkpoint(load_checkpoint(run.checkpoint)) == Preprocess(SIDE, colour="grey", max_side=48)
     rec = Recognizer(run.checkpoint)
     colour = face(3, 0.9, -0.9, np.random.default_rng(5))
     grey = np.repeat(np.asarray(Image.fromarray(colour).convert("L"))[..., None], 3, 2)

@@ -256,8 +256,12 @@ def carve_val(
     keys = df.loc[train, key].astype(str)
     keys = location_free(keys) if key == "path" else keys
     sub = pd.DataFrame({"h": _hash_keys(keys, seed + 104729)}, index=train)
-    cols = [by] if isinstance(by, str) else list(by or [])
-    groups = df.loc[train, cols].astype(str).agg("|".join, axis=1) if cols else pd.Series("", index=train)
+    if by is None:
+        groups = pd.Series("", index=train)
+    elif isinstance(by, str):
+        groups = df.loc[train, by].astype(str)  # rows without a value (NaN) stay out of val
+    else:
+        groups = pd.Series(["|".join(map(str, r)) for r in df.loc[train, list(by)].itertuples(False)], train)
     per_group = round(fraction * len(train) / max(1, groups.nunique()))
     chosen = []
     for _, g in sub.groupby(groups.values, sort=False):
