@@ -100,9 +100,11 @@ def _tool_parsers(sub) -> None:
     p.add_argument(
         "--checkpoint",
         default=None,
-        help="fer_lib .pt or .onnx (default: the run folder's checkpoints/02_expression_va/best.pt, "
-        "else 02_expression/best.pt; run folder: runs/$FER_PROFILE or runs/default, results/ "
-        "with FER_PUBLISH=1)",
+        nargs="+",
+        help="fer_lib .pt or .onnx, or several with different heads (e.g. an expression and an "
+        "attribute model); default: the run folder's checkpoints/02_expression_va/best.pt, else "
+        "02_expression/best.pt (run folder: runs/$FER_PROFILE or runs/default, results/ with "
+        "FER_PUBLISH=1), else the published models under results/models/",
     )
     p.add_argument("--out", default="predictions.csv", help="CSV to write (default: predictions.csv)")
     p.add_argument(
@@ -171,7 +173,7 @@ def run_tool(args: argparse.Namespace) -> int:
         from .inference import Recognizer, predict_path
 
         rec = Recognizer(
-            args.checkpoint,
+            args.checkpoint[0] if args.checkpoint and len(args.checkpoint) == 1 else args.checkpoint,
             device=args.device,
             backend=args.backend,
             min_face_size=args.min_face_size,

@@ -80,13 +80,7 @@ ASTRONAUT_FACE_BOX = (181, 62, 268, 172)
 def real_face_batch(preprocess: Preprocess) -> np.ndarray:
     """A real face as a ``uint8`` ``[1, S, S, 3]`` batch, through the model's preprocessing: the
     astronaut's face, or smooth gradients where scikit-image is absent."""
-    try:
-        from skimage import data
-
-        return preprocess.face(data.astronaut(), ASTRONAUT_FACE_BOX)[None]
-    except ImportError:  # pragma: no cover - scikit-image is a dev dependency
-        yy, xx = np.mgrid[0:128, 0:128]
-        return preprocess.face(np.stack([xx * 2, yy * 2, (xx + yy)], -1).clip(0, 255).astype(np.uint8))[None]
+    return preprocess.face(_astronaut(), ASTRONAUT_FACE_BOX)[None]
 
 
 def read_metadata(session, path: str | os.PathLike = "<onnx>") -> dict:
@@ -205,3 +199,53 @@ def parity(
         got = dict(zip(names, sess.run(names, {"input": x})))
         diffs[kind] = max(float(np.abs(got[k] - ref[k].numpy()).max()) for k in names)
     return diffs
+
+
+def half_precision_checkpoint(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, tol: float = 1e-3, n_faces: int = 32
+) -> dict:
+    """A smaller copy of a fer_lib checkpoint for publishing: weights stored as float16 (loaded back into
+    float32), nothing but what serving needs (model config, label orders, metrics, run config).
+
+    The copy is kept in float16 only where the decoded outputs of ``predict`` (probabilities, valence /
+    arousal, age / 100) stay within ``tol`` of the float32 model's on ``n_faces`` faces (the astronaut's
+    face and its shifted / mirrored crops); otherwise it is written in float32. Returns ``{"dtype",
+    "max_abs_diff", "mb"}``.
+    """
+    from .inference import Recognizer
+    from .io import atomic_torch_save
+    from .models import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    slim = {
+        k: ckpt.get(k) for k in ("format", "model_config", "label_orders", "metrics", "config", "versions")
+    }
+    half = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
+    out = Path(out)
+    atomic_torch_save({**slim, "state_dict": half}, out)
+    pre = Recognizer(checkpoint, fold_bn=False).preprocess
+    face = pre.crop(_astronaut(), ASTRONAUT_FACE_BOX)
+    rng = np.random.default_rng(0)
+    crops = []
+    for i in range(n_faces):
+        dy, dx = (int(v) for v in rng.integers(-8, 9, 2))
+        c = np.roll(face, (dy, dx), axis=(0, 1))
+        crops.append(c[:, ::-1] if i % 2 else c)
+    full, small = (Recognizer(p, fold_bn=False).infer(crops) for p in (checkpoint, out))
+    diff = max(float(np.max(np.abs((full[k] - small[k]) / (100.0 if k == "age" else 1.0)))) for k in full)
+    dtype = "float16"
+    if not diff <= tol:
+        atomic_torch_save({**slim, "state_dict": ckpt["state_dict"]}, out)
+        dtype, diff = "float32", 0.0
+    return {"dtype": dtype, "max_abs_diff": diff, "mb": out.stat().st_size / 2**20}
+
+
+def _astronaut() -> np.ndarray:
+    """scikit-image's astronaut (512 x 512 RGB), or smooth gradients where scikit-image is absent."""
+    try:
+        from skimage import data
+
+        return data.astronaut()
+    except ImportError:  # pragma: no cover - scikit-image is a dev dependency
+        yy, xx = np.mgrid[0:512, 0:512]
+        return np.stack([xx // 2, yy // 2, (xx + yy) // 4], -1).clip(0, 255).astype(np.uint8)

@@ -30,6 +30,7 @@ top-2 read-out); ``gender`` (male where p(male) >= 0.6, paper A) and ``p_female`
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,8 @@ IMAGE_SUFFIXES = frozenset(
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 #: Checkpoints tried, in order, when none is given (relative to ``get_paths().checkpoints``).
 DEFAULT_CHECKPOINTS = ("02_expression_va/best.pt", "02_expression/best.pt")
+#: What a published run commits under results/models/ (see fer_lib.stages.report.publish_models).
+PUBLISHED_MODELS = ("expression.pt", "attributes.pt")
 #: Faces per forward pass on a CPU (bench/bench_inference.py: 8 faces per pass beat 32 per face).
 CPU_BATCH = 8
 
@@ -57,8 +60,21 @@ class NoCheckpointError(FileNotFoundError):
     """No checkpoint was given and none of the default ones exists."""
 
 
-def default_checkpoint(checkpoints_dir: str | os.PathLike | None = None) -> Path:
-    """The expression model of notebook 02 (with valence-arousal where it exists)."""
+def published_models(folder: str | os.PathLike | None = None) -> list[Path]:
+    """The models a published run committed (``results/models/``: :data:`PUBLISHED_MODELS` that exist)."""
+    if folder is None:
+        from .config import PUBLISHED_DIR, repo_root
+
+        folder = repo_root() / PUBLISHED_DIR / "models"
+    return [Path(folder) / name for name in PUBLISHED_MODELS if (Path(folder) / name).is_file()]
+
+
+def default_checkpoint(
+    checkpoints_dir: str | os.PathLike | None = None, published: str | os.PathLike | None = None
+) -> Path | list[Path]:
+    """The expression model of notebook 02 (with valence-arousal where it exists) in the run folder;
+    without one, the published run's models (``results/models/``: expression + attributes, committed
+    with the repository), with a note on stderr saying so."""
     if checkpoints_dir is None:
         from .config import get_paths
 
@@ -67,11 +83,20 @@ def default_checkpoint(checkpoints_dir: str | os.PathLike | None = None) -> Path
     for rel in DEFAULT_CHECKPOINTS:
         if (root / rel).is_file():
             return root / rel
+    models = published_models(published)
+    if models:
+        print(
+            f"[fer_lib] no local checkpoint under {root}: using the published models "
+            f"{' + '.join(str(m) for m in models)} (model cards beside them)",
+            file=sys.stderr,
+        )
+        return models
     raise NoCheckpointError(
-        f"no checkpoint given and none found at {', '.join(str(root / r) for r in DEFAULT_CHECKPOINTS)}; "
-        "train one with `python -m fer_lib finetune` (after `python -m fer_lib prepare`), or pass "
-        "--checkpoint PATH (a fer_lib .pt, an ONNX file from `python -m fer_lib export`, or a converted "
-        "HSEmotion model from `python -m fer_lib import-hsemotion`)"
+        f"no checkpoint given and none found at {', '.join(str(root / r) for r in DEFAULT_CHECKPOINTS)} "
+        "(nor published models under results/models/); train one with `python -m fer_lib finetune` "
+        "(after `python -m fer_lib prepare`), or pass --checkpoint PATH (a fer_lib .pt, an ONNX file "
+        "from `python -m fer_lib export`, or a converted HSEmotion model from `python -m fer_lib "
+        "import-hsemotion`)"
     )
 
 
@@ -296,6 +321,21 @@ class _OnnxBackend:
         return dict(zip(self.output_names, outs))
 
 
+def _make_backend(checkpoint, backend, device, threads, channels_last, precision, fold_bn):
+    """The torch or onnxruntime backend of one model; ``backend`` None picks by the file suffix."""
+    is_onnx_file = isinstance(checkpoint, (str, os.PathLike)) and Path(checkpoint).suffix.lower() == ".onnx"
+    backend = backend or ("onnx" if is_onnx_file else "torch")
+    if backend not in ("torch", "onnx"):
+        raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+    if backend == "onnx":
+        return (
+            _OnnxBackend(checkpoint, device, threads)
+            if is_onnx_file
+            else _onnx_from_checkpoint(checkpoint, device, threads)
+        )
+    return _TorchBackend(checkpoint, device, channels_last, precision, fold_bn)
+
+
 def _onnx_from_checkpoint(checkpoint, device: str, threads: int | None) -> _OnnxBackend:
     """Export a checkpoint (or MultiTaskNet) to a temporary ONNX file (parity-checked) and load it."""
     import tempfile
@@ -319,8 +359,9 @@ class Recognizer:
 
     Args:
         checkpoint: a fer_lib checkpoint (``.pt``, loaded weights-only), an ONNX file from
-            ``python -m fer_lib export``, a loaded checkpoint dict or a ``MultiTaskNet``; None takes
-            :func:`default_checkpoint`.
+            ``python -m fer_lib export``, a loaded checkpoint dict or a ``MultiTaskNet``; or a list of
+            them with different heads (e.g. an expression model and an attribute model), each fed
+            through its own preprocessing and their heads merged; None takes :func:`default_checkpoint`.
         device: torch device (``"cpu"``, ``"cuda"``), also used by the face detector.
         backend: ``"torch"`` or ``"onnx"``; None picks by the file suffix (``.onnx`` -> onnx). ``"onnx"``
             with a ``.pt`` checkpoint exports it to ONNX on load (a few seconds, parity-checked) and
@@ -359,30 +400,37 @@ class Recognizer:
     ):
         if checkpoint is None:
             checkpoint = default_checkpoint()
-        if backend is None:
-            is_path = isinstance(checkpoint, (str, os.PathLike))
-            backend = "onnx" if is_path and Path(checkpoint).suffix.lower() == ".onnx" else "torch"
-        if backend not in ("torch", "onnx"):
-            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+        sources = list(checkpoint) if isinstance(checkpoint, (list, tuple)) else [checkpoint]
+        if not sources:
+            raise ValueError("Recognizer needs at least one checkpoint")
         if threads:
             import torch
 
             torch.set_num_threads(int(threads))
-        self.backend_name = backend
         self.device = device
-        if backend == "onnx" and not (
-            isinstance(checkpoint, (str, os.PathLike)) and Path(checkpoint).suffix.lower() == ".onnx"
-        ):
-            self._backend = _onnx_from_checkpoint(checkpoint, device, threads)
-        elif backend == "onnx":
-            self._backend = _OnnxBackend(checkpoint, device, threads)
-        else:
-            self._backend = _TorchBackend(checkpoint, device, channels_last, precision, fold_bn)
-        b = self._backend
-        self.tasks, self.label_orders, self.age_mode = b.tasks, b.label_orders, b.age_mode
-        self.male_threshold = b.male_threshold  # p(male) from which a face is called male
-        self.preprocess = b.preprocess  # the model's own: crop rule, input size, mean/std
-        self.source = b.source
+        self._backends = [
+            _make_backend(c, backend, device, threads, channels_last, precision, fold_bn) for c in sources
+        ]
+        self._backend = b = self._backends[0]
+        self.backend_name = backend or ("onnx" if isinstance(b, _OnnxBackend) else "torch")
+        self.tasks, self.label_orders = {}, {}
+        for other in self._backends:
+            shared = set(self.tasks) & set(other.tasks)
+            if shared:
+                raise ValueError(f"{other.source} has head(s) {sorted(shared)} that an earlier model has too")
+            if other.preprocess.margin != b.preprocess.margin:
+                raise ValueError(
+                    f"{other.source} crops faces with margin {other.preprocess.margin}, {b.source} with "
+                    f"{b.preprocess.margin}: combined models must share the crop rule"
+                )
+            self.tasks.update(other.tasks)
+            self.label_orders.update(other.label_orders)
+        owner = {t: o for o in self._backends for t in o.tasks}
+        self.age_mode = owner["age"].age_mode if "age" in owner else b.age_mode
+        # p(male) from which a face is called male: the gender model's own
+        self.male_threshold = owner["gender"].male_threshold if "gender" in owner else b.male_threshold
+        self.preprocess = b.preprocess  # the (first) model's own: crop rule, input size, mean/std
+        self.source = " + ".join(str(o.source) for o in self._backends)
         self.min_face_size, self.min_prob, self.largest_only = (
             int(min_face_size),
             float(min_prob),
@@ -438,12 +486,14 @@ class Recognizer:
 
     # ---------------------------------------------------------------------------------- the core
 
-    def raw(self, batch_u8: np.ndarray) -> dict[str, np.ndarray]:
-        """Head outputs (logits / regressions) for a preprocessed ``uint8`` batch, in chunks."""
+    def raw(self, batch_u8: np.ndarray, backend=None) -> dict[str, np.ndarray]:
+        """Head outputs (logits / regressions) for a preprocessed ``uint8`` batch, in chunks: of
+        ``backend``, else of every model (combined models must then share one preprocessing)."""
         outs: dict[str, list[np.ndarray]] = {}
-        for i in range(0, len(batch_u8), self.batch_size):
-            for k, v in self._backend(batch_u8[i : i + self.batch_size]).items():
-                outs.setdefault(k, []).append(v)
+        for b in [backend] if backend is not None else self._backends:
+            for i in range(0, len(batch_u8), self.batch_size):
+                for k, v in b(batch_u8[i : i + self.batch_size]).items():
+                    outs.setdefault(k, []).append(v)
         return {k: np.concatenate(v) for k, v in outs.items()}
 
     def decode(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -473,26 +523,30 @@ class Recognizer:
         """Decoded arrays (see :meth:`decode`) for already-cropped faces, in passes of ``batch_size``."""
         if len(crops) == 0:
             return {}
-        if not self.overlap or len(crops) <= self.batch_size:
-            return self.decode(self.raw(self.preprocess.batch(crops)))
-        return self.decode(self._raw_overlapped(crops))
+        raw: dict[str, np.ndarray] = {}
+        for b in self._backends:  # each model through its own preprocessing
+            if not self.overlap or len(crops) <= self.batch_size:
+                raw.update(self.raw(b.preprocess.batch(crops), b))
+            else:
+                raw.update(self._raw_overlapped(crops, b))
+        return self.decode(raw)
 
-    def _raw_overlapped(self, crops: Sequence) -> dict[str, np.ndarray]:
+    def _raw_overlapped(self, crops: Sequence, backend) -> dict[str, np.ndarray]:
         """:meth:`raw` of the crops, resizing pass k+1 in a background thread while pass k runs (PIL's
         resize and torch / onnxruntime release the GIL)."""
         from concurrent.futures import ThreadPoolExecutor
 
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="fer-preprocess")
-        bs = self.batch_size
+        bs, pre = self.batch_size, backend.preprocess
         chunks = [crops[i : i + bs] for i in range(0, len(crops), bs)]
-        pending = self._pool.submit(self.preprocess.batch, chunks[0])
+        pending = self._pool.submit(pre.batch, chunks[0])
         outs: dict[str, list[np.ndarray]] = {}
         for j in range(len(chunks)):
             batch_u8 = pending.result()
             if j + 1 < len(chunks):
-                pending = self._pool.submit(self.preprocess.batch, chunks[j + 1])
-            for k, v in self._backend(batch_u8).items():
+                pending = self._pool.submit(pre.batch, chunks[j + 1])
+            for k, v in backend(batch_u8).items():
                 outs.setdefault(k, []).append(v)
         return {k: np.concatenate(v) for k, v in outs.items()}
 

@@ -370,3 +370,104 @@ def write_all(cfg, paths: Paths | None = None) -> dict[str, pd.DataFrame]:
     reporting.save_figure(fig, "05_headline", paths)
     plots.plt.close(fig)
     return tables
+
+
+# ====================================================================================== published models
+#: The models a published run puts under results/models/ (file -> what it is). Sources are the run
+#: folder's checkpoints; each gets a model card beside it.
+PUBLISHED_MODEL_SOURCES = {
+    "expression.pt": {
+        "checkpoint": "02_fer2013_finetune/best.pt",
+        "dataset": "fer2013",
+        "title": "Facial expression (7 classes), FER2013",
+        "data": "FER2013 (train split for training, validation for model selection, test for the numbers "
+        "below); the copy used here was contrast-enhanced by its publisher. Terms: the FER2013 challenge "
+        "release's (research use).",
+        "limits": "FER2013 faces are 48 px, grey and loosely framed, so the model sees every face grey "
+        "and shrunk to 48 px (its preprocessing does this to colour photos too); expressions are posed "
+        "or web-collected, and 'disgust' is rare in training (436 faces). Accuracy on the "
+        "contrast-enhanced copy is not comparable with published FER2013 numbers.",
+    },
+    "attributes.pt": {
+        "checkpoint": "01_attributes/best.pt",
+        "dataset": "utkface",
+        "title": "Age, gender and ethnicity, UTKFace",
+        "data": "UTKFace (23,705 labelled chips: the 2,000 of its balanced test list for the numbers below, "
+        "the rest for training and validation). Terms: UTKFace is for non-commercial research only.",
+        "limits": "UTKFace's labels are estimates (age, gender as a binary, five coarse ethnicity "
+        "groups incl. 'Others'); every face is shrunk to 64 px (the data's lowest resolution), so "
+        "fine detail is not used; the balanced test holds many children, for whom gender is hardest. "
+        "Do not use it to make decisions about people.",
+    },
+}
+
+
+def publish_models(cfg, paths: Paths | None = None, tol: float = 1e-3) -> pd.DataFrame:
+    """Write the run's expression and attribute models to ``results/models/`` (float16 where the outputs
+    stay within ``tol``: :func:`fer_lib.export.half_precision_checkpoint`) with a model card each (``.md``:
+    training data and terms, input, label order, this run's test metrics, known limits). Models whose
+    checkpoint the run did not produce are skipped. Returns one row per published model."""
+    from ..export import half_precision_checkpoint
+    from ..labels import default_label_orders
+    from ..models import load_checkpoint
+    from ..preprocess import from_checkpoint
+
+    paths = paths or get_paths()
+    out_dir = paths.results / "models"
+    metrics = reporting.load_metrics(paths.metrics_csv)
+    rows = []
+    for name, spec in PUBLISHED_MODEL_SOURCES.items():
+        src = paths.checkpoints / spec["checkpoint"]
+        if not src.is_file():
+            print(f"{name}: {src} is absent (its stage did not run on real data): not published")
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = load_checkpoint(src)
+        mc, pre = ckpt["model_config"], from_checkpoint(ckpt)
+        report = half_precision_checkpoint(src, out_dir / name, tol=tol)
+        orders = {**default_label_orders(mc["tasks"]), **(ckpt.get("label_orders") or {})}
+        prefix = f"{mc['backbone']}_{pre.input_size}px_" if spec["dataset"] == "fer2013" else None
+        model = f"{mc['backbone']}@{pre.input_size}" if prefix is None else None
+        m = metrics[(metrics["dataset"] == spec["dataset"]) & (metrics["profile"] == cfg.name)]
+        m = m[m["model"].str.startswith(prefix)] if prefix else m[m["model"] == model]
+        m = m.drop_duplicates("metric", keep="last")
+        lines = [
+            f"# {spec['title']}: `{name}`",
+            "",
+            f"- File: `{name}`, a fer_lib checkpoint with {report['dtype']} weights ({report['mb']:.1f} MB; "
+            f"outputs within {report['max_abs_diff']:.1e} of the float32 model's), from `{spec['checkpoint']}` "
+            f"of the `{cfg.name}` profile's published run"
+            + (f" at commit `{m['git_commit'].iloc[-1]}`" if len(m) else "")
+            + ".",
+            f"- Network: `{mc['backbone']}` (ImageNet start, then this project's stages), heads "
+            f"{', '.join(f'`{k}` ({v})' for k, v in mc['tasks'].items())}.",
+            f"- Input: the face box (MTCNN's in `predict`, no margin) -> shrunk to at most {pre.max_side} px "
+            f"-> {'grey, ' if pre.colour == 'grey' else ''}resized to {pre.input_size} x {pre.input_size} "
+            f"(PIL bilinear) -> (x / 255 - {pre.mean[0]:g}) / {pre.std[0]:g}.",
+            *[f"- Label order of `{k}`: {', '.join(map(str, v))}." for k, v in orders.items()],
+        ]
+        if "gender" in mc["tasks"]:
+            lines.append(
+                f"- Gender: male where p(male) >= {mc.get('male_threshold', 0.6):.2f} (chosen on validation)."
+            )
+        lines += [
+            f"- Training data: {spec['data']}",
+            "",
+            "## Test metrics of this run",
+            "",
+            reporting.to_markdown(m[["model", "metric", "value", "split", "seed", "git_commit"]])
+            if len(m)
+            else "(none recorded)",
+            "",
+            "## Known limits",
+            "",
+            spec["limits"],
+            "",
+            "Use: `python -m fer_lib predict photo.jpg` picks these files up when no local checkpoint "
+            'exists; `Recognizer(["results/models/expression.pt", "results/models/attributes.pt"])` '
+            "in Python.",
+            "",
+        ]
+        (out_dir / name).with_suffix(".md").write_text("\n".join(lines))
+        rows.append({"model": name, **report, "source": spec["checkpoint"]})
+    return pd.DataFrame(rows)

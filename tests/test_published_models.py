@@ -1,0 +1,98 @@
+"""A published run's models: half-precision copies with model cards, and predict's fallback to them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fer_lib import config, reporting
+from fer_lib.inference import NoCheckpointError, Recognizer, default_checkpoint
+from fer_lib.models import MultiTaskNet, load_checkpoint, save_checkpoint
+from fer_lib.stages import report
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _run_folder(tmp_results):
+    """A run's two checkpoints (tiny networks) and its test metrics, as the stages leave them."""
+    paths = config.get_paths()
+    torch.manual_seed(0)
+    expr = MultiTaskNet("tiny_cnn", {"expression": 7}, verbose=False, input_size=40)
+    expr.preprocess = expr.preprocess.replace(colour="grey", max_side=48)
+    attrs = MultiTaskNet("tiny_cnn", {"age": 100, "gender": 1, "race": 5}, verbose=False, male_threshold=0.45)
+    attrs.preprocess = attrs.preprocess.replace(max_side=64)
+    save_checkpoint(paths.checkpoints / "02_fer2013_finetune" / "best.pt", expr)
+    save_checkpoint(paths.checkpoints / "01_attributes" / "best.pt", attrs)
+    kw = dict(profile="default", seed=42, path=paths.metrics_csv)
+    reporting.record_metrics(
+        "finetune", "fer2013", "test", "tiny_cnn_40px_utk_init", {"accuracy": 0.612}, **kw
+    )
+    reporting.record_metrics(
+        "finetune", "fer2013", "test", "tiny_cnn_utk_init", {"accuracy": 0.5}, **kw
+    )  # an arm
+    reporting.record_metrics(
+        "pretrain", "utkface", "balanced_test_2000", "tiny_cnn@32", {"age_mae": 5.25}, **kw
+    )
+    return paths
+
+
+def test_published_models_are_half_precision_copies_with_cards(tmp_results):
+    paths = _run_folder(tmp_results)
+    table = report.publish_models(config.get_profile("default"), paths)
+    assert list(table.model) == ["expression.pt", "attributes.pt"] and set(table.dtype) == {"float16"}
+    assert (table.max_abs_diff <= 1e-3).all()
+    for name, src in (("expression.pt", "02_fer2013_finetune"), ("attributes.pt", "01_attributes")):
+        out = load_checkpoint(paths.results / "models" / name)
+        assert {v.dtype for v in out["state_dict"].values() if v.is_floating_point()} == {torch.float16}
+        assert out.get("optimizer") is None  # nothing but what serving needs
+        full = (paths.checkpoints / src / "best.pt").stat().st_size
+        assert (paths.results / "models" / name).stat().st_size < 0.7 * full
+    card = (paths.results / "models" / "expression.md").read_text()
+    assert "0.612" in card and "0.5 " not in card  # its own row, not a transfer arm's
+    assert "shrunk to at most 48 px -> grey, resized to 40 x 40" in card
+    assert "Label order of `expression`: Neutral, Happy, Sad, Surprise, Fear, Disgust, Anger." in card
+    card = (paths.results / "models" / "attributes.md").read_text()
+    assert "5.25" in card and "p(male) >= 0.45" in card and "non-commercial research only" in card
+
+
+def test_predict_falls_back_to_the_published_models_and_feeds_each_its_own_input(tmp_results, capsys):
+    paths = _run_folder(tmp_results)
+    report.publish_models(config.get_profile("default"), paths)
+    models = paths.results / "models"
+    empty = tmp_results / "elsewhere"
+    chosen = default_checkpoint(empty, published=models)
+    assert chosen == [models / "expression.pt", models / "attributes.pt"]
+    assert "using the published models" in capsys.readouterr().err
+    rec = Recognizer(chosen)
+    assert set(rec.tasks) == {"expression", "age", "gender", "race"} and rec.male_threshold == 0.45
+    assert "expression.pt + " in rec.source
+    rng = np.random.default_rng(0)
+    crops = [rng.integers(0, 256, (90, 80, 3), dtype=np.uint8) for _ in range(5)]
+    both = rec.infer(crops)
+    alone = {
+        **Recognizer(models / "expression.pt").infer(crops),
+        **Recognizer(models / "attributes.pt").infer(crops),
+    }
+    for k in ("expression_probs", "age", "p_female", "ethnicity_probs"):
+        np.testing.assert_allclose(both[k], alone[k], atol=1e-6)
+    faces = rec.predict_faces(crops)
+    assert faces[0].expression is not None and faces[0].age is not None and faces[0].ethnicity is not None
+    with pytest.raises(NoCheckpointError, match="results/models"):
+        default_checkpoint(empty, published=tmp_results / "none")
+    with pytest.raises(ValueError, match="earlier model"):
+        Recognizer([models / "expression.pt", models / "expression.pt"])
+
+
+def test_the_committed_models_fit_the_size_bound_and_have_cards():
+    folder = config.repo_root() / "results" / "models"
+    files = sorted(folder.glob("*.pt")) if folder.is_dir() else []
+    if not files:
+        pytest.skip("no published models committed yet (a published run writes results/models/)")
+    assert sum(f.stat().st_size for f in files) <= 20 * 2**20
+    for f in files:
+        assert f.with_suffix(".md").is_file(), f"{f.name} has no model card"
+        assert {v.dtype for v in load_checkpoint(f)["state_dict"].values() if v.is_floating_point()} <= {
+            torch.float16,
+            torch.float32,
+        }
