@@ -23,7 +23,8 @@ the same columns.
 Per face (heads the checkpoint has, else None): ``box`` ``(x1, y1, x2, y2)`` and ``det_prob``;
 ``expression`` (argmax name) and ``expression_probs`` (canonical order of
 :data:`fer_lib.labels.EXPRESSIONS_8`, sums to 1); ``valence`` / ``arousal``; ``age`` (years, paper A's
-top-2 read-out); ``gender`` (male where p(male) >= 0.6, paper A) and ``p_female``; ``ethnicity`` and
+top-2 read-out); ``gender`` (male where p(male) >= the model's threshold: paper A's 0.6, or the one its stage
+chose on validation data) and ``p_female``; ``ethnicity`` and
 ``ethnicity_probs`` (UTKFace's five classes).
 """
 

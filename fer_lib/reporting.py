@@ -249,6 +249,8 @@ def write_index(paths: Paths | None = None, extra: str | None = None) -> Path:
         *links(paths.tables, "*.md"),
         "\n## Figures\n",
         *links(paths.figures, "*.png"),
+        "\n## Models (with their cards)\n",
+        *links(res / "models", "*.*"),
         "\n## Benchmarks\n",
         *links(res / "benchmarks", "*.md"),
     ]
