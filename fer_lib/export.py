@@ -204,13 +204,15 @@ def parity(
 def half_precision_checkpoint(
     checkpoint: str | os.PathLike, out: str | os.PathLike, tol: float = 1e-3, n_faces: int = 32
 ) -> dict:
-    """A smaller copy of a fer_lib checkpoint for publishing: weights stored as float16 (loaded back into
+    """A smaller copy of a fer_lib checkpoint for publishing: weights stored in float16 (loaded back into
     float32), nothing but what serving needs (model config, label orders, metrics, run config).
 
-    The copy is kept in float16 only where the decoded outputs of ``predict`` (probabilities, valence /
-    arousal, age / 100) stay within ``tol`` of the float32 model's on ``n_faces`` faces (the astronaut's
-    face and its shifted / mirrored crops); otherwise it is written in float32. Returns ``{"dtype",
-    "max_abs_diff", "mb"}``.
+    Kept only where the decoded outputs of ``predict`` (probabilities, valence / arousal, age / 100) stay
+    within ``tol`` of the float32 model's on ``n_faces`` faces (the astronaut's face, shifted and
+    mirrored). Tried in order: every float tensor in float16; ``"mixed"``: float16 for the large
+    convolution / linear weights, float32 for the sensitive rest (1-D tensors such as BatchNorm and
+    biases, tensors under 5,000 values such as depthwise kernels, the task heads); float32. Returns
+    ``{"dtype", "max_abs_diff", "mb"}``.
     """
     from .inference import Recognizer
     from .io import atomic_torch_save
@@ -220,9 +222,7 @@ def half_precision_checkpoint(
     slim = {
         k: ckpt.get(k) for k in ("format", "model_config", "label_orders", "metrics", "config", "versions")
     }
-    half = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}
     out = Path(out)
-    atomic_torch_save({**slim, "state_dict": half}, out)
     pre = Recognizer(checkpoint, fold_bn=False).preprocess
     face = pre.crop(_astronaut(), ASTRONAUT_FACE_BOX)
     rng = np.random.default_rng(0)
@@ -231,13 +231,24 @@ def half_precision_checkpoint(
         dy, dx = (int(v) for v in rng.integers(-8, 9, 2))
         c = np.roll(face, (dy, dx), axis=(0, 1))
         crops.append(c[:, ::-1] if i % 2 else c)
-    full, small = (Recognizer(p, fold_bn=False).infer(crops) for p in (checkpoint, out))
-    diff = max(float(np.max(np.abs((full[k] - small[k]) / (100.0 if k == "age" else 1.0)))) for k in full)
-    dtype = "float16"
-    if not diff <= tol:
-        atomic_torch_save({**slim, "state_dict": ckpt["state_dict"]}, out)
-        dtype, diff = "float32", 0.0
-    return {"dtype": dtype, "max_abs_diff": diff, "mb": out.stat().st_size / 2**20}
+    full = Recognizer(checkpoint, fold_bn=False).infer(crops)
+
+    def sensitive(name: str, t) -> bool:
+        return t.ndim <= 1 or t.numel() < 5000 or name.startswith(("heads.", "attribute_trunk."))
+
+    rules = {"float16": lambda k, t: False, "mixed": sensitive}
+    for dtype, keep32 in rules.items():
+        sd = {
+            k: v.half() if v.is_floating_point() and not keep32(k, v) else v
+            for k, v in ckpt["state_dict"].items()
+        }
+        atomic_torch_save({**slim, "state_dict": sd}, out)
+        small = Recognizer(out, fold_bn=False).infer(crops)
+        diff = max(float(np.max(np.abs((full[k] - small[k]) / (100.0 if k == "age" else 1.0)))) for k in full)
+        if diff <= tol:
+            return {"dtype": dtype, "max_abs_diff": diff, "mb": out.stat().st_size / 2**20}
+    atomic_torch_save({**slim, "state_dict": ckpt["state_dict"]}, out)
+    return {"dtype": "float32", "max_abs_diff": 0.0, "mb": out.stat().st_size / 2**20}
 
 
 def _astronaut() -> np.ndarray:

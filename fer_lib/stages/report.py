@@ -402,6 +402,13 @@ PUBLISHED_MODEL_SOURCES = {
 }
 
 
+WEIGHT_TYPES = {
+    "float16": "float16",
+    "mixed": "float16 (large convolutions) and float32 (normalisation, biases, depthwise kernels, heads)",
+    "float32": "float32",
+}
+
+
 def publish_models(cfg, paths: Paths | None = None, tol: float = 1e-3) -> pd.DataFrame:
     """Write the run's expression and attribute models to ``results/models/`` (float16 where the outputs
     stay within ``tol``: :func:`fer_lib.export.half_precision_checkpoint`) with a model card each (``.md``:
@@ -434,7 +441,7 @@ def publish_models(cfg, paths: Paths | None = None, tol: float = 1e-3) -> pd.Dat
         lines = [
             f"# {spec['title']}: `{name}`",
             "",
-            f"- File: `{name}`, a fer_lib checkpoint with {report['dtype']} weights ({report['mb']:.1f} MB; "
+            f"- File: `{name}`, a fer_lib checkpoint with {WEIGHT_TYPES[report['dtype']]} weights ({report['mb']:.1f} MB; "
             f"outputs within {report['max_abs_diff']:.1e} of the float32 model's), from `{spec['checkpoint']}` "
             f"of the `{cfg.name}` profile's published run"
             + (f" at commit `{m['git_commit'].iloc[-1]}`" if len(m) else "")
@@ -444,7 +451,12 @@ def publish_models(cfg, paths: Paths | None = None, tol: float = 1e-3) -> pd.Dat
             f"- Input: the face box (MTCNN's in `predict`, no margin) -> shrunk to at most {pre.max_side} px "
             f"-> {'grey, ' if pre.colour == 'grey' else ''}resized to {pre.input_size} x {pre.input_size} "
             f"(PIL bilinear) -> (x / 255 - {pre.mean[0]:g}) / {pre.std[0]:g}.",
-            *[f"- Label order of `{k}`: {', '.join(map(str, v))}." for k, v in orders.items()],
+            *[f"- Label order of `{k}`: {', '.join(map(str, v))}." for k, v in orders.items() if k != "age"],
+            *(
+                ["- Age: 100 one-year bins (0-99), read out as paper A's top-2 expected value."]
+                if "age" in mc["tasks"]
+                else []
+            ),
         ]
         if "gender" in mc["tasks"]:
             lines.append(
