@@ -6,9 +6,10 @@ with the naive loop measured in this run:
 - naive:     one frame at a time: decode, detect, crop, one forward pass per face;
 - batched:   ``extract_video_features(prefetch=0)``: frames detected in batches, crops in batches;
 - batched + overlapped: the same with decoding in a background thread (``prefetch=2``);
-- ..., detect every k: the same with MTCNN on every k-th frame only, the boxes carried to the frames
-  in between (``detect_every=k``, ``VideoConfig.detect_every``); checked against the naive loop's
-  per-frame boxes (IoU) and pooled features.
+- ..., detect every k: the same with MTCNN on every k-th frame (and the last) only, the boxes of the
+  frames in between interpolated between the two detections around them (``detect_every=k``,
+  ``VideoConfig.detect_every``); checked against the naive loop's per-frame boxes (IoU) and pooled
+  features.
 
 Detecting on a downscaled frame does not pay with MTCNN: its image pyramid starts at
 ``12 / min_face_size`` of the frame, so a frame downscaled by s with the minimum face scaled by s gives the
@@ -41,6 +42,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fer_lib.config import get_paths  # noqa: E402
+from fer_lib.faces import box_iou  # noqa: E402
 from fer_lib.reporting import write_benchmark  # noqa: E402
 from fer_lib.video import (  # noqa: E402
     TorchFeatureExtractor,
@@ -141,15 +143,6 @@ def _pixels(boxes: np.ndarray) -> np.ndarray:
     return np.rint(boxes[:, :4]).astype(np.int64)
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two ``[x1, y1, x2, y2, ...]`` boxes."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 def frame_ious(vf: VideoFeatures, ref: VideoFeatures) -> np.ndarray:
     """IoU of the first face box of every frame that has a face in both (against the full detection)."""
     first = {}
@@ -159,7 +152,7 @@ def frame_ious(vf: VideoFeatures, ref: VideoFeatures) -> np.ndarray:
     for f, b in zip(vf.face_frame, vf.boxes):
         if int(f) in first and int(f) not in seen:
             seen.add(int(f))
-            out.append(iou(b, first[int(f)]))
+            out.append(float(box_iou(b, first[int(f)])[0, 0]))
     return np.asarray(out)
 
 

@@ -121,7 +121,7 @@ class VideoConfig:
     cv_folds: int = 5
     batch_size: int = 32  # frames per detector call (crops are batched by the extractor)
     prefetch: int = 2  # frame batches decoded ahead in a background thread (0: none)
-    detect_every: int = 1  # MTCNN on every k-th sampled frame, boxes carried between (1: paper A)
+    detect_every: int = 1  # MTCNN on every k-th sampled frame, boxes interpolated between (1: paper A)
     cache: bool = True  # per-video feature cache under results/cache/video
     file_id: str = "stat"  # cache key of a video file: stat (path+size+mtime) | content (sha256)
     checkpoint: str | None = (

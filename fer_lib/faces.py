@@ -142,3 +142,38 @@ def select_faces(
     if mode == "largest" and len(b) > 1:
         b = b[[int(np.argmax(box_area(b)))]]
     return b
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise intersection over union of ``[x1, y1, x2, y2, ...]`` boxes: an ``(len(a), len(b))`` array."""
+    a = np.atleast_2d(np.asarray(a, dtype=np.float64))[:, :4]
+    b = np.atleast_2d(np.asarray(b, dtype=np.float64))[:, :4]
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
+    union = box_area(a)[:, None] + box_area(b)[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def interpolate_boxes(a: np.ndarray, b: np.ndarray, t: float, min_iou: float = 0.3) -> np.ndarray:
+    """Face boxes a fraction ``t`` (0..1) of the way from detection ``a`` to detection ``b`` of a later frame.
+
+    A face found in both (pairs matched greedily by IoU, at least ``min_iou``) moves linearly: its
+    corners and probability are interpolated. A face found in only one of them stays on that side's
+    half of the interval (``a``'s while ``t < 0.5``, ``b``'s from 0.5 on), as with the nearest
+    detection. Returns ``(k, 5)`` float32 boxes sorted by probability, as the detector's.
+    """
+    a = np.asarray(a, dtype=np.float32).reshape(-1, 5)
+    b = np.asarray(b, dtype=np.float32).reshape(-1, 5)
+    iou = box_iou(a, b)
+    pairs, free_a, free_b = [], set(range(len(a))), set(range(len(b)))
+    for i, j in zip(*np.unravel_index(np.argsort(-iou, axis=None, kind="stable"), iou.shape)):
+        if iou[i, j] < min_iou:
+            break
+        if i in free_a and j in free_b:
+            pairs.append((1 - t) * a[i] + t * b[j])
+            free_a.discard(i)
+            free_b.discard(j)
+    alone = [a[i] for i in sorted(free_a)] if t < 0.5 else [b[j] for j in sorted(free_b)]
+    out = np.asarray(pairs + alone, dtype=np.float32).reshape(-1, 5)
+    return out[np.argsort(-out[:, 4], kind="stable")]

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from fer_lib.faces import box_iou, interpolate_boxes
 from fer_lib.preprocess import Preprocess
 from fer_lib.video import (
     FeatureCache,
@@ -309,34 +310,54 @@ class CountingDetector(SquareDetector):
         return super().detect_batch(frames)
 
 
-def test_detect_every_k_carries_boxes_across_batches(tmp_path):
-    frames = square_frames(10, COLOURS[0])  # one square on every frame, moving 2 px a frame
-    path = write_video(tmp_path / "carry.mp4", frames)
+def test_detect_every_k_interpolates_boxes_across_batches(tmp_path):
+    frames = square_frames(11, COLOURS[0])  # one square on every frame, moving 2 px a frame
+    path = write_video(tmp_path / "between.mp4", frames)
     full_det, det = CountingDetector(), CountingDetector()
     full = extract_video_features(path, full_det, MeanColourExtractor(), min_face_size=16, batch_size=4)
     vf = extract_video_features(
         path, det, MeanColourExtractor(), min_face_size=16, batch_size=4, detect_every=3
     )
-    assert full_det.frames == 10 and det.frames == 4  # frames 0, 3, 6, 9 only
-    assert list(vf.face_frame) == list(range(10))  # every frame still has its (carried) face
+    assert full_det.frames == 11 and det.frames == 5  # frames 0, 3, 6, 9 and the last one, 10
+    assert list(vf.face_frame) == list(range(11)) and list(vf.sampled) == list(range(11))
     by_frame = dict(zip(vf.face_frame, vf.boxes))
     ref = dict(zip(full.face_frame, full.boxes))
-    for i in range(10):
-        np.testing.assert_array_equal(by_frame[i], ref[3 * (i // 3)])  # the last detected frame's box,
-    assert not np.array_equal(by_frame[4], ref[4])  # even across a batch boundary (4)
-    np.testing.assert_allclose(vf.pooled(), full.pooled(), atol=0.1)  # crops lag <= 4 px of a 24 px square
+    for i in (0, 3, 6, 9, 10):
+        np.testing.assert_array_equal(by_frame[i], ref[i])  # keyframes: the detection itself
+    np.testing.assert_allclose(
+        by_frame[4][:4], (2 * ref[3][:4] + ref[6][:4]) / 3, atol=1e-4
+    )  # 1/3 of the way,
+    for i in (1, 2, 4, 5, 7, 8):  # across batch boundaries (frames 4 and 8 start batches) ...
+        np.testing.assert_allclose(by_frame[i][:4], ref[i][:4], atol=1.01)  # ... on the moving square
+        assert np.abs(by_frame[i][:4] - ref[3 * (i // 3)][:4]).max() >= 1.5  # not the last detection's box
+    np.testing.assert_allclose(vf.pooled(), full.pooled(), atol=0.02)
     same = extract_video_features(
         path, SquareDetector(), MeanColourExtractor(), min_face_size=16, batch_size=4, detect_every=1
     )
     np.testing.assert_array_equal(same.boxes, full.boxes)
 
 
-def test_carried_boxes_disappear_when_the_next_detection_finds_none(tmp_path):
-    path = write_video(tmp_path / "gone.mp4", square_frames(6, COLOURS[1], every=4))  # faces on frames 0, 4
+def test_a_face_found_by_one_keyframe_only_covers_its_half_of_the_interval(tmp_path):
+    path = write_video(
+        tmp_path / "gone.mp4", square_frames(9, COLOURS[1], every=4)
+    )  # faces on frames 0, 4, 8
     vf = extract_video_features(
         path, SquareDetector(), MeanColourExtractor(), min_face_size=16, batch_size=3, detect_every=2
     )
-    assert list(vf.face_frame) == [0, 1, 4, 5]  # frame 2 detected nothing, frame 3 carries that
+    # keyframes 0, 2, 4, 6, 8 find faces on 0, 4, 8; frames 1, 3, 5, 7 lie halfway between two keyframes
+    # and take the later one's faces: none for 1 and 5, those of frames 4 and 8 for 3 and 7
+    assert list(vf.face_frame) == [0, 3, 4, 7, 8]
+
+
+def test_interpolate_boxes_matches_faces_by_overlap():
+    a = np.array([[0, 0, 10, 10, 0.9], [50, 50, 70, 70, 0.8]], np.float32)
+    b = np.array([[54, 50, 74, 70, 0.6], [100, 0, 110, 10, 0.99]], np.float32)  # face 2 moved, a new one
+    early, late = interpolate_boxes(a, b, 0.25), interpolate_boxes(a, b, 0.75)
+    np.testing.assert_allclose(early, [[0, 0, 10, 10, 0.9], [51, 50, 71, 70, 0.75]])  # sorted by prob
+    np.testing.assert_allclose(late, [[100, 0, 110, 10, 0.99], [53, 50, 73, 70, 0.65]])
+    np.testing.assert_allclose(interpolate_boxes(a, np.zeros((0, 5)), 0.2), a)
+    assert interpolate_boxes(a, np.zeros((0, 5)), 0.5).shape == (0, 5)
+    np.testing.assert_allclose(box_iou(a, b), [[0, 0], [16 * 20 / (2 * 400 - 320), 0]])
 
 
 def test_decode_error_inside_extraction_names_file(tmp_path):
@@ -366,7 +387,7 @@ def test_cache_hit_and_invalidation(tmp_path):
     _, _, st4 = extract_dataset(paths, ext, stride=2, **kw)  # changed stride
     assert not st4.cached.any() and ext.calls == 8 + 2
     _, _, st6 = extract_dataset(paths, ext, detect_every=2, **kw)  # detection every 2nd frame
-    assert not st6.cached.any() and ext.calls == 10 + 4
+    assert not st6.cached.any() and ext.calls == 10 + 6  # + each video's last frame, a keyframe of its own
     assert extract_dataset(paths, ext, detect_every=2, **kw)[2].cached.all()
     # an unreadable cache entry is recomputed, not fatal
     for f in (tmp_path / "cache").glob("v0-*.npz"):

@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..faces import select_faces
+from ..faces import interpolate_boxes, select_faces
 from ..preprocess import Preprocess, for_model
 from .decode import iter_frames
 from .pooling import pool_afew, pool_vgaf
@@ -361,20 +361,54 @@ def faces_in_batch(
     return crops, where, boxes
 
 
-def carry_detections(
-    detector: FaceDetectorLike, frames: list[np.ndarray], start: int, every: int, carried: np.ndarray
-) -> tuple[list[np.ndarray], np.ndarray]:
-    """Detections of ``frames`` (sampled positions ``start, start + 1, ...``) where only positions that
-    are multiples of ``every`` go through ``detector``; every other frame gets the boxes of the last
-    detected frame (``carried`` when that was in an earlier batch). Returns (detections, new carried)."""
-    pos = [i for i in range(len(frames)) if (start + i) % every == 0]
-    found = dict(zip(pos, detector.detect_batch([frames[i] for i in pos]) if pos else []))
-    out = []
-    for i in range(len(frames)):
-        if i in found:
-            carried = np.asarray(found[i], np.float32).reshape(-1, 5)
-        out.append(carried.copy())
-    return out, carried
+def keyframe_detections(
+    detector: FaceDetectorLike, batches: Iterable[tuple[list[int], list[np.ndarray]]], every: int = 1
+) -> Iterator[tuple[list[int], list[np.ndarray], list[np.ndarray]]]:
+    """``(indices, frames, detections)`` for a stream of frame batches, detecting only on keyframes.
+
+    Keyframes are the sampled positions ``0, every, 2 * every, ...`` and the stream's last frame; each
+    batch's keyframes go through ``detector.detect_batch`` at once. A frame between two keyframes gets
+    their boxes interpolated by frame index (:func:`fer_lib.faces.interpolate_boxes`), so frames after a
+    batch's last keyframe wait (at most ``every - 1`` of them) for the next batch's first detection.
+    ``every=1`` detects every frame and yields the batches unchanged.
+    """
+    waiting: list[tuple[int, np.ndarray]] = []  # frames since the last keyframe
+    last: tuple[int, np.ndarray] | None = None  # (frame index, boxes) of the last keyframe
+    position = 0
+
+    def settle(index: int, boxes: np.ndarray) -> tuple[list[int], list[np.ndarray], list[np.ndarray]]:
+        """The waiting frames (interpolated towards this keyframe), then the keyframe itself."""
+        nonlocal waiting, last
+        out_i, out_f, out_d = [], [], []
+        for i, frame in waiting:
+            out_i.append(i)
+            out_f.append(frame)
+            out_d.append(interpolate_boxes(last[1], boxes, (i - last[0]) / (index - last[0])))
+        waiting, last = [], (index, boxes)
+        return out_i, out_f, out_d
+
+    for indices, frames in batches:
+        keys = [j for j in range(len(frames)) if (position + j) % every == 0]
+        found = dict(zip(keys, detector.detect_batch([frames[j] for j in keys]) if keys else []))
+        position += len(frames)
+        out_i, out_f, out_d = [], [], []
+        for j, (index, frame) in enumerate(zip(indices, frames)):
+            if j not in found:
+                waiting.append((index, frame))
+                continue
+            boxes = np.asarray(found[j], np.float32).reshape(-1, 5)
+            for acc, part in zip((out_i, out_f, out_d), settle(index, boxes)):
+                acc.extend(part)
+            out_i.append(index)
+            out_f.append(frame)
+            out_d.append(boxes)
+        if out_i:
+            yield out_i, out_f, out_d
+    if waiting:  # the stream ended between keyframes: its last frame becomes one
+        index, frame = waiting.pop()
+        boxes = np.asarray(detector.detect_batch([frame])[0], np.float32).reshape(-1, 5)
+        out_i, out_f, out_d = settle(index, boxes)
+        yield out_i + [index], out_f + [frame], out_d + [boxes]
 
 
 def extract_video_features(
@@ -397,8 +431,9 @@ def extract_video_features(
     paper A's 32 / 64 px. ``batch_size`` frames go through the detector at once, and their crops
     through ``extractor.features`` at once; ``prefetch`` batches are decoded ahead in a background
     thread (0: no thread). ``detector=None`` builds ``fer_lib.faces.FaceDetector`` on ``device``.
-    ``detect_every=k`` runs the detector only on every k-th sampled frame (the first included) and crops
-    the frames in between with the boxes of the last detection (:func:`carry_detections`).
+    ``detect_every=k`` runs the detector only on every k-th sampled frame (the first and the last
+    included) and crops the frames in between with boxes interpolated between the two detections around
+    them (:func:`keyframe_detections`).
     Decoding errors raise :class:`~fer_lib.video.decode.VideoDecodeError` naming the file.
     """
     if mode not in MODES:
@@ -407,18 +442,12 @@ def extract_video_features(
     if detector is None:
         detector = default_detector(min_face, device)
     every = max(1, int(detect_every))
-    carried = np.zeros((0, 5), np.float32)
     sampled, face_frame, boxes, feats, scores = [], [], [], [], []
     frames = iter_frames(path, stride=stride, fps=fps, max_frames=max_frames)
     # closing(): an exception below must stop the decode thread now, not when the traceback dies.
     with contextlib.closing(prefetch_batches(frames, batch_size, prefetch)) as batches:
-        for indices, batch in batches:
-            start = len(sampled)
+        for indices, batch, dets in keyframe_detections(detector, batches, every):
             sampled.extend(indices)
-            if every == 1:
-                dets = detector.detect_batch(batch)
-            else:
-                dets, carried = carry_detections(detector, batch, start, every, carried)
             crops, where, bxs = faces_in_batch(
                 batch, indices, dets, mode, min_face, getattr(extractor, "preprocess", None)
             )
