@@ -219,19 +219,18 @@ def half_precision_checkpoint(
     from .models import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
-    slim = {
-        k: ckpt.get(k) for k in ("format", "model_config", "label_orders", "metrics", "config", "versions")
-    }
+    keep = ("format", "model_config", "label_orders", "metrics", "metrics_model", "config", "versions")
+    slim = {k: ckpt[k] for k in keep if k in ckpt}
     out = Path(out)
-    pre = Recognizer(checkpoint, fold_bn=False).preprocess
-    face = pre.crop(_astronaut(), ASTRONAUT_FACE_BOX)
+    reference = Recognizer(checkpoint, fold_bn=False)
+    face = reference.preprocess.crop(_astronaut(), ASTRONAUT_FACE_BOX)
     rng = np.random.default_rng(0)
     crops = []
     for i in range(n_faces):
         dy, dx = (int(v) for v in rng.integers(-8, 9, 2))
         c = np.roll(face, (dy, dx), axis=(0, 1))
         crops.append(c[:, ::-1] if i % 2 else c)
-    full = Recognizer(checkpoint, fold_bn=False).infer(crops)
+    full = reference.infer(crops)
 
     def sensitive(name: str, t) -> bool:
         return t.ndim <= 1 or t.numel() < 5000 or name.startswith(("heads.", "attribute_trunk."))

@@ -102,10 +102,13 @@ def record_metrics(
     seed: int,
     train_seconds: float | None = None,
     path: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Upsert one row per metric into ``metrics.csv`` (atomic, locked); returns the new rows.
 
     Every name must be declared in :data:`fer_lib.metrics.METRICS` (a ValueError lists the known ones).
+    ``checkpoint``: the model these numbers are of, when it exists as a file; it is stamped with
+    ``metrics_model=model``, so whoever ships it finds its rows by that name (not by rebuilding it).
     """
     if not metrics:
         raise ValueError("record_metrics needs at least one metric")
@@ -144,6 +147,10 @@ def record_metrics(
         out = pd.concat(frames, ignore_index=True)[METRICS_COLUMNS]
         io.atomic_to_csv(out, path)
         _record_versions(path.parent / "versions.json")
+    if checkpoint is not None and Path(checkpoint).is_file():
+        from .models import update_checkpoint
+
+        update_checkpoint(checkpoint, metrics_model=model)
     return rows
 
 

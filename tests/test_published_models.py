@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -14,25 +15,38 @@ from fer_lib.stages import report
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _run_folder(tmp_results):
-    """A run's two checkpoints (tiny networks) and its test metrics, as the stages leave them."""
+def _run_folder(tmp_results, stamp=True):
+    """A run's two checkpoints (tiny networks) and its test metrics, as the stages leave them: recording
+    a model's metrics stamps its checkpoint with their ``model`` name (``stamp=False``: never recorded)."""
     paths = config.get_paths()
     torch.manual_seed(0)
     expr = MultiTaskNet("tiny_cnn", {"expression": 7}, verbose=False, input_size=40)
     expr.preprocess = expr.preprocess.replace(colour="grey", max_side=48)
     attrs = MultiTaskNet("tiny_cnn", {"age": 100, "gender": 1, "race": 5}, verbose=False, male_threshold=0.45)
     attrs.preprocess = attrs.preprocess.replace(max_side=64)
-    save_checkpoint(paths.checkpoints / "02_fer2013_finetune" / "best.pt", expr)
-    save_checkpoint(paths.checkpoints / "01_attributes" / "best.pt", attrs)
+    expr_ckpt = save_checkpoint(paths.checkpoints / "02_fer2013_finetune" / "best.pt", expr)
+    attrs_ckpt = save_checkpoint(paths.checkpoints / "01_attributes" / "best.pt", attrs)
     kw = dict(profile="default", seed=42, path=paths.metrics_csv)
+    chain = dict(kw, checkpoint=expr_ckpt if stamp else None)
     reporting.record_metrics(
-        "finetune", "fer2013", "test", "tiny_cnn_40px_utk_init", {"accuracy": 0.612}, **kw
+        "finetune", "fer2013", "test", "tiny_cnn_40px_utk_init", {"accuracy": 0.612}, **chain
+    )
+    reporting.record_metrics(  # the predict path's rows of the same model, recorded later
+        "finetune", "fer2013", "test", "tiny_cnn_40px_utk_init", {"accuracy_predict": 0.55}, **chain
     )
     reporting.record_metrics(
         "finetune", "fer2013", "test", "tiny_cnn_utk_init", {"accuracy": 0.5}, **kw
     )  # an arm
+    reporting.record_metrics(  # the from-scratch baseline: same backbone and size, another model
+        "finetune", "fer2013", "test", "tiny_cnn_40px_scratch_2ep", {"accuracy": 0.777}, **kw
+    )
     reporting.record_metrics(
-        "pretrain", "utkface", "balanced_test_2000", "tiny_cnn@32", {"age_mae": 5.25}, **kw
+        "pretrain",
+        "utkface",
+        "balanced_test_2000",
+        "tiny_cnn@32",
+        {"age_mae": 5.25},
+        **dict(kw, checkpoint=attrs_ckpt if stamp else None),
     )
     return paths
 
@@ -49,11 +63,55 @@ def test_published_models_are_half_precision_copies_with_cards(tmp_results):
         full = (paths.checkpoints / src / "best.pt").stat().st_size
         assert (paths.results / "models" / name).stat().st_size < 0.7 * full
     card = (paths.results / "models" / "expression.md").read_text()
-    assert "0.612" in card and "0.5 " not in card  # its own row, not a transfer arm's
+    # its own rows (the trainer's and the predict path's), not a transfer arm's or the baseline's
+    assert "0.612" in card and "0.55" in card and "0.5 " not in card and "0.777" not in card
     assert "shrunk to at most 48 px -> grey, resized to 40 x 40" in card
     assert "Label order of `expression`: Neutral, Happy, Sad, Surprise, Fear, Disgust, Anger." in card
     card = (paths.results / "models" / "attributes.md").read_text()
     assert "5.25" in card and "p(male) >= 0.45" in card and "non-commercial research only" in card
+
+
+def test_a_checkpoint_without_its_metrics_name_gets_a_card_without_metrics(tmp_results, capsys):
+    paths = _run_folder(tmp_results, stamp=False)  # the rows exist, but nothing says they are its own
+    report.publish_models(config.get_profile("default"), paths)
+    assert capsys.readouterr().out.count("has no 'metrics_model'") == 2
+    for name in ("expression", "attributes"):
+        card = (paths.results / "models" / f"{name}.md").read_text()
+        assert "(none recorded)" in card and "0.612" not in card and "5.25" not in card
+
+
+def test_the_stages_stamp_the_published_checkpoints_with_the_name_of_their_rows(tmp_results, capsys):
+    """What the stages record is what publish_models finds: the name travels in the checkpoint (here the
+    profile's names, unlike the tiny networks', so a name rebuilt from the checkpoint finds other rows)."""
+    from types import SimpleNamespace
+
+    from fer_lib.stages import expression as E
+    from fer_lib.stages import pretrain as P
+
+    paths, cfg = _run_folder(tmp_results, stamp=False), config.get_profile("default")
+    tc = cfg.fer2013_finetune
+    source = paths.checkpoints / "02_fer2013_finetune" / "best.pt"
+    run = E.Run("02_fer2013_finetune", None, tc, E.Init("checkpoint", "01_attributes/best.pt"), None, 60.0)
+    run.checkpoint, run.metrics = source, {"accuracy": 0.6321, "macro_f1": 0.5}
+    rows = E.record_fer2013(run, cfg, E.model_label(tc, run), paths)
+    res = P.StageResult(None, None, None, SimpleNamespace(name="utkface", real=True), None, 60.0)
+    res.checkpoint = paths.checkpoints / "01_attributes" / "best.pt"
+    cols = ("age", "age_pred", "gender", "gender_pred", "race", "race_pred")
+    pred = pd.DataFrame({c: [30, 40] if c.startswith("age") else [0, 1] for c in cols})
+    P.record_attributes(res, pred, cfg, paths)
+    m = reporting.load_metrics(paths.metrics_csv)
+    assert load_checkpoint(source)["metrics_model"] == rows.model.iloc[0]
+    assert (
+        load_checkpoint(res.checkpoint)["metrics_model"]
+        == m.model.iloc[-1]
+        == P.model_name(cfg.pretrain_attributes)
+    )
+    report.publish_models(cfg, paths)
+    assert "metrics_model" not in capsys.readouterr().out
+    card = (paths.results / "models" / "expression.md").read_text()
+    assert f"| {rows.model.iloc[0]} | accuracy | 0.6321 |" in card and "0.777" not in card
+    card = (paths.results / "models" / "attributes.md").read_text()
+    assert "| age_mae | 0 |" in card and "5.25" not in card
 
 
 def test_predict_falls_back_to_the_published_models_and_feeds_each_its_own_input(tmp_results, capsys):

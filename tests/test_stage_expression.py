@@ -18,7 +18,7 @@ from affectnet_folder import face, write_affectnet
 from PIL import Image
 
 from fer_lib import config, labels, reporting
-from fer_lib.models import MultiTaskNet, save_checkpoint
+from fer_lib.models import MultiTaskNet, load_checkpoint, save_checkpoint
 from fer_lib.preprocess import Preprocess
 from fer_lib.stages import expression as E
 from fer_lib.stages import gcn as G
@@ -190,6 +190,7 @@ def test_fer2013_scratch_and_transfer_record_their_rows(env):
     assert name == "tiny_cnn_32px_scratch_2ep"
     rows = E.record_fer2013(run, cfg, name, env)
     assert set(rows.metric) == {"accuracy", "macro_f1"} and set(rows.split) == {"test"}
+    assert load_checkpoint(run.checkpoint)["metrics_model"] == name  # the name its rows are under
     assert rows.train_seconds.notna().all()
     assert E.fer2013_transfer(cfg, env, progress=False) is None  # no 01 checkpoint yet: skipped
     _attributes_checkpoint(env)
@@ -228,7 +229,6 @@ def test_fer2013_finetune_starts_from_the_attribute_model_and_serves_grey(env):
     assert run.init.kind == "checkpoint" and run.init.label == "01_attributes"
     # FER2013 faces are grey: the checkpoint says so, and a colour face is served grey
     from fer_lib.inference import Recognizer
-    from fer_lib.models import load_checkpoint
     from fer_lib.preprocess import from_checkpoint
 
     # ... and 48 px like FER2013's: a sharper photo is shrunk to that before the resize
@@ -239,6 +239,13 @@ def test_fer2013_finetune_starts_from_the_attribute_model_and_serves_grey(env):
     np.testing.assert_array_equal(
         rec.infer([colour])["expression_probs"], rec.infer([grey])["expression_probs"]
     )
+    # recorded as notebook 02 does, the published model's card shows this run's rows
+    from fer_lib.stages import report
+
+    rows = E.record_fer2013(run, cfg, E.model_label(run.train_cfg, run), env)
+    report.publish_models(cfg, env)
+    card = (env.results / "models" / "expression.md").read_text()
+    assert f"| {rows.model.iloc[0]} | accuracy | {run.metrics['accuracy']:.4g} |" in card
 
 
 def test_cached_dataset_matches_face_dataset_without_augmentation(env):

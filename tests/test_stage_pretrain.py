@@ -139,6 +139,9 @@ def test_identity_then_attributes_learns_and_records(data, one_torch_thread):
     assert (rows.model == "tiny_cnn@32").all() and rows.train_seconds.notna().all()
     idrow = m[(m.dataset == "synthetic_vggface2")]
     assert list(idrow.metric) == ["accuracy"] and list(idrow.split) == ["val"]
+    # each checkpoint names its rows (what publish_models looks them up by)
+    assert load_checkpoint(attr.checkpoint)["metrics_model"] == "tiny_cnn@32"
+    assert load_checkpoint(ident.checkpoint)["metrics_model"] == idrow.model.item()
 
 
 def test_other_backbone_in_the_identity_checkpoint_gives_random_init(data, one_torch_thread):

@@ -29,6 +29,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
     unwrap,
+    update_checkpoint,
 )
 from .heads import (
     AGE_SCALE,
@@ -71,6 +72,7 @@ __all__ = [
     "save_checkpoint",
     "set_rng_state",
     "unwrap",
+    "update_checkpoint",
     "AGE_SCALE",
     "ATTRIBUTE_TASKS",
     "MALE_THRESHOLD",

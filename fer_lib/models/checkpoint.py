@@ -6,7 +6,11 @@ upgrades, unlike whole pickled models::
 
     {"format": "fer_lib.checkpoint/1", "model_config": {...}, "state_dict": {...}, "config": {...},
      "label_orders": {"expression": [...], ...}, "metrics": {...},
-     "optimizer": ..., "scheduler": ..., "epoch": int, "step": int, "rng": {...}, "extra": {...}}
+     "optimizer": ..., "scheduler": ..., "epoch": int, "step": int, "rng": {...}, "extra": {...},
+     "metrics_model": str}
+
+``metrics_model`` is the ``model`` name of the checkpoint's rows in ``metrics.csv``, set when a stage
+records them (:func:`fer_lib.reporting.record_metrics` with ``checkpoint=``; absent until then).
 
 ``build_model_from_checkpoint`` rebuilds the :class:`MultiTaskNet` from ``model_config``;
 ``init_from_checkpoint`` initialises a model of another head layout from it (e.g. an attribute
@@ -155,6 +159,13 @@ def save_checkpoint(
         "versions": {"torch": torch.__version__},
     }
     return atomic_torch_save(to_plain(ckpt), path)
+
+
+def update_checkpoint(path: str | Path, **fields: Any) -> Path:
+    """Set top-level ``fields`` of a saved checkpoint (e.g. ``metrics_model``), rewriting it atomically."""
+    ckpt = load_checkpoint(path)
+    ckpt.update(to_plain(fields))
+    return atomic_torch_save(ckpt, path)
 
 
 # ----------------------------------------------------------------------------------------- load

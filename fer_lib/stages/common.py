@@ -341,7 +341,7 @@ def record_run(
     seed: int | None = None,
 ) -> pd.DataFrame:
     """Write the run's metrics (all, or ``keys``) to metrics.csv with its training time (and ``seed``,
-    default the profile's)."""
+    default the profile's); the run's checkpoint is stamped with ``model`` (``metrics_model``)."""
     from .. import reporting
 
     paths = paths or get_paths()
@@ -356,6 +356,7 @@ def record_run(
         seed=cfg.seed if seed is None else seed,
         train_seconds=run.train_seconds,
         path=paths.metrics_csv,
+        checkpoint=run.checkpoint,
     )
 
 

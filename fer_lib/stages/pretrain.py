@@ -149,6 +149,7 @@ def train_identity(
             seed=cfg.seed,
             train_seconds=res.train_seconds,
             path=paths.metrics_csv,
+            checkpoint=res.checkpoint,
         )
     return res
 
@@ -359,7 +360,8 @@ def group_table(pred: pd.DataFrame) -> pd.DataFrame:
 
 
 def record_attributes(res: StageResult, pred: pd.DataFrame, cfg: Profile, paths: Paths | None = None) -> dict:
-    """metrics.csv rows: age_mae, gender_accuracy, race_accuracy (+ age_cs5) on the test split."""
+    """metrics.csv rows: age_mae, gender_accuracy, race_accuracy (+ age_cs5) on the test split (the
+    checkpoint is stamped with their model name)."""
     paths = paths or get_paths()
     split = "balanced_test_2000" if res.source.real else "test"
     m = attribute_metrics(pred)
@@ -373,6 +375,7 @@ def record_attributes(res: StageResult, pred: pd.DataFrame, cfg: Profile, paths:
         seed=cfg.seed,
         train_seconds=res.train_seconds,
         path=paths.metrics_csv,
+        checkpoint=res.checkpoint,
     )
     return m
 

@@ -413,7 +413,9 @@ def publish_models(cfg, paths: Paths | None = None, tol: float = 1e-3) -> pd.Dat
     """Write the run's expression and attribute models to ``results/models/`` (float16 where the outputs
     stay within ``tol``: :func:`fer_lib.export.half_precision_checkpoint`) with a model card each (``.md``:
     training data and terms, input, label order, this run's test metrics, known limits). Models whose
-    checkpoint the run did not produce are skipped. Returns one row per published model."""
+    checkpoint the run did not produce are skipped. The metrics are the rows of the ``model`` name the
+    checkpoint was stamped with when its stage recorded them (``metrics_model``). Returns one row per
+    published model."""
     from ..export import half_precision_checkpoint
     from ..labels import default_label_orders
     from ..models import load_checkpoint
@@ -433,11 +435,14 @@ def publish_models(cfg, paths: Paths | None = None, tol: float = 1e-3) -> pd.Dat
         mc, pre = ckpt["model_config"], from_checkpoint(ckpt)
         report = half_precision_checkpoint(src, out_dir / name, tol=tol)
         orders = {**default_label_orders(mc["tasks"]), **(ckpt.get("label_orders") or {})}
-        prefix = f"{mc['backbone']}_{pre.input_size}px_" if spec["dataset"] == "fer2013" else None
-        model = f"{mc['backbone']}@{pre.input_size}" if prefix is None else None
+        recorded = ckpt.get("metrics_model")
+        if recorded is None:
+            print(
+                f"{name}: {src} has no 'metrics_model' (the metrics.csv name its stage records it under; "
+                "none was recorded since it was written): its card lists no metrics"
+            )
         m = metrics[(metrics["dataset"] == spec["dataset"]) & (metrics["profile"] == cfg.name)]
-        m = m[m["model"].str.startswith(prefix)] if prefix else m[m["model"] == model]
-        m = m.drop_duplicates("metric", keep="last")
+        m = m[m["model"] == recorded].drop_duplicates("metric", keep="last")
         lines = [
             f"# {spec['title']}: `{name}`",
             "",
