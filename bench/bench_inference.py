@@ -13,6 +13,8 @@ is converted with ``fer_lib.interop.convert_timm_model``, and these paths run ov
 - fer_lib onnxruntime: the same with the model exported by ``fer_lib.export.export_onnx``;
 - ``..., no overlap``: the same with ``Recognizer(overlap=False)``: crops of the next pass are resized
   after the current pass instead of during it (a background thread; more faces than a pass only);
+- fer_lib torch fp32, compiled: ``Recognizer(compile=True)``: ``torch.compile`` with inductor's freezing
+  (weights folded into the graph), passes padded to the pass size; its compile time is reported apart;
 - fer_lib torch bf16: CPU autocast to bfloat16 (timed only when its probabilities stay within
   ``--bf16-tol`` of the reference's).
 
@@ -168,6 +170,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the fastest of each is kept")
     ap.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime path")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 path")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile path")
     ap.add_argument(
         "--bf16-tol",
         type=float,
@@ -188,7 +191,7 @@ def main(argv=None) -> int:
     ceiling = matmul_ceiling()
     print(f"ceiling: float32 2048^3 matmul {ceiling / 1e9:.1f} GFLOP/s")
     crops = face_crops(args.faces)
-    rows, notes = [], []
+    rows, notes, compile_s = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             torch.manual_seed(0)
@@ -204,6 +207,16 @@ def main(argv=None) -> int:
             paths["fer_lib torch fp32"] = lambda c, r=fast: faces_probs(r, c)
             serial = Recognizer(net, threads=args.threads, batch_size=args.pass_size, overlap=False)
             paths["fer_lib torch fp32, no overlap"] = lambda c, r=serial: faces_probs(r, c)
+            if not args.no_compile:
+                comp = Recognizer(net, threads=args.threads, batch_size=args.pass_size, compile=True)
+                t0 = time.perf_counter()
+                comp.infer(crops[: comp.batch_size])  # the first pass compiles
+                first = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                fast.infer(crops[: comp.batch_size])
+                compile_s[name] = first - (time.perf_counter() - t0)
+                print(f"  torch.compile: {compile_s[name]:.1f} s")
+                paths["fer_lib torch fp32, compiled"] = lambda c, r=comp: faces_probs(r, c)
             if not args.no_onnx:
                 from fer_lib.export import export_onnx
 
@@ -266,6 +279,7 @@ def main(argv=None) -> int:
                             "gflop_per_s": round(fps * flops / 1e9, 2),
                             "fraction_of_ceiling": round(fps * flops / ceiling, 3),
                             "max_abs_diff_prob": float(np.abs(probs - ref_probs).max()),
+                            "compile_s": round(compile_s[name], 1) if path.endswith("compiled") else np.nan,
                         }
                     )
     table = pd.DataFrame(rows)
@@ -286,7 +300,9 @@ def main(argv=None) -> int:
         "hsemotion package's predict_emotions); fer_lib = Recognizer.predict_faces (batched "
         f"uint8 preprocessing, BatchNorm folded into the convolutions, channels_last, inference_mode, passes of "
         f"{args.pass_size or CPU_BATCH} faces, the next pass resized in a thread during the current one unless "
-        f"'no overlap') with PyTorch, onnxruntime, or bf16 autocast. "
+        f"'no overlap') with PyTorch, onnxruntime, or bf16 autocast; 'compiled' = Recognizer(compile=True): "
+        "torch.compile (inductor, weights frozen into the graph) for passes of that size, shorter ones padded "
+        "(so a batch of 1 costs a whole pass); compile_s = its first pass minus an eager pass (once per process). "
         "batch = faces per call (the reference handles a batch of 32 one face at a time). "
         f"Ceiling: float32 2048x2048 matmul, {ceiling / 1e9:.1f} GFLOP/s in this run; gflop_per_face from "
         "FlopCounterMode (2 FLOPs per multiply-add); fraction_of_ceiling = faces/s x FLOPs / ceiling. "

@@ -138,6 +138,33 @@ def test_overlapped_preprocessing_gives_the_same_bits(ckpt):
     assert a["expression_probs"].shape == (20, 8)
 
 
+@pytest.mark.slow
+def test_compiled_model_matches_eager_and_compiles_once(ckpt):
+    """compile=True: 20 faces in passes of 8 (the last padded) and then 3 faces give eager's outputs
+    without compiling a second graph for the shorter passes."""
+    rng = np.random.default_rng(2)
+    img = skimage_data.astronaut()
+    crops = [
+        img[y : y + h, x : x + w]
+        for x, y, w, h in rng.integers([0, 0, 40, 40], [300, 300, 200, 200], (20, 4))
+    ]
+    eager, compiled = Recognizer(ckpt, batch_size=8), Recognizer(ckpt, batch_size=8, compile=True)
+    from torch._dynamo.utils import counters
+
+    a = eager.infer(crops)
+    graphs = counters["stats"]["unique_graphs"]
+    b = compiled.infer(crops)  # compiles at the first pass
+    assert counters["stats"]["unique_graphs"] > graphs  # really compiled, not an eager fallback
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        c = compiled.infer(crops[:3])
+    assert a.keys() == b.keys() == c.keys()
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], atol=1e-4, err_msg=k)
+        np.testing.assert_allclose(c[k], a[k][:3], atol=1e-4, err_msg=k)
+    with pytest.raises(ValueError, match="torch backend"):
+        Recognizer(ckpt, backend="onnx", compile=True)
+
+
 def test_foreign_expression_order_is_reordered_to_canonical(ckpt):
     ck = load_checkpoint(ckpt)
     canonical = Recognizer(ck)
