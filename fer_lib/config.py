@@ -122,6 +122,7 @@ class VideoConfig:
     batch_size: int = 32  # frames per detector call (crops are batched by the extractor)
     prefetch: int = 2  # frame batches decoded ahead in a background thread (0: none)
     detect_every: int = 1  # MTCNN on every k-th sampled frame, boxes interpolated between (1: paper A)
+    detect_every_study: tuple[int, ...] = (1, 2, 3, 5)  # notebook 04's accuracy vs detect_every
     cache: bool = True  # per-video feature cache under results/cache/video
     file_id: str = "stat"  # cache key of a video file: stat (path+size+mtime) | content (sha256)
     checkpoint: str | None = (
@@ -280,6 +281,7 @@ def _profile_smoke() -> Profile:
         # (notebook 04 on the shared 2-core CPU: 26 s with 1 thread, 98 s with torch's default 2).
         video=VideoConfig(
             strides=(1, 2, 4),
+            detect_every_study=(1, 3),
             C_grid=(1.1,),
             cv_folds=2,
             batch_size=16,

@@ -258,8 +258,13 @@ _OTHERS = {
     "latency_ms": MetricSpec("min", "ms", "inference time of one face"),
     "size_mb": MetricSpec("min", "MB", "size of the model file"),
 }
-# The frame-stride study records one accuracy per stride N: `accuracy_stride<N>`.
-_STRIDE = re.compile(r"accuracy_stride([1-9][0-9]*)")
+# Notebook 04's studies record one accuracy per setting N: `accuracy_stride<N>` (every N-th frame used),
+# `accuracy_detect_every<N>` (every frame used, MTCNN on every N-th).
+_STUDIES = {
+    "stride": "video accuracy using every {}-th frame",
+    "detect_every": "video accuracy with faces detected on every {}-th frame",
+}
+_STUDY = re.compile(rf"accuracy_({'|'.join(_STUDIES)})([1-9][0-9]*)")
 
 
 def _declare() -> dict[str, MetricSpec]:
@@ -284,11 +289,11 @@ def metric_spec(name: str) -> MetricSpec:
     """The declared meaning of a metric name; a ValueError listing the known names for any other."""
     if name in METRICS:
         return METRICS[name]
-    m = _STRIDE.fullmatch(name)
+    m = _STUDY.fullmatch(name)
     if m:
         spec = QUANTITIES["accuracy"]
-        return MetricSpec(spec.direction, spec.unit, f"video accuracy using every {m.group(1)}-th frame")
-    known = ", ".join([*sorted(METRICS), "accuracy_stride<N>"])
+        return MetricSpec(spec.direction, spec.unit, _STUDIES[m.group(1)].format(m.group(2)))
+    known = ", ".join([*sorted(METRICS), *(f"accuracy_{k}<N>" for k in _STUDIES)])
     raise ValueError(
         f"unknown metric name {name!r}; the known metric names (fer_lib.metrics.METRICS) are: {known}"
     )

@@ -105,17 +105,20 @@ def test_declared_directions_and_units():
     for name in ("valence_ccc", "arousal_ccc", "va_ccc"):
         assert (M.metric_spec(name).direction, M.metric_spec(name).unit) == ("max", ""), name
     assert M.metric_spec("accuracy_stride6").direction == "max"
+    spec = M.metric_spec("accuracy_detect_every3")
+    assert (spec.direction, spec.unit) == ("max", "fraction") and "every 3-th frame" in spec.description
     assert all(spec.description for spec in M.METRICS.values())
 
 
 @pytest.mark.parametrize(
-    "name", ["gender_acc", "ccc_valence", "frame_detection_rate", "accuracy_stride0", "mae"]
+    "name",
+    ["gender_acc", "ccc_valence", "frame_detection_rate", "accuracy_stride0", "accuracy_detect_every", "mae"],
 )
 def test_unknown_metric_name_lists_the_known_ones(name):
     with pytest.raises(ValueError, match=f"unknown metric name '{name}'") as err:
         M.metric_spec(name)
     listed = str(err.value).split(" are: ")[1].split(", ")
-    assert set(M.METRICS) <= set(listed) and "accuracy_stride<N>" in listed
+    assert set(M.METRICS) <= set(listed) and {"accuracy_stride<N>", "accuracy_detect_every<N>"} <= set(listed)
 
 
 def test_every_name_the_stages_and_the_trainer_compute_is_declared():

@@ -224,6 +224,25 @@ def test_score_baseline_maps_afew_classes_to_checkpoint_order():
 
 
 # -------------------------------------------------------------------------------------- end to end
+class FrameCountingDetector(ColourBlobDetector):
+    """The colour-blob detector, counting the frames it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.frames = 0
+
+    def detect_batch(self, frames):
+        self.frames += len(frames)
+        return super().detect_batch(frames)
+
+
+@pytest.mark.parametrize(
+    "n, every, expected", [(8, 3, 4), (9, 3, 4), (7, 3, 3), (1, 5, 1), (0, 2, 0), (6, 1, 6)]
+)
+def test_keyframes_counts_every_kth_frame_and_the_last(n, every, expected):
+    assert stage.keyframes(n, every) == expected
+
+
 @pytest.fixture
 def fake_real_root(tmp_path, monkeypatch):
     root = tmp_path / "datasets"
@@ -277,7 +296,26 @@ def test_end_to_end_tables_metrics_and_cache(fake_real_root):
     assert [line.get_label() for line in fig.axes[0].lines][1] == stage.PUBLISHED_STRIDE_LABEL
     assert stage.plot_confusion(results[("stat", "linear_svc")], afew.class_names).axes
 
-    rows = stage.record(afew, tab, cfg, "fake", strides, seconds=1.0)
+    frame_counter = FrameCountingDetector()
+    every = stage.detect_every_study(afew, cfg, ext, paths, detector=frame_counter, progress=False)
+    assert every.detect_every.tolist() == [1, 3] and list(cfg.video.detect_every_study) == [1, 3]
+    assert frame_counter.frames == 22 * 4  # keyframes 0, 3, 6 and the last (7) of 22 videos of 8 frames
+    assert every.detected_fraction.tolist() == [1.0, 0.5] and not every.cached.any()  # both extracted
+    full, k3 = every.iloc[0], every.iloc[1]
+    assert full.accuracy == pytest.approx(head.accuracy) and full.mean_iou == 1.0
+    assert full.frames_face_changed == 0 and full.median_rel_diff_pooled == 0.0
+    # the squares move 1 px a frame: interpolated boxes stay on them ...
+    assert k3.mean_iou > 0.9 and k3.accuracy >= 0.85 and k3.median_rel_diff_pooled < 0.05
+    # ... and in the 7 training videos with a face on even frames only, frames 1 and 5 gain one (nearer a
+    # keyframe that found it), 2 and 4 lose theirs
+    assert k3.frames_face_changed == 7 * 4
+    again = stage.detect_every_study(afew, cfg, ext, paths, detector=frame_counter, progress=False)
+    assert again.cached.iloc[1] and frame_counter.frames == 22 * 4  # k = 3 from the cache
+    pd.testing.assert_frame_equal(
+        again.drop(columns=["cached", "extract_seconds"]), every.drop(columns=["cached", "extract_seconds"])
+    )
+
+    rows = stage.record(afew, tab, cfg, "fake", strides, seconds=1.0, detect_every=every)
     stage.record(vgaf, vtab, cfg, "fake")
     m = reporting.load_metrics(paths.metrics_csv)
     a = m[(m.dataset == "afew") & (m.stage == "video")]
@@ -292,6 +330,7 @@ def test_end_to_end_tables_metrics_and_cache(fake_real_root):
         "accuracy_stride2",
         "accuracy_stride4",
     } <= set(a.metric) & pub_afew  # the names the published table pairs with
+    assert a.set_index("metric").value["accuracy_detect_every3"] == pytest.approx(k3.accuracy)
     assert set(m[m.dataset == "vgaf"].metric) == {"accuracy", "accuracy_complete", "face_detection_rate"}
 
     # second run: every video from the cache, nothing decoded or extracted again

@@ -16,6 +16,7 @@ The steps, in notebook order:
     ext = make_extractor(ckpt, cfg)                          # TorchFeatureExtractor of that checkpoint
     afew = video_set("afew", cfg, paths, ext)                # load, extract once at stride 1 (cached)
     detection_table([afew, vgaf]); accuracy_table(afew, cfg); stride_study(afew, cfg)
+    detect_every_study(afew, cfg, ext)                       # MTCNN on every k-th frame only
 
 Per-frame features are extracted **once**, at stride 1, through :class:`fer_lib.video.FeatureCache`
 (``results/cache/video``); every other stride is obtained by subsampling them (:func:`subsample`).
@@ -29,6 +30,7 @@ reaches ``s`` times further into the video), so the stride study warns when it i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 import time
 import warnings
@@ -42,6 +44,7 @@ import pandas as pd
 
 from .. import labels as L
 from ..config import Paths, Profile, get_paths, resolve_device
+from ..faces import box_iou
 from ..published import STRIDE_STUDY
 from ..video import (
     CLASSIFIERS,
@@ -549,6 +552,87 @@ def stride_study(
     return pd.DataFrame(rows)
 
 
+def keyframes(n_frames: int, every: int) -> int:
+    """Frames MTCNN sees in a video of ``n_frames`` with ``detect_every=every``: positions 0, every, ...
+    and the last frame (see :func:`fer_lib.video.features.keyframe_detections`)."""
+    if n_frames <= 0:
+        return 0
+    return len(range(0, n_frames, every)) + int((n_frames - 1) % every != 0)
+
+
+def first_boxes(vf: VideoFeatures) -> dict[int, np.ndarray]:
+    """Frame index -> its first kept face box."""
+    out: dict[int, np.ndarray] = {}
+    for f, b in zip(vf.face_frame, vf.boxes):
+        out.setdefault(int(f), b)
+    return out
+
+
+def detect_every_study(
+    vs: VideoSet,
+    cfg: Profile,
+    extractor,
+    paths: Paths | None = None,
+    every: Iterable[int] | None = None,
+    detector=None,
+    device: Any = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Accuracy when MTCNN runs only on every k-th frame (boxes interpolated between), beside detection
+    on every frame: the speed-up of ``video.detect_every`` against what it costs.
+
+    Unlike a stride, this changes the crops, so every k is extracted again (through the feature cache;
+    ``vs`` already holds ``cfg.video.detect_every``'s features). Per k: ``detected_fraction`` = frames
+    MTCNN saw / frames examined, the paper-protocol accuracy (faces-only and complete), ``mean_iou`` of
+    each frame's box with the box of detection on every frame, ``frames_face_changed`` = frames with a face
+    in one and not the other, ``median_rel_diff_pooled`` = median over videos of |pooled - pooled(k=1)| /
+    |pooled(k=1)|, and ``extract_seconds`` (``cached`` says when the features came from the cache).
+    """
+    paths = paths or get_paths()
+    ks = sorted({1, *(int(k) for k in (every or cfg.video.detect_every_study))})
+    if ks[0] < 1:
+        raise ValueError(f"detect_every values must be >= 1, got {ks}")
+    runs: dict[int, VideoSet] = {}
+    for k in ks:
+        if k == cfg.video.detect_every:
+            runs[k] = vs
+            continue
+        cfg_k = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, detect_every=k))
+        feats, stats, secs = extract_features(
+            vs.manifest, vs.name, extractor, cfg_k, paths, detector, device, progress
+        )
+        runs[k] = dataclasses.replace(vs, features=feats, stats=stats, extract_seconds=secs)
+    ref = runs[1]
+    rows = []
+    for k, run in runs.items():
+        r = classify(run, cfg, PAPER_POOLING, PAPER_CLASSIFIER)
+        frames = int(sum(vf.n_frames for vf in run.features))
+        ious, changed, rel = [], 0, []
+        for vf, vf1 in zip(run.features, ref.features):
+            mine, full = first_boxes(vf), first_boxes(vf1)
+            changed += len(set(mine) ^ set(full))
+            ious += [float(box_iou(mine[f], full[f])[0, 0]) for f in set(mine) & set(full)]
+            p, p1 = vf.pooled(), vf1.pooled()
+            if p is not None and p1 is not None and np.linalg.norm(p1) > 0:
+                rel.append(float(np.linalg.norm(p - p1) / np.linalg.norm(p1)))
+        rows.append(
+            {
+                "dataset": vs.dataset,
+                "detect_every": k,
+                "detected_fraction": sum(keyframes(vf.n_frames, k) for vf in run.features) / max(frames, 1),
+                "accuracy": r["accuracy_faces_only"],
+                "accuracy_complete": r["accuracy_complete"],
+                "n_test_no_face": r["n_test_no_face"],
+                "mean_iou": float(np.mean(ious)) if ious else float("nan"),
+                "frames_face_changed": changed,
+                "median_rel_diff_pooled": float(np.median(rel)) if rel else float("nan"),
+                "extract_seconds": round(run.extract_seconds, 1),
+                "cached": bool(run.stats["cached"].all()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def plot_stride_study(table: pd.DataFrame, title: str = ""):
     """Reproduced accuracy (%) against stride beside the published curve."""
     from .. import plots
@@ -584,7 +668,12 @@ def headline(table: pd.DataFrame) -> pd.Series:
     return row.iloc[0]
 
 
-def metrics_for(vs: VideoSet, table: pd.DataFrame, strides: pd.DataFrame | None = None) -> dict[str, float]:
+def metrics_for(
+    vs: VideoSet,
+    table: pd.DataFrame,
+    strides: pd.DataFrame | None = None,
+    detect_every: pd.DataFrame | None = None,
+) -> dict[str, float]:
     """Metric name -> value (fractions) as recorded in metrics.csv; names match fer_lib.published."""
     h = headline(table)
     out = {
@@ -594,6 +683,13 @@ def metrics_for(vs: VideoSet, table: pd.DataFrame, strides: pd.DataFrame | None 
     }
     if strides is not None:
         out.update({f"accuracy_stride{int(r.stride)}": float(r.accuracy) for r in strides.itertuples()})
+    if detect_every is not None:
+        out.update(
+            {
+                f"accuracy_detect_every{int(r.detect_every)}": float(r.accuracy)
+                for r in detect_every.itertuples()
+            }
+        )
     return out
 
 
@@ -605,6 +701,7 @@ def record(
     strides: pd.DataFrame | None = None,
     seconds: float | None = None,
     path=None,
+    detect_every: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Write the set's metrics (stage 'video', split 'val') into metrics.csv; returns the rows."""
     from .. import reporting
@@ -614,7 +711,7 @@ def record(
         vs.dataset,
         METRIC_SPLIT,
         model,
-        metrics_for(vs, table, strides),
+        metrics_for(vs, table, strides, detect_every),
         profile=cfg.name,
         seed=cfg.seed,
         train_seconds=seconds,
