@@ -123,14 +123,18 @@ def test_fast_path_equals_the_reference_per_face_path(rec):
     assert fast["expression_probs"].sum(1) == pytest.approx(np.ones(6), abs=1e-5)
 
 
+def astronaut_crops(n: int, seed: int) -> list[np.ndarray]:
+    """``n`` crops of 40-200 px at random places of scikit-image's astronaut."""
+    rng = np.random.default_rng(seed)
+    img = skimage_data.astronaut()
+    return [
+        img[y : y + h, x : x + w] for x, y, w, h in rng.integers([0, 0, 40, 40], [300, 300, 200, 200], (n, 4))
+    ]
+
+
 def test_overlapped_preprocessing_gives_the_same_bits(ckpt):
     """Resizing pass k+1 in a thread while pass k runs changes nothing in the outputs (20 faces, passes of 8)."""
-    rng = np.random.default_rng(1)
-    img = skimage_data.astronaut()
-    crops = [
-        img[y : y + h, x : x + w]
-        for x, y, w, h in rng.integers([0, 0, 40, 40], [300, 300, 200, 200], (20, 4))
-    ]
+    crops = astronaut_crops(20, seed=1)
     on, off = Recognizer(ckpt, batch_size=8), Recognizer(ckpt, batch_size=8, overlap=False)
     a, b = on.infer(crops), off.infer(crops)
     assert on._pool is not None and off._pool is None  # the threaded path really ran
@@ -142,12 +146,7 @@ def test_overlapped_preprocessing_gives_the_same_bits(ckpt):
 def test_compiled_model_matches_eager_and_compiles_once(ckpt):
     """compile=True: 20 faces in passes of 8 (the last padded) and then 3 faces give eager's outputs
     without compiling a second graph for the shorter passes."""
-    rng = np.random.default_rng(2)
-    img = skimage_data.astronaut()
-    crops = [
-        img[y : y + h, x : x + w]
-        for x, y, w, h in rng.integers([0, 0, 40, 40], [300, 300, 200, 200], (20, 4))
-    ]
+    crops = astronaut_crops(20, seed=2)
     eager, compiled = Recognizer(ckpt, batch_size=8), Recognizer(ckpt, batch_size=8, compile=True)
     from torch._dynamo.utils import counters
 

@@ -224,18 +224,6 @@ def test_score_baseline_maps_afew_classes_to_checkpoint_order():
 
 
 # -------------------------------------------------------------------------------------- end to end
-class FrameCountingDetector(ColourBlobDetector):
-    """The colour-blob detector, counting the frames it sees."""
-
-    def __init__(self):
-        super().__init__()
-        self.frames = 0
-
-    def detect_batch(self, frames):
-        self.frames += len(frames)
-        return super().detect_batch(frames)
-
-
 @pytest.mark.parametrize(
     "n, every, expected", [(8, 3, 4), (9, 3, 4), (7, 3, 3), (1, 5, 1), (0, 2, 0), (6, 1, 6)]
 )
@@ -296,7 +284,7 @@ def test_end_to_end_tables_metrics_and_cache(fake_real_root):
     assert [line.get_label() for line in fig.axes[0].lines][1] == stage.PUBLISHED_STRIDE_LABEL
     assert stage.plot_confusion(results[("stat", "linear_svc")], afew.class_names).axes
 
-    frame_counter = FrameCountingDetector()
+    frame_counter = ColourBlobDetector()
     every = stage.detect_every_study(afew, cfg, ext, paths, detector=frame_counter, progress=False)
     assert every.detect_every.tolist() == [1, 3] and list(cfg.video.detect_every_study) == [1, 3]
     assert frame_counter.frames == 22 * 4  # keyframes 0, 3, 6 and the last (7) of 22 videos of 8 frames

@@ -298,22 +298,10 @@ def test_overlapped_and_plain_extraction_agree(tmp_path):
     np.testing.assert_allclose(a.pooled(), b.pooled(), atol=1e-6)
 
 
-class CountingDetector(SquareDetector):
-    """The square detector, counting the frames it sees."""
-
-    def __init__(self):
-        super().__init__()
-        self.frames = 0
-
-    def detect_batch(self, frames):
-        self.frames += len(frames)
-        return super().detect_batch(frames)
-
-
 def test_detect_every_k_interpolates_boxes_across_batches(tmp_path):
     frames = square_frames(11, COLOURS[0])  # one square on every frame, moving 2 px a frame
     path = write_video(tmp_path / "between.mp4", frames)
-    full_det, det = CountingDetector(), CountingDetector()
+    full_det, det = SquareDetector(), SquareDetector()
     full = extract_video_features(path, full_det, MeanColourExtractor(), min_face_size=16, batch_size=4)
     vf = extract_video_features(
         path, det, MeanColourExtractor(), min_face_size=16, batch_size=4, detect_every=3

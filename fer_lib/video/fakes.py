@@ -10,18 +10,21 @@ import numpy as np
 
 
 class ColourBlobDetector:
-    """Every strongly coloured blob (channel spread > ``spread``) is a 'face' with probability 1."""
+    """Every strongly coloured blob (channel spread > ``spread``) is a 'face' with probability 1.
+    Counts its calls and the frames it has seen."""
 
     key = "colour-blob-detector-v1"
 
     def __init__(self, spread: int = 100):
         self.spread = spread
         self.calls = 0
+        self.frames = 0
 
     def detect_batch(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         from scipy import ndimage
 
         self.calls += 1
+        self.frames += len(frames)
         out = []
         for f in frames:
             sat = f.max(-1).astype(np.int16) - f.min(-1).astype(np.int16) > self.spread
