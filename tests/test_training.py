@@ -398,3 +398,51 @@ def test_trainer_keeps_float32_weights_and_trims_memory(monkeypatch):
     assert len(calls) == 2  # once per epoch end
     assert not trainer_mod.training_amp(_cfg(amp=True), torch.device("cpu"))
     assert isinstance(trainer_mod.release_memory(), bool)
+
+
+# -------------------------------------------------------------------------------- schedule vs budget
+def test_cosine_to_zero_is_torchs_cosine_annealing():
+    from fer_lib.training.optim import build_scheduler
+
+    w = torch.nn.Parameter(torch.zeros(1))
+    ours_opt, ref_opt = torch.optim.SGD([w], lr=0.1), torch.optim.SGD([w], lr=0.1)
+    ours = build_scheduler(ours_opt, "cosine", total_steps=10, steps_per_epoch=5)
+    ref = torch.optim.lr_scheduler.CosineAnnealingLR(ref_opt, T_max=10)
+    for _ in range(10):
+        assert ours_opt.param_groups[0]["lr"] == pytest.approx(ref_opt.param_groups[0]["lr"], abs=1e-12)
+        ours_opt.step()
+        ref_opt.step()
+        ours.step()
+        ref.step()
+    for _ in range(3):  # past the end it stays at 0 (torch's cosine would rise again)
+        assert ours_opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+        ours_opt.step()
+        ours.step()
+
+
+@pytest.mark.parametrize("fit", [True, False])
+def test_fit_schedule_to_budget_anneals_the_lr_before_the_budget_ends(tmp_path, fit):
+    """100 nominal epochs, a 3-second budget, steps of about 50 ms: fitted, the cosine reaches (nearly) 0 when
+    the budget stops training; not fitted, it has barely moved."""
+    import time
+
+    train, val = Shapes(64, seed=4), Shapes(16, seed=5)
+    cfg = _cfg(full_epochs=100, max_train_seconds=3.0, fit_schedule_to_budget=fit)
+    trainer = Trainer(_fresh(0), cfg, out_dir=tmp_path, progress=False)
+    real_step = trainer.train_step
+
+    def slow_step(batch):
+        time.sleep(0.05)
+        return real_step(batch)
+
+    trainer.train_step = slow_step
+    trainer.fit(train, val)
+    lr, nominal = trainer.optimizer.param_groups[0]["lr"], 100 * len(train) // cfg.batch_size
+    total = trainer.scheduler.lr_lambdas[0].total
+    assert trainer.global_step < nominal / 5  # the budget, not the epochs, ended it
+    if fit:
+        assert total < nominal / 5 and lr < 0.25 * cfg.lr_full
+        saved = load_checkpoint(tmp_path / "last.pt")["scheduler"]["lr_lambdas"][0]
+        assert saved == {"total": total}  # a resumed run continues on the fitted schedule
+    else:
+        assert total == nominal and lr > 0.95 * cfg.lr_full

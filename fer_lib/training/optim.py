@@ -4,6 +4,7 @@ statistics for SAM's second pass, Adam / AdamW / SGD and cosine / step / no sche
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
@@ -103,6 +104,17 @@ def build_optimizer(
     raise ValueError(f"unknown optimizer {name!r}; choose adam, adamw or sgd")
 
 
+class CosineToZero:
+    """LR factor ``0.5 (1 + cos(pi t / total))`` at step t, 0 from ``total`` on. ``total`` may be changed
+    during training (the trainer fits it to a time budget); LambdaLR's state_dict keeps it."""
+
+    def __init__(self, total: int):
+        self.total = max(1, int(total))
+
+    def __call__(self, step: int) -> float:
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / self.total)))
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
     name: str,
@@ -111,10 +123,11 @@ def build_scheduler(
     step_size: int = 10,
     gamma: float = 0.1,
 ):
-    """Per-step scheduler: ``cosine`` (to 0 over the stage), ``step`` (x gamma every step_size epochs), ``none``."""
+    """Per-step scheduler: ``cosine`` (to 0 over the stage, :class:`CosineToZero`), ``step`` (x gamma every
+    step_size epochs), ``none``."""
     name = (name or "none").lower()
     if name == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total_steps))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, CosineToZero(total_steps))
     if name == "step":
         return torch.optim.lr_scheduler.StepLR(
             optimizer, step_size=max(1, step_size * steps_per_epoch), gamma=gamma

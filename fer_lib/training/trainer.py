@@ -31,9 +31,11 @@ from ..progress import tqdm
 from .distributed import EpochSampler, check_not_test, loader_parts, setup_distributed
 from .evaluation import amp_supported, autocast_if, metrics_from_predictions, run_eval, unpack_batch
 from .losses import MultiTaskLoss, class_weights, count_classes
-from .optim import SAM, build_optimizer, build_scheduler, frozen_bn_stats
+from .optim import SAM, CosineToZero, build_optimizer, build_scheduler, frozen_bn_stats
 
 # TrainConfig fields a resumed run may change without changing the weights it ends with
+#: steps into a stage after which fit_schedule_to_budget makes its first estimate (then at every epoch end)
+FIT_SCHEDULE_AFTER_STEPS = 20
 _RESUME_NEUTRAL = ("max_train_seconds", "save_every_steps", "select_metric", "trim_memory")
 
 
@@ -217,6 +219,7 @@ class Trainer:
         self.scheduler = build_scheduler(
             self.optimizer, c.scheduler, stage.epochs * steps_per_epoch, steps_per_epoch, c.step_size, c.gamma
         )
+        self._stage_clock = (time.perf_counter(), self.global_step, stage.epochs * steps_per_epoch)
         self.ddp_model = self.model
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -371,6 +374,30 @@ class Trainer:
 
             dist.broadcast(stop, src=0)
         return bool(stop.item() > 0)
+
+    def _fit_schedule(self, started: float) -> None:
+        """``cfg.fit_schedule_to_budget``: end the last stage's cosine where ``max_train_seconds`` will stop
+        it, at the seconds per step (validation included) measured since this stage (re)started; never
+        longer than the stage's nominal epochs. Rank 0's estimate is used by every rank."""
+        c = self.cfg
+        cosine = getattr(self.scheduler, "lr_lambdas", [None])[0]
+        if not (c.fit_schedule_to_budget and c.max_train_seconds and isinstance(cosine, CosineToZero)):
+            return
+        if self.stage.name != self._stages()[-1].name:
+            return
+        t0, step0, nominal = self._stage_clock
+        now = time.perf_counter()
+        measured = self.global_step - step0
+        if measured <= 0 or now <= t0:
+            return
+        left = max(0.0, c.max_train_seconds - (now - started))
+        done = self.scheduler.last_epoch  # steps of this stage, before a resume included
+        fit = torch.tensor([float(min(nominal, max(done + 1, int(done + left * measured / (now - t0)))))])
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.broadcast(fit, src=0)
+        cosine.total = int(fit.item())
 
     def _validate(self, val_loader: DataLoader | None) -> dict[str, float]:
         """Validation metrics (rank 0; other ranks wait), as ``val_<metric>`` plus ``val_loss``."""
@@ -550,6 +577,8 @@ class Trainer:
                     **{t: f"{r['task_loss'][t] / r['task_batches'][t]:.3f}" for t in r["task_loss"]},
                 }
             )
+            if self.global_step - self._stage_clock[1] == FIT_SCHEDULE_AFTER_STEPS:
+                self._fit_schedule(started)  # a first estimate, before the first validation
             done = self.step_in_epoch >= steps_per_epoch
             if self._budget_exceeded(started) and not done:
                 stopped = True
@@ -572,6 +601,7 @@ class Trainer:
             self.epoch, self.step_in_epoch = epoch + 1, 0
             self.running = self._fresh_running()
         self._select_best(metrics)
+        self._fit_schedule(started)
         self._save_last(rng_mid if partial else rng_state(), metrics)
         self._write_history()
         if self.cfg.trim_memory:
