@@ -158,10 +158,11 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def interpolate_boxes(a: np.ndarray, b: np.ndarray, t: float, min_iou: float = 0.3) -> np.ndarray:
     """Face boxes a fraction ``t`` (0..1) of the way from detection ``a`` to detection ``b`` of a later frame.
 
-    A face found in both (pairs matched greedily by IoU, at least ``min_iou``) moves linearly: its
-    corners and probability are interpolated. A face found in only one of them stays on that side's
-    half of the interval (``a``'s while ``t < 0.5``, ``b``'s from 0.5 on), as with the nearest
-    detection. Returns ``(k, 5)`` float32 boxes sorted by probability, as the detector's.
+    Only a face found by both (pairs matched greedily by IoU, at least ``min_iou``) is there in between:
+    its corners and probability move linearly. A face found by one of them only (it enters, leaves or is
+    hidden in between) is left out rather than guessed, since a crop of whatever hides it would be a wrong
+    face while a missing frame only drops out of the pooled statistics. Returns ``(k, 5)`` float32 boxes
+    sorted by probability, as the detector's.
     """
     a = np.asarray(a, dtype=np.float32).reshape(-1, 5)
     b = np.asarray(b, dtype=np.float32).reshape(-1, 5)
@@ -174,6 +175,5 @@ def interpolate_boxes(a: np.ndarray, b: np.ndarray, t: float, min_iou: float = 0
             pairs.append((1 - t) * a[i] + t * b[j])
             free_a.discard(i)
             free_b.discard(j)
-    alone = [a[i] for i in sorted(free_a)] if t < 0.5 else [b[j] for j in sorted(free_b)]
-    out = np.asarray(pairs + alone, dtype=np.float32).reshape(-1, 5)
+    out = np.asarray(pairs, dtype=np.float32).reshape(-1, 5)
     return out[np.argsort(-out[:, 4], kind="stable")]

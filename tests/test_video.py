@@ -325,26 +325,30 @@ def test_detect_every_k_interpolates_boxes_across_batches(tmp_path):
     np.testing.assert_array_equal(same.boxes, full.boxes)
 
 
-def test_a_face_found_by_one_keyframe_only_covers_its_half_of_the_interval(tmp_path):
+def test_a_face_found_by_one_keyframe_only_is_not_guessed_in_between(tmp_path):
     path = write_video(
         tmp_path / "gone.mp4", square_frames(9, COLOURS[1], every=4)
     )  # faces on frames 0, 4, 8
     vf = extract_video_features(
         path, SquareDetector(), MeanColourExtractor(), min_face_size=16, batch_size=3, detect_every=2
     )
-    # keyframes 0, 2, 4, 6, 8 find faces on 0, 4, 8; frames 1, 3, 5, 7 lie halfway between two keyframes
-    # and take the later one's faces: none for 1 and 5, those of frames 4 and 8 for 3 and 7
-    assert list(vf.face_frame) == [0, 3, 4, 7, 8]
+    # keyframes 0, 2, 4, 6, 8 find faces on 0, 4, 8 only: frames 1, 3, 5, 7 lie between a keyframe with
+    # the face and one without it, so they get none, as a detection on them would have found
+    assert list(vf.face_frame) == [0, 4, 8]
 
 
 def test_interpolate_boxes_matches_faces_by_overlap():
     a = np.array([[0, 0, 10, 10, 0.9], [50, 50, 70, 70, 0.8]], np.float32)
     b = np.array([[54, 50, 74, 70, 0.6], [100, 0, 110, 10, 0.99]], np.float32)  # face 2 moved, a new one
-    early, late = interpolate_boxes(a, b, 0.25), interpolate_boxes(a, b, 0.75)
-    np.testing.assert_allclose(early, [[0, 0, 10, 10, 0.9], [51, 50, 71, 70, 0.75]])  # sorted by prob
-    np.testing.assert_allclose(late, [[100, 0, 110, 10, 0.99], [53, 50, 73, 70, 0.65]])
-    np.testing.assert_allclose(interpolate_boxes(a, np.zeros((0, 5)), 0.2), a)
-    assert interpolate_boxes(a, np.zeros((0, 5)), 0.5).shape == (0, 5)
+    two = np.array([[52, 52, 72, 72, 0.95], [2, 0, 12, 10, 0.7]], np.float32)  # both moved, in another order
+    np.testing.assert_allclose(  # each face moves to its match, sorted by probability
+        interpolate_boxes(a, two, 0.5), [[51, 51, 71, 71, 0.875], [1, 0, 11, 10, 0.8]], atol=1e-6
+    )
+    for t in (0.25, 0.75):  # the matched face moves; the one found only in a / only in b is left out
+        np.testing.assert_allclose(
+            interpolate_boxes(a, b, t), [[50 + 4 * t, 50, 70 + 4 * t, 70, 0.8 - 0.2 * t]]
+        )
+    assert interpolate_boxes(a, np.zeros((0, 5)), 0.2).shape == (0, 5)
     np.testing.assert_allclose(box_iou(a, b), [[0, 0], [16 * 20 / (2 * 400 - 320), 0]])
 
 

@@ -77,7 +77,7 @@ def cache_key(
         "detector": str(detector_settings),
     }
     if int(detect_every) != 1:  # entries made with detection on every frame keep their names
-        parts["detect_every"] = [int(detect_every), "interpolated"]  # boxes between keyframes
+        parts["detect_every"] = [int(detect_every), "matched faces interpolated"]  # between keyframes
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
