@@ -1,0 +1,123 @@
+"""A time-budgeted attribute run with and without ``TrainConfig.fit_schedule_to_budget``, same run.
+
+Trains the default profile's UTKFace attribute stage (ImageNet efficientnet_lite0, 112 px) twice on the
+real UTKFace under FER_DATA_ROOT with the same seed, data and ``max_train_seconds``: once with the cosine
+spanning the nominal epochs (the budget cuts it at a high learning rate), once with the cosine fitted to
+the budget. Each arm runs in a fresh process and results folder, one after the other (the machine must
+otherwise be quiet: the budget is wall time). Reports the balanced-test and last-validation metrics and
+the learning rate the run ended at. Writes ``<results>/benchmarks/schedule_budget.{md,csv}``.
+
+    FER_DATA_ROOT=../shared/datasets python bench/bench_schedule.py --budget 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from fer_lib.config import get_paths  # noqa: E402
+from fer_lib.provenance import git_commit  # noqa: E402
+from fer_lib.reporting import write_benchmark  # noqa: E402
+
+MARK = "RESULT "
+
+
+def arm(fit: bool, budget: float) -> dict:
+    """One training run (in this process): the stage's test metrics and its history's last row."""
+    from fer_lib import config
+    from fer_lib.models import load_checkpoint
+    from fer_lib.stages import pretrain as stage
+
+    overrides = {
+        "pretrain_attributes.max_train_seconds": budget,
+        "pretrain_attributes.fit_schedule_to_budget": fit,
+    }
+    cfg = config.get_profile("default", overrides)
+    paths = config.get_paths(cfg)
+    config.seed_everything(cfg.seed)
+    res = stage.train_attributes(cfg, paths, progress=False)
+    test = stage.attribute_metrics(stage.predict_test(res, cfg))
+    last = res.history.iloc[-1]
+    sched = load_checkpoint(Path(res.checkpoint).with_name("last.pt"))["scheduler"]
+    total = sched["lr_lambdas"][0].get("total")
+    factor = 0.5 * (1 + math.cos(math.pi * min(1.0, sched["last_epoch"] / total)))
+    return {
+        "fit_schedule_to_budget": fit,
+        "budget_s": budget,
+        "train_seconds": round(float(res.train_seconds), 1),
+        "ended_in_stage": str(last["stage"]),
+        "stage_steps": int(sched["last_epoch"]),
+        "cosine_steps": int(total),
+        "final_lr_factor": round(factor, 3),
+        **{f"test_{k}": round(float(v), 4) for k, v in test.items()},
+        **{k: round(float(last[k]), 4) for k in last.index if str(k).startswith("val_")},
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budget", type=float, default=600.0, help="max_train_seconds of each arm (default 600)")
+    ap.add_argument(
+        "--out", default=None, help="folder for schedule_budget.md/.csv (default <results>/benchmarks)"
+    )
+    ap.add_argument("--arm", choices=["on", "off"], default=None, help=argparse.SUPPRESS)  # child process
+    args = ap.parse_args(argv)
+    if args.arm:
+        print(MARK + json.dumps(arm(args.arm == "on", args.budget)), flush=True)
+        return 0
+    if not os.environ.get("FER_DATA_ROOT"):
+        raise SystemExit(
+            "set FER_DATA_ROOT to the folder holding utkface/: this benchmark is about real data"
+        )
+    rows, loads = [], []
+    with tempfile.TemporaryDirectory(prefix="fer_schedule_") as tmp:
+        for name in ("off", "on"):
+            env = dict(
+                os.environ,
+                FER_RESULTS_DIR=f"{tmp}/{name}",
+                FER_DATA_DIR=f"{tmp}/data",
+                FER_PROGRESS="0",
+                HF_HUB_OFFLINE="1",
+            )
+            cmd = [sys.executable, __file__, "--arm", name, "--budget", str(args.budget)]
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+            rows.append(
+                json.loads(next(line for line in out.splitlines() if line.startswith(MARK))[len(MARK) :])
+            )
+            loads.append(os.getloadavg()[0])
+            print(f"{name}: {rows[-1]}", flush=True)
+    table = pd.DataFrame(rows)
+    head = (
+        "# Cosine schedule fitted to the time budget vs spanning the nominal epochs\n\n"
+        f"Command: `FER_DATA_ROOT=... python bench/bench_schedule.py --budget {args.budget:g}` at commit "
+        f"`{git_commit()}`. Default profile's UTKFace attribute stage (ImageNet efficientnet_lite0, 112 px, "
+        "batch 64, 1 head-only epoch then all layers, 12 nominal all-layer epochs), real UTKFace, the same seed "
+        "and data in both arms, each arm in a fresh process, one after the other; load average (1 min) after "
+        f"each arm: {', '.join(f'{v:.1f}' for v in loads)}. test_* = the balanced 2,000-face test list; val_* = "
+        "the last validation; ended_in_stage = the stage the budget stopped (head-only or all layers); stage_steps / cosine_steps = "
+        "the steps that stage ran / the length its cosine ended with; "
+        "final_lr_factor = the learning rate it stopped at, as a fraction of the peak. One seed per arm: "
+        "differences of a few points are within run-to-run noise.\n\n"
+    )
+    write_benchmark(
+        table,
+        "schedule_budget",
+        head,
+        folder=Path(args.out) if args.out else get_paths().results / "benchmarks",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
