@@ -76,10 +76,9 @@ def main(argv=None) -> int:
     if args.arm:
         print(MARK + json.dumps(arm(args.arm == "on", args.budget)), flush=True)
         return 0
-    if not os.environ.get("FER_DATA_ROOT"):
-        raise SystemExit(
-            "set FER_DATA_ROOT to the folder holding utkface/: this benchmark is about real data"
-        )
+    if not os.environ.get("FER_DATA_ROOT"):  # `make bench` runs every script: skip, do not fail
+        print("bench_schedule: skipped, FER_DATA_ROOT is unset (it trains on the real UTKFace under it)")
+        return 0
     rows, loads = [], []
     with tempfile.TemporaryDirectory(prefix="fer_schedule_") as tmp:
         for name in ("off", "on"):

@@ -7,8 +7,9 @@ or network. The defaults (``detector=None``) build ``fer_lib.faces.FaceDetector`
 Throughput: a background thread decodes frames into batches and feeds a bounded queue (``prefetch``
 batches deep), so detection and feature extraction of batch k run while batch k+1 decodes (PyAV
 releases the GIL while decoding, torch while computing). At most ``prefetch + 2`` batches of frames
-exist at any time, and of each frame only the small per-face feature/score/box arrays are kept, so
-memory stays bounded for videos of any length.
+exist at any time (with ``detect_every=k``, plus at most k - 1 frames waiting for the next detection),
+and of each frame only the small per-face feature/score/box arrays are kept, so memory stays bounded
+for videos of any length.
 """
 
 from __future__ import annotations
