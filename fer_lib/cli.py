@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import config
 from .provenance import DirtyTreeError
@@ -172,6 +173,18 @@ def _tool_parsers(sub) -> None:
     )
 
 
+def paths_from_here(overrides: dict[str, str]) -> dict[str, str]:
+    """Override values that name an existing file or folder relative to the current directory (a path
+    with a folder or a suffix, e.g. ``video.checkpoint=results/models/expression.pt``), made absolute:
+    the notebooks run with ``notebooks/`` as their directory, where the relative path means nothing."""
+    out = {}
+    for key, value in overrides.items():
+        p = Path(value).expanduser()
+        named_like_a_path = len(p.parts) > 1 or bool(p.suffix)
+        out[key] = str(p.resolve()) if named_like_a_path and not p.is_absolute() and p.exists() else value
+    return out
+
+
 def run_tool(args: argparse.Namespace) -> int:
     """The non-notebook commands: predict, export, import-hsemotion."""
     if args.command == "predict":
@@ -233,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     try:
-        overrides = config.parse_overrides(getattr(args, "overrides", None))
+        overrides = paths_from_here(config.parse_overrides(getattr(args, "overrides", None)))
         if args.command == "notebooks":
             for nb in list_notebooks():
                 print(nb.name)

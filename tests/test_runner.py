@@ -217,3 +217,40 @@ def test_cli_publishes_only_when_asked(monkeypatch):
     assert cli.main(["demo", "--profile", "smoke"]) == 0
     assert [c["publish"] for c in calls] == [None, True, None]
     assert calls[2]["only"] == ["demo"]
+
+
+def test_cli_override_paths_are_taken_from_where_the_command_runs(tmp_path, monkeypatch):
+    """The notebooks run in notebooks/: a relative --set path that exists here reaches them absolute;
+    other values (numbers, keywords, paths that do not exist) pass unchanged."""
+    from fer_lib.cli import paths_from_here
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "expr.pt").write_bytes(b"x")
+    (tmp_path / "glove.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    got = paths_from_here(
+        {
+            "video.checkpoint": "models/expr.pt",
+            "gcn.embedding": "glove.txt",
+            "gcn.tau": "0.1",
+            "video.strides": "1,2",
+            "pretrain_attributes.pretrained_file": "missing/w.pt",
+            "finetune.pretrained_file": str(tmp_path / "glove.txt"),
+        }
+    )
+    assert got == {
+        "video.checkpoint": str(tmp_path / "models" / "expr.pt"),
+        "gcn.embedding": str(tmp_path / "glove.txt"),
+        "gcn.tau": "0.1",
+        "video.strides": "1,2",
+        "pretrain_attributes.pretrained_file": "missing/w.pt",
+        "finetune.pretrained_file": str(tmp_path / "glove.txt"),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "fer_lib", "profile", "--json", "--set", "video.checkpoint=models/expr.pt"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    ).stdout
+    assert json.loads(out)["video"]["checkpoint"] == str(tmp_path / "models" / "expr.pt")
