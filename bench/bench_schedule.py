@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -38,6 +37,7 @@ def arm(fit: bool, budget: float) -> dict:
     from fer_lib import config
     from fer_lib.models import load_checkpoint
     from fer_lib.stages import pretrain as stage
+    from fer_lib.training.optim import CosineToZero
 
     overrides = {
         "pretrain_attributes.max_train_seconds": budget,
@@ -50,8 +50,8 @@ def arm(fit: bool, budget: float) -> dict:
     test = stage.attribute_metrics(stage.predict_test(res, cfg))
     last = res.history.iloc[-1]
     sched = load_checkpoint(Path(res.checkpoint).with_name("last.pt"))["scheduler"]
-    total = sched["lr_lambdas"][0].get("total")
-    factor = 0.5 * (1 + math.cos(math.pi * min(1.0, sched["last_epoch"] / total)))
+    total = sched["lr_lambdas"][0]["total"]
+    factor = CosineToZero(total)(sched["last_epoch"])
     return {
         "fit_schedule_to_budget": fit,
         "budget_s": budget,

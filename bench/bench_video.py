@@ -42,8 +42,8 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fer_lib.config import get_paths  # noqa: E402
-from fer_lib.faces import box_iou  # noqa: E402
 from fer_lib.reporting import write_benchmark  # noqa: E402
+from fer_lib.stages.video import frame_ious  # noqa: E402
 from fer_lib.video import (  # noqa: E402
     TorchFeatureExtractor,
     VideoFeatures,
@@ -141,19 +141,6 @@ def naive_loop(path, detector, extractor, mode: str, min_face: int) -> VideoFeat
 def _pixels(boxes: np.ndarray) -> np.ndarray:
     """The integer crop window the face pipeline takes from each box (fer_lib.preprocess.crop_window)."""
     return np.rint(boxes[:, :4]).astype(np.int64)
-
-
-def frame_ious(vf: VideoFeatures, ref: VideoFeatures) -> np.ndarray:
-    """IoU of the first face box of every frame that has a face in both (against the full detection)."""
-    first = {}
-    for f, b in zip(ref.face_frame, ref.boxes):
-        first.setdefault(int(f), b)
-    out, seen = [], set()
-    for f, b in zip(vf.face_frame, vf.boxes):
-        if int(f) in first and int(f) not in seen:
-            seen.add(int(f))
-            out.append(float(box_iou(b, first[int(f)])[0, 0]))
-    return np.asarray(out)
 
 
 def timed(fn):

@@ -568,6 +568,12 @@ def first_boxes(vf: VideoFeatures) -> dict[int, np.ndarray]:
     return out
 
 
+def frame_ious(vf: VideoFeatures, ref: VideoFeatures) -> np.ndarray:
+    """IoU of the first face box of every frame with a face in both ``vf`` and ``ref``, in frame order."""
+    mine, theirs = first_boxes(vf), first_boxes(ref)
+    return np.asarray([float(box_iou(mine[f], theirs[f])[0, 0]) for f in sorted(set(mine) & set(theirs))])
+
+
 def detect_every_study(
     vs: VideoSet,
     cfg: Profile,
@@ -609,9 +615,8 @@ def detect_every_study(
         frames = int(sum(vf.n_frames for vf in run.features))
         ious, changed, rel = [], 0, []
         for vf, vf1 in zip(run.features, ref.features):
-            mine, full = first_boxes(vf), first_boxes(vf1)
-            changed += len(set(mine) ^ set(full))
-            ious += [float(box_iou(mine[f], full[f])[0, 0]) for f in set(mine) & set(full)]
+            changed += len(set(first_boxes(vf)) ^ set(first_boxes(vf1)))
+            ious.extend(frame_ious(vf, vf1))
             p, p1 = vf.pooled(), vf1.pooled()
             if p is not None and p1 is not None and np.linalg.norm(p1) > 0:
                 rel.append(float(np.linalg.norm(p - p1) / np.linalg.norm(p1)))

@@ -33,9 +33,9 @@ from .evaluation import amp_supported, autocast_if, metrics_from_predictions, ru
 from .losses import MultiTaskLoss, class_weights, count_classes
 from .optim import SAM, CosineToZero, build_optimizer, build_scheduler, frozen_bn_stats
 
-# TrainConfig fields a resumed run may change without changing the weights it ends with
 #: steps into a stage after which fit_schedule_to_budget makes its first estimate (then at every epoch end)
 FIT_SCHEDULE_AFTER_STEPS = 20
+# TrainConfig fields a resumed run may change without changing the weights it ends with
 _RESUME_NEUTRAL = ("max_train_seconds", "save_every_steps", "select_metric", "trim_memory")
 
 
@@ -392,7 +392,8 @@ class Trainer:
             return
         left = max(0.0, c.max_train_seconds - (now - started))
         done = self.scheduler.last_epoch  # steps of this stage, before a resume included
-        fit = torch.tensor([float(min(nominal, max(done + 1, int(done + left * measured / (now - t0)))))])
+        steps_left = int(left * measured / (now - t0))
+        fit = torch.tensor([float(min(nominal, done + max(1, steps_left)))])
         if self.world > 1:
             import torch.distributed as dist
 
