@@ -8,14 +8,20 @@ the box size on every side (the public code's 20/40 px margins correspond to rou
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
+from PIL import Image
 
 from .preprocess import Preprocess, crop_window, to_rgb_array  # noqa: F401 - re-exported
 
 EMPTY_BOXES = np.zeros((0, 5), dtype=np.float32)
 EMPTY_POINTS = np.zeros((0, 5, 2), dtype=np.float32)
+#: facenet-pytorch's P-/R-/O-Net score thresholds (paper A's public code raises the last to 0.9).
+DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
+#: Face selections: ``largest`` area (paper A's AFEW wording), highest ``score`` (its code), ``all`` faces.
+SELECT_MODES = ("largest", "score", "all")
 
 
 class FaceDetector:
@@ -24,7 +30,7 @@ class FaceDetector:
     Args:
         min_face_size: smallest face side in pixels that the image pyramid looks for.
         device: torch device for the three networks.
-        thresholds: the P-/R-/O-Net score thresholds (default facenet's [0.6, 0.7, 0.7]).
+        thresholds: the P-/R-/O-Net score thresholds (default :data:`DEFAULT_THRESHOLDS`).
         factor: scale step of the image pyramid.
     """
 
@@ -40,7 +46,9 @@ class FaceDetector:
 
         self.min_face_size = int(min_face_size)
         self.device = torch.device(device)
-        self.thresholds = list(thresholds) if thresholds is not None else [0.6, 0.7, 0.7]
+        self.thresholds = [float(t) for t in (DEFAULT_THRESHOLDS if thresholds is None else thresholds)]
+        if len(self.thresholds) != 3:
+            raise ValueError(f"MTCNN needs 3 thresholds (P-, R-, O-Net), got {self.thresholds}")
         self.mtcnn = MTCNN(
             min_face_size=self.min_face_size,
             thresholds=self.thresholds,
@@ -131,17 +139,25 @@ def select_faces(
 ) -> np.ndarray:
     """The faces a consumer keeps, in detection order: boxes ``[x1, y1, x2, y2, prob]`` whose
     probability is >= ``min_prob`` and whose longer side is >= ``min_size``; then ``"largest"`` keeps
-    the one with the largest area (paper A's AFEW rule), ``"all"`` every one (VGAF, predict).
-    Returns a ``(k, 5)`` float32 array (k may be 0)."""
-    if mode not in ("largest", "all"):
-        raise ValueError(f"select_faces: unknown mode {mode!r}; use 'largest' or 'all'")
+    the one with the largest area (paper A's AFEW wording), ``"score"`` the one with the highest
+    probability (paper A's code; the first of equals), ``"all"`` every one (VGAF, predict).
+    Returns a ``(k, 5)`` float32 array (k may be 0); rows with more columns (a detection's landmarks
+    after its box, ``(k, 15)``) keep them."""
+    if mode not in SELECT_MODES:
+        raise ValueError(f"select_faces: unknown mode {mode!r}; choose one of {', '.join(SELECT_MODES)}")
     if boxes is None or np.size(boxes) == 0:
         return EMPTY_BOXES.copy()
-    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 5)
+    b = _rows(boxes)
     b = b[(b[:, 4] >= min_prob) & (face_sizes(b) >= min_size)]
-    if mode == "largest" and len(b) > 1:
-        b = b[[int(np.argmax(box_area(b)))]]
+    if mode != "all" and len(b) > 1:
+        b = b[[int(np.argmax(box_area(b) if mode == "largest" else b[:, 4]))]]
     return b
+
+
+def _rows(detections) -> np.ndarray:
+    """Detections as a float32 ``(k, width)`` array: ``[x1, y1, x2, y2, prob]`` and any columns after."""
+    d = np.asarray(detections, dtype=np.float32)
+    return d.reshape(-1, d.shape[-1] if d.ndim > 1 else 5)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -159,13 +175,14 @@ def interpolate_boxes(a: np.ndarray, b: np.ndarray, t: float, min_iou: float = 0
     """Face boxes a fraction ``t`` (0..1) of the way from detection ``a`` to detection ``b`` of a later frame.
 
     Only a face found by both (pairs matched greedily by IoU, at least ``min_iou``) is there in between:
-    its corners and probability move linearly. A face found by one of them only (it enters, leaves or is
-    hidden in between) is left out rather than guessed, since a crop of whatever hides it would be a wrong
-    face while a missing frame only drops out of the pooled statistics. Returns ``(k, 5)`` float32 boxes
-    sorted by probability, as the detector's.
+    its corners and probability (and landmarks, in rows ``(k, 15)`` that carry them) move linearly. A face
+    found by one of them only (it enters, leaves or is hidden in between) is left out rather than guessed,
+    since a crop of whatever hides it would be a wrong face while a missing frame only drops out of the
+    pooled statistics. Returns float32 rows of the inputs' width sorted by probability, as the detector's.
     """
-    a = np.asarray(a, dtype=np.float32).reshape(-1, 5)
-    b = np.asarray(b, dtype=np.float32).reshape(-1, 5)
+    a, b = _rows(a), _rows(b)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"interpolate_boxes: rows of {a.shape[1]} and {b.shape[1]} columns")
     iou = box_iou(a, b)
     pairs, free_a, free_b = [], set(range(len(a))), set(range(len(b)))
     for i, j in zip(*np.unravel_index(np.argsort(-iou, axis=None, kind="stable"), iou.shape)):
@@ -175,5 +192,114 @@ def interpolate_boxes(a: np.ndarray, b: np.ndarray, t: float, min_iou: float = 0
             pairs.append((1 - t) * a[i] + t * b[j])
             free_a.discard(i)
             free_b.discard(j)
-    out = np.asarray(pairs, dtype=np.float32).reshape(-1, 5)
+    out = np.asarray(pairs, dtype=np.float32).reshape(-1, a.shape[1])
     return out[np.argsort(-out[:, 4], kind="stable")]
+
+
+# -------------------------------------------------------------------------------------- alignment
+#: Where a similarity transform puts MTCNN's five landmarks (left eye, right eye, nose, left and right mouth
+#: corners, image sides) in a ``FIVE_POINT_SIDE`` px square face: insightface's ArcFace reference points.
+FIVE_POINT_TEMPLATE = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]]
+)
+FIVE_POINT_SIDE = 112
+
+
+def similarity_transform(src, dst) -> np.ndarray:
+    """The ``2 x 3`` matrix ``[s R | t]`` of the rotation, uniform scale and translation taking the points
+    ``src`` (``n x 2``) closest to ``dst`` in least squares (Umeyama 1991; no reflection)."""
+    src, dst = (np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in (src, dst))
+    if len(src) != len(dst) or len(src) < 2:
+        raise ValueError(
+            f"similarity_transform needs two equal sets of >= 2 points, got {len(src)} and {len(dst)}"
+        )
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s0, d0 = src - mu_s, dst - mu_d
+    var_s = (s0**2).sum() / len(src)
+    if not np.isfinite(var_s) or var_s <= 0:
+        raise ValueError(f"points {src.tolist()} are not finite or all coincide; no transform fits them")
+    u, sv, vt = np.linalg.svd(d0.T @ s0 / len(src))
+    d = np.array([1.0, np.sign(np.linalg.det(u) * np.linalg.det(vt)) or 1.0])
+    rot = u @ np.diag(d) @ vt
+    scale = float((sv * d).sum() / var_s)
+    return np.column_stack([scale * rot, mu_d - scale * rot @ mu_s])
+
+
+def align_five_points(image, points5, size: int) -> np.ndarray:
+    """The face of ``image`` warped so that its five landmarks ``points5`` (``5 x 2``, MTCNN's order, in
+    pixels with pixel centres at whole numbers) land on :data:`FIVE_POINT_TEMPLATE` scaled to ``size``:
+    an RGB ``uint8`` ``size x size`` array (PIL bilinear; what lies outside the image is black).
+
+    Paper A aligned VGAF faces this way (to 224 px) instead of cropping the tight box. A face larger than
+    ``size`` is first shrunk with PIL's antialiased resize, as :class:`~fer_lib.preprocess.Preprocess`
+    shrinks box crops, so it does not alias. ValueError when the points are not finite or lie so far
+    outside the image that nothing of it reaches the output.
+    """
+    arr, size = to_rgb_array(image), int(size)
+    pts = np.asarray(points5, dtype=np.float64).reshape(5, 2)
+    dst = FIVE_POINT_TEMPLATE * (size / FIVE_POINT_SIDE)
+    m = similarity_transform(pts, dst)
+    scale = math.sqrt(abs(np.linalg.det(m[:, :2])))
+    # only the part of the image that the output square comes from (plus room for the filter) is warped
+    inv = np.linalg.inv(np.vstack([m, [0.0, 0.0, 1.0]]))[:2]
+    corners = inv[:, :2] @ np.array(
+        [[-0.5, -0.5, size - 0.5, size - 0.5], [-0.5, size - 0.5, -0.5, size - 0.5]]
+    )
+    corners += inv[:, 2:]
+    pad = 2.0 / min(scale, 1.0)
+    left, top = (max(0, math.floor(v - pad)) for v in corners.min(1))
+    right, bottom = (
+        min(arr.shape[1], math.ceil(corners[0].max() + pad)),
+        min(arr.shape[0], math.ceil(corners[1].max() + pad)),
+    )
+    if right <= left or bottom <= top:
+        raise ValueError(
+            f"five points {np.round(pts, 1).tolist()} lie outside the {arr.shape[1]}x{arr.shape[0]} image"
+        )
+    img, pts = Image.fromarray(arr[top:bottom, left:right]), pts - [left, top]
+    if scale < 1:
+        w, h = img.size
+        img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+        pts = (pts + 0.5) * [img.size[0] / w, img.size[1] / h] - 0.5  # pixel centres of the resized crop
+    m = similarity_transform(pts, dst)  # the same fit, in the pixels of the (shrunk) crop
+    # PIL maps every output pixel back into the input, in coordinates where pixel i spans [i, i + 1)
+    a = np.linalg.inv(m[:, :2])
+    c = -a @ m[:, 2] + 0.5 - a @ [0.5, 0.5]
+    coeffs = (a[0, 0], a[0, 1], c[0], a[1, 0], a[1, 1], c[1])
+    return np.asarray(img.transform((size, size), Image.AFFINE, coeffs, resample=Image.BILINEAR))
+
+
+def eye_angle(left_eye, right_eye) -> float:
+    """Angle in degrees of the line from the image-left eye to the image-right eye, clockwise on screen
+    (image y grows downwards): 0 when the eyes are level, positive when the right one is lower."""
+    (lx, ly), (rx, ry) = (np.asarray(p, dtype=np.float64).reshape(2) for p in (left_eye, right_eye))
+    if not np.isfinite([lx, ly, rx, ry]).all() or (lx, ly) == (rx, ry):
+        raise ValueError(f"eye centres {[lx, ly]} and {[rx, ry]} must be two distinct finite points")
+    return math.degrees(math.atan2(ry - ly, rx - lx))
+
+
+def level_eyes(image, left_eye, right_eye, box) -> tuple:
+    """Paper B's alignment: ``image`` rotated about the eyes' midpoint so that the eye line is horizontal,
+    and the face box moved with it.
+
+    ``left_eye`` / ``right_eye`` are the ``(x, y)`` centres of the eyes on the image's left and right
+    (iBUG points 36-41 and 42-47), in the same pixel coordinates as ``box`` (``[x1, y1, x2, y2, ...]``).
+    The returned box has the same width and height, centred on where the rotation takes the box's centre
+    (a rotated box, made axis-aligned again without growing). The image keeps its size and type (PIL image
+    or RGB array); corners the rotation uncovers are black. Returns ``(image, box as a float64
+    [x1, y1, x2, y2] array)``.
+    """
+    angle = eye_angle(left_eye, right_eye)
+    x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(-1)[:4])
+    mx, my = (np.asarray(left_eye, np.float64).reshape(2) + np.asarray(right_eye, np.float64).reshape(2)) / 2
+    # PIL turns the picture counter-clockwise on screen by `angle`: a point moves by the inverse of the tilt
+    c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+    dx, dy = (x1 + x2) / 2 - mx, (y1 + y2) / 2 - my
+    cx, cy = mx + c * dx + s * dy, my - s * dx + c * dy
+    hw, hh = (x2 - x1) / 2, (y2 - y1) / 2
+    out_box = np.array([cx - hw, cy - hh, cx + hw, cy + hh])
+    is_pil = isinstance(image, Image.Image)
+    img = image if is_pil else Image.fromarray(to_rgb_array(image))
+    if angle:
+        img = img.rotate(angle, resample=Image.BILINEAR, center=(float(mx), float(my)))
+    return (img if is_pil else np.asarray(img)), out_box

@@ -69,3 +69,133 @@ def test_select_faces():
     assert np.array_equal(faces.select_faces(boxes, "largest", min_prob=0.95), boxes[[2]])
     assert np.array_equal(faces.select_faces(boxes, "all", min_size=20), boxes[[1, 2]])
     assert faces.select_faces(None).shape == (0, 5)
+
+
+def _tilt(point, pivot, degrees):
+    """Where PIL's ``rotate(degrees, center=pivot)`` takes ``point`` (counter-clockwise on screen)."""
+    t = np.radians(degrees)
+    dx, dy = point[0] - pivot[0], point[1] - pivot[1]
+    return (pivot[0] + np.cos(t) * dx + np.sin(t) * dy, pivot[1] - np.sin(t) * dx + np.cos(t) * dy)
+
+
+def _centroid(mask):
+    ys, xs = np.nonzero(mask)
+    return xs.mean(), ys.mean()
+
+
+@pytest.mark.parametrize("tilt", [20.0, -33.0])
+def test_level_eyes_makes_the_eye_line_horizontal_and_keeps_the_face_in_the_box(tilt):
+    # an upright face (a 60x80 skin rectangle, red left eye, blue right eye) tilted about a point off the face
+    up = np.full((200, 200, 3), 50, np.uint8)
+    up[60:140, 70:130] = (200, 180, 160)
+    up[84:93, 81:90], up[84:93, 111:120] = (255, 0, 0), (0, 0, 255)
+    pivot = (60.0, 150.0)
+    tilted = Image.fromarray(up).rotate(tilt, resample=Image.BILINEAR, center=pivot)
+    left, right, centre = (_tilt(p, pivot, tilt) for p in ((85, 88), (115, 88), (100, 100)))
+    box = (centre[0] - 30, centre[1] - 40, centre[0] + 30, centre[1] + 40)  # the tilted face's box, upright
+    assert abs(faces.eye_angle(left, right) + tilt) < 1e-6  # PIL's counter-clockwise tilt lifts the right eye
+
+    level, out_box = faces.level_eyes(tilted, left, right, box)
+    assert isinstance(level, Image.Image) and level.size == tilted.size
+    arr = np.asarray(level).astype(int)
+    red = (arr[..., 0] > 150) & (arr[..., 1] < 90) & (arr[..., 2] < 90)
+    blue = (arr[..., 2] > 150) & (arr[..., 0] < 90) & (arr[..., 1] < 90)
+    (rx, ry), (bx, by) = _centroid(red), _centroid(blue)
+    assert rx < bx and abs(np.degrees(np.arctan2(by - ry, bx - rx))) < 1.0
+    # same box size, centred on the levelled face (the unrotated box would be several pixels off)
+    assert out_box[2] - out_box[0] == pytest.approx(60) and out_box[3] - out_box[1] == pytest.approx(80)
+    fx, fy = _centroid((arr[..., 0] > 120) | (arr[..., 2] > 120))  # skin and eyes
+    assert abs((out_box[0] + out_box[2]) / 2 - fx) < 1.0 and abs((out_box[1] + out_box[3]) / 2 - fy) < 1.0
+    crop = arr[int(out_box[1]) + 2 : int(out_box[3]) - 2, int(out_box[0]) + 2 : int(out_box[2]) - 2]
+    assert ((crop[..., 0] > 120) | (crop[..., 2] > 120)).mean() > 0.97  # all face, no background
+
+    as_array, same_box = faces.level_eyes(np.asarray(tilted), left, right, box)
+    assert isinstance(as_array, np.ndarray) and np.array_equal(as_array, arr)
+    assert np.allclose(same_box, out_box)
+    with pytest.raises(ValueError, match="distinct"):
+        faces.level_eyes(tilted, left, left, box)
+
+
+def test_select_faces_score_keeps_the_most_probable_face_and_extra_columns():
+    # the larger face is the less probable one: "largest" and "score" (paper A's code) disagree
+    big = [10, 10, 90, 90, 0.80] + [1.0] * 10
+    small = [100, 10, 140, 50, 0.99] + [2.0] * 10  # rows with landmarks after the box keep them
+    rows = np.array([big, small], np.float32)
+    np.testing.assert_array_equal(faces.select_faces(rows, "largest"), rows[[0]])
+    np.testing.assert_array_equal(faces.select_faces(rows, "score"), rows[[1]])
+    assert faces.select_faces(rows, "all").shape == (2, 15)
+    assert faces.select_faces(rows, "score", min_size=60).tolist() == rows[[0]].tolist()  # size filter first
+    tie = np.array([[0, 0, 10, 10, 0.9], [0, 0, 50, 50, 0.9]], np.float32)
+    np.testing.assert_array_equal(faces.select_faces(tie, "score"), tie[[0]])  # the first of equals
+    with pytest.raises(ValueError, match="choose one of largest, score, all"):
+        faces.select_faces(rows, "best")
+
+
+def test_detector_thresholds_default_and_checked():
+    assert faces.FaceDetector(min_face_size=40).thresholds == list(faces.DEFAULT_THRESHOLDS)
+    det = faces.FaceDetector(min_face_size=40, thresholds=(0.6, 0.7, 0.9))
+    assert det.mtcnn.thresholds == [0.6, 0.7, 0.9] and "0.9" in repr(det)
+    with pytest.raises(ValueError, match="3 thresholds"):
+        faces.FaceDetector(thresholds=(0.6, 0.7))
+
+
+def _rotation(degrees):
+    t = np.radians(degrees)
+    return np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+
+
+def test_similarity_transform_recovers_a_known_similarity():
+    template = faces.FIVE_POINT_TEMPLATE
+    points = 1.7 * template @ _rotation(25).T + [300.0, 150.0]  # a rotated, scaled, shifted copy
+    m = faces.similarity_transform(points, template)
+    np.testing.assert_allclose(points @ m[:, :2].T + m[:, 2], template, atol=1e-9)
+    np.testing.assert_allclose(m[:, :2], _rotation(-25) / 1.7, atol=1e-12)
+    mirrored = template * [-1, 1]  # a reflection is no similarity: the fit stays a rotation (det > 0)
+    assert np.linalg.det(faces.similarity_transform(mirrored, template)[:, :2]) > 0
+    with pytest.raises(ValueError, match="coincide"):
+        faces.similarity_transform(np.ones((5, 2)), template)
+
+
+@pytest.mark.parametrize("scale, size", [(0.6, 224), (1.0, 112), (2.5, 96)])
+def test_align_five_points_puts_the_landmarks_on_the_template(scale, size):
+    """Dots drawn at a rotated, scaled copy of the template land on the template (scaled to ``size``)
+    within a pixel, whether the face is shrunk (scale > size / 112) or enlarged."""
+    from scipy import ndimage
+
+    target = faces.FIVE_POINT_TEMPLATE * size / faces.FIVE_POINT_SIDE
+    points = scale * target @ _rotation(-35).T + [260.0, 40.0]
+    yy, xx = np.mgrid[:480, :640]
+    sigma = 1.5 * scale
+    blobs = sum(np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * sigma**2)) for x, y in points)
+    image = np.repeat((255 * blobs).clip(0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    out = faces.align_five_points(image, points, size)
+    assert out.shape == (size, size, 3) and out.dtype == np.uint8
+    lab, n = ndimage.label(out[:, :, 0] > 60)
+    assert n == 5
+    found = np.array(ndimage.center_of_mass(out[:, :, 0].astype(float), lab, range(1, 6)))[:, ::-1]
+    nearest = np.linalg.norm(found[:, None] - target[None], axis=2)
+    assert sorted(nearest.argmin(1).tolist()) == [0, 1, 2, 3, 4]  # one dot on each template point
+    assert nearest.min(1).max() < 1.0
+    with pytest.raises(ValueError, match="outside"):
+        faces.align_five_points(image, points + 5000, size)
+
+
+def test_aligning_a_rotated_face_equals_aligning_the_face(detector, astronaut):
+    """MTCNN's landmarks on a face turned by 20 degrees align it onto (nearly) the same picture as the upright
+    face; the tight box crops of the two differ several times more."""
+    boxes, points = detector.detect(astronaut, landmarks=True)
+    turned = np.asarray(
+        Image.fromarray(astronaut).rotate(20, resample=Image.BILINEAR, center=tuple(points[0].mean(0)))
+    )
+    tboxes, tpoints = detector.detect(turned, landmarks=True)
+    assert len(tboxes) == 1
+    inner = slice(16, 96)  # the face; the aligned corners show background that the rotation moved
+    upright = faces.align_five_points(astronaut, points[0], 112).astype(float)[inner, inner]
+    aligned = faces.align_five_points(turned, tpoints[0], 112).astype(float)[inner, inner]
+    aligned_diff = np.abs(upright - aligned).mean()
+    box = faces.Preprocess(112)
+    box_diff = np.abs(box.face(astronaut, boxes[0]) - box.face(turned, tboxes[0]).astype(float))[
+        inner, inner
+    ].mean()
+    assert aligned_diff < 12 and box_diff > 3 * aligned_diff
+    assert np.corrcoef(upright.ravel(), aligned.ravel())[0, 1] > 0.95

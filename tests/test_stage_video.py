@@ -3,6 +3,8 @@ an end-to-end run on AFEW- and VGAF-format folders, metrics rows."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -362,3 +364,112 @@ def test_make_extractor_loads_notebook_02_local_backbones(tmp_path):
     ext = stage.make_extractor(path, config.get_profile("smoke", {"device": "cpu"}))
     f, s = ext.features([np.zeros((50, 40, 3), np.uint8)])
     assert f.shape[0] == 1 and s.shape == (1, 8)
+
+
+# ------------------------------------------------------------------------------ paper A's options
+def test_find_checkpoint_source_names_a_stage_folder(tmp_path):
+    paths = config.Paths(repo=tmp_path, data=tmp_path / "data", results=tmp_path / "res", real_root=None)
+    for name in ("02_expression_va", "02_expression"):
+        (paths.checkpoints / name).mkdir(parents=True)
+        (paths.checkpoints / name / "best.pt").write_bytes(b"x")
+    expr, va = (paths.checkpoints / n / "best.pt" for n in ("02_expression", "02_expression_va"))
+    assert stage.find_checkpoint(paths) == va  # auto: the valence/arousal model first
+    assert stage.find_checkpoint(paths, source="02_expression") == expr  # paper A's 8-class model
+    assert stage.find_checkpoint(paths, None, "02_expression_va") == va
+    assert stage.find_checkpoint(paths, str(va), "02_expression") == va  # an explicit path still wins
+    with pytest.raises(FileNotFoundError, match="01_attributes") as err:
+        stage.find_checkpoint(paths, source="01_attributes")
+    assert "01_multitask_pretraining.ipynb" in str(err.value)  # the notebook that writes the folder
+    with pytest.raises(ValueError, match="video.checkpoint"):
+        stage.find_checkpoint(paths, source="runs/x/best.pt")
+
+
+def test_face_selection_and_C_per_dataset():
+    cfg = smoke_cfg()
+    assert stage.face_selection("afew", cfg) == "largest" and stage.face_selection("vgaf", cfg) == "all"
+    score = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, afew_face="score"))
+    assert stage.face_selection("afew", score) == "score"
+    bad = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, afew_face="biggest"))
+    with pytest.raises(ValueError, match="choose one of largest, score"):
+        stage.face_selection("afew", bad)
+    with pytest.raises(ValueError, match="choose one of largest, score"):
+        stage.extract_features(pd.DataFrame({"path": []}), "afew", MeanColourExtractor(), bad)
+
+
+def _blob_set(name, n_per_class=6, seed=0):
+    """A VideoSet of one-face-per-frame videos whose mean feature is its class's centre (3 classes)."""
+    rng = np.random.default_rng(seed)
+    feats, y, split = [], [], []
+    for k in range(2 * n_per_class):
+        for c in range(3):
+            x = np.eye(3)[c] * 3 + rng.normal(0, 0.5, (4, 3))
+            feats.append(
+                VideoFeatures(
+                    path=f"{name}{c}{k}",
+                    mode=name,
+                    sampled=np.arange(4),
+                    face_frame=np.arange(4),
+                    boxes=np.zeros((4, 5), np.float32),
+                    features=x.astype(np.float32),
+                    scores=np.zeros((4, 0), np.float32),
+                )
+            )
+            y.append(c)
+            split.append("train" if k < n_per_class else "test")
+    return stage.VideoSet(
+        name=name,
+        dataset=name,
+        real=False,
+        manifest=pd.DataFrame({"split": split}),
+        y=np.array(y),
+        labels=[0, 1, 2],
+        class_names=["a", "b", "c"],
+        features=feats,
+        stats=pd.DataFrame(),
+        min_face_size=16,
+        extract_seconds=0.0,
+    )
+
+
+def test_C_vgaf_reaches_the_vgaf_classifier_only():
+    afew, vgaf = _blob_set("afew"), _blob_set("vgaf")
+    cfg = smoke_cfg(**{"video.C": 1.1, "video.C_vgaf": 0.5})
+    assert stage.classify(afew, cfg)["C"] == 1.1 and stage.classify(vgaf, cfg)["C"] == 0.5
+    clf = stage.classify(vgaf, cfg)["pipeline"][-1]
+    assert clf.C == 0.5  # the fitted LinearSVC itself
+    same = smoke_cfg(**{"video.C": 1.1})  # C_vgaf unset: VGAF follows C
+    assert stage.classify(vgaf, same)["C"] == 1.1
+    cv = smoke_cfg(**{"video.C_vgaf": 0.5, "video.C_grid": "3.0,10.0"})  # AFEW cross-validates, VGAF fixed
+    assert stage.classify(afew, cv)["C"] in (3.0, 10.0) and stage.classify(vgaf, cv)["C"] == 0.5
+    tab, _ = stage.accuracy_table(vgaf, cfg, classifiers=("linear_svc",))
+    assert set(tab.C) == {0.5}
+
+
+def test_thresholds_face_selection_and_alignment_reach_extraction_and_the_cache(fake_real_root, monkeypatch):
+    from fer_lib.video import cache as cache_mod
+
+    built = []
+
+    def fake_default_detector(min_face_size, device="cpu", thresholds=None):
+        built.append(tuple(thresholds))
+        return ColourBlobDetector()  # no MTCNN in this test; it gives landmarks for alignment
+
+    monkeypatch.setattr(cache_mod, "default_detector", fake_default_detector)
+    paths, ext = config.get_paths(), MeanColourExtractor()
+    default = stage.video_set("vgaf", smoke_cfg(), paths, ext, progress=False)
+    assert built == [(0.6, 0.7, 0.7)] and not default.stats.cached.any()
+    paper = smoke_cfg(**{"video.mtcnn_thresholds": "0.6,0.7,0.9"})
+    vs = stage.video_set("vgaf", paper, paths, ext, progress=False)
+    assert built[-1] == (0.6, 0.7, 0.9) and not vs.stats.cached.any()  # other thresholds: not reused
+    assert stage.video_set("vgaf", paper, paths, ext, progress=False).stats.cached.all()
+    aligned = smoke_cfg(**{"video.align_vgaf": True})
+    al = stage.video_set("vgaf", aligned, paths, ext, progress=False)
+    assert not al.stats.cached.any() and len(al.features) == len(default.features)
+    assert sum(vf.n_faces for vf in al.features) == sum(vf.n_faces for vf in default.features)
+    calls = ext.calls  # align_vgaf leaves AFEW's box crops (and their cache entries) alone
+    stage.video_set("afew", smoke_cfg(), paths, ext, progress=False)
+    assert ext.calls > calls
+    calls = ext.calls
+    assert stage.video_set("afew", aligned, paths, ext, progress=False).stats.cached.all()
+    scored = stage.video_set("afew", smoke_cfg(**{"video.afew_face": "score"}), paths, ext, progress=False)
+    assert not scored.stats.cached.any() and ext.calls > calls

@@ -18,6 +18,7 @@ from fer_lib.video import (
     TorchFeatureExtractor,
     VideoDecodeError,
     VideoFeatures,
+    cache_key,
     evaluate_videos,
     extract_dataset,
     extract_video_features,
@@ -579,3 +580,134 @@ def test_end_to_end_video_classification(tmp_path):
     assert res["n_test_no_face"] == 1 and res["n_test"] == 10
     assert res["accuracy_faces_only"] >= 0.85  # chance is 1/3
     assert res["accuracy_complete"] == pytest.approx(res["accuracy_faces_only"] * 9 / 10)
+
+
+# ------------------------------------------------------------------ paper A's options: faces, alignment
+class FixedFaces:
+    """Two faces in every frame at fixed places: a large one of probability 0.8 and a small one of 0.99."""
+
+    BOXES = np.array([[4, 4, 44, 44, 0.8], [60, 10, 84, 34, 0.99]], np.float32)
+    key = "fixed-faces"
+
+    def detect_batch(self, frames):
+        return [self.BOXES.copy() for _ in frames]
+
+    @classmethod
+    def frame_with_faces(cls, big=(230, 30, 30), small=(30, 30, 230)):
+        f = np.full((72, 96, 3), GREY, np.uint8)
+        f[4:44, 4:44], f[10:34, 60:84] = big, small
+        return f
+
+
+class CropRecorder(MeanColourExtractor):
+    """Mean colour features; keeps the shape of every crop it is given (and a ``preprocess`` if asked)."""
+
+    def __init__(self, key="crop-recorder", preprocess=None):
+        super().__init__(key)
+        self.shapes = []
+        if preprocess is not None:
+            self.preprocess = preprocess
+
+    def features(self, crops):
+        self.shapes += [c.shape for c in crops]
+        return super().features(crops)
+
+
+def test_afew_score_keeps_the_most_probable_face_largest_the_largest(tmp_path):
+    frame = FixedFaces.frame_with_faces()
+    det = FixedFaces.BOXES
+    _, _, largest = faces_in_batch([frame], [0], [det], "afew", 16)
+    _, _, score = faces_in_batch([frame], [0], [det], "afew", 16, select="score")
+    np.testing.assert_array_equal(largest, det[[0]])
+    np.testing.assert_array_equal(score, det[[1]])
+    with pytest.raises(ValueError, match="choose one of largest, score"):
+        faces_in_batch([frame], [0], [det], "afew", 16, select="all")
+    with pytest.raises(ValueError, match="choose one of all"):
+        faces_in_batch([frame], [0], [det], "vgaf", 16, select="score")
+    path = write_video(tmp_path / "two.avi", [frame] * 4)
+    kw = dict(mode="afew", min_face_size=16, batch_size=2)
+    red = extract_video_features(path, FixedFaces(), MeanColourExtractor(), **kw)
+    blue = extract_video_features(path, FixedFaces(), MeanColourExtractor(), select="score", **kw)
+    assert red.n_faces == blue.n_faces == 4  # one face per frame either way
+    np.testing.assert_allclose(red.features.mean(0), np.array([230, 30, 30]) / 255, atol=0.05)
+    np.testing.assert_allclose(blue.features.mean(0), np.array([30, 30, 230]) / 255, atol=0.05)
+    np.testing.assert_array_equal(blue.boxes, np.repeat(FixedFaces.BOXES[[1]], 4, axis=0))
+
+
+def test_aligned_faces_take_the_extractors_size_and_landmarks_follow_keyframes(tmp_path):
+    frames = square_frames(7, COLOURS[2], squares=2)
+    path = write_video(tmp_path / "g.avi", frames)
+    kw = dict(mode="vgaf", min_face_size=16, batch_size=3)
+    box = extract_video_features(path, SquareDetector(), MeanColourExtractor(), **kw)
+    plain = CropRecorder()
+    aligned = extract_video_features(path, SquareDetector(), plain, align=True, detect_every=3, **kw)
+    assert set(plain.shapes) == {(224, 224, 3)}  # no input size known: paper A's 224
+    sized = CropRecorder(preprocess=Preprocess(48))
+    extract_video_features(path, SquareDetector(), sized, align=True, **kw)
+    assert set(sized.shapes) == {(48, 48, 3)}  # the model's input size
+    # the fake landmarks sit where the template puts them in the box, so alignment frames the square
+    # as the box does (frames 1, 2, 4, 5 with interpolated landmarks too)
+    assert aligned.n_faces == box.n_faces == 14
+    np.testing.assert_allclose(aligned.boxes, box.boxes, atol=0.01)
+    np.testing.assert_allclose(aligned.features, box.features, atol=0.03)
+    np.testing.assert_allclose(aligned.features.mean(0), np.array(COLOURS[2]) / 255, atol=0.05)
+    with pytest.raises(ValueError, match="five landmarks"):
+        faces_in_batch([frames[0]], [0], [FixedFaces.BOXES], "vgaf", 16, align_size=64)
+
+
+def test_interpolated_detections_carry_landmarks_along():
+    a = np.array([[0, 0, 20, 20, 0.9] + list(range(10))], np.float32)
+    b = a + np.array([4, 4, 4, 4, 0] + [2] * 10, np.float32)
+    mid = interpolate_boxes(a, b, 0.5)
+    assert mid.shape == (1, 15)
+    np.testing.assert_allclose(mid[0, 5:], np.arange(10) + 1.0)
+    with pytest.raises(ValueError, match="columns"):
+        interpolate_boxes(a, b[:, :5], 0.5)
+
+
+def test_thresholds_selection_and_alignment_are_part_of_the_cache_key(tmp_path, monkeypatch):
+    from fer_lib.video import cache as cache_mod
+    from fer_lib.video.features import detector_key
+
+    old = "fer_lib.faces.FaceDetector(min_face_size=32)"  # the key before thresholds were an option
+    assert detector_key(None, 32) == detector_key(None, 32, (0.6, 0.7, 0.7)) == old
+    assert "thresholds=[0.6, 0.7, 0.9]" in detector_key(None, 32, (0.6, 0.7, 0.9))
+    p = write_video(tmp_path / "k.avi", square_frames(3, COLOURS[0]))
+    base = cache_key(p, "ext", "afew", 1, 32, old)
+    assert cache_key(p, "ext", "afew", 1, 32, old, select="largest") == base  # the default keeps its name
+    assert cache_key(p, "ext", "afew", 1, 32, old, select="score") != base
+    assert cache_key(p, "ext", "afew", 1, 32, detector_key(None, 32, (0.6, 0.7, 0.9))) != base
+    vg = cache_key(p, "ext", "vgaf", 1, 32, old)
+    assert (
+        len(
+            {
+                vg,
+                cache_key(p, "ext", "vgaf", 1, 32, old, align=224),
+                cache_key(p, "ext", "vgaf", 1, 32, old, align=112),
+            }
+        )
+        == 3
+    )
+
+    built = []  # the thresholds reach the detector extract_dataset builds
+
+    def fake_default_detector(min_face_size, device="cpu", thresholds=None):
+        built.append(thresholds)
+        return SquareDetector()
+
+    monkeypatch.setattr(cache_mod, "default_detector", fake_default_detector)
+    ext = MeanColourExtractor()
+    kw = dict(min_face_size=16, cache=FeatureCache(tmp_path / "cache"), progress=False)
+
+    def run(**over):
+        return extract_dataset([p], ext, **{**kw, **over})[2]
+
+    assert not run(thresholds=(0.6, 0.7, 0.9)).cached.any() and built == [(0.6, 0.7, 0.9)]
+    assert run(thresholds=(0.6, 0.7, 0.9)).cached.all()
+    assert not run().cached.any() and built[-1] is None  # other thresholds: extracted again
+    assert run(thresholds=(0.6, 0.7, 0.7)).cached.all()  # the default, spelt out: the same entry
+    assert not run(select="score").cached.any() and run(select="score").cached.all()
+    stats = run(mode="vgaf")
+    assert not run(mode="vgaf", align=True).cached.any() and run(mode="vgaf", align=True).cached.all()
+    assert stats.cache_key[0] != run(mode="vgaf", align=True).cache_key[0]
+    assert ext.calls == 5  # one extraction per new setting (0.9, default, score, vgaf, vgaf aligned)

@@ -1,22 +1,25 @@
 """Stage 04: video emotion recognition as in paper A, on AFEW- and VGAF-format data.
 
 Protocol (paper A, docs/papers.md): every frame is decoded, MTCNN finds the faces (AFEW: the
-largest face of at least ``cfg.video.min_face_afew`` px; VGAF: every face of at least
-``cfg.video.min_face_vgaf`` px), each tight crop goes through the fine-tuned expression network, and
+largest face of at least ``cfg.video.min_face_afew`` px, or the most probable with
+``video.afew_face=score``; VGAF: every face of at least ``cfg.video.min_face_vgaf`` px; MTCNN's
+thresholds ``video.mtcnn_thresholds``), each tight crop (VGAF faces aligned on their five landmarks with
+``video.align_vgaf``) goes through the fine-tuned expression network, and
 its penultimate-layer feature (and its expression scores) are kept. A video becomes one descriptor by
 statistics pooling (AFEW: ``concat(mean, std, min, max)`` over the frames with a face; VGAF: per frame
 mean + std over the faces, then mean + std over the frames), which an L2-normalised LinearSVC
-(RBF SVC, random forest as options; ``C`` by cross-validation on the training videos only) classifies.
+(RBF SVC, random forest as options; ``C`` fixed by ``video.C`` / ``video.C_vgaf`` or by cross-validation
+on the training videos only) classifies.
 Videos where no face is found have no descriptor: "faces-only" accuracy leaves them out, "complete"
 accuracy counts them as wrong.
 
 The steps, in notebook order:
 
-    ckpt = find_checkpoint(paths, cfg.video.checkpoint)      # 02_expression_va, else 02_expression
-    ext = make_extractor(ckpt, cfg)                          # TorchFeatureExtractor of that checkpoint
-    afew = video_set("afew", cfg, paths, ext)                # load, extract once at stride 1 (cached)
+    ckpt = find_checkpoint(paths, cfg.video.checkpoint, cfg.video.source)  # auto: 02_expression_va, else
+    ext = make_extractor(ckpt, cfg)                      # 02_expression; TorchFeatureExtractor of it
+    afew = video_set("afew", cfg, paths, ext)            # load, extract once at stride 1 (cached)
     detection_table([afew, vgaf]); accuracy_table(afew, cfg); stride_study(afew, cfg)
-    detect_every_study(afew, cfg, ext)                       # MTCNN on every k-th frame only
+    detect_every_study(afew, cfg, ext)                   # MTCNN on every k-th frame only
 
 Per-frame features are extracted **once**, at stride 1, through :class:`fer_lib.video.FeatureCache`
 (``results/cache/video``); every other stride is obtained by subsampling them (:func:`subsample`).
@@ -43,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from .. import labels as L
-from ..config import Paths, Profile, get_paths, resolve_device
+from ..config import Paths, Profile, get_paths, repo_root, resolve_device
 from ..faces import box_iou
 from ..published import STRIDE_STUDY
 from ..video import (
@@ -51,17 +54,18 @@ from ..video import (
     FeatureCache,
     TorchFeatureExtractor,
     VideoFeatures,
-    cache_key,
     evaluate_videos,
     extract_dataset,
     make_video_classifier,
     pool_afew,
     pool_vgaf,
 )
-from ..video.features import detector_key
+from ..video.features import SELECTIONS
 
-#: Checkpoints notebook 04 looks for under the run folder's ``checkpoints/``, first match wins.
+#: Checkpoints notebook 04 looks for under the run folder's ``checkpoints/`` with ``video.source=auto``,
+#: first match wins.
 CHECKPOINT_CANDIDATES = ("02_expression_va", "02_expression")
+AUTO_SOURCE = "auto"
 #: Poolings compared in the accuracy tables; ``stat`` is paper A's (the one the metrics report).
 POOLINGS = ("stat", "mean_std", "mean")
 POOLING_HELP = {
@@ -78,12 +82,17 @@ PUBLISHED_STRIDE_LABEL = "published (B0, AFEW val)"
 
 
 # ------------------------------------------------------------------------------------- checkpoint
-def find_checkpoint(paths: Paths | None = None, checkpoint: str | Path | None = None) -> Path:
+def find_checkpoint(
+    paths: Paths | None = None, checkpoint: str | Path | None = None, source: str = AUTO_SOURCE
+) -> Path:
     """The expression checkpoint to extract features with.
 
     ``checkpoint`` (the notebook parameter or ``--set video.checkpoint=PATH``) wins when given and
-    must exist; otherwise the run folder's ``checkpoints/02_expression_va/best.pt``, else
-    ``02_expression/best.pt``. Neither: one FileNotFoundError saying what to run first.
+    must exist. Otherwise ``source`` (``video.source``) decides: ``auto``: the run folder's
+    ``checkpoints/02_expression_va/best.pt``, else ``02_expression/best.pt`` (neither: one
+    FileNotFoundError saying what to run first); a stage folder name (``02_expression``, the 8-class model
+    paper A took its video features from): that folder's ``best.pt``, whose absence is an error naming the
+    folder and the notebook that writes it.
     """
     if checkpoint:
         p = Path(checkpoint).expanduser()
@@ -93,6 +102,8 @@ def find_checkpoint(paths: Paths | None = None, checkpoint: str | Path | None = 
             )
         return p
     paths = paths or get_paths()
+    if source != AUTO_SOURCE:
+        return _source_checkpoint(paths, source)
     tried = [paths.checkpoints / name / "best.pt" for name in CHECKPOINT_CANDIDATES]
     for p in tried:
         if p.is_file():
@@ -103,6 +114,25 @@ def find_checkpoint(paths: Paths | None = None, checkpoint: str | Path | None = 
         + "). Train it first with `python -m fer_lib finetune` "
         "(notebook 02, same profile and FER_RESULTS_DIR), or pass a path: notebook parameter "
         'checkpoint="/path/best.pt" or `python -m fer_lib video --set video.checkpoint=/path/best.pt`.'
+    )
+
+
+def _source_checkpoint(paths: Paths, source: str) -> Path:
+    """``checkpoints/<source>/best.pt`` of the run, or an error naming the notebook that writes it."""
+    if not source or Path(source).name != source or source in (".", ".."):
+        raise ValueError(
+            f"video.source={source!r}: choose {AUTO_SOURCE} or a stage folder of the run's checkpoints/, "
+            f"e.g. {', '.join(CHECKPOINT_CANDIDATES)} (a checkpoint path goes to video.checkpoint)"
+        )
+    p = paths.checkpoints / source / "best.pt"
+    if p.is_file():
+        return p
+    prefix = source.split("_", 1)[0]  # a stage folder is named after its notebook's NN_ prefix
+    found = sorted((repo_root() / "notebooks").glob(f"{prefix}_*.ipynb")) if prefix.isdigit() else []
+    writer = f"notebook {found[0].name}" if found else "the notebook of that stage"
+    raise FileNotFoundError(
+        f"video.source={source!r} needs {p}, which does not exist: the stage folder {source} is written "
+        f"by {writer}; run it first (same profile and FER_RESULTS_DIR), or set video.source={AUTO_SOURCE}"
     )
 
 
@@ -135,6 +165,25 @@ def make_extractor(checkpoint: str | Path, cfg: Profile, device: Any = None) -> 
 def min_face_size(mode: str, cfg: Profile) -> int:
     """The profile's minimum face size of a mode (AFEW: largest face; VGAF: every face)."""
     return int(cfg.video.min_face_afew if mode == "afew" else cfg.video.min_face_vgaf)
+
+
+def face_selection(mode: str, cfg: Profile) -> str:
+    """The profile's face selection of a mode: AFEW ``video.afew_face`` (largest | score), VGAF every face."""
+    if mode != "afew":
+        return "all"
+    if cfg.video.afew_face not in SELECTIONS["afew"]:
+        raise ValueError(
+            f"video.afew_face={cfg.video.afew_face!r}; choose one of {', '.join(SELECTIONS['afew'])}"
+        )
+    return cfg.video.afew_face
+
+
+def svm_C(mode: str, cfg: Profile) -> float | None:
+    """The classifier's fixed ``C`` of a mode (None: cross-validated over ``video.C_grid``): VGAF takes
+    ``video.C_vgaf`` where it is set (paper A: AFEW 1.1, VGAF 0.5), else ``video.C`` as AFEW does."""
+    if mode == "vgaf" and cfg.video.C_vgaf is not None:
+        return cfg.video.C_vgaf
+    return cfg.video.C
 
 
 # -------------------------------------------------------------------------------------- video sets
@@ -212,13 +261,16 @@ def extract_features(
 
     Uses :func:`fer_lib.video.extract_dataset` (batched detection and extraction, decoding overlapped,
     one cache file per video keyed by checkpoint + settings), then reads each video's per-face arrays
-    back from the cache. ``detector=None``: MTCNN with the profile's minimum face size, built only on
-    the first cache miss. ``cfg.video.threads`` (when set) limits torch's CPU threads meanwhile.
+    back from the cache. ``detector=None``: MTCNN with the profile's minimum face size and
+    ``video.mtcnn_thresholds``, built only on the first cache miss. Faces: :func:`face_selection`, VGAF's
+    aligned on five landmarks with ``video.align_vgaf``. ``cfg.video.threads`` (when set) limits torch's
+    CPU threads meanwhile.
     Returns (features per row, per-video stats, seconds).
     """
     paths = paths or get_paths()
     v = cfg.video
     mf = min_face_size(mode, cfg)
+    select = face_selection(mode, cfg)
     device = resolve_device(cfg.device) if device is None else device
     t0 = time.perf_counter()
     with _cache_for(cfg, paths) as cache, torch_threads(v.threads), warnings.catch_warnings():
@@ -239,29 +291,13 @@ def extract_features(
             file_id=v.file_id,
             progress=progress,
             detect_every=v.detect_every,
+            thresholds=tuple(v.mtcnn_thresholds),
+            select=select,
+            align=bool(v.align_vgaf) and mode == "vgaf",
         )
-        det_key = detector_key(detector, mf)
         feats = []
-        for path, err in zip(stats["path"], stats["error"]):
-            vf = (
-                None
-                if err
-                else cache.get(
-                    path,
-                    cache_key(
-                        path,
-                        extractor.key,
-                        mode,
-                        1,
-                        mf,
-                        det_key,
-                        v.fps,
-                        v.max_frames,
-                        v.file_id,
-                        v.detect_every,
-                    ),
-                )
-            )
+        for path, err, key in zip(stats["path"], stats["error"], stats["cache_key"]):
+            vf = None if err else cache.get(path, key)
             feats.append(vf if vf is not None else VideoFeatures(path=str(path), mode=mode, error=str(err)))
     return feats, stats, time.perf_counter() - t0
 
@@ -280,7 +316,9 @@ def video_set(
 
     paths = paths or get_paths()
     if extractor is None:
-        extractor = make_extractor(find_checkpoint(paths, cfg.video.checkpoint), cfg, device)
+        extractor = make_extractor(
+            find_checkpoint(paths, cfg.video.checkpoint, cfg.video.source), cfg, device
+        )
     col, labels, names = label_space(name)
     df, _, src = load_for_profile(name, cfg, paths, progress=progress)
     df = df[df["split"].isin([TRAIN_SPLIT, TEST_SPLIT]) & df[col].notna()].reset_index(drop=True)
@@ -387,7 +425,7 @@ def classify(
             f"(min face size {vs.min_face_size}); nothing to fit"
         )
     pipe = make_video_classifier(
-        classifier, C=cfg.video.C, C_grid=cfg.video.C_grid, seed=cfg.seed, cv=cfg.video.cv_folds
+        classifier, C=svm_C(vs.name, cfg), C_grid=cfg.video.C_grid, seed=cfg.seed, cv=cfg.video.cv_folds
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*least populated class.*")  # tiny smoke folds

@@ -2,7 +2,8 @@
 
 One ``.npz`` per video under ``root``, named ``<video stem>-<key>.npz``. The key hashes everything
 that changes the features: the extractor's ``key`` (checkpoint + preprocessing), the mode, stride,
-fps, frame limit, minimum face size, the detector's settings, and the video file's identity (its
+fps, frame limit, minimum face size, the detector's settings (MTCNN's thresholds among them), the face
+selection, five-point alignment, detection on keyframes only, and the video file's identity (its
 resolved path + size + mtime, or a hash of its bytes with ``file_id="content"``). Changing any of
 them gives a new key, so a stale entry is never read; re-running with another classifier reads the
 cached features without decoding. Writes are atomic (``fer_lib.io.atomic_open``).
@@ -15,7 +16,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,15 @@ from ..io import atomic_open
 from .decode import VideoDecodeError
 from .features import (
     DEFAULT_MIN_FACE,
+    SELECTION,
     FaceDetectorLike,
     FeatureExtractor,
     VideoFeatures,
+    align_size,
     default_detector,
     detector_key,
     extract_video_features,
+    selection,
 )
 
 CACHE_VERSION = 1
@@ -63,8 +67,12 @@ def cache_key(
     max_frames: int | None = None,
     file_id: str = "stat",
     detect_every: int = 1,
+    select: str | None = None,
+    align: int | None = None,
 ) -> str:
-    """Hex digest naming the features of ``path`` under these settings."""
+    """Hex digest naming the features of ``path`` under these settings (``select``: the face selection,
+    None for the mode's default; ``align``: the side of faces aligned on five landmarks, None for box crops).
+    Settings at their defaults add nothing, so entries made before a setting existed keep their names."""
     parts = {
         "v": CACHE_VERSION,
         "file": file_identity(path, file_id),
@@ -78,6 +86,10 @@ def cache_key(
     }
     if int(detect_every) != 1:  # entries made with detection on every frame keep their names
         parts["detect_every"] = [int(detect_every), "matched faces interpolated"]  # between keyframes
+    if select is not None and select != SELECTION[mode]:
+        parts["select"] = select
+    if align is not None:
+        parts["align"] = ["five_points", "insightface-arcface", int(align)]
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
@@ -135,16 +147,22 @@ def extract_dataset(
     path_col: str = "path",
     progress: bool = True,
     detect_every: int = 1,
+    thresholds: Sequence[float] | None = None,
+    select: str | None = None,
+    align: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Pooled descriptors of every video in ``manifest_rows`` (a manifest DataFrame, dicts or paths).
 
     Returns ``(X, has_face, stats)``: ``X`` is ``[n_videos, 4D]`` float32 in row order with NaN rows
     for videos without a face (or unreadable ones), ``has_face`` a bool mask, ``stats`` one row per
-    video (path, n_frames, n_frames_with_face, n_faces, has_face, cached, seconds, error).
+    video (path, n_frames, n_frames_with_face, n_faces, has_face, cached, seconds, error, cache_key:
+    the entry's key, empty without a cache).
     Unreadable videos raise with ``on_error="raise"``; with ``"report"`` (default) they are recorded
     in ``stats.error`` and counted as videos without a face. Counts of both go to a warning.
     ``detect_every=k`` detects faces on every k-th sampled frame only (see
-    :func:`~fer_lib.video.features.extract_video_features`); it is part of the cache key.
+    :func:`~fer_lib.video.features.extract_video_features`), ``select`` overrides the mode's face
+    selection and ``align=True`` aligns faces on five landmarks (ibid.); ``thresholds`` are MTCNN's when
+    ``detector`` is None. All of them are part of the cache key.
     """
     if on_error not in ("report", "raise"):
         raise ValueError(f"on_error must be 'report' or 'raise', got {on_error!r}")
@@ -152,9 +170,11 @@ def extract_dataset(
 
     paths = _paths_of(manifest_rows, path_col)
     min_face = DEFAULT_MIN_FACE[mode] if min_face_size is None else int(min_face_size)
+    rule = selection(mode, select)
+    size = align_size(extractor) if align else None
     if cache is not None and not isinstance(cache, FeatureCache):
         cache = FeatureCache(cache)
-    det_key = detector_key(detector, min_face)
+    det_key = detector_key(detector, min_face, thresholds)
     pooled: list[np.ndarray | None] = []
     rows = []
     bar = tqdm(paths, desc=f"video features ({mode})", unit="video", disable=not progress)
@@ -175,6 +195,8 @@ def extract_dataset(
                     max_frames,
                     file_id,
                     detect_every,
+                    rule,
+                    size,
                 )
                 if cache is not None
                 else None
@@ -183,7 +205,7 @@ def extract_dataset(
             cached = vf is not None
             if vf is None:
                 if detector is None:
-                    detector = default_detector(min_face, device)  # built once, on the first miss
+                    detector = default_detector(min_face, device, thresholds)  # built once, on the first miss
                 vf = extract_video_features(
                     path,
                     detector,
@@ -196,6 +218,8 @@ def extract_dataset(
                     max_frames=max_frames,
                     prefetch=prefetch,
                     detect_every=detect_every,
+                    select=rule,
+                    align=align,
                 )
                 if cache is not None:
                     cache.put(path, key, vf)
@@ -217,6 +241,7 @@ def extract_dataset(
                 "cached": cached,
                 "seconds": round(time.perf_counter() - t0, 3),
                 "error": vf.error,
+                "cache_key": key or "",
             }
         )
         bar.set_postfix(no_face=n_no_face, errors=n_err)
@@ -231,6 +256,7 @@ def extract_dataset(
             "cached",
             "seconds",
             "error",
+            "cache_key",
         ],
     )
     dims = {len(p) for p in pooled if p is not None}

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..faces import FIVE_POINT_SIDE, FIVE_POINT_TEMPLATE
+
 
 class ColourBlobDetector:
     """Every strongly coloured blob (channel spread > ``spread``) is a 'face' with probability 1.
-    Counts its calls and the frames it has seen."""
+    With ``landmarks=True`` each also gets five landmarks: the aligned template's points placed in its box
+    (so aligning it frames the blob as a face template frames a face). Counts its calls and the frames
+    it has seen."""
 
     key = "colour-blob-detector-v1"
 
@@ -20,7 +24,7 @@ class ColourBlobDetector:
         self.calls = 0
         self.frames = 0
 
-    def detect_batch(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+    def detect_batch(self, frames: list[np.ndarray], landmarks: bool = False) -> list:
         from scipy import ndimage
 
         self.calls += 1
@@ -35,6 +39,12 @@ class ColourBlobDetector:
                 else []
             )
             out.append(np.asarray(boxes, np.float32).reshape(-1, 5))
+        if landmarks:
+            unit = FIVE_POINT_TEMPLATE / FIVE_POINT_SIDE
+            return [
+                (b, (b[:, None, :2] + unit[None] * (b[:, None, 2:4] - b[:, None, :2])).astype(np.float32))
+                for b in out
+            ]
         return out
 
 

@@ -26,7 +26,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..faces import interpolate_boxes, select_faces
+from ..faces import DEFAULT_THRESHOLDS, align_five_points, interpolate_boxes, select_faces
 from ..preprocess import Preprocess, for_model
 from .decode import iter_frames
 from .pooling import pool_afew, pool_vgaf
@@ -35,12 +35,16 @@ MODES = ("afew", "vgaf")
 #: Paper A's minimum face sizes (pixels): AFEW one face >= 32, VGAF every face >= 64.
 DEFAULT_MIN_FACE = {"afew": 32, "vgaf": 64}
 TIGHT = Preprocess(1)  # the crop rule of paper A (no margin); the size is the extractor's business
+#: Side of faces aligned on five landmarks when the extractor names no input size (paper A's VGAF: 224).
+ALIGN_SIZE = 224
 
 
 # ------------------------------------------------------------------------------------------ protocols
 @runtime_checkable
 class FaceDetectorLike(Protocol):
-    """What the pipeline needs from a detector (``fer_lib.faces.FaceDetector`` is one)."""
+    """What the pipeline needs from a detector (``fer_lib.faces.FaceDetector`` is one). Aligned faces
+    (``align=True``) also need ``detect_batch(frames, landmarks=True)``: one ``(boxes (k, 5), points
+    (k, 5, 2))`` pair per frame, MTCNN's five landmarks."""
 
     def detect_batch(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         """One ``(k, 5)`` array ``[x1, y1, x2, y2, prob]`` per RGB ``uint8`` frame."""
@@ -180,6 +184,18 @@ class TorchFeatureExtractor:
 # -------------------------------------------------------------------------------- faces in one frame
 #: Paper A's face selection per mode: AFEW the largest face of a frame, VGAF every face.
 SELECTION = {"afew": "largest", "vgaf": "all"}
+#: The selections a mode allows (:func:`fer_lib.faces.select_faces`): AFEW keeps one face per frame, the
+#: largest (paper A's wording) or the most probable (its code); VGAF keeps every face.
+SELECTIONS = {"afew": ("largest", "score"), "vgaf": ("all",)}
+
+
+def selection(mode: str, select: str | None = None) -> str:
+    """The face selection of ``mode``: ``select``, checked against :data:`SELECTIONS`, or the default."""
+    if select is None:
+        return SELECTION[mode]
+    if select not in SELECTIONS[mode]:
+        raise ValueError(f"{mode} face selection {select!r}; choose one of {', '.join(SELECTIONS[mode])}")
+    return select
 
 
 # ----------------------------------------------------------------------------------- video features
@@ -248,18 +264,22 @@ class VideoFeatures:
         return cls(**kw)
 
 
-def default_detector(min_face_size: int, device: Any = "cpu"):
-    """``fer_lib.faces.FaceDetector(min_face_size=...)``, imported only when needed."""
+def default_detector(min_face_size: int, device: Any = "cpu", thresholds: Sequence[float] | None = None):
+    """``fer_lib.faces.FaceDetector(min_face_size=..., thresholds=...)``, imported only when needed."""
     from fer_lib.faces import FaceDetector
 
-    return FaceDetector(min_face_size=min_face_size, device=device)
+    return FaceDetector(min_face_size=min_face_size, device=device, thresholds=thresholds)
 
 
-def detector_key(detector, min_face_size: int) -> str:
+def detector_key(detector, min_face_size: int, thresholds: Sequence[float] | None = None) -> str:
     """A string naming a detector and its settings for cache keys: ``detector.key`` where it has one,
-    else its class and (when the class defines one) its ``repr``, which should show the settings."""
+    else its class and (when the class defines one) its ``repr``, which should show the settings.
+    ``detector=None`` names the :func:`default_detector` of ``min_face_size`` and ``thresholds``."""
     if detector is None:
-        return f"fer_lib.faces.FaceDetector(min_face_size={min_face_size})"
+        key = f"fer_lib.faces.FaceDetector(min_face_size={min_face_size})"
+        if thresholds is not None and tuple(map(float, thresholds)) != DEFAULT_THRESHOLDS:
+            key = key[:-1] + f", thresholds={[float(t) for t in thresholds]})"  # default: the old key
+        return key
     key = getattr(detector, "key", None)
     if key:
         return str(key)
@@ -344,26 +364,66 @@ def faces_in_batch(
     mode: str,
     min_face_size: float,
     preprocess: Preprocess | None = None,
+    select: str | None = None,
+    align_size: int | None = None,
 ) -> tuple[list[np.ndarray], list[int], list[np.ndarray]]:
-    """Select faces in each frame (:func:`fer_lib.faces.select_faces`) and crop them with the
-    extractor's crop rule (``preprocess``; tight when None): (crops, frame index per crop, box per crop)."""
+    """Select faces in each frame (:func:`fer_lib.faces.select_faces` with ``select``, by default the
+    mode's :data:`SELECTION`) and crop them with the extractor's crop rule (``preprocess``; tight when
+    None), or, with ``align_size``, align them on their five landmarks to that side
+    (:func:`fer_lib.faces.align_five_points`; detections are then ``(k, 15)`` rows, see
+    :func:`detect_rows`): (crops, frame index per crop, box ``[x1, y1, x2, y2, prob]`` per crop)."""
     if len(detections) != len(frames):
         raise ValueError(f"the detector returned {len(detections)} results for {len(frames)} frames")
     pre = preprocess if preprocess is not None else TIGHT
+    rule = selection(mode, select)
     crops, where, boxes = [], [], []
     for frame, index, det in zip(frames, indices, detections):
-        for box in select_faces(det, SELECTION[mode], min_size=min_face_size):
+        rows = select_faces(det, rule, min_size=min_face_size)
+        if align_size is not None and len(rows) and rows.shape[1] < 15:
+            raise ValueError(
+                "aligned faces need the detector's five landmarks: rows of 15 columns (detect_rows)"
+            )
+        for row in rows:
             try:
-                crops.append(pre.crop(frame, box))
-            except ValueError:  # a box outside the frame
+                crops.append(
+                    pre.crop(frame, row)
+                    if align_size is None
+                    else align_five_points(frame, row[5:15].reshape(5, 2), align_size)
+                )
+            except ValueError:  # a box (or landmarks) outside the frame
                 continue
             where.append(index)
-            boxes.append(box)
+            boxes.append(row[:5])
     return crops, where, boxes
 
 
+def detect_rows(
+    detector: FaceDetectorLike, frames: list[np.ndarray], landmarks: bool = False
+) -> list[np.ndarray]:
+    """One float32 array of detections per frame: ``(k, 5)`` rows ``[x1, y1, x2, y2, prob]``, or with
+    ``landmarks`` ``(k, 15)`` rows that add the five landmarks ``x, y`` (``detect_batch(..., landmarks=True)``)."""
+    if not frames:
+        return []
+    if not landmarks:
+        return [np.asarray(d, np.float32).reshape(-1, 5) for d in detector.detect_batch(frames)]
+    out = []
+    for boxes, points in detector.detect_batch(frames, landmarks=True):
+        b = np.asarray(boxes, np.float32).reshape(-1, 5)
+        out.append(np.concatenate([b, np.asarray(points, np.float32).reshape(len(b), 10)], axis=1))
+    return out
+
+
+def align_size(extractor) -> int:
+    """Side of aligned faces: the extractor's input size (its ``preprocess``), else :data:`ALIGN_SIZE`."""
+    pre = getattr(extractor, "preprocess", None)
+    return pre.input_size if isinstance(pre, Preprocess) else ALIGN_SIZE
+
+
 def keyframe_detections(
-    detector: FaceDetectorLike, batches: Iterable[tuple[list[int], list[np.ndarray]]], every: int = 1
+    detector: FaceDetectorLike,
+    batches: Iterable[tuple[list[int], list[np.ndarray]]],
+    every: int = 1,
+    landmarks: bool = False,
 ) -> Iterator[tuple[list[int], list[np.ndarray], list[np.ndarray]]]:
     """``(indices, frames, detections)`` for a stream of frame batches, detecting only on keyframes.
 
@@ -371,7 +431,8 @@ def keyframe_detections(
     batch's keyframes go through ``detector.detect_batch`` at once. A frame between two keyframes gets
     their boxes interpolated by frame index (:func:`fer_lib.faces.interpolate_boxes`), so frames after a
     batch's last keyframe wait (at most ``every - 1`` of them) for the next batch's first detection.
-    ``every=1`` detects every frame and yields the batches unchanged.
+    ``every=1`` detects every frame and yields the batches unchanged. ``landmarks``: detections are
+    :func:`detect_rows`' ``(k, 15)`` rows, and the landmarks are interpolated with the boxes.
     """
     waiting: list[tuple[int, np.ndarray]] = []  # frames since the last keyframe
     last: tuple[int, np.ndarray] | None = None  # (frame index, boxes) of the last keyframe
@@ -390,14 +451,14 @@ def keyframe_detections(
 
     for indices, frames in batches:
         keys = [j for j in range(len(frames)) if (position + j) % every == 0]
-        found = dict(zip(keys, detector.detect_batch([frames[j] for j in keys]) if keys else []))
+        found = dict(zip(keys, detect_rows(detector, [frames[j] for j in keys], landmarks)))
         position += len(frames)
         out_i, out_f, out_d = [], [], []
         for j, (index, frame) in enumerate(zip(indices, frames)):
             if j not in found:
                 waiting.append((index, frame))
                 continue
-            boxes = np.asarray(found[j], np.float32).reshape(-1, 5)
+            boxes = found[j]
             for acc, part in zip((out_i, out_f, out_d), settle(index, boxes)):
                 acc.extend(part)
             out_i.append(index)
@@ -407,7 +468,7 @@ def keyframe_detections(
             yield out_i, out_f, out_d
     if waiting:  # the stream ended between keyframes: its last frame becomes one
         index, frame = waiting.pop()
-        boxes = np.asarray(detector.detect_batch([frame])[0], np.float32).reshape(-1, 5)
+        boxes = detect_rows(detector, [frame], landmarks)[0]
         out_i, out_f, out_d = settle(index, boxes)
         yield out_i + [index], out_f + [frame], out_d + [boxes]
 
@@ -425,6 +486,8 @@ def extract_video_features(
     prefetch: int = 2,
     device: Any = "cpu",
     detect_every: int = 1,
+    select: str | None = None,
+    align: bool = False,
 ) -> VideoFeatures:
     """Decode ``path`` (sampled by ``stride`` / ``fps``), detect, select and crop faces, extract features.
 
@@ -434,12 +497,16 @@ def extract_video_features(
     thread (0: no thread). ``detector=None`` builds ``fer_lib.faces.FaceDetector`` on ``device``.
     ``detect_every=k`` runs the detector only on every k-th sampled frame (the first and the last
     included) and crops the frames in between with boxes interpolated between the two detections around
-    them (:func:`keyframe_detections`).
-    Decoding errors raise :class:`~fer_lib.video.decode.VideoDecodeError` naming the file.
+    them (:func:`keyframe_detections`). ``select`` overrides the mode's face selection (AFEW: ``"score"``
+    keeps the most probable face instead of the largest; see :data:`SELECTIONS`). ``align=True`` crops
+    each face aligned on the detector's five landmarks at the extractor's input size (:func:`align_size`)
+    instead of its box. Decoding errors raise :class:`~fer_lib.video.decode.VideoDecodeError` naming the file.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     min_face = DEFAULT_MIN_FACE[mode] if min_face_size is None else min_face_size
+    rule = selection(mode, select)
+    size = align_size(extractor) if align else None
     if detector is None:
         detector = default_detector(min_face, device)
     every = max(1, int(detect_every))
@@ -447,10 +514,10 @@ def extract_video_features(
     frames = iter_frames(path, stride=stride, fps=fps, max_frames=max_frames)
     # closing(): an exception below must stop the decode thread now, not when the traceback dies.
     with contextlib.closing(prefetch_batches(frames, batch_size, prefetch)) as batches:
-        for indices, batch, dets in keyframe_detections(detector, batches, every):
+        for indices, batch, dets in keyframe_detections(detector, batches, every, landmarks=align):
             sampled.extend(indices)
             crops, where, bxs = faces_in_batch(
-                batch, indices, dets, mode, min_face, getattr(extractor, "preprocess", None)
+                batch, indices, dets, mode, min_face, getattr(extractor, "preprocess", None), rule, size
             )
             if crops:
                 f, s = extractor.features(crops)
