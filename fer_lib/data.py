@@ -3,7 +3,9 @@
 ``FaceDataset`` opens each image with PIL, applies the EXIF orientation, converts any mode to RGB,
 crops the manifest's face box (tight unless ``margin`` > 0; the whole image where the box is NaN),
 resizes with PIL bilinear to ``image_size`` and normalises with ``mean``/``std``. Face boxes are
-read in the orientation the image is displayed in (after EXIF transposition).
+read in the orientation the image is displayed in (after EXIF transposition). With ``align="eyes"``
+(paper B) a row with eye centres (``EYE_COLUMNS``, from AffectNet's landmarks) is first rotated so that
+its eyes are level (:func:`fer_lib.faces.level_eyes`), the box moving with it.
 Bad and huge files follow the policy of :mod:`fer_lib.datasets.images`: one ``ImageError`` naming
 the file and what to do; images over ``max_pixels`` are refused; JPEGs over 16.7 M pixels are
 decoded at 1/2..1/8 scale when the face still gets at least ``image_size`` pixels.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,11 +26,15 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from fer_lib.datasets.affectnet import EYE_COLUMNS
 from fer_lib.datasets.images import DEFAULT_MAX_PIXELS, ImageError, read_image, to_rgb
+from fer_lib.faces import level_eyes
 from fer_lib.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 LABEL_KEYS: tuple[str, ...] = ("identity", "age", "gender", "race", "expression", "valence", "arousal")
 __all__ = [
+    "ALIGN_MODES",
+    "AUGMENT_MODES",
     "FaceDataset",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -39,7 +46,8 @@ __all__ = [
     "seed_worker",
     "to_rgb",
 ]
-AUGMENT_MODES = ("none", "light", "full")
+AUGMENT_MODES = ("none", "light", "full", "flip_rotate30")
+ALIGN_MODES = ("box", "eyes")
 FLOAT_LABELS = frozenset({"age", "valence", "arousal"})
 DEFAULT_CACHE_BYTES = (
     1 << 30
@@ -132,6 +140,23 @@ class _LightAugment:
         return img
 
 
+class _FlipRotate:
+    """Paper B's training augmentation on the ``S x S x 3`` uint8 face: a horizontal flip with probability
+    ``flip``, then a rotation by an angle uniform in ``[-max_rotation, max_rotation]`` degrees about the
+    centre (PIL bilinear; uncovered corners black, as torchvision's ``RandomRotation``). Nothing else: no
+    zoom, no shift. Draws from torch's random state like :class:`_Augment`."""
+
+    def __init__(self, max_rotation: float = 30.0, flip: float = 0.5):
+        self.max_rotation, self.flip = float(max_rotation), float(flip)
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        if float(torch.rand(())) < self.flip:
+            img = img[:, ::-1]
+        angle = self.max_rotation * (2.0 * float(torch.rand(())) - 1.0)
+        image = Image.fromarray(np.ascontiguousarray(img))
+        return np.asarray(image.rotate(angle, resample=Image.BILINEAR))
+
+
 class _Degrade:
     """With probability ``p``: shrink an ``S x S`` face to a random side in ``[lo, S]`` and enlarge it back
     (PIL bilinear both ways), so sharp and blurry faces of the same label look alike to the model."""
@@ -164,7 +189,8 @@ class FaceDataset(Dataset):
         augment: one of :data:`AUGMENT_MODES`: ``"full"``: random rotation (+-10 deg), zoom crop
             (area 0.8-1) and horizontal flip; ``"light"``: flip and a shift of up to ``shift`` pixels
             on the S x S array (plus a random-erasing patch with probability ``erase``), cheap enough
-            for 48 px faces on a CPU; ``"none"``: paper A's resize-only default.
+            for 48 px faces on a CPU; ``"flip_rotate30"``: paper B's horizontal flip and rotation by up to
+            +-30 deg on the S x S face; ``"none"``: paper A's resize-only default.
         identity_index: identity name -> class index; None: identity labels are all masked.
         margin: fraction of the face box added on each side before cropping (0: tight).
         degrade: probability that a face is shrunk to a random side between ``degrade_min`` and S
@@ -176,6 +202,9 @@ class FaceDataset(Dataset):
             memory, so epochs after the first skip JPEG decoding (0: no cache). The cached face is
             exactly what an uncached read produces, so results do not depend on it. Each DataLoader
             worker keeps its own cache.
+        align: one of :data:`ALIGN_MODES`: ``"box"`` crops the face box as it is; ``"eyes"`` (paper B)
+            first levels the eyes of rows that have eye centres (``EYE_COLUMNS``) and a face box. Rows
+            without them are cropped by the box alone; their number is ``unaligned`` (and a warning).
     """
 
     def __init__(
@@ -193,6 +222,7 @@ class FaceDataset(Dataset):
         erase: float = 0.0,
         degrade: float = 0.0,
         degrade_min: int = 32,
+        align: str = "box",
     ):
         if "path" not in manifest.columns:
             raise ValueError("FaceDataset needs a manifest with a 'path' column (see fer_lib.datasets)")
@@ -202,10 +232,11 @@ class FaceDataset(Dataset):
         self.image_size = self.preprocess.input_size
         if augment not in AUGMENT_MODES:
             raise ValueError(f"augment must be one of {AUGMENT_MODES}, got {augment!r}")
-        light = augment == "light"
+        if align not in ALIGN_MODES:
+            raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
         self.augment = _Augment(self.image_size) if augment == "full" else None
         self._light_args = (int(shift), float(erase))
-        self.light = _LightAugment(self.image_size, shift, erase) if light else None
+        self.light, self.flip_rotate = self._face_augment(augment)
         self.degrade = _Degrade(self.image_size, degrade, degrade_min) if degrade > 0 else None
         self.identity_index = identity_index
         self.max_pixels = max_pixels
@@ -216,6 +247,16 @@ class FaceDataset(Dataset):
             [self._column(manifest, c, n) for c in ("face_x", "face_y", "face_w", "face_h")], 1
         )
         self.values, self.present = self._labels(manifest, n)
+        self.align = align
+        self.eyes, self.levelled = self._eyes(manifest, n, align == "eyes")
+        self.unaligned = int(n - self.levelled.sum()) if align == "eyes" else 0
+        if self.unaligned:
+            warnings.warn(
+                f"FaceDataset(align='eyes'): {self.unaligned:,} of {n:,} rows have no eye centres "
+                f"({', '.join(EYE_COLUMNS)}) or no face box; they are cropped by the face box without "
+                "levelling the eyes",
+                stacklevel=2,
+            )
         self.cache_bytes = int(cache_bytes or 0)
         self._cache: dict[int, np.ndarray] = {}
         self._cached = 0
@@ -225,6 +266,19 @@ class FaceDataset(Dataset):
         if name not in manifest.columns:
             return np.full(n, np.nan)
         return pd.to_numeric(manifest[name], errors="coerce").to_numpy(dtype=np.float64)
+
+    def _eyes(self, manifest: pd.DataFrame, n: int, align: bool) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, 4)`` eye centres (left x, y, right x, y) and which rows are levelled (``align`` only: two
+        distinct finite eye centres and a usable face box)."""
+        eyes = np.stack([self._column(manifest, c, n) for c in EYE_COLUMNS], 1).reshape(n, 4)
+        box_ok = np.isfinite(self.boxes).all(1) & (self.boxes[:, 2] > 0) & (self.boxes[:, 3] > 0)
+        ok = np.isfinite(eyes).all(1) & (eyes[:, :2] != eyes[:, 2:]).any(1) & box_ok
+        return eyes, ok & align
+
+    def _face_augment(self, mode: str) -> tuple[_LightAugment | None, _FlipRotate | None]:
+        """The augmentations that work on the cached S x S face: ``light``'s and ``flip_rotate30``'s."""
+        light = _LightAugment(self.image_size, *self._light_args) if mode == "light" else None
+        return light, (_FlipRotate(30.0) if mode == "flip_rotate30" else None)
 
     def _labels(self, manifest: pd.DataFrame, n: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         values, present = {}, {}
@@ -262,6 +316,9 @@ class FaceDataset(Dataset):
         image, scale = read_image(self.paths[i], self.max_pixels, (w, h) if has_box else None, need)
         if has_box:
             box = np.array([x, y, x + w, y + h]) / scale
+            if self.levelled[i]:
+                eyes = self.eyes[i] / scale
+                image, box = level_eyes(image, eyes[:2], eyes[2:], box)
             try:
                 image = image.crop(self.preprocess.window(box, image.size))
             except ValueError as exc:
@@ -286,16 +343,17 @@ class FaceDataset(Dataset):
         return image
 
     def with_augment(self, mode: str, degrade: float = 0.0, degrade_min: int = 32) -> FaceDataset:
-        """A shallow copy with augmentation ``"light"`` or ``"none"`` (and ``degrade``); the decoded-face
-        cache is shared, so train and eval views decode each face once. (``"full"`` caches larger faces:
-        build a new dataset for it.)"""
-        if mode not in ("none", "light") or self.augment is not None:
+        """A shallow copy with augmentation ``"light"``, ``"flip_rotate30"`` or ``"none"`` (and ``degrade``);
+        the decoded-face cache is shared, so train and eval views decode each face once. (``"full"`` caches
+        larger faces: build a new dataset for it.)"""
+        modes = ("none", "light", "flip_rotate30")
+        if mode not in modes or self.augment is not None:
             raise ValueError(
-                f"with_augment switches between 'none' and 'light' on a dataset built without "
+                f"with_augment switches between {', '.join(map(repr, modes))} on a dataset built without "
                 f"'full' augmentation, got {mode!r}"
             )
         out = copy.copy(self)
-        out.light = _LightAugment(self.image_size, *self._light_args) if mode == "light" else None
+        out.light, out.flip_rotate = self._face_augment(mode)
         out.degrade = _Degrade(self.image_size, degrade, degrade_min) if degrade > 0 else None
         return out
 
@@ -318,6 +376,8 @@ class FaceDataset(Dataset):
             image = self.augment(Image.fromarray(image))
         elif self.light is not None:
             image = self.light(image)
+        elif self.flip_rotate is not None:
+            image = self.flip_rotate(image)
         if self.degrade is not None:
             image = self.degrade(image)
         labels = {k: torch.tensor(self.values[k][i]) for k in LABEL_KEYS}

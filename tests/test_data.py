@@ -280,3 +280,129 @@ def test_degrade_blurs_training_faces_to_a_lower_resolution(noisy):
     assert low.with_augment("none").degrade is None and low.with_augment("none", degrade=0.5).degrade.p == 0.5
     with pytest.raises(ValueError, match="degrade"):
         FaceDataset(noisy, image_size=32, degrade=1.0, degrade_min=64)
+
+
+def _moments(mask):
+    """Centroid (x, y) and orientation in degrees of the pixels of a boolean mask."""
+    ys, xs = np.nonzero(mask)
+    x, y = xs - xs.mean(), ys - ys.mean()
+    return (
+        xs.mean(),
+        ys.mean(),
+        np.degrees(0.5 * np.arctan2(2 * (x * y).mean(), (x * x).mean() - (y * y).mean())),
+    )
+
+
+def test_flip_rotate30_flips_and_rotates_up_to_30_degrees_and_nothing_else(tmp_path):
+    # a red bar through the centre (its angle) with a green tag at its left end (which side it is on)
+    arr = np.full((48, 48, 3), 50, np.uint8)
+    arr[23:26, 10:38] = (220, 20, 20)
+    arr[18:22, 10:15] = (20, 220, 20)
+    Image.fromarray(arr).save(tmp_path / "bar.png")
+    m = _manifest([{"path": str(tmp_path / "bar.png"), "split": "train"}])
+    ds = FaceDataset(m, 48, augment="flip_rotate30", **RAW)
+    plain = FaceDataset(m, 48, **RAW)[0][0]
+
+    def parts(x):
+        img = (x.permute(1, 2, 0).numpy() * 255).round()
+        red = (img[..., 0] > 150) & (img[..., 1] < 100)
+        green = (img[..., 1] > 150) & (img[..., 0] < 100)
+        return _moments(red), _moments(green)[0], red.sum()
+
+    (px, py, pangle), ptag, plen = parts(plain)
+    assert abs(pangle) < 1e-6 and ptag < 20
+    angles, sides = [], set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        x = ds[0][0]
+        torch.manual_seed(seed)
+        assert torch.equal(x, ds[0][0])  # a seeded draw
+        (cx, cy, angle), tag, length = parts(x)
+        assert abs(cx - px) < 1.0 and abs(cy - py) < 1.0  # no shift
+        assert 0.75 * plen < length < 1.3 * plen  # no zoom
+        angles.append(angle)
+        sides.add(tag < 24)
+    assert max(abs(a) for a in angles) <= 31.0
+    assert max(angles) > 15 and min(angles) < -15  # both ways, beyond the 'full' mode's 10 degrees
+    assert sides == {True, False}  # flipped and not flipped
+    # the eval view of the same (shared-cache) dataset is never augmented
+    view = ds.with_augment("none")
+    assert view.flip_rotate is None and view._cache is ds._cache
+    for seed in range(3):
+        torch.manual_seed(seed)
+        assert torch.equal(view[0][0], plain)
+    back = FaceDataset(m, 48, **RAW).with_augment("flip_rotate30")
+    torch.manual_seed(0)
+    assert back.flip_rotate is not None and not torch.equal(back[0][0], plain)
+
+
+def _tilted_face(tmp_path, tilt=25.0):
+    """A 200x200 PNG of an upright face (60x80 skin box, red left eye, blue right eye) turned by ``tilt``
+    degrees about a point off the face, and its manifest row (eye centres and upright face box)."""
+    up = np.full((200, 200, 3), 50, np.uint8)
+    up[60:140, 70:130] = (200, 180, 160)
+    up[84:93, 81:90], up[84:93, 111:120] = (255, 0, 0), (0, 0, 255)
+    pivot, t = np.array([60.0, 150.0]), np.radians(tilt)
+    turn = np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]])  # PIL's on-screen counter-clockwise
+    (lx, ly), (rx, ry), (cx, cy) = (
+        pivot + turn @ (np.array(p) - pivot) for p in ((85, 88), (115, 88), (100, 100))
+    )
+    path = tmp_path / "tilted.png"
+    Image.fromarray(up).rotate(tilt, resample=Image.BILINEAR, center=tuple(pivot)).save(path)
+    box = {"face_x": cx - 30, "face_y": cy - 40, "face_w": 60.0, "face_h": 80.0}
+    eyes = {"eye_left_x": lx, "eye_left_y": ly, "eye_right_x": rx, "eye_right_y": ry}
+    return {"path": str(path), "split": "train", **box, **eyes}
+
+
+def _eye_line(x):
+    img = (x.permute(1, 2, 0).numpy() * 255).round()
+    red = (img[..., 0] > 150) & (img[..., 1] < 90) & (img[..., 2] < 90)
+    blue = (img[..., 2] > 150) & (img[..., 0] < 90) & (img[..., 1] < 90)
+    (rx, ry, _), (bx, by, _) = _moments(red), _moments(blue)
+    return np.degrees(np.arctan2(by - ry, bx - rx)), img
+
+
+def test_align_eyes_levels_rows_with_eye_centres_and_counts_the_others(tmp_path):
+    row = _tilted_face(tmp_path)
+    m = _manifest([row, {k: v for k, v in row.items() if not k.startswith("eye_")}])
+    boxed = FaceDataset(m, 64, **RAW)  # default: the box as it is, eye columns ignored
+    # tilted 25 degrees; the 60x80 box squeezed to a square shows it at about 19
+    assert boxed.unaligned == 0 and _eye_line(boxed[0][0])[0] < -15
+    with pytest.warns(UserWarning, match=r"1 of 2 rows have no eye centres"):
+        ds = FaceDataset(m, 64, align="eyes", **RAW)
+    assert ds.unaligned == 1 and ds.levelled.tolist() == [True, False]
+    angle, img = _eye_line(ds[0][0])
+    assert abs(angle) < 1.0
+    assert ((img[..., 0] > 120) | (img[..., 2] > 120)).mean() > 0.93  # the levelled box holds the face
+    assert torch.equal(ds[1][0], boxed[1][0])  # no eye centres: the box crop
+    with pytest.raises(ValueError, match="align must be one of"):
+        FaceDataset(m, 64, align="landmarks")
+
+
+def test_affwild2_both_labels_keeps_frames_with_an_expression_and_valence_arousal():
+    from fer_lib.datasets import ValidationReport
+    from fer_lib.datasets.affwild2 import both_labels
+
+    rows = [  # (expression, valence, arousal), kept?
+        (3, 0.2, -0.1, True),
+        (-1, 0.5, 0.5, False),  # EXPR -1: invalid frame
+        (2, -5, -5, False),  # VA -5: invalid frame
+        (np.nan, 0.1, 0.1, False),
+        (4, 0.3, np.nan, False),  # arousal missing
+        (5, 1.2, 0.0, False),  # valence out of range
+        (1, 1.0, -1.0, True),  # the range's ends are valid
+        (7, 0.0, 0.0, True),
+        (8, 0.0, 0.0, False),  # no such class
+        (2.5, 0.0, 0.0, False),
+    ]
+    df = pd.DataFrame(rows, columns=["expression", "valence", "arousal", "want"])
+    df["frame"] = np.arange(1, len(df) + 1)
+    df.index = df.index + 100
+    report = ValidationReport("affwild2", "root")
+    out = both_labels(df, report)
+    assert out["frame"].tolist() == df.loc[df["want"], "frame"].tolist() == [1, 7, 8]
+    assert out.index.tolist() == [0, 1, 2] and list(out.columns) == list(df.columns)
+    assert report.notes == [
+        "both_labels kept 3 of 10 frames (left out: 4 without a valid expression, "
+        "3 with one but without valid valence/arousal)"
+    ]

@@ -124,3 +124,46 @@ def test_missing_column_is_one_clear_error(tmp_path):
     )
     with pytest.raises(ValueError, match=r"training\.csv.*missing column\(s\) arousal"):
         affectnet.load_manifest(tmp_path)
+
+
+def _landmarks(left, right, spread=2.0):
+    """68 points ``x;y;...``: jaw etc. at (50, 90); six points around each eye centre (iBUG 36-41, 42-47)."""
+    pts = np.tile([50.0, 90.0], (68, 1))
+    ring = spread * np.array([[-1, 0], [-0.5, -0.5], [0.5, -0.5], [1, 0], [0.5, 0.5], [-0.5, 0.5]])
+    pts[36:42], pts[42:48] = np.add(left, ring), np.add(right, ring)
+    return ";".join(f"{v:.2f}" for v in pts.ravel())
+
+
+def test_eye_centres_from_the_68_landmarks_and_bad_strings_counted(tmp_path):
+    good = _landmarks((12.5, 20.0), (31.0, 17.25))
+    nan_eye = good.split(";")
+    nan_eye[2 * 40] = "x"  # a point of the left eye is not a number
+    cases = {
+        "good.jpg": good,
+        "tilted.jpg": _landmarks((10.0, 25.0), (30.0, 15.0)),
+        "empty.jpg": "",
+        "short.jpg": "1;2;3",
+        "same.jpg": LANDMARKS,  # every point on (1, 1): no eye line
+        "nan.jpg": ";".join(nan_eye),
+    }
+    rows = []
+    for name, lm in cases.items():
+        row = _row(f"1/{name}", 1, 0.1, 0.1)
+        row["facial_landmarks"] = lm
+        rows.append(row)
+        _image(tmp_path, row["subDirectory_filePath"])
+    rows.append(_row("1/gone.jpg", 1, 0.1, 0.1) | {"facial_landmarks": ""})  # dropped: not counted twice
+    pd.DataFrame(rows).to_csv(tmp_path / "training.csv", index=False)
+    df, report = affectnet.load_manifest(tmp_path, val_fraction=0.0)
+    got = _by_name(df)
+    assert [c for c in df.columns if c.startswith("eye_")] == list(affectnet.EYE_COLUMNS)
+    assert [got["good.jpg"][c] for c in affectnet.EYE_COLUMNS] == pytest.approx([12.5, 20.0, 31.0, 17.25])
+    assert [got["tilted.jpg"][c] for c in affectnet.EYE_COLUMNS] == pytest.approx([10.0, 25.0, 30.0, 15.0])
+    for name in ("empty.jpg", "short.jpg", "same.jpg", "nan.jpg"):
+        assert all(np.isnan(got[name][c]) for c in affectnet.EYE_COLUMNS), name
+    assert report.by_reason("value cleared") == {"facial landmarks malformed (no eye centres)": 3}
+    issues = report.to_frame().set_index("file")
+    assert issues.loc["training.csv row 5", "detail"] == "3 values"  # the short string, named with its row
+    assert report.dropped == {"missing image file": 1}
+    assert "training.csv: 1 kept rows have no facial landmarks" in " ".join(report.notes)  # gone.jpg is not
+    assert "landmarks" not in df.columns  # the raw string only on request

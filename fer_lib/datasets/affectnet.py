@@ -11,7 +11,12 @@ Decisions (every one is counted in the report):
 - valence/arousal -2 (no face) or outside [-1, 1] -> NaN;
 - an invalid face box (not a finite number, x/y < 0, width/height <= 0) -> NaN box (the whole
   image is used);
-- a path escaping the root or a missing image file (``check_files=True``) -> row dropped.
+- a path escaping the root or a missing image file (``check_files=True``) -> row dropped;
+- ``facial_landmarks`` (68 iBUG points ``x1;y1;...;x68;y68``) -> the two eye centres ``eye_left_x``,
+  ``eye_left_y`` (mean of points 36-41, 0-based: the eye on the image's left) and ``eye_right_x``,
+  ``eye_right_y`` (points 42-47), for paper B's eye levelling; an empty landmark string (AffectNet's
+  No-Face rows) -> NaN eye centres, counted in a note; a malformed one (not 136 numbers, or the two
+  eyes on one point) -> NaN eye centres, reported per row. Such rows are cropped by the face box alone.
 Splits: training.csv -> 'train' with a stratified ``val_fraction`` moved to 'val' for model
 selection; validation.csv -> 'test' (the set the paper reports on).
 The official validation.csv has no header line; a header-less csv with 9 columns is read in the
@@ -55,6 +60,9 @@ EXPECTED = "training.csv and/or validation.csv (AffectNet annotation files) with
 CSV_SPLITS = {"training.csv": "train", "validation.csv": "test"}
 IMAGE_BASES = ("", "Manually_Annotated_Images", "Manually_Annotated/Manually_Annotated_Images")
 EXCLUDED = {8: "None", 9: "Uncertain", 10: "No-Face"}
+EYE_COLUMNS = ("eye_left_x", "eye_left_y", "eye_right_x", "eye_right_y")
+N_LANDMARKS = 68
+EYE_POINTS = (range(36, 42), range(42, 48))  # iBUG 68-point order, 0-based: image-left eye, image-right eye
 
 
 def _read(csv: Path, **kwargs) -> pd.DataFrame:
@@ -119,6 +127,25 @@ def _pick_image_base(root: Path, rel_paths: pd.Series) -> Path:
 
 def _numbers(table: pd.DataFrame, col: str) -> np.ndarray:
     return pd.to_numeric(table[col].str.strip(), errors="coerce").to_numpy(dtype=np.float64)
+
+
+def eye_centres(landmarks: pd.Series) -> np.ndarray:
+    """``(n, 4)`` eye centres ``[left_x, left_y, right_x, right_y]`` from 68-point landmark strings; a row
+    that is not 136 ``;``-separated numbers, or whose eye points are not finite or coincide, is NaN."""
+    out = np.full((len(landmarks), 4), np.nan)
+    lo, hi = 2 * EYE_POINTS[0][0], 2 * (EYE_POINTS[1][-1] + 1)  # only the eye fields are parsed (287k rows)
+    for i, text in enumerate(landmarks):
+        fields = str(text).split(";")
+        if len(fields) != 2 * N_LANDMARKS:
+            continue
+        try:
+            pts = np.array(fields[lo:hi], dtype=np.float64).reshape(2, -1, 2)
+        except ValueError:
+            continue
+        eyes = pts.mean(axis=1).reshape(-1)
+        if np.isfinite(eyes).all() and (eyes[:2] != eyes[2:]).any():
+            out[i] = eyes
+    return out
 
 
 def _clean_va(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -207,6 +234,23 @@ def _parse_table(
     report.add_many(where[bad_box], "invalid face box (whole image used)", action=CLEARED)
     box[bad_box] = np.nan
 
+    eyes = eye_centres(table["facial_landmarks"])
+    no_eyes = np.isnan(eyes).any(axis=1) & keep
+    empty = (table["facial_landmarks"].str.strip() == "").to_numpy()
+    if (no_eyes & empty).any():
+        report.note(
+            f"{csv.name}: {int((no_eyes & empty).sum()):,} kept rows have no facial landmarks (no eye "
+            "centres: align='eyes' crops them by the face box alone)"
+        )
+    malformed = no_eyes & ~empty
+    fields = table["facial_landmarks"].str.count(";") + 1
+    report.add_many(
+        where[malformed],
+        "facial landmarks malformed (no eye centres)",
+        [f"{n} values" for n in fields[malformed]],
+        action=CLEARED,
+    )
+
     df = pd.DataFrame(
         {
             "path": paths,
@@ -219,6 +263,7 @@ def _parse_table(
             "face_w": box[:, 2],
             "face_h": box[:, 3],
             "label_raw": expr,
+            **{c: eyes[:, k] for k, c in enumerate(EYE_COLUMNS)},
         }
     )
     if keep_landmarks:

@@ -13,6 +13,8 @@ whose EXPR line is -1 but whose VA line is valid stays a row (with expression Na
 only one valid value keeps it and clears the other. Frames without an image are dropped
 (``check_files=True``). To keep the report small on 2M-frame sets, the report holds one entry per
 (file, reason) with the number of frames in its detail; the counts are frame counts.
+:func:`both_labels` keeps the frames carrying both an expression and valence/arousal (paper B's
+training set).
 """
 
 from __future__ import annotations
@@ -214,3 +216,25 @@ def load_manifest(
         val_videos = set(videos.loc[videos["split"] == "val", "video"])
         df.loc[(df["split"] == "train") & df["video"].isin(val_videos), "split"] = "val"
     return finish(df, report, NAME, limit, seed)
+
+
+def both_labels(df: pd.DataFrame, report: ValidationReport | None = None) -> pd.DataFrame:
+    """The rows with a valid expression (an integer class of ``EXPRESSIONS_8``) *and* valid valence and
+    arousal (finite, within [-1, 1]): paper B trained its Aff-Wild2 model only on such frames. Raw
+    invalid codes (expression -1, VA -5) count as missing like NaN. The index is reset; with ``report``
+    the numbers kept and left out (and why) are noted in it.
+    """
+    expr = pd.to_numeric(df["expression"], errors="coerce").to_numpy(np.float64)
+    va = np.stack(
+        [pd.to_numeric(df[c], errors="coerce").to_numpy(np.float64) for c in ("valence", "arousal")]
+    )
+    has_expr = np.isin(expr, np.arange(len(EXPRESSIONS_8)))
+    has_va = (np.abs(np.nan_to_num(va, nan=np.inf)) <= 1).all(axis=0)
+    keep = has_expr & has_va
+    if report is not None:
+        report.note(
+            f"both_labels kept {int(keep.sum()):,} of {len(df):,} frames (left out: "
+            f"{int((~has_expr).sum()):,} without a valid expression, "
+            f"{int((has_expr & ~has_va).sum()):,} with one but without valid valence/arousal)"
+        )
+    return df.loc[keep].reset_index(drop=True)
