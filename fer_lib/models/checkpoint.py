@@ -203,7 +203,7 @@ def build_model_from_checkpoint(ckpt_or_path: dict | str | Path, **overrides: An
     cfg = ckpt.get("model_config")
     if not cfg:
         raise ValueError("checkpoint has no model_config; it was not saved from a MultiTaskNet")
-    keys = ("backbone", "tasks", "hidden", "dropout", "age_mode", "male_threshold")
+    keys = ("backbone", "tasks", "hidden", "dropout", "age_mode", "male_threshold", "pool", "head_on")
     kwargs = {k: cfg[k] for k in keys if k in cfg}
     kwargs.update(overrides)
     model = MultiTaskNet(**kwargs, verbose=False)

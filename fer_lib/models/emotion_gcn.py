@@ -484,17 +484,18 @@ class GCNNet(GCNMultiTaskNet):
         input_size: int | None = None,
         pretrained: str | None = None,
         pretrained_file: str | None = None,
+        pool: str = "avg",
     ) -> None:
         from ..config import GCNConfig
         from ..preprocess import Preprocess
         from .backbones import create_backbone
 
         module, dim, size, mean, std = create_backbone(
-            backbone, pretrained_file, verbose=False, pretrained=pretrained
+            backbone, pretrained_file, verbose=False, pretrained=pretrained, pool=pool
         )
         gcn_cfg = gcn_cfg or GCNConfig()
         super().__init__(module, build_emotion_gcn(graph, dim, gcn_cfg, embeddings))
-        self.backbone_name, self.num_features = backbone, dim
+        self.backbone_name, self.num_features, self.pool = backbone, dim, pool
         self.preprocess = Preprocess(input_size or size, tuple(mean), tuple(std))
         self.gcn_cfg = dataclasses.asdict(gcn_cfg)
         self.tasks = {"expression": self.gcn.n_expr, "va": 2}
@@ -519,6 +520,7 @@ class GCNNet(GCNMultiTaskNet):
         return {
             "kind": "emotion_gcn",
             "backbone": self.backbone_name,
+            "pool": self.pool,
             "tasks": dict(self.tasks),
             "gcn": self.gcn_cfg,
             "embedding_source": self.gcn.embedding_source,
@@ -556,7 +558,7 @@ def load_gcn_checkpoint(path: str | Path) -> GCNNet:
     values = {k: v for k, v in mc["gcn"].items() if k in known}
     values = {"lr_scale": 1.0, "va_scale": 1.0, **values}  # checkpoints older than these knobs
     cfg = GCNConfig(**{**values, "n_expr": n - len(VA_NODES)})
-    model = GCNNet(mc["backbone"], graph, cfg, emb)
+    model = GCNNet(mc["backbone"], graph, cfg, emb, pool=mc.get("pool", "avg"))
     model.load_state_dict(sd, strict=True)
     model.preprocess = from_checkpoint(ckpt)
     return model

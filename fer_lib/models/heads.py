@@ -32,6 +32,10 @@ from ..preprocess import Preprocess
 from .backbones import create_backbone
 
 TASK_NAMES = ("identity", "age", "gender", "race", "expression", "va")
+#: What the expression / valence-arousal / identity heads read: the pooled feature (paper A's
+#: EfficientNets) or the attribute model's Dense-256 layer (paper A's MobileNet path, whose AffectNet
+#: head was put on that layer of the age / gender model).
+HEAD_INPUTS = ("feature", "attribute_trunk")
 ATTRIBUTE_TASKS = ("age", "gender", "race")
 AGE_SCALE = 100.0  # regression head predicts age / AGE_SCALE
 
@@ -56,6 +60,8 @@ class MultiTaskNet(nn.Module):
         input_size: int | None = None,
         pretrained: str | None = None,
         male_threshold: float = MALE_THRESHOLD,
+        pool: str = "avg",
+        head_on: str = "feature",
     ) -> None:
         super().__init__()
         unknown = set(tasks) - set(TASK_NAMES)
@@ -71,6 +77,8 @@ class MultiTaskNet(nn.Module):
             raise ValueError(
                 f"the 'gender' head has 1 (sigmoid) or 2 (softmax) outputs, got {tasks['gender']}"
             )
+        if head_on not in HEAD_INPUTS:
+            raise ValueError(f"head_on={head_on!r}: choose one of {', '.join(HEAD_INPUTS)}")
         self.backbone_name = backbone
         self.tasks = {k: int(v) for k, v in tasks.items()}
         if age_mode == "regression" and "age" in self.tasks:
@@ -79,20 +87,24 @@ class MultiTaskNet(nn.Module):
         # p(male) at or above which a face is called male: paper A's 0.6 until a stage chooses it on
         # validation data (fer_lib.stages.pretrain.choose_male_threshold); checkpoints store it.
         self.male_threshold = float(male_threshold)
+        self.pool, self.head_on = pool, head_on
         self.backbone, self.num_features, default_size, mean, std = create_backbone(
-            backbone, pretrained_file, verbose=verbose, pretrained=pretrained
+            backbone, pretrained_file, verbose=verbose, pretrained=pretrained, pool=pool
         )
         # What a face goes through before this network; the trainer sets it to what it trained with.
         self.preprocess = Preprocess(input_size or default_size, tuple(mean), tuple(std))
         self.dropout = nn.Dropout(dropout)
         d = self.num_features
-        attrs = [t for t in ATTRIBUTE_TASKS if t in self.tasks]
+        on_trunk = set(ATTRIBUTE_TASKS) | (set(self.tasks) if head_on == "attribute_trunk" else set())
+        self._on_trunk = tuple(t for t in self.tasks if t in on_trunk)
         self.attribute_trunk = (
-            nn.Sequential(nn.Linear(d, hidden), nn.ReLU(inplace=True)) if attrs and hidden > 0 else None
+            nn.Sequential(nn.Linear(d, hidden), nn.ReLU(inplace=True))
+            if self._on_trunk and hidden > 0
+            else None
         )
         d_attr = hidden if self.attribute_trunk is not None else d
         self.heads = nn.ModuleDict(
-            {name: nn.Linear(d_attr if name in ATTRIBUTE_TASKS else d, n) for name, n in self.tasks.items()}
+            {name: nn.Linear(d_attr if name in self._on_trunk else d, n) for name, n in self.tasks.items()}
         )
         self._backbone_frozen = False
 
@@ -107,7 +119,7 @@ class MultiTaskNet(nn.Module):
         attr = None
         out = {}
         for name, head in self.heads.items():
-            if name in ATTRIBUTE_TASKS:
+            if name in self._on_trunk:
                 if attr is None:
                     attr = (
                         self.dropout(self.attribute_trunk(feat)) if self.attribute_trunk is not None else feat
@@ -143,6 +155,8 @@ class MultiTaskNet(nn.Module):
             "dropout": self.dropout_p,
             "age_mode": self.age_mode,
             "male_threshold": self.male_threshold,
+            "pool": self.pool,
+            "head_on": self.head_on,
             "input_size": self.input_size,
             "mean": list(self.mean),
             "std": list(self.std),

@@ -1,9 +1,11 @@
 """What the training stages share: building a model from its ``TrainConfig``, the one initialisation
 rule, face datasets, training with the :class:`~fer_lib.training.Trainer`, and recording results.
 
-Initialisation rule (every stage): a model starts from its ``TrainConfig`` (ImageNet weights where
-``pretrained`` / ``pretrained_file`` says so, else random); then, when the stage names a previous
-stage's checkpoint and that checkpoint holds the same backbone, the backbone is loaded from it. What
+Initialisation rule (every stage, :func:`init_stage`): a model starts from its ``TrainConfig``
+(ImageNet weights where ``pretrained`` / ``pretrained_file`` says so, else random); then, where
+``init_from`` names a previous stage's checkpoint (``auto``: the stage's own candidates in
+:mod:`fer_lib.chain`) and that checkpoint holds the same backbone, the backbone is loaded from it. With
+``strict_init`` (the paper profile) a missing or mismatched source is an :class:`InitError`. What
 happened is an :class:`Init` record (data, not a sentence), which names the model and fills tables.
 """
 
@@ -20,17 +22,26 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .. import metrics as M
+from ..chain import candidates
 from ..config import Paths, Profile, TrainConfig, get_paths, seed_everything
 from ..data import FaceDataset
 from ..datasets.sources import DataSource, load_for_profile
 from ..models import MultiTaskNet, init_from_checkpoint, load_checkpoint
+from ..models.checkpoint import load_state_dict_adapted
+from ..models.pretrained import normalise_choice
 from ..preprocess import Preprocess, from_checkpoint
 from ..training import Trainer, predict
 
 INIT_KINDS = ("checkpoint", "pretrained", "random")
+SELECT_SPLITS = ("val", "report")
 #: The multi-task attribute checkpoint of stage 01, the start of the expression stages (relative to
 #: the run's checkpoints folder).
 ATTRIBUTES_CKPT = Path("01_attributes") / "best.pt"
+
+
+class InitError(ValueError):
+    """A stage cannot start where its profile says (``strict_init``): names the stage, the expected
+    source and how to provide it."""
 
 
 @dataclass(frozen=True)
@@ -63,59 +74,105 @@ class Init:
         return what + (f": {self.reason}" if self.reason else "")
 
 
+def start_weights(tc: TrainConfig) -> dict[str, str | None]:
+    """The ``pretrained`` / ``pretrained_file`` a model of ``tc`` is built with (none for init_from=random)."""
+    if tc.init_from == "random":
+        return {"pretrained": None, "pretrained_file": None}
+    return {"pretrained": normalise_choice(tc.pretrained), "pretrained_file": tc.pretrained_file or None}
+
+
 def start_init(tc: TrainConfig) -> Init:
     """The initialisation a model built from ``tc`` has before any checkpoint is loaded."""
-    source = tc.pretrained or tc.pretrained_file
+    if tc.init_from == "random":
+        return Init("random", reason="by request (init_from=random)")
+    w = start_weights(tc)
+    source = w["pretrained_file"] or w["pretrained"]  # the file, where one is given, is the actual source
     return Init("pretrained", str(source)) if source else Init("random")
 
 
 def new_model(tc: TrainConfig, tasks: Mapping[str, int], **kwargs) -> MultiTaskNet:
     """A :class:`MultiTaskNet` of ``tc.backbone`` with ``tasks``, at ``tc.image_size`` (faces limited to
-    ``tc.max_face_side``), with the weights ``tc`` names (``pretrained`` / ``pretrained_file``; random
-    otherwise)."""
+    ``tc.max_face_side``), pooled and headed as ``tc`` says, with the weights ``tc`` names
+    (``pretrained`` / ``pretrained_file``; random otherwise)."""
     model = MultiTaskNet(
         tc.backbone,
         dict(tasks),
         input_size=tc.image_size,
-        pretrained_file=tc.pretrained_file,
-        pretrained=tc.pretrained,
+        pool=tc.pool,
+        head_on=tc.head_on,
         verbose=False,
+        **start_weights(tc),
         **kwargs,
     )
     model.preprocess = model.preprocess.replace(max_side=tc.max_face_side)
     return model
 
 
-def init_from_stage(model: nn.Module, tc: TrainConfig, checkpoint: Path | None, use: bool = True) -> Init:
-    """Load ``model``'s backbone from a previous stage's ``checkpoint`` when ``use`` and
-    ``tc.from_previous`` allow it, the checkpoint exists and holds the same backbone (heads of other
-    shapes are dropped); otherwise keep the start of :func:`start_init` and say why in the returned
-    :class:`Init`."""
-    start = start_init(tc)
+def find_start(
+    tc: TrainConfig, paths: Paths, section: str, use: bool = True, auto: Sequence[str] | None = None
+) -> tuple[Path | None, str]:
+    """The checkpoint ``section``'s backbone starts from under ``tc.init_from`` (the first candidate that
+    exists and holds ``tc.backbone``), or ``(None, why)``. With ``tc.strict_init`` a named source that is
+    absent or holds another backbone raises :class:`InitError` (never a silent fallback); ``use=False``
+    (a study's arm that asks for no checkpoint) returns ``(None, "by request")``."""
     if not use:
-        return Init(start.kind, start.source, reason="by request")
-    if not tc.from_previous:
-        return Init(start.kind, start.source, reason=f"from_previous=False: {checkpoint} not used")
-    if checkpoint is None or not Path(checkpoint).is_file():
-        return Init(
-            start.kind,
-            start.source,
-            reason=f"{checkpoint or 'no previous checkpoint'} is absent "
-            "(run the previous stage first to start from it)",
+        return None, "by request"
+    if tc.init_from in ("none", "random"):
+        return None, f"by request ({section}.init_from={tc.init_from})"
+    names = candidates(tc, section) if auto is None or tc.init_from != "auto" else tuple(auto)
+    why = []
+    for name in names:
+        path = paths.checkpoint(name)
+        if not path.is_file():
+            why.append(f"{path} is absent")
+            continue
+        stored = (load_checkpoint(path).get("model_config") or {}).get("backbone")
+        if stored == tc.backbone:
+            return path, ""
+        why.append(f"{path} holds backbone {stored!r}, not {tc.backbone!r}")
+    reason = "; ".join(why) or "the stage has no previous checkpoint"
+    if tc.strict_init and names:
+        raise InitError(
+            f"[{section}] must start from {' or '.join(names)} with backbone {tc.backbone!r}, but {reason}. "
+            f"Run the stage that writes it first (`python -m fer_lib profile --profile ...` prints the chain), "
+            f"or name another start: {section}.init_from=none (the pretrained weights only) or random"
         )
-    stored = (load_checkpoint(checkpoint).get("model_config") or {}).get("backbone")
-    own = getattr(model, "backbone_name", None)
-    if stored != own:
-        return Init(
-            start.kind,
-            start.source,
-            reason=f"{checkpoint} holds backbone {stored!r}, this model "
-            f"uses {own!r} (use the same backbone to start from it)",
-        )
+    return None, reason
+
+
+def init_stage(
+    model: nn.Module,
+    tc: TrainConfig,
+    paths: Paths,
+    section: str,
+    use: bool = True,
+    backbone_only: bool = False,
+    auto: Sequence[str] | None = None,
+) -> Init:
+    """Start ``model`` where ``tc`` says (the one initialisation rule of every stage): the checkpoint of
+    :func:`find_start` when there is one (heads of other shapes dropped; ``backbone_only`` keeps every
+    head at its initialisation), else the start the model was built with (:func:`start_init`). With
+    ``tc.strict_init``, a start that would be random without ``init_from=random`` is an InitError."""
+    start = start_init(tc)
+    path, reason = find_start(tc, paths, section, use, auto)
+    if path is None:
+        if tc.strict_init and use and start.kind == "random" and tc.init_from != "random":
+            raise InitError(
+                f"[{section}] would start from random weights: name its start with {section}.pretrained "
+                f"(timm-hub online, or imagenet with {section}.pretrained_file=PATH offline), "
+                f"{section}.init_from=<a checkpoint folder>, or ask for it with {section}.init_from=random"
+            )
+        return Init(start.kind, start.source, reason=reason)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the previous stage's heads are dropped on purpose
-        report = init_from_checkpoint(model, checkpoint)
-    return Init("checkpoint", str(checkpoint), tensors=report.loaded)
+        if backbone_only:
+            state = {
+                k: v for k, v in load_checkpoint(path)["state_dict"].items() if k.startswith("backbone.")
+            }
+            report = load_state_dict_adapted(model, state, str(path))
+        else:
+            report = init_from_checkpoint(model, path)
+    return Init("checkpoint", str(path), tensors=report.loaded)
 
 
 def checkpoint_backbone(path: Path | None) -> tuple[str | None, int | None]:
@@ -132,15 +189,22 @@ def make_dataset(
     preprocess: Preprocess,
     tc: TrainConfig | None = None,
     max_cache_bytes: float = 3e9,
+    align: str = "box",
     **kwargs,
 ) -> FaceDataset:
     """A :class:`~fer_lib.data.FaceDataset` whose decoded faces stay in memory up to ``max_cache_bytes``;
-    a training set (``tc`` given) gets ``tc``'s augmentation and resolution degradation."""
+    a training set (``tc`` given) gets ``tc``'s augmentation and resolution degradation; ``align``
+    frames the faces (``"eyes"``: levelled on the rows' eye centres, paper B)."""
     train = (
         {} if tc is None else {"augment": tc.augment, "degrade": tc.degrade, "degrade_min": tc.degrade_min}
     )
     return FaceDataset(
-        manifest.reset_index(drop=True), preprocess, cache_bytes=int(max_cache_bytes), **train, **kwargs
+        manifest.reset_index(drop=True),
+        preprocess,
+        cache_bytes=int(max_cache_bytes),
+        align=align,
+        **train,
+        **kwargs,
     )
 
 
@@ -174,8 +238,12 @@ def split_frames(df: pd.DataFrame, need_expression_below: int | None = None) -> 
 def build_datasets(
     frames: Mapping[str, pd.DataFrame], tc: TrainConfig, preprocess: Preprocess
 ) -> dict[str, Dataset]:
-    """Decoded datasets of train (augmented as ``tc.augment``), val and report, sharing nothing mutable."""
-    return {k: make_dataset(f, preprocess, tc if k == "train" else None) for k, f in frames.items()}
+    """Decoded datasets of train (augmented as ``tc.augment``), val and report, sharing nothing mutable;
+    every split framed alike (``tc.align``), so selection and report see the faces training saw."""
+    return {
+        k: make_dataset(f, preprocess, tc if k == "train" else None, align=tc.align)
+        for k, f in frames.items()
+    }
 
 
 # ======================================================================================== evaluation
@@ -250,8 +318,14 @@ def train_model(
     progress: bool = True,
     n_classes: int | None = None,
 ) -> Run:
-    """Train with the project's :class:`~fer_lib.training.Trainer` (selection on ``val``), reload
-    ``best.pt`` when written, predict on ``test`` and compute ``eval_fn(pred, n_classes)`` there."""
+    """Train with the project's :class:`~fer_lib.training.Trainer`, reload ``best.pt`` when written,
+    predict on ``test`` and compute ``eval_fn(pred, n_classes)`` there. The epoch is selected on ``val``
+    (``tc.select_split="val"``), or on ``test`` itself with ``"report"``: the authors' rule, which makes
+    the reported number an optimistic one (model names say so)."""
+    if tc.select_split not in SELECT_SPLITS:
+        raise ValueError(f"select_split={tc.select_split!r}: choose one of {', '.join(SELECT_SPLITS)}")
+    if tc.select_split == "report" and test is not None:
+        val = test
     init = init or start_init(tc)
     seed_everything(seed)
     trainer = Trainer(
@@ -262,7 +336,8 @@ def train_model(
         seed=seed,
         class_counts=class_counts,
         progress=progress,
-        run_config={"name": name, "init": str(init), "init_kind": init.kind},
+        run_config={"name": name, "init": str(init), "init_kind": init.kind, "selected_on": tc.select_split},
+        allow_test_selection=tc.select_split == "report",
     )
     history = trainer.fit(train, val)
     best = None if out_dir is None else Path(out_dir) / "best.pt"

@@ -33,13 +33,14 @@ from ..preprocess import Preprocess
 from .common import (  # noqa: F401 - the shared stage vocabulary, re-exported for notebook 02
     ATTRIBUTES_CKPT,
     Init,
+    InitError,
     Run,
     affectnet_splits,
     build_datasets,
     checkpoint_backbone,
     expression_counts,
     expression_metrics,
-    init_from_stage,
+    init_stage,
     make_dataset,
     metrics_table,
     new_model,
@@ -91,6 +92,14 @@ def confusion(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> np.ndarray:
     return M.confusion_matrix(y, p, labels=list(range(n_classes)))
 
 
+#: Checkpoint folder of each AffectNet model: (profile section, with valence/arousal) -> folder.
+AFFECTNET_FOLDERS = {
+    ("finetune", False): "02_expression",
+    ("finetune", True): "02_expression_va",
+    ("finetune_mobilenet", False): "02_expression_mobilenet",
+}
+
+
 def finetune_affectnet(
     cfg: Profile,
     paths: Paths | None = None,
@@ -98,22 +107,29 @@ def finetune_affectnet(
     progress: bool = True,
     data: tuple[pd.DataFrame, DataSource, str] | None = None,
     datasets: Mapping[str, Dataset] | None = None,
+    section: str = "finetune",
 ) -> Run:
     """Paper A's fine-tuning on AffectNet-format data: 8 expressions (+ valence/arousal with ``with_va``),
-    backbone from ``01_attributes/best.pt`` when present; writes ``02_expression[_va]/best.pt``."""
+    trained as the profile's ``section`` says (``finetune``; ``finetune_mobilenet``: paper A's MobileNet
+    path), started where its ``init_from`` says (:func:`init_stage`); writes ``02_expression[_va]`` /
+    ``02_expression_mobilenet``."""
     paths = paths or get_paths()
-    tc = cfg.finetune
+    tc = getattr(cfg, section)
+    if tc is None:
+        raise ValueError(f"profile {cfg.name!r} leaves section {section!r} unset")
+    if (section, with_va) not in AFFECTNET_FOLDERS:
+        raise ValueError(f"no AffectNet model for section {section!r} with_va={with_va}")
+    name = AFFECTNET_FOLDERS[(section, with_va)]
     df, src, dataset = data or affectnet_splits(cfg, paths, progress)
     tasks = {"expression": 8, **({"va": 2} if with_va else {})}
     seed_everything(cfg.seed)
     model = new_model(tc, tasks)
-    init = init_from_stage(model, tc, paths.checkpoints / ATTRIBUTES_CKPT)
-    print(f"[{'02_expression_va' if with_va else '02_expression'}] {init}")
+    init = init_stage(model, tc, paths, section)
+    print(f"[{name}] {init}")
     frames = split_frames(df)
     if not with_va:  # the expression-only model trains on rows with an expression label
         frames = {k: f[f["expression"].notna()].reset_index(drop=True) for k, f in frames.items()}
     ds = datasets or build_datasets(frames, tc, model.preprocess)
-    name = "02_expression_va" if with_va else "02_expression"
     counts = {"expression": expression_counts(frames["train"], 8)}
     run = train_model(
         model,
@@ -135,9 +151,12 @@ def finetune_affectnet(
 
 
 def model_label(tc: TrainConfig, run: Run, suffix: str = "") -> str:
-    """Model name for metrics.csv: backbone, input size and how it was initialised."""
-    init = "utk_init" if run.init.kind == "checkpoint" else f"{run.init.kind}_init"
-    return f"{tc.backbone}_{tc.image_size}px_{init}{suffix}"
+    """Model name for metrics.csv: backbone, input size, how it was initialised and, where the epoch was
+    chosen on the reported set (the authors' rule, ``select_split="report"``), ``_selected_on_report``."""
+    starts = {"01_attributes": "utk_init", "01_identity": "identity_init"}
+    init = starts.get(run.init.label, f"{run.init.label}_init")
+    chosen = "_selected_on_report" if tc.select_split == "report" else ""
+    return f"{tc.backbone}_{tc.image_size}px_{init}{suffix}{chosen}"
 
 
 # ================================================================================== FER2013 (real data)
@@ -178,11 +197,12 @@ def train_fer2013(
     seed: int | None = None,
 ) -> Run:
     """One FER2013 model (7 classes, canonical order): trained on train, selected on val, tested on test.
-    ``use_pretrained``: start from ``01_attributes/best.pt`` (else from what ``tc`` names)."""
+    ``use_pretrained``: start from the checkpoint ``tc.init_from`` names (``01_attributes/best.pt``), else
+    from the weights ``tc`` names."""
     seed = cfg.seed if seed is None else int(seed)
     seed_everything(seed)
     model = new_model(tc, {"expression": 7})
-    init = init_from_stage(model, tc, paths.checkpoints / ATTRIBUTES_CKPT, use=use_pretrained)
+    init = init_stage(model, tc, paths, FER2013_SECTIONS.get(name, "fer2013_transfer"), use=use_pretrained)
     print(f"[{name}] {tc.backbone} at {tc.image_size}px, seed {seed}: {init}")
     ds = {
         s: d.with_augment(tc.augment, tc.degrade, tc.degrade_min) if s == "train" else d
@@ -211,6 +231,7 @@ def train_fer2013(
 
 
 FER2013_MODELS = {"finetune": ("02_fer2013_finetune", True), "scratch": ("02_fer2013_scratch", False)}
+FER2013_SECTIONS = {"02_fer2013_finetune": "fer2013_finetune", "02_fer2013_scratch": "fer2013_scratch"}
 
 
 def fer2013_model(
@@ -313,7 +334,7 @@ def fer2013_transfer(
             "backbone": backbone,
             "pretrained": None,
             "pretrained_file": None,
-            "from_previous": True,
+            "init_from": "01_attributes",
             **(overrides or {}),
         },
     )

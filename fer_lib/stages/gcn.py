@@ -7,22 +7,24 @@ schedule and epochs:
 * ``multitask_linear``: expression (7) + valence/arousal linear heads (paper A's layout);
 * ``emotion_gcn``: the GCN-produced classifier/regressor (:class:`~fer_lib.models.emotion_gcn.GCNNet`).
 
-``run_gcn(cfg)``: AffectNet-format data (rows labelled 0..6, Contempt dropped as paper B), ``cfg.finetune``,
+``run_gcn(cfg)``: AffectNet-format data (rows labelled 0..6, Contempt dropped as paper B), ``cfg.gcn_train``,
 the label graph from the training rows; selected on the rows carved from training.csv, reported on
 validation.csv (metrics split 'val', as the papers).
 
 ``run_affwild2(cfg)``: paper B's second benchmark, Aff-Wild2 in the ABAW layout (the real set under
 ``FER_DATA_ROOT/affwild2`` or the synthetic one written in its format): frames at
-``cfg.gcn.affwild2_image_size`` (112 px), frames whose EXPR line is -1 or whose VA line is invalid (-5)
+``cfg.affwild2_train.image_size`` (112 px; paper B also keeps only frames carrying both labels with
+``gcn.affwild2_both_labels``), frames whose EXPR line is -1 or whose VA line is invalid (-5)
 left out of that task's loss and score as ABAW does, and counted (:func:`affwild2_frame_counts`);
 Train_Set videos for training (a few moved to selection), Validation_Set for the report; ABAW scores
 (:func:`abaw_metrics`).
 
-Initialisation (``cfg.gcn.init``, the same for every arm so that the ablation compares heads, not
-starts): the backbone of the best checkpoint the project has written for the same backbone, in the order
-of :data:`INIT_CHECKPOINTS` (the 02 expression + VA model, the 02 expression model, the 01 multi-task
-attribute model), or ImageNet weights / random where ``cfg.finetune`` says so and none exists. Only the
-backbone tensors are loaded: no arm starts with a trained head.
+Initialisation (``gcn_train.init_from``, the same for every arm so that the ablation compares heads,
+not starts): ``auto`` takes the backbone of the best checkpoint the project has written for the same
+backbone, in the order of :func:`fer_lib.chain.auto_start` (the 02 expression + VA model, the 02
+expression model, the 01 multi-task attribute model), else ImageNet weights / random as ``gcn_train``
+says; paper B's recipe names ImageNet (``init_from="none"``). Only the backbone tensors are loaded: no
+arm starts with a trained head.
 """
 
 from __future__ import annotations
@@ -31,18 +33,17 @@ import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from torch import nn
 
 from .. import metrics as M
-from ..config import Paths, Profile, TrainConfig, get_paths, seed_everything
+from ..config import PAPER_B_OPTIMISER, Paths, Profile, TrainConfig, get_paths, seed_everything
 from ..datasets import ValidationReport
 from ..datasets._common import carve_val
+from ..datasets.affwild2 import both_labels
 from ..datasets.sources import load_for_profile
-from ..models.checkpoint import load_checkpoint, load_state_dict_adapted
 from ..models.emotion_gcn import (
     GCNNet,
     LabelGraph,
@@ -55,9 +56,9 @@ from . import common as C
 
 __all__ = [
     "ABAW_KEYS",
+    "PAPER_B_OPTIMISER",
     "ABLATION_KEYS",
     "ARMS",
-    "INIT_CHECKPOINTS",
     "GCNNet",
     "GCNResult",
     "abaw_metrics",
@@ -65,7 +66,6 @@ __all__ = [
     "affwild2_frame_counts",
     "build_graph",
     "dependency_table",
-    "init_backbone",
     "load_gcn_checkpoint",
     "output_scales",
     "record_affwild2",
@@ -73,7 +73,7 @@ __all__ = [
     "run_affwild2",
     "run_gcn",
     "run_without_dependency",
-    "start_checkpoint",
+    "va_scale_study",
 ]
 
 ABLATION_KEYS = ("accuracy_7cls", "macro_f1_7cls", "valence_ccc", "arousal_ccc")
@@ -88,51 +88,6 @@ ABAW_KEYS = (
     "va_ccc",
 )
 ARMS = ("single_task", "multitask_linear", "emotion_gcn")
-#: Checkpoints an arm's backbone may start from, best first (relative to the checkpoints folder).
-INIT_CHECKPOINTS: dict[str, Path] = {
-    "02_expression_va": Path("02_expression_va") / "best.pt",
-    "02_expression": Path("02_expression") / "best.pt",
-    "01_attributes": C.ATTRIBUTES_CKPT,
-}
-
-
-# ====================================================================================== initialisation
-def start_checkpoint(paths: Paths, backbone: str, init: str = "auto") -> tuple[Path | None, str]:
-    """The checkpoint every arm's backbone starts from, and why (a reason when there is none).
-
-    ``init``: ``auto`` (the first of :data:`INIT_CHECKPOINTS` that exists and holds ``backbone``), one
-    of its keys (that one), or ``none``.
-    """
-    if init == "none":
-        return None, "by request (gcn.init=none)"
-    if init != "auto" and init not in INIT_CHECKPOINTS:
-        raise ValueError(f"gcn.init={init!r}; choose auto, none or one of {', '.join(INIT_CHECKPOINTS)}")
-    names = list(INIT_CHECKPOINTS) if init == "auto" else [init]
-    why = []
-    for name in names:
-        path = paths.checkpoints / INIT_CHECKPOINTS[name]
-        if not path.is_file():
-            why.append(f"{path} is absent")
-            continue
-        stored = (load_checkpoint(path).get("model_config") or {}).get("backbone")
-        if stored == backbone:
-            return path, ""
-        why.append(f"{path} holds backbone {stored!r}, not {backbone!r}")
-    return None, "; ".join(why)
-
-
-def init_backbone(model: nn.Module, tc: TrainConfig, checkpoint: Path | None, reason: str = "") -> C.Init:
-    """Load only the ``backbone.*`` tensors of ``checkpoint`` into ``model`` (heads keep their random
-    init, so a linear VA head is not handed a trained one the GCN cannot use); without a checkpoint the
-    model keeps the start ``tc`` gives it (ImageNet weights or random)."""
-    start = C.start_init(tc)
-    if checkpoint is None:
-        return C.Init(start.kind, start.source, reason=reason)
-    state = {k: v for k, v in load_checkpoint(checkpoint)["state_dict"].items() if k.startswith("backbone.")}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a tensor of another shape would be reported, not loaded
-        report = load_state_dict_adapted(model, state, str(checkpoint))
-    return C.Init("checkpoint", str(checkpoint), tensors=report.loaded)
 
 
 def build_arm(
@@ -151,8 +106,8 @@ def build_arm(
             cfg.gcn,
             embeddings,
             input_size=tc.image_size,
-            pretrained=tc.pretrained,
-            pretrained_file=tc.pretrained_file,
+            pool=tc.pool,
+            **C.start_weights(tc),
         )
     raise ValueError(f"unknown ablation arm {arm!r}; choose from {ARMS}")
 
@@ -192,20 +147,18 @@ def _train_arms(
     folders: Mapping[str, str],
     eval_fn,
     progress: bool,
+    section: str = "gcn_train",
 ) -> GCNResult:
-    """Train ``arms`` on the same frames, start and schedule; checkpoints under ``folders[arm]``."""
+    """Train ``arms`` on the same frames, start and schedule; checkpoints under ``folders[arm]``. Every
+    arm starts where ``section``'s ``init_from`` says, the backbone only: no arm starts with a trained
+    head (a linear VA head is not handed one the GCN cannot use)."""
     embeddings = load_label_embeddings(cfg.gcn.embedding, res.graph.names)
     counts = {"expression": C.expression_counts(frames["train"], cfg.gcn.n_expr)}
-    checkpoint, reason = (
-        start_checkpoint(paths, tc.backbone, cfg.gcn.init)
-        if tc.from_previous
-        else (None, "from_previous=False")
-    )
     datasets = None
     for arm in arms:
         seed_everything(cfg.seed)
         model = build_arm(arm, tc, res.graph, cfg, embeddings)
-        init = init_backbone(model, tc, checkpoint, reason)
+        init = C.init_stage(model, tc, paths, section, backbone_only=True)
         print(f"[{folders[arm]}] {init}")
         if datasets is None:  # decoded once, shared by the arms (same backbone, same mean/std)
             datasets = C.build_datasets(frames, tc, for_model(model).replace(input_size=tc.image_size))
@@ -250,7 +203,7 @@ def run_gcn(
         "multitask_linear": f"03_ablation_multitask_linear{suffix}",
         "emotion_gcn": f"03_gcn{suffix}",
     }
-    return _train_arms(cfg, paths, cfg.finetune, frames, res, arms, folders, C.expression_metrics, progress)
+    return _train_arms(cfg, paths, cfg.gcn_train, frames, res, arms, folders, C.expression_metrics, progress)
 
 
 def _record_arms(
@@ -263,7 +216,7 @@ def _record_arms(
             "gcn",
             res.dataset,
             "val",
-            f"{arm}_{cfg.finetune.backbone}{suffix}",
+            f"{arm}_{res.runs[arm].train_cfg.backbone}{suffix}",
             cfg,
             keys=keys,
             paths=paths,
@@ -346,16 +299,6 @@ def affwild2_frame_counts(df: pd.DataFrame, report: ValidationReport) -> pd.Data
     return pd.DataFrame(rows)
 
 
-def affwild2_config(cfg: Profile) -> TrainConfig:
-    """``cfg.finetune`` at paper B's Aff-Wild2 input size, ``cfg.gcn.affwild2_epochs`` all-layer epochs."""
-    return dataclasses.replace(
-        cfg.finetune,
-        image_size=cfg.gcn.affwild2_image_size,
-        head_epochs=0,
-        full_epochs=cfg.gcn.affwild2_epochs,
-    )
-
-
 def affwild2_splits(
     cfg: Profile, paths: Paths, progress: bool = True
 ) -> tuple[pd.DataFrame, ValidationReport, str]:
@@ -390,14 +333,18 @@ def run_affwild2(
         k: df[df["split"] == s].reset_index(drop=True)
         for k, s in (("train", "train"), ("val", "val"), ("report", "test"))
     }
+    if cfg.gcn.affwild2_both_labels:  # paper B: only frames that carry an expression and valence/arousal
+        frames["train"] = both_labels(frames["train"]).reset_index(drop=True)
     folders = {arm: f"03_affwild2_{arm}" for arm in ARMS}
-    return _train_arms(cfg, paths, affwild2_config(cfg), frames, res, arms, folders, abaw_metrics, progress)
+    return _train_arms(
+        cfg, paths, cfg.affwild2_train, frames, res, arms, folders, abaw_metrics, progress, "affwild2_train"
+    )
 
 
 def record_affwild2(res: GCNResult, cfg: Profile, paths: Paths | None = None) -> pd.DataFrame:
     """metrics.csv rows of stage 'gcn' on Aff-Wild2 (split 'val' = its Validation_Set, where ABAW and
     paper B report): the ABAW scores."""
-    return _record_arms(res, cfg, ABAW_KEYS, f"_{cfg.gcn.affwild2_image_size}px", paths)
+    return _record_arms(res, cfg, ABAW_KEYS, f"_{cfg.affwild2_train.image_size}px", paths)
 
 
 def output_scales(runs: GCNResult | Mapping[str, C.Run]) -> pd.DataFrame:
@@ -456,3 +403,46 @@ def dependency_table(results: Mapping[str, GCNResult]) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(rows)
+
+
+# ================================================================================ va_scale by optimiser
+def va_scale_study(
+    cfg: Profile,
+    paths: Paths | None = None,
+    scales: Sequence[float] | None = None,
+    optimisers: Sequence[str] = ("profile", "paper_b"),
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Does the GCN's valence/arousal need ``gcn.va_scale`` under a given optimiser? For each optimiser
+    (``profile``: ``gcn_train`` as it is; ``paper_b``: :data:`PAPER_B_OPTIMISER` for as many epochs as
+    ``gcn_train`` runs), the linear head and the GCN at each of ``scales`` (default: the profile's and 1,
+    paper B's unscaled rows), trained on the same data from the same start. One row per model: the
+    AffectNet ablation metrics, the spread of the VA outputs against the labels', and the GCN's CCC gap
+    to the linear head of the same optimiser."""
+    paths = paths or get_paths()
+    scales = tuple(dict.fromkeys(scales or (cfg.gcn.va_scale, 1.0)))
+    rows = []
+    for opt in optimisers:
+        if opt not in ("profile", "paper_b"):
+            raise ValueError(f"optimiser {opt!r}: choose one of profile, paper_b")
+        tc = cfg.gcn_train
+        ov = {} if opt == "profile" else {f"gcn_train.{k}": v for k, v in PAPER_B_OPTIMISER.items()}
+        if opt == "paper_b":
+            ov["gcn_train.full_epochs"] = tc.head_epochs + tc.full_epochs  # the same number of epochs
+        runs: dict[str, C.Run] = {}
+        for i, scale in enumerate(scales):
+            c = cfg.override({**ov, "gcn.va_scale": scale})
+            arms = ("multitask_linear", "emotion_gcn") if i == 0 else ("emotion_gcn",)
+            res = run_gcn(c, paths, progress, arms, suffix=f"_va_study_{opt}_{scale:g}")
+            if i == 0:
+                runs["multitask_linear"] = res.runs["multitask_linear"]
+            runs[f"emotion_gcn (va_scale={scale:g})"] = res.runs["emotion_gcn"]
+        table = output_scales(runs).assign(optimiser=opt)
+        linear = table.loc[table["model"] == "multitask_linear"].iloc[0]
+        table["valence_gap"] = table["valence_ccc"] - linear["valence_ccc"]
+        table["arousal_gap"] = table["arousal_ccc"] - linear["arousal_ccc"]
+        table["epochs"] = [int(r.history["epoch"].max()) for r in runs.values()]
+        rows.append(table)
+    out = pd.concat(rows, ignore_index=True)
+    first = ["optimiser", "model", "epochs", *ABLATION_KEYS, "valence_gap", "arousal_gap"]
+    return out[first + [c for c in out.columns if c not in first]]

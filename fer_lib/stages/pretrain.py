@@ -29,7 +29,7 @@ from ..labels import MALE_THRESHOLD
 from ..models import MultiTaskNet, build_model_from_checkpoint, load_checkpoint
 from ..reporting import record_metrics
 from ..training import Trainer, predict
-from .common import Init, init_from_stage, new_model
+from .common import Init, init_stage, new_model
 
 STAGE = "pretrain"
 IDENTITY_DIR = "01_identity"
@@ -114,6 +114,8 @@ def train_identity(
         drop=True
     )
     model = new_model(c, {"identity": len(ident)})
+    init = init_stage(model, c, paths, "pretrain_identity")
+    print(f"identity model: {init}")
     out = paths.checkpoints / IDENTITY_DIR
     train_ds = _dataset(df[df.split == "train"], model, c, train=True, ident=ident)
     val_ds = _dataset(df[df.split == "val"], model, c, ident=ident)
@@ -131,6 +133,8 @@ def train_identity(
             "profile": cfg.name,
             "dataset": src.name,
             "identities": len(ident),
+            "init": str(init),
+            "init_kind": init.kind,
         },
     )
     history = trainer.fit(train_ds, val_ds)
@@ -162,13 +166,13 @@ def _loader(ds: FaceDataset, c: TrainConfig, cfg: Profile):
 
 # ========================================================================== attribute multi-task
 def init_attributes_model(cfg: Profile, paths: Paths | None = None) -> tuple[MultiTaskNet, Init]:
-    """The attribute model, its backbone initialised from ``01_identity/best.pt`` when that exists and
-    has the same backbone (else as ``pretrain_attributes`` says: pretrained weights or random);
-    returns ``(model, init)``."""
+    """The attribute model, started as ``pretrain_attributes`` says (``init_from="auto"``: the backbone of
+    ``01_identity/best.pt`` when that exists and has the same backbone, else its pretrained weights or
+    random); returns ``(model, init)``."""
     paths = paths or get_paths()
     c = cfg.pretrain_attributes
     model = new_model(c, ATTRIBUTE_TASKS)
-    return model, init_from_stage(model, c, paths.checkpoints / IDENTITY_DIR / "best.pt")
+    return model, init_stage(model, c, paths, "pretrain_attributes")
 
 
 def utkface_splits(

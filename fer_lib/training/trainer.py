@@ -493,6 +493,8 @@ class Trainer:
         if isinstance(pre, Preprocess):  # checkpoints carry what the faces went through, for every consumer
             self.model.preprocess = pre
         steps_per_epoch = len(train_loader)
+        if self.cfg.max_steps_per_epoch:  # a capped epoch (quick runs of full-size recipes)
+            steps_per_epoch = min(steps_per_epoch, int(self.cfg.max_steps_per_epoch))
         stages = self._stages()
         total_epochs = stages[-1].first_epoch + stages[-1].epochs
         self.loss_fn = self._make_loss(train_loader.dataset)
@@ -581,7 +583,9 @@ class Trainer:
             if self.global_step - self._stage_clock[1] == FIT_SCHEDULE_AFTER_STEPS:
                 self._fit_schedule(started)  # a first estimate, before the first validation
             done = self.step_in_epoch >= steps_per_epoch
-            if self._budget_exceeded(started) and not done:
+            if done:
+                break
+            if self._budget_exceeded(started):
                 stopped = True
                 break
             every = getattr(self.cfg, "save_every_steps", None)
