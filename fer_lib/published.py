@@ -23,7 +23,10 @@ PEERS = "offline peer models, run on the same real test images as this project"
 COLUMNS = ["paper", "model", "dataset", "split", "metric", "value", "unit", "source"]
 
 # model, AffectNet-8, AffectNet-7, AFEW, VGAF, latency ms, size MB (public code README; validation sets;
-# latency on a Samsung Fold 3 CPU). None = not reported.
+# latency on a Samsung Fold 3 CPU). None = not reported. Read from the README's table as it stands from
+# commit 98bf927 (2022-10-18) to f1df0e8 (2025-04-04, the repository now named sb-ai-lab/EmotiEffLib).
+# mobilenet_7's VGAF 68.92 is the authors' own correction (commit a9ad080, 2021-10-02) of the 70.31 that
+# the README showed at d0ac879, the revision paper A's code is cited at.
 _HSEMOTION_MODELS = [
     ("mobilenet_7", None, 64.71, 55.35, 68.92, 16, 14),
     ("enet_b0_8_best_afew", 60.95, 64.63, 59.89, 66.80, 59, 16),
