@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,7 @@ from fer_lib.training import (
     class_weights,
     count_classes,
     evaluate,
+    optim,
     predict,
 )
 
@@ -446,3 +448,35 @@ def test_fit_schedule_to_budget_anneals_the_lr_before_the_budget_ends(tmp_path, 
         assert saved == {"total": total}  # a resumed run continues on the fitted schedule
     else:
         assert total == nominal and lr > 0.95 * cfg.lr_full
+
+
+# ------------------------------------------------------------------------- optimiser / scheduler tables
+@pytest.mark.parametrize("name", sorted(optim.OPTIMIZERS))
+def test_every_registered_optimizer_takes_a_step_with_its_settings(name):
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = optim.build_optimizer([w], name, lr=0.1, weight_decay=0.01, momentum=0.5)
+    assert opt.param_groups[0]["lr"] == 0.1 and opt.param_groups[0]["weight_decay"] == 0.01
+    if name == "sgd":
+        assert opt.param_groups[0]["momentum"] == 0.5
+    (w**2).sum().backward()
+    opt.step()
+    assert (w < 1).all()  # moved downhill
+
+
+@pytest.mark.parametrize("name", sorted(optim.SCHEDULERS))
+def test_every_registered_scheduler_builds(name):
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.ones(1))], lr=1.0)
+    sched = optim.build_scheduler(opt, name, total_steps=10, steps_per_epoch=2, step_size=1, gamma=0.5)
+    for _ in range(2):
+        opt.step()
+        if sched is not None:
+            sched.step()
+    expected = {"none": 1.0, "step": 0.5, "cosine": 0.5 * (1 + math.cos(math.pi * 0.2))}[name]
+    assert opt.param_groups[0]["lr"] == pytest.approx(expected)
+
+
+def test_a_bad_optimizer_or_scheduler_name_lists_the_choices():
+    with pytest.raises(ValueError, match="choose one of adam, adamw, sgd"):
+        optim.build_optimizer([torch.nn.Parameter(torch.ones(1))], "rmsprop", lr=0.1)
+    with pytest.raises(ValueError, match="choose one of cosine, step, none"):
+        optim.build_scheduler(None, "plateau", 10, 2)

@@ -87,29 +87,27 @@ ABAW_KEYS = (
     "arousal_ccc",
     "va_ccc",
 )
-ARMS = ("single_task", "multitask_linear", "emotion_gcn")
+ARMS = ("single_task", "multitask_linear", "emotion_gcn")  # the order of the tables
+
+
+#: The ablation's arms by name: ``(tc, graph, cfg, embeddings) -> untrained model`` (random or ImageNet
+#: backbone, as ``tc`` says), each with the profile's number of expression classes.
+ARM_BUILDERS = {
+    "single_task": lambda tc, graph, cfg, emb: C.new_model(tc, {"expression": cfg.gcn.n_expr}),
+    "multitask_linear": lambda tc, graph, cfg, emb: C.new_model(tc, {"expression": cfg.gcn.n_expr, "va": 2}),
+    "emotion_gcn": lambda tc, graph, cfg, emb: GCNNet(
+        tc.backbone, graph, cfg.gcn, emb, input_size=tc.image_size, pool=tc.pool, **C.start_weights(tc)
+    ),
+}
 
 
 def build_arm(
     arm: str, tc: TrainConfig, graph: LabelGraph, cfg: Profile, embeddings: tuple[np.ndarray, str]
 ) -> nn.Module:
-    """The untrained model of one arm (random or ImageNet backbone, as ``tc`` says)."""
-    n_expr = cfg.gcn.n_expr
-    if arm == "single_task":
-        return C.new_model(tc, {"expression": n_expr})
-    if arm == "multitask_linear":
-        return C.new_model(tc, {"expression": n_expr, "va": 2})
-    if arm == "emotion_gcn":
-        return GCNNet(
-            tc.backbone,
-            graph,
-            cfg.gcn,
-            embeddings,
-            input_size=tc.image_size,
-            pool=tc.pool,
-            **C.start_weights(tc),
-        )
-    raise ValueError(f"unknown ablation arm {arm!r}; choose from {ARMS}")
+    """The untrained model of one arm of :data:`ARM_BUILDERS`."""
+    if arm not in ARM_BUILDERS:
+        raise ValueError(f"unknown ablation arm {arm!r}; choose one of {', '.join(ARM_BUILDERS)}")
+    return ARM_BUILDERS[arm](tc, graph, cfg, embeddings)
 
 
 # ========================================================================================== results

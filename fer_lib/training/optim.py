@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -90,18 +91,28 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
             m.momentum = mom
 
 
+#: Optimisers by name: ``(params, lr, weight_decay, momentum) -> optimizer``.
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": lambda params, lr, wd, momentum: torch.optim.Adam(params, lr=lr, weight_decay=wd),
+    "adamw": lambda params, lr, wd, momentum: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
+    "sgd": lambda params, lr, wd, momentum: torch.optim.SGD(
+        params, lr=lr, momentum=momentum, weight_decay=wd
+    ),
+}
+
+
+def choose(table: dict, name: str, what: str):
+    """``table[name]``, or a ValueError that lists the names to choose from."""
+    if name not in table:
+        raise ValueError(f"unknown {what} {name!r}; choose one of {', '.join(table)}")
+    return table[name]
+
+
 def build_optimizer(
     params, name: str, lr: float, weight_decay: float = 0.0, momentum: float = 0.9
 ) -> torch.optim.Optimizer:
-    """``adam`` | ``adamw`` | ``sgd`` (with momentum) over ``params``."""
-    name = name.lower()
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer {name!r}; choose adam, adamw or sgd")
+    """One of :data:`OPTIMIZERS` (``adam`` | ``adamw`` | ``sgd`` with momentum) over ``params``."""
+    return choose(OPTIMIZERS, name.lower(), "optimizer")(params, lr, weight_decay, momentum)
 
 
 class CosineToZero:
@@ -115,6 +126,19 @@ class CosineToZero:
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, step / self.total)))
 
 
+#: Per-step schedulers by name: ``(optimizer, total_steps, steps_per_epoch, step_size, gamma) -> scheduler``
+#: (None: a constant learning rate).
+SCHEDULERS: dict[str, Callable[..., Any]] = {
+    "cosine": lambda opt, total, per_epoch, step_size, gamma: torch.optim.lr_scheduler.LambdaLR(
+        opt, CosineToZero(total)
+    ),
+    "step": lambda opt, total, per_epoch, step_size, gamma: torch.optim.lr_scheduler.StepLR(
+        opt, step_size=max(1, step_size * per_epoch), gamma=gamma
+    ),
+    "none": lambda *args: None,
+}
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer,
     name: str,
@@ -123,15 +147,7 @@ def build_scheduler(
     step_size: int = 10,
     gamma: float = 0.1,
 ):
-    """Per-step scheduler: ``cosine`` (to 0 over the stage, :class:`CosineToZero`), ``step`` (x gamma every
-    step_size epochs), ``none``."""
-    name = (name or "none").lower()
-    if name == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, CosineToZero(total_steps))
-    if name == "step":
-        return torch.optim.lr_scheduler.StepLR(
-            optimizer, step_size=max(1, step_size * steps_per_epoch), gamma=gamma
-        )
-    if name == "none":
-        return None
-    raise ValueError(f"unknown scheduler {name!r}; choose cosine, step or none")
+    """Per-step scheduler from :data:`SCHEDULERS`: ``cosine`` (to 0 over the stage, :class:`CosineToZero`),
+    ``step`` (x gamma every step_size epochs), ``none``."""
+    make = choose(SCHEDULERS, (name or "none").lower(), "scheduler")
+    return make(optimizer, total_steps, steps_per_epoch, step_size, gamma)
