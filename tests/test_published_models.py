@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fer_lib import config, reporting
-from fer_lib.inference import NoCheckpointError, Recognizer, default_checkpoint
+from fer_lib.serving import NoCheckpointError, Recognizer, default_checkpoint
 from fer_lib.models import MultiTaskNet, load_checkpoint, save_checkpoint
 from fer_lib.stages import report
 
@@ -94,7 +94,8 @@ def test_the_stages_stamp_the_published_checkpoints_with_the_name_of_their_rows(
     run = E.Run("02_fer2013_finetune", None, tc, E.Init("checkpoint", "01_attributes/best.pt"), None, 60.0)
     run.checkpoint, run.metrics = source, {"accuracy": 0.6321, "macro_f1": 0.5}
     rows = E.record_fer2013(run, cfg, E.model_label(tc, run), paths)
-    res = P.StageResult(None, None, None, SimpleNamespace(name="utkface", real=True), None, 60.0)
+    res = P.Run("01_attributes", None, cfg.pretrain_attributes, E.Init("random"), None, 60.0)
+    res.source = SimpleNamespace(name="utkface", real=True)
     res.checkpoint = paths.checkpoints / "01_attributes" / "best.pt"
     cols = ("age", "age_pred", "gender", "gender_pred", "race", "race_pred")
     pred = pd.DataFrame({c: [30, 40] if c.startswith("age") else [0, 1] for c in cols})

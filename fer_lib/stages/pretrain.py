@@ -12,7 +12,6 @@ the 2,000 names of ``balanced_test_2000.txt``) is used for the reported numbers 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +20,15 @@ import pandas as pd
 from .. import labels
 from .. import metrics as M
 from ..config import Paths, Profile, TrainConfig, get_paths, resolve_device
-from ..data import FaceDataset, identity_index, make_loader
+from ..data import DEFAULT_CACHE_BYTES, FaceDataset, identity_index, make_loader
 from ..datasets._common import carve_val
 from ..datasets.sources import DataSource, load_for_profile
 from ..io import atomic_torch_save
 from ..labels import MALE_THRESHOLD
-from ..models import MultiTaskNet, build_model_from_checkpoint, load_checkpoint
+from ..models import MultiTaskNet, load_checkpoint
 from ..reporting import record_metrics
-from ..training import Trainer, predict
-from .common import Init, init_stage, new_model
+from ..training import predict
+from .common import Init, Run, init_stage, make_dataset, new_model, train_model
 
 STAGE = "pretrain"
 IDENTITY_DIR = "01_identity"
@@ -37,24 +36,6 @@ ATTRIBUTES_DIR = "01_attributes"
 ATTRIBUTE_TASKS = {"age": labels.AGE_BINS, "gender": 1, "race": len(labels.ETHNICITIES)}
 VAL_FRACTION = 0.1
 MIN_CLASS_SHARE = 0.5  # with class_weights: rarer ethnicities are repeated up to half the mean class size
-
-
-@dataclass
-class StageResult:
-    """What one training stage produced (the notebook shows these, the tests check them)."""
-
-    model: MultiTaskNet
-    history: pd.DataFrame
-    manifest: pd.DataFrame  # with the split actually used (train / val / test)
-    source: DataSource
-    checkpoint: Path
-    train_seconds: float
-    init: Init | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def dataset_name(self) -> str:
-        return self.source.name if self.source.real else f"synthetic_{self.source.name}"
 
 
 def model_name(c: TrainConfig) -> str:
@@ -86,19 +67,48 @@ def _dataset(
     ident: dict[str, int] | None = None,
 ) -> FaceDataset:
     """Faces through the model's preprocessing; a training set gets ``c``'s augmentation and degradation."""
-    extra = {"augment": c.augment, "degrade": c.degrade, "degrade_min": c.degrade_min} if train else {}
-    return FaceDataset(df.reset_index(drop=True), model.preprocess, identity_index=ident, **extra)
+    return make_dataset(
+        df, model.preprocess, c if train else None, DEFAULT_CACHE_BYTES, c.align, identity_index=ident
+    )
 
 
-def _best_model(ckpt_dir: Path, fallback: MultiTaskNet) -> MultiTaskNet:
-    best = ckpt_dir / "best.pt"
-    return build_model_from_checkpoint(best) if best.is_file() else fallback
+def _train(
+    model: MultiTaskNet,
+    c: TrainConfig,
+    train_ds: FaceDataset,
+    val_ds: FaceDataset,
+    folder: str,
+    cfg: Profile,
+    paths: Paths,
+    init: Init,
+    progress: bool,
+    **trainer_kwargs,
+) -> Run:
+    """Stage 01's use of the shared :func:`~fer_lib.stages.common.train_model`: selection on ``val``, the
+    best checkpoint reloaded, no test predictions (the notebook makes them)."""
+    return train_model(
+        model,
+        c,
+        train_ds,
+        val_ds,
+        None,
+        folder,
+        paths.checkpoints / folder,
+        eval_fn=None,
+        seed=cfg.seed,
+        device=cfg.device,
+        init=init,
+        progress=progress,
+        reseed=False,
+        num_workers=_workers(cfg),
+        **trainer_kwargs,
+    )
 
 
 # ============================================================================ identity pre-training
 def train_identity(
     cfg: Profile, paths: Paths | None = None, progress: bool = True, record: bool = True
-) -> StageResult:
+) -> Run:
     """Face-ID pre-training on the profile's VGGFace2-format data; returns the best (val) model.
 
     Identities are those of the 'train' split; 'val' holds ~10 % of each identity's images (carved
@@ -116,30 +126,29 @@ def train_identity(
     model = new_model(c, {"identity": len(ident)})
     init = init_stage(model, c, paths, "pretrain_identity")
     print(f"identity model: {init}")
-    out = paths.checkpoints / IDENTITY_DIR
     train_ds = _dataset(df[df.split == "train"], model, c, train=True, ident=ident)
     val_ds = _dataset(df[df.split == "val"], model, c, ident=ident)
-    trainer = Trainer(
+    res = _train(
         model,
         c,
-        device=cfg.device,
-        out_dir=out,
-        seed=cfg.seed,
+        train_ds,
+        val_ds,
+        IDENTITY_DIR,
+        cfg,
+        paths,
+        init,
+        progress,
         class_weight_tasks=(),
-        num_workers=_workers(cfg),
-        progress=progress,
         run_config={
-            "stage": "01_identity",
+            "stage": IDENTITY_DIR,
             "profile": cfg.name,
             "dataset": src.name,
             "identities": len(ident),
-            "init": str(init),
-            "init_kind": init.kind,
         },
     )
-    history = trainer.fit(train_ds, val_ds)
-    best = _best_model(out, model)
-    res = StageResult(best, history, df, src, out / "best.pt", trainer.train_seconds)
+    res.manifest, res.source = df, src
+    res.dataset = res.dataset_name
+    best = res.model
     pred = predict(best, _loader(val_ds, c, cfg), device=resolve_device(cfg.device), progress=False)
     res.metrics = {"accuracy": M.accuracy(pred["label_identity"], pred["identity_pred"])}
     if record:
@@ -203,7 +212,7 @@ def oversample(df: pd.DataFrame, column: str = "race", min_share: float = MIN_CL
     return pd.concat(parts, ignore_index=True)
 
 
-def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = True) -> StageResult:
+def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = True) -> Run:
     """Age / gender / ethnicity training on the profile's UTKFace train split; best.pt by val loss.
 
     With ``class_weights`` (the default) the loss is balanced over ethnicities and genders, as the real
@@ -216,7 +225,6 @@ def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = 
     df, src = utkface_splits(cfg, paths, progress)
     model, init = init_attributes_model(cfg, paths)
     print(f"attribute model: {init}")
-    out = paths.checkpoints / ATTRIBUTES_DIR
     train = df[df.split == "train"]
     if c.class_weights:
         train = oversample(train)
@@ -226,33 +234,30 @@ def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = 
         )
     train_ds = _dataset(train, model, c, train=True)
     val_ds = _dataset(df[df.split == "val"], model, c)
-    trainer = Trainer(
+    t0 = time.perf_counter()
+    res = _train(
         model,
         c,
-        device=cfg.device,
-        out_dir=out,
-        seed=cfg.seed,
+        train_ds,
+        val_ds,
+        ATTRIBUTES_DIR,
+        cfg,
+        paths,
+        init,
+        progress,
         class_weight_tasks=("race", "gender") if c.class_weights else (),
-        num_workers=_workers(cfg),
-        progress=progress,
-        run_config={
-            "stage": "01_attributes",
-            "profile": cfg.name,
-            "dataset": src.name,
-            "init": str(init),
-            "init_kind": init.kind,
-        },
+        run_config={"stage": ATTRIBUTES_DIR, "profile": cfg.name, "dataset": src.name},
     )
-    t0 = time.perf_counter()
-    history = trainer.fit(train_ds, val_ds)
+    res.manifest, res.source = df, src
+    res.dataset = res.dataset_name
     print(f"attribute stage: {time.perf_counter() - t0:.1f} s wall (incl. validation)")
-    best = _best_model(out, model)
-    if "gender" in best.tasks and (out / "best.pt").is_file():
+    best, best_pt = res.model, paths.checkpoint(ATTRIBUTES_DIR)
+    if "gender" in best.tasks and best_pt.is_file():
         val_pred = predict(best, _loader(val_ds, c, cfg), device=resolve_device(cfg.device), progress=False)
         best.male_threshold = choose_male_threshold(val_pred["label_gender"], val_pred["gender_prob_female"])
-        set_male_threshold(out / "best.pt", best.male_threshold)
+        set_male_threshold(best_pt, best.male_threshold)
         print(f"male threshold chosen on val (balanced accuracy): p(male) >= {best.male_threshold:.2f}")
-    return StageResult(best, history, df, src, out / "best.pt", trainer.train_seconds, init=init)
+    return res
 
 
 def choose_male_threshold(gender: np.ndarray, p_female: np.ndarray) -> float:
@@ -276,7 +281,7 @@ def set_male_threshold(checkpoint: Path, threshold: float) -> None:
     atomic_torch_save(ckpt, checkpoint)
 
 
-def predict_test(res: StageResult, cfg: Profile) -> pd.DataFrame:
+def predict_test(res: Run, cfg: Profile) -> pd.DataFrame:
     """One row per test image: true and predicted age, gender (at the model's male threshold), race."""
     c = cfg.pretrain_attributes
     test = res.manifest[res.manifest.split == "test"].reset_index(drop=True)
@@ -332,7 +337,7 @@ def chance_metrics(train: pd.DataFrame, test: pd.DataFrame) -> dict[str, float]:
     return attribute_metrics(const)
 
 
-def attribute_tables(res: StageResult, pred: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def attribute_tables(res: Run, pred: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(overall table: model vs image-blind baseline, per-race / per-gender breakdown)."""
     train = res.manifest[res.manifest.split == "train"]
     ours, chance = attribute_metrics(pred), chance_metrics(train, pred)
@@ -363,7 +368,7 @@ def group_table(pred: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def record_attributes(res: StageResult, pred: pd.DataFrame, cfg: Profile, paths: Paths | None = None) -> dict:
+def record_attributes(res: Run, pred: pd.DataFrame, cfg: Profile, paths: Paths | None = None) -> dict:
     """metrics.csv rows: age_mae, gender_accuracy, race_accuracy (+ age_cs5) on the test split (the
     checkpoint is stamped with their model name)."""
     paths = paths or get_paths()
@@ -391,7 +396,7 @@ def class_counts(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([pd.crosstab(race, df["split"]), pd.crosstab(gender, df["split"])])
 
 
-def identity_table(res: StageResult, cfg: Profile) -> pd.DataFrame:
+def identity_table(res: Run, cfg: Profile) -> pd.DataFrame:
     """One row: data, identities, images, val accuracy of best.pt next to chance, training time."""
     n_ident = res.model.tasks["identity"]
     split = res.manifest["split"].value_counts()
