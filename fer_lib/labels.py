@@ -61,6 +61,17 @@ AFEW_ORDER = ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
 AFFWILD2_ORDER = ("Neutral", "Anger", "Disgust", "Fear", "Happiness", "Sadness", "Surprise")
 HSEMOTION_ORDER_8 = ("Anger", "Contempt", "Disgust", "Fear", "Happiness", "Neutral", "Sadness", "Surprise")
 HSEMOTION_ORDER_7 = tuple(n for n in HSEMOTION_ORDER_8 if n != "Contempt")
+# CK+48 (the common 48x48 release of CK+): class folder -> canonical name. No Neutral folder; Contempt is
+# kept in manifests, and the cross-dataset protocol does not score it (FER2013 has no such class).
+CKPLUS_FOLDERS = {
+    "anger": "Anger",
+    "contempt": "Contempt",
+    "disgust": "Disgust",
+    "fear": "Fear",
+    "happy": "Happy",
+    "sadness": "Sad",
+    "surprise": "Surprise",
+}
 
 
 def canonical_expression(name: str) -> str:

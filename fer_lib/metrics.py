@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .labels import EXPRESSIONS_8
+
 __all__ = [
     "accuracy",
     "balanced_accuracy",
@@ -42,6 +44,7 @@ __all__ = [
     "MetricSpec",
     "METRICS",
     "metric_spec",
+    "recall_name",
 ]
 
 
@@ -211,6 +214,11 @@ class MetricSpec:
     description: str
 
 
+def recall_name(expression: str) -> str:
+    """Metric name of one expression class's recall (canonical name): ``recall_anger``, ``recall_sad``."""
+    return f"recall_{expression.lower()}"
+
+
 # Each quantity once; names are `<task>_<quantity>` for one head of a multi-task model and
 # `<quantity>[_<variant>]` for a dataset's own label (e.g. FER2013's expression, VGGFace2's identity).
 QUANTITIES = {
@@ -219,6 +227,7 @@ QUANTITIES = {
     "mae": MetricSpec("min", "years", "mean absolute error"),
     "cs5": MetricSpec("max", "fraction", "share of absolute errors of at most 5 years"),
     "ccc": MetricSpec("max", "", "concordance correlation coefficient"),
+    "recall": MetricSpec("max", "fraction", "share of one class's faces predicted as that class"),
 }
 # The quantities each head is scored with (the trainer's validation metrics and the stages' records).
 HEAD_QUANTITIES = {
@@ -241,6 +250,8 @@ VARIANTS = {
         "predict": "through predict (detection on the enlarged image, the model's crop), no face = wrong",
     },
     "macro_f1": {"": "", "8cls": "over the 8 expressions", "7cls": "over 7 expressions (Contempt dropped)"},
+    # per expression class (recall_name), e.g. the per-class recall of a cross-dataset check (CK+48)
+    "recall": {recall_name(n).removeprefix("recall_"): f"({n})" for n in EXPRESSIONS_8},
 }
 _OTHERS = {
     "loss": MetricSpec("min", "", "the training objective on the validation set"),

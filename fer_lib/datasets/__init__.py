@@ -33,8 +33,13 @@ REGISTRY: dict[str, str] = {
     "vgaf": "vgaf",
     "affwild2": "affwild2",
     "vggface2": "vggface2",
+    "ckplus48": "ckplus48",
 }
-DATASET_NAMES: tuple[str, ...] = tuple(REGISTRY)
+#: Datasets that are only ever evaluated on (never trained, tuned or selected on): no synthetic
+#: stand-in, left out of DATASET_NAMES, their rows refused by :func:`check_trainable`.
+EVALUATION_ONLY: tuple[str, ...] = ("ckplus48",)
+#: The datasets the stages prepare and learn from (each has a synthetic stand-in).
+DATASET_NAMES: tuple[str, ...] = tuple(n for n in REGISTRY if n not in EVALUATION_ONLY)
 VIDEO_DATASETS: tuple[str, ...] = ("afew", "vgaf")
 
 
@@ -42,8 +47,21 @@ def get_loader(name: str):
     """The ``load_manifest`` function of a registered dataset."""
     key = str(name).strip().lower()
     if key not in REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; registered: {', '.join(DATASET_NAMES)}")
+        raise ValueError(f"unknown dataset {name!r}; registered: {', '.join(REGISTRY)}")
     return importlib.import_module(f"{__name__}.{REGISTRY[key]}").load_manifest
+
+
+def check_trainable(manifest: pd.DataFrame, what: str = "a training set") -> None:
+    """ValueError where ``manifest`` holds rows of an :data:`EVALUATION_ONLY` dataset (its ``source``):
+    such a dataset is never trained, tuned or selected on."""
+    if "source" not in manifest.columns:
+        return
+    found = sorted(set(manifest["source"].astype(str)) & set(EVALUATION_ONLY))
+    if found:
+        raise ValueError(
+            f"{what} holds rows of {', '.join(found)}, an evaluation-only dataset: never train, tune or "
+            "select on it. Train on FER2013 (or another dataset of DATASET_NAMES) and evaluate on it"
+        )
 
 
 def load(name: str, root: str | os.PathLike, **kwargs) -> tuple[pd.DataFrame, ValidationReport]:
@@ -54,6 +72,7 @@ def load(name: str, root: str | os.PathLike, **kwargs) -> tuple[pd.DataFrame, Va
 __all__ = [
     "DATASET_NAMES",
     "DEFAULT_MAX_PIXELS",
+    "EVALUATION_ONLY",
     "ImageError",
     "MANIFEST_COLUMNS",
     "REGISTRY",
@@ -63,6 +82,7 @@ __all__ = [
     "apply_limit",
     "carve_val",
     "check_image",
+    "check_trainable",
     "finalize_manifest",
     "get_loader",
     "load",

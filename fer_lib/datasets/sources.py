@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import Paths, Profile, get_paths
-from . import load
+from . import EVALUATION_ONLY, load
 from ._common import ValidationReport, apply_limit
 
 
@@ -28,14 +28,26 @@ class DataSource:
         return "real" if self.real else "synthetic"
 
 
+def absent_real(name: str, paths: Paths) -> str:
+    """Why a real-only dataset (one of ``EVALUATION_ONLY``: no synthetic stand-in) is not used here."""
+    where = paths.real_root / name if paths.real_root is not None else f"FER_DATA_ROOT/{name}"
+    return (
+        f"{name} not found at {where}: it is a real, evaluation-only dataset with no synthetic "
+        f"stand-in; set FER_DATA_ROOT to a folder holding {name}/ to evaluate on it"
+    )
+
+
 def locate(
     name: str, cfg: Profile, paths: Paths | None = None, prefer_real: bool = True, progress: bool = True
 ) -> DataSource:
-    """The folder of dataset ``name`` for this profile, generating the synthetic one if needed."""
+    """The folder of dataset ``name`` for this profile, generating the synthetic one if needed (an
+    ``EVALUATION_ONLY`` dataset has none: FileNotFoundError where its real folder is absent)."""
     paths = paths or get_paths()
     real = paths.real(name) if prefer_real else None
     if real is not None:
         return DataSource(name, real, True)
+    if name in EVALUATION_ONLY:
+        raise FileNotFoundError(absent_real(name, paths))
     from . import synthetic  # lazy: rendering code is only needed without real data
 
     root = paths.synthetic(cfg)

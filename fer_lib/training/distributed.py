@@ -11,6 +11,8 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..datasets import check_trainable
+
 
 # ======================================================================================== data order
 class EpochSampler(Sampler[int]):
@@ -60,7 +62,11 @@ def loader_parts(data: Dataset | DataLoader, batch_size: int, num_workers: int) 
 
 
 def check_not_test(dataset: Dataset, allow: bool) -> None:
+    """Model selection never sees the reported test split (unless ``allow``) nor an evaluation-only
+    dataset (CK+48: never, whatever ``allow`` says)."""
     manifest = getattr(dataset, "manifest", None)
+    if isinstance(manifest, pd.DataFrame):
+        check_trainable(manifest, "the validation loader")
     if allow or not isinstance(manifest, pd.DataFrame) or "split" not in manifest.columns:
         return
     if (manifest["split"].astype(str) == "test").any():

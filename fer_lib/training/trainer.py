@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from .. import metrics as M
 from ..config import TrainConfig, resolve_device
+from ..datasets import check_trainable
 from ..io import atomic_to_csv
 from ..labels import default_label_orders
 from ..models.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
@@ -181,6 +182,9 @@ class Trainer:
 
     def _train_loader(self, data: Dataset | DataLoader) -> tuple[DataLoader, EpochSampler]:
         parts = loader_parts(data, self.cfg.batch_size, self.num_workers)
+        manifest = getattr(parts["dataset"], "manifest", None)
+        if isinstance(manifest, pd.DataFrame):
+            check_trainable(manifest)  # an evaluation-only dataset (CK+48) is never trained on
         n = len(parts["dataset"])
         sampler = EpochSampler(n, shuffle=True, seed=self.seed, rank=self.rank, world_size=self.world)
         per_rank = len(sampler)
