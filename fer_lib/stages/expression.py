@@ -479,3 +479,132 @@ def scratch_model_name(run: Run) -> str:
     """e.g. ``fer_cnn_m_48px_scratch_12ep``: what the from-scratch FER2013 model is."""
     epochs = int(run.history["epoch"].max()) if len(run.history) else 0
     return f"{run.train_cfg.backbone}_{run.train_cfg.image_size}px_scratch_{epochs}ep"
+
+
+# ============================================================================= CK+48 (evaluation only)
+#: CK+48 (:mod:`fer_lib.datasets.ckplus48`) is a cross-dataset check of the FER2013 models: evaluated on,
+#: never trained, tuned or selected on. Its rows are all split 'test', so the training functions above find
+#: no 'train' row to learn from and the trainer refuses its rows for selection.
+CKPLUS = "ckplus48"
+
+
+def ckplus_manifest(cfg: Profile, paths: Paths | None = None) -> tuple[pd.DataFrame, Any] | None:
+    """``(manifest, validation report)`` of CK+48 where ``FER_DATA_ROOT/ckplus48`` exists (capped by the
+    profile's ``real_limit``), else None with a printed reason (it has no synthetic stand-in)."""
+    from ..datasets.sources import absent_real
+
+    paths = paths or get_paths()
+    if paths.real(CKPLUS) is None:
+        print(f"CK+48 check skipped: {absent_real(CKPLUS, paths)}")
+        return None
+    df, report, _ = load_for_profile(CKPLUS, cfg, paths, progress=False)
+    return df, report
+
+
+def ckplus_predictions(
+    model_or_checkpoint: Any,
+    manifest: pd.DataFrame,
+    device: str | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """A model's outputs on the CK+48 faces, each image fed whole as an already-cropped face (no
+    detection) through the model's own preprocessing (the :class:`Preprocess` its checkpoint stores: the
+    FER2013 models' turns faces grey and 48 px). ``model_or_checkpoint``: a :class:`Run` (its saved
+    ``best.pt`` where written, else its model), a checkpoint path or dict, or a MultiTaskNet; ``device``
+    None evaluates a checkpoint on the CPU and a model where it is (a device given moves it there).
+    :func:`fer_lib.training.predict`'s arrays, ``expression_logits`` in canonical order, plus ``scored``
+    (the rows the protocol scores: not Contempt) and ``sequence`` where the manifest has it."""
+    from torch.utils.data import DataLoader
+
+    from ..config import resolve_device
+    from ..datasets.ckplus48 import SCORED
+    from ..models import load_model
+    from ..training import predict
+
+    source = model_or_checkpoint
+    if isinstance(source, Run):
+        saved = source.checkpoint is not None and Path(source.checkpoint).is_file()
+        source = source.checkpoint if saved else source.model
+    model, orders, name = load_model(source)
+    if "expression" not in model.tasks or model.tasks["expression"] < 7:
+        raise ValueError(
+            f"{name}: the CK+48 protocol needs a 7- or 8-class expression head, not {model.tasks}"
+        )
+    if device is not None:
+        model = model.to(resolve_device(device))
+    rows = manifest.reset_index(drop=True)
+    loader = DataLoader(make_dataset(rows, model.preprocess), batch_size=batch_size, shuffle=False)
+    pred = predict(model, loader, progress=progress)
+    order = list(orders.get("expression") or L.EXPRESSIONS_8[: model.tasks["expression"]])
+    pred["expression_logits"] = L.reorder_columns(pred["expression_logits"], order)
+    scored = [float(L.EXPRESSIONS_8.index(c)) for c in SCORED]
+    pred["scored"] = rows["expression"].isin(scored).to_numpy() & pred["mask_expression"].astype(bool)
+    if "sequence" in rows:
+        pred["sequence"] = rows["sequence"].astype(str).to_numpy()
+    return pred
+
+
+def ckplus_scores(pred: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, predictions) of the CK+48 protocol: the ``scored`` rows (Contempt never is), predicted by
+    the argmax over the 7 canonical classes, so a Neutral prediction (a class CK+48 lacks) is wrong."""
+    keep = np.asarray(pred["scored"], dtype=bool)
+    y = pred["label_expression"][keep].astype(np.int64)
+    return y, pred["expression_logits"][keep, :7].argmax(axis=1)
+
+
+def ckplus_metrics(pred: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """``accuracy`` and ``recall_<class>`` (:func:`fer_lib.metrics.recall_name`) of the 6 scored classes
+    under the CK+48 protocol (:func:`ckplus_scores`), fractions."""
+    from ..datasets.ckplus48 import SCORED
+
+    y, p = ckplus_scores(pred)
+    recall = M.per_class_recall(y, p, labels=range(7))  # all 7: a Neutral prediction stays in the support
+    return {
+        "accuracy": M.accuracy(y, p),
+        **{M.recall_name(c): float(recall[L.EXPRESSIONS_8.index(c)]) for c in SCORED},
+    }
+
+
+def ckplus_table(pred: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """One row per scored CK+48 class: images, sequences (where known: frames of one sequence are
+    near-duplicates), recall, and how many of its faces went to each of the 7 predicted classes."""
+    from ..datasets.ckplus48 import SCORED
+
+    y, p = ckplus_scores(pred)
+    cm = M.confusion_matrix(y, p, labels=range(7))
+    seq = np.asarray(pred["sequence"])[np.asarray(pred["scored"], dtype=bool)] if "sequence" in pred else None
+    rows = []
+    for c in SCORED:
+        k = L.EXPRESSIONS_8.index(c)
+        row = {"class": c, "images": int(cm[k].sum())}
+        if seq is not None:
+            row["sequences"] = len(set(seq[y == k]))
+        row["recall"] = cm[k, k] / cm[k].sum() if cm[k].sum() else 0.0
+        row.update({f"predicted {n}": int(v) for n, v in zip(L.EXPRESSIONS_7, cm[k])})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def record_ckplus(
+    metrics: Mapping[str, float],
+    model: str,
+    cfg: Profile,
+    paths: Paths | None = None,
+    seed: int | None = None,
+) -> pd.DataFrame:
+    """metrics.csv rows of the CK+48 check: stage 'finetune', dataset 'ckplus48', split 'test', under
+    ``model``, the name of the model's FER2013 rows (e.g. ``model_label(run.train_cfg, run)``)."""
+    from .. import reporting
+
+    paths = paths or get_paths()
+    return reporting.record_metrics(
+        "finetune",
+        CKPLUS,
+        "test",
+        model,
+        metrics,
+        profile=cfg.name,
+        seed=cfg.seed if seed is None else seed,
+        path=paths.metrics_csv,
+    )
