@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tiny import tiny_config
 from torch.utils.data import Dataset
 
-from fer_lib.config import TrainConfig, seed_everything
+from fer_lib.config import seed_everything
 from fer_lib.models import MultiTaskNet
 from fer_lib.training import Trainer
 
@@ -41,19 +42,7 @@ class Blobs(Dataset):
 def main() -> None:
     out, mode = Path(sys.argv[1]), sys.argv[2]
     slow = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
-    cfg = TrainConfig(
-        backbone="tiny_cnn",
-        image_size=32,
-        batch_size=8,
-        head_epochs=1,
-        full_epochs=2,
-        lr_head=3e-3,
-        lr_full=3e-3,
-        amp=False,
-        channels_last=False,
-        class_weights=False,
-        save_every_steps=2,
-    )
+    cfg = tiny_config(batch_size=8, head_epochs=1, full_epochs=2, save_every_steps=2)
     seed_everything(0)
     model = MultiTaskNet("tiny_cnn", {"expression": 4}, hidden=16)
     trainer = Trainer(model, cfg, out_dir=out, progress=False, seed=0)

@@ -49,26 +49,16 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
         WORLD_SIZE=str(world),
     )
     torch.set_num_threads(1)
-    from fer_lib.config import TrainConfig, seed_everything
+    from tiny import tiny_config
+
+    from fer_lib.config import seed_everything
     from fer_lib.models import MultiTaskNet
     from fer_lib.training import Trainer, cleanup_distributed
 
     seed_everything(0)
     model = MultiTaskNet("tiny_cnn", TASKS, hidden=16)
     # 16 samples, 2 ranks, batch 8: one optimisation step per epoch; head-only epoch then full epoch
-    cfg = TrainConfig(
-        backbone="tiny_cnn",
-        image_size=32,
-        batch_size=8,
-        head_epochs=1,
-        full_epochs=1,
-        lr_head=1e-2,
-        lr_full=1e-2,
-        amp=False,
-        channels_last=False,
-        class_weights=False,
-        sam=True,
-    )
+    cfg = tiny_config(batch_size=8, head_epochs=1, lr_head=1e-2, lr_full=1e-2, sam=True)
     trainer = Trainer(model, cfg, device="cpu", out_dir=Path(root) / f"rank{rank}", progress=False)
     trainer.fit(RandomFaces(), RandomFaces(8))
     torch.save({k: v.detach().clone() for k, v in model.named_parameters()}, Path(root) / f"params{rank}.pt")

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny import tiny_config
 from torch.utils.data import DataLoader, Dataset
 
 from fer_lib.config import TrainConfig, seed_everything
@@ -81,21 +82,7 @@ class Shapes(Dataset):
 
 
 def _cfg(**kw) -> TrainConfig:
-    base = dict(
-        backbone="tiny_cnn",
-        image_size=32,
-        batch_size=16,
-        head_epochs=0,
-        full_epochs=1,
-        lr_head=3e-3,
-        lr_full=3e-3,
-        amp=False,
-        channels_last=False,
-        class_weights=False,
-        scheduler="cosine",
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_config(**kw)
 
 
 def _batch(ds: Dataset, idx) -> tuple:
