@@ -183,8 +183,8 @@ def main(argv=None) -> int:
     import timm
     import torch
 
-    from fer_lib.inference import CPU_BATCH, Recognizer
     from fer_lib.interop import convert_timm_model
+    from fer_lib.serving import CPU_BATCH, Recognizer
 
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")

@@ -18,10 +18,15 @@ __all__ = [
     "get_paths",
     "Recognizer",
     "FacePrediction",
+    "default_checkpoint",
+    "draw_overlay",
+    "predict_path",
     "__version__",
 ]
 
-_LAZY = {"Recognizer": "inference", "FacePrediction": "inference"}
+_LAZY = dict.fromkeys(
+    ("Recognizer", "FacePrediction", "default_checkpoint", "draw_overlay", "predict_path"), "serving"
+)
 
 
 def __getattr__(name: str):

@@ -132,9 +132,19 @@ def _tool_parsers(sub) -> None:
         action="store_true",
         help="torch.compile the model: 10-30 s once, then faster passes (folders and videos)",
     )
-    p.add_argument("--min-face-size", type=int, default=20, help="smallest face side in pixels (MTCNN)")
+    p.add_argument(
+        "--min-face-size",
+        type=int,
+        default=config.VideoConfig.min_face_predict,
+        help="smallest face side in pixels (MTCNN; default video.min_face_predict)",
+    )
     p.add_argument("--min-prob", type=float, default=0.9, help="drop detections below this probability")
     p.add_argument("--largest", action="store_true", help="keep only the largest face of each image / frame")
+    p.add_argument(
+        "--crops",
+        action="store_true",
+        help="each image is one already-cropped face (e.g. FER2013 48x48, CK+): no detection",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser(
@@ -143,7 +153,9 @@ def _tool_parsers(sub) -> None:
         description="ONNX with a dynamic batch axis, one output per head, label orders in the "
         "metadata; fails when onnxruntime and PyTorch differ by >= 1e-4.",
     )
-    p.add_argument("checkpoint", help="a fer_lib checkpoint (.pt)")
+    p.add_argument(
+        "checkpoint", help="a fer_lib checkpoint (.pt) of any model kind (MultiTaskNet, Emotion-GCN)"
+    )
     p.add_argument("--out", required=True, help="the .onnx file to write")
     p.add_argument("--image-size", type=int, default=None, help="input side (default: the model's)")
     p.add_argument("--opset", type=int, default=17)
@@ -190,7 +202,7 @@ def paths_from_here(overrides: dict[str, str]) -> dict[str, str]:
 def run_tool(args: argparse.Namespace) -> int:
     """The non-notebook commands: predict, export, import-hsemotion."""
     if args.command == "predict":
-        from .inference import Recognizer, predict_path
+        from .serving import Recognizer, predict_path
 
         rec = Recognizer(
             args.checkpoint[0] if args.checkpoint and len(args.checkpoint) == 1 else args.checkpoint,
@@ -202,6 +214,7 @@ def run_tool(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             threads=args.threads,
             compile=args.compile,
+            crops=args.crops,
         )
         print(f"[fer_lib] {rec}", file=sys.stderr)
         _, summary = predict_path(

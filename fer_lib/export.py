@@ -4,11 +4,13 @@
 
 The graph takes ``input`` ``[batch, 3, S, S]`` (float32, normalised with the model's mean/std; batch
 is dynamic) and has one output per head, named after it (``expression``, ``va``, ``age``, ``gender``,
-``race``, ...), with the raw head outputs of :class:`fer_lib.models.MultiTaskNet`. The model's head
-sizes, label orders, preprocessing (:class:`fer_lib.preprocess.Preprocess`: crop rule, input size,
-mean/std) and age read-out are stored as JSON in the ONNX ``metadata_props`` (key ``fer_lib``), so
-:class:`fer_lib.inference.Recognizer` (``backend="onnx"``) and ``python -m fer_lib predict --checkpoint
-model.onnx`` produce the same columns as with the checkpoint.
+``race``, ...), with the raw head outputs of the checkpoint's model, of any kind the checkpoint io
+rebuilds (:class:`fer_lib.models.MultiTaskNet`; paper B's Emotion-GCN, whose label graph is constant
+tensors that the tracer folds). The model's kind, head sizes, label orders, preprocessing
+(:class:`fer_lib.preprocess.Preprocess`: crop rule, input size, mean/std) and age read-out are stored
+as JSON in the ONNX ``metadata_props`` (key ``fer_lib``), so :class:`fer_lib.serving.Recognizer`
+(``backend="onnx"``) and ``python -m fer_lib predict --checkpoint model.onnx`` produce the same columns
+as with the checkpoint.
 
 After writing, the file is run with onnxruntime on a random batch and on a real face (scikit-image's
 astronaut, cropped and preprocessed as ``predict`` does; smooth gradients where scikit-image is
@@ -80,7 +82,7 @@ ASTRONAUT_FACE_BOX = (181, 62, 268, 172)
 def real_face_batch(preprocess: Preprocess) -> np.ndarray:
     """A real face as a ``uint8`` ``[1, S, S, 3]`` batch, through the model's preprocessing: the
     astronaut's face, or smooth gradients where scikit-image is absent."""
-    return preprocess.face(_astronaut(), ASTRONAUT_FACE_BOX)[None]
+    return preprocess.face(astronaut(), ASTRONAUT_FACE_BOX)[None]
 
 
 def read_metadata(session, path: str | os.PathLike = "<onnx>") -> dict:
@@ -111,7 +113,7 @@ def export_onnx(
     tol: float = PARITY_TOL,
     seed: int = 0,
 ) -> ExportReport:
-    """Write ``checkpoint`` (path, checkpoint dict or MultiTaskNet) as ONNX to ``out``; see the module doc.
+    """Write ``checkpoint`` (path, checkpoint dict or fer_lib model) as ONNX to ``out``; see the module doc.
 
     ``image_size`` exports for another input size than the model was trained at (default: its own).
     """
@@ -119,15 +121,17 @@ def export_onnx(
     import torch
 
     from .io import atomic_write_bytes
-    from .models import load_model
+    from .models import DEFAULT_KIND, load_model
 
     model, orders, source = load_model(checkpoint)
+    kind = (model.config() if hasattr(model, "config") else {}).get("kind", DEFAULT_KIND)
     model = model.cpu().float().eval()
     pre = model.preprocess if not image_size else model.preprocess.replace(input_size=int(image_size))
     size = pre.input_size
     heads, names = _heads_module(model)
     meta = {
         "format": "fer_lib.onnx/2",
+        "kind": kind,
         "tasks": dict(model.tasks),
         "label_orders": orders,
         "preprocess": pre.to_dict(),
@@ -146,17 +150,23 @@ def export_onnx(
         with warnings.catch_warnings(), contextlib.redirect_stdout(None):
             warnings.simplefilter("ignore")  # legacy-exporter deprecation, tracer notes on head shapes
             # The TorchScript exporter: dynamic batch via dynamic_axes, no onnxscript dependency.
-            torch.onnx.export(
-                heads,
-                (example,),
-                str(raw),
-                dynamo=False,
-                input_names=["input"],
-                output_names=names,
-                opset_version=opset,
-                do_constant_folding=True,
-                dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}},
-            )
+            try:
+                torch.onnx.export(
+                    heads,
+                    (example,),
+                    str(raw),
+                    dynamo=False,
+                    input_names=["input"],
+                    output_names=names,
+                    opset_version=opset,
+                    do_constant_folding=True,
+                    dynamic_axes={"input": {0: "batch"}, **{n: {0: "batch"} for n in names}},
+                )
+            except Exception as exc:  # noqa: BLE001 - re-raised with what to do
+                raise ValueError(
+                    f"{source}: the {kind!r} model cannot be exported to ONNX ({type(exc).__name__}: "
+                    f"{(str(exc).splitlines() or [''])[0][:200]}); serve the checkpoint with the torch backend"
+                ) from exc
         proto = onnx.load(str(raw))
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
@@ -201,56 +211,7 @@ def parity(
     return diffs
 
 
-def half_precision_checkpoint(
-    checkpoint: str | os.PathLike, out: str | os.PathLike, tol: float = 1e-3, n_faces: int = 32
-) -> dict:
-    """A smaller copy of a fer_lib checkpoint for publishing: weights stored in float16 (loaded back into
-    float32), nothing but what serving needs (model config, label orders, metrics, run config).
-
-    Kept only where the decoded outputs of ``predict`` (probabilities, valence / arousal, age / 100) stay
-    within ``tol`` of the float32 model's on ``n_faces`` faces (the astronaut's face, shifted and
-    mirrored). Tried in order: every float tensor in float16; ``"mixed"``: float16 for the large
-    convolution / linear weights, float32 for the sensitive rest (1-D tensors such as BatchNorm and
-    biases, tensors under 5,000 values such as depthwise kernels, the task heads); float32. Returns
-    ``{"dtype", "max_abs_diff", "mb"}``.
-    """
-    from .inference import Recognizer
-    from .io import atomic_torch_save
-    from .models import load_checkpoint
-
-    ckpt = load_checkpoint(checkpoint)
-    keep = ("format", "model_config", "label_orders", "metrics", "metrics_model", "config", "versions")
-    slim = {k: ckpt[k] for k in keep if k in ckpt}
-    out = Path(out)
-    reference = Recognizer(checkpoint, fold_bn=False)
-    face = reference.preprocess.crop(_astronaut(), ASTRONAUT_FACE_BOX)
-    rng = np.random.default_rng(0)
-    crops = []
-    for i in range(n_faces):
-        dy, dx = (int(v) for v in rng.integers(-8, 9, 2))
-        c = np.roll(face, (dy, dx), axis=(0, 1))
-        crops.append(c[:, ::-1] if i % 2 else c)
-    full = reference.infer(crops)
-
-    def sensitive(name: str, t) -> bool:
-        return t.ndim <= 1 or t.numel() < 5000 or name.startswith(("heads.", "attribute_trunk."))
-
-    rules = {"float16": lambda k, t: False, "mixed": sensitive}
-    for dtype, keep32 in rules.items():
-        sd = {
-            k: v.half() if v.is_floating_point() and not keep32(k, v) else v
-            for k, v in ckpt["state_dict"].items()
-        }
-        atomic_torch_save({**slim, "state_dict": sd}, out)
-        small = Recognizer(out, fold_bn=False).infer(crops)
-        diff = max(float(np.max(np.abs((full[k] - small[k]) / (100.0 if k == "age" else 1.0)))) for k in full)
-        if diff <= tol:
-            return {"dtype": dtype, "max_abs_diff": diff, "mb": out.stat().st_size / 2**20}
-    atomic_torch_save({**slim, "state_dict": ckpt["state_dict"]}, out)
-    return {"dtype": "float32", "max_abs_diff": 0.0, "mb": out.stat().st_size / 2**20}
-
-
-def _astronaut() -> np.ndarray:
+def astronaut() -> np.ndarray:
     """scikit-image's astronaut (512 x 512 RGB), or smooth gradients where scikit-image is absent."""
     try:
         from skimage import data

@@ -12,8 +12,8 @@ from PIL import Image
 
 from fer_lib import cli
 from fer_lib.export import ONNX_META_KEY, export_onnx
-from fer_lib.inference import Recognizer
 from fer_lib.models import MultiTaskNet, save_checkpoint
+from fer_lib.serving import Recognizer
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")

@@ -1,4 +1,5 @@
-"""Recognizer and ``python -m fer_lib predict`` (issue 7 item 3): images, folders, videos, overlays."""
+"""Recognizer and ``python -m fer_lib predict`` (issue 7 item 3): images, folders, videos, overlays; every
+model kind a checkpoint holds (MultiTaskNet, Emotion-GCN) and the crops mode."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import torch
 from PIL import Image
 
 from fer_lib import cli, labels
-from fer_lib.inference import NoCheckpointError, Recognizer, default_checkpoint, predict_path
 from fer_lib.models import MultiTaskNet, load_checkpoint, save_checkpoint
+from fer_lib.serving import NoCheckpointError, Recognizer, default_checkpoint, predict_path
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -241,7 +242,7 @@ def test_predict_video_rows_have_frame_index(ckpt, tmp_path, capsys):
 
 def test_missing_default_checkpoint_names_the_command(tmp_results, tmp_path, capsys, monkeypatch):
     # as on a clone without the published models (results/models/; their fallback: test_published_models)
-    monkeypatch.setattr("fer_lib.inference.PUBLISHED_MODELS", ())
+    monkeypatch.setattr("fer_lib.serving.default_model.PUBLISHED_MODELS", ())
     with pytest.raises(NoCheckpointError, match="python -m fer_lib finetune"):
         default_checkpoint()
     img = tmp_path / "x.png"
@@ -274,8 +275,8 @@ def test_import_fer_lib_stays_light():
 def test_batchnorm_folding_keeps_outputs_and_leaves_the_callers_model_alone():
     import timm
 
-    from fer_lib.inference import fold_batchnorm
     from fer_lib.interop import convert_timm_model
+    from fer_lib.serving.backends import fold_batchnorm
 
     torch.manual_seed(0)
     net, _ = convert_timm_model(timm.create_model("mobilenetv2_050", num_classes=10).eval())
@@ -319,3 +320,126 @@ def test_the_male_threshold_travels_with_the_model_to_predict_and_onnx(tmp_path)
         ).male_threshold
         == 0.6
     )
+
+
+# --------------------------------------------------------------------------------------- model kinds
+def _tiny_gcn_checkpoint(folder):
+    """A tiny Emotion-GCN (tiny_cnn backbone, a label graph of random labels) saved as notebook 03 does."""
+    from fer_lib.config import GCNConfig
+    from fer_lib.models import emotion_gcn as EG
+
+    rng = np.random.default_rng(0)
+    e = rng.integers(0, 7, 200)
+    va = np.clip(rng.normal(0, 0.5, (200, 2)) + 0.3 * (e[:, None] % 3 - 1), -1, 1)
+    graph = EG.label_adjacency(dict(expression=e, valence=va[:, 0], arousal=va[:, 1]))
+    torch.manual_seed(0)
+    net = EG.GCNNet("tiny_cnn", graph, GCNConfig(hidden=16), input_size=32).eval()
+    with torch.no_grad():  # spread the untrained outputs (else ~1e-3) so that a wrong crop or order shows
+        net.gcn.layers[-1].weight.mul_(300.0)
+    return save_checkpoint(folder / "03_gcn" / "best.pt", net, {"train": {"image_size": 32}})
+
+
+@pytest.fixture(scope="module")
+def gcn_ckpt(tmp_path_factory):
+    return _tiny_gcn_checkpoint(tmp_path_factory.mktemp("gcn"))
+
+
+def test_checkpoints_name_their_model_kind_and_unknown_kinds_list_the_known(ckpt, gcn_ckpt):
+    from fer_lib.models import GCNNet, build_model_from_checkpoint, list_model_kinds, model_kind
+
+    assert {"multitask", "emotion_gcn"} <= set(list_model_kinds())
+    assert model_kind(load_checkpoint(ckpt)) == "multitask" == load_checkpoint(ckpt)["model_config"]["kind"]
+    assert model_kind(load_checkpoint(gcn_ckpt)) == "emotion_gcn"
+    assert isinstance(build_model_from_checkpoint(gcn_ckpt), GCNNet)
+    old = load_checkpoint(ckpt)  # written before kinds were stored: a MultiTaskNet
+    old["model_config"].pop("kind")
+    assert isinstance(build_model_from_checkpoint(old), MultiTaskNet)
+    odd = {**old, "model_config": {**old["model_config"], "kind": "vit_gcn"}}
+    with pytest.raises(ValueError, match="'vit_gcn'.*emotion_gcn, multitask"):
+        build_model_from_checkpoint(odd)
+
+
+def _direct_forward(ckpt_path, image, box):
+    """Softmax of the expression logits and the valence / arousal of the rebuilt model (no folding, NCHW)
+    on the face of ``box``, preprocessed as the checkpoint says."""
+    from fer_lib.models import build_model_from_checkpoint
+
+    model = build_model_from_checkpoint(ckpt_path).eval()
+    x = torch.from_numpy(model.preprocess.normalise(model.preprocess.face(image, box)[None]))
+    with torch.no_grad():
+        out = model(x)
+    return torch.softmax(out["expression"], 1)[0].numpy(), out["va"][0].numpy()
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_predict_serves_an_emotion_gcn_checkpoint(gcn_ckpt, astronaut_jpg, tmp_path, backend, capsys):
+    out = tmp_path / "gcn.csv"
+    args = ["predict", str(astronaut_jpg), "--checkpoint", str(gcn_ckpt), "--out", str(out), "--no-progress"]
+    assert cli.main([*args, "--backend", backend]) == 0, capsys.readouterr().err
+    df = pd.read_csv(out)
+    names = list(labels.EXPRESSIONS_7)
+    assert list(df.columns) == [
+        "file", "face", "x1", "y1", "x2", "y2", "det_prob", "expression",
+        *[f"expr_{n}" for n in names], "valence", "arousal",
+    ]  # fmt: skip
+    assert len(df) == 1
+    row = df.iloc[0]
+    photo = np.asarray(Image.open(astronaut_jpg).convert("RGB"))  # the decoded JPEG predict saw
+    probs, va = _direct_forward(gcn_ckpt, photo, row[["x1", "y1", "x2", "y2"]].to_numpy(float))
+    np.testing.assert_allclose(row[[f"expr_{n}" for n in names]].to_numpy(float), probs, atol=1e-5)
+    np.testing.assert_allclose(row[["valence", "arousal"]].to_numpy(float), va, atol=1e-4)
+    assert row["expression"] == names[int(np.argmax(probs))]
+
+
+def test_an_emotion_gcn_exports_to_onnx_with_its_heads(gcn_ckpt, tmp_path):
+    from fer_lib.export import export_onnx, read_metadata
+
+    report = export_onnx(gcn_ckpt, tmp_path / "gcn.onnx")
+    assert report.outputs == ["expression", "va"] and report.worst < 1e-4
+    onnx_rec = Recognizer(tmp_path / "gcn.onnx")
+    assert read_metadata(onnx_rec._backend.session)["kind"] == "emotion_gcn"
+    assert onnx_rec.tasks == {"expression": 7, "va": 2}
+    assert onnx_rec.expression_names == list(labels.EXPRESSIONS_7)
+
+
+def test_the_video_features_come_from_an_emotion_gcn_too(gcn_ckpt):
+    from fer_lib import config
+    from fer_lib.stages.video import make_extractor
+
+    ext = make_extractor(gcn_ckpt, config.get_profile("smoke"), device="cpu")
+    assert ext.class_names == list(labels.EXPRESSIONS_7)
+
+
+# ---------------------------------------------------------------------------------------- crops mode
+@pytest.fixture(scope="module")
+def face_crop_48(tmp_path_factory):
+    """A tight 48 x 48 crop of the astronaut's face (the inner 80 % of MTCNN's box), like FER2013's: MTCNN
+    finds no face in it."""
+    x1, y1, x2, y2 = (int(v) for v in ASTRONAUT_BOX)
+    dx, dy = (x2 - x1) // 10, (y2 - y1) // 10
+    face = Image.fromarray(skimage_data.astronaut()[y1 + dy : y2 - dy, x1 + dx : x2 - dx]).resize((48, 48))
+    path = tmp_path_factory.mktemp("crop") / "face48.png"
+    face.save(path)
+    return path
+
+
+def test_crops_mode_takes_each_image_as_one_face(ckpt, face_crop_48, tmp_path, capsys):
+    out = tmp_path / "crops.csv"
+    args = ["predict", str(face_crop_48), "--checkpoint", str(ckpt), "--out", str(out), "--no-progress"]
+    assert cli.main(args) == 0
+    said = capsys.readouterr().out
+    assert "0 face(s)" in said and "--crops" in said  # no face found: the hint names the mode
+    assert cli.main([*args, "--crops"]) == 0
+    assert "--crops" not in capsys.readouterr().out
+    df = pd.read_csv(out)
+    assert len(df) == 1 and df.loc[0, ["x1", "y1", "x2", "y2"]].tolist() == [0, 0, 48, 48]
+    assert df["det_prob"].isna().all()
+    crop = np.asarray(Image.open(face_crop_48).convert("RGB"))
+    direct = Recognizer(ckpt).predict_faces([crop])[0]
+    np.testing.assert_allclose(
+        df.loc[0, [f"expr_{n}" for n in labels.EXPRESSIONS_8]].to_numpy(float),
+        [direct.expression_probs[n] for n in labels.EXPRESSIONS_8],
+        atol=1e-6,
+    )
+    with pytest.raises(ValueError, match="crops=True"):
+        Recognizer(ckpt, crops=True, detector=object())

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from fer_lib import cli, labels
-from fer_lib.inference import Recognizer
 from fer_lib.interop import UntrustedPickleError, convert_timm_model, import_hsemotion
 from fer_lib.models import load_checkpoint
+from fer_lib.serving import Recognizer
 from fer_lib.video import TorchFeatureExtractor
 
 skimage_data = pytest.importorskip("skimage.data")

@@ -11,10 +11,10 @@ from PIL import Image
 
 from fer_lib.data import FaceDataset, make_loader
 from fer_lib.export import export_onnx
-from fer_lib.inference import Recognizer
 from fer_lib.models import MultiTaskNet, build_model_from_checkpoint, load_checkpoint, save_checkpoint
 from fer_lib.preprocess import Preprocess, crop_window, for_model, from_checkpoint
-from fer_lib.video import TorchFeatureExtractor, faces_in_batch
+from fer_lib.serving import Recognizer
+from fer_lib.video import Sampling, TorchFeatureExtractor, faces_in_batch
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -151,7 +151,7 @@ def test_training_predict_video_and_onnx_feed_the_same_tensor(tmp_path, max_side
     # video: the same frame and box through the video stage's selection, crop and extractor
     ext = TorchFeatureExtractor(build_model_from_checkpoint(ckpt), channels_last=False)
     seen_video = _capture(ext.model.backbone)
-    crops, _, _ = faces_in_batch([arr], [0], [BOX[None]], "afew", 20, ext.preprocess)
+    crops, _, _ = faces_in_batch([arr], [0], [BOX[None]], Sampling(min_face=20), ext.preprocess)
     ext.features(crops)
     video_x = seen_video[-1][0]
 
@@ -189,24 +189,15 @@ def _learnable_faces(tmp_path, n: int = 48) -> tuple[pd.DataFrame, list[np.ndarr
 
 @pytest.mark.slow
 def test_a_model_trained_off_its_default_size_predicts_as_the_trainer_evaluated(tmp_path):
-    from fer_lib.config import TrainConfig
+    from tiny import tiny_config
+
     from fer_lib.training import Trainer, predict
 
     df, crops = _learnable_faces(tmp_path)
     torch.manual_seed(0)
     model = MultiTaskNet("tiny_cnn", {"expression": 4}, hidden=16, verbose=False)  # built at 32 px ...
     ds = FaceDataset(df, Preprocess(48, model.mean, model.std))  # ... trained at 48
-    cfg = TrainConfig(
-        backbone="tiny_cnn",
-        image_size=48,
-        batch_size=16,
-        head_epochs=0,
-        full_epochs=8,
-        lr_full=3e-3,
-        class_weights=False,
-        channels_last=False,
-        scheduler="none",
-    )
+    cfg = tiny_config(image_size=48, full_epochs=8, scheduler="none", amp=True)
     Trainer(model, cfg, device="cpu", out_dir=tmp_path / "run", progress=False).fit(ds, ds)
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     assert from_checkpoint(ckpt).input_size == 48  # the trainer wrote what it trained with

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from fer_lib import config, reporting
-from fer_lib.serving import NoCheckpointError, Recognizer, default_checkpoint
 from fer_lib.models import MultiTaskNet, load_checkpoint, save_checkpoint
+from fer_lib.serving import NoCheckpointError, Recognizer, default_checkpoint
 from fer_lib.stages import report
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

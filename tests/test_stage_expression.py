@@ -268,8 +268,8 @@ def test_fer2013_finetune_starts_from_the_attribute_model_and_serves_grey(env):
     run = E.fer2013_model(cfg, "finetune", env, progress=False)
     assert run.init.kind == "checkpoint" and run.init.label == "01_attributes"
     # FER2013 faces are grey: the checkpoint says so, and a colour face is served grey
-    from fer_lib.inference import Recognizer
     from fer_lib.preprocess import from_checkpoint
+    from fer_lib.serving import Recognizer
 
     # ... and 48 px like FER2013's: a sharper photo is shrunk to that before the resize
     assert from_checkpoint(load_checkpoint(run.checkpoint)) == Preprocess(SIDE, colour="grey", max_side=48)
@@ -325,7 +325,7 @@ def test_real_fer2013_smoke_run(real_root, tmp_path, monkeypatch):
 def test_served_accuracy_goes_through_detection_and_counts_missed_faces(tmp_path):
     from skimage import data as skdata
 
-    from fer_lib.inference import Recognizer
+    from fer_lib.serving import Recognizer
     from fer_lib.stages.common import served_accuracy
 
     torch.manual_seed(0)

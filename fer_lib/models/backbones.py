@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402,F401 - one definition, re-exported
+from .pretrained import hub_error, load_imagenet, normalise_choice
+from .weights import LoadReport, load_matching, read_state_dict  # noqa: F401 - re-exported
 
 # Input sizes used in paper A where they differ from (or must be pinned against) timm's pretrained_cfg.
 PAPER_INPUT_SIZES: dict[str, int] = {
@@ -135,100 +136,6 @@ for _name, (_widths, _double) in _FER_CNN.items():
     register_backbone(_name)(_fer_cnn_factory(_widths, _double))
 
 
-@dataclass
-class LoadReport:
-    """What happened when a weights file was loaded into a module."""
-
-    path: str
-    loaded: int = 0
-    missing: list[str] = field(default_factory=list)  # in the model, not in the file (kept as init)
-    unexpected: list[str] = field(default_factory=list)  # in the file, not in the model (ignored)
-    mismatched: list[str] = field(default_factory=list)  # same name, different shape (ignored)
-
-    def __str__(self) -> str:
-        def few(keys: list[str]) -> str:
-            return ", ".join(keys[:6]) + (f" ... (+{len(keys) - 6})" if len(keys) > 6 else "")
-
-        parts = [f"{self.loaded} tensors loaded from {self.path}"]
-        for name in ("missing", "unexpected", "mismatched"):
-            keys = getattr(self, name)
-            if keys:
-                parts.append(f"{len(keys)} {name}: {few(keys)}")
-        return "; ".join(parts)
-
-
-def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """A flat ``{name: tensor}`` dict from a local weights file.
-
-    Accepts a bare state dict, a dict holding one under ``state_dict`` / ``model`` / ``model_state``
-    (fer_lib and many training scripts), ``.safetensors`` files, and the ``module.`` / ``_orig_mod.``
-    prefixes of DDP and torch.compile. Whole pickled models (e.g. the public HSEmotion ``.pt`` files)
-    are refused unless ``trust_pickle=True``: unpickling runs arbitrary code from the file.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"weights file {path} does not exist; download it yourself (nothing is fetched at run time) "
-            "and pass its local path, or use pretrained_file=None for random initialisation"
-        )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        obj = load_file(str(path), device="cpu")
-    else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-        except Exception as exc:  # noqa: BLE001 - re-raised with advice
-            raise ValueError(
-                f"{path} is not a plain state dict ({type(exc).__name__}: {str(exc).splitlines()[0]}). "
-                "If it is a whole pickled model from a source you trust, pass trust_pickle=True"
-            ) from exc
-    if isinstance(obj, nn.Module):
-        obj = obj.state_dict()
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model", "model_state", "model_state_dict"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors; cannot initialise a model from it")
-    out = {}
-    for k, v in obj.items():
-        for prefix in ("module.", "_orig_mod."):
-            if k.startswith(prefix):
-                k = k[len(prefix) :]
-        out[k] = v
-    return out
-
-
-def load_matching(
-    module: nn.Module,
-    state: dict[str, torch.Tensor],
-    source: str = "<state dict>",
-    drop_prefixes: tuple[str, ...] = (),
-) -> LoadReport:
-    """Load every tensor of ``state`` whose name and shape match ``module``; report the rest.
-
-    Keys starting with one of ``drop_prefixes`` (e.g. a classifier) are skipped silently.
-    """
-    own = module.state_dict()
-    report = LoadReport(path=source)
-    keep = {}
-    for k, v in state.items():
-        if any(k.startswith(p) for p in drop_prefixes):
-            continue
-        if k not in own:
-            report.unexpected.append(k)
-        elif own[k].shape != v.shape:
-            report.mismatched.append(f"{k} {tuple(v.shape)} -> {tuple(own[k].shape)}")
-        else:
-            keep[k] = v
-    report.missing = [k for k in own if k not in keep and not k.endswith("num_batches_tracked")]
-    module.load_state_dict(keep, strict=False)
-    report.loaded = len(keep)
-    return report
-
-
 POOLS = ("avg", "max")
 
 
@@ -243,8 +150,6 @@ def _timm_backbone(
             f"{list_local_backbones()}; see timm.list_models()"
         )
     if hub:
-        from .pretrained import hub_error
-
         try:
             model = timm.create_model(name, pretrained=True, num_classes=0, global_pool=pool)
         except Exception as exc:  # noqa: BLE001 - no network, offline mode, no weights: one error with advice
@@ -289,8 +194,6 @@ def create_backbone(
     checkpoint). Nothing is downloaded unless ``pretrained="timm-hub"``.
     The load report is attached as ``module.load_report`` and printed when ``verbose``.
     """
-    from .pretrained import load_imagenet, normalise_choice
-
     pretrained = normalise_choice(pretrained)
     if pool not in POOLS:
         raise ValueError(f"pool={pool!r}: choose one of {', '.join(POOLS)}")

@@ -12,8 +12,12 @@ upgrades, unlike whole pickled models::
 ``metrics_model`` is the ``model`` name of the checkpoint's rows in ``metrics.csv``, set when a stage
 records them (:func:`fer_lib.reporting.record_metrics` with ``checkpoint=``; absent until then).
 
-``build_model_from_checkpoint`` rebuilds the :class:`MultiTaskNet` from ``model_config``;
-``init_from_checkpoint`` initialises a model of another head layout from it (e.g. an attribute
+``model_config["kind"]`` names the model class (:data:`DEFAULT_KIND` ``"multitask"``, a
+:class:`MultiTaskNet`, also for checkpoints written before kinds were stored; ``"emotion_gcn"``, paper B's
+:class:`~fer_lib.models.emotion_gcn.GCNNet`). ``build_model_from_checkpoint`` asks the builder
+registered for that kind (:func:`register_model_kind`, like timm's model registry) to rebuild the model
+with its preprocessing and weights, so everything that serves checkpoints (``Recognizer``, ``predict``,
+``export``, the video features) serves every kind; ``init_from_checkpoint`` initialises a model of another head layout from it (e.g. an attribute
 checkpoint initialises an expression model): tensors whose shape differs are dropped with a warning,
 like timm does for classifiers.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +38,17 @@ from torch import nn
 from ..io import atomic_torch_save
 from ..labels import default_label_orders
 from ..preprocess import from_checkpoint as preprocess_from_checkpoint
-from .backbones import LoadReport, load_matching
 from .heads import MultiTaskNet
+from .weights import LoadReport, load_matching
 
 FORMAT = "fer_lib.checkpoint/1"
+#: The kind of a model config that names none (MultiTaskNet's, and every checkpoint older than kinds).
+DEFAULT_KIND = "multitask"
+
+#: ``builder(ckpt, **overrides) -> nn.Module``: the model of a loaded checkpoint dict, weights loaded
+#: (strict), ``preprocess`` set; ``overrides`` replace constructor arguments (builders may refuse them).
+ModelBuilder = Callable[..., nn.Module]
+_BUILDERS: dict[str, ModelBuilder] = {}
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -136,7 +148,7 @@ def save_checkpoint(
     ``rng`` is :func:`rng_state` (pass it for an exactly resumable checkpoint).
     """
     net = unwrap(model)
-    model_config = net.config() if hasattr(net, "config") else None
+    model_config = {"kind": DEFAULT_KIND, **net.config()} if hasattr(net, "config") else None
     metrics = {
         k: (float(v) if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else v)
         for k, v in (metrics or {}).items()
@@ -197,12 +209,48 @@ def _as_ckpt(ckpt_or_path: dict | str | Path) -> dict[str, Any]:
     return ckpt_or_path if isinstance(ckpt_or_path, dict) else load_checkpoint(ckpt_or_path)
 
 
-def build_model_from_checkpoint(ckpt_or_path: dict | str | Path, **overrides: Any) -> MultiTaskNet:
-    """Rebuild the stored :class:`MultiTaskNet` with its preprocessing and load its weights (strict)."""
+# ----------------------------------------------------------------------------------- model kinds
+def register_model_kind(kind: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator registering ``builder(ckpt, **overrides) -> nn.Module`` for checkpoints whose
+    ``model_config["kind"]`` is ``kind`` (replacing an earlier builder of that kind)."""
+
+    def deco(builder: ModelBuilder) -> ModelBuilder:
+        _BUILDERS[kind] = builder
+        return builder
+
+    return deco
+
+
+def list_model_kinds() -> list[str]:
+    """The model kinds that :func:`build_model_from_checkpoint` can rebuild."""
+    return sorted(_BUILDERS)
+
+
+def model_kind(ckpt: dict[str, Any]) -> str:
+    """``model_config["kind"]`` of a loaded checkpoint, :data:`DEFAULT_KIND` where it names none."""
+    return str((ckpt.get("model_config") or {}).get("kind") or DEFAULT_KIND)
+
+
+def build_model_from_checkpoint(ckpt_or_path: dict | str | Path, **overrides: Any) -> nn.Module:
+    """Rebuild the stored model (any registered kind) with its preprocessing and load its weights (strict)."""
     ckpt = _as_ckpt(ckpt_or_path)
-    cfg = ckpt.get("model_config")
-    if not cfg:
-        raise ValueError("checkpoint has no model_config; it was not saved from a MultiTaskNet")
+    where = str(ckpt_or_path) if not isinstance(ckpt_or_path, dict) else "checkpoint"
+    if not ckpt.get("model_config"):
+        raise ValueError(f"{where} has no model_config; it was not saved from a fer_lib model")
+    kind = model_kind(ckpt)
+    builder = _BUILDERS.get(kind)
+    if builder is None:
+        raise ValueError(
+            f"{where} holds a model of kind {kind!r}, which no builder is registered for; known kinds: "
+            f"{', '.join(list_model_kinds())} (register one with fer_lib.models.register_model_kind)"
+        )
+    return builder(ckpt, **overrides)
+
+
+@register_model_kind(DEFAULT_KIND)
+def multitask_from_checkpoint(ckpt: dict[str, Any], **overrides: Any) -> MultiTaskNet:
+    """The :class:`MultiTaskNet` of a checkpoint (``overrides``: constructor arguments to change)."""
+    cfg = ckpt["model_config"]
     keys = ("backbone", "tasks", "hidden", "dropout", "age_mode", "male_threshold", "pool", "head_on")
     kwargs = {k: cfg[k] for k in keys if k in cfg}
     kwargs.update(overrides)
@@ -212,11 +260,11 @@ def build_model_from_checkpoint(ckpt_or_path: dict | str | Path, **overrides: An
     return model
 
 
-def load_model(checkpoint: nn.Module | dict | str | Path) -> tuple[MultiTaskNet, dict[str, list], str]:
+def load_model(checkpoint: nn.Module | dict | str | Path) -> tuple[nn.Module, dict[str, list], str]:
     """A ready model for serving: ``(model in eval mode on the CPU, label orders, source name)``.
 
-    ``checkpoint`` is a path, a loaded checkpoint dict or a model (used as it is, unwrapped). Label
-    orders are the checkpoint's, else the canonical ones of the model's heads.
+    ``checkpoint`` is a path, a loaded checkpoint dict (any registered kind) or a model (used as it is,
+    unwrapped). Label orders are the checkpoint's, else the canonical ones of the model's heads.
     """
     if isinstance(checkpoint, nn.Module):
         model, orders, source = unwrap(checkpoint), None, type(checkpoint).__name__
@@ -225,7 +273,9 @@ def load_model(checkpoint: nn.Module | dict | str | Path) -> tuple[MultiTaskNet,
         model, orders = build_model_from_checkpoint(ckpt), ckpt.get("label_orders")
         source = str(checkpoint) if not isinstance(checkpoint, dict) else "<checkpoint>"
     if not hasattr(model, "tasks") or not hasattr(model, "preprocess"):
-        raise TypeError(f"{source}: a fer_lib MultiTaskNet is needed (with .tasks and .preprocess)")
+        raise TypeError(
+            f"{source}: a fer_lib model is needed (a MultiTaskNet or GCNNet, with .tasks and .preprocess)"
+        )
     orders = {k: list(v) for k, v in (orders or default_label_orders(model.tasks)).items()}
     return model.eval(), orders, source
 

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from ..labels import EXPRESSIONS_7, EXPRESSIONS_8
+from .checkpoint import load_checkpoint, register_model_kind
 
 VA_NODES: tuple[str, ...] = ("Valence", "Arousal")
 GCN_NODES: tuple[str, ...] = EXPRESSIONS_7 + VA_NODES
@@ -531,15 +532,21 @@ class GCNNet(GCNMultiTaskNet):
 
 
 def load_gcn_checkpoint(path: str | Path) -> GCNNet:
-    """Rebuild a :class:`GCNNet` from its checkpoint (graph and node features come from the buffers)."""
+    """Rebuild a :class:`GCNNet` from its checkpoint file (graph and node features come from the buffers)."""
+    ckpt = load_checkpoint(path)
+    kind = (ckpt.get("model_config") or {}).get("kind")
+    if kind != "emotion_gcn":
+        raise ValueError(f"{path} is not an Emotion-GCN checkpoint (model_config kind {kind!r})")
+    return gcn_from_checkpoint(ckpt)
+
+
+@register_model_kind("emotion_gcn")
+def gcn_from_checkpoint(ckpt: dict[str, Any]) -> GCNNet:
+    """The :class:`GCNNet` of a loaded checkpoint dict (the builder of kind ``"emotion_gcn"``)."""
     from ..config import GCNConfig
     from ..preprocess import from_checkpoint
-    from .checkpoint import load_checkpoint
 
-    ckpt = load_checkpoint(path)
-    mc = ckpt.get("model_config") or {}
-    if mc.get("kind") != "emotion_gcn":
-        raise ValueError(f"{path} is not an Emotion-GCN checkpoint (model_config kind {mc.get('kind')!r})")
+    mc = ckpt["model_config"]
     sd = ckpt["state_dict"]
     a_hat = sd["gcn.a_hat"].numpy()
     n = a_hat.shape[0]

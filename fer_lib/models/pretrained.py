@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .backbones import IMAGENET_MEAN, IMAGENET_STD, LoadReport, read_state_dict
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
+from .weights import LoadReport, read_state_dict
 
 PRETRAINED_CHOICES = ("imagenet", "timm-hub")
 HALF = (0.5, 0.5, 0.5)

@@ -286,7 +286,9 @@ def expression_metrics(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> di
 # ========================================================================================== training
 @dataclass
 class Run:
-    """One trained model: what it is, how it was initialised, its history and its eval predictions."""
+    """One trained model (every stage's result): what it is, how it was initialised, its history, its
+    eval predictions and metrics, and the data it was trained on (``manifest`` with the splits used,
+    ``source``)."""
 
     name: str
     model: nn.Module
@@ -299,6 +301,15 @@ class Run:
     checkpoint: Path | None = None
     dataset: str = ""
     seed: int = 0
+    manifest: pd.DataFrame | None = None
+    source: DataSource | None = None
+
+    @property
+    def dataset_name(self) -> str:
+        """The metrics.csv dataset name: the source's (``synthetic_<name>`` for generated data)."""
+        if self.source is None:
+            return self.dataset
+        return self.source.name if self.source.real else f"synthetic_{self.source.name}"
 
 
 def train_model(
@@ -317,17 +328,23 @@ def train_model(
     class_counts: Mapping[str, Sequence[int]] | None = None,
     progress: bool = True,
     n_classes: int | None = None,
+    run_config: Mapping[str, object] | None = None,
+    reseed: bool = True,
+    **trainer_kwargs,
 ) -> Run:
     """Train with the project's :class:`~fer_lib.training.Trainer`, reload ``best.pt`` when written,
     predict on ``test`` and compute ``eval_fn(pred, n_classes)`` there. The epoch is selected on ``val``
     (``tc.select_split="val"``), or on ``test`` itself with ``"report"``: the authors' rule, which makes
-    the reported number an optimistic one (model names say so)."""
+    the reported number an optimistic one (model names say so). ``run_config`` is stored with the
+    checkpoints; ``trainer_kwargs`` go to the Trainer (e.g. ``class_weight_tasks``, ``num_workers``);
+    ``reseed=False`` keeps the random state the caller left (stage 01 builds its data after seeding)."""
     if tc.select_split not in SELECT_SPLITS:
         raise ValueError(f"select_split={tc.select_split!r}: choose one of {', '.join(SELECT_SPLITS)}")
     if tc.select_split == "report" and test is not None:
         val = test
     init = init or start_init(tc)
-    seed_everything(seed)
+    if reseed:
+        seed_everything(seed)
     trainer = Trainer(
         model,
         tc,
@@ -336,8 +353,15 @@ def train_model(
         seed=seed,
         class_counts=class_counts,
         progress=progress,
-        run_config={"name": name, "init": str(init), "init_kind": init.kind, "selected_on": tc.select_split},
+        run_config={
+            "name": name,
+            "init": str(init),
+            "init_kind": init.kind,
+            "selected_on": tc.select_split,
+            **(run_config or {}),
+        },
         allow_test_selection=tc.select_split == "report",
+        **trainer_kwargs,
     )
     history = trainer.fit(train, val)
     best = None if out_dir is None else Path(out_dir) / "best.pt"
@@ -368,9 +392,9 @@ def served_accuracy(
     from PIL import Image
 
     from ..datasets.images import read_image
-    from ..inference import Recognizer
     from ..labels import ETHNICITIES, EXPRESSIONS_8
     from ..progress import tqdm
+    from ..serving import Recognizer
 
     rec = Recognizer(checkpoint, largest_only=True)
     heads = [h for h in ("expression", "gender", "race") if h in rec.tasks]

@@ -416,10 +416,10 @@ def publish_models(cfg, paths: Paths | None = None, tol: float = 1e-3) -> pd.Dat
     checkpoint the run did not produce are skipped. The metrics are the rows of the ``model`` name the
     checkpoint was stamped with when its stage recorded them (``metrics_model``). Returns one row per
     published model."""
-    from ..export import half_precision_checkpoint
     from ..labels import default_label_orders
     from ..models import load_checkpoint
     from ..preprocess import from_checkpoint
+    from ..serving.half_precision import half_precision_checkpoint
 
     paths = paths or get_paths()
     out_dir = paths.results / "models"

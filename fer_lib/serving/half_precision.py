@@ -1,0 +1,64 @@
+"""Half-precision copies of checkpoints for publishing (``results/models/``), checked through ``predict``.
+
+:func:`half_precision_checkpoint` is what :func:`fer_lib.stages.report.publish_models` writes: float16
+weights where the decoded predictions stay within a tolerance of the float32 model's, else a mixed or
+float32 copy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..export import ASTRONAUT_FACE_BOX, astronaut
+from .recognizer import Recognizer
+
+
+def half_precision_checkpoint(
+    checkpoint: str | os.PathLike, out: str | os.PathLike, tol: float = 1e-3, n_faces: int = 32
+) -> dict:
+    """A smaller copy of a fer_lib checkpoint for publishing: weights stored in float16 (loaded back into
+    float32), nothing but what serving needs (model config, label orders, metrics, run config).
+
+    Kept only where the decoded outputs of ``predict`` (probabilities, valence / arousal, age / 100) stay
+    within ``tol`` of the float32 model's on ``n_faces`` faces (the astronaut's face, shifted and
+    mirrored). Tried in order: every float tensor in float16; ``"mixed"``: float16 for the large
+    convolution / linear weights, float32 for the sensitive rest (1-D tensors such as BatchNorm and
+    biases, tensors under 5,000 values such as depthwise kernels, the task heads); float32. Returns
+    ``{"dtype", "max_abs_diff", "mb"}``.
+    """
+    from ..io import atomic_torch_save
+    from ..models import load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    keep = ("format", "model_config", "label_orders", "metrics", "metrics_model", "config", "versions")
+    slim = {k: ckpt[k] for k in keep if k in ckpt}
+    out = Path(out)
+    reference = Recognizer(checkpoint, fold_bn=False)
+    face = reference.preprocess.crop(astronaut(), ASTRONAUT_FACE_BOX)
+    rng = np.random.default_rng(0)
+    crops = []
+    for i in range(n_faces):
+        dy, dx = (int(v) for v in rng.integers(-8, 9, 2))
+        c = np.roll(face, (dy, dx), axis=(0, 1))
+        crops.append(c[:, ::-1] if i % 2 else c)
+    full = reference.infer(crops)
+
+    def sensitive(name: str, t) -> bool:
+        return t.ndim <= 1 or t.numel() < 5000 or name.startswith(("heads.", "attribute_trunk."))
+
+    rules = {"float16": lambda k, t: False, "mixed": sensitive}
+    for dtype, keep32 in rules.items():
+        sd = {
+            k: v.half() if v.is_floating_point() and not keep32(k, v) else v
+            for k, v in ckpt["state_dict"].items()
+        }
+        atomic_torch_save({**slim, "state_dict": sd}, out)
+        small = Recognizer(out, fold_bn=False).infer(crops)
+        diff = max(float(np.max(np.abs((full[k] - small[k]) / (100.0 if k == "age" else 1.0)))) for k in full)
+        if diff <= tol:
+            return {"dtype": dtype, "max_abs_diff": diff, "mb": out.stat().st_size / 2**20}
+    atomic_torch_save({**slim, "state_dict": ckpt["state_dict"]}, out)
+    return {"dtype": "float32", "max_abs_diff": 0.0, "mb": out.stat().st_size / 2**20}
