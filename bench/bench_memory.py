@@ -66,7 +66,7 @@ def child(path: str) -> None:
 
     before = peak_rss_mb()
     t0 = time.time()
-    vf = extract_video_features(path, ColourBlobDetector(), MeanColourExtractor(), mode="afew", batch_size=32)
+    vf = extract_video_features(path, ColourBlobDetector(), MeanColourExtractor(), batch_size=32)
     print(
         json.dumps(
             {

@@ -4,10 +4,10 @@ Writes a 640x480 test clip, then runs three variants over it in the same process
 with the naive loop measured in this run:
 
 - naive:     one frame at a time: decode, detect, crop, one forward pass per face;
-- batched:   ``extract_video_features(prefetch=0)``: frames detected in batches, crops in batches;
+- batched:   ``extract_video_features(..., prefetch=0)``: frames detected in batches, crops in batches;
 - batched + overlapped: the same with decoding in a background thread (``prefetch=2``);
 - ..., detect every k: the same with MTCNN on every k-th frame (and the last) only, the boxes of the
-  frames in between interpolated between the two detections around them (``detect_every=k``,
+  frames in between interpolated between the two detections around them (``Sampling.detect_every=k``,
   ``VideoConfig.detect_every``); checked against the naive loop's per-frame boxes (IoU) and pooled
   features.
 
@@ -43,15 +43,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fer_lib.config import get_paths  # noqa: E402
 from fer_lib.reporting import write_benchmark  # noqa: E402
-from fer_lib.stages.video import frame_ious  # noqa: E402
 from fer_lib.video import (  # noqa: E402
+    Sampling,
     TorchFeatureExtractor,
     VideoFeatures,
+    default_detector,
     extract_video_features,
     faces_in_batch,
-    iter_frames,
+    pool,
 )
 from fer_lib.video.fakes import ColourBlobDetector, MeanColourExtractor  # noqa: E402
+from fer_lib.video.study import frame_ious  # noqa: E402
 
 W, H = 640, 480
 
@@ -96,10 +98,8 @@ def write_clip(path: Path, seconds: float, fps: int, real_face: bool) -> Path:
 
 
 # ------------------------------------------------------------------------------ detector / extractor
-def real_detector(min_face_size: int, device: str):
-    from fer_lib.faces import FaceDetector
-
-    return FaceDetector(min_face_size=min_face_size, device=device), "fer_lib.faces.FaceDetector"
+def real_detector(sampling: Sampling, device: str):
+    return default_detector(sampling, device), "fer_lib.faces.FaceDetector"
 
 
 def real_extractor(batch_size: int, device: str):
@@ -115,12 +115,12 @@ def real_extractor(batch_size: int, device: str):
 
 
 # ------------------------------------------------------------------------------------------ variants
-def naive_loop(path, detector, extractor, mode: str, min_face: int) -> VideoFeatures:
+def naive_loop(path, detector, extractor, sampling: Sampling) -> VideoFeatures:
     """The baseline: decode one frame, detect on it, crop, one forward pass per face."""
     sampled, where, boxes, feats, scores = [], [], [], [], []
-    for index, frame in iter_frames(path):
+    for index, frame in sampling.frames(path):
         sampled.append(index)
-        crops, _, kept = faces_in_batch([frame], [index], detector.detect_batch([frame]), mode, min_face)
+        crops, _, kept = faces_in_batch([frame], [index], detector.detect_batch([frame]), sampling)
         for crop, box in zip(crops, kept):
             f, s = extractor.features([crop])
             feats.append(f[0])
@@ -129,7 +129,7 @@ def naive_loop(path, detector, extractor, mode: str, min_face: int) -> VideoFeat
             boxes.append(box)
     return VideoFeatures(
         path=str(path),
-        mode=mode,
+        mode=sampling.mode,
         sampled=np.asarray(sampled),
         face_frame=np.asarray(where),
         boxes=np.asarray(boxes, np.float32).reshape(-1, 5),
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--out", default=None, help="folder for video.md/.csv (default <results>/benchmarks)")
     args = ap.parse_args(argv)
-    min_face = 32 if args.mode == "afew" else 64
+    sampling = Sampling(args.mode)  # paper A's minimum face size of the mode (VideoConfig's default)
 
     if args.fake:
         detector, det_name = ColourBlobDetector(), "colour-blob fake"
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        detector, det_name = real_detector(min_face, args.device)
+        detector, det_name = real_detector(sampling, args.device)
         extractor, ext_name = real_extractor(args.batch_size, args.device)
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"detector: {det_name}; extractor: {ext_name}; mode {args.mode}; batch {args.batch_size}")
@@ -188,33 +188,15 @@ def main(argv=None) -> int:
         n_frames = int(args.seconds * args.fps)
         # warm-up (first-call allocations, MTCNN/torch lazy init) on a few frames, not timed
         extract_video_features(
-            clip,
-            detector,
-            extractor,
-            mode=args.mode,
-            min_face_size=min_face,
-            batch_size=min(4, args.batch_size),
-            max_frames=4,
+            clip, detector, extractor, sampling.replace(max_frames=4), batch_size=min(4, args.batch_size)
         )
         variants = {
-            "naive (per frame)": lambda: naive_loop(clip, detector, extractor, args.mode, min_face),
+            "naive (per frame)": lambda: naive_loop(clip, detector, extractor, sampling),
             "batched": lambda: extract_video_features(
-                clip,
-                detector,
-                extractor,
-                mode=args.mode,
-                min_face_size=min_face,
-                batch_size=args.batch_size,
-                prefetch=0,
+                clip, detector, extractor, sampling, batch_size=args.batch_size, prefetch=0
             ),
             "batched + overlapped decode": lambda: extract_video_features(
-                clip,
-                detector,
-                extractor,
-                mode=args.mode,
-                min_face_size=min_face,
-                batch_size=args.batch_size,
-                prefetch=2,
+                clip, detector, extractor, sampling, batch_size=args.batch_size, prefetch=2
             ),
         }
         for k in args.detect_every:
@@ -222,11 +204,9 @@ def main(argv=None) -> int:
                 clip,
                 detector,
                 extractor,
-                mode=args.mode,
-                min_face_size=min_face,
+                sampling.replace(detect_every=k),
                 batch_size=args.batch_size,
                 prefetch=2,
-                detect_every=k,
             )
         runs: dict[str, tuple[VideoFeatures, float]] = {}
         for r in range(args.repeats):  # interleaved repeats; the fastest of each variant is kept
@@ -237,13 +217,13 @@ def main(argv=None) -> int:
                     runs[name] = (vf, secs)
 
     base_vf, base_t = runs["naive (per frame)"]
-    base_pool = base_vf.pooled()
+    base_pool = pool(base_vf)
     rows = []
     for name, (vf, secs) in runs.items():
-        pool = vf.pooled()
+        pooled = pool(vf)
         diff = (
-            float(np.abs(pool - base_pool).max())
-            if pool is not None and base_pool is not None
+            float(np.abs(pooled - base_pool).max())
+            if pooled is not None and base_pool is not None
             else float("nan")
         )
         same = np.array_equal(vf.face_frame, base_vf.face_frame)
@@ -251,8 +231,8 @@ def main(argv=None) -> int:
         crop_moved = int(np.any(_pixels(vf.boxes) != _pixels(base_vf.boxes), axis=1).sum()) if same else -1
         ious = frame_ious(vf, base_vf)
         rel = (
-            float(np.linalg.norm(pool - base_pool) / np.linalg.norm(base_pool))
-            if pool is not None and base_pool is not None
+            float(np.linalg.norm(pooled - base_pool) / np.linalg.norm(base_pool))
+            if pooled is not None and base_pool is not None
             else float("nan")
         )
         rows.append(

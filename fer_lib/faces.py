@@ -9,11 +9,12 @@ the box size on every side (the public code's 20/40 px margins correspond to rou
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
+from .config import VideoConfig
 from .preprocess import Preprocess, crop_window, to_rgb_array  # noqa: F401 - re-exported
 
 EMPTY_BOXES = np.zeros((0, 5), dtype=np.float32)
@@ -22,13 +23,15 @@ EMPTY_POINTS = np.zeros((0, 5, 2), dtype=np.float32)
 DEFAULT_THRESHOLDS = (0.6, 0.7, 0.7)
 #: Face selections: ``largest`` area (paper A's AFEW wording), highest ``score`` (its code), ``all`` faces.
 SELECT_MODES = ("largest", "score", "all")
+TIGHT = Preprocess(1)  # the box itself, no margin (paper A's crop); only its crop() is used
 
 
 class FaceDetector:
     """MTCNN face detector returning every face with its probability (and 5 landmarks on request).
 
     Args:
-        min_face_size: smallest face side in pixels that the image pyramid looks for.
+        min_face_size: smallest face side in pixels that the image pyramid looks for (default
+            ``VideoConfig.min_face_predict``).
         device: torch device for the three networks.
         thresholds: the P-/R-/O-Net score thresholds (default :data:`DEFAULT_THRESHOLDS`).
         factor: scale step of the image pyramid.
@@ -36,7 +39,7 @@ class FaceDetector:
 
     def __init__(
         self,
-        min_face_size: int = 20,
+        min_face_size: int = VideoConfig.min_face_predict,
         device: str = "cpu",
         thresholds: Sequence[float] | None = None,
         factor: float = 0.709,
@@ -152,6 +155,31 @@ def select_faces(
     if mode != "all" and len(b) > 1:
         b = b[[int(np.argmax(box_area(b) if mode == "largest" else b[:, 4]))]]
     return b
+
+
+def crop_faces(
+    image: np.ndarray,
+    detections: np.ndarray | None,
+    crop: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    select: str = "all",
+    min_size: float = 0.0,
+    min_prob: float = 0.0,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The faces of one image that a consumer keeps, cropped: :func:`select_faces` (``select``,
+    ``min_size``, ``min_prob``), then ``crop(image, row)`` of each kept row (default: the tight box,
+    ``TIGHT.crop``; predict and video pass their model's ``Preprocess.crop`` or a five-point alignment).
+    A face whose crop raises ValueError (its box or landmarks outside the image) is skipped. Returns
+    ``(crops, rows)``: one RGB array per face and its detection row (``[x1, y1, x2, y2, prob]`` and any
+    landmark columns), in detection order."""
+    crop = TIGHT.crop if crop is None else crop
+    crops, kept = [], []
+    for row in select_faces(detections, select, min_size=min_size, min_prob=min_prob):
+        try:
+            crops.append(crop(image, row))
+        except ValueError:  # a box (or landmarks) outside the image
+            continue
+        kept.append(row)
+    return crops, kept
 
 
 def _rows(detections) -> np.ndarray:

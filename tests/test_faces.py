@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fer_lib import faces
+from fer_lib import config, faces
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +69,39 @@ def test_select_faces():
     assert np.array_equal(faces.select_faces(boxes, "largest", min_prob=0.95), boxes[[2]])
     assert np.array_equal(faces.select_faces(boxes, "all", min_size=20), boxes[[1, 2]])
     assert faces.select_faces(None).shape == (0, 5)
+
+
+def test_crop_faces_selects_crops_and_skips_faces_outside_the_image():
+    image = np.arange(40 * 60 * 3, dtype=np.uint8).reshape(40, 60, 3)
+    rows = np.array(
+        [
+            [2, 3, 22, 33, 0.99] + [1.0] * 10,  # kept: 20 x 30, landmarks carried along
+            [70, 0, 90, 20, 0.98] + [2.0] * 10,  # outside the image: skipped
+            [0, 0, 8, 8, 0.97] + [3.0] * 10,  # too small for min_size=10
+            [30, 5, 55, 30, 0.5] + [4.0] * 10,  # kept unless min_prob is above 0.5
+        ],
+        np.float32,
+    )
+    crops, kept = faces.crop_faces(image, rows, min_size=10)
+    assert [c.shape for c in crops] == [(30, 20, 3), (25, 25, 3)]  # the tight box by default
+    np.testing.assert_array_equal(crops[0], image[3:33, 2:22])
+    np.testing.assert_array_equal(np.stack(kept), rows[[0, 3]])  # whole rows, in detection order
+    assert len(faces.crop_faces(image, rows, min_size=10, min_prob=0.9)[0]) == 1
+    crops, kept = faces.crop_faces(image, rows, select="largest")  # selection before cropping
+    assert len(crops) == 1 and kept[0][0] == 30
+    seen = []
+
+    def crop(img, row):  # any crop rule: predict's Preprocess.crop, the video stage's alignment
+        seen.append(row[5])
+        if row[5] == 4.0:
+            raise ValueError("landmarks outside the image")
+        return img[:2, :2]
+
+    crops, kept = faces.crop_faces(image, rows, crop, min_size=10)  # this rule crops outside boxes too
+    assert seen == [1.0, 2.0, 4.0] and [c.shape for c in crops] == [(2, 2, 3)] * 2
+    np.testing.assert_array_equal(np.stack(kept), rows[[0, 1]])  # the row whose crop failed is skipped
+    assert faces.crop_faces(image, None) == ([], [])
+    assert faces.FaceDetector.__init__.__defaults__[0] == config.VideoConfig.min_face_predict == 20
 
 
 def _tilt(point, pivot, degrees):

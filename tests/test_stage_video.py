@@ -14,8 +14,9 @@ from fer_lib import config, labels, published, reporting
 from fer_lib.datasets.synthetic import write_video
 from fer_lib.models import MultiTaskNet, save_checkpoint
 from fer_lib.stages import video as stage
-from fer_lib.video import VideoFeatures, extract_video_features
+from fer_lib.video import POOLINGS, Sampling, VideoFeatures, extract_video_features, pool, pooled_matrix
 from fer_lib.video.fakes import ColourBlobDetector, MeanColourExtractor
+from fer_lib.video.study import keyframes, subsample
 
 # Seven colours with distinct chromaticity (channel spread > 100, so the blob detector finds them).
 COLOURS = [
@@ -132,18 +133,20 @@ def test_make_extractor_reads_size_and_label_order_from_checkpoint(tmp_path):
 def test_subsampled_stride1_features_equal_extracting_at_that_stride(tmp_path, mode, squares, stride):
     path = tmp_path / "v.avi"
     write_video(path, square_frames(11, (230, 30, 30), squares=squares, every=2, seed=3))
-    kw = dict(mode=mode, min_face_size=16, batch_size=4)
-    full = extract_video_features(path, ColourBlobDetector(), MeanColourExtractor(), stride=1, **kw)
-    direct = extract_video_features(path, ColourBlobDetector(), MeanColourExtractor(), stride=stride, **kw)
-    sub = stage.subsample(full, stride)
+    s1 = Sampling(mode, min_face=16)
+    full = extract_video_features(path, ColourBlobDetector(), MeanColourExtractor(), s1, batch_size=4)
+    direct = extract_video_features(
+        path, ColourBlobDetector(), MeanColourExtractor(), s1.replace(stride=stride), batch_size=4
+    )
+    sub = subsample(full, stride)
     assert full.n_frames == 11 and sub.n_frames == direct.n_frames == len(range(0, 11, stride))
     for name in ("sampled", "face_frame", "boxes", "features", "scores"):
         np.testing.assert_array_equal(getattr(sub, name), getattr(direct, name), err_msg=name)
-    for pooling in stage.POOLINGS:
-        np.testing.assert_array_equal(stage.pool(sub, pooling), stage.pool(direct, pooling))
-    assert stage.subsample(full, 1) is full
+    for pooling in POOLINGS:
+        np.testing.assert_array_equal(pool(sub, pooling), pool(direct, pooling))
+    assert subsample(full, 1) is full
     with pytest.raises(ValueError):
-        stage.subsample(full, 0)
+        subsample(full, 0)
 
 
 # ----------------------------------------------------------------------------------------- pooling
@@ -158,9 +161,9 @@ def test_poolings_hand_computed():
         scores=np.zeros((3, 0), np.float32),
     )
     x = np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 4.0]])
-    np.testing.assert_allclose(stage.pool(a, "mean"), x.mean(0))
-    np.testing.assert_allclose(stage.pool(a, "mean_std"), np.r_[x.mean(0), x.std(0)])
-    np.testing.assert_allclose(stage.pool(a, "stat"), np.r_[x.mean(0), x.std(0), x.min(0), x.max(0)])
+    np.testing.assert_allclose(pool(a, "mean"), x.mean(0))
+    np.testing.assert_allclose(pool(a, "mean_std"), np.r_[x.mean(0), x.std(0)])
+    np.testing.assert_allclose(pool(a, "stat"), np.r_[x.mean(0), x.std(0), x.min(0), x.max(0)])
     # VGAF: frame 0 has two faces, frame 2 one
     g = VideoFeatures(
         path="g",
@@ -172,16 +175,16 @@ def test_poolings_hand_computed():
         scores=np.zeros((3, 0), np.float32),
     )
     per_frame = np.array([[1.0, 2.0], [4.0, 4.0]])  # mean over the faces of each frame
-    np.testing.assert_allclose(stage.pool(g, "mean"), per_frame.mean(0))
-    np.testing.assert_allclose(stage.pool(g, "mean_std"), np.r_[per_frame.mean(0), per_frame.std(0)])
+    np.testing.assert_allclose(pool(g, "mean"), per_frame.mean(0))
+    np.testing.assert_allclose(pool(g, "mean_std"), np.r_[per_frame.mean(0), per_frame.std(0)])
     f = np.array([[1.0, 2.0, 1.0, 2.0], [4.0, 4.0, 0.0, 0.0]])  # per frame concat(mean, std) over faces
-    np.testing.assert_allclose(stage.pool(g, "stat"), np.r_[f.mean(0), f.std(0)])
+    np.testing.assert_allclose(pool(g, "stat"), np.r_[f.mean(0), f.std(0)])
     empty = VideoFeatures(path="e", mode="afew", sampled=np.arange(3))
-    assert all(stage.pool(empty, p) is None for p in stage.POOLINGS)
-    X, has = stage.pooled_matrix([a, empty], "mean")
+    assert all(pool(empty, p) is None for p in POOLINGS)
+    X, has = pooled_matrix([a, empty], "mean")
     assert has.tolist() == [True, False] and np.isnan(X[1]).all()
     with pytest.raises(ValueError, match="pooling"):
-        stage.pool(a, "median")
+        pool(a, "median")
 
 
 def test_score_baseline_maps_afew_classes_to_checkpoint_order():
@@ -215,7 +218,7 @@ def test_score_baseline_maps_afew_classes_to_checkpoint_order():
         class_names=list(labels.AFEW_ORDER),
         features=feats,
         stats=pd.DataFrame(),
-        min_face_size=20,
+        sampling=Sampling("afew", min_face=20),
         extract_seconds=0.0,
         score_names=names,
     )
@@ -230,7 +233,7 @@ def test_score_baseline_maps_afew_classes_to_checkpoint_order():
     "n, every, expected", [(8, 3, 4), (9, 3, 4), (7, 3, 3), (1, 5, 1), (0, 2, 0), (6, 1, 6)]
 )
 def test_keyframes_counts_every_kth_frame_and_the_last(n, every, expected):
-    assert stage.keyframes(n, every) == expected
+    assert keyframes(n, every) == expected
 
 
 @pytest.fixture
@@ -327,9 +330,7 @@ def test_end_to_end_tables_metrics_and_cache(fake_real_root):
     calls = ext.calls, det.calls
     again = stage.video_set("afew", cfg, paths, ext, det, progress=False)
     assert again.stats.cached.all() and (ext.calls, det.calls) == calls
-    np.testing.assert_array_equal(
-        stage.pooled_matrix(again.features)[0], stage.pooled_matrix(afew.features)[0]
-    )
+    np.testing.assert_array_equal(pooled_matrix(again.features)[0], pooled_matrix(afew.features)[0])
 
 
 def test_synthetic_fallback_names_the_dataset_synthetic(tmp_results, monkeypatch):
@@ -386,14 +387,15 @@ def test_find_checkpoint_source_names_a_stage_folder(tmp_path):
 
 def test_face_selection_and_C_per_dataset():
     cfg = smoke_cfg()
-    assert stage.face_selection("afew", cfg) == "largest" and stage.face_selection("vgaf", cfg) == "all"
+    selection = {name: Sampling.from_config(cfg.video, name).select for name in ("afew", "vgaf")}
+    assert selection == {"afew": "largest", "vgaf": "all"}
     score = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, afew_face="score"))
-    assert stage.face_selection("afew", score) == "score"
+    assert Sampling.from_config(score.video, "afew").select == "score"
     bad = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, afew_face="biggest"))
     with pytest.raises(ValueError, match="choose one of largest, score"):
-        stage.face_selection("afew", bad)
+        Sampling.from_config(bad.video, "afew")
     with pytest.raises(ValueError, match="choose one of largest, score"):
-        stage.extract_features(pd.DataFrame({"path": []}), "afew", MeanColourExtractor(), bad)
+        stage.video_set("afew", bad, extractor=MeanColourExtractor())
 
 
 def _blob_set(name, n_per_class=6, seed=0):
@@ -426,7 +428,7 @@ def _blob_set(name, n_per_class=6, seed=0):
         class_names=["a", "b", "c"],
         features=feats,
         stats=pd.DataFrame(),
-        min_face_size=16,
+        sampling=Sampling(name, min_face=16),
         extract_seconds=0.0,
     )
 
@@ -450,8 +452,8 @@ def test_thresholds_face_selection_and_alignment_reach_extraction_and_the_cache(
 
     built = []
 
-    def fake_default_detector(min_face_size, device="cpu", thresholds=None):
-        built.append(tuple(thresholds))
+    def fake_default_detector(sampling, device="cpu"):
+        built.append(sampling.thresholds)
         return ColourBlobDetector()  # no MTCNN in this test; it gives landmarks for alignment
 
     monkeypatch.setattr(cache_mod, "default_detector", fake_default_detector)

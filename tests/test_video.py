@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
@@ -10,23 +11,26 @@ import numpy as np
 import pytest
 import torch
 
+from fer_lib.config import VideoConfig, get_profile
 from fer_lib.faces import box_iou, interpolate_boxes
 from fer_lib.preprocess import Preprocess
 from fer_lib.video import (
     FeatureCache,
     FeatureExtractor,
+    Sampling,
     TorchFeatureExtractor,
     VideoDecodeError,
     VideoFeatures,
-    cache_key,
     evaluate_videos,
     extract_dataset,
     extract_video_features,
     faces_in_batch,
     iter_frames,
     make_video_classifier,
+    pool,
     pool_afew,
     pool_vgaf,
+    pooled_matrix,
     prefetch_batches,
     video_info,
 )
@@ -182,16 +186,19 @@ def test_select_faces_afew_largest_vgaf_all_with_min_size():
         [[0, 0, 40, 40, 0.9], [10, 10, 110, 90, 0.99], [5, 5, 25, 25, 0.95], [0, 0, 70, 20, 0.9]], np.float32
     )  # sizes (longer side) 40, 100, 20, 70
     frames = [np.zeros((200, 200, 3), np.uint8)]
-    _, _, afew = faces_in_batch(frames, [0], [boxes], "afew", 32)
+    _, _, afew = faces_in_batch(frames, [0], [boxes], Sampling("afew", min_face=32))
     np.testing.assert_array_equal(afew, boxes[[1]])
-    _, _, vgaf = faces_in_batch(frames, [0], [boxes], "vgaf", 64)
+    _, _, vgaf = faces_in_batch(frames, [0], [boxes], Sampling("vgaf", min_face=64))
     np.testing.assert_array_equal(vgaf, boxes[[1, 3]])
-    assert faces_in_batch(frames, [0], [np.zeros((0, 5))], "afew", 32)[0] == []
-    assert faces_in_batch(frames, [0], [boxes], "afew", 200)[0] == []
+    assert faces_in_batch(frames, [0], [np.zeros((0, 5))], Sampling("afew", min_face=32))[0] == []
+    assert faces_in_batch(frames, [0], [boxes], Sampling("afew", min_face=200))[0] == []
     frame = np.arange(20 * 30 * 3, dtype=np.uint8).reshape(20, 30, 3)
     # the crop rule of training and predict: rounded to whole pixels, clipped; outside boxes dropped
     crops, where, kept = faces_in_batch(
-        [frame], [7], [np.array([[-5.0, 2.2, 10.0, 30.0, 0.9], [40.0, 0, 50, 10, 0.9]])], "vgaf", 0
+        [frame],
+        [7],
+        [np.array([[-5.0, 2.2, 10.0, 30.0, 0.9], [40.0, 0, 50, 10, 0.9]])],
+        Sampling("vgaf", min_face=0),
     )
     assert len(crops) == 1 and where == [7] and kept[0][0] == -5.0
     np.testing.assert_array_equal(crops[0], frame[2:20, 0:10])
@@ -217,6 +224,157 @@ def test_pool_vgaf_hand_computed():
     np.testing.assert_allclose(pool_vgaf(frames), [2, 2.5, 0.5, 1, 1, 0.5, 0.5, 1])
     assert pool_vgaf([np.zeros((0, 2))]) is None
     assert pool_vgaf([]) is None
+
+
+def _video(mode, face_frame, features, n_frames):
+    n = len(face_frame)
+    return VideoFeatures(
+        path=f"{mode}.avi",
+        mode=mode,
+        sampled=np.arange(n_frames),
+        face_frame=np.asarray(face_frame, np.int64),
+        boxes=np.zeros((n, 5), np.float32),
+        features=np.asarray(features, np.float32),
+        scores=np.zeros((n, 0), np.float32),
+    )
+
+
+def test_pool_afew_video_is_exactly_mean_std_min_max_over_its_frames():
+    # frames 0 and 2 have a face, frame 1 none; min and max come from different frames per dimension
+    vf = _video("afew", [0, 2], [[1.0, 6.0], [3.0, 2.0]], n_frames=3)
+    np.testing.assert_array_equal(pool(vf), np.array([2, 4, 1, 2, 1, 2, 3, 6], np.float32))
+    np.testing.assert_array_equal(pool(vf, "mean_std"), np.array([2, 4, 1, 2], np.float32))
+    np.testing.assert_array_equal(pool(vf, "mean"), np.array([2, 4], np.float32))
+    assert pool(vf).dtype == np.float32
+
+
+def test_pool_vgaf_video_pools_faces_per_frame_then_frames():
+    # 2 frames x 2 faces, rows interleaved by frame: frame 0 faces [0, 4], [2, 0]; frame 1 [4, 4], [6, 8]
+    vf = _video("vgaf", [0, 1, 0, 1], [[0.0, 4.0], [4.0, 4.0], [2.0, 0.0], [6.0, 8.0]], n_frames=2)
+    # per frame concat(mean, std) over faces: [1, 2, 1, 2] and [5, 6, 1, 2]
+    # per video concat(mean, std) over frames: [3, 4, 1, 2] and [2, 2, 0, 0]
+    np.testing.assert_array_equal(pool(vf), np.array([3, 4, 1, 2, 2, 2, 0, 0], np.float32))
+    # the simpler poolings take each frame's mean face: [1, 2] and [5, 6]
+    np.testing.assert_array_equal(pool(vf, "mean"), np.array([3, 4], np.float32))
+    np.testing.assert_array_equal(pool(vf, "mean_std"), np.array([3, 4, 2, 2], np.float32))
+    X, has_face = pooled_matrix([vf, _video("vgaf", [], np.zeros((0, 2)), n_frames=2)])
+    assert has_face.tolist() == [True, False] and np.isnan(X[1]).all()
+    np.testing.assert_array_equal(X[0], pool(vf))
+
+
+# ----------------------------------------------------------------------------------------- sampling
+#: Keys of the default samplings as they were before Sampling existed (fer_lib.video.cache.cache_key):
+#: existing feature caches stay valid only while these stay the same.
+PINNED_KEYS = {
+    "afew default": "2f1b5e361183909a38a2a1e2",
+    "vgaf default": "5a2e8cc5bbf286f12de98cc7",
+    "afew score": "7b59845388c694c3312ce737",
+    "vgaf aligned 224": "9b47bb3b0da1d451887f0cfd",
+    "afew detect_every 3": "8d8f41571ac1b80ba95dc4eb",
+    "afew thresholds 0.9": "af1dcf6cdd6b457312ce2cbe",
+    "afew stride 2 fps 5 max 10 min 20": "967d3199c29010a9abd044ac",
+    "afew min 16 blob detector": "373cd563d321842720e6b4ab",
+}
+
+
+@pytest.fixture
+def pinned_clip(tmp_path):
+    """A file named by its content (file_id="content"), so its cache keys do not depend on the machine."""
+    p = tmp_path / "clip.avi"
+    p.write_bytes(b"pinned bytes of a clip")
+    return p
+
+
+def test_sampling_keys_of_existing_caches_stay_the_same(pinned_clip):
+    ext = MeanColourExtractor()  # key "mean-colour-v1"
+
+    def key(s, detector=None):
+        return s.key(pinned_clip, ext, detector, file_id="content")
+
+    assert key(Sampling()) == PINNED_KEYS["afew default"]
+    assert key(Sampling.from_config(VideoConfig(), "afew")) == PINNED_KEYS["afew default"]
+    assert key(Sampling.from_config(VideoConfig(), "vgaf")) == PINNED_KEYS["vgaf default"]
+    assert key(Sampling(select="score")) == PINNED_KEYS["afew score"]
+    assert key(Sampling("vgaf", align=True)) == PINNED_KEYS["vgaf aligned 224"]
+    assert key(Sampling(detect_every=3)) == PINNED_KEYS["afew detect_every 3"]
+    assert key(Sampling(thresholds=(0.6, 0.7, 0.9))) == PINNED_KEYS["afew thresholds 0.9"]
+    assert (
+        key(Sampling(stride=2, fps=5, max_frames=10, min_face=20))
+        == PINNED_KEYS["afew stride 2 fps 5 max 10 min 20"]
+    )
+    assert key(Sampling(min_face=16), SquareDetector()) == PINNED_KEYS["afew min 16 blob detector"]
+
+
+#: One change per Sampling field, each of which changes the features (so the key).
+FIELD_CHANGES = {
+    "mode": dict(mode="vgaf", min_face=32),
+    "select": dict(select="score"),
+    "stride": dict(stride=2),
+    "fps": dict(fps=10.0),
+    "max_frames": dict(max_frames=50),
+    "min_face": dict(min_face=40),
+    "detect_every": dict(detect_every=2),
+    "thresholds": dict(thresholds=(0.6, 0.7, 0.9)),
+    "align": dict(align=True),
+}
+
+
+def test_every_sampling_field_changes_the_key_and_speed_settings_do_not(pinned_clip):
+    assert set(FIELD_CHANGES) == {f.name for f in dataclasses.fields(Sampling)}  # a new field gets a row
+    ext = MeanColourExtractor()
+    base = Sampling().key(pinned_clip, ext)
+    keys = {name: Sampling(**change).key(pinned_clip, ext) for name, change in FIELD_CHANGES.items()}
+    assert base not in keys.values() and len(set(keys.values())) == len(keys)
+    # the video file, the extractor and the detector are part of it too
+    assert Sampling().key(pinned_clip, MeanColourExtractor("other")) != base
+    assert Sampling().key(pinned_clip, ext, SquareDetector()) != base
+    assert Sampling().key(pinned_clip, ext, file_id="content") != base  # stat vs content identity
+    # what changes speed only (batch size, prefetch, threads, device, cache, classifier) is not in Sampling
+    fast = VideoConfig(batch_size=7, prefetch=0, threads=3, cache=False, classifier="rbf_svc", C=2.0)
+    for name in ("afew", "vgaf"):
+        s = Sampling.from_config(fast, name)
+        assert s == Sampling.from_config(VideoConfig(), name)
+        assert s.key(pinned_clip, ext) == Sampling.from_config(VideoConfig(), name).key(pinned_clip, ext)
+
+
+def test_sampling_from_config_per_dataset():
+    afew, vgaf = Sampling.from_config(VideoConfig(), "afew"), Sampling.from_config(VideoConfig(), "vgaf")
+    assert afew == Sampling() and (afew.select, afew.min_face, afew.align) == ("largest", 32, False)
+    assert (vgaf.mode, vgaf.select, vgaf.min_face, vgaf.align) == ("vgaf", "all", 64, False)
+    assert afew.thresholds == vgaf.thresholds == (0.6, 0.7, 0.7) and afew.stride == 1
+    paper = VideoConfig(
+        stride=2,
+        fps=10.0,
+        max_frames=99,
+        min_face_afew=20,
+        min_face_vgaf=40,
+        mtcnn_thresholds=(0.6, 0.7, 0.9),
+        afew_face="score",
+        align_vgaf=True,
+        detect_every=3,
+    )
+    a, g = Sampling.from_config(paper, "afew"), Sampling.from_config(paper, "vgaf")
+    assert a == Sampling("afew", "score", 2, 10.0, 99, 20, 3, (0.6, 0.7, 0.9), align=False)  # align: VGAF's
+    assert g == Sampling("vgaf", "all", 2, 10.0, 99, 40, 3, (0.6, 0.7, 0.9), align=True)
+    smoke = get_profile("smoke").video
+    assert Sampling.from_config(smoke, "afew").min_face == smoke.min_face_afew == 20
+    assert Sampling.from_config(smoke, "vgaf").min_face == smoke.min_face_vgaf
+    with pytest.raises(ValueError, match="video.afew_face='biggest'; choose one of largest, score"):
+        Sampling.from_config(VideoConfig(afew_face="biggest"), "afew")
+    with pytest.raises(ValueError, match="afew and vgaf"):
+        Sampling.from_config(VideoConfig(), "affectnet")
+
+
+def test_sampling_resolves_defaults_and_rejects_bad_values():
+    assert Sampling("vgaf") == Sampling("vgaf", "all", min_face=VideoConfig.min_face_vgaf)
+    assert Sampling(fps=5).fps == 5.0 and isinstance(Sampling(fps=5).fps, float)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Sampling().stride = 2
+    for bad in (dict(mode="fer"), dict(stride=0), dict(detect_every=0), dict(fps=0), dict(max_frames=0)):
+        with pytest.raises(ValueError):
+            Sampling(**bad)
+    with pytest.raises(ValueError, match="3 thresholds"):
+        Sampling(thresholds=(0.6, 0.7))
 
 
 # ----------------------------------------------------------------------------------------- classifier
@@ -270,42 +428,42 @@ def test_extract_video_features_afew_and_vgaf(tmp_path):
     frames = square_frames(10, COLOURS[0], every=2, squares=2)  # faces on frames 0, 2, 4, 6, 8
     path = write_video(tmp_path / "two.mp4", frames)
     det, ext = SquareDetector(), MeanColourExtractor()
-    vf = extract_video_features(path, det, ext, mode="afew", min_face_size=16, batch_size=4)
+    vf = extract_video_features(path, det, ext, Sampling("afew", min_face=16), batch_size=4)
     assert vf.n_frames == 10 and list(vf.sampled) == list(range(10))
     assert list(vf.face_frame) == [0, 2, 4, 6, 8] and vf.n_frames_with_face == 5
     assert det.calls == 3 and ext.calls == 3  # batches of 4 frames: 4 + 4 + 2
     np.testing.assert_allclose(vf.features.mean(0), np.array(COLOURS[0]) / 255, atol=0.06)
     np.testing.assert_allclose(vf.scores.sum(1), 1.0, rtol=1e-5)
-    assert vf.pooled().shape == (12,)
+    assert pool(vf).shape == (12,)
     vg = extract_video_features(
-        path, SquareDetector(), ext, mode="vgaf", min_face_size=16, batch_size=4, stride=2
+        path, SquareDetector(), ext, Sampling("vgaf", stride=2, min_face=16), batch_size=4
     )
     assert list(vg.face_frame) == [0, 0, 2, 2, 4, 4, 6, 6, 8, 8]
     assert [len(f) for f in vg.per_frame()] == [2] * 5
-    assert vg.pooled().shape == (12,)
-    big = extract_video_features(path, SquareDetector(), ext, mode="vgaf")  # default 64 px: none
-    assert big.n_faces == 0 and big.pooled() is None and big.n_frames == 10
+    assert pool(vg).shape == (12,)
+    big = extract_video_features(path, SquareDetector(), ext, Sampling("vgaf"))  # default 64 px: none
+    assert big.n_faces == 0 and pool(big) is None and big.n_frames == 10
 
 
 def test_overlapped_and_plain_extraction_agree(tmp_path):
     path = write_video(tmp_path / "a.avi", square_frames(12, COLOURS[1], every=3))
     a = extract_video_features(
-        path, SquareDetector(), MeanColourExtractor(), min_face_size=16, prefetch=2, batch_size=5
+        path, SquareDetector(), MeanColourExtractor(), Sampling(min_face=16), prefetch=2, batch_size=5
     )
     b = extract_video_features(
-        path, SquareDetector(), MeanColourExtractor(), min_face_size=16, prefetch=0, batch_size=1
+        path, SquareDetector(), MeanColourExtractor(), Sampling(min_face=16), prefetch=0, batch_size=1
     )
     np.testing.assert_array_equal(a.face_frame, [0, 3, 6, 9])
-    np.testing.assert_allclose(a.pooled(), b.pooled(), atol=1e-6)
+    np.testing.assert_allclose(pool(a), pool(b), atol=1e-6)
 
 
 def test_detect_every_k_interpolates_boxes_across_batches(tmp_path):
     frames = square_frames(11, COLOURS[0])  # one square on every frame, moving 2 px a frame
     path = write_video(tmp_path / "between.mp4", frames)
     full_det, det = SquareDetector(), SquareDetector()
-    full = extract_video_features(path, full_det, MeanColourExtractor(), min_face_size=16, batch_size=4)
+    full = extract_video_features(path, full_det, MeanColourExtractor(), Sampling(min_face=16), batch_size=4)
     vf = extract_video_features(
-        path, det, MeanColourExtractor(), min_face_size=16, batch_size=4, detect_every=3
+        path, det, MeanColourExtractor(), Sampling(min_face=16, detect_every=3), batch_size=4
     )
     assert full_det.frames == 11 and det.frames == 5  # frames 0, 3, 6, 9 and the last one, 10
     assert list(vf.face_frame) == list(range(11)) and list(vf.sampled) == list(range(11))
@@ -319,9 +477,9 @@ def test_detect_every_k_interpolates_boxes_across_batches(tmp_path):
     for i in (1, 2, 4, 5, 7, 8):  # across batch boundaries (frames 4 and 8 start batches) ...
         np.testing.assert_allclose(by_frame[i][:4], ref[i][:4], atol=1.01)  # ... on the moving square
         assert np.abs(by_frame[i][:4] - ref[3 * (i // 3)][:4]).max() >= 1.5  # not the last detection's box
-    np.testing.assert_allclose(vf.pooled(), full.pooled(), atol=0.02)
+    np.testing.assert_allclose(pool(vf), pool(full), atol=0.02)
     same = extract_video_features(
-        path, SquareDetector(), MeanColourExtractor(), min_face_size=16, batch_size=4, detect_every=1
+        path, SquareDetector(), MeanColourExtractor(), Sampling(min_face=16, detect_every=1), batch_size=4
     )
     np.testing.assert_array_equal(same.boxes, full.boxes)
 
@@ -331,7 +489,7 @@ def test_a_face_found_by_one_keyframe_only_is_not_guessed_in_between(tmp_path):
         tmp_path / "gone.mp4", square_frames(9, COLOURS[1], every=4)
     )  # faces on frames 0, 4, 8
     vf = extract_video_features(
-        path, SquareDetector(), MeanColourExtractor(), min_face_size=16, batch_size=3, detect_every=2
+        path, SquareDetector(), MeanColourExtractor(), Sampling(min_face=16, detect_every=2), batch_size=3
     )
     # keyframes 0, 2, 4, 6, 8 find faces on 0, 4, 8 only: frames 1, 3, 5, 7 lie between a keyframe with
     # the face and one without it, so they get none, as a detection on them would have found
@@ -358,7 +516,9 @@ def test_decode_error_inside_extraction_names_file(tmp_path):
     bad = tmp_path / "bad.avi"
     bad.write_bytes(good.read_bytes()[: int(good.stat().st_size * 0.8)])
     with pytest.raises(VideoDecodeError, match="bad.avi"):
-        extract_video_features(bad, SquareDetector(), MeanColourExtractor(), min_face_size=16, batch_size=4)
+        extract_video_features(
+            bad, SquareDetector(), MeanColourExtractor(), Sampling(min_face=16), batch_size=4
+        )
 
 
 # ----------------------------------------------------------------------------------------- cache
@@ -366,28 +526,33 @@ def test_cache_hit_and_invalidation(tmp_path):
     paths = [write_video(tmp_path / f"v{i}.mp4", square_frames(8, COLOURS[i])) for i in range(2)]
     cache = FeatureCache(tmp_path / "cache")
     ext = MeanColourExtractor("ckpt-A")
-    kw = dict(detector=SquareDetector(), min_face_size=16, batch_size=4, cache=cache, progress=False)
-    X1, has1, st1 = extract_dataset(paths, ext, **kw)
-    assert ext.calls == 4 and not st1.cached.any() and has1.all()
-    X2, _, st2 = extract_dataset(paths, ext, **kw)
+    s16 = Sampling(min_face=16)
+    kw = dict(detector=SquareDetector(), batch_size=4, cache=cache, progress=False)
+    f1, st1 = extract_dataset(paths, ext, s16, **kw)
+    X1, has1 = pooled_matrix(f1)
+    assert ext.calls == 4 and not st1.cached.any() and has1.all() and st1.has_face.all()
+    f2, st2 = extract_dataset(paths, ext, s16, **kw)
     assert ext.calls == 4 and st2.cached.all()  # second run: no decoding, no extractor call
-    np.testing.assert_array_equal(X1, X2)
+    np.testing.assert_array_equal(X1, pooled_matrix(f2)[0])
     ext_b = MeanColourExtractor("ckpt-B")  # changed checkpoint key -> recompute
-    extract_dataset(paths, ext_b, **kw)
+    extract_dataset(paths, ext_b, s16, **kw)
     assert ext_b.calls == 4
-    _, _, st3 = extract_dataset(paths, ext, **{**kw, "min_face_size": 20})  # changed setting
+    _, st3 = extract_dataset(paths, ext, s16.replace(min_face=20), **kw)  # changed setting
     assert not st3.cached.any() and ext.calls == 8
-    _, _, st4 = extract_dataset(paths, ext, stride=2, **kw)  # changed stride
+    _, st4 = extract_dataset(paths, ext, s16.replace(stride=2), **kw)  # changed stride
     assert not st4.cached.any() and ext.calls == 8 + 2
-    _, _, st6 = extract_dataset(paths, ext, detect_every=2, **kw)  # detection every 2nd frame
+    _, st6 = extract_dataset(paths, ext, s16.replace(detect_every=2), **kw)  # detection every 2nd frame
     assert not st6.cached.any() and ext.calls == 10 + 6  # + each video's last frame, a keyframe of its own
-    assert extract_dataset(paths, ext, detect_every=2, **kw)[2].cached.all()
+    assert extract_dataset(paths, ext, s16.replace(detect_every=2), **kw)[1].cached.all()
+    # speed settings are not part of the key: another batch size and prefetch depth read the same entries
+    st7 = extract_dataset(paths, ext, s16, **{**kw, "batch_size": 3}, prefetch=0)[1]
+    assert st7.cached.all() and ext.calls == 16 and st7.cache_key.tolist() == st1.cache_key.tolist()
     # an unreadable cache entry is recomputed, not fatal
     for f in (tmp_path / "cache").glob("v0-*.npz"):
         f.write_bytes(b"broken")
     with pytest.warns(UserWarning, match="unreadable"):
-        X5, _, _ = extract_dataset(paths[:1], ext, **kw)
-    np.testing.assert_allclose(X5[0], X1[0])
+        f5, _ = extract_dataset(paths[:1], ext, s16, **kw)
+    np.testing.assert_allclose(pooled_matrix(f5)[0][0], X1[0])
     assert isinstance(ext, FeatureExtractor)
 
 
@@ -397,13 +562,15 @@ def test_extract_dataset_counts_faceless_and_broken_videos(tmp_path):
     junk = tmp_path / "junk.avi"
     junk.write_bytes(b"not a video at all" * 50)
     with pytest.warns(UserWarning, match="1 of 3 videos have no face .* and 1 could not be decoded"):
-        X, has_face, stats = extract_dataset(
+        feats, stats = extract_dataset(
             [{"path": str(ok)}, {"path": str(empty)}, {"path": str(junk)}],
             MeanColourExtractor(),
+            Sampling(min_face=16),
             detector=SquareDetector(),
-            min_face_size=16,
             progress=False,
         )
+    X, has_face = pooled_matrix(feats)
+    assert stats.has_face.tolist() == [True, False, False] and feats[2].error == stats.error[2]
     assert list(has_face) == [True, False, False]
     assert np.isfinite(X[0]).all() and np.isnan(X[1:]).all() and X.shape == (3, 12)
     assert "junk.avi" in stats.error[2] and stats.error[1] == ""
@@ -429,7 +596,7 @@ def test_video_features_round_trip_through_cache(tmp_path):
     back = cache.get("/x/y.avi", "k1")
     assert back.path == "/x/y.avi" and back.mode == "vgaf" and back.error == ""
     np.testing.assert_array_equal(back.features, vf.features)
-    np.testing.assert_allclose(back.pooled(), vf.pooled())
+    np.testing.assert_allclose(pool(back), pool(vf))
     assert cache.get("/x/y.avi", "k2") is None
 
 
@@ -522,8 +689,6 @@ def test_torch_feature_extractor_without_scores():
 
 
 def test_detector_key_shows_settings():
-    from fer_lib.video.features import detector_key
-
     class Det:
         def __init__(self, m):
             self.m = m
@@ -534,9 +699,10 @@ def test_detector_key_shows_settings():
         def detect_batch(self, frames):
             return [np.zeros((0, 5))] * len(frames)
 
-    assert detector_key(Det(32), 32) != detector_key(Det(40), 32)
-    assert "min_face_size=40" in detector_key(None, 40)
-    assert detector_key(SquareDetector(), 32) == SquareDetector.key
+    s32 = Sampling(min_face=32)
+    assert s32.detector_key(Det(32)) != s32.detector_key(Det(40))
+    assert "min_face_size=40" in Sampling(min_face=40).detector_key()
+    assert s32.detector_key(SquareDetector()) == SquareDetector.key
 
 
 # ----------------------------------------------------------------------------------------- end to end
@@ -559,15 +725,16 @@ def test_end_to_end_video_classification(tmp_path):
 
     man = pd.DataFrame(rows)
     with pytest.warns(UserWarning, match="1 of 25 videos have no face"):
-        X, has_face, stats = extract_dataset(
+        feats, stats = extract_dataset(
             man,
             MeanColourExtractor(),
+            Sampling(min_face=16),
             detector=SquareDetector(),
-            min_face_size=16,
             batch_size=8,
             cache=tmp_path / "cache",
             progress=False,
         )
+    X, has_face = pooled_matrix(feats)
     tr, te = (man.split == "train").to_numpy(), (man.split == "test").to_numpy()
     res = evaluate_videos(
         make_video_classifier("linear_svc", C=None, C_grid=(1.0, 100.0), cv=3),
@@ -616,18 +783,20 @@ class CropRecorder(MeanColourExtractor):
 def test_afew_score_keeps_the_most_probable_face_largest_the_largest(tmp_path):
     frame = FixedFaces.frame_with_faces()
     det = FixedFaces.BOXES
-    _, _, largest = faces_in_batch([frame], [0], [det], "afew", 16)
-    _, _, score = faces_in_batch([frame], [0], [det], "afew", 16, select="score")
+    _, _, largest = faces_in_batch([frame], [0], [det], Sampling("afew", min_face=16))
+    _, _, score = faces_in_batch([frame], [0], [det], Sampling("afew", "score", min_face=16))
     np.testing.assert_array_equal(largest, det[[0]])
     np.testing.assert_array_equal(score, det[[1]])
     with pytest.raises(ValueError, match="choose one of largest, score"):
-        faces_in_batch([frame], [0], [det], "afew", 16, select="all")
+        Sampling("afew", "all")
     with pytest.raises(ValueError, match="choose one of all"):
-        faces_in_batch([frame], [0], [det], "vgaf", 16, select="score")
+        Sampling("vgaf", "score")
     path = write_video(tmp_path / "two.avi", [frame] * 4)
-    kw = dict(mode="afew", min_face_size=16, batch_size=2)
-    red = extract_video_features(path, FixedFaces(), MeanColourExtractor(), **kw)
-    blue = extract_video_features(path, FixedFaces(), MeanColourExtractor(), select="score", **kw)
+    afew = Sampling("afew", min_face=16)
+    red = extract_video_features(path, FixedFaces(), MeanColourExtractor(), afew, batch_size=2)
+    blue = extract_video_features(
+        path, FixedFaces(), MeanColourExtractor(), afew.replace(select="score"), batch_size=2
+    )
     assert red.n_faces == blue.n_faces == 4  # one face per frame either way
     np.testing.assert_allclose(red.features.mean(0), np.array([230, 30, 30]) / 255, atol=0.05)
     np.testing.assert_allclose(blue.features.mean(0), np.array([30, 30, 230]) / 255, atol=0.05)
@@ -637,13 +806,15 @@ def test_afew_score_keeps_the_most_probable_face_largest_the_largest(tmp_path):
 def test_aligned_faces_take_the_extractors_size_and_landmarks_follow_keyframes(tmp_path):
     frames = square_frames(7, COLOURS[2], squares=2)
     path = write_video(tmp_path / "g.avi", frames)
-    kw = dict(mode="vgaf", min_face_size=16, batch_size=3)
-    box = extract_video_features(path, SquareDetector(), MeanColourExtractor(), **kw)
+    vgaf = Sampling("vgaf", min_face=16)
+    box = extract_video_features(path, SquareDetector(), MeanColourExtractor(), vgaf, batch_size=3)
     plain = CropRecorder()
-    aligned = extract_video_features(path, SquareDetector(), plain, align=True, detect_every=3, **kw)
+    aligned = extract_video_features(
+        path, SquareDetector(), plain, vgaf.replace(align=True, detect_every=3), batch_size=3
+    )
     assert set(plain.shapes) == {(224, 224, 3)}  # no input size known: paper A's 224
     sized = CropRecorder(preprocess=Preprocess(48))
-    extract_video_features(path, SquareDetector(), sized, align=True, **kw)
+    extract_video_features(path, SquareDetector(), sized, vgaf.replace(align=True), batch_size=3)
     assert set(sized.shapes) == {(48, 48, 3)}  # the model's input size
     # the fake landmarks sit where the template puts them in the box, so alignment frames the square
     # as the box does (frames 1, 2, 4, 5 with interpolated landmarks too)
@@ -652,7 +823,7 @@ def test_aligned_faces_take_the_extractors_size_and_landmarks_follow_keyframes(t
     np.testing.assert_allclose(aligned.features, box.features, atol=0.03)
     np.testing.assert_allclose(aligned.features.mean(0), np.array(COLOURS[2]) / 255, atol=0.05)
     with pytest.raises(ValueError, match="five landmarks"):
-        faces_in_batch([frames[0]], [0], [FixedFaces.BOXES], "vgaf", 16, align_size=64)
+        faces_in_batch([frames[0]], [0], [FixedFaces.BOXES], vgaf.replace(align=True), Preprocess(64))
 
 
 def test_interpolated_detections_carry_landmarks_along():
@@ -667,47 +838,48 @@ def test_interpolated_detections_carry_landmarks_along():
 
 def test_thresholds_selection_and_alignment_are_part_of_the_cache_key(tmp_path, monkeypatch):
     from fer_lib.video import cache as cache_mod
-    from fer_lib.video.features import detector_key
 
     old = "fer_lib.faces.FaceDetector(min_face_size=32)"  # the key before thresholds were an option
-    assert detector_key(None, 32) == detector_key(None, 32, (0.6, 0.7, 0.7)) == old
-    assert "thresholds=[0.6, 0.7, 0.9]" in detector_key(None, 32, (0.6, 0.7, 0.9))
+    assert Sampling().detector_key() == Sampling(thresholds=(0.6, 0.7, 0.7)).detector_key() == old
+    assert "thresholds=[0.6, 0.7, 0.9]" in Sampling(thresholds=(0.6, 0.7, 0.9)).detector_key()
     p = write_video(tmp_path / "k.avi", square_frames(3, COLOURS[0]))
-    base = cache_key(p, "ext", "afew", 1, 32, old)
-    assert cache_key(p, "ext", "afew", 1, 32, old, select="largest") == base  # the default keeps its name
-    assert cache_key(p, "ext", "afew", 1, 32, old, select="score") != base
-    assert cache_key(p, "ext", "afew", 1, 32, detector_key(None, 32, (0.6, 0.7, 0.9))) != base
-    vg = cache_key(p, "ext", "vgaf", 1, 32, old)
-    assert (
-        len(
-            {
-                vg,
-                cache_key(p, "ext", "vgaf", 1, 32, old, align=224),
-                cache_key(p, "ext", "vgaf", 1, 32, old, align=112),
-            }
-        )
-        == 3
-    )
+    ext = MeanColourExtractor("ext")
+    base = Sampling().key(p, ext)
+    assert Sampling(select="largest").key(p, ext) == base  # the default keeps its name
+    assert Sampling(select="score").key(p, ext) != base
+    assert Sampling(thresholds=(0.6, 0.7, 0.9)).key(p, ext) != base
+    vg = Sampling("vgaf", min_face=32)
+    aligned = vg.replace(align=True)
+    sized = CropRecorder("ext", preprocess=Preprocess(112))  # aligned at the extractor's 112 px, not 224
+    assert len({vg.key(p, ext), aligned.key(p, ext), aligned.key(p, sized)}) == 3
 
     built = []  # the thresholds reach the detector extract_dataset builds
 
-    def fake_default_detector(min_face_size, device="cpu", thresholds=None):
-        built.append(thresholds)
+    def fake_default_detector(sampling, device="cpu"):
+        built.append(sampling.thresholds)
         return SquareDetector()
 
     monkeypatch.setattr(cache_mod, "default_detector", fake_default_detector)
     ext = MeanColourExtractor()
-    kw = dict(min_face_size=16, cache=FeatureCache(tmp_path / "cache"), progress=False)
+    kw = dict(cache=FeatureCache(tmp_path / "cache"), progress=False)
 
-    def run(**over):
-        return extract_dataset([p], ext, **{**kw, **over})[2]
+    def run(sampling):
+        return extract_dataset([p], ext, sampling, **kw)[1]
 
-    assert not run(thresholds=(0.6, 0.7, 0.9)).cached.any() and built == [(0.6, 0.7, 0.9)]
-    assert run(thresholds=(0.6, 0.7, 0.9)).cached.all()
-    assert not run().cached.any() and built[-1] is None  # other thresholds: extracted again
-    assert run(thresholds=(0.6, 0.7, 0.7)).cached.all()  # the default, spelt out: the same entry
-    assert not run(select="score").cached.any() and run(select="score").cached.all()
-    stats = run(mode="vgaf")
-    assert not run(mode="vgaf", align=True).cached.any() and run(mode="vgaf", align=True).cached.all()
-    assert stats.cache_key[0] != run(mode="vgaf", align=True).cache_key[0]
+    s16 = Sampling(min_face=16)
+    paper = s16.replace(thresholds=(0.6, 0.7, 0.9))
+    p2 = write_video(tmp_path / "k2.avi", square_frames(3, COLOURS[1]))
+    two = extract_dataset([p, p2], ext, paper, cache=FeatureCache(tmp_path / "other"), progress=False)[1]
+    # every video keyed by the detector as given (None: the sampling's MTCNN), not by the one built
+    assert two.cache_key.tolist() == [paper.key(q, ext) for q in (p, p2)] and built == [(0.6, 0.7, 0.9)]
+    ext.calls, built[:] = 0, []
+    assert not run(paper).cached.any() and built == [(0.6, 0.7, 0.9)]
+    assert run(paper).cached.all()
+    assert not run(s16).cached.any() and built[-1] == (0.6, 0.7, 0.7)  # other thresholds: extracted again
+    assert run(s16.replace(thresholds=(0.6, 0.7, 0.7))).cached.all()  # the default, spelt out: the same entry
+    assert not run(s16.replace(select="score")).cached.any() and run(s16.replace(select="score")).cached.all()
+    vgaf = Sampling("vgaf", min_face=16)
+    stats = run(vgaf)
+    assert not run(vgaf.replace(align=True)).cached.any() and run(vgaf.replace(align=True)).cached.all()
+    assert stats.cache_key[0] != run(vgaf.replace(align=True)).cache_key[0]
     assert ext.calls == 5  # one extraction per new setting (0.9, default, score, vgaf, vgaf aligned)

@@ -21,20 +21,18 @@ The steps, in notebook order:
     detection_table([afew, vgaf]); accuracy_table(afew, cfg); stride_study(afew, cfg)
     detect_every_study(afew, cfg, ext)                   # MTCNN on every k-th frame only
 
-Per-frame features are extracted **once**, at stride 1, through :class:`fer_lib.video.FeatureCache`
-(``results/cache/video``); every other stride is obtained by subsampling them (:func:`subsample`).
-That equals decoding at that stride because decoding numbers frames the same way whatever the stride,
-and the detector and the feature network see one frame / one crop at a time (their outputs do not
-depend on the other frames of a batch; up to float rounding of batched convolutions on some
-back-ends). ``cfg.video.max_frames`` breaks the equality (a capped direct decode at stride ``s``
-reaches ``s`` times further into the video), so the stride study warns when it is set.
+This module is the report: it orchestrates :mod:`fer_lib.video` and builds the tables and metrics rows.
+Which frames and faces are used is the profile's :class:`fer_lib.video.Sampling`
+(``Sampling.from_config(cfg.video, name)``). Per-face features are extracted **once**, at stride 1,
+through :class:`fer_lib.video.FeatureCache` (``results/cache/video``); every other stride is obtained by
+subsampling them (:func:`fer_lib.video.study.subsample`, which explains why that equals decoding at the
+stride). ``cfg.video.max_frames`` breaks the equality, so the stride study warns when it is set.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -47,33 +45,26 @@ import pandas as pd
 
 from .. import labels as L
 from ..config import Paths, Profile, get_paths, repo_root, resolve_device
-from ..faces import box_iou
 from ..published import STRIDE_STUDY
 from ..video import (
     CLASSIFIERS,
     FeatureCache,
+    Sampling,
     TorchFeatureExtractor,
     VideoFeatures,
     evaluate_videos,
     extract_dataset,
     make_video_classifier,
-    pool_afew,
-    pool_vgaf,
+    pooled_matrix,
 )
-from ..video.features import SELECTIONS
+from ..video.pooling import PAPER_POOLING, POOLINGS
+from ..video.study import agreement, detected_fraction, subsample
 
 #: Checkpoints notebook 04 looks for under the run folder's ``checkpoints/`` with ``video.source=auto``,
 #: first match wins.
 CHECKPOINT_CANDIDATES = ("02_expression_va", "02_expression")
 AUTO_SOURCE = "auto"
-#: Poolings compared in the accuracy tables; ``stat`` is paper A's (the one the metrics report).
-POOLINGS = ("stat", "mean_std", "mean")
-POOLING_HELP = {
-    "stat": "paper A: AFEW concat(mean,std,min,max) over frames; VGAF mean+std over faces, then over frames",
-    "mean_std": "concat(mean, std) over frames of the per-frame vector (VGAF: mean over the frame's faces)",
-    "mean": "mean over frames of the per-frame vector (VGAF: mean over the frame's faces)",
-}
-PAPER_POOLING, PAPER_CLASSIFIER = "stat", "linear_svc"
+PAPER_CLASSIFIER = "linear_svc"  # with PAPER_POOLING ("stat", fer_lib.video.pooling): paper A's protocol
 #: Name of the split the metrics use: the AFEW / VGAF ``Val`` folder (the loaders' ``test`` split) is
 #: the set paper A reports on, and ``fer_lib.published`` calls it ``val``.
 METRIC_SPLIT = "val"
@@ -162,22 +153,6 @@ def make_extractor(checkpoint: str | Path, cfg: Profile, device: Any = None) -> 
     return ext
 
 
-def min_face_size(mode: str, cfg: Profile) -> int:
-    """The profile's minimum face size of a mode (AFEW: largest face; VGAF: every face)."""
-    return int(cfg.video.min_face_afew if mode == "afew" else cfg.video.min_face_vgaf)
-
-
-def face_selection(mode: str, cfg: Profile) -> str:
-    """The profile's face selection of a mode: AFEW ``video.afew_face`` (largest | score), VGAF every face."""
-    if mode != "afew":
-        return "all"
-    if cfg.video.afew_face not in SELECTIONS["afew"]:
-        raise ValueError(
-            f"video.afew_face={cfg.video.afew_face!r}; choose one of {', '.join(SELECTIONS['afew'])}"
-        )
-    return cfg.video.afew_face
-
-
 def svm_C(mode: str, cfg: Profile) -> float | None:
     """The classifier's fixed ``C`` of a mode (None: cross-validated over ``video.C_grid``): VGAF takes
     ``video.C_vgaf`` where it is set (paper A: AFEW 1.1, VGAF 0.5), else ``video.C`` as AFEW does."""
@@ -200,9 +175,13 @@ class VideoSet:
     class_names: list[str]  # names of ``labels``
     features: list[VideoFeatures]
     stats: pd.DataFrame  # extract_dataset's per-video stats
-    min_face_size: int
+    sampling: Sampling  # the frames and faces ``features`` were extracted with (stride 1)
     extract_seconds: float
     score_names: list[str] = field(default_factory=list)  # expression order of the extractor's scores
+
+    @property
+    def min_face_size(self) -> int:
+        return self.sampling.min_face
 
     @property
     def train(self) -> np.ndarray:
@@ -238,18 +217,9 @@ def torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-@contextlib.contextmanager
-def _cache_for(cfg: Profile, paths: Paths):
-    if cfg.video.cache:
-        yield FeatureCache(paths.results / "cache" / "video")
-    else:  # the per-video features are still needed (stride study): keep them only for this call
-        with tempfile.TemporaryDirectory(prefix="fer_video_") as tmp:
-            yield FeatureCache(tmp)
-
-
 def extract_features(
     manifest: pd.DataFrame,
-    mode: str,
+    sampling: Sampling,
     extractor,
     cfg: Profile,
     paths: Paths | None = None,
@@ -257,48 +227,34 @@ def extract_features(
     device: Any = None,
     progress: bool = True,
 ) -> tuple[list[VideoFeatures], pd.DataFrame, float]:
-    """Stride-1 per-face features of every video in ``manifest`` through the feature cache.
+    """Per-face features of every video in ``manifest`` under ``sampling``, through the feature cache.
 
-    Uses :func:`fer_lib.video.extract_dataset` (batched detection and extraction, decoding overlapped,
-    one cache file per video keyed by checkpoint + settings), then reads each video's per-face arrays
-    back from the cache. ``detector=None``: MTCNN with the profile's minimum face size and
-    ``video.mtcnn_thresholds``, built only on the first cache miss. Faces: :func:`face_selection`, VGAF's
-    aligned on five landmarks with ``video.align_vgaf``. ``cfg.video.threads`` (when set) limits torch's
-    CPU threads meanwhile.
+    :func:`fer_lib.video.extract_dataset`: batched detection and extraction, decoding overlapped, one
+    cache file per video keyed by checkpoint + sampling (``results/cache/video``; none with
+    ``video.cache=False``). ``detector=None``: the sampling's MTCNN, built only on the first cache miss.
+    ``cfg.video`` gives what changes speed only (batch size, prefetch, the cache's file identity) and
+    ``cfg.video.threads`` (when set) limits torch's CPU threads meanwhile.
     Returns (features per row, per-video stats, seconds).
     """
     paths = paths or get_paths()
     v = cfg.video
-    mf = min_face_size(mode, cfg)
-    select = face_selection(mode, cfg)
     device = resolve_device(cfg.device) if device is None else device
+    cache = FeatureCache(paths.results / "cache" / "video") if v.cache else None
     t0 = time.perf_counter()
-    with _cache_for(cfg, paths) as cache, torch_threads(v.threads), warnings.catch_warnings():
+    with torch_threads(v.threads), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*videos have no face.*")  # counted in the tables instead
-        _, _, stats = extract_dataset(
+        feats, stats = extract_dataset(
             manifest,
             extractor,
+            sampling,
             detector=detector,
-            mode=mode,
-            stride=1,
-            fps=v.fps,
-            min_face_size=mf,
-            batch_size=v.batch_size,
-            max_frames=v.max_frames,
             cache=cache,
+            batch_size=v.batch_size,
             prefetch=v.prefetch,
             device=device,
             file_id=v.file_id,
             progress=progress,
-            detect_every=v.detect_every,
-            thresholds=tuple(v.mtcnn_thresholds),
-            select=select,
-            align=bool(v.align_vgaf) and mode == "vgaf",
         )
-        feats = []
-        for path, err, key in zip(stats["path"], stats["error"], stats["cache_key"]):
-            vf = None if err else cache.get(path, key)
-            feats.append(vf if vf is not None else VideoFeatures(path=str(path), mode=mode, error=str(err)))
     return feats, stats, time.perf_counter() - t0
 
 
@@ -314,12 +270,13 @@ def video_set(
     """Load the profile's AFEW / VGAF data (real under FER_DATA_ROOT, else synthetic) and extract it."""
     from ..datasets.sources import load_for_profile
 
+    col, labels, names = label_space(name)
+    sampling = Sampling.from_config(cfg.video, name).replace(stride=1)  # other strides: subsampled
     paths = paths or get_paths()
     if extractor is None:
         extractor = make_extractor(
             find_checkpoint(paths, cfg.video.checkpoint, cfg.video.source), cfg, device
         )
-    col, labels, names = label_space(name)
     df, _, src = load_for_profile(name, cfg, paths, progress=progress)
     df = df[df["split"].isin([TRAIN_SPLIT, TEST_SPLIT]) & df[col].notna()].reset_index(drop=True)
     if not ((df["split"] == TRAIN_SPLIT).any() and (df["split"] == TEST_SPLIT).any()):
@@ -327,7 +284,7 @@ def video_set(
             f"{name} at {src.root} needs labelled videos in both Train and Val; "
             f"found splits {df['split'].value_counts().to_dict()}"
         )
-    feats, stats, secs = extract_features(df, name, extractor, cfg, paths, detector, device, progress)
+    feats, stats, secs = extract_features(df, sampling, extractor, cfg, paths, detector, device, progress)
     return VideoSet(
         name=name,
         dataset=name if src.real else f"synthetic_{name}",
@@ -338,72 +295,15 @@ def video_set(
         class_names=names,
         features=feats,
         stats=stats,
-        min_face_size=min_face_size(name, cfg),
+        sampling=sampling,
         extract_seconds=secs,
         score_names=list(getattr(extractor, "class_names", []) or []),
     )
 
 
-# -------------------------------------------------------------------------------- stride and pooling
-def subsample(vf: VideoFeatures, stride: int) -> VideoFeatures:
-    """The features decoding at ``stride`` would have given: every ``stride``-th examined frame of a
-    stride-1 extraction (``vf.sampled[::stride]``) and the faces found in those frames."""
-    if stride < 1:
-        raise ValueError(f"stride must be >= 1, got {stride}")
-    if stride == 1:
-        return vf
-    keep = vf.sampled[::stride]
-    m = np.isin(vf.face_frame, keep)
-    return VideoFeatures(
-        path=vf.path,
-        mode=vf.mode,
-        sampled=keep,
-        face_frame=vf.face_frame[m],
-        boxes=vf.boxes[m],
-        features=vf.features[m],
-        scores=vf.scores[m],
-        error=vf.error,
-    )
-
-
-def frame_vectors(vf: VideoFeatures) -> np.ndarray:
-    """One vector per frame with a face: AFEW the (only) selected face, VGAF the mean over the faces."""
-    per = vf.per_frame()
-    if not per:
-        return np.zeros((0, vf.features.shape[1] if vf.features.ndim == 2 else 0), np.float64)
-    rows = [f[0] if vf.mode == "afew" else np.asarray(f, np.float64).mean(0) for f in per]
-    return np.stack(rows).astype(np.float64)
-
-
-def pool(vf: VideoFeatures, pooling: str = PAPER_POOLING) -> np.ndarray | None:
-    """Descriptor of one video under ``pooling`` (see POOLING_HELP); None when it has no face."""
-    if pooling == "stat":
-        if vf.mode == "afew":
-            return pool_afew(frame_vectors(vf)) if vf.has_face else None
-        return pool_vgaf(vf.per_frame())
-    x = frame_vectors(vf)
-    if not len(x):
-        return None
-    if pooling == "mean":
-        return x.mean(0).astype(np.float32)
-    if pooling == "mean_std":
-        return np.concatenate([x.mean(0), x.std(0)]).astype(np.float32)
-    raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-
-
-def pooled_matrix(
-    feats: Sequence[VideoFeatures], pooling: str = PAPER_POOLING, stride: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(X [n, d] with NaN rows for face-less videos, has_face mask)`` after subsampling at ``stride``."""
-    vecs = [pool(subsample(vf, stride), pooling) for vf in feats]
-    dims = {len(p) for p in vecs if p is not None}
-    if len(dims) > 1:
-        raise ValueError(f"pooled descriptors have different lengths {sorted(dims)}")
-    X = np.full((len(vecs), dims.pop() if dims else 0), np.nan, np.float32)
-    for i, p in enumerate(vecs):
-        if p is not None:
-            X[i] = p
-    return X, np.array([p is not None for p in vecs], bool)
+def pooled_at(vs: VideoSet, pooling: str = PAPER_POOLING, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``(X, has_face)`` of the set's videos subsampled at ``stride`` (:func:`fer_lib.video.pooled_matrix`)."""
+    return pooled_matrix([subsample(vf, stride) for vf in vs.features], pooling)
 
 
 # ---------------------------------------------------------------------------------- classification
@@ -417,7 +317,7 @@ def classify(
     """Fit on the training videos, score the test (Val) videos: :func:`fer_lib.video.evaluate_videos`."""
     classifier = classifier or cfg.video.classifier
     stride = cfg.video.stride if stride is None else stride
-    X, has_face = pooled_matrix(vs.features, pooling, stride)
+    X, has_face = pooled_at(vs, pooling, stride)
     tr, te = vs.train, vs.test
     if not has_face[tr].any():
         raise ValueError(
@@ -565,7 +465,7 @@ def stride_study(
     decoding at stride ``s`` (see the module docstring). ``published_percent``: paper A's EfficientNet-B0
     AFEW validation accuracy at that stride (``fer_lib.published.STRIDE_STUDY``), where it has one.
     """
-    if cfg.video.max_frames is not None:
+    if vs.sampling.max_frames is not None:
         warnings.warn(
             "video.max_frames is set: subsampling a capped stride-1 extraction covers fewer frames "
             "than decoding at that stride would; the stride study assumes max_frames=None",
@@ -588,28 +488,6 @@ def stride_study(
             }
         )
     return pd.DataFrame(rows)
-
-
-def keyframes(n_frames: int, every: int) -> int:
-    """Frames MTCNN sees in a video of ``n_frames`` with ``detect_every=every``: positions 0, every, ...
-    and the last frame (see :func:`fer_lib.video.features.keyframe_detections`)."""
-    if n_frames <= 0:
-        return 0
-    return len(range(0, n_frames, every)) + int((n_frames - 1) % every != 0)
-
-
-def first_boxes(vf: VideoFeatures) -> dict[int, np.ndarray]:
-    """Frame index -> its first kept face box."""
-    out: dict[int, np.ndarray] = {}
-    for f, b in zip(vf.face_frame, vf.boxes):
-        out.setdefault(int(f), b)
-    return out
-
-
-def frame_ious(vf: VideoFeatures, ref: VideoFeatures) -> np.ndarray:
-    """IoU of the first face box of every frame with a face in both ``vf`` and ``ref``, in frame order."""
-    mine, theirs = first_boxes(vf), first_boxes(ref)
-    return np.asarray([float(box_iou(mine[f], theirs[f])[0, 0]) for f in sorted(set(mine) & set(theirs))])
 
 
 def detect_every_study(
@@ -638,37 +516,28 @@ def detect_every_study(
         raise ValueError(f"detect_every values must be >= 1, got {ks}")
     runs: dict[int, VideoSet] = {}
     for k in ks:
-        if k == cfg.video.detect_every:
+        if k == vs.sampling.detect_every:
             runs[k] = vs
             continue
-        cfg_k = dataclasses.replace(cfg, video=dataclasses.replace(cfg.video, detect_every=k))
+        sampling = vs.sampling.replace(detect_every=k)
         feats, stats, secs = extract_features(
-            vs.manifest, vs.name, extractor, cfg_k, paths, detector, device, progress
+            vs.manifest, sampling, extractor, cfg, paths, detector, device, progress
         )
-        runs[k] = dataclasses.replace(vs, features=feats, stats=stats, extract_seconds=secs)
-    ref = runs[1]
+        runs[k] = dataclasses.replace(
+            vs, features=feats, stats=stats, sampling=sampling, extract_seconds=secs
+        )
     rows = []
     for k, run in runs.items():
         r = classify(run, cfg, PAPER_POOLING, PAPER_CLASSIFIER)
-        frames = int(sum(vf.n_frames for vf in run.features))
-        ious, changed, rel = [], 0, []
-        for vf, vf1 in zip(run.features, ref.features):
-            changed += len(set(first_boxes(vf)) ^ set(first_boxes(vf1)))
-            ious.extend(frame_ious(vf, vf1))
-            p, p1 = vf.pooled(), vf1.pooled()
-            if p is not None and p1 is not None and np.linalg.norm(p1) > 0:
-                rel.append(float(np.linalg.norm(p - p1) / np.linalg.norm(p1)))
         rows.append(
             {
                 "dataset": vs.dataset,
                 "detect_every": k,
-                "detected_fraction": sum(keyframes(vf.n_frames, k) for vf in run.features) / max(frames, 1),
+                "detected_fraction": detected_fraction(run.features, k),
                 "accuracy": r["accuracy_faces_only"],
                 "accuracy_complete": r["accuracy_complete"],
                 "n_test_no_face": r["n_test_no_face"],
-                "mean_iou": float(np.mean(ious)) if ious else float("nan"),
-                "frames_face_changed": changed,
-                "median_rel_diff_pooled": float(np.median(rel)) if rel else float("nan"),
+                **agreement(run.features, runs[1].features),
                 "extract_seconds": round(run.extract_seconds, 1),
                 "cached": bool(run.stats["cached"].all()),
             }

@@ -1,8 +1,10 @@
-"""Per-frame face features of one video: decode -> detect -> select -> tight crop -> CNN features.
+"""Per-face features of one video: decode -> detect -> select -> crop -> CNN features.
 
-Detection and feature extraction are injected objects (duck-typed, see :class:`FaceDetectorLike`
-and :class:`FeatureExtractor`), so the pipeline is testable with fakes and works with any detector
-or network. The defaults (``detector=None``) build ``fer_lib.faces.FaceDetector`` lazily.
+Which frames and faces are used is one :class:`~fer_lib.video.sampling.Sampling`; the result is one
+:class:`VideoFeatures` per video. Detection and feature extraction are injected objects (duck-typed,
+see :class:`FaceDetectorLike` and :class:`FeatureExtractor`), so the pipeline is testable with fakes
+and works with any detector or network. ``detector=None`` builds the sampling's MTCNN
+(:func:`~fer_lib.video.sampling.default_detector`).
 
 Throughput: a background thread decodes frames into batches and feeds a bounded queue (``prefetch``
 batches deep), so detection and feature extraction of batch k run while batch k+1 decodes (PyAV
@@ -26,17 +28,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..faces import DEFAULT_THRESHOLDS, align_five_points, interpolate_boxes, select_faces
+from ..faces import TIGHT, align_five_points, crop_faces, interpolate_boxes
 from ..preprocess import Preprocess, for_model
-from .decode import iter_frames
-from .pooling import pool_afew, pool_vgaf
-
-MODES = ("afew", "vgaf")
-#: Paper A's minimum face sizes (pixels): AFEW one face >= 32, VGAF every face >= 64.
-DEFAULT_MIN_FACE = {"afew": 32, "vgaf": 64}
-TIGHT = Preprocess(1)  # the crop rule of paper A (no margin); the size is the extractor's business
-#: Side of faces aligned on five landmarks when the extractor names no input size (paper A's VGAF: 224).
-ALIGN_SIZE = 224
+from .sampling import Sampling, align_side, default_detector
 
 
 # ------------------------------------------------------------------------------------------ protocols
@@ -181,27 +175,12 @@ class TorchFeatureExtractor:
         return np.concatenate(feats).astype(np.float32), np.concatenate(scores).astype(np.float32)
 
 
-# -------------------------------------------------------------------------------- faces in one frame
-#: Paper A's face selection per mode: AFEW the largest face of a frame, VGAF every face.
-SELECTION = {"afew": "largest", "vgaf": "all"}
-#: The selections a mode allows (:func:`fer_lib.faces.select_faces`): AFEW keeps one face per frame, the
-#: largest (paper A's wording) or the most probable (its code); VGAF keeps every face.
-SELECTIONS = {"afew": ("largest", "score"), "vgaf": ("all",)}
-
-
-def selection(mode: str, select: str | None = None) -> str:
-    """The face selection of ``mode``: ``select``, checked against :data:`SELECTIONS`, or the default."""
-    if select is None:
-        return SELECTION[mode]
-    if select not in SELECTIONS[mode]:
-        raise ValueError(f"{mode} face selection {select!r}; choose one of {', '.join(SELECTIONS[mode])}")
-    return select
-
-
 # ----------------------------------------------------------------------------------- video features
 @dataclass
 class VideoFeatures:
-    """Per-face results of one video (flat arrays, one row per kept face).
+    """Per-face results of one video (flat arrays, one row per kept face): what extraction returns and
+    the cache stores; :mod:`fer_lib.video.pooling` turns it into a descriptor, :mod:`fer_lib.video.study`
+    subsamples and compares it.
 
     ``sampled`` holds the index of every frame that was examined; ``face_frame[i]`` is the frame of
     face ``i``; ``boxes[i]`` its ``[x1, y1, x2, y2, prob]``; ``features[i]`` / ``scores[i]`` its CNN
@@ -243,16 +222,6 @@ class VideoFeatures:
         cuts = np.flatnonzero(np.diff(ff)) + 1
         return np.split(feats, cuts)
 
-    def pooled(self) -> np.ndarray | None:
-        """The video descriptor of :mod:`fer_lib.video.pooling` for this mode (None without a face)."""
-        if self.mode == "afew":
-            return pool_afew(
-                np.stack([f[0] for f in self.per_frame()])
-                if self.n_faces
-                else np.zeros((0, self.features.shape[1]), np.float32)
-            )
-        return pool_vgaf(self.per_frame())
-
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {f.name: np.asarray(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
@@ -262,31 +231,6 @@ class VideoFeatures:
         for name in ("path", "mode", "error"):
             kw[name] = str(np.asarray(kw[name]).item())
         return cls(**kw)
-
-
-def default_detector(min_face_size: int, device: Any = "cpu", thresholds: Sequence[float] | None = None):
-    """``fer_lib.faces.FaceDetector(min_face_size=..., thresholds=...)``, imported only when needed."""
-    from fer_lib.faces import FaceDetector
-
-    return FaceDetector(min_face_size=min_face_size, device=device, thresholds=thresholds)
-
-
-def detector_key(detector, min_face_size: int, thresholds: Sequence[float] | None = None) -> str:
-    """A string naming a detector and its settings for cache keys: ``detector.key`` where it has one,
-    else its class and (when the class defines one) its ``repr``, which should show the settings.
-    ``detector=None`` names the :func:`default_detector` of ``min_face_size`` and ``thresholds``."""
-    if detector is None:
-        key = f"fer_lib.faces.FaceDetector(min_face_size={min_face_size})"
-        if thresholds is not None and tuple(map(float, thresholds)) != DEFAULT_THRESHOLDS:
-            key = key[:-1] + f", thresholds={[float(t) for t in thresholds]})"  # default: the old key
-        return key
-    key = getattr(detector, "key", None)
-    if key:
-        return str(key)
-    name = f"{type(detector).__module__}.{type(detector).__qualname__}"
-    if type(detector).__repr__ is not object.__repr__:  # a repr that shows the settings (FaceDetector)
-        return f"{name}:{detector!r}"
-    return name
 
 
 # ------------------------------------------------------------------------------ background decoding
@@ -361,39 +305,34 @@ def faces_in_batch(
     frames: list[np.ndarray],
     indices: list[int],
     detections: list[np.ndarray],
-    mode: str,
-    min_face_size: float,
+    sampling: Sampling,
     preprocess: Preprocess | None = None,
-    select: str | None = None,
-    align_size: int | None = None,
 ) -> tuple[list[np.ndarray], list[int], list[np.ndarray]]:
-    """Select faces in each frame (:func:`fer_lib.faces.select_faces` with ``select``, by default the
-    mode's :data:`SELECTION`) and crop them with the extractor's crop rule (``preprocess``; tight when
-    None), or, with ``align_size``, align them on their five landmarks to that side
-    (:func:`fer_lib.faces.align_five_points`; detections are then ``(k, 15)`` rows, see
-    :func:`detect_rows`): (crops, frame index per crop, box ``[x1, y1, x2, y2, prob]`` per crop)."""
+    """The sampling's faces of each frame (:func:`fer_lib.faces.crop_faces`: its selection and minimum
+    face size), cropped with the extractor's crop rule (``preprocess``; tight when None), or with
+    ``sampling.align`` aligned on their five landmarks (:func:`fer_lib.faces.align_five_points`) to the
+    extractor's input size (:func:`~fer_lib.video.sampling.align_side`; detections are then ``(k, 15)``
+    rows, see :func:`detect_rows`): (crops, frame index per crop, box ``[x1, y1, x2, y2, prob]`` per crop)."""
     if len(detections) != len(frames):
         raise ValueError(f"the detector returned {len(detections)} results for {len(frames)} frames")
-    pre = preprocess if preprocess is not None else TIGHT
-    rule = selection(mode, select)
+    if sampling.align:
+        side = align_side(preprocess)
+
+        def crop(frame, row):
+            return align_five_points(frame, row[5:15].reshape(5, 2), side)
+
+    else:
+        crop = (preprocess if preprocess is not None else TIGHT).crop
     crops, where, boxes = [], [], []
     for frame, index, det in zip(frames, indices, detections):
-        rows = select_faces(det, rule, min_size=min_face_size)
-        if align_size is not None and len(rows) and rows.shape[1] < 15:
+        if sampling.align and np.size(det) and np.shape(det)[-1] < 15:
             raise ValueError(
                 "aligned faces need the detector's five landmarks: rows of 15 columns (detect_rows)"
             )
-        for row in rows:
-            try:
-                crops.append(
-                    pre.crop(frame, row)
-                    if align_size is None
-                    else align_five_points(frame, row[5:15].reshape(5, 2), align_size)
-                )
-            except ValueError:  # a box (or landmarks) outside the frame
-                continue
-            where.append(index)
-            boxes.append(row[:5])
+        c, rows = crop_faces(frame, det, crop, sampling.select, min_size=sampling.min_face)
+        crops += c
+        where += [index] * len(c)
+        boxes += [row[:5] for row in rows]
     return crops, where, boxes
 
 
@@ -413,27 +352,22 @@ def detect_rows(
     return out
 
 
-def align_size(extractor) -> int:
-    """Side of aligned faces: the extractor's input size (its ``preprocess``), else :data:`ALIGN_SIZE`."""
-    pre = getattr(extractor, "preprocess", None)
-    return pre.input_size if isinstance(pre, Preprocess) else ALIGN_SIZE
-
-
 def keyframe_detections(
     detector: FaceDetectorLike,
     batches: Iterable[tuple[list[int], list[np.ndarray]]],
-    every: int = 1,
-    landmarks: bool = False,
+    sampling: Sampling,
 ) -> Iterator[tuple[list[int], list[np.ndarray], list[np.ndarray]]]:
     """``(indices, frames, detections)`` for a stream of frame batches, detecting only on keyframes.
 
-    Keyframes are the sampled positions ``0, every, 2 * every, ...`` and the stream's last frame; each
+    Keyframes are the sampled positions ``0, every, 2 * every, ...`` (``every = sampling.detect_every``)
+    and the stream's last frame; each
     batch's keyframes go through ``detector.detect_batch`` at once. A frame between two keyframes gets
     their boxes interpolated by frame index (:func:`fer_lib.faces.interpolate_boxes`), so frames after a
     batch's last keyframe wait (at most ``every - 1`` of them) for the next batch's first detection.
-    ``every=1`` detects every frame and yields the batches unchanged. ``landmarks``: detections are
-    :func:`detect_rows`' ``(k, 15)`` rows, and the landmarks are interpolated with the boxes.
+    ``every=1`` detects every frame and yields the batches unchanged. With ``sampling.align`` detections
+    are :func:`detect_rows`' ``(k, 15)`` rows, and the landmarks are interpolated with the boxes.
     """
+    every, landmarks = sampling.detect_every, sampling.align
     waiting: list[tuple[int, np.ndarray]] = []  # frames since the last keyframe
     last: tuple[int, np.ndarray] | None = None  # (frame index, boxes) of the last keyframe
     position = 0
@@ -477,48 +411,34 @@ def extract_video_features(
     path: str | os.PathLike,
     detector: FaceDetectorLike | None,
     extractor: FeatureExtractor,
-    mode: str = "afew",
-    stride: int = 1,
-    fps: float | None = None,
-    min_face_size: int | None = None,
+    sampling: Sampling | None = None,
     batch_size: int = 32,
-    max_frames: int | None = None,
     prefetch: int = 2,
     device: Any = "cpu",
-    detect_every: int = 1,
-    select: str | None = None,
-    align: bool = False,
 ) -> VideoFeatures:
-    """Decode ``path`` (sampled by ``stride`` / ``fps``), detect, select and crop faces, extract features.
+    """Decode the sampled frames of ``path``, detect, select and crop faces, extract their features.
 
-    ``mode`` "afew" keeps the largest face per frame, "vgaf" every face; ``min_face_size`` defaults to
-    paper A's 32 / 64 px. ``batch_size`` frames go through the detector at once, and their crops
-    through ``extractor.features`` at once; ``prefetch`` batches are decoded ahead in a background
-    thread (0: no thread). ``detector=None`` builds ``fer_lib.faces.FaceDetector`` on ``device``.
-    ``detect_every=k`` runs the detector only on every k-th sampled frame (the first and the last
-    included) and crops the frames in between with boxes interpolated between the two detections around
-    them (:func:`keyframe_detections`). ``select`` overrides the mode's face selection (AFEW: ``"score"``
-    keeps the most probable face instead of the largest; see :data:`SELECTIONS`). ``align=True`` crops
-    each face aligned on the detector's five landmarks at the extractor's input size (:func:`align_size`)
-    instead of its box. Decoding errors raise :class:`~fer_lib.video.decode.VideoDecodeError` naming the file.
+    ``sampling`` decides the frames and faces (None: ``Sampling()``, paper A's AFEW defaults;
+    :class:`~fer_lib.video.sampling.Sampling`: mode and face
+    selection, stride / fps / max_frames, minimum face size, ``detect_every=k``: the detector only on
+    every k-th sampled frame, the first and the last included, boxes interpolated in between
+    (:func:`keyframe_detections`); ``align``: faces aligned on the detector's five landmarks at the
+    extractor's input size instead of box crops). The rest changes speed, not results: ``batch_size``
+    frames go through the detector at once, and their crops through ``extractor.features`` at once;
+    ``prefetch`` batches are decoded ahead in a background thread (0: no thread); ``detector=None``
+    builds the sampling's MTCNN on ``device``. Decoding errors raise
+    :class:`~fer_lib.video.decode.VideoDecodeError` naming the file.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    min_face = DEFAULT_MIN_FACE[mode] if min_face_size is None else min_face_size
-    rule = selection(mode, select)
-    size = align_size(extractor) if align else None
+    sampling = Sampling() if sampling is None else sampling
     if detector is None:
-        detector = default_detector(min_face, device)
-    every = max(1, int(detect_every))
+        detector = default_detector(sampling, device)
+    preprocess = getattr(extractor, "preprocess", None)
     sampled, face_frame, boxes, feats, scores = [], [], [], [], []
-    frames = iter_frames(path, stride=stride, fps=fps, max_frames=max_frames)
     # closing(): an exception below must stop the decode thread now, not when the traceback dies.
-    with contextlib.closing(prefetch_batches(frames, batch_size, prefetch)) as batches:
-        for indices, batch, dets in keyframe_detections(detector, batches, every, landmarks=align):
+    with contextlib.closing(prefetch_batches(sampling.frames(path), batch_size, prefetch)) as batches:
+        for indices, batch, dets in keyframe_detections(detector, batches, sampling):
             sampled.extend(indices)
-            crops, where, bxs = faces_in_batch(
-                batch, indices, dets, mode, min_face, getattr(extractor, "preprocess", None), rule, size
-            )
+            crops, where, bxs = faces_in_batch(batch, indices, dets, sampling, preprocess)
             if crops:
                 f, s = extractor.features(crops)
                 feats.append(np.asarray(f, np.float32))
@@ -527,7 +447,7 @@ def extract_video_features(
                 boxes.extend(bxs)
     return VideoFeatures(
         path=str(path),
-        mode=mode,
+        mode=sampling.mode,
         sampled=np.asarray(sampled, np.int64),
         face_frame=np.asarray(face_frame, np.int64),
         boxes=np.asarray(boxes, np.float32).reshape(-1, 5),
