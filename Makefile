@@ -30,7 +30,13 @@ help:
 	@echo "make bench       benchmarks in bench/ (ratio tables under runs/default/benchmarks/, PUBLISH=1: results/)"
 	@echo "make notebooks   rewrite notebooks/*.ipynb in the canonical form JupyterLab saves (no outputs)"
 
+# Every time (cheap, idempotent): the git clean filter that stores notebooks/*.ipynb without outputs
+# (.gitattributes) and Lab's cell timing (the Lab run's seconds in run_times.csv; the filter drops it).
+LAB_DEFAULTS := $(VENV)/etc/jupyter/labconfig/default_setting_overrides.json
 install: $(STAMP)
+	@$(PY) scripts/normalize_notebooks.py --install-filter
+	@mkdir -p $(dir $(LAB_DEFAULTS)) && \
+	    echo '{"@jupyterlab/notebook-extension:tracker": {"recordTiming": true}}' > $(LAB_DEFAULTS)
 
 $(STAMP): requirements.in requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,9 +63,12 @@ lint: $(STAMP)
 	$(PY) -m ruff check fer_lib tests bench scripts
 	$(PY) -m ruff format --check fer_lib tests bench scripts
 
-lab: $(STAMP)
+# Lab's root is the repository (runs/, results/ browsable); its file browser opens notebooks/, where the
+# kernels run, as under papermill. PORT=8899 picks the port (default: 8888, else the next free one).
+PORT ?=
+lab: install
 	$(RUNENV) $(VENV)/bin/jupyter lab --config=$(CURDIR)/jupyter_server_config.py --allow-root --no-browser \
-	    --ServerApp.ip=127.0.0.1 notebooks
+	    --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=$(CURDIR) $(if $(PORT),--ServerApp.port=$(PORT),)
 
 notebooks: $(STAMP)
 	$(PY) scripts/normalize_notebooks.py

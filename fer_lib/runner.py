@@ -2,6 +2,9 @@
 
 An ordinary run writes under ``runs/<profile>/`` (git-ignored); only ``publish=True`` (``--publish``,
 ``make reproduce PUBLISH=1``) writes the committed ``results/``, so exploring never overwrites them.
+A notebook run in JupyterLab gets the same record when it is saved (:func:`record_lab_run`, called by
+the server's post-save hook): its executed copy, its row in ``run_times.csv``, ``run_info.json`` and
+the ``README.md`` index of its run folder.
 A published run is refused, before anything runs or is written, when tracked files have uncommitted
 changes (:func:`fer_lib.provenance.check_publishable`); ``allow_dirty=True`` (``--allow-dirty``,
 ``make reproduce PUBLISH=1 ALLOW_DIRTY=1``) overrides that for exploration.
@@ -23,6 +26,10 @@ from . import provenance
 from .config import get_paths, get_profile, repo_root
 
 KERNEL_NAME = "fer-lib"
+#: Output metadata key of :func:`fer_lib.notebook.setup`'s output: the run (profile, folder) a kernel used.
+RUN_MARKER = "fer_lib_run"
+#: The chain's notebooks (in notebooks/), run in the order of their two-digit prefix.
+CHAIN_PATTERN = "[0-9][0-9]_*.ipynb"
 # Stage command of the CLI -> notebook of that stage.
 STAGES = {
     "prepare": "00_data_prep",
@@ -56,7 +63,7 @@ def notebooks_dir() -> Path:
 def list_notebooks(folder: Path | None = None) -> list[Path]:
     """Notebooks of the chain, ordered by their ``NN_`` prefix."""
     folder = folder or notebooks_dir()
-    nbs = sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+    nbs = sorted(p for p in folder.glob(CHAIN_PATTERN))
     if not nbs:
         raise FileNotFoundError(f"no NN_*.ipynb notebooks in {folder}")
     return nbs
@@ -200,8 +207,9 @@ def run_chain(
     return results
 
 
-def _record_time(results: Path, notebook: str, profile: str, seconds: float) -> None:
-    """Upsert the wall time of one notebook into ``results/run_times.csv`` (README and notebook 05 read it)."""
+def _record_time(results: Path, notebook: str, profile: str, seconds: float | None) -> None:
+    """Upsert the wall time of one notebook into ``results/run_times.csv`` (README and notebook 05 read it);
+    None (a Lab run whose cell timings were not recorded) leaves the cell empty."""
     import pandas as pd
 
     from . import io
@@ -212,7 +220,7 @@ def _record_time(results: Path, notebook: str, profile: str, seconds: float) -> 
             {
                 "notebook": notebook,
                 "profile": profile,
-                "seconds": round(seconds, 1),
+                "seconds": round(seconds, 1) if seconds is not None else None,
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }
         ]
@@ -222,7 +230,9 @@ def _record_time(results: Path, notebook: str, profile: str, seconds: float) -> 
     io.atomic_to_csv(pd.concat([old, row], ignore_index=True).sort_values(["profile", "notebook"]), f)
 
 
-def _write_run_info(results: Path, prof, overrides) -> None:
+def _write_run_info(
+    results: Path, prof, overrides, argv: list[str] | None = None, started: str | None = None
+) -> None:
     from . import io
 
     info = {
@@ -231,7 +241,70 @@ def _write_run_info(results: Path, prof, overrides) -> None:
         "git_commit": provenance.git_commit(),
         "clean": provenance.is_clean(),
         "versions": provenance.versions(),
-        "argv": sys.argv,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "argv": sys.argv if argv is None else argv,
+        "started": started or time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     io.atomic_write_text(results / "run_info.json", json.dumps(info, indent=2, default=str))
+
+
+# ------------------------------------------------------------------------------------ runs from JupyterLab
+def run_marker(nb: dict) -> dict[str, Any] | None:
+    """The run an executed notebook recorded (the :data:`RUN_MARKER` metadata of the output of
+    :func:`fer_lib.notebook.setup`: profile, overrides, results folder, start), or None."""
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []) if cell.get("cell_type") == "code" else []:
+            marker = out.get("metadata", {}).get(RUN_MARKER)
+            if marker:
+                return dict(marker)
+    return None
+
+
+def cell_seconds(nb: dict) -> float | None:
+    """Execution time of a notebook's cells as JupyterLab recorded it (each cell's ``execution`` metadata,
+    from ``iopub.execute_input`` to ``shell.execute_reply``: Lab's "Recording timing" setting, which
+    ``make install`` turns on); None where no cell has it."""
+    from datetime import datetime
+
+    def when(stamp: str) -> datetime:
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+    spans = [
+        (when(ex["shell.execute_reply"]) - when(ex["iopub.execute_input"])).total_seconds()
+        for cell in nb.get("cells", [])
+        if (ex := cell.get("metadata", {}).get("execution", {})).get("iopub.execute_input")
+        and ex.get("shell.execute_reply")
+    ]
+    return sum(max(0.0, s) for s in spans) if spans else None
+
+
+def record_lab_run(notebook: str | os.PathLike) -> Path | None:
+    """File a notebook saved from JupyterLab with outputs into the run folder its kernel wrote to, as
+    :func:`run_chain` does: the executed copy ``<run>/notebooks/<name>``, its row in ``run_times.csv``
+    (seconds: :func:`cell_seconds`), ``run_info.json`` and the ``README.md`` index. Returns the copy, or
+    None where the notebook holds no setup output (not run yet, or saved from elsewhere)."""
+    import dataclasses
+
+    from . import io
+    from .reporting import write_index
+
+    notebook = Path(notebook)
+    text = notebook.read_text(encoding="utf-8")
+    nb = json.loads(text)
+    marker = run_marker(nb)
+    if marker is None:
+        return None
+    prof = get_profile(marker["profile"], marker.get("overrides"))
+    paths = dataclasses.replace(get_paths(prof), results=Path(marker["results"]))
+    out = paths.results / "notebooks" / notebook.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    io.atomic_write_text(out, text)
+    _record_time(paths.results, notebook.stem, prof.name, cell_seconds(nb))
+    _write_run_info(
+        paths.results,
+        prof,
+        marker.get("overrides"),
+        argv=["jupyter lab", str(notebook)],
+        started=marker.get("started"),
+    )
+    write_index(paths)
+    return out

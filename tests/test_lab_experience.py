@@ -215,23 +215,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _execute(port: int, token: str, code: str) -> str:
-    """Start the server's default kernel and run ``code`` over the websocket, as Lab does; its stdout."""
+def _execute(port: int, token: str, code: str, notebook: str) -> list[dict]:
+    """Open ``notebook`` (a server path) on the server's default kernel and run ``code`` over the
+    websocket, as Lab does (a session for the notebook, a session id on the socket); its outputs, in the
+    notebook's form."""
     import uuid
 
     import websocket
 
-    base = f"127.0.0.1:{port}/api/kernels"
-    req = urllib.request.Request(f"http://{base}?token={token}", data=b"{}", method="POST")
+    body = json.dumps({"path": notebook, "name": Path(notebook).name, "type": "notebook"}).encode()
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/sessions?token={token}",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=120) as r:
-        kernel = json.loads(r.read())
+        kernel = json.loads(r.read())["kernel"]
     assert kernel["name"] == KERNEL
-    ws = websocket.create_connection(f"ws://{base}/{kernel['id']}/channels?token={token}", timeout=120)
+    base = f"127.0.0.1:{port}/api/kernels"
+    session = uuid.uuid4().hex
+    ws = websocket.create_connection(
+        f"ws://{base}/{kernel['id']}/channels?session_id={session}&token={token}", timeout=300
+    )
     try:
         header = {
             "msg_id": uuid.uuid4().hex,
             "username": "test",
-            "session": uuid.uuid4().hex,
+            "session": session,
             "msg_type": "execute_request",
             "version": "5.3",
             "date": "",
@@ -248,10 +259,18 @@ def _execute(port: int, token: str, code: str) -> str:
                 }
             )
         )
+        outputs = []
         while True:
             msg = json.loads(ws.recv())
-            if msg.get("msg_type") == "stream" and msg["parent_header"].get("msg_id") == header["msg_id"]:
-                return msg["content"]["text"]
+            if msg["parent_header"].get("msg_id") != header["msg_id"] or msg.get("channel") != "iopub":
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                outputs.append(nbformat.v4.new_output("stream", name=content["name"], text=content["text"]))
+            elif kind in ("display_data", "error"):
+                outputs.append(nbformat.v4.output_from_msg(msg))
+            elif kind == "status" and content["execution_state"] == "idle":
+                return outputs
     finally:
         ws.close()
         urllib.request.urlopen(
@@ -259,29 +278,47 @@ def _execute(port: int, token: str, code: str) -> str:
         ).close()
 
 
+def _get(port: int, token: str, path: str) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/{path}?token={token}", timeout=30) as r:
+        return r.read()
+
+
 @pytest.mark.notebooks
-def test_lab_server_offers_only_the_project_kernel_and_saves_notebooks_clean(tmp_path):
-    """`make lab`'s server config: the Launcher lists fer-lib and not the venv's generic python3, and a
-    committed notebook saved through the server with outputs (as Lab's autosave does after a run) ends
-    up byte-identical to the committed file."""
+def test_lab_at_the_repository_root_keeps_outputs_and_files_the_run(tmp_path):
+    """`make lab`'s server on a copy of the repository: its root is the repository (notebooks/ and the
+    run folders can be browsed) and the file browser opens notebooks/; the Launcher lists fer-lib and not
+    the venv's generic python3; a notebook saved after running its setup cell keeps its outputs and is
+    filed into the run folder the kernel wrote to (executed copy, run_times.csv); the log has no warning."""
     if not _kernel_installed():
         pytest.skip(f"the {KERNEL} kernel is not registered (make install registers it)")
-    listing = sorted(os.listdir(REPO / "notebooks"))
+    root = tmp_path / "repo"
+    shutil.copytree(REPO / "notebooks", root / "notebooks")
+    (root / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "normalize_notebooks.py", root / "scripts")
+    shutil.copy(REPO / "jupyter_server_config.py", root)
+    listing = sorted(os.listdir(root / "notebooks"))
+    results = tmp_path / "results"
     log = tmp_path / "server.log"
     port, token = _free_port(), "t" + hashlib.sha1(str(tmp_path).encode()).hexdigest()[:16]
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    env = dict(
+        {k: v for k, v in os.environ.items() if k not in ("FER_PROFILE", "FER_PUBLISH")},
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTER_DATA_DIR=str(tmp_path / "data_dir"),  # the notary's signatures of the save below
+        FER_RESULTS_DIR=str(results),
+        FER_DATA_DIR=str(tmp_path / "data"),
+    )
     jupyter = Path(sys.executable).with_name("jupyter")
     proc = subprocess.Popen(
         [
             str(jupyter),
             "lab",
-            f"--config={REPO / 'jupyter_server_config.py'}",
+            f"--config={root / 'jupyter_server_config.py'}",
             "--no-browser",
             "--allow-root",
             "--ServerApp.ip=127.0.0.1",
             f"--ServerApp.port={port}",
             f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={REPO / 'notebooks'}",
+            f"--ServerApp.root_dir={root}",  # as `make lab`: --ServerApp.root_dir=$(CURDIR)
             # checkpoints of the save below go to tmp, not to notebooks/.ipynb_checkpoints
             f"--FileCheckpoints.checkpoint_dir={tmp_path / 'checkpoints'}",
         ],
@@ -293,36 +330,52 @@ def test_lab_server_offers_only_the_project_kernel_and_saves_notebooks_clean(tmp
         specs, deadline = None, time.time() + 120
         while specs is None and time.time() < deadline and proc.poll() is None:
             try:
-                with urllib.request.urlopen(
-                    f"http://127.0.0.1:{port}/api/kernelspecs?token={token}", timeout=5
-                ) as r:
-                    specs = json.loads(r.read())
+                specs = json.loads(_get(port, token, "api/kernelspecs"))
             except OSError:
                 time.sleep(0.5)
         assert specs is not None, "the Lab server did not answer: " + log.read_text()
-        assert _execute(port, token, "print(6 * 7)") == "42\n"  # the Launcher's kernel runs code
-        nb_path = REPO / "notebooks" / "06_demo.ipynb"
-        committed = nb_path.read_bytes()
-        url = f"http://127.0.0.1:{port}/api/contents/{nb_path.name}?token={token}"
-        try:
-            with urllib.request.urlopen(url, timeout=30) as r:
-                model = json.loads(r.read())
-            code = next(c for c in model["content"]["cells"] if c["cell_type"] == "code")
-            code["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "ran\n"}]
-            code["execution_count"] = 1
-            body = json.dumps({"type": "notebook", "format": "json", "content": model["content"]}).encode()
-            req = urllib.request.Request(
-                url, data=body, method="PUT", headers={"Content-Type": "application/json"}
-            )
-            urllib.request.urlopen(req, timeout=30).close()
-            saved = nb_path.read_bytes()
-        finally:
-            nb_path.write_bytes(committed)
-        assert saved == committed, "saving through the Lab server changed the committed notebook"
+        top = {item["name"] for item in json.loads(_get(port, token, "api/contents/"))["content"]}
+        assert {"notebooks", "scripts", "jupyter_server_config.py"} <= top, top
+        page = _get(port, token, "lab").decode()
+        config = json.loads(
+            page.split('id="jupyter-config-data" type="application/json">')[1].split("</script>")[0]
+        )
+        assert config["preferredPath"] == "notebooks"
+        # the setup cell of 06 as Lab runs it: its kernel starts in notebooks/
+        nb_path = root / "notebooks" / "06_demo.ipynb"
+        nb = nbformat.read(str(nb_path), as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        outputs = _execute(
+            port,
+            token,
+            "import os\nfrom fer_lib.notebook import setup\n"
+            "cfg, paths = setup('smoke', seed=False)\nprint(os.path.basename(os.getcwd()))",
+            f"notebooks/{nb_path.name}",
+        )
+        assert [o.get("text") for o in outputs if o["output_type"] == "stream"] == ["notebooks\n"], outputs
+        code[1].outputs, code[1].execution_count = outputs, 1
+        for cell in code:  # Lab marks the cells it ran or loaded trusted; the server then signs the notebook
+            cell.metadata["trusted"] = True
+        body = json.dumps({"type": "notebook", "format": "json", "content": nb}).encode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/contents/notebooks/{nb_path.name}?token={token}",
+            data=body,
+            method="PUT",
+            headers={"Content-Type": "application/json"},
+        )
+        urllib.request.urlopen(req, timeout=30).close()
+        saved = nbformat.read(str(nb_path), as_version=4)
+        assert [c for c in saved.cells if c.cell_type == "code"][1].outputs == outputs  # kept on save
+        copy, deadline = results / "notebooks" / nb_path.name, time.time() + 120
+        while not (results / "run_times.csv").exists() and time.time() < deadline:
+            time.sleep(0.5)  # filed by the post-save hook's background thread
+        assert copy.read_bytes() == nb_path.read_bytes()
+        assert "06_demo,smoke," in (results / "run_times.csv").read_text()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     assert specs["default"] == KERNEL
     assert set(specs["kernelspecs"]) == {KERNEL}, list(specs["kernelspecs"])
-    assert sorted(os.listdir(REPO / "notebooks")) == listing, "the server left files in notebooks/"
-    assert "WARNING" not in log.read_text(), log.read_text()[-2000:]
+    assert sorted(os.listdir(root / "notebooks")) == listing, "the server left files in notebooks/"
+    warnings = [line for line in log.read_text().splitlines() if line.startswith("[W") or "WARNING" in line]
+    assert not warnings, log.read_text()[-3000:]

@@ -1,11 +1,12 @@
 """Committed notebooks have no outputs and are in the exact form JupyterLab saves them, so opening
-one in Lab and saving it without running leaves ``git diff`` empty."""
+one in Lab and saving it without running leaves ``git diff`` empty. "Committed" is what git stores: the
+working file through the clean filter of .gitattributes where ``make install`` registered it (the
+working copy then keeps the outputs of a Lab run), else the working file itself."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,7 @@ def test_there_are_notebooks():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_without_outputs(path):
-    nb = json.loads(path.read_text(encoding="utf-8"))
+    nb = json.loads(_script().committed_text(path))
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] == "code":
             assert cell["outputs"] == [], f"{path.name} cell {i} has outputs"
@@ -72,7 +73,8 @@ def test_open_and_save_in_lab_changes_nothing(path, lab_metadata, tmp_path):
     from jupyter_server.services.contents.filemanager import FileContentsManager
 
     kernelspec, language_info = lab_metadata
-    shutil.copy(path, tmp_path / path.name)
+    committed = _script().committed_text(path).encode("utf-8")
+    (tmp_path / path.name).write_bytes(committed)
     cm = FileContentsManager(root_dir=str(tmp_path))
     model = cm.get(path.name, content=True, type="notebook")
     meta = model["content"]["metadata"]
@@ -80,7 +82,7 @@ def test_open_and_save_in_lab_changes_nothing(path, lab_metadata, tmp_path):
     assert meta.get("language_info") == language_info, f"{path.name}: Lab would rewrite language_info"
     assert model["content"]["nbformat_minor"] >= 5 and all(c.get("id") for c in model["content"]["cells"])
     cm.save({"type": "notebook", "format": "json", "content": model["content"]}, path.name)
-    assert (tmp_path / path.name).read_bytes() == path.read_bytes(), f"{path.name}: saving changes the file"
+    assert (tmp_path / path.name).read_bytes() == committed, f"{path.name}: saving changes the file"
 
 
 def test_normalize_script_restores_the_committed_form():
@@ -88,13 +90,13 @@ def test_normalize_script_restores_the_committed_form():
     the committed bytes, and the committed files are already canonical."""
     mod = _script()
     kernelspec, language_info = mod.kernel_metadata()
-    for path in NOTEBOOKS:
-        text = path.read_text(encoding="utf-8")
+    committed = {path: mod.committed_text(path) for path in NOTEBOOKS}
+    for path, text in committed.items():
         assert mod.normalize(text, path.name, kernelspec, language_info) == text, (
             f"{path.name} is not canonical"
         )
     path = NOTEBOOKS[0]
-    nb = json.loads(path.read_text(encoding="utf-8"))
+    nb = json.loads(committed[path])
     code = next(c for c in nb["cells"] if c["cell_type"] == "code")
     code["outputs"] = [{"output_type": "stream", "name": "stderr", "text": ["boom\n"]}]
     code["execution_count"] = 3
@@ -102,8 +104,8 @@ def test_normalize_script_restores_the_committed_form():
     nb["metadata"]["papermill"] = {"parameters": {}}
     nb["metadata"]["language_info"] = {"name": "python"}
     dirty = json.dumps(nb, indent=2)
-    assert dirty != path.read_text(encoding="utf-8")
-    assert mod.normalize(dirty, path.name, kernelspec, language_info) == path.read_text(encoding="utf-8")
+    assert dirty != committed[path]
+    assert mod.normalize(dirty, path.name, kernelspec, language_info) == committed[path]
 
 
 def test_precommit_hook_runs_the_script():
@@ -111,8 +113,9 @@ def test_precommit_hook_runs_the_script():
     assert "scripts/normalize_notebooks.py" in text and "notebooks/" in text
 
 
-def test_lab_server_saves_committed_notebooks_without_outputs():
-    """jupyter_server_config.py's pre-save hook strips notebooks/*.ipynb and leaves other notebooks alone."""
+def test_lab_server_saves_notebooks_with_their_outputs():
+    """jupyter_server_config.py changes nothing a save writes (the outputs of a long run stay in the
+    working copy; git's clean filter keeps them out of commits, tests/test_lab_saves.py)."""
     import copy
 
     import nbformat
@@ -124,13 +127,6 @@ def test_lab_server_saves_committed_notebooks_without_outputs():
     code = next(c for c in nb.cells if c.cell_type == "code")
     code.outputs = [nbformat.v4.new_output("stream", name="stdout", text="hi\n")]
     code.execution_count = 1
-    committed = {"type": "notebook", "content": copy.deepcopy(nb)}
-    cm.run_pre_save_hooks(committed, f"notebooks/{NOTEBOOKS[0].name}")
-    assert all(
-        not c.get("outputs") and c.get("execution_count") is None
-        for c in committed["content"].cells
-        if c.cell_type == "code"
-    )
-    elsewhere = {"type": "notebook", "content": copy.deepcopy(nb)}
-    cm.run_pre_save_hooks(elsewhere, f"runs/smoke/notebooks/{NOTEBOOKS[0].name}")
-    assert elsewhere["content"] == nb
+    model = {"type": "notebook", "content": copy.deepcopy(nb)}
+    cm.run_pre_save_hooks(model, f"notebooks/{NOTEBOOKS[0].name}")
+    assert model["content"] == nb

@@ -75,10 +75,17 @@ def test_select_by_prefix_stem_and_stage(tmp_path):
 
 
 def test_repository_chain_is_ordered_and_parameterised():
+    """... and committed without outputs (what git stores: a Lab run's outputs stay in the working copy)."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "normalize_notebooks.py"
+    spec = importlib.util.spec_from_file_location("normalize_notebooks", script)
+    normalize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(normalize)
     nbs = runner.list_notebooks()
     assert [p.stem for p in nbs] == list(runner.STAGES.values())
     for p in nbs:
-        nb = nbformat.read(str(p), as_version=4)
+        nb = nbformat.reads(normalize.committed_text(p), as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert "parameters" in code[0].metadata.get("tags", []), p.name
         assert nb.metadata["kernelspec"]["name"] == runner.KERNEL_NAME, p.name
