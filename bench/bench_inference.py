@@ -165,7 +165,7 @@ def main(argv=None) -> int:
         "--pass-size",
         type=int,
         default=None,
-        help="faces per forward pass inside fer_lib (default: fer_lib.inference.CPU_BATCH)",
+        help="faces per forward pass inside fer_lib (default: fer_lib.serving.CPU_BATCH)",
     )
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the fastest of each is kept")
     ap.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime path")

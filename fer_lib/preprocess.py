@@ -1,6 +1,6 @@
 """How a face becomes a network input: the one face pipeline of the project.
 
-Training (:class:`fer_lib.data.FaceDataset`), prediction (:class:`fer_lib.inference.Recognizer`), video
+Training (:class:`fer_lib.data.FaceDataset`), prediction (:class:`fer_lib.serving.Recognizer`), video
 features (:class:`fer_lib.video.features.TorchFeatureExtractor`) and ONNX export all go through one
 :class:`Preprocess`, in the spirit of timm's single ``create_transform``::
 
