@@ -19,13 +19,14 @@ PUBLISH_FLAG := $(if $(filter 1 yes true,$(PUBLISH)),--publish,)
 ALLOW_DIRTY ?=
 ALLOW_DIRTY_FLAG := $(if $(filter 1 yes true,$(ALLOW_DIRTY)),--allow-dirty,)
 
-.PHONY: install reproduce test lab bench lint notebooks clean-runs clean-results help
+.PHONY: install reproduce test test-fast lab bench lint notebooks clean-runs clean-results help
 
 help:
 	@echo "make reproduce   run notebooks 00-06 with papermill into runs/PROFILE/ (PROFILE=smoke|default|paper,"
 	@echo "                 FER_DATA_ROOT=/path; PUBLISH=1 writes the committed results/ instead, refused"
 	@echo "                 with uncommitted changes unless ALLOW_DIRTY=1)"
 	@echo "make test        pytest: unit tests + nbval over every notebook (smoke profile), all under build/test"
+	@echo "make test-fast   the unit tests without nbval, slow and notebook tests (the loop while developing)"
 	@echo "make lab         JupyterLab on the project kernel (jupyter_server_config.py)"
 	@echo "make bench       benchmarks in bench/ (ratio tables under runs/default/benchmarks/, PUBLISH=1: results/)"
 	@echo "make notebooks   rewrite notebooks/*.ipynb in the canonical form JupyterLab saves (no outputs)"
@@ -58,6 +59,16 @@ test: $(STAMP)
 	    FER_HYPOTHESIS_DIR=$(TEST_BUILD)/hypothesis scripts/offline.sh $(PY) -m pytest -o cache_dir=$(TEST_BUILD)/pytest-cache \
 	    tests notebooks --nbval-lax --nbval-cell-timeout=900 --timeout=1800 $(PYTEST_ARGS); \
 	rc=$$?; if [ $$rc -eq 0 ]; then rm -rf $(TEST_BUILD); else echo "test outputs kept in $(TEST_BUILD)"; fi; exit $$rc
+
+# The loop while developing: the unit tests without nbval and without the `slow` and `notebooks` marks
+# (make test, which CI runs, runs everything). Same environment and offline namespace as make test.
+FAST_BUILD := $(CURDIR)/build/test-fast
+test-fast: $(STAMP)
+	rm -rf $(FAST_BUILD)
+	$(RUNENV) FER_PROFILE=smoke FER_PROGRESS=0 FER_RESULTS_DIR=$(FAST_BUILD)/results FER_DATA_DIR=$(FAST_BUILD)/data PYTHONDONTWRITEBYTECODE=1 \
+	    FER_HYPOTHESIS_DIR=$(FAST_BUILD)/hypothesis scripts/offline.sh $(PY) -m pytest -o cache_dir=$(FAST_BUILD)/pytest-cache \
+	    tests -m "not slow and not notebooks" -q --timeout=600 $(PYTEST_ARGS); \
+	rc=$$?; if [ $$rc -eq 0 ]; then rm -rf $(FAST_BUILD); else echo "test outputs kept in $(FAST_BUILD)"; fi; exit $$rc
 
 lint: $(STAMP)
 	$(PY) -m ruff check fer_lib tests bench scripts

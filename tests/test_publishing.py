@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from fer_lib import cli, config, provenance, reporting, runner
+from fer_lib import paths as run_paths
 from fer_lib.datasets import ValidationReport
 from fer_lib.datasets.sources import DataSource
 from fer_lib.stages import prepare as stage
@@ -42,7 +43,7 @@ def fake_repo(tmp_path, monkeypatch):
     replaced by a copy (no kernels), and a list of the notebooks it was asked to run."""
     root = (tmp_path / "repo").resolve()
     root.mkdir()
-    monkeypatch.setattr(config, "repo_root", lambda: root)
+    monkeypatch.setattr(run_paths, "repo_root", lambda: root)  # where results_dir and get_paths look
     monkeypatch.setenv("FER_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.delenv("FER_RESULTS_DIR", raising=False)
     monkeypatch.delenv("FER_PUBLISH", raising=False)
