@@ -608,3 +608,20 @@ def record_ckplus(
         seed=cfg.seed if seed is None else seed,
         path=paths.metrics_csv,
     )
+
+
+def ckplus_evaluation(
+    runs: Mapping[str, Run], cfg: Profile, paths: Paths | None = None
+) -> pd.DataFrame | None:
+    """Every FER2013 model of ``runs`` (metrics.csv name -> run) on CK+48 under the protocol (never
+    trained, tuned or selected on): the per-class table of each model, and its rows recorded (dataset
+    ``ckplus48``). None, with the reason printed, where ``FER_DATA_ROOT/ckplus48`` is absent."""
+    ck = ckplus_manifest(cfg, paths)
+    if ck is None:
+        return None
+    tables = []
+    for name, run in runs.items():
+        pred = ckplus_predictions(run, ck[0])
+        record_ckplus(ckplus_metrics(pred), name, cfg, paths, seed=run.seed)
+        tables.append(ckplus_table(pred).assign(model=name, accuracy=ckplus_metrics(pred)["accuracy"]))
+    return pd.concat(tables, ignore_index=True)
