@@ -41,6 +41,7 @@ def main(argv=None) -> int:
 
     out = Path(args.out) if args.out else config.get_paths(args.profile).results / "benchmarks"
     overrides = config.parse_overrides(args.set)
+    commit = git_commit()  # the code this run imports (read before training: the tree may change meanwhile)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fer_gcn_va_") as tmp:
         os.environ["FER_RESULTS_DIR"] = f"{tmp}/results"  # a fresh run: no 02 checkpoint, ImageNet start
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     head = (
         "# Emotion-GCN valence/arousal: va_scale under the profile's optimiser and under paper B's\n\n"
         f"Command: `python bench/bench_gcn_va.py{''.join(f' --set {s}' for s in args.set)}` at commit "
-        f"`{git_commit()}` ({minutes:.0f} min, load average {os.getloadavg()[0]:.1f} at the end). Profile "
+        f"`{commit}` ({minutes:.0f} min, load average {os.getloadavg()[0]:.1f} at the end). Profile "
         f"`{cfg.name}`: synthetic AffectNet ({cfg.data.n_affectnet_train} training rows; valence and arousal "
         f"follow the expression), {tc.backbone} at {tc.image_size} px from ImageNet, batch {tc.batch_size}, "
         f"seed {cfg.seed}, one run per row. `profile` = the profile's gcn_train recipe ({tc.optimizer}, "
