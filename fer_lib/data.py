@@ -30,8 +30,9 @@ from fer_lib.datasets.affectnet import EYE_COLUMNS
 from fer_lib.datasets.images import DEFAULT_MAX_PIXELS, ImageError, read_image, to_rgb
 from fer_lib.faces import level_eyes
 from fer_lib.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from fer_lib.tasks import label_keys
 
-LABEL_KEYS: tuple[str, ...] = ("identity", "age", "gender", "race", "expression", "valence", "arousal")
+LABEL_KEYS: tuple[str, ...] = label_keys()  # every head's label columns (fer_lib.tasks)
 __all__ = [
     "ALIGN_MODES",
     "AUGMENT_MODES",

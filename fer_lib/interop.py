@@ -301,8 +301,8 @@ def import_hsemotion(
     import timm
     import torch
 
-    from .labels import default_label_orders
     from .models import save_checkpoint
+    from .tasks import default_label_orders
 
     path = Path(path).expanduser()
     original = load_pickled_model(path, trust=trust)

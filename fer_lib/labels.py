@@ -4,12 +4,11 @@ The canonical expression order is AffectNet's numeric order (0 Neutral ... 7 Con
 task is its prefix (Contempt is last), so an 8-class model is evaluated on 7 classes by dropping the
 last column, and paper B's 7 expression nodes are ``EXPRESSIONS_7`` in the same order.
 Every other order (FER2013, AFEW folders, the alphabetical HSEmotion checkpoints) maps onto it
-through a dict of *names*, never through positions copied by hand.
+through a dict of *names*, never through positions copied by hand. Which head uses which order (and
+the orders stored in checkpoints) is the task registry's business: :mod:`fer_lib.tasks`.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import numpy as np
 
@@ -103,21 +102,3 @@ def reorder_columns(scores: np.ndarray, foreign_order, n_classes: int | None = N
     out = np.empty_like(scores)
     out[..., m] = scores
     return out
-
-
-def default_label_orders(tasks: Mapping[str, int]) -> dict[str, list]:
-    """Canonical label orders (fer_lib.labels) for the heads of a model; stored in checkpoints."""
-    orders: dict[str, list] = {}
-    if "expression" in tasks:
-        orders["expression"] = list(EXPRESSIONS_8[: tasks["expression"]])
-    if "race" in tasks:
-        orders["race"] = list(ETHNICITIES[: tasks["race"]])
-    if "gender" in tasks:
-        orders["gender"] = list(GENDERS)
-    if "age" in tasks:
-        orders["age"] = (
-            [f"bin i = {i} years" for i in range(tasks["age"])] if tasks["age"] > 1 else ["years/100"]
-        )
-    if "va" in tasks:
-        orders["va"] = ["valence", "arousal"]
-    return orders

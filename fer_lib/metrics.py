@@ -14,17 +14,21 @@ Conventions:
 
 The vocabulary of metric names (what ``results/metrics.csv``, the published table and the trainer's
 ``select_metric`` may say) is declared once at the end of this module: :data:`METRICS` and
-:func:`metric_spec` give each name its direction (higher or lower is better) and unit.
+:func:`metric_spec` give each name its direction (higher or lower is better) and unit. A head's names
+come from its quantities in the task registry (:mod:`fer_lib.tasks`); :data:`SCORES` says how each
+head quantity is computed.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
+from . import tasks as task_registry
 from .labels import EXPRESSIONS_8
 
 __all__ = [
@@ -43,8 +47,11 @@ __all__ = [
     "abaw_va_score",
     "MetricSpec",
     "METRICS",
+    "Score",
+    "SCORES",
     "metric_spec",
     "recall_name",
+    "score",
 ]
 
 
@@ -229,17 +236,47 @@ QUANTITIES = {
     "ccc": MetricSpec("max", "", "concordance correlation coefficient"),
     "recall": MetricSpec("max", "fraction", "share of one class's faces predicted as that class"),
 }
-# The quantities each head is scored with (the trainer's validation metrics and the stages' records).
-HEAD_QUANTITIES = {
-    "identity": ("accuracy", "macro_f1"),
-    "expression": ("accuracy", "macro_f1"),
-    "race": ("accuracy", "macro_f1"),
-    "gender": ("accuracy",),
-    "age": ("mae", "cs5"),
-    "valence": ("ccc",),
-    "arousal": ("ccc",),
-    "va": ("ccc",),
+
+
+@dataclass(frozen=True)
+class Score:
+    """How a head quantity is computed from the labelled samples' (labels, predictions)."""
+
+    fn: Callable[..., float]
+    min_samples: int = 1  # fewer labelled samples: not scored (CCC of one sample is 0 / 0)
+
+
+SCORES = {
+    "accuracy": Score(accuracy),
+    "macro_f1": Score(macro_f1),
+    "mae": Score(age_mae),
+    "cs5": Score(partial(cumulative_score, level=5)),
+    "ccc": Score(ccc, min_samples=2),
 }
+
+
+def score(quantity: str, y_true, y_pred) -> float:
+    """A head quantity (:data:`SCORES`) of the labelled samples, e.g. ``score("mae", age, age_pred)``."""
+    return float(SCORES[quantity].fn(y_true, y_pred))
+
+
+def _head_quantities() -> dict[str, tuple[str, ...]]:
+    """``{label column or head: quantities}`` of the registry's heads (names ``<that>_<quantity>``)."""
+    out = {}
+    for spec in task_registry.all_tasks():
+        unknown = set(spec.quantities) - set(SCORES)
+        if unknown:
+            raise ValueError(
+                f"task {spec.key!r} is scored with {sorted(unknown)}; head quantities are {', '.join(SCORES)}"
+            )
+        for key in spec.label_keys + ((spec.key,) if len(spec.label_keys) > 1 else ()):
+            out[key] = spec.quantities
+    return out
+
+
+# The quantities each head is scored with (the trainer's validation metrics and the stages' records),
+# by label column, and by head for a head of several columns (va: the mean).
+HEAD_QUANTITIES = _head_quantities()
 # Dataset-level variants of a quantity ("" = the plain quantity).
 VARIANTS = {
     "accuracy": {
@@ -278,12 +315,18 @@ _STUDIES = {
 _STUDY = re.compile(rf"accuracy_({'|'.join(_STUDIES)})([1-9][0-9]*)")
 
 
-def _declare() -> dict[str, MetricSpec]:
-    out = dict(_OTHERS)
-    for task, quantities in HEAD_QUANTITIES.items():
+def _head_metrics(head_quantities: dict[str, tuple[str, ...]]) -> dict[str, MetricSpec]:
+    out = {}
+    for task, quantities in head_quantities.items():
         for q in quantities:
             spec = QUANTITIES[q]
             out[f"{task}_{q}"] = MetricSpec(spec.direction, spec.unit, f"{task}: {spec.description}")
+    return out
+
+
+def _declare() -> dict[str, MetricSpec]:
+    out = dict(_OTHERS)
+    out.update(_head_metrics(HEAD_QUANTITIES))
     for q, variants in VARIANTS.items():
         spec = QUANTITIES[q]
         for v, what in variants.items():
@@ -300,6 +343,9 @@ def metric_spec(name: str) -> MetricSpec:
     """The declared meaning of a metric name; a ValueError listing the known names for any other."""
     if name in METRICS:
         return METRICS[name]
+    heads = _head_metrics(_head_quantities())  # a head registered after this module was imported
+    if name in heads:
+        return heads[name]
     m = _STUDY.fullmatch(name)
     if m:
         spec = QUANTITIES["accuracy"]

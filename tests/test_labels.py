@@ -36,3 +36,17 @@ def test_unknown_names_fail_loudly():
         labels.canonical_expression("bored")
     with pytest.raises(ValueError, match="7-class"):
         labels.expression_index("contempt", 7)
+
+
+def test_checkpoints_store_the_canonical_orders_of_their_heads():
+    from fer_lib.tasks import default_label_orders
+
+    orders = default_label_orders(
+        {"expression": 7, "race": 5, "gender": 1, "age": 100, "va": 2, "identity": 4}
+    )
+    assert orders["expression"] == list(labels.EXPRESSIONS_7) and orders["race"] == list(labels.ETHNICITIES)
+    assert orders["gender"] == list(labels.GENDERS) and orders["va"] == ["valence", "arousal"]
+    assert orders["age"][30] == "bin i = 30 years" and default_label_orders({"age": 1}) == {
+        "age": ["years/100"]
+    }
+    assert "identity" not in orders  # identities are the dataset's own (identity_index)

@@ -162,3 +162,22 @@ def test_every_name_the_stages_and_the_trainer_compute_is_declared():
         "expression_macro_f1",
     } <= names
     assert [n for n in names if n not in M.METRICS] == []
+
+
+def test_every_head_metric_name_comes_from_the_task_registry():
+    from fer_lib.tasks import all_tasks
+
+    from_registry = {name for spec in all_tasks() for name in spec.metric_names()}
+    heads = tuple(f"{k}_" for spec in all_tasks() for k in (*spec.label_keys, spec.key))
+    assert from_registry <= set(M.METRICS)
+    # the heads' names in the vocabulary are the registry's, plus the stages' own (worst-group recalls, ABAW)
+    others = {"race_min_recall", "gender_min_recall", "expression_abaw2020"}
+    assert {n for n in M.METRICS if n.startswith(heads)} - from_registry == others
+
+
+@pytest.mark.parametrize("quantity", sorted(M.SCORES))
+def test_each_head_quantity_is_declared_and_scores_a_perfect_prediction_best(quantity):
+    spec = M.QUANTITIES[quantity]
+    y = np.array([3.0, 1.0, 2.0, 1.0, 0.0])
+    assert M.score(quantity, y, y) == (0.0 if spec.direction == "min" else 1.0)
+    assert M.SCORES[quantity].min_samples >= 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import timm
@@ -22,6 +23,7 @@ from fer_lib.models import (
     rng_state,
     save_checkpoint,
 )
+from fer_lib.tasks import all_tasks
 
 ALL_TASKS = {"identity": 7, "age": 100, "gender": 1, "race": 5, "expression": 8, "va": 2}
 
@@ -143,6 +145,23 @@ def test_multitask_outputs_and_features():
     assert reg.tasks["age"] == 1 and reg(x)["age"].shape == (3,)
     with pytest.raises(ValueError, match="'va' head has 2 outputs"):
         MultiTaskNet("tiny_cnn", {"va": 3})
+
+
+@pytest.mark.parametrize("spec", [s for s in all_tasks() if s.sizes], ids=lambda s: s.key)
+def test_a_head_of_fixed_sizes_refuses_any_other(spec):
+    for n in spec.sizes:
+        assert MultiTaskNet("tiny_cnn", {spec.key: n}, verbose=False).heads[spec.key].out_features == n
+    with pytest.raises(ValueError, match=f"the '{spec.key}' head has {re.escape(spec.sizes_doc)}, got"):
+        MultiTaskNet("tiny_cnn", {spec.key: max(spec.sizes) + 1}, verbose=False)
+
+
+def test_head_on_attribute_trunk_puts_every_head_on_the_trunk():
+    torch.manual_seed(0)
+    heads = {s.key: s.outputs or 7 for s in all_tasks()}
+    net = MultiTaskNet("tiny_cnn", heads, hidden=32, verbose=False)
+    assert {t for t in heads if net.heads[t].in_features == 32} == {s.key for s in all_tasks() if s.on_trunk}
+    trunk = MultiTaskNet("tiny_cnn", heads, hidden=32, verbose=False, head_on="attribute_trunk")
+    assert all(trunk.heads[t].in_features == 32 for t in heads)
 
 
 def test_age_readout_top2_expected_value():

@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from ..io import atomic_torch_save
-from ..labels import default_label_orders
 from ..preprocess import from_checkpoint as preprocess_from_checkpoint
+from ..tasks import default_label_orders
 from .heads import MultiTaskNet
 from .weights import LoadReport, load_matching
 

@@ -1,13 +1,14 @@
 """Multi-task network of paper A: one backbone, one head per task.
 
-Head layout (``tasks`` maps a head name to its number of outputs):
+Head layout (``tasks`` maps a head name to its number of outputs): which heads exist, their allowed
+sizes and which sit on the attribute trunk come from the task registry (:mod:`fer_lib.tasks`).
 
 * ``identity`` (N identities), ``expression`` (8 or 7 classes, canonical order of
   ``fer_lib.labels.EXPRESSIONS_8``) and ``va`` (2 outputs: valence, arousal, no activation) are
   linear layers on the pooled backbone feature, as in the face-ID pre-training and the expression /
   valence-arousal fine-tuning of paper A;
-* the facial attributes ``age``, ``gender``, ``race`` share paper A's extra ``Dense(hidden=256) + ReLU``
-  layer on the pooled feature (``hidden=0`` removes it).
+* the facial attributes ``age``, ``gender``, ``race`` (``TaskSpec.on_trunk``) share paper A's extra
+  ``Dense(hidden=256) + ReLU`` layer on the pooled feature (``hidden=0`` removes it).
 
 Age: ``age_mode="bins"`` gives ``tasks["age"]`` logits over one-year bins (bin i = age i years, 100
 bins = ages 0..99) read out as the expected value over the two most probable bins (renormalised);
@@ -18,6 +19,9 @@ Gender: label 0 = male, 1 = female (UTKFace). With ``tasks["gender"] == 1`` the 
 ``z`` trained with BCE against the label, so ``sigmoid(z) = p(female)`` and ``p(male) = 1 - sigmoid(z)``;
 paper A calls a face male when ``p(male) >= 0.6`` (:func:`predict_gender`). With 2 outputs it is a
 softmax over (male, female).
+
+The readouts (:func:`predict_age`, :func:`gender_prob_female`, :func:`predict_gender`) live with the
+registry, which evaluation and serving share; they are re-exported here.
 """
 
 from __future__ import annotations
@@ -29,15 +33,37 @@ from torch import nn
 
 from ..labels import MALE_THRESHOLD
 from ..preprocess import Preprocess
+from ..tasks import (
+    AGE_SCALE,
+    all_tasks,
+    gender_prob_female,
+    get_task,
+    predict_age,
+    predict_gender,
+    task_names,
+)
 from .backbones import create_backbone
 
-TASK_NAMES = ("identity", "age", "gender", "race", "expression", "va")
+__all__ = [
+    "AGE_SCALE",
+    "ATTRIBUTE_TASKS",
+    "HEAD_INPUTS",
+    "MultiTaskNet",
+    "TASK_NAMES",
+    "freeze_backbone",
+    "gender_prob_female",
+    "predict_age",
+    "predict_gender",
+]
+
+#: The registry's heads and its attribute-trunk heads when this module was imported (read
+#: fer_lib.tasks for heads registered later).
+TASK_NAMES = task_names()
+ATTRIBUTE_TASKS = tuple(spec.key for spec in all_tasks() if spec.on_trunk)
 #: What the expression / valence-arousal / identity heads read: the pooled feature (paper A's
 #: EfficientNets) or the attribute model's Dense-256 layer (paper A's MobileNet path, whose AffectNet
 #: head was put on that layer of the age / gender model).
 HEAD_INPUTS = ("feature", "attribute_trunk")
-ATTRIBUTE_TASKS = ("age", "gender", "race")
-AGE_SCALE = 100.0  # regression head predicts age / AGE_SCALE
 
 
 class MultiTaskNet(nn.Module):
@@ -64,25 +90,24 @@ class MultiTaskNet(nn.Module):
         head_on: str = "feature",
     ) -> None:
         super().__init__()
-        unknown = set(tasks) - set(TASK_NAMES)
+        unknown = set(tasks) - set(task_names())
         if unknown:
-            raise ValueError(f"unknown task head(s) {sorted(unknown)}; heads are {TASK_NAMES}")
+            raise ValueError(f"unknown task head(s) {sorted(unknown)}; heads are {task_names()}")
         if not tasks:
             raise ValueError("MultiTaskNet needs at least one task head")
         if age_mode not in ("bins", "regression"):
             raise ValueError(f"age_mode must be 'bins' or 'regression', got {age_mode!r}")
-        if "va" in tasks and tasks["va"] != 2:
-            raise ValueError(f"the 'va' head has 2 outputs (valence, arousal), got {tasks['va']}")
-        if "gender" in tasks and tasks["gender"] not in (1, 2):
-            raise ValueError(
-                f"the 'gender' head has 1 (sigmoid) or 2 (softmax) outputs, got {tasks['gender']}"
-            )
+        specs = {t: get_task(t) for t in tasks}
+        for t, n in tasks.items():
+            specs[t].check_outputs(int(n))
         if head_on not in HEAD_INPUTS:
             raise ValueError(f"head_on={head_on!r}: choose one of {', '.join(HEAD_INPUTS)}")
         self.backbone_name = backbone
-        self.tasks = {k: int(v) for k, v in tasks.items()}
-        if age_mode == "regression" and "age" in self.tasks:
-            self.tasks["age"] = 1
+        # an age head in regression mode is one output (age / AGE_SCALE)
+        self.tasks = {
+            k: 1 if age_mode == "regression" and specs[k].decode == "age" else int(v)
+            for k, v in tasks.items()
+        }
         self.hidden, self.dropout_p, self.age_mode = int(hidden), float(dropout), age_mode
         # p(male) at or above which a face is called male: paper A's 0.6 until a stage chooses it on
         # validation data (fer_lib.stages.pretrain.choose_male_threshold); checkpoints store it.
@@ -95,8 +120,7 @@ class MultiTaskNet(nn.Module):
         self.preprocess = Preprocess(input_size or default_size, tuple(mean), tuple(std))
         self.dropout = nn.Dropout(dropout)
         d = self.num_features
-        on_trunk = set(ATTRIBUTE_TASKS) | (set(self.tasks) if head_on == "attribute_trunk" else set())
-        self._on_trunk = tuple(t for t in self.tasks if t in on_trunk)
+        self._on_trunk = tuple(t for t in self.tasks if specs[t].on_trunk or head_on == "attribute_trunk")
         self.attribute_trunk = (
             nn.Sequential(nn.Linear(d, hidden), nn.ReLU(inplace=True))
             if self._on_trunk and hidden > 0
@@ -184,32 +208,3 @@ def freeze_backbone(model: nn.Module, frozen: bool = True) -> nn.Module:
     net._backbone_frozen = frozen
     net.train(net.training)
     return model
-
-
-def predict_age(output: torch.Tensor, mode: str | None = None) -> torch.Tensor:
-    """Age in years from the age head output.
-
-    Bins (``[B, K]`` logits, bin i = age i): expected value over the two most probable bins with
-    their softmax probabilities renormalised to sum 1 (paper A). Regression (``[B]`` or ``[B, 1]``):
-    ``AGE_SCALE * output``. ``mode`` (``"bins"`` / ``"regression"``) is inferred from the shape if None.
-    """
-    if mode is None:
-        mode = "regression" if output.dim() == 1 or output.shape[-1] == 1 else "bins"
-    if mode == "regression":
-        return output.reshape(-1).float() * AGE_SCALE
-    prob = torch.softmax(output.float(), dim=-1)
-    top_p, top_i = prob.topk(2, dim=-1)
-    return (top_p * top_i.to(top_p.dtype)).sum(-1) / top_p.sum(-1)
-
-
-def gender_prob_female(output: torch.Tensor) -> torch.Tensor:
-    """p(female) from the gender head: sigmoid of the single logit, or softmax column 1 of two."""
-    if output.dim() == 2 and output.shape[-1] == 2:
-        return torch.softmax(output.float(), dim=-1)[:, 1]
-    return torch.sigmoid(output.reshape(-1).float())
-
-
-def predict_gender(output: torch.Tensor, male_threshold: float = MALE_THRESHOLD) -> torch.Tensor:
-    """Gender label (0 male, 1 female): male where ``p(male) = 1 - p(female) >= male_threshold``."""
-    p_male = 1.0 - gender_prob_female(output)
-    return torch.where(p_male >= male_threshold, 0, 1).long()

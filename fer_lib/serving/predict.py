@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from .overlay import draw_overlay
-from .recognizer import FacePrediction, Recognizer, load_image
+from .recognizer import FacePrediction, Recognizer, load_image, served_tasks
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
@@ -67,18 +67,11 @@ class PredictSummary:
 
 
 def columns(rec: Recognizer, video: bool = False) -> list[str]:
-    """CSV columns of :func:`predict_path` for the heads of ``rec``."""
+    """CSV columns of :func:`predict_path` for the heads of ``rec`` (each served head's registry columns,
+    in the order of :class:`FacePrediction`'s fields)."""
     cols = ["file"] + (["frame"] if video else []) + ["face", "x1", "y1", "x2", "y2", "det_prob"]
-    if "expression" in rec.tasks:
-        cols += ["expression"] + [f"expr_{n}" for n in rec.expression_names]
-    if "va" in rec.tasks:
-        cols += ["valence", "arousal"]
-    if "age" in rec.tasks:
-        cols += ["age"]
-    if "gender" in rec.tasks:
-        cols += ["gender", "p_female"]
-    if "race" in rec.tasks:
-        cols += ["ethnicity"] + [f"eth_{n}" for n in rec.ethnicity_names]
+    for spec in served_tasks(rec.tasks):
+        cols += spec.decoder.columns(spec, rec.label_names(spec.key))
     return cols
 
 

@@ -27,22 +27,24 @@ crops mode); ``expression`` (argmax name) and ``expression_probs`` (canonical or
 :data:`fer_lib.labels.EXPRESSIONS_8`, sums to 1); ``valence`` / ``arousal``; ``age`` (years, paper A's
 top-2 read-out); ``gender`` (male where p(male) >= the model's threshold: paper A's 0.6, or the one its
 stage chose on validation data) and ``p_female``; ``ethnicity`` and ``ethnicity_probs`` (UTKFace's five
-classes).
+classes). Which fields a head fills, how its outputs read and its CSV columns come from the task
+registry (:mod:`fer_lib.tasks`); the heads are listed in the order of their fields here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .. import labels as label_spaces
 from ..config import VideoConfig
 from ..faces import crop_faces
 from ..preprocess import to_rgb_array
+from ..tasks import Readout, TaskSpec, all_tasks
 from .backends import OnnxBackend, make_backend, run_passes
 from .default_model import default_checkpoint
 
@@ -68,21 +70,18 @@ class FacePrediction:
     ethnicity_probs: dict[str, float] = field(default_factory=dict)
 
     def to_row(self) -> dict[str, Any]:
-        """A flat dict (one CSV row): box, det_prob, expression, expr_<name>..., valence, ..."""
+        """A flat dict (one CSV row): box, det_prob, expression, expr_<name>..., valence, ... (each
+        head's fields; a dict of class probabilities spreads over ``<column prefix><class>`` columns)."""
         box = self.box if self.box is not None else (None,) * 4
         row: dict[str, Any] = dict(zip(("x1", "y1", "x2", "y2"), box))
         row["det_prob"] = self.det_prob
-        row["expression"] = self.expression
-        row.update({f"expr_{k}": v for k, v in self.expression_probs.items()})
-        row.update(
-            valence=self.valence,
-            arousal=self.arousal,
-            age=self.age,
-            gender=self.gender,
-            p_female=self.p_female,
-            ethnicity=self.ethnicity,
-        )
-        row.update({f"eth_{k}": v for k, v in self.ethnicity_probs.items()})
+        for spec in served_tasks():
+            for name in spec.fields:
+                value = getattr(self, name)
+                if isinstance(value, dict):
+                    row.update({f"{spec.column_prefix}{k}": v for k, v in value.items()})
+                else:
+                    row[name] = value
         return row
 
     def label(self) -> str:
@@ -104,10 +103,18 @@ class FacePrediction:
         return " | ".join(parts)
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z.astype(np.float64)
-    z = np.exp(z - z.max(axis=-1, keepdims=True))
-    return (z / z.sum(axis=-1, keepdims=True)).astype(np.float32)
+_FIELDS = tuple(f.name for f in dataclasses.fields(FacePrediction))
+
+
+def served_tasks(heads: Iterable[str] | None = None) -> list[TaskSpec]:
+    """The registry's served heads (those in ``heads``, if given) in the order of their fields in
+    :class:`FacePrediction`: the order of decoded arrays, CSV rows and columns."""
+    specs = [s for s in all_tasks() if s.fields and (heads is None or s.key in heads)]
+    missing = {s.key: [f for f in s.fields if f not in _FIELDS] for s in specs}
+    missing = {k: v for k, v in missing.items() if v}
+    if missing:
+        raise ValueError(f"head(s) serve field(s) FacePrediction does not declare: {missing}; add them to it")
+    return sorted(specs, key=lambda s: _FIELDS.index(s.fields[0]))
 
 
 def load_image(image) -> np.ndarray:
@@ -217,7 +224,7 @@ class Recognizer:
         if self.crops and detector is not None:
             raise ValueError("crops=True runs no detector (each image is one face); pass detector or crops")
         self._detector = detector
-        self._expr_perm = self._expression_permutation()
+        self._readouts = self._make_readouts()
         self.overlap = bool(overlap)
         self._pool = None  # one preprocessing thread, started on first use
 
@@ -232,26 +239,29 @@ class Recognizer:
         return self.preprocess.input_size
 
     # ------------------------------------------------------------------------------------ labels
-    def _expression_permutation(self) -> np.ndarray | None:
-        """Column permutation bringing the expression head into canonical order (None: already is)."""
-        n = self.tasks.get("expression")
-        if not n:
-            return None
-        order = self.label_orders.get("expression") or list(label_spaces.EXPRESSIONS_8[:n])
-        if len(order) != n:
-            raise ValueError(f"expression label order {order} does not match the head's {n} outputs")
-        mapping = label_spaces.mapping_to_canonical(order, n)
-        return None if np.array_equal(mapping, np.arange(n)) else mapping
+    def _make_readouts(self) -> dict[str, Readout]:
+        """Per served head: class names and the column mapping into the canonical order (from the
+        stored label order), the age mode and the male threshold."""
+        return {
+            spec.key: spec.readout(
+                self.tasks[spec.key], self.label_orders.get(spec.key), self.age_mode, self.male_threshold
+            )
+            for spec in served_tasks(self.tasks)
+        }
+
+    def label_names(self, task: str) -> list[str]:
+        """Class names of a served head's columns (canonical order where the registry maps it, else the
+        model's stored order); [] for a head the model lacks."""
+        readout = self._readouts.get(task)
+        return list(readout.names) if readout is not None else []
 
     @property
     def expression_names(self) -> list[str]:
-        n = self.tasks.get("expression", 0)
-        return list(label_spaces.EXPRESSIONS_8[:n]) if n else []
+        return self.label_names("expression")
 
     @property
     def ethnicity_names(self) -> list[str]:
-        n = self.tasks.get("race", 0)
-        return list(self.label_orders.get("race") or label_spaces.ETHNICITIES[:n]) if n else []
+        return self.label_names("race")
 
     @property
     def detector(self):
@@ -273,25 +283,10 @@ class Recognizer:
 
     def decode(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Head outputs -> ``expression_probs`` (canonical), ``valence``, ``arousal``, ``age``,
-        ``p_female``, ``ethnicity_probs`` (only for the heads present)."""
-        import torch
-
-        from ..models.heads import gender_prob_female, predict_age
-
+        ``p_female``, ``ethnicity_probs`` (only for the heads present; each head's registry decoder)."""
         out: dict[str, np.ndarray] = {}
-        if "expression" in raw:
-            p = _softmax(raw["expression"])
-            if self._expr_perm is not None:
-                p = label_spaces.reorder_columns(p, self.label_orders["expression"])
-            out["expression_probs"] = p
-        if "va" in raw:
-            out["valence"], out["arousal"] = raw["va"][:, 0], raw["va"][:, 1]
-        if "age" in raw:
-            out["age"] = predict_age(torch.from_numpy(np.asarray(raw["age"])), self.age_mode).numpy()
-        if "gender" in raw:
-            out["p_female"] = gender_prob_female(torch.from_numpy(np.asarray(raw["gender"]))).numpy()
-        if "race" in raw:
-            out["ethnicity_probs"] = _softmax(raw["race"])
+        for spec in served_tasks(raw):
+            out.update(spec.decoder.serve(spec, raw[spec.key], self._readouts[spec.key]))
         return out
 
     def infer(self, crops: Sequence) -> dict[str, np.ndarray]:
@@ -324,25 +319,13 @@ class Recognizer:
             yield batch_u8
 
     def _to_faces(self, dec: dict[str, np.ndarray], n: int) -> list[FacePrediction]:
-        names, eth = self.expression_names, self.ethnicity_names
+        heads = served_tasks(self.tasks)  # dec holds every head's arrays (infer decodes them all)
         faces = []
         for i in range(n):
             f = FacePrediction()
-            if "expression_probs" in dec:
-                p = dec["expression_probs"][i]
-                f.expression_probs = {k: float(v) for k, v in zip(names, p)}
-                f.expression = names[int(np.argmax(p))]
-            if "valence" in dec:
-                f.valence, f.arousal = float(dec["valence"][i]), float(dec["arousal"][i])
-            if "age" in dec:
-                f.age = float(dec["age"][i])
-            if "p_female" in dec:
-                f.p_female = float(dec["p_female"][i])
-                f.gender = "Male" if 1.0 - f.p_female >= self.male_threshold else "Female"
-            if "ethnicity_probs" in dec:
-                p = dec["ethnicity_probs"][i]
-                f.ethnicity_probs = {k: float(v) for k, v in zip(eth, p)}
-                f.ethnicity = eth[int(np.argmax(p))]
+            for spec in heads:
+                for name, value in spec.decoder.face(spec, dec, i, self._readouts[spec.key]).items():
+                    setattr(f, name, value)
             faces.append(f)
         return faces
 

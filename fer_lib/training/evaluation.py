@@ -1,5 +1,6 @@
 """Evaluation: run a model over a loader (predictions, labels, masks, optional loss) and the metrics of
-every head from those predictions."""
+every head from those predictions. Each head's outputs read through its registry spec's decoder and it
+is scored with its spec's quantities (:mod:`fer_lib.tasks`)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .. import metrics as M
+from ..labels import MALE_THRESHOLD
 from ..models.checkpoint import unwrap
-from ..models.heads import (
-    MALE_THRESHOLD,
-    gender_prob_female,
-    predict_age,
-    predict_gender,
-)
 from ..progress import tqdm
-from .losses import LABEL_KEYS, MultiTaskLoss
+from ..tasks import get_task, label_keys
+from .losses import MultiTaskLoss
 
 
 # ======================================================================================== evaluation
@@ -64,6 +61,8 @@ def run_eval(
         male_threshold = getattr(net, "male_threshold", MALE_THRESHOLD)
     was_training = net.training
     net.eval()
+    age_mode = net.age_mode if hasattr(net, "age_mode") else None
+    keys = label_keys()
     chunks: dict[str, list[np.ndarray]] = {}
     loss_sum, n_seen = 0.0, 0
 
@@ -93,18 +92,11 @@ def run_eval(
         for task, o in out.items():
             if o.shape[-1] <= max_logits or o.dim() == 1:
                 add(f"{task}_logits", o)
-            if task == "age":
-                add("age_pred", predict_age(o, net.age_mode if hasattr(net, "age_mode") else None))
-            elif task == "gender":
-                add("gender_prob_female", gender_prob_female(o))
-                add("gender_pred", predict_gender(o, male_threshold))
-            elif task == "va":
-                add("valence_pred", o[:, 0])
-                add("arousal_pred", o[:, 1])
-            else:
-                add(f"{task}_pred", o.argmax(-1))
+            spec = get_task(task)
+            for key, value in spec.decoder.predictions(spec, o, age_mode, male_threshold).items():
+                add(key, value)
         if lab is not None:
-            for k in LABEL_KEYS:
+            for k in keys:
                 if k in lab:
                     add(f"label_{k}", lab[k])
                     add(f"mask_{k}", mask[k].bool())
@@ -124,7 +116,8 @@ def predict(
 ) -> dict[str, np.ndarray]:
     """Run the model over a loader; numpy arrays in loader order.
 
-    Keys: ``<head>_logits`` (raw head outputs; heads with more than 1000 outputs are left out),
+    Keys (each head's decoder, :mod:`fer_lib.tasks`): ``<head>_logits`` (raw head outputs; heads with
+    more than 1000 outputs are left out),
     ``<class head>_pred`` (argmax), ``age_pred`` (years), ``gender_prob_female`` and ``gender_pred``
     (0 male / 1 female, male where p(male) >= ``male_threshold``, by default the model's own),
     ``valence_pred`` / ``arousal_pred``,
@@ -145,29 +138,25 @@ def predict(
 
 
 def metrics_from_predictions(pred: Mapping[str, np.ndarray], tasks: Mapping[str, int]) -> dict[str, float]:
-    """Metrics of every head that has labelled samples in ``pred`` (see :func:`evaluate`)."""
+    """Metrics of every head that has labelled samples in ``pred`` (see :func:`evaluate`): for each label
+    column with enough labelled samples, ``<column>_<quantity>`` over the head's quantities; a head with
+    several columns (va) also gets ``<head>_<quantity>``, their mean, once every column has it."""
     out: dict[str, float] = {}
     for task in tasks:
-        if task == "va":
-            for dim in ("valence", "arousal"):
-                if f"mask_{dim}" in pred and pred[f"mask_{dim}"].sum() >= 2:
-                    m = pred[f"mask_{dim}"]
-                    out[f"{dim}_ccc"] = float(M.ccc(pred[f"label_{dim}"][m], pred[f"{dim}_pred"][m]))
-            if "valence_ccc" in out and "arousal_ccc" in out:
-                out["va_ccc"] = (out["valence_ccc"] + out["arousal_ccc"]) / 2
-            continue
-        if f"mask_{task}" not in pred or not pred[f"mask_{task}"].any():
-            continue
-        m = pred[f"mask_{task}"]
-        y, p = pred[f"label_{task}"][m], pred[f"{task}_pred"][m]
-        if task == "age":
-            out["age_mae"] = M.age_mae(y, p)
-            out["age_cs5"] = M.cumulative_score(y, p, 5)
-        elif task == "gender":
-            out["gender_accuracy"] = M.accuracy(y, p)
-        else:
-            out[f"{task}_accuracy"] = M.accuracy(y, p)
-            out[f"{task}_macro_f1"] = M.macro_f1(y, p)
+        spec = get_task(task)
+        need = max(M.SCORES[q].min_samples for q in spec.quantities)
+        for key in spec.label_keys:
+            m = pred.get(f"mask_{key}")
+            if m is None or m.sum() < need:
+                continue
+            y, p = pred[f"label_{key}"][m], pred[f"{key}_pred"][m]
+            for q in spec.quantities:
+                out[f"{key}_{q}"] = M.score(q, y, p)
+        if len(spec.label_keys) > 1:
+            for q in spec.quantities:
+                parts = [out.get(f"{key}_{q}") for key in spec.label_keys]
+                if all(v is not None for v in parts):
+                    out[f"{task}_{q}"] = sum(parts) / len(parts)
     return out
 
 

@@ -1,9 +1,12 @@
 """Masked multi-task loss and paper A's class weights: every sample trains only the heads it has labels
-for; a batch without a task's label gives that head an exact zero loss and gradient."""
+for; a batch without a task's label gives that head an exact zero loss and gradient.
+
+Each head's loss is the entry of :data:`LOSSES` its registry spec names (``TaskSpec.loss``,
+:mod:`fer_lib.tasks`); which heads have class counts follows from the spec too."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,13 +16,13 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .. import metrics as M
-from ..models.heads import (
-    AGE_SCALE,
-)
 from ..progress import tqdm
+from ..tasks import AGE_SCALE, TaskSpec, all_tasks, get_task, label_keys
 
-LABEL_KEYS = ("identity", "age", "gender", "race", "expression", "valence", "arousal")
-CLASS_TASKS = ("identity", "race", "expression")  # + gender when it has 2 outputs
+#: The registry's label columns and argmax-classified heads when this module was imported (gender is
+#: a classification too: TaskSpec.n_classes says which heads have classes).
+LABEL_KEYS = label_keys()
+CLASS_TASKS = tuple(s.key for s in all_tasks() if s.decode == "argmax")
 
 
 # ===================================================================================== class weights
@@ -40,14 +43,14 @@ def class_weights(counts: Sequence[float]) -> np.ndarray:
     return w
 
 
-def _counts_from_manifest(
-    manifest: pd.DataFrame, task: str, n: int, identity_index: Mapping | None
-) -> np.ndarray:
-    col = manifest[task]
-    if task == "identity":
-        if identity_index is None:
-            raise ValueError("counting identity classes needs the dataset's identity_index")
-        ids = col[col.astype(str) != ""].map(identity_index)
+def _counts_from_manifest(manifest: pd.DataFrame, spec: TaskSpec, n: int, dataset: Dataset) -> np.ndarray:
+    task = spec.key
+    col = manifest[spec.label_keys[0]]
+    if spec.indexed_by is not None:  # labels are names, mapped to classes by the dataset
+        index = getattr(dataset, spec.indexed_by, None)
+        if index is None:
+            raise ValueError(f"counting {task} classes needs the dataset's {spec.indexed_by}")
+        ids = col[col.astype(str) != ""].map(index)
         vals = ids.dropna().to_numpy(dtype=np.int64)
     else:
         vals = col.dropna().to_numpy(dtype=float).round().astype(np.int64)
@@ -61,23 +64,24 @@ def _counts_from_manifest(
 
 
 def count_classes(dataset: Dataset, tasks: Mapping[str, int], progress: bool = True) -> dict[str, np.ndarray]:
-    """Per-class counts of the labelled training samples for the classification heads in ``tasks``.
+    """Per-class counts of the labelled training samples for the classification heads in ``tasks``
+    (those whose spec has classes: ``TaskSpec.n_classes``).
 
     Reads ``dataset.manifest`` (the FaceDataset keeps its manifest) when there is one; otherwise it
     iterates the dataset once (which loads every image: give counts explicitly for big datasets).
     """
-    wanted = {t: n for t, n in tasks.items() if t in CLASS_TASKS or (t == "gender" and n >= 1)}
-    size = {t: (2 if t == "gender" else n) for t, n in wanted.items()}
+    specs = {t: get_task(t) for t in tasks}
+    size = {t: k for t, n in tasks.items() if (k := specs[t].n_classes(n)) is not None}
+    col = {t: specs[t].label_keys[0] for t in size}
     manifest = getattr(dataset, "manifest", None)
-    if isinstance(manifest, pd.DataFrame) and all(t in manifest.columns for t in wanted):
-        ident = getattr(dataset, "identity_index", None)
-        return {t: _counts_from_manifest(manifest, t, size[t], ident) for t in wanted}
-    counts = {t: np.zeros(size[t], dtype=np.int64) for t in wanted}
+    if isinstance(manifest, pd.DataFrame) and all(c in manifest.columns for c in col.values()):
+        return {t: _counts_from_manifest(manifest, specs[t], size[t], dataset) for t in size}
+    counts = {t: np.zeros(size[t], dtype=np.int64) for t in size}
     for i in tqdm(range(len(dataset)), desc="counting labels", disable=not progress, leave=False):
         _, lab, mask = dataset[i][:3]
-        for t in wanted:
-            if bool(mask[t]):
-                counts[t][int(lab[t])] += 1
+        for t, c in col.items():
+            if bool(mask[c]):
+                counts[t][int(lab[c])] += 1
     return counts
 
 
@@ -93,7 +97,8 @@ def _masked_mean(
 
 
 class MultiTaskLoss(nn.Module):
-    """Masked sum of per-head losses, ``sum_t task_weight_t * loss_t``.
+    """Masked sum of per-head losses, ``sum_t task_weight_t * loss_t``; head ``t``'s loss is
+    ``LOSSES[get_task(t).loss]``.
 
     ``forward(outputs, labels, mask)`` -> ``(total, parts, counts)``: ``parts[t]`` is the detached loss
     of head ``t`` and ``counts[t]`` its number of labelled samples in the batch.
@@ -109,6 +114,10 @@ class MultiTaskLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.tasks = dict(tasks)
+        self.specs = {t: get_task(t) for t in self.tasks}
+        for t, spec in self.specs.items():
+            if spec.loss not in LOSSES:
+                raise ValueError(f"head {t!r} names loss {spec.loss!r}; choose one of {', '.join(LOSSES)}")
         unknown = set(task_weights or {}) - set(self.tasks)
         if unknown:
             raise ValueError(f"task_weights names head(s) {sorted(unknown)} the model does not have")
@@ -135,29 +144,8 @@ class MultiTaskLoss(nn.Module):
         self, task: str, out: torch.Tensor, labels: Mapping, mask: Mapping
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, number of labelled samples) of one head; both tensors (no device sync here)."""
-        if task == "va":
-            target = torch.stack([labels["valence"], labels["arousal"]], dim=1).float()
-            m = torch.stack([mask["valence"], mask["arousal"]], dim=1).bool()
-            return M.ccc_loss(out, target, m), m.any(dim=1).sum()
-        m = mask[task].bool()
-        n = m.sum()
-        if task == "age":
-            age = labels["age"].float()
-            if self.age_mode == "regression" or out.dim() == 1:
-                per = (out.float() - age / AGE_SCALE).abs()
-                return _masked_mean(per, m), n
-            bins = age.round().clamp(0, out.shape[-1] - 1).long()
-            per = F.cross_entropy(out.float(), torch.where(m, bins, torch.zeros_like(bins)), reduction="none")
-            return _masked_mean(per, m), n
-        if task == "gender" and out.dim() == 1:
-            y = torch.where(m, labels["gender"].float(), torch.zeros_like(out, dtype=torch.float))
-            per = F.binary_cross_entropy_with_logits(out.float(), y, reduction="none")
-            cw = self._cw("gender")
-            if cw is None:
-                return _masked_mean(per, m), n
-            w = cw[y.long()]
-            return _masked_mean(per * w, m, w), n
-        return self._classification(task, out, labels[task], m), n
+        spec = self.specs.get(task) or get_task(task)
+        return LOSSES[spec.loss](self, spec, out, labels, mask)
 
     def forward(
         self,
@@ -177,3 +165,66 @@ class MultiTaskLoss(nn.Module):
         parts = dict(zip(outputs, values[:k]))
         counts = {t: int(v) for t, v in zip(outputs, values[k:])}
         return total, parts, counts
+
+
+# ================================================================================== loss per head
+# Each takes (the MultiTaskLoss, the head's spec, its output, labels, mask) and returns (loss, number
+# of labelled samples), both tensors.
+LossFn = Callable[
+    [MultiTaskLoss, TaskSpec, torch.Tensor, Mapping, Mapping], tuple[torch.Tensor, torch.Tensor]
+]
+
+
+def cross_entropy_loss(fn: MultiTaskLoss, spec: TaskSpec, out: torch.Tensor, labels: Mapping, mask: Mapping):
+    """Cross-entropy with the head's class weights and the label smoothing."""
+    key = spec.label_keys[0]
+    m = mask[key].bool()
+    return fn._classification(spec.key, out, labels[key], m), m.sum()
+
+
+def age_loss(fn: MultiTaskLoss, spec: TaskSpec, out: torch.Tensor, labels: Mapping, mask: Mapping):
+    """Age bins: cross-entropy against the rounded age's bin (no weights, no smoothing); regression
+    (``age_mode="regression"`` or a single output): L1 on ``age / AGE_SCALE``."""
+    key = spec.label_keys[0]
+    m = mask[key].bool()
+    n = m.sum()
+    age = labels[key].float()
+    if fn.age_mode == "regression" or out.dim() == 1:
+        per = (out.float() - age / AGE_SCALE).abs()
+        return _masked_mean(per, m), n
+    bins = age.round().clamp(0, out.shape[-1] - 1).long()
+    per = F.cross_entropy(out.float(), torch.where(m, bins, torch.zeros_like(bins)), reduction="none")
+    return _masked_mean(per, m), n
+
+
+def binary_loss(fn: MultiTaskLoss, spec: TaskSpec, out: torch.Tensor, labels: Mapping, mask: Mapping):
+    """One logit: BCE against the 0/1 label, weighted by the head's class weights; two: cross-entropy."""
+    if out.dim() != 1:
+        return cross_entropy_loss(fn, spec, out, labels, mask)
+    key = spec.label_keys[0]
+    m = mask[key].bool()
+    n = m.sum()
+    y = torch.where(m, labels[key].float(), torch.zeros_like(out, dtype=torch.float))
+    per = F.binary_cross_entropy_with_logits(out.float(), y, reduction="none")
+    cw = fn._cw(spec.key)
+    if cw is None:
+        return _masked_mean(per, m), n
+    w = cw[y.long()]
+    return _masked_mean(per * w, m, w), n
+
+
+def ccc_loss(fn: MultiTaskLoss, spec: TaskSpec, out: torch.Tensor, labels: Mapping, mask: Mapping):
+    """Mean over the label columns of ``1 - CCC`` (paper A's valence-arousal loss); the count is the
+    samples with at least one label."""
+    target = torch.stack([labels[k] for k in spec.label_keys], dim=1).float()
+    m = torch.stack([mask[k] for k in spec.label_keys], dim=1).bool()
+    return M.ccc_loss(out, target, m), m.any(dim=1).sum()
+
+
+#: Loss by name (``TaskSpec.loss``).
+LOSSES: dict[str, LossFn] = {
+    "cross_entropy": cross_entropy_loss,
+    "age": age_loss,
+    "binary": binary_loss,
+    "ccc": ccc_loss,
+}

@@ -22,13 +22,13 @@ from .. import metrics as M
 from ..config import TrainConfig, resolve_device
 from ..datasets import check_trainable
 from ..io import atomic_to_csv
-from ..labels import default_label_orders
 from ..models.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state, unwrap
 from ..models.heads import (
     freeze_backbone,
 )
 from ..preprocess import Preprocess
 from ..progress import tqdm
+from ..tasks import default_label_orders
 from .distributed import EpochSampler, check_not_test, loader_parts, setup_distributed
 from .evaluation import amp_supported, autocast_if, metrics_from_predictions, run_eval, unpack_batch
 from .losses import MultiTaskLoss, class_weights, count_classes
