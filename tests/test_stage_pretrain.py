@@ -208,3 +208,54 @@ def test_the_male_threshold_is_chosen_for_balanced_accuracy_on_validation():
     # paper A's 0.6 calls half of these men women; 0.41 and 0.42 separate them all, 0.42 is nearer 0.5
     assert stage.choose_male_threshold(gender, 1 - p_male) == 0.42
     assert stage.choose_male_threshold(np.zeros(4, int), np.full(4, 0.5)) == 0.6  # one gender: paper A's
+
+
+# ------------------------------------------------------------------ attributes vs expression and colour
+def test_by_expression_summarises_each_expression():
+    faces = pd.DataFrame(
+        {
+            "expression": ["Anger", "Anger", "Anger", "Happy"],
+            "age_pred": [10.0, 20.0, 30.0, 40.0],
+            "p_female": [0.2, 0.4, 0.9, 0.7],
+            "gender_pred": [0.0, 0.0, 1.0, 1.0],
+            "age": [30, 31, 32, 40],
+            "gender": [1, 1, 1, 0],
+        }
+    )
+    t = stage.by_expression(faces, "toy").set_index("expression")
+    assert list(t.index) == ["Anger", "Happy"]  # most faces first
+    anger = t.loc["Anger"]
+    assert anger.faces == 3 and anger.age_pred_median == 20.0 and anger.age_true_median == 31.0
+    assert anger.share_age_under_16 == pytest.approx(1 / 3) and anger.p_female_mean == pytest.approx(0.5)
+    assert anger.called_female == pytest.approx(1 / 3) and anger.female_true == 1.0
+    assert t.loc["Happy", "share_age_under_16"] == 0.0
+
+
+def test_grey_faces_are_the_luminance_in_three_channels(tmp_path):
+    from PIL import Image
+
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb[..., 0] = 200  # pure red
+    Image.fromarray(rgb).save(tmp_path / "red.png")
+    colour, grey = (
+        stage._read_faces([tmp_path / "red.png"])[0],
+        stage._read_faces([tmp_path / "red.png"], True)[0],
+    )
+    assert colour.shape == grey.shape == (8, 8, 3) and colour[0, 0, 0] == 200
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+    assert grey[0, 0, 0] == round(200 * 299 / 1000)  # ITU-R 601 luma, as PIL's "L"
+
+
+def test_confound_models_prefer_the_run_and_fall_back_to_the_published(tmp_path):
+    from fer_lib.models import MultiTaskNet, save_checkpoint
+
+    paths = config.Paths(repo=tmp_path, data=tmp_path / "d", results=tmp_path / "r", real_root=None)
+    attr, expr, which = stage.confound_models(paths)
+    if attr is not None:  # a clone with results/models/ (the repository ships them)
+        assert which == "the published models" and attr.name == "attributes.pt"
+    model = MultiTaskNet("tiny_cnn", {"age": 100, "gender": 1}, verbose=False)
+    save_checkpoint(paths.checkpoint("01_attributes"), model, {})
+    attr, expr, which = stage.confound_models(paths)
+    assert which == "this run's models" and attr == paths.checkpoint("01_attributes") and expr is None
+    assert stage.expression_confound(attr, expr, config.get_profile("smoke"), paths).empty  # no real data
+    assert stage.colour_gap(attr, config.get_profile("smoke"), paths) is None

@@ -12,6 +12,7 @@ the 2,000 names of ``balanced_test_2000.txt``) is used for the reported numbers 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -414,3 +415,146 @@ def identity_table(res: Run, cfg: Profile) -> pd.DataFrame:
             }
         ]
     )
+
+
+# ============================================================== attributes vs expression and colour
+#: Predicted ages below this count as "a child" in the confound table (CK+'s subjects are 18-50).
+CHILD_AGE = 16.0
+
+
+def _read_faces(paths_: Sequence[str | Path], grey: bool = False) -> list[np.ndarray]:
+    """Each image whole, as an RGB uint8 array (an already-cropped face); ``grey``: its luminance in
+    all three channels, what a greyscale photo gives."""
+    from PIL import Image
+
+    from ..datasets.images import read_image
+
+    out = []
+    for p in paths_:
+        img = read_image(p)[0].convert("RGB")
+        if grey:
+            img = img.convert("L").convert("RGB")
+        out.append(np.asarray(img, dtype=np.uint8) if isinstance(img, Image.Image) else img)
+    return out
+
+
+def attribute_predictions(
+    model: str | Path, images: Sequence[str | Path], grey: bool = False
+) -> pd.DataFrame:
+    """The attribute model on each image fed whole as a face crop: ``age_pred``, ``p_female``,
+    ``gender_pred`` (0 male, 1 female, at the model's threshold) and ``race_pred`` (index)."""
+    from ..serving import Recognizer
+
+    rec = Recognizer(model, crops=True)
+    faces = rec.predict_faces(_read_faces(images, grey))
+    eth = list(rec.label_names("race")) if "race" in rec.tasks else []
+    return pd.DataFrame(
+        {
+            "age_pred": [f.age for f in faces],
+            "p_female": [f.p_female for f in faces],
+            "gender_pred": [float(f.gender == "Female") if f.gender else np.nan for f in faces],
+            "race_pred": [eth.index(f.ethnicity) if f.ethnicity in eth else np.nan for f in faces],
+        }
+    )
+
+
+def expression_predictions(model: str | Path, images: Sequence[str | Path]) -> list[str]:
+    """The expression model's class name for each image fed whole as a face crop."""
+    from ..serving import Recognizer
+
+    return [f.expression for f in Recognizer(model, crops=True).predict_faces(_read_faces(images))]
+
+
+def by_expression(faces: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Per expression (``expression`` column) of ``faces`` (:func:`attribute_predictions`, plus the true
+    ``age`` / ``gender`` where known): faces, median predicted age, share of predicted ages under
+    :data:`CHILD_AGE`, mean p(female), share called female, and the truth where known."""
+    rows = []
+    for expr, g in faces.groupby("expression", sort=False):
+        row = {
+            "data": source,
+            "expression": expr,
+            "faces": len(g),
+            "age_pred_median": float(g["age_pred"].median()),
+            "share_age_under_16": float((g["age_pred"] < CHILD_AGE).mean()),
+            "p_female_mean": float(g["p_female"].mean()),
+            "called_female": float(g["gender_pred"].mean()),
+        }
+        if "age" in g:
+            row["age_true_median"] = float(g["age"].median())
+            row["female_true"] = float(g["gender"].mean())
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("faces", ascending=False, ignore_index=True)
+
+
+def expression_confound(
+    attributes: str | Path, expression: str | Path | None, cfg: Profile, paths: Paths | None = None
+) -> pd.DataFrame:
+    """Does the expression move the attribute model's age and gender? Per expression: on CK+48 (adults,
+    the posed expression labelled; evaluation only) and on the UTKFace test faces grouped by what the
+    ``expression`` model (a FER2013 one) calls them (with their true age and gender beside). Sources not
+    under FER_DATA_ROOT are skipped with a printed reason."""
+    from .expression import ckplus_manifest
+
+    paths = paths or get_paths()
+    parts = []
+    ck = ckplus_manifest(cfg, paths)
+    if ck is not None:
+        df = ck[0]
+        faces = attribute_predictions(attributes, df["path"]).assign(
+            expression=[labels.EXPRESSIONS_8[int(e)] for e in df["expression"]]
+        )
+        parts.append(by_expression(faces, "ckplus48 (labelled)"))
+    if paths.real("utkface") is not None and expression is not None:
+        df, _ = utkface_splits(cfg, paths, progress=False)
+        test = df[df["split"] == "test"].reset_index(drop=True)
+        faces = attribute_predictions(attributes, test["path"]).assign(
+            expression=expression_predictions(expression, test["path"]),
+            age=test["age"],
+            gender=test["gender"],
+        )
+        parts.append(by_expression(faces, "utkface test (expression predicted)"))
+    elif paths.real("utkface") is None:
+        print("UTKFace is not under FER_DATA_ROOT: no UTKFace rows in the confound table")
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def colour_gap(attributes: str | Path, cfg: Profile, paths: Paths | None = None) -> pd.DataFrame | None:
+    """The attribute model on the UTKFace test faces in colour and in greyscale (the same faces, their
+    luminance only): age MAE, gender and ethnicity accuracy, and how many faces change gender. None
+    without the real UTKFace."""
+    paths = paths or get_paths()
+    if paths.real("utkface") is None:
+        print("UTKFace is not under FER_DATA_ROOT: no colour / greyscale comparison")
+        return None
+    df, _ = utkface_splits(cfg, paths, progress=False)
+    test = df[df["split"] == "test"].reset_index(drop=True)
+    rows, preds = [], {}
+    for mode in ("colour", "grey"):
+        p = preds[mode] = attribute_predictions(attributes, test["path"], grey=mode == "grey")
+        rows.append(
+            {
+                "input": mode,
+                "faces": len(test),
+                "age_mae": M.age_mae(test["age"], p["age_pred"]),
+                "gender_accuracy": M.accuracy(test["gender"], p["gender_pred"]),
+                "race_accuracy": M.accuracy(test["race"], p["race_pred"]),
+            }
+        )
+    flips = float((preds["colour"]["gender_pred"] != preds["grey"]["gender_pred"]).mean())
+    return pd.DataFrame(rows).assign(gender_changed_share=[0.0, flips])
+
+
+def confound_models(paths: Paths) -> tuple[Path | None, Path | None, str]:
+    """The attribute and FER2013 expression models the confound tables use: the run's own
+    (``01_attributes``, ``02_fer2013_finetune``) where it trained them, else the published ones
+    (``results/models/``); and which, in words."""
+    from ..serving.default_model import published_models
+
+    attr, expr = paths.checkpoint(ATTRIBUTES_DIR), paths.checkpoint("02_fer2013_finetune")
+    if attr.is_file():
+        return attr, (expr if expr.is_file() else None), "this run's models"
+    published = {p.name: p for p in published_models()}
+    if "attributes.pt" in published:
+        return published["attributes.pt"], published.get("expression.pt"), "the published models"
+    return None, None, "no attribute model (run notebook 01, or use a clone with results/models/)"
