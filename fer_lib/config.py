@@ -81,6 +81,8 @@ class TrainConfig:
     augment: str = "none"
     degrade: float = 0.0  # share of training faces shrunk to degrade_min..image_size px and back
     degrade_min: int = 32
+    grey: float = 0.0  # share of training faces turned grey (luminance only)
+    jitter: float = 0.0  # brightness / contrast / saturation jitter of the others, factors in 1 +- jitter
     max_face_side: int | None = None  # faces shrunk to at most this side first, in training and serving
     # Where the backbone starts beyond `pretrained`: "auto" (the stage's previous checkpoint when it exists
     # and holds the same backbone), "none" (no checkpoint), or a stage folder of the run ("01_identity",

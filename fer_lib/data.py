@@ -158,6 +158,36 @@ class _FlipRotate:
         return np.asarray(image.rotate(angle, resample=Image.BILINEAR))
 
 
+class _Photometric:
+    """Colour that cannot stand in for a label: with probability ``grey`` the face becomes its luminance
+    (ITU-R 601, in all three channels), else brightness, contrast and saturation are each scaled by a
+    factor uniform in ``[1 - jitter, 1 + jitter]`` (in that order, as torchvision's ColorJitter without
+    hue). Works on the ``S x S x 3`` uint8 face; draws from torch's random state like :class:`_Augment`."""
+
+    LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+    def __init__(self, grey: float = 0.0, jitter: float = 0.0):
+        if not (0.0 <= grey <= 1.0 and 0.0 <= jitter < 1.0):
+            raise ValueError(f"grey must be in [0, 1] and jitter in [0, 1), got grey={grey}, jitter={jitter}")
+        self.grey, self.jitter = float(grey), float(jitter)
+
+    def _factor(self) -> float:
+        return 1.0 + self.jitter * (2.0 * float(torch.rand(())) - 1.0)
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        x = np.asarray(img, dtype=np.float32)
+        if float(torch.rand(())) < self.grey:
+            y = x @ self.LUMA
+            return np.repeat(np.clip(np.rint(y), 0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+        if self.jitter > 0:
+            x = x * self._factor()
+            mean = float((x @ self.LUMA).mean())
+            x = (x - mean) * self._factor() + mean
+            y = (x @ self.LUMA)[..., None]
+            x = (x - y) * self._factor() + y
+        return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
 class _Degrade:
     """With probability ``p``: shrink an ``S x S`` face to a random side in ``[lo, S]`` and enlarge it back
     (PIL bilinear both ways), so sharp and blurry faces of the same label look alike to the model."""
@@ -197,6 +227,9 @@ class FaceDataset(Dataset):
         degrade: probability that a face is shrunk to a random side between ``degrade_min`` and S
             pixels and enlarged back (training only): collections mix resolutions (UTKFace chips of 64
             and 200 px), and a model should not learn resolution as a shortcut for a label.
+        grey / jitter: photometric augmentation (training only): the share of faces turned grey, and
+            the strength of the brightness / contrast / saturation jitter of the others, so that colour
+            is not a shortcut either (:class:`_Photometric`).
         max_pixels: images with more pixels raise ``ImageError`` (decompression-bomb guard;
             None: only Pillow's own limit).
         cache_bytes: keep up to this many bytes of decoded, cropped and resized faces (uint8) in
@@ -224,6 +257,8 @@ class FaceDataset(Dataset):
         degrade: float = 0.0,
         degrade_min: int = 32,
         align: str = "box",
+        grey: float = 0.0,
+        jitter: float = 0.0,
     ):
         if "path" not in manifest.columns:
             raise ValueError("FaceDataset needs a manifest with a 'path' column (see fer_lib.datasets)")
@@ -239,6 +274,7 @@ class FaceDataset(Dataset):
         self._light_args = (int(shift), float(erase))
         self.light, self.flip_rotate = self._face_augment(augment)
         self.degrade = _Degrade(self.image_size, degrade, degrade_min) if degrade > 0 else None
+        self.photometric = _Photometric(grey, jitter) if grey > 0 or jitter > 0 else None
         self.identity_index = identity_index
         self.max_pixels = max_pixels
         self.manifest = manifest  # the trainer counts classes from it without reading images
@@ -343,8 +379,11 @@ class FaceDataset(Dataset):
             image = image.resize((max(1, round(w * k)), max(1, round(h * k))), Image.BILINEAR)
         return image
 
-    def with_augment(self, mode: str, degrade: float = 0.0, degrade_min: int = 32) -> FaceDataset:
-        """A shallow copy with augmentation ``"light"``, ``"flip_rotate30"`` or ``"none"`` (and ``degrade``);
+    def with_augment(
+        self, mode: str, degrade: float = 0.0, degrade_min: int = 32, grey: float = 0.0, jitter: float = 0.0
+    ) -> FaceDataset:
+        """A shallow copy with augmentation ``"light"``, ``"flip_rotate30"`` or ``"none"`` (and ``degrade``,
+        the photometric ``grey`` / ``jitter``);
         the decoded-face cache is shared, so train and eval views decode each face once. (``"full"`` caches
         larger faces: build a new dataset for it.)"""
         modes = ("none", "light", "flip_rotate30")
@@ -356,6 +395,7 @@ class FaceDataset(Dataset):
         out = copy.copy(self)
         out.light, out.flip_rotate = self._face_augment(mode)
         out.degrade = _Degrade(self.image_size, degrade, degrade_min) if degrade > 0 else None
+        out.photometric = _Photometric(grey, jitter) if grey > 0 or jitter > 0 else None
         return out
 
     def face_array(self, i: int) -> np.ndarray:
@@ -379,6 +419,8 @@ class FaceDataset(Dataset):
             image = self.light(image)
         elif self.flip_rotate is not None:
             image = self.flip_rotate(image)
+        if self.photometric is not None:
+            image = self.photometric(np.asarray(image))
         if self.degrade is not None:
             image = self.degrade(image)
         labels = {k: torch.tensor(self.values[k][i]) for k in LABEL_KEYS}

@@ -19,6 +19,7 @@ from fer_lib.data import (
     make_loader,
 )
 from fer_lib.datasets import finalize_manifest
+from fer_lib.preprocess import Preprocess
 
 RAW = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
@@ -406,3 +407,36 @@ def test_affwild2_both_labels_keeps_frames_with_an_expression_and_valence_arousa
         "both_labels kept 3 of 10 frames (left out: 4 without a valid expression, "
         "3 with one but without valid valence/arousal)"
     ]
+
+
+# ------------------------------------------------------------------------------ photometric augmentation
+def test_photometric_grey_is_the_luminance_and_jitter_moves_colour_within_its_bounds():
+    from fer_lib.data import _Photometric
+
+    rng = np.random.default_rng(0)
+    face = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    grey = _Photometric(grey=1.0)(face)
+    expect = np.asarray(Image.fromarray(face).convert("L"), dtype=np.int16)
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+    assert np.abs(grey[..., 0].astype(np.int16) - expect).max() <= 1  # PIL's own luma, to rounding
+    torch.manual_seed(0)
+    jit = _Photometric(jitter=0.4)
+    means = [jit(face).astype(float).mean() for _ in range(40)]
+    assert np.std(means) > 3  # brightness / contrast move from draw to draw
+    assert all(0.5 * face.mean() < m < 1.5 * face.mean() for m in means)  # factors within 1 +- 0.4
+    assert np.array_equal(_Photometric(jitter=0.0)(face), face)  # no jitter, no grey: the face itself
+    with pytest.raises(ValueError, match="grey must be in"):
+        _Photometric(grey=1.5)
+
+
+def test_photometric_augmentation_is_for_training_views_only(tmp_path):
+    path = tmp_path / "f.png"
+    Image.fromarray(np.full((32, 32, 3), (200, 40, 40), np.uint8)).save(path)
+    df = pd.DataFrame({"path": [str(path)] * 4})
+    pre = Preprocess(32)
+    train = FaceDataset(df, pre, grey=1.0)
+    x = train[0][0]
+    assert torch.allclose(x[0] * pre.std[0] + pre.mean[0], x[1] * pre.std[1] + pre.mean[1], atol=1e-5)
+    assert FaceDataset(df, pre).photometric is None  # eval view: colour as it is
+    assert train.with_augment("none").photometric is None
+    assert train.with_augment("light", grey=0.5).photometric.grey == 0.5

@@ -193,10 +193,19 @@ def make_dataset(
     **kwargs,
 ) -> FaceDataset:
     """A :class:`~fer_lib.data.FaceDataset` whose decoded faces stay in memory up to ``max_cache_bytes``;
-    a training set (``tc`` given) gets ``tc``'s augmentation and resolution degradation; ``align``
+    a training set (``tc`` given) gets ``tc``'s augmentation, resolution degradation and photometric
+    augmentation; ``align``
     frames the faces (``"eyes"``: levelled on the rows' eye centres, paper B)."""
     train = (
-        {} if tc is None else {"augment": tc.augment, "degrade": tc.degrade, "degrade_min": tc.degrade_min}
+        {}
+        if tc is None
+        else {
+            "augment": tc.augment,
+            "degrade": tc.degrade,
+            "degrade_min": tc.degrade_min,
+            "grey": tc.grey,
+            "jitter": tc.jitter,
+        }
     )
     return FaceDataset(
         manifest.reset_index(drop=True),

@@ -205,7 +205,7 @@ def train_fer2013(
     init = init_stage(model, tc, paths, FER2013_SECTIONS.get(name, "fer2013_transfer"), use=use_pretrained)
     print(f"[{name}] {tc.backbone} at {tc.image_size}px, seed {seed}: {init}")
     ds = {
-        s: d.with_augment(tc.augment, tc.degrade, tc.degrade_min) if s == "train" else d
+        s: d.with_augment(tc.augment, tc.degrade, tc.degrade_min, tc.grey, tc.jitter) if s == "train" else d
         for s, d in datasets.items()
     }
     counts = {"expression": expression_counts(ds["train"].manifest, 7)}
