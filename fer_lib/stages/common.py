@@ -394,20 +394,26 @@ def served_accuracy(
     the whole image, enlarged so its shorter side is ``upscale`` px, then the model's own crop and
     preprocessing), beside the dataset's own crops: the gap is what framing and colour cost.
 
-    Per head the model has (``expression``, ``gender``, ``race``): ``<head>_accuracy`` over every row
+    Per classifying head the model has and the manifest labels (``expression``, ``gender``, ``race``):
+    ``<head>_accuracy`` over every row
     (a face not found counts as wrong) and ``<head>_accuracy_found`` over the rows with a face;
     ``face_found`` = share of rows where a face was detected (the largest face is used).
     """
     from PIL import Image
 
     from ..datasets.images import read_image
-    from ..labels import ETHNICITIES, EXPRESSIONS_8
     from ..progress import tqdm
     from ..serving import Recognizer
+    from ..tasks import all_tasks, get_task
 
     rec = Recognizer(checkpoint, largest_only=True)
-    heads = [h for h in ("expression", "gender", "race") if h in rec.tasks]
-    found, right = [], {h: [] for h in heads}
+    # the model's served heads with named classes that the manifest labels (expression, gender, race)
+    heads = [
+        t.key
+        for t in all_tasks()
+        if t.served and t.classes and t.key in rec.tasks and t.key in manifest.columns
+    ]
+    found, said = [], {h: [] for h in heads}
     for path in tqdm(manifest["path"], desc="predict path", disable=not progress, leave=False):
         img = read_image(path)[0]
         k = upscale / min(img.size)
@@ -415,22 +421,14 @@ def served_accuracy(
             img = img.resize((round(img.size[0] * k), round(img.size[1] * k)), Image.BILINEAR)
         faces = rec.predict(img)
         found.append(bool(faces))
-        f = faces[0] if faces else None
-        for h in heads:
-            if f is None:
-                right[h].append(False)
-            elif h == "expression":
-                right[h].append(f.expression)
-            elif h == "gender":
-                right[h].append(f.gender)
-            else:
-                right[h].append(f.ethnicity)
+        for h in heads:  # a face not found says nothing, which is never right
+            said[h].append(getattr(faces[0], get_task(h).public) if faces else None)
     found_arr = np.array(found)
     out = {"face_found": float(found_arr.mean()) if len(found_arr) else float("nan")}
-    names = {"expression": EXPRESSIONS_8, "gender": ("Male", "Female"), "race": ETHNICITIES}
     for h in heads:
-        truth = [names[h][int(v)] for v in manifest[h]]
-        ok = np.array([p is not False and p == t for p, t in zip(right[h], truth)])
+        classes = get_task(h).classes
+        truth = [classes[int(v)] for v in manifest[h]]
+        ok = np.array([p is not None and p == t for p, t in zip(said[h], truth)])
         out[f"{h}_accuracy"] = float(ok.mean())
         out[f"{h}_accuracy_found"] = float(ok[found_arr].mean()) if found_arr.any() else float("nan")
     return out
