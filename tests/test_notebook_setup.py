@@ -16,7 +16,8 @@ from fer_lib.notebook import setup
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_setup_is_get_profile_get_paths_and_seed(tmp_results, capsys):
+def test_setup_is_get_profile_get_paths_and_seed(tmp_results, capsys, monkeypatch):
+    monkeypatch.delenv("FER_DATA_ROOT", raising=False)  # CI sets it: this checks the synthetic default
     cfg, paths = setup("smoke", {"seed": 7})
     assert cfg == config.get_profile("smoke", {"seed": 7})
     assert paths == config.get_paths(cfg) and paths.results == tmp_results.resolve()
