@@ -19,11 +19,8 @@ detector). Writes ``<results>/benchmarks/attribute_shortcuts.{md,csv}``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -31,11 +28,11 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _arms import emit, run_arms  # noqa: E402
+
 from fer_lib.config import get_paths  # noqa: E402
 from fer_lib.provenance import git_commit  # noqa: E402
 from fer_lib.reporting import write_benchmark  # noqa: E402
-
-MARK = "RESULT "
 
 
 def astronaut(checkpoint: Path) -> dict:
@@ -100,28 +97,17 @@ def main(argv=None) -> int:
     ap.add_argument("--arm", nargs=2, type=float, default=None, help=argparse.SUPPRESS)  # child: grey jitter
     args = ap.parse_args(argv)
     if args.arm:
-        print(MARK + json.dumps(arm(args.arm[0], args.arm[1], args.budget)), flush=True)
+        emit(arm(args.arm[0], args.arm[1], args.budget))
         return 0
     if not os.environ.get("FER_DATA_ROOT"):  # `make bench` runs every script: skip, do not fail
         print("bench_attr_shortcuts: skipped, FER_DATA_ROOT is unset (it trains on the real UTKFace)")
         return 0
     commit = git_commit()
-    rows, loads = [], []
-    with tempfile.TemporaryDirectory(prefix="fer_attr_") as tmp:
-        for name, (g, j) in (("baseline", (0.0, 0.0)), ("photometric", (args.grey, args.jitter))):
-            env = dict(
-                os.environ,
-                FER_RESULTS_DIR=f"{tmp}/{name}",
-                FER_DATA_DIR=f"{tmp}/data",
-                FER_PROGRESS="0",
-                HF_HUB_OFFLINE="1",
-            )
-            cmd = [sys.executable, __file__, "--arm", str(g), str(j), "--budget", str(args.budget)]
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-            row = json.loads(next(line for line in out.splitlines() if line.startswith(MARK))[len(MARK) :])
-            rows.append({"arm": name, **row})
-            loads.append(os.getloadavg()[0])
-            print(f"{name}: {rows[-1]}", flush=True)
+    arms = {
+        "baseline": ["--arm", "0", "0", "--budget", str(args.budget)],
+        "photometric": ["--arm", str(args.grey), str(args.jitter), "--budget", str(args.budget)],
+    }
+    rows, loads = run_arms(__file__, arms, "fer_attr_")
     table = pd.DataFrame(rows)
     head = (
         "# Attribute model: colour and expression as shortcuts, with and without photometric augmentation\n\n"

@@ -13,11 +13,8 @@ the learning rate the run ended at. Writes ``<results>/benchmarks/schedule_budge
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -25,11 +22,11 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from _arms import emit, run_arms  # noqa: E402
+
 from fer_lib.config import get_paths  # noqa: E402
 from fer_lib.provenance import git_commit  # noqa: E402
 from fer_lib.reporting import write_benchmark  # noqa: E402
-
-MARK = "RESULT "
 
 
 def arm(fit: bool, budget: float) -> dict:
@@ -74,28 +71,13 @@ def main(argv=None) -> int:
     ap.add_argument("--arm", choices=["on", "off"], default=None, help=argparse.SUPPRESS)  # child process
     args = ap.parse_args(argv)
     if args.arm:
-        print(MARK + json.dumps(arm(args.arm == "on", args.budget)), flush=True)
+        emit(arm(args.arm == "on", args.budget))
         return 0
     if not os.environ.get("FER_DATA_ROOT"):  # `make bench` runs every script: skip, do not fail
         print("bench_schedule: skipped, FER_DATA_ROOT is unset (it trains on the real UTKFace under it)")
         return 0
-    rows, loads = [], []
-    with tempfile.TemporaryDirectory(prefix="fer_schedule_") as tmp:
-        for name in ("off", "on"):
-            env = dict(
-                os.environ,
-                FER_RESULTS_DIR=f"{tmp}/{name}",
-                FER_DATA_DIR=f"{tmp}/data",
-                FER_PROGRESS="0",
-                HF_HUB_OFFLINE="1",
-            )
-            cmd = [sys.executable, __file__, "--arm", name, "--budget", str(args.budget)]
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-            rows.append(
-                json.loads(next(line for line in out.splitlines() if line.startswith(MARK))[len(MARK) :])
-            )
-            loads.append(os.getloadavg()[0])
-            print(f"{name}: {rows[-1]}", flush=True)
+    arms = {name: ["--arm", name, "--budget", str(args.budget)] for name in ("off", "on")}
+    rows, loads = run_arms(__file__, arms, "fer_schedule_")
     table = pd.DataFrame(rows)
     head = (
         "# Cosine schedule fitted to the time budget vs spanning the nominal epochs\n\n"
