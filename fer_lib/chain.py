@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from . import paths as layout
 from .config import Profile, TrainConfig
 
 INIT_WORDS = ("auto", "none", "random")
@@ -35,43 +36,50 @@ class Stage:
     note: str = ""
 
 
-_EXPRESSION_STARTS = ("02_expression_va", "02_expression", "01_attributes")
+_EXPRESSION_STARTS = (*layout.EXPRESSION_SERVED, layout.ATTRIBUTES)
+_ARMS = ("emotion_gcn", "single_task", "multitask_linear")
 
 STAGES: tuple[Stage, ...] = (
-    Stage("pretrain_identity", "01", "VGGFace2 (identities)", ("01_identity",)),
+    Stage("pretrain_identity", "01", "VGGFace2 (identities)", (layout.IDENTITY,)),
     Stage(
-        "pretrain_attributes", "01", "UTKFace (age, gender, ethnicity)", ("01_attributes",), ("01_identity",)
+        "pretrain_attributes",
+        "01",
+        "UTKFace (age, gender, ethnicity)",
+        (layout.ATTRIBUTES,),
+        (layout.IDENTITY,),
     ),
     Stage(
         "finetune",
         "02",
         "AffectNet (8 classes; + valence/arousal)",
-        ("02_expression", "02_expression_va"),
-        ("01_attributes",),
+        (layout.EXPRESSION, layout.EXPRESSION_VA),
+        (layout.ATTRIBUTES,),
     ),
     Stage(
         "finetune_mobilenet",
         "02",
         "AffectNet (8 classes)",
-        ("02_expression_mobilenet",),
-        ("01_attributes",),
+        (layout.EXPRESSION_MOBILENET,),
+        (layout.ATTRIBUTES,),
         "paper A's MobileNet path",
     ),
-    Stage("fer2013_finetune", "02", "FER2013 (real data only)", ("02_fer2013_finetune",), ("01_attributes",)),
-    Stage("fer2013_scratch", "02", "FER2013 (real data only)", ("02_fer2013_scratch",)),
+    Stage(
+        "fer2013_finetune", "02", "FER2013 (real data only)", (layout.FER2013_FINETUNE,), (layout.ATTRIBUTES,)
+    ),
+    Stage("fer2013_scratch", "02", "FER2013 (real data only)", (layout.FER2013_SCRATCH,)),
     Stage(
         "fer2013_transfer",
         "02",
         "FER2013 (real data only)",
-        ("02_fer2013_transfer",),
-        ("01_attributes",),
+        (layout.FER2013_TRANSFER,),
+        (layout.ATTRIBUTES,),
         "study arms: this start against random and ImageNet",
     ),
     Stage(
         "gcn_train",
         "03",
         "AffectNet (7 classes + valence/arousal)",
-        ("03_gcn", "03_ablation_single_task", "03_ablation_multitask_linear"),
+        tuple(layout.gcn_arm(a) for a in _ARMS),
         _EXPRESSION_STARTS,
         "paper B: Emotion-GCN and its ablation arms",
     ),
@@ -79,7 +87,7 @@ STAGES: tuple[Stage, ...] = (
         "affwild2_train",
         "03",
         "Aff-Wild2 (ABAW layout)",
-        ("03_affwild2_emotion_gcn", "03_affwild2_single_task", "03_affwild2_multitask_linear"),
+        tuple(layout.affwild2_arm(a) for a in _ARMS),
         _EXPRESSION_STARTS,
     ),
 )
@@ -182,7 +190,7 @@ def plan(profile: Profile) -> list[dict[str, object]]:
     rows = []
     stages = sections(profile)
     inits = {s.section: planned_init(profile, s.section) for s in stages}
-    video_folder = "02_expression_va" if profile.video.source == "auto" else profile.video.source
+    video_folder = layout.EXPRESSION_SERVED[0] if profile.video.source == "auto" else profile.video.source
     for s in stages:
         tc: TrainConfig = getattr(profile, s.section)
         feeds = [

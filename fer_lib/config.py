@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .paths import (  # noqa: F401 - re-exported: config.get_paths, config.Paths, ...
+    ATTRIBUTES,
+    EXPRESSION,
+    IDENTITY,
     PUBLISHED_DIR,
     RUNS_DIR,
     Paths,
@@ -268,7 +271,7 @@ def _fer2013(
         label_smoothing=label_smoothing,
         select_metric="expression_accuracy",
         max_face_side=48,  # FER2013's faces are 48 px: a sharper photo is served as such a face
-        init_from="01_attributes",
+        init_from=ATTRIBUTES,
         sam=False,
         scheduler="cosine",
     )
@@ -549,13 +552,13 @@ def _profile_paper() -> Profile:
             amp=False,
         ),
         # EfficientNet path, step 2: the identity model -> AffectNet.
-        finetune=dataclasses.replace(affectnet, backbone=PAPER_A_EFFICIENTNET, init_from="01_identity"),
+        finetune=dataclasses.replace(affectnet, backbone=PAPER_A_EFFICIENTNET, init_from=IDENTITY),
         # MobileNet path, step 2: the attribute model -> AffectNet, the new head on its 256-d layer, as
         # the authors' Keras notebook: batch 80, Adam without SAM, 3 head-only + 5 all-layer epochs.
         finetune_mobilenet=dataclasses.replace(
             affectnet,
             backbone=PAPER_A_MOBILENET,
-            init_from="01_attributes",
+            init_from=ATTRIBUTES,
             head_on="attribute_trunk",
             batch_size=80,
             sam=False,
@@ -607,7 +610,7 @@ def _profile_paper() -> Profile:
             mtcnn_thresholds=(0.6, 0.7, 0.9),
             afew_face="score",
             align_vgaf=True,
-            source="02_expression",
+            source=EXPRESSION,
         ),
     )
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from . import paths as layout
 from .config import Profile, get_profile
 
 #: The authors' repositories at the revisions read: paper A's code, the age / gender training script
@@ -132,7 +133,7 @@ SETTINGS: list[Setting] = [
     Setting("A", "attributes: optimiser", "pretrain_attributes.optimizer", "adam", "A-attr", _ATTR),
     # ---- paper A, EfficientNet path, step 2: AffectNet
     Setting("A", "AffectNet (B0): backbone", "finetune.backbone", "tf_efficientnet_b0_ns", "A", _PT),
-    Setting("A", "AffectNet (B0): start", "finetune.init_from", "01_identity", "A", _PT),
+    Setting("A", "AffectNet (B0): start", "finetune.init_from", layout.IDENTITY, "A", _PT),
     Setting("A", "AffectNet (B0): input size", "finetune.image_size", 224, "A", _PT),
     Setting("A", "AffectNet (B0): batch size", "finetune.batch_size", 32, "A", _PT),
     Setting("A", "AffectNet (B0): head-only epochs", "finetune.head_epochs", 3, "A", _PT),
@@ -152,7 +153,7 @@ SETTINGS: list[Setting] = [
         "A", "AffectNet (MobileNet): backbone", "finetune_mobilenet.backbone", "mobilenetv1_100", "A", _KERAS
     ),
     Setting(
-        "A", "AffectNet (MobileNet): start", "finetune_mobilenet.init_from", "01_attributes", "A", _KERAS
+        "A", "AffectNet (MobileNet): start", "finetune_mobilenet.init_from", layout.ATTRIBUTES, "A", _KERAS
     ),
     Setting(
         "A", "AffectNet (MobileNet): head on", "finetune_mobilenet.head_on", "attribute_trunk", "A", _KERAS
@@ -187,7 +188,7 @@ SETTINGS: list[Setting] = [
         _SELECTION,
     ),
     # ---- paper A, video (EmotiW)
-    Setting("A", "video: features from", "video.source", "02_expression", "A", _PT),
+    Setting("A", "video: features from", "video.source", layout.EXPRESSION, "A", _PT),
     Setting("A", "video: frame stride", "video.stride", 1, "A", "src/AFEW_train.ipynb"),
     Setting(
         "A",

@@ -125,3 +125,34 @@ def get_paths(
             "distributed layout (e.g. utkface/images, fer2013/train) or unset it to use synthetic data"
         )
     return Paths(repo=root, data=data, results=results, real_root=real_path)
+
+
+# ------------------------------------------------------------------------- the run's checkpoint folders
+# Each stage's folder under ``checkpoints/`` (its kept epoch: :meth:`Paths.checkpoint`), spelled here only.
+IDENTITY = "01_identity"
+ATTRIBUTES = "01_attributes"
+EXPRESSION = "02_expression"
+EXPRESSION_VA = "02_expression_va"
+EXPRESSION_MOBILENET = "02_expression_mobilenet"
+FER2013_FINETUNE = "02_fer2013_finetune"
+FER2013_SCRATCH = "02_fer2013_scratch"
+FER2013_TRANSFER = "02_fer2013_transfer"
+GCN = "03_gcn"
+#: The expression models served when none is named (predict, Recognizer(), the demo, notebook 04's
+#: features under video.source=auto), best first: with valence/arousal, else the 8-class one.
+EXPRESSION_SERVED = (EXPRESSION_VA, EXPRESSION)
+
+
+def fer2013_arm(arm: str) -> str:
+    """Folder of one arm of the FER2013 transfer study (``random_init``, ``utk_init``, ...)."""
+    return f"02_fer2013_{arm}"
+
+
+def gcn_arm(arm: str, suffix: str = "") -> str:
+    """Folder of one arm of notebook 03's AffectNet ablation (the Emotion-GCN's is :data:`GCN`)."""
+    return f"{GCN}{suffix}" if arm == "emotion_gcn" else f"03_ablation_{arm}{suffix}"
+
+
+def affwild2_arm(arm: str) -> str:
+    """Folder of one arm of notebook 03's Aff-Wild2 ablation."""
+    return f"03_affwild2_{arm}"

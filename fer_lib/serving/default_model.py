@@ -13,8 +13,11 @@ import os
 import sys
 from pathlib import Path
 
-#: Checkpoints tried, in order, when none is given (relative to ``get_paths().checkpoints``).
-DEFAULT_CHECKPOINTS = ("02_expression_va/best.pt", "02_expression/best.pt")
+from ..paths import EXPRESSION_SERVED
+
+#: Checkpoints tried, in order, when none is given (relative to ``get_paths().checkpoints``): the run
+#: layout's served expression models.
+DEFAULT_CHECKPOINTS = tuple(f"{folder}/best.pt" for folder in EXPRESSION_SERVED)
 #: What a published run commits under results/models/ (see fer_lib.stages.report.publish_models).
 PUBLISHED_MODELS = ("expression.pt", "attributes.pt")
 

@@ -34,9 +34,6 @@ from ..training import Trainer, predict
 
 INIT_KINDS = ("checkpoint", "pretrained", "random")
 SELECT_SPLITS = ("val", "report")
-#: The multi-task attribute checkpoint of stage 01, the start of the expression stages (relative to
-#: the run's checkpoints folder).
-ATTRIBUTES_CKPT = Path("01_attributes") / "best.pt"
 
 
 class InitError(ValueError):

@@ -26,12 +26,12 @@ from torch.utils.data import Dataset
 
 from .. import labels as L
 from .. import metrics as M
+from .. import paths as layout
 from ..config import Paths, Profile, TrainConfig, get_paths, seed_everything
 from ..datasets._common import apply_limit
 from ..datasets.sources import DataSource, load_for_profile
 from ..preprocess import Preprocess
 from .common import (  # noqa: F401 - the shared stage vocabulary, re-exported for notebook 02
-    ATTRIBUTES_CKPT,
     Init,
     InitError,
     Run,
@@ -55,7 +55,7 @@ from .common import (  # noqa: F401 - the shared stage vocabulary, re-exported f
 # ========================================================================================= initialisation
 def attributes_checkpoint(paths: Paths) -> Path | None:
     """The run folder's ``checkpoints/01_attributes/best.pt`` when notebook 01 has written it, else None."""
-    p = paths.checkpoints / ATTRIBUTES_CKPT
+    p = paths.checkpoint(layout.ATTRIBUTES)
     return p if p.is_file() else None
 
 
@@ -94,9 +94,9 @@ def confusion(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> np.ndarray:
 
 #: Checkpoint folder of each AffectNet model: (profile section, with valence/arousal) -> folder.
 AFFECTNET_FOLDERS = {
-    ("finetune", False): "02_expression",
-    ("finetune", True): "02_expression_va",
-    ("finetune_mobilenet", False): "02_expression_mobilenet",
+    ("finetune", False): layout.EXPRESSION,
+    ("finetune", True): layout.EXPRESSION_VA,
+    ("finetune_mobilenet", False): layout.EXPRESSION_MOBILENET,
 }
 
 
@@ -153,7 +153,7 @@ def finetune_affectnet(
 def model_label(tc: TrainConfig, run: Run, suffix: str = "") -> str:
     """Model name for metrics.csv: backbone, input size, how it was initialised and, where the epoch was
     chosen on the reported set (the authors' rule, ``select_split="report"``), ``_selected_on_report``."""
-    starts = {"01_attributes": "utk_init", "01_identity": "identity_init"}
+    starts = {layout.ATTRIBUTES: "utk_init", layout.IDENTITY: "identity_init"}
     init = starts.get(run.init.label, f"{run.init.label}_init")
     chosen = "_selected_on_report" if tc.select_split == "report" else ""
     return f"{tc.backbone}_{tc.image_size}px_{init}{suffix}{chosen}"
@@ -230,8 +230,8 @@ def train_fer2013(
     return run
 
 
-FER2013_MODELS = {"finetune": ("02_fer2013_finetune", True), "scratch": ("02_fer2013_scratch", False)}
-FER2013_SECTIONS = {"02_fer2013_finetune": "fer2013_finetune", "02_fer2013_scratch": "fer2013_scratch"}
+FER2013_MODELS = {"finetune": (layout.FER2013_FINETUNE, True), "scratch": (layout.FER2013_SCRATCH, False)}
+FER2013_SECTIONS = {layout.FER2013_FINETUNE: "fer2013_finetune", layout.FER2013_SCRATCH: "fer2013_scratch"}
 
 
 def fer2013_model(
@@ -318,7 +318,7 @@ def fer2013_transfer(
     ckpt = attributes_checkpoint(paths)
     if ckpt is None:
         print(
-            f"transfer comparison skipped: {paths.checkpoints / ATTRIBUTES_CKPT} is absent "
+            f"transfer comparison skipped: {paths.checkpoint(layout.ATTRIBUTES)} is absent "
             "(run `python -m fer_lib pretrain` first)"
         )
         return None
@@ -334,7 +334,7 @@ def fer2013_transfer(
             "backbone": backbone,
             "pretrained": None,
             "pretrained_file": None,
-            "init_from": "01_attributes",
+            "init_from": layout.ATTRIBUTES,
             **(overrides or {}),
         },
     )
@@ -358,7 +358,7 @@ def fer2013_transfer(
                 cfg,
                 paths,
                 tc,
-                f"02_fer2013_{arm}",
+                layout.fer2013_arm(arm),
                 ds,
                 use_pretrained=from_utk,
                 progress=progress,

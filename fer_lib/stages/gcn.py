@@ -51,6 +51,7 @@ from ..models.emotion_gcn import (
     load_gcn_checkpoint,
     load_label_embeddings,
 )
+from ..paths import affwild2_arm, gcn_arm
 from ..preprocess import for_model
 from . import common as C
 
@@ -196,11 +197,7 @@ def run_gcn(
     graph = build_graph(df, cfg)
     res = GCNResult(graph, load_label_embeddings(cfg.gcn.embedding, graph.names)[1], dataset)
     frames = C.split_frames(df, need_expression_below=cfg.gcn.n_expr)
-    folders = {
-        "single_task": f"03_ablation_single_task{suffix}",
-        "multitask_linear": f"03_ablation_multitask_linear{suffix}",
-        "emotion_gcn": f"03_gcn{suffix}",
-    }
+    folders = {arm: gcn_arm(arm, suffix) for arm in ARMS}
     return _train_arms(cfg, paths, cfg.gcn_train, frames, res, arms, folders, C.expression_metrics, progress)
 
 
@@ -333,7 +330,7 @@ def run_affwild2(
     }
     if cfg.gcn.affwild2_both_labels:  # paper B: only frames that carry an expression and valence/arousal
         frames["train"] = both_labels(frames["train"]).reset_index(drop=True)
-    folders = {arm: f"03_affwild2_{arm}" for arm in ARMS}
+    folders = {arm: affwild2_arm(arm) for arm in ARMS}
     return _train_arms(
         cfg, paths, cfg.affwild2_train, frames, res, arms, folders, abaw_metrics, progress, "affwild2_train"
     )

@@ -27,13 +27,13 @@ from ..datasets.sources import DataSource, load_for_profile
 from ..io import atomic_torch_save
 from ..labels import MALE_THRESHOLD
 from ..models import MultiTaskNet, load_checkpoint
+from ..paths import ATTRIBUTES, FER2013_FINETUNE, IDENTITY
 from ..reporting import record_metrics
 from ..training import predict
 from .common import Init, Run, init_stage, make_dataset, new_model, train_model
 
 STAGE = "pretrain"
-IDENTITY_DIR = "01_identity"
-ATTRIBUTES_DIR = "01_attributes"
+IDENTITY_DIR, ATTRIBUTES_DIR = IDENTITY, ATTRIBUTES  # the stage's checkpoint folders (fer_lib.paths)
 ATTRIBUTE_TASKS = {"age": labels.AGE_BINS, "gender": 1, "race": len(labels.ETHNICITIES)}
 VAL_FRACTION = 0.1
 MIN_CLASS_SHARE = 0.5  # with class_weights: rarer ethnicities are repeated up to half the mean class size
@@ -551,7 +551,7 @@ def confound_models(paths: Paths) -> tuple[Path | None, Path | None, str]:
     (``results/models/``); and which, in words."""
     from ..serving.default_model import published_models
 
-    attr, expr = paths.checkpoint(ATTRIBUTES_DIR), paths.checkpoint("02_fer2013_finetune")
+    attr, expr = paths.checkpoint(ATTRIBUTES_DIR), paths.checkpoint(FER2013_FINETUNE)
     if attr.is_file():
         return attr, (expr if expr.is_file() else None), "this run's models"
     published = {p.name: p for p in published_models()}

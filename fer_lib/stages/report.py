@@ -17,6 +17,7 @@ from .. import plots, reporting
 from ..config import Paths, get_paths
 from ..datasets.ckplus48 import SCORED as CKPLUS_SCORED
 from ..metrics import metric_spec, recall_name
+from ..paths import ATTRIBUTES, FER2013_FINETUNE
 from ..published import published_table
 
 # Published rows about the phone or the file, not about a dataset: nothing here reproduces them.
@@ -382,7 +383,7 @@ def write_all(cfg, paths: Paths | None = None) -> dict[str, pd.DataFrame]:
 #: folder's checkpoints; each gets a model card beside it.
 PUBLISHED_MODEL_SOURCES = {
     "expression.pt": {
-        "checkpoint": "02_fer2013_finetune/best.pt",
+        "checkpoint": f"{FER2013_FINETUNE}/best.pt",
         "dataset": "fer2013",
         "title": "Facial expression (7 classes), FER2013",
         "data": "FER2013 (train split for training, validation for model selection, test for the numbers "
@@ -394,7 +395,7 @@ PUBLISHED_MODEL_SOURCES = {
         "contrast-enhanced copy is not comparable with published FER2013 numbers.",
     },
     "attributes.pt": {
-        "checkpoint": "01_attributes/best.pt",
+        "checkpoint": f"{ATTRIBUTES}/best.pt",
         "dataset": "utkface",
         "title": "Age, gender and ethnicity, UTKFace",
         "data": "UTKFace (23,705 labelled chips: the 2,000 of its balanced test list for the numbers below, "

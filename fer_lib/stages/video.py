@@ -45,6 +45,7 @@ import pandas as pd
 
 from .. import labels as L
 from ..config import Paths, Profile, get_paths, repo_root, resolve_device
+from ..paths import EXPRESSION_SERVED
 from ..published import STRIDE_STUDY
 from ..video import (
     CLASSIFIERS,
@@ -62,7 +63,7 @@ from ..video.study import agreement, detected_fraction, subsample
 
 #: Checkpoints notebook 04 looks for under the run folder's ``checkpoints/`` with ``video.source=auto``,
 #: first match wins.
-CHECKPOINT_CANDIDATES = ("02_expression_va", "02_expression")
+CHECKPOINT_CANDIDATES = EXPRESSION_SERVED
 AUTO_SOURCE = "auto"
 PAPER_CLASSIFIER = "linear_svc"  # with PAPER_POOLING ("stat", fer_lib.video.pooling): paper A's protocol
 #: Name of the split the metrics use: the AFEW / VGAF ``Val`` folder (the loaders' ``test`` split) is
