@@ -32,7 +32,10 @@ def run_arms(script: str, arms: dict[str, list[str]], prefix: str) -> tuple[list
                 HF_HUB_OFFLINE="1",
             )
             cmd = [sys.executable, script, *args]
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if done.returncode != 0:  # the child's own traceback, not just its exit status
+                raise RuntimeError(f"arm {name!r} failed ({' '.join(cmd)}):\n{done.stderr[-4000:]}")
+            out = done.stdout
             line = next(line for line in out.splitlines() if line.startswith(MARK))
             rows.append({"arm": name, **json.loads(line[len(MARK) :])})
             loads.append(os.getloadavg()[0])
