@@ -26,7 +26,7 @@ from ..datasets._common import carve_val
 from ..datasets.sources import DataSource, load_for_profile
 from ..io import atomic_torch_save
 from ..labels import MALE_THRESHOLD
-from ..models import MultiTaskNet, load_checkpoint
+from ..models import MultiTaskNet, build_model_from_checkpoint, load_checkpoint
 from ..paths import ATTRIBUTES, FER2013_FINETUNE, IDENTITY
 from ..reporting import record_metrics
 from ..training import predict
@@ -85,9 +85,10 @@ def _train(
     progress: bool,
     **trainer_kwargs,
 ) -> Run:
-    """Stage 01's use of the shared :func:`~fer_lib.stages.common.train_model`: selection on ``val``, the
-    best checkpoint reloaded, no test predictions (the notebook makes them)."""
-    return train_model(
+    """Stage 01's use of the shared :func:`~fer_lib.stages.common.train_model`: selection on ``val``, no
+    test predictions (the notebook makes them); the model returned is rebuilt from the best checkpoint,
+    exactly as serving builds it (and drawing the random numbers a new model draws, as before)."""
+    run = train_model(
         model,
         c,
         train_ds,
@@ -104,6 +105,9 @@ def _train(
         num_workers=_workers(cfg),
         **trainer_kwargs,
     )
+    if run.checkpoint is not None and run.checkpoint.is_file():
+        run.model = build_model_from_checkpoint(run.checkpoint)
+    return run
 
 
 # ============================================================================ identity pre-training
