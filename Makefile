@@ -32,12 +32,13 @@ help:
 	@echo "make notebooks   rewrite notebooks/*.ipynb in the canonical form JupyterLab saves (no outputs)"
 
 # Every time (cheap, idempotent): the git clean filter that stores notebooks/*.ipynb without outputs
-# (.gitattributes) and Lab's cell timing (the Lab run's seconds in run_times.csv; the filter drops it).
+# (.gitattributes), Lab's cell timing (the Lab run's seconds in run_times.csv; the filter drops it) and no
+# news / update checks (Lab would ask at every start, and the request fails offline).
 LAB_DEFAULTS := $(VENV)/etc/jupyter/labconfig/default_setting_overrides.json
 install: $(STAMP)
 	@$(PY) scripts/normalize_notebooks.py --install-filter
 	@mkdir -p $(dir $(LAB_DEFAULTS)) && \
-	    echo '{"@jupyterlab/notebook-extension:tracker": {"recordTiming": true}}' > $(LAB_DEFAULTS)
+	    echo '{"@jupyterlab/notebook-extension:tracker": {"recordTiming": true}, "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}' > $(LAB_DEFAULTS)
 
 $(STAMP): requirements.in requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
