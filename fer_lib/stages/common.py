@@ -105,9 +105,7 @@ def new_model(tc: TrainConfig, tasks: Mapping[str, int], **kwargs) -> MultiTaskN
     return model
 
 
-def find_start(
-    tc: TrainConfig, paths: Paths, section: str, use: bool = True, auto: Sequence[str] | None = None
-) -> tuple[Path | None, str]:
+def find_start(tc: TrainConfig, paths: Paths, section: str, use: bool = True) -> tuple[Path | None, str]:
     """The checkpoint ``section``'s backbone starts from under ``tc.init_from`` (the first candidate that
     exists and holds ``tc.backbone``), or ``(None, why)``. With ``tc.strict_init`` a named source that is
     absent or holds another backbone raises :class:`InitError` (never a silent fallback); ``use=False``
@@ -116,14 +114,14 @@ def find_start(
         return None, "by request"
     if tc.init_from in ("none", "random"):
         return None, f"by request ({section}.init_from={tc.init_from})"
-    names = candidates(tc, section) if auto is None or tc.init_from != "auto" else tuple(auto)
+    names = candidates(tc, section)
     why = []
     for name in names:
         path = paths.checkpoint(name)
         if not path.is_file():
             why.append(f"{path} is absent")
             continue
-        stored = (load_checkpoint(path).get("model_config") or {}).get("backbone")
+        stored = checkpoint_backbone(path)[0]
         if stored == tc.backbone:
             return path, ""
         why.append(f"{path} holds backbone {stored!r}, not {tc.backbone!r}")
@@ -144,14 +142,13 @@ def init_stage(
     section: str,
     use: bool = True,
     backbone_only: bool = False,
-    auto: Sequence[str] | None = None,
 ) -> Init:
     """Start ``model`` where ``tc`` says (the one initialisation rule of every stage): the checkpoint of
     :func:`find_start` when there is one (heads of other shapes dropped; ``backbone_only`` keeps every
     head at its initialisation), else the start the model was built with (:func:`start_init`). With
     ``tc.strict_init``, a start that would be random without ``init_from=random`` is an InitError."""
     start = start_init(tc)
-    path, reason = find_start(tc, paths, section, use, auto)
+    path, reason = find_start(tc, paths, section, use)
     if path is None:
         if tc.strict_init and use and start.kind == "random" and tc.init_from != "random":
             raise InitError(

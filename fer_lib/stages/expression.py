@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from .. import labels as L
 from .. import metrics as M
 from .. import paths as layout
+from ..chain import stage
 from ..config import Paths, Profile, TrainConfig, get_paths, seed_everything
 from ..datasets._common import apply_limit
 from ..datasets.sources import DataSource, load_for_profile
@@ -92,14 +93,6 @@ def confusion(pred: Mapping[str, np.ndarray], n_classes: int = 8) -> np.ndarray:
     return M.confusion_matrix(y, p, labels=list(range(n_classes)))
 
 
-#: Checkpoint folder of each AffectNet model: (profile section, with valence/arousal) -> folder.
-AFFECTNET_FOLDERS = {
-    ("finetune", False): layout.EXPRESSION,
-    ("finetune", True): layout.EXPRESSION_VA,
-    ("finetune_mobilenet", False): layout.EXPRESSION_MOBILENET,
-}
-
-
 def finetune_affectnet(
     cfg: Profile,
     paths: Paths | None = None,
@@ -117,9 +110,10 @@ def finetune_affectnet(
     tc = getattr(cfg, section)
     if tc is None:
         raise ValueError(f"profile {cfg.name!r} leaves section {section!r} unset")
-    if (section, with_va) not in AFFECTNET_FOLDERS:
-        raise ValueError(f"no AffectNet model for section {section!r} with_va={with_va}")
-    name = AFFECTNET_FOLDERS[(section, with_va)]
+    folders = stage(section).writes  # (8 classes, 8 classes + valence/arousal) where the stage has both
+    if with_va and len(folders) < 2:
+        raise ValueError(f"section {section!r} trains no valence/arousal model (with_va=True)")
+    name = folders[int(with_va)]
     df, src, dataset = data or affectnet_splits(cfg, paths, progress)
     tasks = {"expression": 8, **({"va": 2} if with_va else {})}
     seed_everything(cfg.seed)
@@ -195,14 +189,15 @@ def train_fer2013(
     use_pretrained: bool = False,
     progress: bool = True,
     seed: int | None = None,
+    section: str = "fer2013_transfer",
 ) -> Run:
-    """One FER2013 model (7 classes, canonical order): trained on train, selected on val, tested on test.
-    ``use_pretrained``: start from the checkpoint ``tc.init_from`` names (``01_attributes/best.pt``), else
-    from the weights ``tc`` names."""
+    """One FER2013 model (7 classes, canonical order) of the profile's ``section``: trained on train,
+    selected on val, tested on test. ``use_pretrained``: start from the checkpoint ``tc.init_from`` names
+    (``01_attributes/best.pt``), else from the weights ``tc`` names."""
     seed = cfg.seed if seed is None else int(seed)
     seed_everything(seed)
     model = new_model(tc, {"expression": 7})
-    init = init_stage(model, tc, paths, FER2013_SECTIONS.get(name, "fer2013_transfer"), use=use_pretrained)
+    init = init_stage(model, tc, paths, section, use=use_pretrained)
     print(f"[{name}] {tc.backbone} at {tc.image_size}px, seed {seed}: {init}")
     ds = {
         s: d.with_augment(tc.augment, tc.degrade, tc.degrade_min, tc.grey, tc.jitter) if s == "train" else d
@@ -230,8 +225,8 @@ def train_fer2013(
     return run
 
 
-FER2013_MODELS = {"finetune": (layout.FER2013_FINETUNE, True), "scratch": (layout.FER2013_SCRATCH, False)}
-FER2013_SECTIONS = {layout.FER2013_FINETUNE: "fer2013_finetune", layout.FER2013_SCRATCH: "fer2013_scratch"}
+#: The profile's FER2013 models: which -> whether it starts from the attribute checkpoint.
+FER2013_MODELS = {"finetune": True, "scratch": False}
 
 
 def fer2013_model(
@@ -253,9 +248,11 @@ def fer2013_model(
         print("FER2013 is not under FER_DATA_ROOT: the FER2013 models are skipped")
         return None
     tc = fer2013_config(cfg, which, overrides)
-    name, from_utk = FER2013_MODELS[which]
+    section = f"fer2013_{which}"
     ds = fer2013_datasets(data[0], new_model(tc, {"expression": 7}).preprocess)
-    return train_fer2013(cfg, paths, tc, name, ds, use_pretrained=from_utk, progress=progress)
+    return train_fer2013(
+        cfg, paths, tc, stage(section).writes[0], ds, FER2013_MODELS[which], progress, section=section
+    )
 
 
 def fer2013_served(

@@ -33,7 +33,6 @@ from ..training import predict
 from .common import Init, Run, init_stage, make_dataset, new_model, train_model
 
 STAGE = "pretrain"
-IDENTITY_DIR, ATTRIBUTES_DIR = IDENTITY, ATTRIBUTES  # the stage's checkpoint folders (fer_lib.paths)
 ATTRIBUTE_TASKS = {"age": labels.AGE_BINS, "gender": 1, "race": len(labels.ETHNICITIES)}
 VAL_FRACTION = 0.1
 MIN_CLASS_SHARE = 0.5  # with class_weights: rarer ethnicities are repeated up to half the mean class size
@@ -138,14 +137,14 @@ def train_identity(
         c,
         train_ds,
         val_ds,
-        IDENTITY_DIR,
+        IDENTITY,
         cfg,
         paths,
         init,
         progress,
         class_weight_tasks=(),
         run_config={
-            "stage": IDENTITY_DIR,
+            "stage": IDENTITY,
             "profile": cfg.name,
             "dataset": src.name,
             "identities": len(ident),
@@ -245,18 +244,18 @@ def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = 
         c,
         train_ds,
         val_ds,
-        ATTRIBUTES_DIR,
+        ATTRIBUTES,
         cfg,
         paths,
         init,
         progress,
         class_weight_tasks=("race", "gender") if c.class_weights else (),
-        run_config={"stage": ATTRIBUTES_DIR, "profile": cfg.name, "dataset": src.name},
+        run_config={"stage": ATTRIBUTES, "profile": cfg.name, "dataset": src.name},
     )
     res.manifest, res.source = df, src
     res.dataset = res.dataset_name
     print(f"attribute stage: {time.perf_counter() - t0:.1f} s wall (incl. validation)")
-    best, best_pt = res.model, paths.checkpoint(ATTRIBUTES_DIR)
+    best, best_pt = res.model, paths.checkpoint(ATTRIBUTES)
     if "gender" in best.tasks and best_pt.is_file():
         val_pred = predict(best, _loader(val_ds, c, cfg), device=resolve_device(cfg.device), progress=False)
         best.male_threshold = choose_male_threshold(val_pred["label_gender"], val_pred["gender_prob_female"])
@@ -429,8 +428,6 @@ CHILD_AGE = 16.0
 def _read_faces(paths_: Sequence[str | Path], grey: bool = False) -> list[np.ndarray]:
     """Each image whole, as an RGB uint8 array (an already-cropped face); ``grey``: its luminance in
     all three channels, what a greyscale photo gives."""
-    from PIL import Image
-
     from ..datasets.images import read_image
 
     out = []
@@ -438,7 +435,7 @@ def _read_faces(paths_: Sequence[str | Path], grey: bool = False) -> list[np.nda
         img = read_image(p)[0].convert("RGB")
         if grey:
             img = img.convert("L").convert("RGB")
-        out.append(np.asarray(img, dtype=np.uint8) if isinstance(img, Image.Image) else img)
+        out.append(np.asarray(img, dtype=np.uint8))
     return out
 
 
@@ -555,7 +552,7 @@ def confound_models(paths: Paths) -> tuple[Path | None, Path | None, str]:
     (``results/models/``); and which, in words."""
     from ..serving.default_model import published_models
 
-    attr, expr = paths.checkpoint(ATTRIBUTES_DIR), paths.checkpoint(FER2013_FINETUNE)
+    attr, expr = paths.checkpoint(ATTRIBUTES), paths.checkpoint(FER2013_FINETUNE)
     if attr.is_file():
         return attr, (expr if expr.is_file() else None), "this run's models"
     published = {p.name: p for p in published_models()}
