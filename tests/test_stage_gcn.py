@@ -16,7 +16,7 @@ import torch
 from affectnet_folder import write_affectnet
 
 from fer_lib import config, reporting
-from fer_lib.models import MultiTaskNet, save_checkpoint
+from fer_lib.models import MultiTaskNet, load_checkpoint, save_checkpoint
 from fer_lib.models import emotion_gcn as EG
 from fer_lib.stages import common as C
 from fer_lib.stages import gcn as G
@@ -200,6 +200,27 @@ def test_gcn_learns_valence_arousal_like_the_linear_head_at_equal_budget(env):
     for dim in ("valence_ccc", "arousal_ccc"):
         assert gcn[dim] >= lin[dim] - 0.05, (dim, gcn, lin)
     assert gcn["accuracy_7cls"] >= lin["accuracy_7cls"] - 0.02, (gcn, lin)
+
+
+@pytest.mark.slow
+def test_va_scale_study_trains_each_optimiser_and_scale_and_measures_gaps_to_its_linear_head(env):
+    cfg = config.get_profile("smoke", {**FAST, "finetune.full_epochs": 2, "gcn_train.init_from": "none"})
+    t = G.va_scale_study(cfg, env, progress=False)
+    assert list(zip(t.optimiser, t.model)) == [
+        (opt, m)
+        for opt in ("profile", "paper_b")
+        for m in ("multitask_linear", "emotion_gcn (va_scale=0.3)", "emotion_gcn (va_scale=1)")
+    ]
+    for _, g in t.groupby("optimiser"):
+        linear = g[g.model == "multitask_linear"].iloc[0]
+        assert (g.valence_gap == g.valence_ccc - linear.valence_ccc).all()
+        assert (g.arousal_gap == g.arousal_ccc - linear.arousal_ccc).all()
+        assert (g.epochs == 2).all()  # paper B's optimiser for as many epochs as the profile's recipe
+    sgd = load_checkpoint(env.checkpoints / "03_gcn_va_study_paper_b_1" / "last.pt")
+    assert sgd["optimizer"]["param_groups"][0]["momentum"] == 0.9
+    assert sgd["model_config"]["gcn"]["va_scale"] == 1.0
+    with pytest.raises(ValueError, match="choose one of profile, paper_b"):
+        G.va_scale_study(cfg, env, optimisers=("rmsprop",), progress=False)
 
 
 def test_output_scales_compare_va_spread_with_the_labels():

@@ -467,3 +467,13 @@ def test_a_bad_optimizer_or_scheduler_name_lists_the_choices():
         optim.build_optimizer([torch.nn.Parameter(torch.ones(1))], "rmsprop", lr=0.1)
     with pytest.raises(ValueError, match="choose one of cosine, step, none"):
         optim.build_scheduler(None, "plateau", 10, 2)
+
+
+def test_max_steps_per_epoch_caps_every_epoch_of_every_stage(tmp_path):
+    data = Shapes(64)
+    cfg = _cfg(batch_size=8, head_epochs=1, full_epochs=2, max_steps_per_epoch=3)
+    seed_everything(0)
+    trainer = Trainer(MultiTaskNet("tiny_cnn", TASKS, verbose=False), cfg, out_dir=tmp_path, progress=False)
+    history = trainer.fit(data, Shapes(16))
+    assert len(history) == 3 and trainer.global_step == 9  # 3 epochs x 3 steps, not 3 x 8
+    assert not history["partial"].any()  # a capped epoch is a whole epoch, not a stopped one
