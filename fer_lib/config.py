@@ -56,6 +56,9 @@ class DataConfig:
     video_size: tuple[int, int] = (320, 240)
     chip_size: int = 200
     real_limit: int | None = None  # cap on rows per split of a real dataset (None: all)
+    # images of a crop dataset (FER2013, UTKFace: the image is the face) on which the detector's box is
+    # measured against the dataset's frame (fer_lib.faces.measure_framing); 0: predict crops the box as is
+    framing_faces: int = 300
     num_workers: int = 2
 
 
@@ -87,6 +90,8 @@ class TrainConfig:
     grey: float = 0.0  # share of training faces turned grey (luminance only)
     jitter: float = 0.0  # brightness / contrast / saturation jitter of the others, factors in 1 +- jitter
     max_face_side: int | None = None  # faces shrunk to at most this side first, in training and serving
+    # contrast normalisation of every face, in training and serving (Preprocess.contrast): none | standardise
+    contrast: str = "none"
     # Where the backbone starts beyond `pretrained`: "auto" (the stage's previous checkpoint when it exists
     # and holds the same backbone), "none" (no checkpoint), or a stage folder of the run ("01_identity",
     # "01_attributes", "02_expression", ...). With strict_init a missing or mismatched source is an error.
@@ -357,6 +362,7 @@ def _profile_smoke() -> Profile:
             video_size=(160, 120),
             chip_size=96,
             real_limit=256,
+            framing_faces=16,
             num_workers=0,
         ),
         # stages 01-03 smoke: the local tiny_cnn (48 px), so the 01 -> 02 initialisation runs in CI in seconds

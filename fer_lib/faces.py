@@ -4,12 +4,17 @@ The MTCNN weights ship inside the facenet-pytorch wheel, so detection works offl
 ``[x1, y1, x2, y2, prob]`` in pixels of the input image, sorted by probability (highest first).
 Crops are tight (no margin) by default, as in paper A's wording; ``margin`` adds a fraction of
 the box size on every side (the public code's 20/40 px margins correspond to roughly 0.1-0.2).
+:func:`measure_framing` measures the frame of a dataset whose images are the faces (FER2013,
+UTKFace) around the detector's box, so that ``predict`` crops a detected face as the training
+faces were framed.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
@@ -331,3 +336,71 @@ def level_eyes(image, left_eye, right_eye, box) -> tuple:
     if angle:
         img = img.rotate(angle, resample=Image.BILINEAR, center=(float(mx), float(my)))
     return (img if is_pil else np.asarray(img)), out_box
+
+
+# -------------------------------------------------------------------------------- dataset framing
+#: A dataset crop shown to the detector as a photo: enlarged so its shorter side is this many px (MTCNN
+#: misses most 48 px faces).
+PHOTO_SIDE = 192
+#: measure_framing sets the photo in a grey border of this share of its side, so that a box reaching past
+#: the image is measured whole (and a face that fills the image is found more often: 88 % of FER2013's
+#: training faces against 85 %). Not for scoring: a window reaching into the border would crop grey.
+FRAMING_PAD = 0.25
+
+
+def as_photo(image, side: int = PHOTO_SIDE, pad: float = 0.0) -> tuple[np.ndarray, float, int]:
+    """``image`` (a dataset's face crop) as the detector would meet it in a photo: enlarged (PIL bilinear)
+    so its shorter side is at least ``side`` px, then (``pad`` > 0) a border of ``pad`` times its shorter
+    side of mid grey. Returns ``(rgb array, scale, border)``: a box in the photo maps back to the image by
+    ``(box - border) / scale``."""
+    img = Image.fromarray(to_rgb_array(image))
+    k = max(1.0, side / min(img.size))
+    if k > 1:
+        img = img.resize((round(img.size[0] * k), round(img.size[1] * k)), Image.BILINEAR)
+    arr = np.asarray(img)
+    border = int(round(pad * min(arr.shape[:2])))
+    if border:
+        arr = np.pad(arr, ((border, border), (border, border), (0, 0)), constant_values=128)
+    return arr, k, border
+
+
+@dataclass(frozen=True)
+class Framing:
+    """How a dataset frames its faces around the detector's box: ``margin`` (left, top, right, bottom, in
+    box widths / heights; the :class:`~fer_lib.preprocess.Preprocess` margin that crops a detected face
+    the same way), measured on ``faces`` images of which a share ``found`` had a face."""
+
+    margin: tuple[float, float, float, float] | float
+    found: float
+    faces: int
+
+
+def measure_framing(images: Sequence, detector=None, min_found: float = 0.5, batch_size: int = 32) -> Framing:
+    """The median frame of ``images`` (each a whole face crop: a path, PIL image or array) around the box
+    MTCNN finds in it (:func:`as_photo` with a :data:`FRAMING_PAD` border, the most probable face): the fraction of the box width that the
+    image extends left and right of it, of its height above and below (negative: the box reaches past the
+    image). ``margin`` is 0.0 (the box itself) when fewer than ``min_found`` of the images show a face, or
+    when there are none."""
+    from .datasets.images import read_image
+
+    detector = detector if detector is not None else FaceDetector()
+    found, sides = 0, []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        photos = [
+            as_photo(read_image(im)[0] if isinstance(im, (str, os.PathLike)) else im, pad=FRAMING_PAD)
+            for im in chunk
+        ]
+        for (arr, k, border), boxes in zip(photos, detector.detect_batch([p[0] for p in photos])):
+            if len(boxes) == 0:
+                continue
+            found += 1
+            x1, y1, x2, y2 = (np.asarray(boxes[0][:4], np.float64) - border) / k
+            w, h = x2 - x1, y2 - y1
+            width, height = (arr.shape[1] - 2 * border) / k, (arr.shape[0] - 2 * border) / k
+            sides.append((x1 / w, y1 / h, (width - x2) / w, (height - y2) / h))
+    share = found / len(images) if len(images) else 0.0
+    if not sides or share < min_found:
+        return Framing(0.0, share, len(images))
+    margin = tuple(round(float(v), 3) for v in np.median(np.asarray(sides), axis=0))
+    return Framing(margin, share, len(images))  # type: ignore[arg-type]

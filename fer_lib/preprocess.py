@@ -6,7 +6,8 @@ features (:class:`fer_lib.video.features.TorchFeatureExtractor`) and ONNX export
 
     crop (box + margin, rounded to whole pixels, clipped)  ->  RGB uint8
     -> shrink to at most max_side px (when set)              ->  grey (when the model was trained on grey)
-    -> resize to input_size x input_size (PIL bilinear)     ->  normalise ((x - 255 mean) / (255 std))
+    -> resize to input_size x input_size (PIL bilinear)     ->  contrast (when set: each face's luma
+    mean / std set to one value)                           ->  normalise ((x - 255 mean) / (255 std))
 
 A model carries its ``Preprocess`` (``MultiTaskNet.preprocess``); the trainer sets it to what the
 training data went through and every checkpoint stores it (``model_config["preprocess"]``), so a model
@@ -30,22 +31,43 @@ RESIZE = "pil-bilinear"  # paper A's public code and its loaders resize with PIL
 # BGR input is a known pitfall of reproductions of paper A; "grey" is for models trained on grey faces
 # (FER2013): colour photos are turned grey the same way before they reach such a model.
 COLOURS = ("rgb", "grey")
+# "standardise": each face's brightness and contrast set to one value before the mean / std normalisation
+# (its luma mean and standard deviation become CONTRAST_TARGET, colour ratios kept), so a dark, flat
+# photo and a contrast-enhanced dataset crop reach the network alike.
+CONTRASTS = ("none", "standardise")
+CONTRAST_TARGET: tuple[float, float] = (127.5, 64.0)  # luma mean, luma standard deviation (0-255 scale)
+CONTRAST_MIN_STD = 4.0  # a flat face's contrast is raised at most 16x (64 / 4), noise is not blown up
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL's "L"
 
 
-def crop_window(box, image_size: tuple[int, int], margin: float = 0.0) -> tuple[int, int, int, int]:
+Margin = float | tuple[float, float, float, float]
+
+
+def margin_sides(margin: Margin) -> tuple[float, float, float, float]:
+    """``(left, top, right, bottom)`` of a margin: one number for every side, or four (in that order)."""
+    sides = (margin,) * 4 if np.ndim(margin) == 0 else tuple(np.asarray(margin, np.float64).reshape(-1))
+    if len(sides) != 4 or not all(math.isfinite(float(v)) for v in sides):
+        raise ValueError(f"a margin is one number or four (left, top, right, bottom), got {margin!r}")
+    return tuple(float(v) for v in sides)  # type: ignore[return-value]
+
+
+def crop_window(box, image_size: tuple[int, int], margin: Margin = 0.0) -> tuple[int, int, int, int]:
     """Integer window ``(left, top, right, bottom)`` of a box plus margin, clipped to ``(W, H)``.
 
     ``margin`` adds that fraction of the box width on the left and on the right, and of its height
-    on the top and the bottom (0.1 makes the box 20 % larger in each direction). Coordinates are
-    rounded to the nearest pixel. ValueError when the box is missing a coordinate or nothing is left.
+    on the top and the bottom (0.1 makes the box 20 % larger in each direction); four numbers give
+    the left, top, right and bottom sides their own fraction (negative ones move a side inwards).
+    Coordinates are rounded to the nearest pixel. ValueError when the box is missing a coordinate or
+    nothing is left.
     """
     width, height = image_size
     x1, y1, x2, y2 = (float(v) for v in np.asarray(box, dtype=np.float64).reshape(-1)[:4])
     if not all(map(math.isfinite, (x1, y1, x2, y2))):
         raise ValueError(f"face box {box!r} has a missing coordinate")
+    left_m, top_m, right_m, bottom_m = margin_sides(margin)
     bw, bh = x2 - x1, y2 - y1
-    x1, x2 = x1 - margin * bw, x2 + margin * bw
-    y1, y2 = y1 - margin * bh, y2 + margin * bh
+    x1, x2 = x1 - left_m * bw, x2 + right_m * bw
+    y1, y2 = y1 - top_m * bh, y2 + bottom_m * bh
     left, top = max(0, int(round(x1))), max(0, int(round(y1)))
     right, bottom = min(width, int(round(x2))), min(height, int(round(y2)))
     if right <= left or bottom <= top:
@@ -83,10 +105,17 @@ class Preprocess:
     Args:
         input_size: side S of the square network input.
         mean, std: per-channel normalisation of values scaled to [0, 1].
-        margin: fraction of the face box added on each side before cropping (0: tight, paper A).
+        margin: fraction of the face box added on each side before cropping (0: tight, paper A), or
+            four fractions (left, top, right, bottom): the frame of a dataset whose images are the
+            faces, measured around the detector's box (:func:`fer_lib.faces.measure_framing`), so that
+            a detected face is cropped as the training faces were framed.
         colour: ``"rgb"``, or ``"grey"`` (luma, ITU-R 601, repeated on the 3 channels) for a model trained
             on grey faces, so that colour photos reach it as its training faces did.
         resize: resampling of the crop (only ``"pil-bilinear"``).
+        contrast: ``"none"``, or ``"standardise"``: every face's luma mean and standard deviation are set
+            to :data:`CONTRAST_TARGET` (the same shift and scale on the three channels) before the
+            normalisation, in training and serving alike, so the source's exposure and contrast (a
+            contrast-enhanced dataset, a dim photo) do not reach the network.
         max_side: when set, a face whose longer side exceeds it is first shrunk to it (aspect kept):
             every face then carries no more detail than the lowest-resolution faces of the training
             data (UTKFace mixes 64 and 200 px chips; FER2013 is 48 px), whatever its source, so
@@ -97,10 +126,11 @@ class Preprocess:
     input_size: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    margin: float = 0.0
+    margin: Margin = 0.0
     colour: str = "rgb"
     resize: str = RESIZE
     max_side: int | None = None
+    contrast: str = "none"
 
     def __post_init__(self):
         object.__setattr__(self, "input_size", int(self.input_size))
@@ -110,9 +140,12 @@ class Preprocess:
                 raise ValueError(f"Preprocess max_side must be >= 8 px (or None), got {self.max_side}")
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        object.__setattr__(self, "margin", float(self.margin))
+        sides = margin_sides(self.margin)
+        object.__setattr__(self, "margin", sides[0] if len(set(sides)) == 1 else sides)
         if self.input_size < 1 or len(self.mean) != 3 or len(self.std) != 3:
             raise ValueError(f"Preprocess needs input_size >= 1 and 3 means / stds, got {self}")
+        if self.contrast not in CONTRASTS:
+            raise ValueError(f"Preprocess contrast must be one of {CONTRASTS}, got {self.contrast!r}")
         if self.colour not in COLOURS or self.resize != RESIZE:
             raise ValueError(
                 f"unsupported preprocessing colour={self.colour!r} resize={self.resize!r}; "
@@ -137,8 +170,14 @@ class Preprocess:
     @property
     def key(self) -> str:
         """A string naming the preprocessing, for cache keys."""
-        key = f"{self.input_size}|{self.mean}|{self.std}|margin={self.margin:g}|{self.resize}|{self.colour}"
-        return key + (f"|max_side={self.max_side}" if self.max_side else "")
+        m = (
+            ",".join(f"{v:g}" for v in margin_sides(self.margin))
+            if isinstance(self.margin, tuple)
+            else f"{self.margin:g}"
+        )
+        key = f"{self.input_size}|{self.mean}|{self.std}|margin={m}|{self.resize}|{self.colour}"
+        key += f"|max_side={self.max_side}" if self.max_side else ""
+        return key + (f"|contrast={self.contrast}" if self.contrast != "none" else "")
 
     # ----------------------------------------------------------------------------------- the steps
     def window(self, box, image_size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -207,7 +246,13 @@ class Preprocess:
     def normalise(self, faces_u8: np.ndarray) -> np.ndarray:
         """``uint8`` ``[..., S, S, 3]`` -> normalised float32 ``[..., 3, S, S]`` (numpy)."""
         mean, inv_std = self._scale_shift()
-        x = (np.asarray(faces_u8, np.float32) - mean) * inv_std
+        x = np.asarray(faces_u8, np.float32)
+        if self.contrast == "standardise":
+            luma = x @ np.asarray(LUMA, np.float32)
+            mu = luma.mean(axis=(-2, -1), keepdims=True)[..., None]
+            sd = np.maximum(luma.std(axis=(-2, -1), keepdims=True)[..., None], np.float32(CONTRAST_MIN_STD))
+            x = (x - mu) * (np.float32(CONTRAST_TARGET[1]) / sd) + np.float32(CONTRAST_TARGET[0])
+        x = (x - mean) * inv_std
         return np.ascontiguousarray(np.moveaxis(x, -1, -3))
 
     def normalise_torch(self, faces_u8, device=None):
@@ -218,8 +263,13 @@ class Preprocess:
         import torch
 
         mean, inv_std = (torch.from_numpy(v).to(device).view(1, 1, 1, 3) for v in self._scale_shift())
-        x = torch.as_tensor(faces_u8).to(device)
-        return ((x.float() - mean) * inv_std).permute(0, 3, 1, 2)
+        x = torch.as_tensor(faces_u8).to(device).float()
+        if self.contrast == "standardise":
+            luma = x @ torch.tensor(LUMA, dtype=torch.float32, device=x.device)
+            mu = luma.mean(dim=(-2, -1), keepdim=True)[..., None]
+            sd = luma.std(dim=(-2, -1), keepdim=True, correction=0)[..., None].clamp_min(CONTRAST_MIN_STD)
+            x = (x - mu) * (CONTRAST_TARGET[1] / sd) + CONTRAST_TARGET[0]
+        return ((x - mean) * inv_std).permute(0, 3, 1, 2)
 
     def tensor(self, face) -> Any:
         """One ``S x S`` uint8 face -> a normalised ``[3, S, S]`` float32 tensor (what datasets return)."""

@@ -232,3 +232,46 @@ def test_aligning_a_rotated_face_equals_aligning_the_face(detector, astronaut):
     ].mean()
     assert aligned_diff < 12 and box_diff > 3 * aligned_diff
     assert np.corrcoef(upright.ravel(), aligned.ravel())[0, 1] > 0.95
+
+
+class _FrameDetector:
+    """Finds the face at ``face`` (x1, y1, x2, y2 in the dataset image's pixels) in every photo that
+    faces.as_photo makes of a 48 px image, except in every ``miss``-th one."""
+
+    def __init__(self, face, miss: int = 0):
+        self.face, self.miss, self.calls = np.asarray(face, np.float32), miss, 0
+        _, self.k, self.border = faces.as_photo(np.zeros((48, 48, 3), np.uint8), pad=faces.FRAMING_PAD)
+
+    def detect_batch(self, frames):
+        out = []
+        for frame in frames:
+            self.calls += 1
+            assert self.border > 0 and frame.shape[0] == 48 * self.k + 2 * self.border  # enlarged, bordered
+            hit = not (self.miss and self.calls % self.miss == 0)
+            box = np.append(self.face * self.k + self.border, 0.99)[None]
+            out.append(box if hit else faces.EMPTY_BOXES.copy())
+        return out
+
+
+def test_measure_framing_recovers_a_known_frame_around_the_box():
+    images = [np.full((48, 48, 3), 100, np.uint8)] * 6
+    got = faces.measure_framing(images, _FrameDetector([8, 6, 40, 46]))
+    # the image reaches 8 px (of a 32 px wide box) left and right of it, 6 above and 2 below (of 40)
+    assert got.margin == (0.25, 0.15, 0.25, 0.05) and got.found == 1.0 and got.faces == 6
+    box_past_edges = faces.measure_framing(images, _FrameDetector([-4, 0, 52, 56]))
+    assert box_past_edges.margin == pytest.approx((-4 / 56, 0.0, -4 / 56, -8 / 56), abs=1e-3)
+    # too few faces found: no frame is claimed, predict crops the box as it is
+    half = faces.measure_framing(images, _FrameDetector([8, 6, 40, 46], miss=2), min_found=0.6)
+    assert half.margin == 0.0 and half.found == 0.5
+    assert faces.measure_framing([], _FrameDetector([8, 6, 40, 46])).margin == 0.0
+
+
+def test_measure_framing_with_mtcnn_finds_the_margin_a_crop_was_cut_with(detector, astronaut):
+    x1, y1, x2, y2, _ = detector.detect(astronaut)[0]
+    w, h = x2 - x1, y2 - y1
+    # crops of her face with 30 % of the box on the left / right, 10 % above, 20 % below
+    crop = astronaut[int(y1 - 0.1 * h) : int(y2 + 0.2 * h), int(x1 - 0.3 * w) : int(x2 + 0.3 * w)]
+    small = np.asarray(Image.fromarray(crop).resize((64, 64), Image.BILINEAR))  # a dataset's small chip
+    got = faces.measure_framing([crop, small])
+    assert got.found == 1.0
+    assert got.margin == pytest.approx((0.3, 0.1, 0.3, 0.2), abs=0.07)

@@ -12,7 +12,14 @@ from PIL import Image
 from fer_lib.data import FaceDataset, make_loader
 from fer_lib.export import export_onnx
 from fer_lib.models import MultiTaskNet, build_model_from_checkpoint, load_checkpoint, save_checkpoint
-from fer_lib.preprocess import Preprocess, crop_window, for_model, from_checkpoint
+from fer_lib.preprocess import (
+    CONTRAST_TARGET,
+    LUMA,
+    Preprocess,
+    crop_window,
+    for_model,
+    from_checkpoint,
+)
 from fer_lib.serving import Recognizer
 from fer_lib.video import Sampling, TorchFeatureExtractor, faces_in_batch
 
@@ -37,6 +44,40 @@ def test_crop_tight_margin_clip_and_resize():
         tight.crop(img, [200, 200, 220, 220])
     with pytest.raises(ValueError, match="missing"):
         tight.crop(img, [np.nan, 0, 10, 10])
+
+
+def test_four_margins_frame_each_side_of_the_box_on_its_own():
+    img = np.zeros((100, 80, 3), np.uint8)
+    box = [10, 20, 50, 60, 0.9]  # 40 x 40
+    framed = Preprocess(16, margin=(0.25, -0.1, 0.5, 0.0))  # 10 px left, 4 px in at the top, 20 px right
+    assert framed.window(box, (80, 100)) == (0, 24, 70, 60)
+    assert framed.crop(img, box).shape == (36, 70, 3)
+    assert Preprocess(16, margin=(0.1,) * 4) == Preprocess(16, margin=0.1)  # one number for four equal ones
+    assert Preprocess(16, margin=(0.1,) * 4).margin == 0.1  # and stored as it
+    assert Preprocess.from_dict(framed.to_dict()) == framed and framed.margin == (0.25, -0.1, 0.5, 0.0)
+    assert framed.key != Preprocess(16, margin=0.25).key and "0.25,-0.1,0.5,0" in framed.key
+    with pytest.raises(ValueError, match="four"):
+        Preprocess(16, margin=(0.1, 0.2))
+
+
+def test_contrast_standardise_takes_exposure_and_contrast_out_of_a_face():
+    rng = np.random.default_rng(3)
+    face = rng.integers(60, 200, (3, 16, 16, 3)).astype(np.uint8)
+    dim_flat = (face.astype(np.float32) * 0.4 + 20).round().astype(np.uint8)  # a darker, flatter copy
+    plain, std = Preprocess(16), Preprocess(16, contrast="standardise")
+    assert np.abs(plain.normalise(face) - plain.normalise(dim_flat)).mean() > 0.5
+    assert np.abs(std.normalise(face) - std.normalise(dim_flat)).max() < 0.06  # uint8 rounding only
+    # every face comes out with the target luma mean and spread, whatever it went in with
+    pixels = std.normalise(dim_flat).transpose(0, 2, 3, 1) * np.array(std.std) + np.array(std.mean)
+    luma = np.einsum("nhwc,c->nhw", pixels * 255, LUMA)
+    np.testing.assert_allclose(luma.mean(axis=(1, 2)), CONTRAST_TARGET[0], atol=1e-3)
+    np.testing.assert_allclose(luma.std(axis=(1, 2)), CONTRAST_TARGET[1], rtol=1e-4)
+    flat = np.full((1, 16, 16, 3), 90, np.uint8)  # no contrast to stretch: not divided by zero
+    assert np.isfinite(std.normalise(flat)).all()
+    np.testing.assert_allclose(std.normalise_torch(face).numpy(), std.normalise(face), atol=1e-5)
+    assert std.key != plain.key and Preprocess.from_dict(std.to_dict()) == std
+    with pytest.raises(ValueError, match="contrast"):
+        Preprocess(16, contrast="equalise")
 
 
 def test_plain_values_round_trip_and_bad_values():
@@ -122,14 +163,16 @@ class _SessionSpy:
         return self.session.run(names, feed)
 
 
-@pytest.mark.parametrize("max_side", [None, 24])  # 24: the 40 px face is shrunk before the resize
-def test_training_predict_video_and_onnx_feed_the_same_tensor(tmp_path, max_side):
+# 24: the 40 px face is shrunk before the resize; standardise: each face's contrast set (numpy in training,
+# torch in predict: the same formula, equal to float rounding)
+@pytest.mark.parametrize("max_side, contrast", [(None, "none"), (24, "none"), (None, "standardise")])
+def test_training_predict_video_and_onnx_feed_the_same_tensor(tmp_path, max_side, contrast):
     path, arr = _image_file(tmp_path)
     torch.manual_seed(0)
     model = MultiTaskNet(
         "tiny_cnn", {"expression": 8}, verbose=False, input_size=48
     )  # tiny_cnn's default: 32
-    model.preprocess = model.preprocess.replace(max_side=max_side)
+    model.preprocess = model.preprocess.replace(max_side=max_side, contrast=contrast)
     assert model.preprocess.input_size == 48 and model.config()["preprocess"]["input_size"] == 48
     assert model.config()["preprocess"]["max_side"] == max_side
     ckpt = save_checkpoint(tmp_path / "m.pt", model)
@@ -164,7 +207,8 @@ def test_training_predict_video_and_onnx_feed_the_same_tensor(tmp_path, max_side
 
     for name, got in (("predict", predict_x), ("video", video_x), ("onnx", onnx_x)):
         assert got.shape == train_x.shape, name
-        assert torch.equal(got, train_x), f"{name} differs from training by {(got - train_x).abs().max()}"
+        same = torch.equal(got, train_x) if contrast == "none" else torch.allclose(got, train_x, atol=1e-5)
+        assert same, f"{name} differs from training by {(got - train_x).abs().max()}"
 
 
 def _learnable_faces(tmp_path, n: int = 48) -> tuple[pd.DataFrame, list[np.ndarray]]:
@@ -223,3 +267,24 @@ def test_a_model_trained_off_its_default_size_predicts_as_the_trainer_evaluated(
         np.abs(wrong.raw(wrong.preprocess.batch(crops))["expression"] - pred["expression_logits"]).max()
         > 1e-2
     )
+
+
+def test_combined_models_each_crop_the_detected_face_with_their_own_frame(tmp_path):
+    path, arr = _image_file(tmp_path)
+    torch.manual_seed(0)
+    files, wanted = [], []
+    for name, task, margin in (
+        ("attr", {"gender": 2}, 0.0),
+        ("expr", {"expression": 8}, (0.25, 0.1, 0.25, 0.2)),
+    ):
+        model = MultiTaskNet("tiny_cnn", task, verbose=False, input_size=32)
+        model.preprocess = model.preprocess.replace(margin=margin)
+        files.append(save_checkpoint(tmp_path / f"{name}.pt", model))
+        wanted.append(torch.from_numpy(model.preprocess.normalise(model.preprocess.face(arr, BOX)[None]))[0])
+    assert not torch.equal(wanted[0], wanted[1])  # the two frames differ
+    rec = Recognizer(files, detector=_OneBox(), fold_bn=False, channels_last=False)
+    seen = [_capture(b.model.backbone) for b in rec._backends]
+    (face,) = rec.predict(path)
+    assert face.gender is not None and face.expression is not None
+    for got, want in zip(seen, wanted):
+        assert torch.equal(got[-1][0], want)

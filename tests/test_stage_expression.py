@@ -338,7 +338,15 @@ def test_served_accuracy_goes_through_detection_and_counts_missed_faces(tmp_path
     rows = pd.DataFrame(
         {"path": [str(tmp_path / "face.png"), str(tmp_path / "blank.png")], "expression": [label, label]}
     )
+    # the found face fed whole, as the dataset's crop (the like-for-like reference of the framing gap)
+    whole = Recognizer(ckpt, crops=True).predict_faces([Image.open(tmp_path / "face.png").convert("RGB")])
+    crop_right = float(whole[0].expression == said)
     got = served_accuracy(ckpt, rows)
-    assert got == {"face_found": 0.5, "expression_accuracy": 0.5, "expression_accuracy_found": 1.0}
+    assert got == {
+        "face_found": 0.5,
+        "expression_accuracy": 0.5,
+        "expression_accuracy_found": 1.0,
+        "expression_accuracy_crops_found": crop_right,
+    }
     wrong = served_accuracy(ckpt, rows.assign(expression=(label + 1) % 7))
     assert wrong["expression_accuracy"] == 0.0 and wrong["face_found"] == 0.5

@@ -205,11 +205,6 @@ class Recognizer:
             shared = set(self.tasks) & set(other.tasks)
             if shared:
                 raise ValueError(f"{other.source} has head(s) {sorted(shared)} that an earlier model has too")
-            if other.preprocess.margin != b.preprocess.margin:
-                raise ValueError(
-                    f"{other.source} crops faces with margin {other.preprocess.margin}, {b.source} with "
-                    f"{b.preprocess.margin}: combined models must share the crop rule"
-                )
             self.tasks.update(other.tasks)
             self.label_orders.update(other.label_orders)
         owner = {t: o for o in self._backends for t in o.tasks}
@@ -289,13 +284,15 @@ class Recognizer:
             out.update(spec.decoder.serve(spec, raw[spec.key], self._readouts[spec.key]))
         return out
 
-    def infer(self, crops: Sequence) -> dict[str, np.ndarray]:
-        """Decoded arrays (see :meth:`decode`) for already-cropped faces, in passes of ``batch_size``."""
-        if len(crops) == 0:
+    def infer(self, crops: Sequence, per_model: Sequence[Sequence] | None = None) -> dict[str, np.ndarray]:
+        """Decoded arrays (see :meth:`decode`) for already-cropped faces, in passes of ``batch_size``;
+        ``per_model``: each model's own crops of the same faces (its crop rule), in place of ``crops``."""
+        per_model = per_model if per_model is not None else [crops] * len(self._backends)
+        if len(per_model[0]) == 0:
             return {}
         raw: dict[str, np.ndarray] = {}
-        for b in self._backends:  # each model through its own preprocessing
-            raw.update(run_passes(b, self._passes(crops, b.preprocess)))
+        for b, own in zip(self._backends, per_model):  # each model through its own preprocessing
+            raw.update(run_passes(b, self._passes(own, b.preprocess)))
         return self.decode(raw)
 
     def _passes(self, crops: Sequence, pre) -> Iterator[np.ndarray]:
@@ -334,9 +331,15 @@ class Recognizer:
         return self._to_faces(self.infer(crops), len(crops))
 
     # ------------------------------------------------------------------------------ with detection
-    def _crops(self, arr: np.ndarray, boxes: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def _crops(self, arr: np.ndarray, boxes: np.ndarray) -> tuple[list[tuple], list[np.ndarray]]:
+        """The kept faces of one image, each as one crop per model (each model's own crop rule: a model
+        trained on a crop dataset frames the detector's box as that dataset framed its faces)."""
+
+        def crop(image, row):
+            return tuple(b.preprocess.crop(image, row) for b in self._backends)
+
         select = "largest" if self.largest_only else "all"
-        return crop_faces(arr, boxes, self.preprocess.crop, select, min_prob=self.min_prob)
+        return crop_faces(arr, boxes, crop, select, min_prob=self.min_prob)
 
     def predict_arrays(
         self, arrays: Sequence[np.ndarray], detections: Sequence[np.ndarray] | None = None
@@ -358,7 +361,8 @@ class Recognizer:
             crops += c
             boxes += b
             where += [i] * len(c)
-        faces = self.predict_faces(crops)
+        per_model = [[c[k] for c in crops] for k in range(len(self._backends))]
+        faces = self._to_faces(self.infer(crops, per_model), len(crops))
         out: list[list[FacePrediction]] = [[] for _ in arrays]
         for f, i, b in zip(faces, where, boxes):
             f.box = tuple(float(v) for v in b[:4])

@@ -101,7 +101,7 @@ def new_model(tc: TrainConfig, tasks: Mapping[str, int], **kwargs) -> MultiTaskN
         **start_weights(tc),
         **kwargs,
     )
-    model.preprocess = model.preprocess.replace(max_side=tc.max_face_side)
+    model.preprocess = model.preprocess.replace(max_side=tc.max_face_side, contrast=tc.contrast)
     return model
 
 
@@ -380,22 +380,57 @@ def train_model(
     return run
 
 
+# ================================================================================ dataset framing
+def dataset_framing(manifest: pd.DataFrame, dataset: str, cfg: Profile, paths: Paths):
+    """The :class:`~fer_lib.faces.Framing` of a crop dataset (its images are the faces, no box column):
+    measured on ``cfg.data.framing_faces`` of the manifest's training images (a fixed sample) and cached
+    under ``data/framing/``, so that the stage's checkpoint crops a detected face as its training faces
+    were framed (``Preprocess.margin``)."""
+    import hashlib
+    import json
+
+    from ..faces import DEFAULT_THRESHOLDS, Framing, measure_framing
+
+    n = int(cfg.data.framing_faces)
+    rows = manifest[manifest["split"] == "train"] if "split" in manifest else manifest
+    if n <= 0 or rows.empty:
+        return Framing(0.0, float("nan"), 0)
+    sample = sorted(rows["path"].astype(str).sample(min(n, len(rows)), random_state=0))
+    key = hashlib.sha1("\n".join([*sample, str(DEFAULT_THRESHOLDS)]).encode()).hexdigest()[:12]
+    cache = paths.data / "framing" / f"{dataset}-{key}.json"
+    if cache.exists():
+        got = json.loads(cache.read_text())
+        return Framing(
+            tuple(got["margin"]) if isinstance(got["margin"], list) else got["margin"],
+            got["found"],
+            got["faces"],
+        )
+    framing = measure_framing(sample)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"margin": framing.margin, "found": framing.found, "faces": framing.faces}))
+    print(
+        f"{dataset}: the detector found a face in {framing.found:.0%} of {framing.faces} training images; "
+        f"their frame around its box (left, top, right, bottom): {framing.margin}"
+    )
+    return framing
+
+
 # ================================================================================ the predict path
 def served_accuracy(
-    checkpoint: str | Path, manifest: pd.DataFrame, upscale: int = 192, progress: bool = False
+    checkpoint: str | Path, manifest: pd.DataFrame, progress: bool = False
 ) -> dict[str, float]:
-    """Accuracy of a checkpoint through the path users take (``fer_lib.Recognizer.predict``: MTCNN on
-    the whole image, enlarged so its shorter side is ``upscale`` px, then the model's own crop and
-    preprocessing), beside the dataset's own crops: the gap is what framing and colour cost.
+    """Accuracy of a checkpoint through the path users take (``fer_lib.Recognizer.predict``: MTCNN on the
+    dataset's image shown as a photo, :func:`fer_lib.faces.as_photo`, then the model's own crop and
+    preprocessing), beside the dataset's own crops: the gap is what detection, framing and colour cost.
 
     Per classifying head the model has and the manifest labels (``expression``, ``gender``, ``race``):
-    ``<head>_accuracy`` over every row
-    (a face not found counts as wrong) and ``<head>_accuracy_found`` over the rows with a face;
+    ``<head>_accuracy`` over every row (a face not found counts as wrong), ``<head>_accuracy_found`` over
+    the rows with a face, and ``<head>_accuracy_crops_found``: the same rows fed as the dataset's crops
+    (``Recognizer(crops=True)``), so that ``_found`` minus ``_crops_found`` is what framing costs alone;
     ``face_found`` = share of rows where a face was detected (the largest face is used).
     """
-    from PIL import Image
-
     from ..datasets.images import read_image
+    from ..faces import as_photo
     from ..progress import tqdm
     from ..serving import Recognizer
     from ..tasks import all_tasks, get_task
@@ -407,24 +442,27 @@ def served_accuracy(
         for t in all_tasks()
         if t.served and t.classes and t.key in rec.tasks and t.key in manifest.columns
     ]
-    found, said = [], {h: [] for h in heads}
+    found, said, images = [], {h: [] for h in heads}, []
     for path in tqdm(manifest["path"], desc="predict path", disable=not progress, leave=False):
-        img = read_image(path)[0]
-        k = upscale / min(img.size)
-        if k > 1:
-            img = img.resize((round(img.size[0] * k), round(img.size[1] * k)), Image.BILINEAR)
-        faces = rec.predict(img)
+        img = np.asarray(read_image(path)[0])
+        images.append(img)
+        faces = rec.predict(as_photo(img)[0])
         found.append(bool(faces))
         for h in heads:  # a face not found says nothing, which is never right
             said[h].append(getattr(faces[0], get_task(h).public) if faces else None)
-    found_arr = np.array(found)
+    found_arr = np.array(found, dtype=bool)
+    as_crops = Recognizer(checkpoint, crops=True).predict_faces([im for im, f in zip(images, found) if f])
     out = {"face_found": float(found_arr.mean()) if len(found_arr) else float("nan")}
     for h in heads:
         classes = get_task(h).classes
-        truth = [classes[int(v)] for v in manifest[h]]
+        truth = np.array([classes[int(v)] for v in manifest[h]], dtype=object)
         ok = np.array([p is not None and p == t for p, t in zip(said[h], truth)])
+        crop_ok = (
+            np.array([getattr(f, get_task(h).public) for f in as_crops], dtype=object) == truth[found_arr]
+        )
         out[f"{h}_accuracy"] = float(ok.mean())
         out[f"{h}_accuracy_found"] = float(ok[found_arr].mean()) if found_arr.any() else float("nan")
+        out[f"{h}_accuracy_crops_found"] = float(crop_ok.mean()) if found_arr.any() else float("nan")
     return out
 
 

@@ -31,7 +31,8 @@ from ..chain import stage
 from ..config import Paths, Profile, TrainConfig, get_paths, seed_everything
 from ..datasets._common import apply_limit
 from ..datasets.sources import DataSource, load_for_profile
-from ..preprocess import Preprocess
+from ..faces import PHOTO_SIDE
+from ..preprocess import Margin, Preprocess
 from .common import (  # noqa: F401 - the shared stage vocabulary, re-exported for notebook 02
     Init,
     InitError,
@@ -39,6 +40,7 @@ from .common import (  # noqa: F401 - the shared stage vocabulary, re-exported f
     affectnet_splits,
     build_datasets,
     checkpoint_backbone,
+    dataset_framing,
     expression_counts,
     expression_metrics,
     init_stage,
@@ -171,11 +173,12 @@ def fer2013_manifest(
     return df, src
 
 
-def fer2013_datasets(df: pd.DataFrame, preprocess: Preprocess) -> dict[str, Dataset]:
+def fer2013_datasets(df: pd.DataFrame, preprocess: Preprocess, margin: Margin = 0.0) -> dict[str, Dataset]:
     """train / val (selection) / test (report), decoded faces kept in memory; FER2013's faces are grey,
-    so the preprocessing (and hence every checkpoint trained on them) turns faces grey: a colour photo
+    so the preprocessing (and hence every checkpoint trained on them) turns faces grey, and its crop
+    margin is FER2013's frame around the detector's box (:func:`dataset_framing`): a colour photo's face
     reaches the model as its training faces did."""
-    pre = preprocess.replace(colour="grey")
+    pre = preprocess.replace(colour="grey", margin=margin)
     frames = {s: df[df["split"] == s].reset_index(drop=True) for s in ("train", "val", "test")}
     return {s: make_dataset(f, pre) for s, f in frames.items()}
 
@@ -249,20 +252,25 @@ def fer2013_model(
         return None
     tc = fer2013_config(cfg, which, overrides)
     section = f"fer2013_{which}"
-    ds = fer2013_datasets(data[0], new_model(tc, {"expression": 7}).preprocess)
+    framing = dataset_framing(data[0], "fer2013", cfg, paths)
+    ds = fer2013_datasets(data[0], new_model(tc, {"expression": 7}).preprocess, framing.margin)
     return train_fer2013(
         cfg, paths, tc, stage(section).writes[0], ds, FER2013_MODELS[which], progress, section=section
     )
 
 
-def fer2013_served(
-    run: Run, df: pd.DataFrame, cfg: Profile, paths: Paths | None = None, upscale: int = 192
-) -> pd.DataFrame:
+def fer2013_served(run: Run, df: pd.DataFrame, cfg: Profile, paths: Paths | None = None) -> pd.DataFrame:
     """The FER2013 test faces through ``predict`` (:func:`~fer_lib.stages.common.served_accuracy`) beside
-    the trainer's evaluation on the dataset's crops; records ``accuracy_predict`` and ``face_found``."""
+    the trainer's evaluation on the dataset's crops; records ``accuracy_predict``, ``face_found`` and the
+    like-for-like pair ``accuracy_predict_found`` / ``accuracy_crops_found`` (what framing costs)."""
     test = df[df["split"] == "test"]
-    served = served_accuracy(run.checkpoint, test, upscale=upscale)
-    vals = {"accuracy_predict": served["expression_accuracy"], "face_found": served["face_found"]}
+    served = served_accuracy(run.checkpoint, test)
+    vals = {
+        "accuracy_predict": served["expression_accuracy"],
+        "face_found": served["face_found"],
+        "accuracy_predict_found": served["expression_accuracy_found"],
+        "accuracy_crops_found": served["expression_accuracy_crops_found"],
+    }
     record_run(
         dataclasses.replace(run, metrics=vals),
         "finetune",
@@ -273,18 +281,21 @@ def fer2013_served(
         paths=paths,
         seed=run.seed,
     )
+    found = round(served["face_found"] * len(test))
+    photo = f"predict: MTCNN on the image enlarged to {PHOTO_SIDE} px, the model's crop"
     return pd.DataFrame(
         [
             {"path": "dataset crops (trainer)", "accuracy": run.metrics["accuracy"], "images": len(test)},
-            {
-                "path": f"predict (MTCNN on the image enlarged to {upscale} px, the model's crop)",
-                "accuracy": served["expression_accuracy"],
-                "images": len(test),
-            },
+            {"path": photo, "accuracy": served["expression_accuracy"], "images": len(test)},
             {
                 "path": "predict, faces found only",
                 "accuracy": served["expression_accuracy_found"],
-                "images": round(served["face_found"] * len(test)),
+                "images": found,
+            },
+            {
+                "path": "dataset crops of those faces",
+                "accuracy": served["expression_accuracy_crops_found"],
+                "images": found,
             },
         ]
     )
@@ -340,13 +351,13 @@ def fer2013_transfer(
         arms["imagenet_init"] = (dataclasses.replace(base, pretrained="imagenet"), False)
     else:
         print(f"no ImageNet weights registered for {backbone}: the imagenet_init arm is skipped")
-    df = data[0]
+    df, framing = data[0], dataset_framing(data[0], "fer2013", cfg, paths)
     if (
         cfg.fer2013_transfer_rows
     ):  # the same subset for every arm: a low-data regime, where a start matters most
         train = apply_limit(df[df["split"] == "train"], cfg.fer2013_transfer_rows, seed=cfg.seed)
         df = pd.concat([train, df[df["split"] != "train"]], ignore_index=True)
-    ds = fer2013_datasets(df, new_model(base, {"expression": 7}).preprocess)
+    ds = fer2013_datasets(df, new_model(base, {"expression": 7}).preprocess, framing.margin)
     runs: dict[str, list[Run]] = {}
     for k in range(max(1, cfg.fer2013_transfer_seeds)):
         for arm in (a for a in TRANSFER_ARMS if a in arms):

@@ -30,7 +30,7 @@ from ..models import MultiTaskNet, build_model_from_checkpoint, load_checkpoint
 from ..paths import ATTRIBUTES, FER2013_FINETUNE, IDENTITY
 from ..reporting import record_metrics
 from ..training import predict
-from .common import Init, Run, init_stage, make_dataset, new_model, train_model
+from .common import Init, Run, dataset_framing, init_stage, make_dataset, new_model, train_model
 
 STAGE = "pretrain"
 ATTRIBUTE_TASKS = {"age": labels.AGE_BINS, "gender": 1, "race": len(labels.ETHNICITIES)}
@@ -229,6 +229,8 @@ def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = 
     df, src = utkface_splits(cfg, paths, progress)
     model, init = init_attributes_model(cfg, paths)
     print(f"attribute model: {init}")
+    # UTKFace's chips are the faces: predict crops a detected face in their frame
+    model.preprocess = model.preprocess.replace(margin=dataset_framing(df, "utkface", cfg, paths).margin)
     train = df[df.split == "train"]
     if c.class_weights:
         train = oversample(train)

@@ -408,6 +408,17 @@ PUBLISHED_MODEL_SOURCES = {
 }
 
 
+def _frame_words(margin) -> str:
+    """How a model card's checkpoint crops a face: the detector's box, or the frame its training set had
+    around that box (``Preprocess.margin``)."""
+    if isinstance(margin, (int, float)):
+        return "the face box (MTCNN's in `predict`" + (
+            f", {margin:g} of its size added on each side)" if margin else ", no margin)"
+        )
+    sides = ", ".join(f"{k} {v:+.0%}" for k, v in zip(("left", "top", "right", "bottom"), margin))
+    return f"MTCNN's face box in `predict`, widened to its training faces' frame ({sides} of the box)"
+
+
 WEIGHT_TYPES = {
     "float16": "float16",
     "mixed": "float16 (large convolutions) and float32 (normalisation, biases, depthwise kernels, heads)",
@@ -459,9 +470,11 @@ def publish_models(cfg, paths: Paths | None = None, tol: float = 1e-3) -> pd.Dat
             + ".",
             f"- Network: `{mc['backbone']}` (ImageNet start, then this project's stages), heads "
             f"{', '.join(f'`{k}` ({v})' for k, v in mc['tasks'].items())}.",
-            f"- Input: the face box (MTCNN's in `predict`, no margin) -> shrunk to at most {pre.max_side} px "
+            f"- Input: {_frame_words(pre.margin)} -> shrunk to at most {pre.max_side} px "
             f"-> {'grey, ' if pre.colour == 'grey' else ''}resized to {pre.input_size} x {pre.input_size} "
-            f"(PIL bilinear) -> (x / 255 - {pre.mean[0]:g}) / {pre.std[0]:g}.",
+            f"(PIL bilinear) -> "
+            + ("each face's luma mean / std set to 127.5 / 64 -> " if pre.contrast == "standardise" else "")
+            + f"(x / 255 - {pre.mean[0]:g}) / {pre.std[0]:g}.",
             *[f"- Label order of `{k}`: {', '.join(map(str, v))}." for k, v in orders.items() if k != "age"],
             *(
                 ["- Age: 100 one-year bins (0-99), read out as paper A's top-2 expected value."]
