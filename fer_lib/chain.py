@@ -15,8 +15,11 @@ whose source trains another backbone) shows before any GPU hour is spent.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from . import paths as layout
 from .config import Profile, TrainConfig
@@ -30,6 +33,7 @@ class Stage:
 
     section: str  # Profile attribute holding its TrainConfig
     notebook: str
+    dataset: str  # the dataset folder it trains on (real under FER_DATA_ROOT, else synthetic)
     data: str
     writes: tuple[str, ...]  # checkpoint folders under checkpoints/ (the first is the main one)
     auto: tuple[str, ...] = ()  # folders init_from="auto" tries, best first
@@ -40,10 +44,11 @@ _EXPRESSION_STARTS = (*layout.EXPRESSION_SERVED, layout.ATTRIBUTES)
 _ARMS = ("emotion_gcn", "single_task", "multitask_linear")
 
 STAGES: tuple[Stage, ...] = (
-    Stage("pretrain_identity", "01", "VGGFace2 (identities)", (layout.IDENTITY,)),
+    Stage("pretrain_identity", "01", "vggface2", "VGGFace2 (identities)", (layout.IDENTITY,)),
     Stage(
         "pretrain_attributes",
         "01",
+        "utkface",
         "UTKFace (age, gender, ethnicity)",
         (layout.ATTRIBUTES,),
         (layout.IDENTITY,),
@@ -51,6 +56,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "finetune",
         "02",
+        "affectnet",
         "AffectNet (8 classes; + valence/arousal)",
         (layout.EXPRESSION, layout.EXPRESSION_VA),
         (layout.ATTRIBUTES,),
@@ -58,18 +64,25 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "finetune_mobilenet",
         "02",
+        "affectnet",
         "AffectNet (8 classes)",
         (layout.EXPRESSION_MOBILENET,),
         (layout.ATTRIBUTES,),
         "paper A's MobileNet path",
     ),
     Stage(
-        "fer2013_finetune", "02", "FER2013 (real data only)", (layout.FER2013_FINETUNE,), (layout.ATTRIBUTES,)
+        "fer2013_finetune",
+        "02",
+        "fer2013",
+        "FER2013 (real data only)",
+        (layout.FER2013_FINETUNE,),
+        (layout.ATTRIBUTES,),
     ),
-    Stage("fer2013_scratch", "02", "FER2013 (real data only)", (layout.FER2013_SCRATCH,)),
+    Stage("fer2013_scratch", "02", "fer2013", "FER2013 (real data only)", (layout.FER2013_SCRATCH,)),
     Stage(
         "fer2013_transfer",
         "02",
+        "fer2013",
         "FER2013 (real data only)",
         (layout.FER2013_TRANSFER,),
         (layout.ATTRIBUTES,),
@@ -78,6 +91,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "gcn_train",
         "03",
+        "affectnet",
         "AffectNet (7 classes + valence/arousal)",
         tuple(layout.gcn_arm(a) for a in _ARMS),
         _EXPRESSION_STARTS,
@@ -86,6 +100,7 @@ STAGES: tuple[Stage, ...] = (
     Stage(
         "affwild2_train",
         "03",
+        "affwild2",
         "Aff-Wild2 (ABAW layout)",
         tuple(layout.affwild2_arm(a) for a in _ARMS),
         _EXPRESSION_STARTS,
@@ -150,6 +165,36 @@ class PlannedInit:
     def __str__(self) -> str:
         text = f"init: {self.kind}" + (f" ({self.source})" if self.source else "")
         return text + (f"  !! {self.problem}" if self.problem else "")
+
+
+def stood_in(profile: Profile, paths: Any) -> list[str]:
+    """The profile's sections whose dataset is not under FER_DATA_ROOT (``paths.real``): they train on
+    the synthetic default."""
+    return [s.section for s in sections(profile) if paths.real(s.dataset) is None]
+
+
+def with_stand_ins(profile: Profile, paths: Any) -> Profile:
+    """A copy of ``profile`` in which every section that trains on synthetic data (:func:`stood_in`) takes
+    the profile's ``stand_in`` changes (smaller, faster runs that exercise the same code); sections on
+    real data train as the profile says, also where they derive from a stood-in parent (they keep the
+    parent's own values of the changed fields). ``profile`` itself when it has no stand-in changes or
+    every dataset is real. The changes survive later :meth:`~fer_lib.config.Profile.override` calls."""
+    changes = dict(profile.stand_in)
+    fake = set(stood_in(profile, paths)) if changes else set()
+    if not fake:
+        return profile
+    out = copy.deepcopy(profile)
+    for name in fake:
+        if name in out.derived:
+            parent, own = out.derived[name]
+            out.derived[name] = (parent, {**own, **changes})
+        else:
+            setattr(out, name, dataclasses.replace(getattr(out, name), **changes))
+    for name, (parent, own) in list(out.derived.items()):
+        if name not in fake and parent in fake:
+            kept = {k: getattr(getattr(profile, parent), k) for k in changes}
+            out.derived[name] = (parent, {**kept, **own})
+    return out.derive()
 
 
 def sections(profile: Profile) -> list[Stage]:

@@ -267,9 +267,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(nb.name)
             return 0
         if args.command == "profile":
-            from .chain import format_plan
+            from .chain import format_plan, with_stand_ins
 
             prof = config.get_profile(args.profile, overrides)
+            prof = with_stand_ins(prof, config.get_paths(prof, data_root=args.data_root))
             print(prof.to_json() if args.json else prof.summary() + "\n\n" + format_plan(prof))
             return 0
         if args.command == "reproduce":

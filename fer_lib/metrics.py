@@ -285,6 +285,8 @@ VARIANTS = {
         "7cls": "over 7 expressions (Contempt dropped)",
         "complete": "over every test video, those without a face counted as wrong",
         "predict": "through predict (detection on the enlarged image, the model's crop), no face = wrong",
+        "predict_found": "through predict, over the images where a face was found",
+        "crops_found": "the same found faces fed as the dataset's crops (predict_found's reference)",
     },
     "macro_f1": {"": "", "8cls": "over the 8 expressions", "7cls": "over 7 expressions (Contempt dropped)"},
     # per expression class (recall_name), e.g. the per-class recall of a cross-dataset check (CK+48)

@@ -165,3 +165,47 @@ def test_importing_fer_lib_makes_openmp_threads_wait_passively_unless_told_other
         check=True,
     )
     assert out.stdout.strip() == "ACTIVE"
+
+
+class _Real:
+    """Paths-like: ``real(name)`` is a folder for the named datasets only."""
+
+    def __init__(self, *names: str):
+        self.names = set(names)
+        self.real_root, self.results, self.published = ("/data" if names else None), "/runs/default", False
+
+    def real(self, name: str):
+        return f"/data/{name}" if name in self.names else None
+
+
+def test_stand_ins_change_the_sections_on_synthetic_data_only():
+    from fer_lib.chain import stood_in, with_stand_ins
+
+    cfg = config.get_profile("default")
+    assert cfg.stand_in == {"image_size": 64}
+    every = with_stand_ins(cfg, _Real())  # no real data at all: the newcomer's first run
+    assert {s for s in stood_in(cfg, _Real())} >= {"pretrain_attributes", "finetune", "gcn_train"}
+    assert (
+        every.pretrain_attributes.image_size == every.finetune.image_size == every.gcn_train.image_size == 64
+    )
+    assert every.affwild2_train.image_size == 64  # derived from a derived section, its own 112 replaced
+    assert cfg.pretrain_attributes.image_size == 112  # the profile itself is left alone
+    from fer_lib.notebook import summary
+
+    assert "synthetic stand-ins (image_size=64): pretrain_identity, pretrain_attributes, finetune" in summary(
+        every, _Real()
+    )
+
+    # the published run: UTKFace and FER2013 real, AffectNet and Aff-Wild2 synthetic
+    mixed = with_stand_ins(cfg, _Real("utkface", "fer2013", "vggface2"))
+    assert mixed.pretrain_attributes == cfg.pretrain_attributes
+    assert mixed.finetune.image_size == 64 and mixed.gcn_train.image_size == 64
+    # FER2013 derives from the stood-in `finetune` and still trains as the profile says
+    for section in ("fer2013_finetune", "fer2013_scratch", "fer2013_transfer"):
+        assert getattr(mixed, section) == getattr(cfg, section), section
+    # later overrides (a notebook's cfg.override) re-derive and keep both
+    again = mixed.override({"gcn.va_scale": 1.0})
+    assert again.gcn_train.image_size == 64 and again.fer2013_finetune == cfg.fer2013_finetune
+    # everything real, or a profile without stand-ins: unchanged
+    assert with_stand_ins(cfg, _Real("vggface2", "utkface", "affectnet", "fer2013", "affwild2")) is cfg
+    assert with_stand_ins(config.get_profile("paper"), _Real()) == config.get_profile("paper")

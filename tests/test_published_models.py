@@ -21,7 +21,7 @@ def _run_folder(tmp_results, stamp=True):
     paths = config.get_paths()
     torch.manual_seed(0)
     expr = MultiTaskNet("tiny_cnn", {"expression": 7}, verbose=False, input_size=40)
-    expr.preprocess = expr.preprocess.replace(colour="grey", max_side=48)
+    expr.preprocess = expr.preprocess.replace(colour="grey", max_side=48, margin=(0.1, -0.01, 0.13, -0.02))
     attrs = MultiTaskNet("tiny_cnn", {"age": 100, "gender": 1, "race": 5}, verbose=False, male_threshold=0.45)
     attrs.preprocess = attrs.preprocess.replace(max_side=64)
     expr_ckpt = save_checkpoint(paths.checkpoints / "02_fer2013_finetune" / "best.pt", expr)
@@ -33,6 +33,9 @@ def _run_folder(tmp_results, stamp=True):
     )
     reporting.record_metrics(  # the predict path's rows of the same model, recorded later
         "finetune", "fer2013", "test", "tiny_cnn_40px_utk_init", {"accuracy_predict": 0.55}, **chain
+    )
+    reporting.record_metrics(  # the same model on faces from elsewhere (evaluation only)
+        "finetune", "ckplus48", "test", "tiny_cnn_40px_utk_init", {"accuracy": 0.433}, **chain
     )
     reporting.record_metrics(
         "finetune", "fer2013", "test", "tiny_cnn_utk_init", {"accuracy": 0.5}, **kw
@@ -65,10 +68,13 @@ def test_published_models_are_half_precision_copies_with_cards(tmp_results):
     card = (paths.results / "models" / "expression.md").read_text()
     # its own rows (the trainer's and the predict path's), not a transfer arm's or the baseline's
     assert "0.612" in card and "0.55" in card and "0.5 " not in card and "0.777" not in card
+    assert "| tiny_cnn_40px_utk_init | ckplus48 | accuracy | 0.433 |" in card  # CK+48's rows beside FER2013's
+    assert "widened to its training faces' frame (left +10%, top -1%, right +13%, bottom -2%" in card
     assert "shrunk to at most 48 px -> grey, resized to 40 x 40" in card
     assert "Label order of `expression`: Neutral, Happy, Sad, Surprise, Fear, Disgust, Anger." in card
     card = (paths.results / "models" / "attributes.md").read_text()
     assert "5.25" in card and "p(male) >= 0.45" in card and "non-commercial research only" in card
+    assert "the face box (MTCNN's in `predict`, no margin)" in card
 
 
 def test_a_checkpoint_without_its_metrics_name_gets_a_card_without_metrics(tmp_results, capsys):
@@ -110,7 +116,7 @@ def test_the_stages_stamp_the_published_checkpoints_with_the_name_of_their_rows(
     report.publish_models(cfg, paths)
     assert "metrics_model" not in capsys.readouterr().out
     card = (paths.results / "models" / "expression.md").read_text()
-    assert f"| {rows.model.iloc[0]} | accuracy | 0.6321 |" in card and "0.777" not in card
+    assert f"| {rows.model.iloc[0]} | fer2013 | accuracy | 0.6321 |" in card and "0.777" not in card
     card = (paths.results / "models" / "attributes.md").read_text()
     assert "| age_mae | 0 |" in card and "5.25" not in card
 
