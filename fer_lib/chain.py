@@ -179,7 +179,7 @@ def with_stand_ins(profile: Profile, paths: Any) -> Profile:
     real data train as the profile says, also where they derive from a stood-in parent (they keep the
     parent's own values of the changed fields). ``profile`` itself when it has no stand-in changes or
     every dataset is real. The changes survive later :meth:`~fer_lib.config.Profile.override` calls."""
-    changes = dict(profile.stand_in)
+    changes = dict(profile.stand_in or {})  # `--set stand_in=none` turns them off
     fake = set(stood_in(profile, paths)) if changes else set()
     if not fake:
         return profile

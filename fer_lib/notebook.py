@@ -24,7 +24,7 @@ def summary(cfg: Profile, paths: Paths) -> str:
 
     real = paths.real_root or "none (FER_DATA_ROOT unset): synthetic default"
     fake = stood_in(cfg, paths)
-    if cfg.stand_in and fake:
+    if cfg.stand_in and fake:  # (None or {}: off)
         real = f"{real}\nsynthetic stand-ins ({', '.join(f'{k}={v}' for k, v in cfg.stand_in.items())}): {', '.join(fake)}"
     where = (
         "(published)"

@@ -206,6 +206,10 @@ def test_stand_ins_change_the_sections_on_synthetic_data_only():
     # later overrides (a notebook's cfg.override) re-derive and keep both
     again = mixed.override({"gcn.va_scale": 1.0})
     assert again.gcn_train.image_size == 64 and again.fer2013_finetune == cfg.fer2013_finetune
+    # from the command line: a stand-in value changed, or stand-ins off
+    assert with_stand_ins(cfg.override({"stand_in.image_size": "80"}), _Real()).finetune.image_size == 80
+    off = cfg.override({"stand_in": "none"})
+    assert off.stand_in is None and with_stand_ins(off, _Real()) is off
     # everything real, or a profile without stand-ins: unchanged
     assert with_stand_ins(cfg, _Real("vggface2", "utkface", "affectnet", "fer2013", "affwild2")) is cfg
     assert with_stand_ins(config.get_profile("paper"), _Real()) == config.get_profile("paper")
