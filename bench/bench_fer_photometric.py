@@ -38,7 +38,7 @@ from _arms import emit, run_arms  # noqa: E402
 
 from fer_lib.config import get_paths  # noqa: E402
 from fer_lib.provenance import git_commit  # noqa: E402
-from fer_lib.reporting import write_benchmark  # noqa: E402
+from fer_lib.reporting import to_markdown, write_benchmark  # noqa: E402
 
 ARMS = {"baseline": {}, "standardise": {"contrast": "standardise"}, "jitter": {"jitter": None}}
 
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         "made on it), fer2013_val_shifted the same faces with their contrast scaled by 0.5-1 and brightness "
         "moved by up to 40 grey levels (one fixed draw per face); fer2013_test and ckplus48 (evaluation only: accuracy and the lowest recall of the 6 "
         "scored classes, faces fed as crops) are reported, never chosen on.\n\n"
-        f"Means over seeds:\n\n{means.round(4).to_markdown()}\n\nEvery run:\n\n"
+        f"Means over seeds:\n\n{to_markdown(means.round(4).reset_index())}\n\nEvery run:\n\n"
     )
     write_benchmark(
         table,
