@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     head = (
         "# FER2013 expression model: contrast normalisation against photometric augmentation\n\n"
         f"Command: `FER_DATA_ROOT=... python bench/bench_fer_photometric.py --budget {args.budget:g} --seeds "
-        f"{args.seeds} --jitter {args.jitter:g}` at commit `{commit}`. The default profile's FER2013 model "
+        f"{args.seeds} --jitter {args.jitter:g} --arms {' '.join(args.arms)}` at commit `{commit}`. The default profile's FER2013 model "
         "(efficientnet_lite0, 96 px, grey faces, started from the published attribute model), the same data "
         "and time budget in every arm, each in a fresh process, one after the other; load average (1 min) after "
         f"each arm: {', '.join(f'{v:.1f}' for v in loads)}. fer2013_val is the selection split (the choice is "
