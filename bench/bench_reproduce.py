@@ -25,6 +25,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from fer_lib.provenance import git_commit  # noqa: E402
 from fer_lib.reporting import write_benchmark  # noqa: E402
 
 
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     ap.add_argument("--profiles", nargs="+", default=["smoke", "default"])
     ap.add_argument("--data-root", default=None, help="FER_DATA_ROOT for the runs (default: synthetic only)")
     args = ap.parse_args(argv)
-    rows = []
+    rows, commit = [], git_commit()
     for profile in args.profiles:
         with tempfile.TemporaryDirectory(prefix=f"reproduce_{profile}_") as tmp:
             print(f"== reproduce --profile {profile}", flush=True)
@@ -86,7 +87,8 @@ def main(argv=None) -> int:
         f"\nWall time of `python -m fer_lib reproduce` per profile (NN_s: each notebook), peak RSS of the "
         f"largest process, ratio against the first profile of this run. Load average at the end: "
         f"{os.getloadavg()[0]:.1f}. Command: `python bench/bench_reproduce.py --profiles "
-        f"{' '.join(args.profiles)}{' --data-root ' + args.data_root if args.data_root else ''}`.\n",
+        f"{' '.join(args.profiles)}{' --data-root ' + args.data_root if args.data_root else ''}` at commit "
+        f"`{commit}`.\n",
     )
     return 0
 
