@@ -42,7 +42,7 @@ class DataConfig:
     n_identities: int = 40  # VGGFace2-style identity folders
     images_per_identity: int = 20
     n_utkface: int = 2000  # UTKFace-style chips
-    n_affectnet_train: int = 2400  # AffectNet-style rows (training.csv)
+    n_affectnet_train: int = 2000  # AffectNet-style rows (training.csv)
     n_affectnet_val: int = 400  # validation.csv
     affectnet_va: str = (
         "expression"  # expression (VA follow the expression) | independent (no label dependency)
@@ -52,7 +52,7 @@ class DataConfig:
     n_vgaf_per_class: int = 6  # VGAF-style videos per class and split
     n_affwild2_videos: int = 4  # Aff-Wild2-style Train_Set videos (Validation_Set gets half, >= 1)
     affwild2_frames: int = 150  # frames per Aff-Wild2-style video (112x112 cropped-aligned jpgs)
-    video_frames: int = 48  # frames per AFEW / VGAF-style clip
+    video_frames: int = 32  # frames per AFEW / VGAF-style clip (stride 10 still leaves 4)
     video_size: tuple[int, int] = (320, 240)
     chip_size: int = 200
     real_limit: int | None = None  # cap on rows per split of a real dataset (None: all)
