@@ -178,12 +178,14 @@ def with_stand_ins(profile: Profile, paths: Any) -> Profile:
     the profile's ``stand_in`` changes (smaller, faster runs that exercise the same code); sections on
     real data train as the profile says, also where they derive from a stood-in parent (they keep the
     parent's own values of the changed fields). ``profile`` itself when it has no stand-in changes or
-    every dataset is real. The changes survive later :meth:`~fer_lib.config.Profile.override` calls."""
+    every dataset is real. The changes survive later :meth:`~fer_lib.config.Profile.override` calls, and a
+    second call returns its argument (the first one's parents are no longer the profile's own)."""
     changes = dict(profile.stand_in or {})  # `--set stand_in=none` turns them off
     fake = set(stood_in(profile, paths)) if changes else set()
-    if not fake:
+    if not fake or getattr(profile, "_stood_in", False):
         return profile
     out = copy.deepcopy(profile)
+    out._stood_in = True  # carried by deepcopy (Profile.override), not by to_dict
     for name in fake:
         if name in out.derived:
             parent, own = out.derived[name]

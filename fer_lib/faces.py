@@ -377,10 +377,10 @@ class Framing:
 
 def measure_framing(images: Sequence, detector=None, min_found: float = 0.5, batch_size: int = 32) -> Framing:
     """The median frame of ``images`` (each a whole face crop: a path, PIL image or array) around the box
-    MTCNN finds in it (:func:`as_photo` with a :data:`FRAMING_PAD` border, the most probable face): the fraction of the box width that the
-    image extends left and right of it, of its height above and below (negative: the box reaches past the
-    image). ``margin`` is 0.0 (the box itself) when fewer than ``min_found`` of the images show a face, or
-    when there are none."""
+    MTCNN finds in it (:func:`as_photo` with a :data:`FRAMING_PAD` border, the most probable face): the
+    fraction of the box width that the image extends left and right of it, of its height above and below
+    (negative: the box reaches past the image). ``margin`` is 0.0 (the box itself) when fewer than
+    ``min_found`` of the images show a face, or when there are none."""
     from .datasets.images import read_image
 
     detector = detector if detector is not None else FaceDetector()

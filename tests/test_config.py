@@ -203,7 +203,8 @@ def test_stand_ins_change_the_sections_on_synthetic_data_only():
     # FER2013 derives from the stood-in `finetune` and still trains as the profile says
     for section in ("fer2013_finetune", "fer2013_scratch", "fer2013_transfer"):
         assert getattr(mixed, section) == getattr(cfg, section), section
-    # later overrides (a notebook's cfg.override) re-derive and keep both
+    # later overrides (a notebook's cfg.override) re-derive and keep both; applying twice changes nothing
+    assert with_stand_ins(mixed, _Real("utkface", "fer2013", "vggface2")) is mixed
     again = mixed.override({"gcn.va_scale": 1.0})
     assert again.gcn_train.image_size == 64 and again.fer2013_finetune == cfg.fer2013_finetune
     # from the command line: a stand-in value changed, or stand-ins off
