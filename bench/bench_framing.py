@@ -30,15 +30,14 @@ from fer_lib.provenance import git_commit  # noqa: E402
 from fer_lib.reporting import write_benchmark  # noqa: E402
 
 
-def with_margin(checkpoint: Path, margin, folder: Path) -> Path:
-    """A copy of ``checkpoint`` whose stored crop rule has ``margin``."""
+def with_margin(checkpoint: Path, margin, out: Path) -> Path:
+    """``out``: a copy of ``checkpoint`` whose stored crop rule has ``margin``."""
     import torch
 
     from fer_lib.preprocess import from_checkpoint
 
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False)
     ckpt["model_config"]["preprocess"] = from_checkpoint(ckpt).replace(margin=margin).to_dict()
-    out = folder / f"margin_{abs(hash(str(margin)))}.pt"
     torch.save(ckpt, out)
     return out
 
@@ -63,9 +62,10 @@ def main(argv=None) -> int:
     framing = dataset_framing(df, "fer2013", cfg, paths)
     rows = []
     with tempfile.TemporaryDirectory(prefix="fer_framing_") as tmp:
-        for name, margin in (("detector box (margin 0)", 0.0), ("FER2013's frame", framing.margin)):
+        rules = (("detector box (margin 0)", 0.0), ("FER2013's frame", framing.margin))
+        for k, (name, margin) in enumerate(rules):
             t0 = time.perf_counter()
-            got = served_accuracy(with_margin(Path(args.checkpoint), margin, Path(tmp)), test)
+            got = served_accuracy(with_margin(Path(args.checkpoint), margin, Path(tmp) / f"rule{k}.pt"), test)
             rows.append(
                 {
                     "crop rule": name,

@@ -12,7 +12,6 @@ faces were framed.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -381,16 +380,13 @@ def measure_framing(images: Sequence, detector=None, min_found: float = 0.5, bat
     fraction of the box width that the image extends left and right of it, of its height above and below
     (negative: the box reaches past the image). ``margin`` is 0.0 (the box itself) when fewer than
     ``min_found`` of the images show a face, or when there are none."""
-    from .datasets.images import read_image
+    from .datasets.images import load_image
 
     detector = detector if detector is not None else FaceDetector()
     found, sides = 0, []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        photos = [
-            as_photo(read_image(im)[0] if isinstance(im, (str, os.PathLike)) else im, pad=FRAMING_PAD)
-            for im in chunk
-        ]
+        photos = [as_photo(load_image(im), pad=FRAMING_PAD) for im in chunk]
         for (arr, k, border), boxes in zip(photos, detector.detect_batch([p[0] for p in photos])):
             if len(boxes) == 0:
                 continue

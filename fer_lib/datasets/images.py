@@ -227,3 +227,12 @@ def check_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PI
     except ImageError as exc:
         return exc
     return None
+
+
+def load_image(image) -> np.ndarray:
+    """An RGB ``uint8`` array from a path (this module's reading policy), a PIL image or an array."""
+    from ..preprocess import to_rgb_array
+
+    if isinstance(image, (str, os.PathLike)):
+        return np.asarray(read_image(image)[0])
+    return to_rgb_array(image)

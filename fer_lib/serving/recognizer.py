@@ -34,7 +34,6 @@ registry (:mod:`fer_lib.tasks`); the heads are listed in the order of their fiel
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,8 +41,8 @@ from typing import Any
 import numpy as np
 
 from ..config import VideoConfig
+from ..datasets.images import load_image  # noqa: F401 - re-exported (predict, callers of the serving API)
 from ..faces import crop_faces
-from ..preprocess import to_rgb_array
 from ..tasks import Readout, TaskSpec, all_tasks
 from .backends import OnnxBackend, make_backend, run_passes
 from .default_model import default_checkpoint
@@ -115,16 +114,6 @@ def served_tasks(heads: Iterable[str] | None = None) -> list[TaskSpec]:
     if missing:
         raise ValueError(f"head(s) serve field(s) FacePrediction does not declare: {missing}; add them to it")
     return sorted(specs, key=lambda s: _FIELDS.index(s.fields[0]))
-
-
-def load_image(image) -> np.ndarray:
-    """An RGB ``uint8`` array from a path (fer_lib's image-reading policy), a PIL image or an array."""
-    if isinstance(image, (str, os.PathLike)):
-        from ..datasets.images import read_image
-
-        img, _ = read_image(image)
-        return np.asarray(img)
-    return to_rgb_array(image)
 
 
 # ---------------------------------------------------------------------------------------- recognizer

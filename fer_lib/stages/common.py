@@ -386,6 +386,7 @@ def dataset_framing(manifest: pd.DataFrame, dataset: str, cfg: Profile, paths: P
     measured on ``cfg.data.framing_faces`` of the manifest's training images (a fixed sample) and cached
     under ``data/framing/``, so that the stage's checkpoint crops a detected face as its training faces
     were framed (``Preprocess.margin``)."""
+    import dataclasses
     import hashlib
     import json
 
@@ -400,14 +401,11 @@ def dataset_framing(manifest: pd.DataFrame, dataset: str, cfg: Profile, paths: P
     cache = paths.data / "framing" / f"{dataset}-{key}.json"
     if cache.exists():
         got = json.loads(cache.read_text())
-        return Framing(
-            tuple(got["margin"]) if isinstance(got["margin"], list) else got["margin"],
-            got["found"],
-            got["faces"],
-        )
+        margin = got.pop("margin")
+        return Framing(tuple(margin) if isinstance(margin, list) else margin, **got)
     framing = measure_framing(sample)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"margin": framing.margin, "found": framing.found, "faces": framing.faces}))
+    cache.write_text(json.dumps(dataclasses.asdict(framing)))
     print(
         f"{dataset}: the detector found a face in {framing.found:.0%} of {framing.faces} training images; "
         f"their frame around its box (left, top, right, bottom): {framing.margin}"
@@ -429,7 +427,7 @@ def served_accuracy(
     (``Recognizer(crops=True)``), so that ``_found`` minus ``_crops_found`` is what framing costs alone;
     ``face_found`` = share of rows where a face was detected (the largest face is used).
     """
-    from ..datasets.images import read_image
+    from ..datasets.images import load_image
     from ..faces import as_photo
     from ..progress import tqdm
     from ..serving import Recognizer
@@ -444,7 +442,7 @@ def served_accuracy(
     ]
     found, said, images = [], {h: [] for h in heads}, []
     for path in tqdm(manifest["path"], desc="predict path", disable=not progress, leave=False):
-        img = np.asarray(read_image(path)[0])
+        img = load_image(path)
         images.append(img)
         faces = rec.predict(as_photo(img)[0])
         found.append(bool(faces))
