@@ -361,3 +361,26 @@ def test_served_accuracy_goes_through_detection_and_counts_missed_faces(tmp_path
     }
     wrong = served_accuracy(ckpt, rows.assign(expression=(label + 1) % 7))
     assert wrong["expression_accuracy"] == 0.0 and wrong["face_found"] == 0.5
+
+
+def test_dataset_framing_is_measured_once_and_read_back_from_its_cache(tmp_path, monkeypatch):
+    from fer_lib import faces
+    from fer_lib.stages.common import dataset_framing
+
+    calls = []
+    measured = faces.Framing((0.11, -0.01, 0.13, -0.02), 0.92, 4)
+    monkeypatch.setattr(faces, "measure_framing", lambda images: calls.append(list(images)) or measured)
+    cfg = config.get_profile("smoke", {"data.framing_faces": 4})
+    paths = config.get_paths(cfg)
+    paths = dataclasses.replace(paths, data=tmp_path / "data")
+    rows = pd.DataFrame(
+        {"path": [f"/faces/{i}.png" for i in range(10)], "split": ["train"] * 8 + ["test"] * 2}
+    )
+    first = dataset_framing(rows, "fer2013", cfg, paths)
+    again = dataset_framing(rows, "fer2013", cfg, paths)
+    assert first == again == measured and len(calls) == 1  # the second came from data/framing/
+    assert len(calls[0]) == 4 and all(
+        p.startswith("/faces/") and int(p[7]) < 8 for p in calls[0]
+    )  # train only
+    off = dataset_framing(rows, "fer2013", config.get_profile("smoke", {"data.framing_faces": 0}), paths)
+    assert off.margin == 0.0 and len(calls) == 1
