@@ -522,16 +522,18 @@ def expression_confound(
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def colour_gap(attributes: str | Path, cfg: Profile, paths: Paths | None = None) -> pd.DataFrame | None:
-    """The attribute model on the UTKFace test faces in colour and in greyscale (the same faces, their
-    luminance only): age MAE, gender and ethnicity accuracy, and how many faces change gender. None
-    without the real UTKFace."""
+def colour_gap(
+    attributes: str | Path, cfg: Profile, paths: Paths | None = None, split: str = "test"
+) -> pd.DataFrame | None:
+    """The attribute model on the UTKFace ``split`` faces (the balanced test; "val" to choose between
+    models) in colour and in greyscale (the same faces, their luminance only): age MAE, gender and
+    ethnicity accuracy, and how many faces change gender. None without the real UTKFace."""
     paths = paths or get_paths()
     if paths.real("utkface") is None:
         print("UTKFace is not under FER_DATA_ROOT: no colour / greyscale comparison")
         return None
     df, _ = utkface_splits(cfg, paths, progress=False)
-    test = df[df["split"] == "test"].reset_index(drop=True)
+    test = df[df["split"] == split].reset_index(drop=True)
     rows, preds = [], {}
     for mode in ("colour", "grey"):
         p = preds[mode] = attribute_predictions(attributes, test["path"], grey=mode == "grey")
