@@ -39,8 +39,10 @@ MANIFEST_COLUMNS: list[str] = [
 ]
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 _STR_COLUMNS = ("path", "split", "identity", "source")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
-VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg")
+#: File kinds by lower-case suffix, for the dataset loaders and ``predict``'s folder walk alike (video:
+#: any container ffmpeg reads).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm")
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 
 DROPPED = "dropped"
 CLEARED = "value cleared"

@@ -17,13 +17,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..datasets._common import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from .overlay import draw_overlay
 from .recognizer import FacePrediction, Recognizer, load_image, served_tasks
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm"}
-)
-VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"})
 #: Images under this many pixels (shorter side) that show no face get the ``--crops`` hint: dataset face
 #: crops are 48-64 px (FER2013, CK+48, UTKFace's small chips), photos rarely; MTCNN missed the face in
 #: 13 % of 150 FER2013 test crops at 48 px (and in a tight 48 px crop of the astronaut's face).
@@ -77,7 +74,7 @@ def columns(rec: Recognizer, video: bool = False) -> list[str]:
 
 def list_media(folder: str | os.PathLike) -> list[Path]:
     """Image and video files under ``folder`` (recursively, by suffix, sorted)."""
-    suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    suffixes = IMAGE_SUFFIXES + VIDEO_SUFFIXES
     return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
 
 

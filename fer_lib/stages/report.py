@@ -409,10 +409,12 @@ PUBLISHED_MODEL_SOURCES = {
         "limits": "UTKFace's labels are estimates (age, gender as a binary, five coarse ethnicity "
         "groups incl. 'Others'); every face is shrunk to 64 px (the data's lowest resolution), so "
         "fine detail is not used; the balanced test holds many children, for whom gender is hardest. "
-        "Expression and colour leak into its answers: UTKFace's young children are often crying, so "
-        "frowning, surprised or disgusted adults are read younger (some as children), angry faces more "
-        "often as male, and a greyscale photo loses ethnicity accuracy and changes some gender calls "
-        "(the README's confound table measures each). Do not use it to make decisions about people.",
+        "Expression leaks into its answers: UTKFace's young children are often crying, so frowning, "
+        "surprised or disgusted adults are read younger (some as children) and angry faces more often as "
+        "male. It trained with half its faces grey and every face's contrast standardised, so colour and "
+        "exposure move its age and gender little, but a greyscale photo still loses ethnicity accuracy "
+        "(skin tone is information). The README's confound table and notebook 05 measure each. Do not "
+        "use it to make decisions about people.",
     },
 }
 
