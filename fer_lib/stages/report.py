@@ -409,12 +409,11 @@ PUBLISHED_MODEL_SOURCES = {
         "limits": "UTKFace's labels are estimates (age, gender as a binary, five coarse ethnicity "
         "groups incl. 'Others'); every face is shrunk to 64 px (the data's lowest resolution), so "
         "fine detail is not used; the balanced test holds many children, for whom gender is hardest. "
-        "Expression leaks into its answers: UTKFace's young children are often crying, so frowning, "
-        "surprised or disgusted adults are read younger (some as children) and angry faces more often as "
-        "male. It trained with half its faces grey and every face's contrast standardised, so colour and "
-        "exposure move its age and gender little, but a greyscale photo still loses ethnicity accuracy "
-        "(skin tone is information). The README's confound table and notebook 05 measure each. Do not "
-        "use it to make decisions about people.",
+        "Expression leaks into its answers: UTKFace's young children are often crying or startled, so "
+        "adults showing an expression (happy ones included) are often read as teenagers or children, and "
+        "angry faces more often as male. It trained with half its faces grey and every face's contrast "
+        "standardised, so colour and exposure barely move its answers. Notebook 05 and the README measure "
+        "both. Do not use it to make decisions about people.",
     },
 }
 
