@@ -7,7 +7,7 @@ the budget. Each arm runs in a fresh process and results folder, one after the o
 otherwise be quiet: the budget is wall time). Reports the balanced-test and last-validation metrics and
 the learning rate the run ended at. Writes ``<results>/benchmarks/schedule_budget.{md,csv}``.
 
-    FER_DATA_ROOT=../shared/datasets python bench/bench_schedule.py --budget 600
+    FER_DATA_ROOT=../shared/datasets python bench/bench_schedule.py --budget 600 --seeds 2
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from _arms import emit, run_arms  # noqa: E402
 
 from fer_lib.config import get_paths  # noqa: E402
 from fer_lib.provenance import git_commit  # noqa: E402
-from fer_lib.reporting import write_benchmark  # noqa: E402
+from fer_lib.reporting import to_markdown, write_benchmark  # noqa: E402
 
 
-def arm(fit: bool, budget: float) -> dict:
+def arm(fit: bool, seed: int, budget: float) -> dict:
     """One training run (in this process): the stage's test metrics and its history's last row."""
     from fer_lib import config
     from fer_lib.models import load_checkpoint
@@ -37,6 +37,7 @@ def arm(fit: bool, budget: float) -> dict:
     from fer_lib.training.optim import CosineToZero
 
     overrides = {
+        "seed": seed,
         "pretrain_attributes.max_train_seconds": budget,
         "pretrain_attributes.fit_schedule_to_budget": fit,
     }
@@ -51,6 +52,7 @@ def arm(fit: bool, budget: float) -> dict:
     factor = CosineToZero(total)(sched["last_epoch"])
     return {
         "fit_schedule_to_budget": fit,
+        "seed": seed,
         "budget_s": budget,
         "train_seconds": round(float(res.train_seconds), 1),
         "ended_in_stage": str(last["stage"]),
@@ -65,31 +67,41 @@ def arm(fit: bool, budget: float) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", type=float, default=600.0, help="max_train_seconds of each arm (default 600)")
+    ap.add_argument("--seeds", type=int, default=2, help="seeds per arm: 42, 43, ... (default 2)")
     ap.add_argument(
         "--out", default=None, help="folder for schedule_budget.md/.csv (default <results>/benchmarks)"
     )
-    ap.add_argument("--arm", choices=["on", "off"], default=None, help=argparse.SUPPRESS)  # child process
+    ap.add_argument("--arm", nargs=2, default=None, help=argparse.SUPPRESS)  # child: on|off seed
     args = ap.parse_args(argv)
     if args.arm:
-        emit(arm(args.arm == "on", args.budget))
+        emit(arm(args.arm[0] == "on", int(args.arm[1]), args.budget))
         return 0
     if not os.environ.get("FER_DATA_ROOT"):  # `make bench` runs every script: skip, do not fail
         print("bench_schedule: skipped, FER_DATA_ROOT is unset (it trains on the real UTKFace under it)")
         return 0
-    arms = {name: ["--arm", name, "--budget", str(args.budget)] for name in ("off", "on")}
+    arms = {
+        f"{name}/{seed}": ["--arm", name, str(seed), "--budget", str(args.budget)]
+        for seed in range(42, 42 + args.seeds)
+        for name in ("off", "on")
+    }
     rows, loads = run_arms(__file__, arms, "fer_schedule_")
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows).drop(columns="arm")
+    scores = [c for c in table.columns if c.startswith(("test_", "val_"))]
+    means = table.groupby("fit_schedule_to_budget")[scores].mean().T
     head = (
         "# Cosine schedule fitted to the time budget vs spanning the nominal epochs\n\n"
-        f"Command: `FER_DATA_ROOT=... python bench/bench_schedule.py --budget {args.budget:g}` at commit "
+        f"Command: `FER_DATA_ROOT=... python bench/bench_schedule.py --budget {args.budget:g} --seeds "
+        f"{args.seeds}` at commit "
         f"`{git_commit()}`. Default profile's UTKFace attribute stage (ImageNet efficientnet_lite0, 112 px, "
         "batch 64, 1 head-only epoch then all layers, 12 nominal all-layer epochs), real UTKFace, the same seed "
-        "and data in both arms, each arm in a fresh process, one after the other; load average (1 min) after "
+        "and data in both arms per seed (42, 43, ...), each arm in a fresh process, one after the other; load average (1 min) after "
         f"each arm: {', '.join(f'{v:.1f}' for v in loads)}. test_* = the balanced 2,000-face test list; val_* = "
         "the last validation; ended_in_stage = the stage the budget stopped (head-only or all layers); stage_steps / cosine_steps = "
         "the steps that stage ran / the length its cosine ended with; "
-        "final_lr_factor = the learning rate it stopped at, as a fraction of the peak. One seed per arm: "
-        "differences of a few points are within run-to-run noise.\n\n"
+        "final_lr_factor = the learning rate it stopped at, as a fraction of the peak. The choice is made on "
+        "the validation columns' means over seeds.\n\n"
+        f"Means over seeds (columns: fit_schedule_to_budget):\n\n{to_markdown(means.round(4).reset_index())}"
+        "\n\nEvery run:\n\n"
     )
     write_benchmark(
         table,
