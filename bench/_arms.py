@@ -41,3 +41,13 @@ def run_arms(script: str, arms: dict[str, list[str]], prefix: str) -> tuple[list
             loads.append(os.getloadavg()[0])
             print(f"{name}: {rows[-1]}", flush=True)
     return rows, loads
+
+
+def seeded_arms(names, seeds: int, common: list[str]) -> dict[str, list[str]]:
+    """Every arm once per seed (42, 43, ...), seeds outermost: ``"<name>/<seed>"`` -> the child's
+    ``--arm <name> <seed>`` plus ``common``, for :func:`run_arms`."""
+    return {
+        f"{name}/{seed}": ["--arm", name, str(seed), *common]
+        for seed in range(42, 42 + seeds)
+        for name in names
+    }

@@ -29,7 +29,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from _arms import emit, run_arms  # noqa: E402
+from _arms import emit, run_arms, seeded_arms  # noqa: E402
 
 from fer_lib.config import get_paths  # noqa: E402
 from fer_lib.provenance import git_commit  # noqa: E402
@@ -105,11 +105,7 @@ def main(argv=None) -> int:
     commit = git_commit()
     common = ["--budget", str(args.budget), "--grey", str(args.grey), "--jitter", str(args.jitter)]
     common += ["--contrast", args.contrast]
-    arms = {
-        f"{name}/{seed}": ["--arm", name, str(seed), *common]
-        for seed in range(42, 42 + args.seeds)
-        for name in ("baseline", "invariant")
-    }
+    arms = seeded_arms(("baseline", "invariant"), args.seeds, common)
     rows, loads = run_arms(__file__, arms, "fer_attr_")
     table = pd.DataFrame(rows)
     table.insert(0, "treatment", table.pop("arm").str.split("/").str[0])

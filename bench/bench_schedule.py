@@ -22,7 +22,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from _arms import emit, run_arms  # noqa: E402
+from _arms import emit, run_arms, seeded_arms  # noqa: E402
 
 from fer_lib.config import get_paths  # noqa: E402
 from fer_lib.provenance import git_commit  # noqa: E402
@@ -79,11 +79,7 @@ def main(argv=None) -> int:
     if not os.environ.get("FER_DATA_ROOT"):  # `make bench` runs every script: skip, do not fail
         print("bench_schedule: skipped, FER_DATA_ROOT is unset (it trains on the real UTKFace under it)")
         return 0
-    arms = {
-        f"{name}/{seed}": ["--arm", name, str(seed), "--budget", str(args.budget)]
-        for seed in range(42, 42 + args.seeds)
-        for name in ("off", "on")
-    }
+    arms = seeded_arms(("off", "on"), args.seeds, ["--budget", str(args.budget)])
     rows, loads = run_arms(__file__, arms, "fer_schedule_")
     table = pd.DataFrame(rows).drop(columns="arm")
     scores = [c for c in table.columns if c.startswith(("test_", "val_"))]

@@ -280,7 +280,7 @@ def test_fer2013_finetune_starts_from_the_attribute_model_and_serves_grey(env, m
     # ... with each face's contrast standardised, and a detected box widened to FER2013's measured frame
     stored = from_checkpoint(load_checkpoint(run.checkpoint))
     framing = E.dataset_framing(E.fer2013_manifest(cfg, env, progress=False)[0], "fer2013", cfg, env)
-    assert framing.found >= 0.5 and framing.margin != 0.0  # the real FER2013: faces found, a frame measured
+    assert framing.found >= 0.5 and framing.margin != 0.0  # the (patched) measurement: faces found, a frame
     assert stored == Preprocess(
         SIDE, colour="grey", max_side=48, contrast="standardise", margin=framing.margin
     )

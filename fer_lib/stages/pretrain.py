@@ -533,17 +533,17 @@ def colour_gap(
         print("UTKFace is not under FER_DATA_ROOT: no colour / greyscale comparison")
         return None
     df, _ = utkface_splits(cfg, paths, progress=False)
-    test = df[df["split"] == split].reset_index(drop=True)
+    faces = df[df["split"] == split].reset_index(drop=True)
     rows, preds = [], {}
     for mode in ("colour", "grey"):
-        p = preds[mode] = attribute_predictions(attributes, test["path"], grey=mode == "grey")
+        p = preds[mode] = attribute_predictions(attributes, faces["path"], grey=mode == "grey")
         rows.append(
             {
                 "input": mode,
-                "faces": len(test),
-                "age_mae": M.age_mae(test["age"], p["age_pred"]),
-                "gender_accuracy": M.accuracy(test["gender"], p["gender_pred"]),
-                "race_accuracy": M.accuracy(test["race"], p["race_pred"]),
+                "faces": len(faces),
+                "age_mae": M.age_mae(faces["age"], p["age_pred"]),
+                "gender_accuracy": M.accuracy(faces["gender"], p["gender_pred"]),
+                "race_accuracy": M.accuracy(faces["race"], p["race_pred"]),
             }
         )
     flips = float((preds["colour"]["gender_pred"] != preds["grey"]["gender_pred"]).mean())
