@@ -1,20 +1,20 @@
-"""Does photometric invariance take colour and expression away as shortcuts of the attribute model?
+"""Which training choices take colour, expression and framing away as shortcuts of the attribute model?
 
 Trains the default profile's UTKFace attribute stage (ImageNet efficientnet_lite0, 112 px, faces shrunk
 to 64 px) on the real UTKFace under FER_DATA_ROOT, once per arm and seed (42, 43, ...) with the same data
-and ``max_train_seconds``, each arm in a fresh process and results folder, one after the other:
+and ``max_train_seconds``, each arm in a fresh process and results folder, one after the other. The arms:
+``profile`` (the profile as it is) and every ``--variant NAME KEY=VALUE ...``, whose KEYs are fields of
+``pretrain_attributes`` (``grey``, ``jitter``, ``contrast``, ``zoom_min``, ...).
 
-* ``baseline``: the profile as it is;
-* ``invariant``: ``--grey`` of the training faces turned grey, ``--jitter`` of brightness / contrast /
-  saturation on the others, and ``--contrast`` normalisation of every face (training and serving).
-
-Each arm is measured on UTKFace validation (the choice is made there) and the balanced test, in colour and
-in greyscale (age MAE, gender, ethnicity, faces changing gender; worst test recalls), on CK+48 (evaluation
+Each arm is measured on UTKFace validation (the choice is made there) and the balanced test, each seen as
+:data:`fer_lib.stages.pretrain.INPUT_VIEWS` says (colour, greyscale, tighter central crops: age MAE, gender,
+ethnicity, adults given an age under 16, faces changing gender; worst test recalls), on CK+48 (evaluation
 only: the share of adults given an age under 16 and the median predicted age) and on the astronaut photo
 shipped with scikit-image (colour vs greyscale, through the detector). Writes
-``<results>/benchmarks/attribute_shortcuts.{md,csv}``.
+``<results>/benchmarks/<--name>.{md,csv}``.
 
-    FER_DATA_ROOT=../shared/datasets python bench/bench_attr_shortcuts.py --budget 600 --seeds 2
+    FER_DATA_ROOT=../shared/datasets python bench/bench_attr_shortcuts.py --budget 600 --seeds 2 \
+        --variant zoom_0.4 zoom_min=0.4 --name attribute_framing
 """
 
 from __future__ import annotations
@@ -54,14 +54,13 @@ def astronaut(checkpoint: Path) -> dict:
     return out
 
 
-def arm(name: str, seed: int, budget: float, treatment: dict) -> dict:
+def arm(name: str, seed: int, budget: float, changes: dict[str, str]) -> dict:
     """One training run (in this process) and its measurements."""
     from fer_lib import config
     from fer_lib.stages import pretrain as stage
 
     overrides = {"seed": seed, "pretrain_attributes.max_train_seconds": budget}
-    if name != "baseline":
-        overrides.update({f"pretrain_attributes.{k}": v for k, v in treatment.items()})
+    overrides.update({f"pretrain_attributes.{k}": v for k, v in changes.items()})
     cfg = config.get_profile("default", overrides)
     paths = config.get_paths(cfg)
     config.seed_everything(cfg.seed)
@@ -70,11 +69,13 @@ def arm(name: str, seed: int, budget: float, treatment: dict) -> dict:
     row = {"seed": seed, "train_seconds": round(float(res.train_seconds), 1)}
     row["epochs"] = int(res.history["epoch"].max())
     for split in ("val", "test"):  # val chooses; test is reported
-        gap = stage.colour_gap(res.checkpoint, cfg, paths, split=split).set_index("input")
-        for mode in ("colour", "grey"):
-            row[f"{split}_{mode}_age_mae"] = round(float(gap.loc[mode, "age_mae"]), 3)
-            row[f"{split}_{mode}_gender"] = round(float(gap.loc[mode, "gender_accuracy"]), 4)
-            row[f"{split}_{mode}_race"] = round(float(gap.loc[mode, "race_accuracy"]), 4)
+        gap = stage.input_gap(res.checkpoint, cfg, paths, split=split).set_index("input")
+        for view in gap.index:
+            key = f"{split}_{view.replace(' ', '_')}"
+            row[f"{key}_age_mae"] = round(float(gap.loc[view, "age_mae"]), 3)
+            row[f"{key}_gender"] = round(float(gap.loc[view, "gender_accuracy"]), 4)
+            row[f"{key}_race"] = round(float(gap.loc[view, "race_accuracy"]), 4)
+            row[f"{key}_adults_under_16"] = round(float(gap.loc[view, "adults_under_16"]), 4)
         row[f"{split}_gender_changed_in_grey"] = round(float(gap.loc["grey", "gender_changed_share"]), 4)
     row.update({f"test_{k}": round(float(v), 4) for k, v in test.items() if "min_recall" in k})
     confound = stage.expression_confound(res.checkpoint, None, cfg, paths)
@@ -85,50 +86,77 @@ def arm(name: str, seed: int, budget: float, treatment: dict) -> dict:
     return {**row, **astronaut(res.checkpoint)}
 
 
+def _changes(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"bench_attr_shortcuts: a variant's changes are KEY=VALUE, got {pair!r}")
+        out[key] = value
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", type=float, default=600.0, help="max_train_seconds of each arm (default 600)")
     ap.add_argument("--seeds", type=int, default=2, help="seeds per arm: 42, 43, ... (default 2)")
-    ap.add_argument("--grey", type=float, default=0.5, help="the treatment's share of faces turned grey")
-    ap.add_argument("--jitter", type=float, default=0.0, help="the treatment's brightness / contrast jitter")
-    ap.add_argument("--contrast", default="standardise", help="the treatment's contrast (none | standardise)")
+    ap.add_argument(
+        "--variant",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("NAME", "KEY=VALUE"),
+        help="an arm beside the profile: its name and the pretrain_attributes fields it changes (repeatable)",
+    )
+    ap.add_argument("--name", default="attribute_shortcuts", help="the tables' file name (no suffix)")
     ap.add_argument("--out", default=None, help="folder for the tables (default <results>/benchmarks)")
     ap.add_argument("--arm", nargs=2, default=None, help=argparse.SUPPRESS)  # child: name seed
     args = ap.parse_args(argv)
-    treatment = {"grey": args.grey, "jitter": args.jitter, "contrast": args.contrast}
+    variants = {v[0]: _changes(v[1:]) for v in args.variant}
+    if "profile" in variants:
+        raise SystemExit(
+            "bench_attr_shortcuts: 'profile' names the profile as it is; give the variant another name"
+        )
     if args.arm:
-        emit(arm(args.arm[0], int(args.arm[1]), args.budget, treatment))
+        emit(arm(args.arm[0], int(args.arm[1]), args.budget, variants.get(args.arm[0], {})))
         return 0
     if not os.environ.get("FER_DATA_ROOT"):  # `make bench` runs every script: skip, do not fail
         print("bench_attr_shortcuts: skipped, FER_DATA_ROOT is unset (it trains on the real UTKFace)")
         return 0
+    if not variants:  # as `make bench` runs it: there is no default question to ask
+        print("bench_attr_shortcuts: skipped, no --variant NAME KEY=VALUE ... to compare with the profile")
+        return 0
     commit = git_commit()
-    common = ["--budget", str(args.budget), "--grey", str(args.grey), "--jitter", str(args.jitter)]
-    common += ["--contrast", args.contrast]
-    arms = seeded_arms(("baseline", "invariant"), args.seeds, common)
+    common = ["--budget", str(args.budget)]
+    common += [x for v in args.variant for x in ("--variant", *v)]
+    arms = seeded_arms(("profile", *variants), args.seeds, common)
     rows, loads = run_arms(__file__, arms, "fer_attr_")
     table = pd.DataFrame(rows)
     table.insert(0, "treatment", table.pop("arm").str.split("/").str[0])
     scores = [c for c in table.columns if c.startswith(("val_", "test_", "ckplus_"))]
     means = table.groupby("treatment", sort=False)[scores].mean().T
-    flags = " ".join(f"--{k} {v:g}" if isinstance(v, float) else f"--{k} {v}" for k, v in treatment.items())
+    described = "; ".join(
+        f"`{k}`: {', '.join(f'{a}={b}' for a, b in v.items())}" for k, v in variants.items()
+    )
+    flags = " ".join(f"--variant {' '.join(v)}" for v in args.variant)
     head = (
-        "# Attribute model: colour and expression as shortcuts, with and without photometric invariance\n\n"
+        "# Attribute model: colour, expression and framing as shortcuts\n\n"
         f"Command: `FER_DATA_ROOT=... python bench/bench_attr_shortcuts.py --budget {args.budget:g} --seeds "
-        f"{args.seeds} {flags}` at commit `{commit}`. The default profile's UTKFace attribute stage (ImageNet "
-        "efficientnet_lite0, 112 px, faces shrunk to 64 px) on the real UTKFace; `invariant` adds the "
-        f"treatment ({', '.join(f'{k}={v}' for k, v in treatment.items())}). The same data and time budget in "
-        "every arm, each in a fresh process, one after the other; load average (1 min) after each arm: "
-        f"{', '.join(f'{v:.1f}' for v in loads)}. val_* = the validation faces carved from UTKFace's training "
-        "split (the choice is made on them), test_* = the balanced 2,000-face test (reported), each in colour "
-        "and in greyscale (the same faces, luminance only); ckplus_* = CK+48's adults (evaluation only: the "
+        f"{args.seeds} {flags} --name {args.name}` at commit `{commit}`. The default profile's UTKFace "
+        "attribute stage (ImageNet efficientnet_lite0, 112 px, faces shrunk to 64 px) on the real UTKFace: "
+        f"`profile` as it is, and the variants ({described}) of `pretrain_attributes`. The same data and time "
+        "budget in every arm, each in a fresh process, one after the other; load average (1 min) after each "
+        f"arm: {', '.join(f'{v:.1f}' for v in loads)}. val_* = the validation faces carved from UTKFace's "
+        "training split (the choice is made on them), test_* = the balanced 2,000-face test (reported), each "
+        "in colour, in greyscale (luminance only) and as the central 80 % and 65 % of each side (tighter "
+        "framings, as other collections' crops); ckplus_* = CK+48's adults (evaluation only: the "
         "face-weighted share given an age under 16, and the median over expressions of the median predicted "
         "age); astronaut = the scikit-image photo (about 41 years old when taken) through the detector.\n\n"
         f"Means over seeds:\n\n{to_markdown(means.round(4).reset_index())}\n\nEvery run:\n\n"
     )
     write_benchmark(
         table,
-        "attribute_shortcuts",
+        args.name,
         head,
         folder=Path(args.out) if args.out else get_paths().results / "benchmarks",
     )

@@ -85,6 +85,7 @@ class TrainConfig:
     class_weights: bool = True
     # none | light (flip + shift, cheap) | full (rotation, zoom crop, flip) | flip_rotate30 (paper B)
     augment: str = "none"
+    zoom_min: float = 0.8  # 'full' augmentation: the smallest share of the face's area its zoom crop keeps
     degrade: float = 0.0  # share of training faces shrunk to degrade_min..image_size px and back
     degrade_min: int = 32
     grey: float = 0.0  # share of training faces turned grey (luminance only)

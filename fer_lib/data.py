@@ -218,10 +218,13 @@ class FaceDataset(Dataset):
             object's, the same as in prediction, video features and ONNX export.
         mean, std: per-channel normalisation (on values scaled to [0, 1]).
         augment: one of :data:`AUGMENT_MODES`: ``"full"``: random rotation (+-10 deg), zoom crop
-            (area 0.8-1) and horizontal flip; ``"light"``: flip and a shift of up to ``shift`` pixels
+            (area ``zoom_min``-1) and horizontal flip; ``"light"``: flip and a shift of up to ``shift`` pixels
             on the S x S array (plus a random-erasing patch with probability ``erase``), cheap enough
             for 48 px faces on a CPU; ``"flip_rotate30"``: paper B's horizontal flip and rotation by up to
             +-30 deg on the S x S face; ``"none"``: paper A's resize-only default.
+        zoom_min: the smallest share of the face's area that ``"full"``'s zoom crop keeps (0 < zoom_min
+            <= 1; 1: no zoom). Lower values show the model tighter framings than the dataset's own, as
+            other collections' crops (FER2013, CK+) are.
         identity_index: identity name -> class index; None: identity labels are all masked.
         margin: fraction of the face box added on each side before cropping (0: tight).
         degrade: probability that a face is shrunk to a random side between ``degrade_min`` and S
@@ -248,6 +251,7 @@ class FaceDataset(Dataset):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         augment: str = "none",
+        zoom_min: float = 0.8,
         identity_index: dict[str, int] | None = None,
         margin: float = 0.0,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -270,7 +274,9 @@ class FaceDataset(Dataset):
             raise ValueError(f"augment must be one of {AUGMENT_MODES}, got {augment!r}")
         if align not in ALIGN_MODES:
             raise ValueError(f"align must be one of {ALIGN_MODES}, got {align!r}")
-        self.augment = _Augment(self.image_size) if augment == "full" else None
+        if not 0 < zoom_min <= 1:
+            raise ValueError(f"zoom_min must be in (0, 1], got {zoom_min}")
+        self.augment = _Augment(self.image_size, scale=(zoom_min, 1.0)) if augment == "full" else None
         self._light_args = (int(shift), float(erase))
         self.light, self.flip_rotate = self._face_augment(augment)
         self.degrade = _Degrade(self.image_size, degrade, degrade_min) if degrade > 0 else None

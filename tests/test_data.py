@@ -163,6 +163,26 @@ def test_augment_shape_and_reproducible(boxed):
     assert any(not torch.equal(a, o) for o in outs)
 
 
+def test_zoom_min_frames_faces_tighter(tmp_path):
+    # a face whose outer ring (a fifth of the side each way) is red and centre green: the full frame shows
+    # the ring over 1 - 0.6^2 = 64 % of the picture; zoom crops down to 30 % of the area show less of it
+    arr = np.zeros((50, 50, 3), np.uint8)
+    arr[..., 0] = 255
+    arr[10:40, 10:40] = (0, 255, 0)
+    Image.fromarray(arr).save(tmp_path / "ring.png")
+    m = _manifest([{"path": str(tmp_path / "ring.png"), "split": "train"}])
+
+    def red_share(zoom_min):
+        ds = FaceDataset(m, 25, augment="full", zoom_min=zoom_min, **RAW)
+        torch.manual_seed(0)
+        return float(np.mean([(ds[0][0][0] > 0.5).float().mean() for _ in range(40)]))
+
+    assert red_share(1.0) == pytest.approx(0.64, abs=0.05)  # rotation only: the whole frame
+    assert red_share(0.3) < red_share(0.8) - 0.05 < red_share(1.0) - 0.05
+    with pytest.raises(ValueError, match="zoom_min"):
+        FaceDataset(m, 25, augment="full", zoom_min=0.0)
+
+
 def test_make_loader_seeded_shuffle(boxed):
     m = _manifest([{"path": str(boxed), "split": "train", "age": float(i)} for i in range(12)])
     ds = FaceDataset(m, 4)

@@ -231,19 +231,24 @@ def test_by_expression_summarises_each_expression():
     assert t.loc["Happy", "share_age_under_16"] == 0.0
 
 
-def test_grey_faces_are_the_luminance_in_three_channels(tmp_path):
+def test_face_views_grey_is_the_luminance_and_crop_the_centre(tmp_path):
     from PIL import Image
 
-    rgb = np.zeros((8, 8, 3), np.uint8)
+    rgb = np.zeros((20, 10, 3), np.uint8)
     rgb[..., 0] = 200  # pure red
+    rgb[5:15, 2:8, 1] = 100  # the central half of each side also green
     Image.fromarray(rgb).save(tmp_path / "red.png")
-    colour, grey = (
-        stage._read_faces([tmp_path / "red.png"])[0],
-        stage._read_faces([tmp_path / "red.png"], True)[0],
+    colour, grey, centre = (
+        stage._read_faces([tmp_path / "red.png"], v)[0] for v in ("colour", "grey", "crop 0.6")
     )
-    assert colour.shape == grey.shape == (8, 8, 3) and colour[0, 0, 0] == 200
+    assert colour.shape == grey.shape == (20, 10, 3) and tuple(colour[0, 0]) == (200, 0, 0)
     assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
     assert grey[0, 0, 0] == round(200 * 299 / 1000)  # ITU-R 601 luma, as PIL's "L"
+    assert centre.shape == (12, 6, 3) and tuple(centre[3, 2]) == (200, 100, 0)  # rows 4..15, cols 2..7
+    assert tuple(centre[0, 0]) == (200, 0, 0) and tuple(centre[1, 1]) == (200, 100, 0)
+    for bad in ("sepia", "crop 0", "crop 1.5"):
+        with pytest.raises(ValueError, match="crop|view"):
+            stage._read_faces([tmp_path / "red.png"], bad)
 
 
 def test_confound_models_prefer_the_run_and_fall_back_to_the_published(tmp_path):
@@ -258,4 +263,4 @@ def test_confound_models_prefer_the_run_and_fall_back_to_the_published(tmp_path)
     attr, expr, which = stage.confound_models(paths)
     assert which == "this run's models" and attr == paths.checkpoint("01_attributes") and expr is None
     assert stage.expression_confound(attr, expr, config.get_profile("smoke"), paths).empty  # no real data
-    assert stage.colour_gap(attr, config.get_profile("smoke"), paths) is None
+    assert stage.input_gap(attr, config.get_profile("smoke"), paths) is None

@@ -195,6 +195,7 @@ def make_dataset(
         if tc is None
         else {
             "augment": tc.augment,
+            "zoom_min": tc.zoom_min,
             "degrade": tc.degrade,
             "degrade_min": tc.degrade_min,
             "grey": tc.grey,

@@ -427,29 +427,40 @@ def identity_table(res: Run, cfg: Profile) -> pd.DataFrame:
 CHILD_AGE = 16.0
 
 
-def _read_faces(paths_: Sequence[str | Path], grey: bool = False) -> list[np.ndarray]:
-    """Each image whole, as an RGB uint8 array (an already-cropped face); ``grey``: its luminance in
-    all three channels, what a greyscale photo gives."""
+def _read_faces(paths_: Sequence[str | Path], view: str = "colour") -> list[np.ndarray]:
+    """Each image whole, as an RGB uint8 array (an already-cropped face), seen as ``view`` says:
+    ``"colour"`` as it is; ``"grey"`` its luminance in all three channels (what a greyscale photo gives);
+    ``"crop F"`` its central part, F of each side (a tighter framing, as other collections' crops)."""
     from ..datasets.images import read_image
 
+    if view not in ("colour", "grey") and not view.startswith("crop "):
+        raise ValueError(f"view must be 'colour', 'grey' or 'crop F' (0 < F <= 1), got {view!r}")
+    keep = float(view.split()[1]) if view.startswith("crop ") else 1.0
+    if not 0 < keep <= 1:
+        raise ValueError(f"a crop view keeps 0 < F <= 1 of each side, got {view!r}")
     out = []
     for p in paths_:
         img = read_image(p)[0].convert("RGB")
-        if grey:
+        if view == "grey":
             img = img.convert("L").convert("RGB")
+        if keep < 1:
+            w, h = img.size
+            dx, dy = round(w * (1 - keep) / 2), round(h * (1 - keep) / 2)
+            img = img.crop((dx, dy, w - dx, h - dy))
         out.append(np.asarray(img, dtype=np.uint8))
     return out
 
 
 def attribute_predictions(
-    model: str | Path, images: Sequence[str | Path], grey: bool = False
+    model: str | Path, images: Sequence[str | Path], view: str = "colour"
 ) -> pd.DataFrame:
-    """The attribute model on each image fed whole as a face crop: ``age_pred``, ``p_female``,
-    ``gender_pred`` (0 male, 1 female, at the model's threshold) and ``race_pred`` (index)."""
+    """The attribute model on each image fed whole as a face crop, seen as ``view`` (:func:`_read_faces`):
+    ``age_pred``, ``p_female``, ``gender_pred`` (0 male, 1 female, at the model's threshold) and
+    ``race_pred`` (index)."""
     from ..serving import Recognizer
 
     rec = Recognizer(model, crops=True)
-    faces = rec.predict_faces(_read_faces(images, grey))
+    faces = rec.predict_faces(_read_faces(images, view))
     eth = list(rec.label_names("race")) if "race" in rec.tasks else []
     return pd.DataFrame(
         {
@@ -522,32 +533,45 @@ def expression_confound(
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def colour_gap(
-    attributes: str | Path, cfg: Profile, paths: Paths | None = None, split: str = "test"
+#: The views of the UTKFace faces that :func:`input_gap` compares: colour, greyscale, and two tighter
+#: framings (the central 80 % and 65 % of each side; FER2013's and CK+'s crops are tighter than UTKFace's).
+INPUT_VIEWS = ("colour", "grey", "crop 0.8", "crop 0.65")
+
+
+def input_gap(
+    attributes: str | Path,
+    cfg: Profile,
+    paths: Paths | None = None,
+    split: str = "test",
+    views: Sequence[str] = INPUT_VIEWS,
 ) -> pd.DataFrame | None:
     """The attribute model on the UTKFace ``split`` faces (the balanced test; "val" to choose between
-    models) in colour and in greyscale (the same faces, their luminance only): age MAE, gender and
-    ethnicity accuracy, and how many faces change gender. None without the real UTKFace."""
+    models) seen each way of ``views`` (the first is the reference; :func:`_read_faces`): age MAE, gender
+    and ethnicity accuracy, the share of adults (20-50) given an age under :data:`CHILD_AGE`, and how many
+    faces change gender against the first view. None without the real UTKFace."""
     paths = paths or get_paths()
     if paths.real("utkface") is None:
-        print("UTKFace is not under FER_DATA_ROOT: no colour / greyscale comparison")
+        print("UTKFace is not under FER_DATA_ROOT: no comparison of colour, greyscale and framing")
         return None
     df, _ = utkface_splits(cfg, paths, progress=False)
     faces = df[df["split"] == split].reset_index(drop=True)
-    rows, preds = [], {}
-    for mode in ("colour", "grey"):
-        p = preds[mode] = attribute_predictions(attributes, faces["path"], grey=mode == "grey")
+    adults = faces["age"].between(20, 50).to_numpy()
+    rows, first = [], None
+    for view in views:
+        p = attribute_predictions(attributes, faces["path"], view=view)
+        first = p if first is None else first
         rows.append(
             {
-                "input": mode,
+                "input": view,
                 "faces": len(faces),
                 "age_mae": M.age_mae(faces["age"], p["age_pred"]),
                 "gender_accuracy": M.accuracy(faces["gender"], p["gender_pred"]),
                 "race_accuracy": M.accuracy(faces["race"], p["race_pred"]),
+                "adults_under_16": float((p["age_pred"].to_numpy()[adults] < CHILD_AGE).mean()),
+                "gender_changed_share": float((p["gender_pred"] != first["gender_pred"]).mean()),
             }
         )
-    flips = float((preds["colour"]["gender_pred"] != preds["grey"]["gender_pred"]).mean())
-    return pd.DataFrame(rows).assign(gender_changed_share=[0.0, flips])
+    return pd.DataFrame(rows)
 
 
 def confound_models(paths: Paths) -> tuple[Path | None, Path | None, str]:
