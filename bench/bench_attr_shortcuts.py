@@ -13,7 +13,7 @@ only: the share of adults given an age under 16 and the median predicted age) an
 shipped with scikit-image (colour vs greyscale, through the detector). Writes
 ``<results>/benchmarks/<--name>.{md,csv}``.
 
-    FER_DATA_ROOT=../shared/datasets python bench/bench_attr_shortcuts.py --budget 600 --seeds 2 \
+    FER_DATA_ROOT=../shared/datasets python bench/bench_attr_shortcuts.py --budget 360 --seeds 2 \
         --variant zoom_0.4 zoom_min=0.4 --name attribute_framing
 """
 
