@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from _arms import emit, run_arms, seeded_arms  # noqa: E402
 
-from fer_lib.config import get_paths  # noqa: E402
+from fer_lib.config import get_paths, parse_overrides  # noqa: E402
 from fer_lib.provenance import git_commit  # noqa: E402
 from fer_lib.reporting import to_markdown, write_benchmark  # noqa: E402
 
@@ -86,16 +86,6 @@ def arm(name: str, seed: int, budget: float, changes: dict[str, str]) -> dict:
     return {**row, **astronaut(res.checkpoint)}
 
 
-def _changes(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"bench_attr_shortcuts: a variant's changes are KEY=VALUE, got {pair!r}")
-        out[key] = value
-    return out
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", type=float, default=600.0, help="max_train_seconds of each arm (default 600)")
@@ -112,7 +102,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="folder for the tables (default <results>/benchmarks)")
     ap.add_argument("--arm", nargs=2, default=None, help=argparse.SUPPRESS)  # child: name seed
     args = ap.parse_args(argv)
-    variants = {v[0]: _changes(v[1:]) for v in args.variant}
+    variants = {v[0]: parse_overrides(v[1:]) for v in args.variant}
     if "profile" in variants:
         raise SystemExit(
             "bench_attr_shortcuts: 'profile' names the profile as it is; give the variant another name"

@@ -15,9 +15,16 @@ import numpy as np
 from ..export import ASTRONAUT_FACE_BOX, astronaut
 from .recognizer import Recognizer
 
+#: How far float16 outputs may be from float32 ones (probabilities, valence / arousal, age / 100) for a
+#: published copy to keep float16 weights.
+HALF_PRECISION_TOL = 2e-3
+
 
 def half_precision_checkpoint(
-    checkpoint: str | os.PathLike, out: str | os.PathLike, tol: float = 2e-3, n_faces: int = 32
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    tol: float = HALF_PRECISION_TOL,
+    n_faces: int = 32,
 ) -> dict:
     """A smaller copy of a fer_lib checkpoint for publishing: weights stored in float16 (loaded back into
     float32), nothing but what serving needs (model config, label orders, metrics, run config).

@@ -436,16 +436,16 @@ WEIGHT_TYPES = {
 }
 
 
-def publish_models(cfg, paths: Paths | None = None, tol: float = 2e-3) -> pd.DataFrame:
+def publish_models(cfg, paths: Paths | None = None, tol: float | None = None) -> pd.DataFrame:
     """Write the run's expression and attribute models to ``results/models/`` (float16 where the outputs
-    stay within ``tol``: :func:`fer_lib.serving.half_precision.half_precision_checkpoint`) with a model card each (``.md``:
+    stay within ``tol``, by default ``HALF_PRECISION_TOL``: :func:`fer_lib.serving.half_precision.half_precision_checkpoint`) with a model card each (``.md``:
     training data and terms, input, label order, this run's test metrics, known limits). Models whose
     checkpoint the run did not produce are skipped. The metrics are the rows of the ``model`` name the
     checkpoint was stamped with when its stage recorded them (``metrics_model``). Returns one row per
     published model."""
     from ..models import load_checkpoint
     from ..preprocess import from_checkpoint
-    from ..serving.half_precision import half_precision_checkpoint
+    from ..serving.half_precision import HALF_PRECISION_TOL, half_precision_checkpoint
     from ..tasks import default_label_orders
 
     paths = paths or get_paths()
@@ -460,7 +460,9 @@ def publish_models(cfg, paths: Paths | None = None, tol: float = 2e-3) -> pd.Dat
         out_dir.mkdir(parents=True, exist_ok=True)
         ckpt = load_checkpoint(src)
         mc, pre = ckpt["model_config"], from_checkpoint(ckpt)
-        report = half_precision_checkpoint(src, out_dir / name, tol=tol)
+        report = half_precision_checkpoint(
+            src, out_dir / name, tol=HALF_PRECISION_TOL if tol is None else tol
+        )
         orders = {**default_label_orders(mc["tasks"]), **(ckpt.get("label_orders") or {})}
         recorded = ckpt.get("metrics_model")
         if recorded is None:
