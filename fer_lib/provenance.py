@@ -35,6 +35,10 @@ _PACKAGES = (
 OUTPUT_DIRS = ("results",)
 
 
+#: Seconds ``git status`` may take (the notebooks' clean filter runs on each notebook in a fresh checkout).
+STATUS_TIMEOUT = 300
+
+
 class DirtyTreeError(RuntimeError):
     """A published run was asked for while tracked files have uncommitted changes."""
 
@@ -42,7 +46,8 @@ class DirtyTreeError(RuntimeError):
 @functools.lru_cache(maxsize=1)
 def git_commit() -> str:
     """Short commit of the repository, with ``-dirty`` when tracked files outside the published
-    outputs (:data:`OUTPUT_DIRS`) have uncommitted changes; ``unknown`` outside a git checkout."""
+    outputs (:data:`OUTPUT_DIRS`) have uncommitted changes or ``git status`` could not tell (it failed, or
+    took over :data:`STATUS_TIMEOUT` s); ``unknown`` outside a git checkout."""
     try:
         root = str(repo_root())
         sha = subprocess.run(
@@ -53,17 +58,29 @@ def git_commit() -> str:
             timeout=10,
             check=True,
         ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    try:
+        # Slow the first time in a fresh checkout or worktree: git runs the notebooks' clean filter
+        # (scripts/normalize_notebooks.py, about 2 s each) on every notebook it cannot trust by its
+        # timestamp. A short timeout killed it before it could record them, every time.
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", "."]
             + [f":(exclude){d}" for d in OUTPUT_DIRS],
             cwd=root,
             capture_output=True,
             text=True,
-            timeout=10,
+            timeout=STATUS_TIMEOUT,
+            check=True,
         ).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    except (OSError, subprocess.SubprocessError) as err:
+        warnings.warn(
+            f"git status failed ({err}): commit {sha} is recorded as dirty, since its tree could not be "
+            "checked",
+            stacklevel=2,
+        )
+        dirty = "unchecked"
+    return sha + ("-dirty" if dirty else "")
 
 
 def is_clean(commit: str | None = None) -> bool | None:

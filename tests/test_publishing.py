@@ -186,6 +186,38 @@ def test_dirty_means_tracked_changes_outside_the_published_outputs(tmp_path, mon
         provenance.git_commit.cache_clear()
 
 
+def test_a_tree_git_status_cannot_check_is_dirty_not_unknown(tmp_path, monkeypatch):
+    """git status timed out in a fresh worktree (the notebooks' clean filter): the commit is still known,
+    and the tree, not checked, must not pass as clean, nor make the rows untraceable ('unknown')."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "r"
+    repo.mkdir()
+    (repo / "code.py").write_text("a = 1\n")
+    for args in (
+        ["init", "-q"],
+        ["add", "."],
+        ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "i"],
+    ):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short=10", "HEAD"], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    monkeypatch.setattr(provenance, "repo_root", lambda: repo)
+    monkeypatch.setattr(provenance, "STATUS_TIMEOUT", 1e-9)
+    provenance.git_commit.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="could not be checked"):
+            assert provenance.git_commit() == f"{sha}-dirty"
+        with pytest.raises(provenance.DirtyTreeError), pytest.warns(UserWarning):
+            provenance.check_publishable()
+        monkeypatch.setattr(provenance, "STATUS_TIMEOUT", 300)
+        provenance.git_commit.cache_clear()
+        assert provenance.git_commit() == sha and provenance.is_clean() is True
+    finally:
+        provenance.git_commit.cache_clear()
+
+
 # ------------------------------------------------------------------------- 2. commit + clean per row
 @pytest.mark.parametrize(("commit", "clean"), [("1234abcd99", True), ("1234abcd99-dirty", False)])
 def test_recorded_rows_carry_the_commit_and_whether_the_tree_was_clean(

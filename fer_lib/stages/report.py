@@ -409,11 +409,17 @@ PUBLISHED_MODEL_SOURCES = {
         "limits": "UTKFace's labels are estimates (age, gender as a binary, five coarse ethnicity "
         "groups incl. 'Others'); every face is shrunk to 64 px (the data's lowest resolution), so "
         "fine detail is not used; the balanced test holds many children, for whom gender is hardest. "
-        "Expression leaks into its answers: UTKFace's young children are often crying or startled, so "
-        "adults showing an expression (happy ones included) are often read as teenagers or children, and "
-        "angry faces more often as male. It trained with half its faces grey and every face's contrast "
-        "standardised, so colour and exposure barely move its answers. Notebook 05 and the README measure "
-        "both. Do not use it to make decisions about people.",
+        "Framing and expression leak into its answers. A face cropped tighter than UTKFace's chips "
+        "(close dataset crops such as CK+ or FER2013 fed as already-cropped faces) has a child's "
+        "proportions to it: the tighter the crop, the more adults it reads as under 16 "
+        "(`05_attributes_by_input`). In a photo, `predict`'s detector frames the face as in training; an "
+        "image that is already a tight crop cannot be widened. Adults in photos unlike UTKFace's can "
+        "still be read far younger than they are (the demo's astronaut). UTKFace's young children are "
+        "often crying or startled, so adults showing an expression (happy ones included) are sometimes read as teenagers or "
+        "children, and angry faces more often as male (`05_attributes_by_expression`). It trained with "
+        "half its faces grey and every face's contrast standardised, so colour and exposure move its "
+        "answers little, but not never: a greyscale photo can change the gender it gives. Do not use "
+        "it to make decisions about people.",
     },
 }
 
