@@ -415,8 +415,9 @@ PUBLISHED_MODEL_SOURCES = {
         "(`05_attributes_by_input`). In a photo, `predict`'s detector frames the face as in training; an "
         "image that is already a tight crop cannot be widened. Adults in photos unlike UTKFace's can "
         "still be read far younger than they are (the demo's astronaut). UTKFace's young children are "
-        "often crying or startled, so adults showing an expression (happy ones included) are sometimes read as teenagers or "
-        "children, and angry faces more often as male (`05_attributes_by_expression`). It trained with "
+        "often crying or startled, so adults showing an expression (happy ones included) are sometimes "
+        "read as teenagers or children, and angry faces more often as male "
+        "(`05_attributes_by_expression`). It trained with "
         "half its faces grey and every face's contrast standardised, so colour and exposure move its "
         "answers little, but not never: a greyscale photo can change the gender it gives. Do not use "
         "it to make decisions about people.",
