@@ -79,7 +79,7 @@ def git_commit() -> str:
             "checked",
             stacklevel=2,
         )
-        dirty = "unchecked"
+        return f"{sha}-dirty"
     return sha + ("-dirty" if dirty else "")
 
 

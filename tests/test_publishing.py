@@ -154,68 +154,61 @@ def test_make_reproduce_passes_allow_dirty():
     assert re.search(r"--publish\s+--allow-dirty", line("PUBLISH=1", "ALLOW_DIRTY=1"))
 
 
-def test_dirty_means_tracked_changes_outside_the_published_outputs(tmp_path, monkeypatch):
-    """A publishing run rewrites results/ itself: that must not make its own later rows 'dirty'."""
+@pytest.fixture
+def committed_repo(tmp_path, monkeypatch):
+    """A one-commit git repository (``code.py``, ``results/metrics.csv``) that provenance reads as the
+    project's root; the cached commit is cleared before and after."""
     if shutil.which("git") is None:
         pytest.skip("git is not installed")
     repo = tmp_path / "r"
     (repo / "results").mkdir(parents=True)
     (repo / "code.py").write_text("a = 1\n")
     (repo / "results" / "metrics.csv").write_text("x\n")
-
-    def git(*args):
-        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
-
-    git("init", "-q")
-    git("add", ".")
-    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
-    monkeypatch.setattr(provenance, "repo_root", lambda: repo)
-    provenance.git_commit.cache_clear()
-    try:
-        assert provenance.check_publishable() == provenance.git_commit()
-        assert provenance.is_clean() is True
-        (repo / "results" / "metrics.csv").write_text("x\ny\n")
-        (repo / "untracked.py").write_text("")
-        assert provenance.check_publishable() == provenance.git_commit()  # still clean
-        (repo / "code.py").write_text("a = 2\n")
-        with pytest.raises(provenance.DirtyTreeError):
-            provenance.check_publishable()  # read afresh, not the cached clean state
-        assert provenance.git_commit().endswith("-dirty") and provenance.is_clean() is False
-        assert provenance.check_publishable(allow_dirty=True).endswith("-dirty")
-    finally:
-        provenance.git_commit.cache_clear()
-
-
-def test_a_tree_git_status_cannot_check_is_dirty_not_unknown(tmp_path, monkeypatch):
-    """git status timed out in a fresh worktree (the notebooks' clean filter): the commit is still known,
-    and the tree, not checked, must not pass as clean, nor make the rows untraceable ('unknown')."""
-    if shutil.which("git") is None:
-        pytest.skip("git is not installed")
-    repo = tmp_path / "r"
-    repo.mkdir()
-    (repo / "code.py").write_text("a = 1\n")
     for args in (
         ["init", "-q"],
         ["add", "."],
         ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "i"],
     ):
         subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
-    sha = subprocess.run(
-        ["git", "rev-parse", "--short=10", "HEAD"], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout.strip()
     monkeypatch.setattr(provenance, "repo_root", lambda: repo)
-    monkeypatch.setattr(provenance, "STATUS_TIMEOUT", 1e-9)
     provenance.git_commit.cache_clear()
-    try:
-        with pytest.warns(UserWarning, match="could not be checked"):
-            assert provenance.git_commit() == f"{sha}-dirty"
-        with pytest.raises(provenance.DirtyTreeError), pytest.warns(UserWarning):
-            provenance.check_publishable()
-        monkeypatch.setattr(provenance, "STATUS_TIMEOUT", 300)
-        provenance.git_commit.cache_clear()
-        assert provenance.git_commit() == sha and provenance.is_clean() is True
-    finally:
-        provenance.git_commit.cache_clear()
+    yield repo
+    provenance.git_commit.cache_clear()
+
+
+def test_dirty_means_tracked_changes_outside_the_published_outputs(committed_repo):
+    """A publishing run rewrites results/ itself: that must not make its own later rows 'dirty'."""
+    repo = committed_repo
+    assert provenance.check_publishable() == provenance.git_commit()
+    assert provenance.is_clean() is True
+    (repo / "results" / "metrics.csv").write_text("x\ny\n")
+    (repo / "untracked.py").write_text("")
+    assert provenance.check_publishable() == provenance.git_commit()  # still clean
+    (repo / "code.py").write_text("a = 2\n")
+    with pytest.raises(provenance.DirtyTreeError):
+        provenance.check_publishable()  # read afresh, not the cached clean state
+    assert provenance.git_commit().endswith("-dirty") and provenance.is_clean() is False
+    assert provenance.check_publishable(allow_dirty=True).endswith("-dirty")
+
+
+def test_a_tree_git_status_cannot_check_is_dirty_not_unknown(committed_repo, monkeypatch):
+    """git status timed out in a fresh worktree (the notebooks' clean filter): the commit is still known,
+    and the tree, not checked, must not pass as clean, nor make the rows untraceable ('unknown')."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--short=10", "HEAD"],
+        cwd=committed_repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    monkeypatch.setattr(provenance, "STATUS_TIMEOUT", 1e-9)
+    with pytest.warns(UserWarning, match="could not be checked"):
+        assert provenance.git_commit() == f"{sha}-dirty"
+    with pytest.raises(provenance.DirtyTreeError), pytest.warns(UserWarning):
+        provenance.check_publishable()
+    monkeypatch.setattr(provenance, "STATUS_TIMEOUT", 300)
+    provenance.git_commit.cache_clear()
+    assert provenance.git_commit() == sha and provenance.is_clean() is True
 
 
 # ------------------------------------------------------------------------- 2. commit + clean per row

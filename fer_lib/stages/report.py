@@ -417,10 +417,9 @@ PUBLISHED_MODEL_SOURCES = {
         "still be read far younger than they are (the demo's astronaut). UTKFace's young children are "
         "often crying or startled, so adults showing an expression (happy ones included) are sometimes "
         "read as teenagers or children, and angry faces more often as male "
-        "(`05_attributes_by_expression`). It trained with "
-        "half its faces grey and every face's contrast standardised, so colour and exposure move its "
-        "answers little, but not never: a greyscale photo can change the gender it gives. Do not use "
-        "it to make decisions about people.",
+        "(`05_attributes_by_expression`). It trained with half its faces grey and every face's contrast "
+        "standardised, so colour and exposure move its answers little, but not never: a greyscale photo "
+        "can change the gender it gives. Do not use it to make decisions about people.",
     },
 }
 
@@ -445,7 +444,8 @@ WEIGHT_TYPES = {
 
 def publish_models(cfg, paths: Paths | None = None, tol: float | None = None) -> pd.DataFrame:
     """Write the run's expression and attribute models to ``results/models/`` (float16 where the outputs
-    stay within ``tol``, by default ``HALF_PRECISION_TOL``: :func:`fer_lib.serving.half_precision.half_precision_checkpoint`) with a model card each (``.md``:
+    stay within ``tol``, by default ``HALF_PRECISION_TOL``:
+    :func:`fer_lib.serving.half_precision.half_precision_checkpoint`) with a model card each (``.md``:
     training data and terms, input, label order, this run's test metrics, known limits). Models whose
     checkpoint the run did not produce are skipped. The metrics are the rows of the ``model`` name the
     checkpoint was stamped with when its stage recorded them (``metrics_model``). Returns one row per
