@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "AGE_MODES",
     "AGE_SCALE",
     "DECODERS",
     "Decoder",
@@ -53,23 +54,34 @@ __all__ = [
 ]
 
 AGE_SCALE = 100.0  # a regression age head predicts age / AGE_SCALE
+#: How an age head is built and read (:func:`predict_age`): one-year bins read as paper A's top-2
+#: expected value, the same bins read as their median, or one regression output.
+AGE_MODES = ("bins", "median", "regression")
 
 
 # ====================================================================================== readouts
 def predict_age(output: torch.Tensor, mode: str | None = None) -> torch.Tensor:
-    """Age in years from the age head output.
+    """Age in years from the age head output, read out as ``mode`` (:data:`AGE_MODES`).
 
-    Bins (``[B, K]`` logits, bin i = age i): expected value over the two most probable bins with
-    their softmax probabilities renormalised to sum 1 (paper A). Regression (``[B]`` or ``[B, 1]``):
-    ``AGE_SCALE * output``. ``mode`` (``"bins"`` / ``"regression"``) is inferred from the shape if None.
+    ``"bins"`` (``[B, K]`` logits, bin i = age i): expected value over the two most probable bins with
+    their softmax probabilities renormalised to sum 1 (paper A). ``"median"`` (the same head): the median
+    of the softmax distribution, the first bin whose cumulative probability reaches 1/2: the readout with
+    the least expected absolute error, and not pulled to a narrow child peak when the distribution is
+    bimodal (a frowning adult). ``"regression"`` (``[B]`` or ``[B, 1]``): ``AGE_SCALE * output``. ``mode``
+    is inferred from the shape if None (a bins head as ``"bins"``).
     """
     import torch
 
     if mode is None:
         mode = "regression" if output.dim() == 1 or output.shape[-1] == 1 else "bins"
+    if mode not in AGE_MODES:
+        raise ValueError(f"age mode must be one of {', '.join(AGE_MODES)}, got {mode!r}")
     if mode == "regression":
         return output.reshape(-1).float() * AGE_SCALE
     prob = torch.softmax(output.float(), dim=-1)
+    if mode == "median":
+        below = (prob.cumsum(-1) < 0.5).sum(-1)  # bins wholly below the median
+        return below.clamp(max=prob.shape[-1] - 1).to(prob.dtype)
     top_p, top_i = prob.topk(2, dim=-1)
     return (top_p * top_i.to(top_p.dtype)).sum(-1) / top_p.sum(-1)
 
@@ -223,7 +235,8 @@ class Threshold(Decoder):
 
 
 class Age(Decoder):
-    """Age in years: paper A's top-2 expected value over one-year bins, or a regression."""
+    """Age in years: one-year bins read as paper A's top-2 expected value or as their median, or a
+    regression (:func:`predict_age`)."""
 
     def label_order(self, spec, outputs):
         return [f"bin i = {i} years" for i in range(outputs)] if outputs > 1 else ["years/100"]

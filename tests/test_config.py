@@ -214,3 +214,19 @@ def test_stand_ins_change_the_sections_on_synthetic_data_only():
     # everything real, or a profile without stand-ins: unchanged
     assert with_stand_ins(cfg, _Real("vggface2", "utkface", "affectnet", "fer2013", "affwild2")) is cfg
     assert with_stand_ins(config.get_profile("paper"), _Real()) == config.get_profile("paper")
+
+
+def test_the_age_readout_is_a_recipe_setting_that_the_model_and_its_checkpoint_carry(tmp_path):
+    """Paper A's top-2 readout in the paper profile; the bins' median in the default profile's model, built
+    by the stage's model factory and kept through a checkpoint (serving reads it from there)."""
+    from fer_lib.models import build_model_from_checkpoint, load_checkpoint, save_checkpoint
+    from fer_lib.stages.common import new_model
+
+    assert config.get_profile("paper").pretrain_attributes.age_mode == "bins"
+    c = config.get_profile("default").pretrain_attributes
+    assert c.age_mode == "median"
+    tc = dataclasses.replace(c, backbone="tiny_cnn", pretrained="none", image_size=32)
+    net = new_model(tc, {"age": 100, "gender": 1})
+    assert net.age_mode == "median" and net.tasks["age"] == 100
+    rebuilt = build_model_from_checkpoint(load_checkpoint(save_checkpoint(tmp_path / "m.pt", net)))
+    assert rebuilt.age_mode == "median"

@@ -116,3 +116,23 @@ def test_onnx_backend_from_a_pt_checkpoint_exports_on_load(exported):
     assert a.keys() == b.keys()
     for k in a:
         assert np.abs(a[k] - b[k]).max() < 1e-4, k
+
+
+def test_the_stored_age_readout_is_served_by_torch_and_onnx(tmp_path):
+    """A checkpoint's age_mode travels with it: Recognizer (PyTorch and ONNX) reads ages as it says."""
+    from fer_lib.models import predict_age
+
+    torch.manual_seed(2)
+    net = MultiTaskNet("tiny_cnn", {"age": 100, "gender": 1}, age_mode="median", verbose=False)
+    with torch.no_grad():
+        net.heads["age"].bias.copy_(torch.randn(100) * 3)  # an uneven distribution: readouts differ
+    ckpt = save_checkpoint(tmp_path / "median.pt", net)
+    export_onnx(ckpt, tmp_path / "median.onnx")
+    crops = [skimage_data.astronaut()[62:172, 181:268], skimage_data.astronaut()[:100, :150]]
+    rec = Recognizer(ckpt)
+    logits = torch.from_numpy(rec.raw(rec.preprocess.batch(crops))["age"])
+    want = predict_age(logits, "median").numpy()
+    assert not np.allclose(want, predict_age(logits, "bins").numpy())
+    for served in (rec, Recognizer(tmp_path / "median.onnx")):
+        assert served.age_mode == "median"
+        np.testing.assert_array_equal(served.infer(crops)["age"], want)

@@ -176,6 +176,24 @@ def test_age_readout_top2_expected_value():
     torch.testing.assert_close(predict_age(torch.tensor([0.25, 0.5])), torch.tensor([25.0, 50.0]))
 
 
+def test_age_readout_median_is_the_bins_median_not_the_top_peak():
+    logits = torch.full((3, 100), -30.0)
+    # a frowning adult's bimodal distribution: a narrow child peak (p 0.45 at 2 years) beside adult mass
+    # spread over 30-34 (0.11 each): the top-2 readout snaps to the child, the median is 30
+    logits[0, 2] = math.log(0.45)
+    logits[0, 30:35] = math.log(0.11)
+    logits[1, 40] = 10.0  # one peak: every readout gives it
+    logits[2, 10], logits[2, 20] = math.log(0.6), math.log(0.4)  # median 10; top-2 mean 14
+    assert predict_age(logits, "median").tolist() == [30.0, 40.0, 10.0]
+    top2 = predict_age(logits, "bins")
+    assert float(top2[0]) < 10.0 and 39.9 < float(top2[1]) <= 40.0
+    torch.testing.assert_close(top2[2], torch.tensor(14.0), atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="median"):
+        predict_age(logits, "mean")
+    with pytest.raises(ValueError, match="age_mode"):
+        MultiTaskNet("tiny_cnn", {"age": 100}, age_mode="mean", verbose=False)
+
+
 def test_gender_readout_uses_p_male_threshold():
     # sigmoid(logit) = p(female); male (0) iff p(male) = 1 - p(female) >= 0.6
     p_female = torch.tensor([0.1, 0.39, 0.41, 0.5, 0.9])

@@ -12,6 +12,7 @@ sizes and which sit on the attribute trunk come from the task registry (:mod:`fe
 
 Age: ``age_mode="bins"`` gives ``tasks["age"]`` logits over one-year bins (bin i = age i years, 100
 bins = ages 0..99) read out as the expected value over the two most probable bins (renormalised);
+``age_mode="median"`` the same bins read out as their median (:func:`predict_age`);
 ``age_mode="regression"`` gives one output that predicts ``age / AGE_SCALE`` (years / 100), trained with
 L1.
 
@@ -34,6 +35,7 @@ from torch import nn
 from ..labels import MALE_THRESHOLD
 from ..preprocess import Preprocess
 from ..tasks import (
+    AGE_MODES,
     AGE_SCALE,
     all_tasks,
     gender_prob_female,
@@ -95,8 +97,8 @@ class MultiTaskNet(nn.Module):
             raise ValueError(f"unknown task head(s) {sorted(unknown)}; heads are {task_names()}")
         if not tasks:
             raise ValueError("MultiTaskNet needs at least one task head")
-        if age_mode not in ("bins", "regression"):
-            raise ValueError(f"age_mode must be 'bins' or 'regression', got {age_mode!r}")
+        if age_mode not in AGE_MODES:
+            raise ValueError(f"age_mode must be one of {', '.join(AGE_MODES)}, got {age_mode!r}")
         specs = {t: get_task(t) for t in tasks}
         for t, n in tasks.items():
             specs[t].check_outputs(int(n))

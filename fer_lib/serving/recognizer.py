@@ -24,10 +24,11 @@ paper B's Emotion-GCN: expression + valence/arousal).
 
 Per face (heads the checkpoint has, else None): ``box`` ``(x1, y1, x2, y2)`` and ``det_prob`` (None in
 crops mode); ``expression`` (argmax name) and ``expression_probs`` (canonical order of
-:data:`fer_lib.labels.EXPRESSIONS_8`, sums to 1); ``valence`` / ``arousal``; ``age`` (years, paper A's
-top-2 read-out); ``gender`` (male where p(male) >= the model's threshold: paper A's 0.6, or the one its
-stage chose on validation data) and ``p_female``; ``ethnicity`` and ``ethnicity_probs`` (UTKFace's five
-classes). Which fields a head fills, how its outputs read and its CSV columns come from the task
+:data:`fer_lib.labels.EXPRESSIONS_8`, sums to 1); ``valence`` / ``arousal``; ``age`` (years, read out
+as the checkpoint's ``age_mode`` says: paper A's top-2 expected value or the bins' median); ``gender``
+(male where p(male) >= the model's threshold: paper A's 0.6, or the one its stage chose on validation
+data) and ``p_female``; ``ethnicity`` and ``ethnicity_probs`` (UTKFace's five classes). Which fields a
+head fills, how its outputs read and its CSV columns come from the task
 registry (:mod:`fer_lib.tasks`); the heads are listed in the order of their fields here.
 """
 

@@ -97,6 +97,7 @@ def new_model(tc: TrainConfig, tasks: Mapping[str, int], **kwargs) -> MultiTaskN
         input_size=tc.image_size,
         pool=tc.pool,
         head_on=tc.head_on,
+        age_mode=tc.age_mode,
         verbose=False,
         **start_weights(tc),
         **kwargs,
