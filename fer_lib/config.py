@@ -475,9 +475,10 @@ def _profile_default() -> Profile:
             # the LR to 0 by then, lower validation loss, age MAE and gender error in both seeds of
             # results/benchmarks/schedule_budget.md (ethnicity within the seed spread)
             fit_schedule_to_budget=True,
-            # ages read as the median of the 100 bins, not paper A's top-2 expected value: on UTKFace
-            # validation age MAE 5.01 against 5.21 for the same published model, and a frowning adult's
-            # bimodal distribution no longer snaps to its narrow child peak (README, "Age readout")
+            # ages read as the median of the 100 bins, not paper A's top-2 expected value: a lower UTKFace
+            # validation age MAE in every view of each of three models' own weights (5.01 vs 5.21 for the
+            # published one; results/benchmarks/age_readout.md), and a frowning adult's bimodal
+            # distribution no longer snaps to its narrow child peak (README, "Age readout")
             age_mode="median",
         ),
         # Stages 02/03 fine-tune the 01 model (same backbone: it initialises them) on synthetic AffectNet.

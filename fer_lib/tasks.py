@@ -80,7 +80,7 @@ def predict_age(output: torch.Tensor, mode: str | None = None) -> torch.Tensor:
         return output.reshape(-1).float() * AGE_SCALE
     prob = torch.softmax(output.float(), dim=-1)
     if mode == "median":
-        below = (prob.cumsum(-1) < 0.5).sum(-1)  # bins wholly below the median
+        below = (prob.cumsum(-1) < 0.5).sum(-1)  # bins whose cumulative probability is under 1/2
         return below.clamp(max=prob.shape[-1] - 1).to(prob.dtype)
     top_p, top_i = prob.topk(2, dim=-1)
     return (top_p * top_i.to(top_p.dtype)).sum(-1) / top_p.sum(-1)
