@@ -54,9 +54,13 @@ __all__ = [
 ]
 
 AGE_SCALE = 100.0  # a regression age head predicts age / AGE_SCALE
-#: How an age head is built and read (:func:`predict_age`): one-year bins read as paper A's top-2
-#: expected value, the same bins read as their median, or one regression output.
-AGE_MODES = ("bins", "median", "regression")
+#: How an age head is built and read (:func:`predict_age`), each mode in the words of a model card.
+AGE_MODES = {
+    "bins": "100 one-year bins (0-99), read out as paper A's top-2 expected value",
+    "median": "100 one-year bins (0-99), read out as their median (the first bin whose cumulative "
+    "probability reaches 1/2)",
+    "regression": "one regression output, years / 100",
+}
 
 
 # ====================================================================================== readouts

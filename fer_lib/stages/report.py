@@ -19,6 +19,7 @@ from ..datasets.ckplus48 import SCORED as CKPLUS_SCORED
 from ..metrics import metric_spec, recall_name
 from ..paths import ATTRIBUTES, FER2013_FINETUNE
 from ..published import published_table
+from ..tasks import AGE_MODES
 
 # Published rows about the phone or the file, not about a dataset: nothing here reproduces them.
 NOT_REPRODUCIBLE_DATASETS = ("device",)
@@ -380,14 +381,6 @@ def write_all(cfg, paths: Paths | None = None) -> dict[str, pd.DataFrame]:
     return tables
 
 
-#: The model card's words for each age readout (fer_lib.tasks.predict_age).
-AGE_READOUT_WORDS = {
-    "bins": "100 one-year bins (0-99), read out as paper A's top-2 expected value",
-    "median": "100 one-year bins (0-99), read out as their median (the first bin whose cumulative "
-    "probability reaches 1/2)",
-    "regression": "one regression output, years / 100",
-}
-
 # ====================================================================================== published models
 #: The models a published run puts under results/models/ (file -> what it is). Sources are the run
 #: folder's checkpoints; each gets a model card beside it.
@@ -503,7 +496,7 @@ def publish_models(cfg, paths: Paths | None = None, tol: float | None = None) ->
             + ("each face's luma mean / std set to 127.5 / 64 -> " if pre.contrast == "standardise" else "")
             + f"(x / 255 - {pre.mean[0]:g}) / {pre.std[0]:g}.",
             *[f"- Label order of `{k}`: {', '.join(map(str, v))}." for k, v in orders.items() if k != "age"],
-            *([f"- Age: {AGE_READOUT_WORDS[mc.get('age_mode', 'bins')]}."] if "age" in mc["tasks"] else []),
+            *([f"- Age: {AGE_MODES[mc.get('age_mode', 'bins')]}."] if "age" in mc["tasks"] else []),
         ]
         if "gender" in mc["tasks"]:
             lines.append(
