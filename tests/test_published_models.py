@@ -161,3 +161,22 @@ def test_the_committed_models_fit_the_size_bound_and_have_cards():
             torch.float16,
             torch.float32,
         }
+
+
+def test_a_median_age_on_its_half_way_point_keeps_the_copy_in_float16(tmp_path):
+    """A median readout moves in whole years, so a rounding-level change can move a face's age by one
+    year: the half-precision copy is checked on the age bins' probabilities, not on the read-out age."""
+    from fer_lib.serving.half_precision import half_precision_checkpoint
+
+    net = MultiTaskNet("tiny_cnn", {"age": 100}, age_mode="median", verbose=False)
+    with torch.no_grad():  # every face: bins 30 and 31 hold all but 1e-5 of it
+        net.heads["age"].weight.zero_()
+        net.heads["age"].bias.fill_(48.0)
+        net.heads["age"].bias[30] = 64.01  # float32: bin 30 just ahead, so the median is 30; float16
+        net.heads["age"].bias[31] = 64.0  # steps by 1/16 at 64, rounds 64.01 to 64 and ties them: 31
+    src = save_checkpoint(tmp_path / "median.pt", net)
+    report_ = half_precision_checkpoint(src, tmp_path / "half.pt")
+    assert report_["dtype"] == "float16" and 2e-3 < report_["max_abs_diff"] < 3e-3  # bin 30's share
+    crops = [np.full((60, 60, 3), 128, np.uint8)]
+    assert Recognizer(src).infer(crops)["age"].tolist() == [30.0]
+    assert Recognizer(tmp_path / "half.pt").infer(crops)["age"].tolist() == [31.0]
