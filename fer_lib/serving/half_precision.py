@@ -28,7 +28,7 @@ def compared_outputs(rec: Recognizer, crops) -> dict[str, np.ndarray]:
     """What a half-precision copy must reproduce, on one scale: every decoded output (probabilities,
     valence / arousal, a regressed age / 100), but an age head with one-year bins as its bins'
     probabilities. A median readout moves in whole years, so a rounding-level change of a face whose
-    cumulative probability sits at 1/2 moves it by 0.01 on the age / 100 scale: five times the
+    cumulative probability sits at 1/2 moves it by 0.01 on the age / 100 scale: twice the
     tolerance, whatever the weights' precision (it kept the first median-read attribute model at float32,
     over the 20 MiB bound of the published models)."""
     raw = rec.raw(rec.preprocess.batch(crops))
