@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..export import ASTRONAUT_FACE_BOX, astronaut
-from ..tasks import softmax
-from .recognizer import Recognizer
+from ..tasks import AGE_SCALE, softmax
+from .recognizer import Recognizer, served_tasks
 
 #: How far float16 outputs may be from float32 ones (probabilities, valence / arousal, age / 100 or the
 #: age bins' probabilities: :func:`compared_outputs`) for a published copy to keep float16 weights. A
@@ -33,9 +33,11 @@ def compared_outputs(rec: Recognizer, crops) -> dict[str, np.ndarray]:
     over the 20 MiB bound of the published models)."""
     raw = rec.raw(rec.preprocess.batch(crops))
     out = rec.decode(raw)
-    if "age" in out:
-        bins = np.asarray(raw["age"])
-        out["age"] = softmax(bins) if bins.ndim == 2 and bins.shape[1] > 1 else out["age"] / 100.0
+    for spec in served_tasks(raw):
+        if spec.decode == "age":
+            head = np.asarray(raw[spec.key])
+            binned = head.ndim == 2 and head.shape[1] > 1
+            out[spec.public] = softmax(head) if binned else out[spec.public] / AGE_SCALE
     return out
 
 
