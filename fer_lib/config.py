@@ -93,6 +93,10 @@ class TrainConfig:
     max_face_side: int | None = None  # faces shrunk to at most this side first, in training and serving
     # contrast normalisation of every face, in training and serving (Preprocess.contrast): none | standardise
     contrast: str = "none"
+    # attribute stage: draw training faces so that their expression, as a FER model calls them, is
+    # independent of age band and gender (fer_lib.stages.pretrain.expression_balance_weights): "" (off),
+    # "published" (results/models/expression.pt) or an expression checkpoint's path
+    balance_expressions: str = ""
     # Where the backbone starts beyond `pretrained`: "auto" (the stage's previous checkpoint when it exists
     # and holds the same backbone), "none" (no checkpoint), or a stage folder of the run ("01_identity",
     # "01_attributes", "02_expression", ...). With strict_init a missing or mismatched source is an error.

@@ -216,6 +216,99 @@ def oversample(df: pd.DataFrame, column: str = "race", min_share: float = MIN_CL
     return pd.concat(parts, ignore_index=True)
 
 
+#: The age bands (lower edges, years) within which :func:`expression_balance_weights` levels the
+#: expressions: UTKFace's expressions change most in the first years (a third of its under-3s look
+#: surprised to a FER2013 model, under 1 % of its adults).
+BALANCE_AGE_BANDS = (0, 3, 8, 16, 20, 30, 45, 60)
+#: Largest factor by which a face's draw probability is raised or lowered by expression balancing.
+BALANCE_CLIP = 4.0
+
+
+def expression_balance_weights(
+    groups: Sequence, expressions: Sequence, clip: float = BALANCE_CLIP
+) -> np.ndarray:
+    """A weight per face, ``p(e) / p(e | g)`` for its expression ``e`` and its group ``g``, clipped to
+    ``[1 / clip, clip]`` and scaled to mean 1: drawn with these weights, the expression is independent of
+    the group (exactly where no weight is clipped), so that an expression cannot stand in for an age band
+    or a gender. ``[a, a, a, a, b, b, b, b]`` with ``[s, s, n, n, s, n, n, n]`` gives ``[3/4, 3/4, 5/4,
+    5/4, 3/2, 5/6, 5/6, 5/6]``."""
+    if clip < 1:
+        raise ValueError(f"clip must be >= 1, got {clip}")
+    d = pd.DataFrame({"g": list(groups), "e": list(expressions)})
+    if len(d) == 0:
+        raise ValueError("no faces to weight")
+    p_e = d["e"].map(d["e"].value_counts(normalize=True))
+    p_e_g = d.groupby(["g", "e"])["e"].transform("size") / d.groupby("g")["g"].transform("size")
+    w = (p_e / p_e_g).clip(1 / clip, clip).to_numpy(dtype=float)
+    return w / w.mean()
+
+
+def age_band(age: pd.Series, edges: Sequence[int] = BALANCE_AGE_BANDS) -> pd.Series:
+    """Each age's band as ``"lo-hi"`` (the last ``"lo+"``), from the lower ``edges``."""
+    names = [f"{a}-{b}" for a, b in zip(edges, edges[1:])] + [f"{edges[-1]}+"]
+    return pd.cut(age, [*edges, np.inf], right=False, labels=names).astype(str)
+
+
+def balancing_model(spec: str) -> Path:
+    """The expression checkpoint ``balance_expressions`` names: ``"published"`` (the committed
+    ``results/models/expression.pt``) or a path."""
+    from ..serving.default_model import published_models
+
+    if spec == "published":
+        found = {p.name: p for p in published_models()}
+        if "expression.pt" not in found:
+            raise FileNotFoundError(
+                "balance_expressions='published' needs results/models/expression.pt (committed with the "
+                "repository): restore it, give an expression checkpoint's path, or set it to ''"
+            )
+        return found["expression.pt"]
+    path = Path(spec).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"balance_expressions={spec!r}: no such expression checkpoint")
+    return path
+
+
+def cached_expressions(model: Path, images: Sequence[str | Path], paths: Paths) -> list[str]:
+    """:func:`expression_predictions` of ``model`` on ``images``, cached under ``data/expressions/`` by
+    the checkpoint's bytes and the image list (a UTKFace pass takes a minute or two on a CPU)."""
+    import hashlib
+
+    from ..io import atomic_to_csv
+
+    names = [str(p) for p in images]
+    unique = sorted(set(names))
+    key = hashlib.sha1(model.read_bytes()).hexdigest()[:12]
+    key += "-" + hashlib.sha1("\n".join(unique).encode()).hexdigest()[:12]
+    cache = paths.data / "expressions" / f"{key}.csv"
+    if cache.is_file():
+        known = pd.read_csv(cache)
+    else:
+        known = pd.DataFrame({"path": unique, "expression": expression_predictions(model, unique)})
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_to_csv(known, cache)
+    lookup = dict(zip(known["path"].astype(str), known["expression"].astype(str)))
+    return [lookup[n] for n in names]
+
+
+def balance_weights(train: pd.DataFrame, spec: str, paths: Paths) -> np.ndarray:
+    """The training faces' draw weights for ``balance_expressions=spec``: :func:`expression_balance_weights`
+    over age band x gender, the expressions from :func:`balancing_model`; prints what they change."""
+    model = balancing_model(spec)
+    expr = pd.Series(cached_expressions(model, train["path"], paths), index=train.index)
+    band = age_band(train["age"])
+    w = expression_balance_weights(band + "/" + train["gender"].astype(str), expr)
+    young = (band == f"{BALANCE_AGE_BANDS[0]}-{BALANCE_AGE_BANDS[1]}").to_numpy()
+    if young.any():  # the expression most over-represented among the youngest, before and after
+        lift = expr[young].value_counts(normalize=True) / expr.value_counts(normalize=True)
+        hit = (expr == lift.idxmax()).to_numpy()
+        print(
+            f"expression balance ({model.name}): weights {w.min():.2f}..{w.max():.2f}; {lift.idxmax()} "
+            f"among the under-{BALANCE_AGE_BANDS[1]}s drawn {hit[young].mean():.0%} -> "
+            f"{(w * hit)[young].sum() / w[young].sum():.0%} (among all faces: {hit.mean():.0%})"
+        )
+    return w
+
+
 def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = True) -> Run:
     """Age / gender / ethnicity training on the profile's UTKFace train split; best.pt by val loss.
 
@@ -238,6 +331,7 @@ def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = 
             f"training rows per ethnicity after repeating rare ones: "
             f"{dict(zip(labels.ETHNICITIES, train.race.value_counts().sort_index().tolist()))}"
         )
+    weights = balance_weights(train, c.balance_expressions, paths) if c.balance_expressions else None
     train_ds = _dataset(train, model, c, train=True)
     val_ds = _dataset(df[df.split == "val"], model, c)
     t0 = time.perf_counter()
@@ -253,6 +347,7 @@ def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = 
         progress,
         class_weight_tasks=("race", "gender") if c.class_weights else (),
         run_config={"stage": ATTRIBUTES, "profile": cfg.name, "dataset": src.name},
+        sample_weights=weights,
     )
     res.manifest, res.source = df, src
     res.dataset = res.dataset_name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pandas as pd
@@ -21,13 +21,33 @@ class EpochSampler(Sampler[int]):
     Shuffled with a generator seeded from ``(seed, epoch)`` (never from the global RNG), padded by
     repetition to a multiple of ``world_size`` (as DistributedSampler) and split ``rank::world_size``.
     ``set_epoch(epoch, skip)`` drops the first ``skip`` indices of this rank (resume inside an epoch).
+    With ``weights`` (one non-negative number per sample) an epoch is instead ``n`` draws with
+    replacement, sample ``i`` drawn with probability ``weights[i] / sum(weights)``, from the same
+    generator: every epoch a new draw, so that down-weighted samples are seen less often, not never.
     """
 
     def __init__(
-        self, n: int, shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1
+        self,
+        n: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        weights: Sequence[float] | None = None,
     ) -> None:
         self.n, self.shuffle, self.seed, self.rank, self.world = n, shuffle, int(seed), rank, world_size
         self.epoch, self.skip = 0, 0
+        self.weights = None
+        if weights is not None:
+            w = torch.as_tensor(weights, dtype=torch.float64)
+            if w.shape != (n,) or not torch.isfinite(w).all() or (w < 0).any() or (n and w.sum() <= 0):
+                raise ValueError(
+                    f"sample weights must be {n} finite non-negative numbers, not all zero "
+                    f"(got shape {tuple(w.shape)})"
+                )
+            if not shuffle:
+                raise ValueError("sample weights draw a random epoch: they need shuffle=True")
+            self.weights = w
 
     def set_epoch(self, epoch: int, skip: int = 0) -> None:
         self.epoch, self.skip = int(epoch), int(skip)
@@ -36,7 +56,10 @@ class EpochSampler(Sampler[int]):
         if self.shuffle:
             g = torch.Generator()
             g.manual_seed(self.seed * 1_000_003 + self.epoch)
-            idx = torch.randperm(self.n, generator=g).tolist()
+            if self.weights is not None and self.n:
+                idx = torch.multinomial(self.weights, self.n, replacement=True, generator=g).tolist()
+            else:
+                idx = torch.randperm(self.n, generator=g).tolist()
         else:
             idx = list(range(self.n))
         per_rank = math.ceil(self.n / self.world) if self.n else 0

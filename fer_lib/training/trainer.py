@@ -96,7 +96,9 @@ class Trainer:
     the history DataFrame and
     writes (rank 0, when ``out_dir`` is set) ``history.csv``, ``last.pt`` (every epoch, every
     ``cfg.save_every_steps`` steps and when stopped by ``cfg.max_train_seconds``) and ``best.pt``
-    (best ``cfg.select_metric`` on the validation loader), all atomically.
+    (best ``cfg.select_metric`` on the validation loader), all atomically. ``sample_weights`` (one per
+    training sample) make each epoch a weighted draw with replacement instead of a shuffle
+    (:class:`~fer_lib.training.distributed.EpochSampler`).
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class Trainer:
         num_workers: int = 0,
         progress: bool = True,
         allow_test_selection: bool = False,
+        sample_weights: Sequence[float] | None = None,
     ) -> None:
         self.cfg = cfg
         dev = resolve_device(device) if isinstance(device, str) else device
@@ -133,6 +136,7 @@ class Trainer:
         self.class_weight_tasks = tuple(t for t in class_weight_tasks if t in self.tasks)
         self.seed, self.num_workers, self.progress = int(seed), num_workers, progress
         self.allow_test_selection = allow_test_selection
+        self.sample_weights = None if sample_weights is None else [float(w) for w in sample_weights]
         self.label_orders = {
             **default_label_orders(self.tasks),
             **{k: list(v) for k, v in (label_orders or {}).items()},
@@ -186,7 +190,14 @@ class Trainer:
         if isinstance(manifest, pd.DataFrame):
             check_trainable(manifest)  # an evaluation-only dataset (CK+48) is never trained on
         n = len(parts["dataset"])
-        sampler = EpochSampler(n, shuffle=True, seed=self.seed, rank=self.rank, world_size=self.world)
+        sampler = EpochSampler(
+            n,
+            shuffle=True,
+            seed=self.seed,
+            rank=self.rank,
+            world_size=self.world,
+            weights=self.sample_weights,
+        )
         per_rank = len(sampler)
         if per_rank == 0:
             raise ValueError("the training set is empty")
