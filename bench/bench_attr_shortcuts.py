@@ -4,7 +4,7 @@ Trains the default profile's UTKFace attribute stage (ImageNet efficientnet_lite
 to 64 px) on the real UTKFace under FER_DATA_ROOT, once per arm and seed (42, 43, ...) with the same data
 and ``max_train_seconds``, each arm in a fresh process and results folder, one after the other. The arms:
 ``profile`` (the profile as it is) and every ``--variant NAME KEY=VALUE ...``, whose KEYs are fields of
-``pretrain_attributes`` (``grey``, ``jitter``, ``contrast``, ``zoom_min``, ...).
+``pretrain_attributes`` (``grey``, ``jitter``, ``contrast``, ``zoom_min``, ``balance_expressions``, ...).
 
 Each arm is measured on UTKFace validation (the choice is made there) and the balanced test, each seen as
 :data:`fer_lib.stages.pretrain.INPUT_VIEWS` says (colour, greyscale, tighter central crops: age MAE, gender,

@@ -1,5 +1,7 @@
 """Stage 01: identity pre-training -> attribute stage on synthetic data, splits, init, metrics rows."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -264,3 +266,85 @@ def test_confound_models_prefer_the_run_and_fall_back_to_the_published(tmp_path)
     assert which == "this run's models" and attr == paths.checkpoint("01_attributes") and expr is None
     assert stage.expression_confound(attr, expr, config.get_profile("smoke"), paths).empty  # no real data
     assert stage.input_gap(attr, config.get_profile("smoke"), paths) is None
+
+
+# ------------------------------------------------------------------------------ expression balance
+def test_expression_balance_weights_make_the_expression_independent_of_the_group():
+    w = stage.expression_balance_weights(list("aaaabbbb"), list("ssnnsnnn"))
+    np.testing.assert_allclose(w, [3 / 4, 3 / 4, 5 / 4, 5 / 4, 3 / 2, 5 / 6, 5 / 6, 5 / 6])
+    rng = np.random.default_rng(0)
+    group = rng.choice(["baby", "adult"], 4000, p=[0.2, 0.8])
+    surprised = rng.random(4000) < np.where(group == "baby", 0.3, 0.05)
+    expr = np.where(surprised, "Surprise", "Neutral")
+    w = stage.expression_balance_weights(group, expr, clip=100)
+    share = {g: (w * surprised)[group == g].sum() / w[group == g].sum() for g in ("baby", "adult")}
+    assert share["baby"] == pytest.approx(surprised.mean()) and share["adult"] == pytest.approx(
+        surprised.mean()
+    )
+    clipped = stage.expression_balance_weights(group, expr, clip=2)
+    assert clipped.mean() == pytest.approx(1.0) and clipped.max() / clipped.min() <= 4 + 1e-9
+    with pytest.raises(ValueError, match="clip"):
+        stage.expression_balance_weights(group, expr, clip=0.5)
+
+
+def test_age_bands_by_lower_edges():
+    got = stage.age_band(pd.Series([0, 2.5, 3, 15, 16, 44, 60, 90]))
+    assert list(got) == ["0-3", "0-3", "3-8", "8-16", "16-20", "30-45", "60+", "60+"]
+
+
+def test_balancing_model_names_what_is_missing(tmp_path, monkeypatch):
+    from fer_lib.serving import default_model
+
+    with pytest.raises(FileNotFoundError, match="no such expression checkpoint"):
+        stage.balancing_model(str(tmp_path / "nothing.pt"))
+    monkeypatch.setattr(default_model, "published_models", lambda: [])
+    with pytest.raises(FileNotFoundError, match="results/models/expression.pt"):
+        stage.balancing_model("published")
+
+
+def test_cached_expressions_predict_each_face_once_and_keep_the_order(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(model, images):
+        calls.append(list(images))
+        return [f"E{Path(p).stem}" for p in images]
+
+    monkeypatch.setattr(stage, "expression_predictions", fake)
+    model = tmp_path / "expr.pt"
+    model.write_bytes(b"weights")
+    paths = config.Paths(repo=tmp_path, data=tmp_path / "d", results=tmp_path / "r", real_root=None)
+    images = ["b/2.jpg", "a/1.jpg", "b/2.jpg"]
+    assert stage.cached_expressions(model, images, paths) == ["E2", "E1", "E2"]
+    assert stage.cached_expressions(model, images[::-1], paths) == ["E2", "E1", "E2"]
+    assert calls == [["a/1.jpg", "b/2.jpg"]]  # once per face, then from data/expressions/
+    model.write_bytes(b"other weights")  # another model is another cache entry
+    stage.cached_expressions(model, images, paths)
+    assert len(calls) == 2 and len(list((tmp_path / "d" / "expressions").glob("*.csv"))) == 2
+
+
+def test_balanced_attribute_training_draws_with_the_weights(data, one_torch_thread, monkeypatch, capsys):
+    from fer_lib.training import trainer as trainer_module
+
+    seen = []
+
+    class Recording(trainer_module.EpochSampler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(self.weights)
+
+    monkeypatch.setattr(trainer_module, "EpochSampler", Recording)
+
+    def by_age(model, images):  # children "surprised", one adult in ten: an age-correlated expression
+        age = [int(Path(p).name.split("_")[0]) for p in images]
+        return ["Surprise" if a < 16 or i % 10 == 0 else "Neutral" for i, a in enumerate(age)]
+
+    monkeypatch.setattr(stage, "expression_predictions", by_age)
+    paths = config.get_paths()
+    expr = paths.data / "expr.pt"
+    expr.parent.mkdir(parents=True, exist_ok=True)
+    expr.write_bytes(b"a stand-in: expression_predictions is replaced")
+    cfg = _cfg(**{"pretrain_attributes.full_epochs": 1, "pretrain_attributes.balance_expressions": str(expr)})
+    stage.train_attributes(cfg, paths, progress=False)
+    assert "expression balance (expr.pt)" in capsys.readouterr().out
+    weights = torch.as_tensor(seen[0])  # surprised children drawn less, surprised adults more
+    assert len(seen) == 1 and weights.min() < 0.9 and weights.max() > 2

@@ -219,6 +219,38 @@ def test_epoch_sampler_depends_only_on_seed_and_epoch():
     assert list(r0) == list(EpochSampler(7, seed=0, rank=0, world_size=2))[2:]
 
 
+def test_a_weighted_epoch_sampler_draws_in_proportion_and_never_a_zero_weight():
+    w = [0.0, 1.0, 3.0, 0.0]
+    drawn = []
+    s = EpochSampler(4, seed=5, weights=w)
+    for epoch in range(500):
+        s.set_epoch(epoch)
+        drawn += list(s)
+    counts = np.bincount(drawn, minlength=4)
+    assert counts[0] == counts[3] == 0 and len(drawn) == 2000
+    assert counts[2] / counts[1] == pytest.approx(3.0, rel=0.1)  # 1500 vs 500 expected
+    a, b = EpochSampler(4, seed=5, weights=w), EpochSampler(4, seed=5, weights=w)
+    a.set_epoch(7)
+    torch.manual_seed(0)
+    b.set_epoch(7)
+    assert list(a) == list(b)  # (seed, epoch) still decide the draw
+    r0 = EpochSampler(4, seed=5, rank=0, world_size=2, weights=w)
+    r1 = EpochSampler(4, seed=5, rank=1, world_size=2, weights=w)
+    assert sorted(list(r0) + list(r1)) == sorted(EpochSampler(4, seed=5, weights=w))  # shards of one draw
+    for bad in ([1.0, 2.0], [0.0] * 4, [1.0, -1.0, 1.0, 1.0], [1.0, float("nan"), 1.0, 1.0]):
+        with pytest.raises(ValueError, match="weights"):
+            EpochSampler(4, weights=bad)
+    with pytest.raises(ValueError, match="shuffle"):
+        EpochSampler(4, shuffle=False, weights=[1.0] * 4)
+
+
+def test_trainer_sample_weights_reach_its_epoch_order():
+    model = MultiTaskNet("tiny_cnn", {"expression": 4}, verbose=False)
+    trainer = Trainer(model, tiny_config(batch_size=4), progress=False, sample_weights=[0.0] * 8 + [1.0] * 8)
+    _, sampler = trainer._train_loader(Shapes(16))
+    assert sampler.weights is not None and set(sampler) <= set(range(8, 16)) and len(sampler) == 16
+
+
 # ------------------------------------------------------------------------------------------ resume
 def _params(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
