@@ -95,7 +95,8 @@ class TrainConfig:
     contrast: str = "none"
     # attribute stage: draw training faces so that their expression, as a FER model calls them, is
     # independent of age band and gender (fer_lib.stages.pretrain.expression_balance_weights): "" (off),
-    # "published" (results/models/expression.pt) or an expression checkpoint's path
+    # "published" (results/models/expression.pt) or an expression checkpoint's path. Measured and left off:
+    # tighter framings got worse on UTKFace validation (results/benchmarks/attribute_expression_balance.md)
     balance_expressions: str = ""
     # Where the backbone starts beyond `pretrained`: "auto" (the stage's previous checkpoint when it exists
     # and holds the same backbone), "none" (no checkpoint), or a stage folder of the run ("01_identity",
