@@ -315,7 +315,8 @@ def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = 
     With ``class_weights`` (the default) the loss is balanced over ethnicities and genders, as the real
     test split is (200 per gender x ethnicity): rare ethnicities are first repeated up to half the mean
     class size (:func:`oversample`; the real UTKFace subset has only 5 non-test 'Black' faces), then
-    paper A's 1/count class weights of the repeated set weight race and gender.
+    paper A's 1/count class weights of the repeated set weight race and gender. With
+    ``balance_expressions`` each epoch is a weighted draw instead (:func:`balance_weights`).
     """
     paths = paths or get_paths()
     c = cfg.pretrain_attributes
