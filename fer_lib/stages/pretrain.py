@@ -273,12 +273,12 @@ def cached_expressions(model: Path, images: Sequence[str | Path], paths: Paths) 
     the checkpoint's bytes and the image list (a UTKFace pass takes a minute or two on a CPU)."""
     import hashlib
 
+    from ..interop import sha256_of
     from ..io import atomic_to_csv
 
     names = [str(p) for p in images]
     unique = sorted(set(names))
-    key = hashlib.sha1(model.read_bytes()).hexdigest()[:12]
-    key += "-" + hashlib.sha1("\n".join(unique).encode()).hexdigest()[:12]
+    key = sha256_of(model)[:12] + "-" + hashlib.sha1("\n".join(unique).encode()).hexdigest()[:12]
     cache = paths.data / "expressions" / f"{key}.csv"
     if cache.is_file():
         known = pd.read_csv(cache)
