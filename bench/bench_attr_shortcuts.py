@@ -10,8 +10,10 @@ Each arm is measured on UTKFace validation (the choice is made there) and the ba
 :data:`fer_lib.stages.pretrain.INPUT_VIEWS` says (colour, greyscale, tighter central crops: age MAE, gender,
 ethnicity, adults given an age under 16, faces changing gender; worst test recalls), on CK+48 (evaluation
 only: the share of adults given an age under 16 and the median predicted age) and on the astronaut photo
-shipped with scikit-image (colour vs greyscale, through the detector). Writes
-``<results>/benchmarks/<--name>.{md,csv}``.
+shipped with scikit-image (colour vs greyscale, through the detector). ``--last`` also measures each run's
+``last.pt`` (its weights when training ended) as the treatment ``<arm> last.pt``: beside an arm whose
+``best.pt`` differs from them by construction (``ema_decay``: the moving average), a comparison within
+the same training runs, free of the scatter between runs. Writes ``<results>/benchmarks/<--name>.{md,csv}``.
 
     FER_DATA_ROOT=../shared/datasets python bench/bench_attr_shortcuts.py --budget 360 --seeds 2 \
         --variant zoom_0.4 zoom_min=0.4 --name attribute_framing
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -54,8 +57,9 @@ def astronaut(checkpoint: Path) -> dict:
     return out
 
 
-def arm(name: str, seed: int, budget: float, changes: dict[str, str]) -> dict:
-    """One training run (in this process) and its measurements."""
+def arm(name: str, seed: int, budget: float, changes: dict[str, str], last: bool = False) -> dict:
+    """One training run (in this process) and its measurements (``last``: its last.pt's too, as the
+    ``"last"`` entry)."""
     from fer_lib import config
     from fer_lib.stages import pretrain as stage
 
@@ -67,7 +71,17 @@ def arm(name: str, seed: int, budget: float, changes: dict[str, str]) -> dict:
     res = stage.train_attributes(cfg, paths, progress=False)
     row = {"seed": seed, "train_seconds": round(float(res.train_seconds), 1)}
     row["epochs"] = int(res.history["epoch"].max())
-    return {**row, **measure(res.checkpoint, cfg, paths)}
+    out = {**row, **measure(res.checkpoint, cfg, paths)}
+    if last:  # its own male threshold, chosen on validation as the stage chooses best.pt's
+        from fer_lib.models import build_model_from_checkpoint
+
+        final = Path(res.checkpoint).with_name("last_weights.pt")
+        shutil.copy(Path(res.checkpoint).with_name("last.pt"), final)
+        stage.threshold_on_val(
+            build_model_from_checkpoint(final), final, res.manifest.query("split == 'val'"), cfg
+        )
+        out["last"] = {**row, **measure(final, cfg, paths)}
+    return out
 
 
 def measure(checkpoint: Path, cfg, paths) -> dict:
@@ -100,6 +114,17 @@ def measure(checkpoint: Path, cfg, paths) -> dict:
     return {**row, **astronaut(checkpoint)}
 
 
+def split_last(row: dict) -> list[dict]:
+    """An arm's row, and its ``last.pt`` measurements (``--last``) as a row of the treatment
+    ``"<arm> last.pt"`` (the arm's ``name/seed`` keeps its seed)."""
+    row = dict(row)
+    last = row.pop("last", None)
+    if last is None:
+        return [row]
+    name, seed = row["arm"].split("/")
+    return [row, {"arm": f"{name} last.pt/{seed}", **last}]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", type=float, default=600.0, help="max_train_seconds of each arm (default 600)")
@@ -112,6 +137,14 @@ def main(argv=None) -> int:
         metavar=("NAME", "KEY=VALUE"),
         help="an arm beside the profile: its name and the pretrain_attributes fields it changes (repeatable)",
     )
+    ap.add_argument(
+        "--last",
+        action="store_true",
+        help="also measure each run's last.pt, as the treatment '<arm> last.pt'",
+    )
+    ap.add_argument(
+        "--no-profile", action="store_true", help="run the variants only (with --last: their own baseline)"
+    )
     ap.add_argument("--name", default="attribute_shortcuts", help="the tables' file name (no suffix)")
     ap.add_argument("--out", default=None, help="folder for the tables (default <results>/benchmarks)")
     ap.add_argument("--arm", nargs=2, default=None, help=argparse.SUPPRESS)  # child: name seed
@@ -122,7 +155,7 @@ def main(argv=None) -> int:
             "bench_attr_shortcuts: 'profile' names the profile as it is; give the variant another name"
         )
     if args.arm:
-        emit(arm(args.arm[0], int(args.arm[1]), args.budget, variants.get(args.arm[0], {})))
+        emit(arm(args.arm[0], int(args.arm[1]), args.budget, variants.get(args.arm[0], {}), args.last))
         return 0
     if not os.environ.get("FER_DATA_ROOT"):  # `make bench` runs every script: skip, do not fail
         print("bench_attr_shortcuts: skipped, FER_DATA_ROOT is unset (it trains on the real UTKFace)")
@@ -131,10 +164,12 @@ def main(argv=None) -> int:
         print("bench_attr_shortcuts: skipped, no --variant NAME KEY=VALUE ... to compare with the profile")
         return 0
     commit = git_commit()
-    common = ["--budget", str(args.budget)]
+    common = ["--budget", str(args.budget)] + (["--last"] if args.last else [])
     common += [x for v in args.variant for x in ("--variant", *v)]
-    arms = seeded_arms(("profile", *variants), args.seeds, common)
+    names = tuple(variants) if args.no_profile else ("profile", *variants)
+    arms = seeded_arms(names, args.seeds, common)
     rows, loads = run_arms(__file__, arms, "fer_attr_")
+    rows = [r for row in rows for r in split_last(row)]
     table = pd.DataFrame(rows)
     table.insert(0, "treatment", table.pop("arm").str.split("/").str[0])
     scores = [c for c in table.columns if c.startswith(("val_", "test_", "ckplus_"))]
@@ -143,12 +178,16 @@ def main(argv=None) -> int:
         f"`{k}`: {', '.join(f'{a}={b}' for a, b in v.items())}" for k, v in variants.items()
     )
     flags = " ".join(f"--variant {' '.join(v)}" for v in args.variant)
+    flags += " --last" * args.last + " --no-profile" * args.no_profile
+    arms_said = ("the variants" if args.no_profile else "`profile` as it is, and the variants") + (
+        " (with each run's last.pt measured as `<arm> last.pt`)" if args.last else ""
+    )
     head = (
         "# Attribute model: colour, expression and framing as shortcuts\n\n"
         f"Command: `FER_DATA_ROOT=... python bench/bench_attr_shortcuts.py --budget {args.budget:g} --seeds "
         f"{args.seeds} {flags} --name {args.name}` at commit `{commit}`. The default profile's UTKFace "
         "attribute stage (ImageNet efficientnet_lite0, 112 px, faces shrunk to 64 px) on the real UTKFace: "
-        f"`profile` as it is, and the variants ({described}) of `pretrain_attributes`. The same data and time "
+        f"{arms_said} ({described}) of `pretrain_attributes`. The same data and time "
         "budget in every arm, each in a fresh process, one after the other; load average (1 min) after each "
         f"arm: {', '.join(f'{v:.1f}' for v in loads)}. val_* = the validation faces carved from UTKFace's "
         "training split (the choice is made on them), test_* = the balanced 2,000-face test (reported), each "

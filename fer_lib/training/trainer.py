@@ -36,6 +36,10 @@ from .optim import SAM, CosineToZero, build_optimizer, build_scheduler, frozen_b
 
 #: steps into a stage after which fit_schedule_to_budget makes its first estimate (then at every epoch end)
 FIT_SCHEDULE_AFTER_STEPS = 20
+#: ``TrainConfig.ema_decay``'s warm-up exponent (timm ModelEmaV3's ``warmup_power``; 3/4 is timm's value for
+#: runs of thousands of steps): the average at step t spans about t^(3/4) recent steps, so it follows the
+#: run's length (a time budget ends runs after very different step counts on a CPU and on a GPU)
+EMA_WARMUP_POWER = 0.75
 # TrainConfig fields a resumed run may change without changing the weights it ends with
 _RESUME_NEUTRAL = ("max_train_seconds", "save_every_steps", "select_metric", "trim_memory")
 
@@ -98,7 +102,10 @@ class Trainer:
     ``cfg.save_every_steps`` steps and when stopped by ``cfg.max_train_seconds``) and ``best.pt``
     (best ``cfg.select_metric`` on the validation loader), all atomically. ``sample_weights`` (one per
     training sample) make each epoch a weighted draw with replacement instead of a shuffle
-    (:class:`~fer_lib.training.distributed.EpochSampler`).
+    (:class:`~fer_lib.training.distributed.EpochSampler`). With ``cfg.ema_decay`` the validated and
+    selected weights (``best.pt``, the history's ``val_*``) are the moving average (:attr:`eval_model`),
+    ``last.pt`` holds the training weights and the average beside them (an exact resume), and ``model``
+    ends with the average.
     """
 
     def __init__(
@@ -146,8 +153,26 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.train_seconds = 0.0
         self.loss_fn: MultiTaskLoss | None = None
+        if not 0.0 <= float(cfg.ema_decay) < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) (0: no moving average), got {cfg.ema_decay}")
+        self.ema = None
 
     # ------------------------------------------------------------------------------ set-up pieces
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights validated and selected: the moving average with ``cfg.ema_decay``, else ``model``."""
+        return self.model if self.ema is None else self.ema.module
+
+    def _make_ema(self):
+        """A moving average starting at ``model``'s weights (None without ``cfg.ema_decay``)."""
+        if not self.cfg.ema_decay:
+            return None
+        from timm.utils import ModelEmaV3
+
+        return ModelEmaV3(
+            self.model, decay=float(self.cfg.ema_decay), use_warmup=True, warmup_power=EMA_WARMUP_POWER
+        )
+
     @property
     def select_mode(self) -> str:
         """ "min" or "max": the direction fer_lib.metrics declares for ``select_metric``."""
@@ -334,7 +359,10 @@ class Trainer:
             epoch=self.epoch,
             step=self.global_step,
             rng=rng,
-            extra={"trainer": self._trainer_state()},
+            extra={
+                "trainer": self._trainer_state(),
+                **({"ema": self.ema.module.state_dict()} if self.ema is not None else {}),
+            },
         )
 
     def _write_history(self) -> None:
@@ -349,6 +377,10 @@ class Trainer:
             return None
         ckpt = load_checkpoint(path, map_location="cpu")
         self.model.load_state_dict(ckpt["state_dict"])
+        if self.ema is not None:  # a checkpoint without an average (ema_decay was 0) starts one here
+            self.ema = self._make_ema()
+            if "ema" in ckpt["extra"]:
+                self.ema.module.load_state_dict(ckpt["extra"]["ema"])
         st = ckpt["extra"]["trainer"]
         self.epoch, self.step_in_epoch, self.global_step = st["epoch"], st["step_in_epoch"], st["global_step"]
         self.best_value, self.best_epoch = st["best_value"], st["best_epoch"]
@@ -420,7 +452,7 @@ class Trainer:
         metrics: dict[str, float] = {}
         if val_loader is not None and self.is_main:
             pred, loss = run_eval(
-                self.model,
+                self.eval_model,
                 val_loader,
                 self.device,
                 self.loss_fn,
@@ -459,7 +491,7 @@ class Trainer:
             if self.out_dir is not None:
                 save_checkpoint(
                     self.out_dir / "best.pt",
-                    self.model,
+                    self.eval_model,
                     self._config_dict(),
                     self.label_orders,
                     {**metrics, "epoch": self.epoch, "train_seconds": self.train_seconds},
@@ -516,6 +548,7 @@ class Trainer:
         self.epoch, self.step_in_epoch, self.global_step = 0, 0, 0
         self.best_value, self.best_epoch, self.history, self.train_seconds = None, None, [], 0.0
         self.running = self._fresh_running()
+        self.ema = self._make_ema()
         ckpt = self._resume() if resume else None
         if self.is_main and self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -548,6 +581,8 @@ class Trainer:
                 f"{self.train_seconds:.1f} s of training"
                 + (" - stopped by max_train_seconds" if stopped else "")
             )
+        if self.ema is not None:
+            self.model.load_state_dict(self.ema.module.state_dict())
         return pd.DataFrame(self.history)
 
     @staticmethod
@@ -582,6 +617,8 @@ class Trainer:
             loss, parts, counts = self.train_step(batch)
             self.global_step += 1
             self.step_in_epoch += 1
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.global_step)
             r["loss"] += loss
             r["steps"] += 1
             for t, v in parts.items():
