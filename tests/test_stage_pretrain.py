@@ -233,6 +233,31 @@ def test_by_expression_summarises_each_expression():
     assert t.loc["Happy", "share_age_under_16"] == 0.0
 
 
+def test_view_scores_count_children_among_adults_and_the_youngest_adults():
+    truth = pd.DataFrame(
+        {
+            "age": [18, 19, 19, 21, 30, 40, 5],
+            "gender": [0, 1, 1, 0, 1, 0, 0],
+            "race": [0, 1, 2, 0, 1, 2, 0],
+        }
+    )
+    pred = pd.DataFrame(
+        {
+            "age_pred": [15.0, 20.0, 12.0, 15.9, 30.0, 44.0, 5.0],
+            "gender_pred": [0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0],
+            "race_pred": [0, 1, 2, 1, 1, 2, 0],
+        }
+    )
+    s = stage.view_scores(truth, pred)
+    assert s["age_18_19_under_16"] == pytest.approx(2 / 3)  # 15 and 12 of 15, 20, 12
+    assert s["age_20_21_under_16"] == 1.0  # 15.9 is under 16
+    assert s["adults_under_16"] == pytest.approx(1 / 3)  # 21, 30 and 40: one of three
+    assert s["age_mae"] == pytest.approx((3 + 1 + 7 + 5.1 + 0 + 4 + 0) / 7)
+    assert s["gender_accuracy"] == pytest.approx(5 / 7) and s["race_accuracy"] == pytest.approx(6 / 7)
+    older = truth["age"] > 20
+    assert np.isnan(stage.view_scores(truth[older], pred[older])["age_18_19_under_16"])
+
+
 def test_face_views_grey_is_the_luminance_and_crop_the_centre(tmp_path):
     from PIL import Image
 
