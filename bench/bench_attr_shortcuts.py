@@ -77,9 +77,9 @@ def arm(name: str, seed: int, budget: float, changes: dict[str, str], last: bool
 
         final = Path(res.checkpoint).with_name("last_weights.pt")
         shutil.copy(Path(res.checkpoint).with_name("last.pt"), final)
-        stage.threshold_on_val(
-            build_model_from_checkpoint(final), final, res.manifest.query("split == 'val'"), cfg
-        )
+        model = build_model_from_checkpoint(final)
+        val = stage._dataset(res.manifest.query("split == 'val'"), model, cfg.pretrain_attributes)
+        stage.threshold_on_val(model, final, val, cfg)
         out["last"] = {**row, **measure(final, cfg, paths)}
     return out
 

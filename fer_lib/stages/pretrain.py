@@ -355,16 +355,15 @@ def train_attributes(cfg: Profile, paths: Paths | None = None, progress: bool = 
     print(f"attribute stage: {time.perf_counter() - t0:.1f} s wall (incl. validation)")
     best, best_pt = res.model, paths.checkpoint(ATTRIBUTES)
     if "gender" in best.tasks and best_pt.is_file():
-        threshold_on_val(best, best_pt, df[df.split == "val"], cfg)
+        threshold_on_val(best, best_pt, val_ds, cfg)
         print(f"male threshold chosen on val (balanced accuracy): p(male) >= {best.male_threshold:.2f}")
     return res
 
 
-def threshold_on_val(model: MultiTaskNet, checkpoint: Path, val: pd.DataFrame, cfg: Profile) -> float:
+def threshold_on_val(model: MultiTaskNet, checkpoint: Path, val: FaceDataset, cfg: Profile) -> float:
     """Choose ``model``'s male threshold on the validation faces ``val`` (:func:`choose_male_threshold`),
     set it on ``model`` and store it in ``checkpoint`` (the model's weights); returns it."""
-    c = cfg.pretrain_attributes
-    loader = _loader(_dataset(val, model, c), c, cfg)
+    loader = _loader(val, cfg.pretrain_attributes, cfg)
     pred = predict(model, loader, device=resolve_device(cfg.device), progress=False)
     model.male_threshold = choose_male_threshold(pred["label_gender"], pred["gender_prob_female"])
     set_male_threshold(checkpoint, model.male_threshold)
