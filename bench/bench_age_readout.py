@@ -1,13 +1,19 @@
-"""How should an attribute model's 100 age bins be read out? The same weights, every readout.
+"""How should an attribute model be read out? The same weights, every readout.
 
-For each attribute checkpoint given (a fer_lib checkpoint with an age head in bins), each age readout of
-:data:`fer_lib.tasks.AGE_MODES` that reads bins (``bins``: paper A's top-2 expected value; ``median``: the
-bins' median) is measured as ``bench_attr_shortcuts.py`` measures a trained arm: UTKFace validation (the
-choice is made there) and the balanced test, each in colour, greyscale and tighter central crops; CK+48's
-adults (evaluation only); the astronaut photo. Only the readout differs between the rows of one checkpoint,
-so the table separates the readout from the training. Writes ``<results>/benchmarks/<--name>.{md,csv}``.
+For each attribute checkpoint given (a fer_lib checkpoint with an age head in bins), each readout is
+measured as ``bench_attr_shortcuts.py`` measures a trained arm: UTKFace validation (the choice is made
+there) and the balanced test, each in colour, greyscale and tighter central crops; CK+48's adults
+(evaluation only); the astronaut photo. Only the readout differs between the rows of one checkpoint, so
+the table separates the readout from the training. By default the age readouts of
+:data:`fer_lib.tasks.AGE_MODES` that read bins (``bins``: paper A's top-2 expected value; ``median``: the
+bins' median); ``--readout NAME KEY=VALUE ...`` names others, as changes to the checkpoint's model config
+(``age_mode``, ``grey_heads``: the heads read from the greyscale view). A readout that changes which view
+gender is read from gets its male threshold chosen again on validation, as the stage chooses it. Writes
+``<results>/benchmarks/<--name>.{md,csv}``.
 
     FER_DATA_ROOT=../shared/datasets python bench/bench_age_readout.py results/models/attributes.pt
+    FER_DATA_ROOT=... python bench/bench_age_readout.py A.pt B.pt --readout as_trained \\
+        --readout grey age_mode=median grey_heads=age,gender --name attribute_grey_heads
 """
 
 from __future__ import annotations
@@ -25,30 +31,67 @@ sys.path.insert(0, str(REPO))
 
 from bench_attr_shortcuts import measure  # noqa: E402
 
-from fer_lib.config import get_paths, get_profile  # noqa: E402
+from fer_lib.config import get_paths, get_profile, parse_overrides  # noqa: E402
 from fer_lib.io import atomic_torch_save  # noqa: E402
-from fer_lib.models import load_checkpoint  # noqa: E402
+from fer_lib.models import build_model_from_checkpoint, load_checkpoint  # noqa: E402
 from fer_lib.provenance import git_commit  # noqa: E402
 from fer_lib.reporting import to_markdown, write_benchmark  # noqa: E402
 
-#: The readouts of a bins head, paper A's first.
-READOUTS = ("bins", "median")
+#: The readouts of a bins head, paper A's first: name -> the model config they change.
+READOUTS = {"bins": {"age_mode": "bins"}, "median": {"age_mode": "median"}}
+#: What a readout may change in a checkpoint's model config.
+READOUT_KEYS = ("age_mode", "grey_heads")
 
 
-def with_readout(checkpoint: Path, mode: str, folder: Path) -> Path:
-    """A copy of ``checkpoint`` in ``folder`` whose stored age readout is ``mode`` (weights unchanged)."""
+def readout_changes(items: list[str]) -> dict:
+    """``["age_mode=median", "grey_heads=age,gender"]`` -> model config changes (SystemExit on others)."""
+    changes = parse_overrides(items)
+    unknown = set(changes) - set(READOUT_KEYS)
+    if unknown:
+        raise SystemExit(
+            f"bench_age_readout: a readout changes {', '.join(READOUT_KEYS)}, not {sorted(unknown)}"
+        )
+    if "grey_heads" in changes:
+        changes["grey_heads"] = [h.strip() for h in changes["grey_heads"].split(",") if h.strip()]
+    return changes
+
+
+def with_readout(checkpoint: Path, name: str, changes: dict, folder: Path, cfg=None, paths=None) -> Path:
+    """A copy of ``checkpoint`` in ``folder`` (as ``<name>.pt``) whose model config has ``changes`` (the
+    weights unchanged); where ``grey_heads`` changes for a gender head, its male threshold is chosen again
+    on UTKFace validation (``cfg`` / ``paths``), as the stage chooses it for the readout it trains with."""
     ckpt = load_checkpoint(checkpoint)
-    if ckpt["model_config"].get("age_mode", "bins") == "regression":
+    mc = ckpt["model_config"]
+    if mc.get("age_mode", "bins") == "regression":
         raise SystemExit(f"bench_age_readout: {checkpoint} has a regression age head, not bins")
-    ckpt["model_config"]["age_mode"] = mode
-    out = folder / f"{mode}.pt"
+    rethreshold = "gender" in mc["tasks"] and list(
+        changes.get("grey_heads", mc.get("grey_heads") or [])
+    ) != list(mc.get("grey_heads") or [])
+    mc.update(changes)
+    out = folder / f"{name}.pt"
     atomic_torch_save(ckpt, out)
+    if rethreshold:
+        from fer_lib.stages import pretrain as stage
+
+        model = build_model_from_checkpoint(out).eval()
+        df, _ = stage.utkface_splits(cfg, paths, progress=False)
+        val = stage._dataset(df[df["split"] == "val"].reset_index(drop=True), model, cfg.pretrain_attributes)
+        stage.threshold_on_val(model, out, val, cfg)
     return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoints", nargs="*", type=Path, help="attribute checkpoints (age head in bins)")
+    ap.add_argument(
+        "--readout",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("NAME", "KEY=VALUE"),
+        help="a readout: its name and the model config it changes (age_mode, grey_heads; repeatable; none: "
+        "as the checkpoint is); default: bins and median",
+    )
     ap.add_argument("--name", default="age_readout", help="the tables' file name (no suffix)")
     ap.add_argument("--out", default=None, help="folder for the tables (default <results>/benchmarks)")
     args = ap.parse_args(argv)
@@ -58,6 +101,7 @@ def main(argv=None) -> int:
     if not args.checkpoints:  # as `make bench` runs it: no model to read
         print("bench_age_readout: skipped, no attribute checkpoint given")
         return 0
+    readouts = {r[0]: readout_changes(r[1:]) for r in args.readout} or READOUTS
     missing = [str(p) for p in args.checkpoints if not p.is_file()]
     if missing:
         raise SystemExit(f"bench_age_readout: no such checkpoint: {', '.join(missing)}")
@@ -67,20 +111,30 @@ def main(argv=None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="fer_readout_") as tmp:
         for checkpoint in args.checkpoints:
-            for mode in READOUTS:
-                row = {"checkpoint": str(checkpoint), "readout": mode}
-                row.update(measure(with_readout(checkpoint, mode, Path(tmp)), cfg, paths))
+            for name, changes in readouts.items():
+                copy = with_readout(checkpoint, name, changes, Path(tmp), cfg, paths)
+                row = {"checkpoint": str(checkpoint), "readout": name}
+                row["male_threshold"] = load_checkpoint(copy)["model_config"].get("male_threshold")
+                row.update(measure(copy, cfg, paths))
                 rows.append(row)
-                print(f"{checkpoint} {mode}: {row}", flush=True)
+                print(f"{checkpoint} {name}: {row}", flush=True)
     table = pd.DataFrame(rows)
     scores = [c for c in table.columns if c.startswith(("val_", "test_", "ckplus_"))]
     means = table.groupby("readout", sort=False)[scores].mean().T
     names = " ".join(str(p) for p in args.checkpoints)
+    flags = "".join(f" --readout {' '.join(r)}" for r in args.readout)
+    said = "; ".join(
+        f"`{k}`: "
+        + (", ".join(f"{a}={','.join(b) if isinstance(b, list) else b}" for a, b in v.items()) or "as stored")
+        for k, v in readouts.items()
+    )
     head = (
-        "# Attribute model: the age readout\n\n"
-        f"Command: `FER_DATA_ROOT=... python bench/bench_age_readout.py {names} --name {args.name}` at commit "
-        f"`{commit}`. Each checkpoint's own weights, read out as paper A's top-2 expected value (`bins`) and "
-        "as the median of the 100 one-year bins (`median`). val_* = the validation faces carved from "
+        "# Attribute model: the readout\n\n"
+        f"Command: `FER_DATA_ROOT=... python bench/bench_age_readout.py {names}{flags} --name {args.name}` at "
+        f"commit `{commit}`. Each checkpoint's own weights, read out each way ({said}; `age_mode` bins is "
+        "paper A's top-2 expected value, median the median of the 100 one-year bins; `grey_heads` the heads "
+        "read from each face's greyscale view, whose male threshold is chosen again on validation). "
+        "val_* = the validation faces carved from "
         "UTKFace's training split (the choice is made on them), test_* = the balanced 2,000-face test "
         "(reported), each in colour, in greyscale and as the central 80 % and 65 % of each side; ckplus_* = "
         "CK+48's adults (evaluation only: the face-weighted share given an age under 16, and the median over "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 
@@ -162,6 +163,88 @@ def test_head_on_attribute_trunk_puts_every_head_on_the_trunk():
     assert {t for t in heads if net.heads[t].in_features == 32} == {s.key for s in all_tasks() if s.on_trunk}
     trunk = MultiTaskNet("tiny_cnn", heads, hidden=32, verbose=False, head_on="attribute_trunk")
     assert all(trunk.heads[t].in_features == 32 for t in heads)
+
+
+def _colour_and_grey_faces(n: int = 4, size: int = 32):
+    """``n`` colour faces (uint8, strong hue differences) and their greyscale photos (PIL's luma)."""
+    import numpy as np
+
+    from fer_lib.preprocess import Preprocess
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    faces = (
+        np.stack(
+            [
+                np.stack(
+                    [xx * rng.uniform(50, 255), yy * rng.uniform(50, 255), (1 - xx) * rng.uniform(50, 255)],
+                    -1,
+                )
+                for _ in range(n)
+            ]
+        )
+        .clip(0, 255)
+        .astype(np.uint8)
+    )
+    return faces, np.stack([Preprocess.to_grey(f) for f in faces])
+
+
+@pytest.mark.parametrize("contrast", ["none", "standardise"])
+def test_grey_view_is_what_a_greyscale_photo_reaches_the_network_as(contrast):
+    net = MultiTaskNet("tiny_cnn", {"age": 100}, verbose=False)
+    pre = net.preprocess = net.preprocess.replace(contrast=contrast)
+    colour, grey = _colour_and_grey_faces()
+    x_colour, x_grey = pre.normalise_torch(colour), pre.normalise_torch(grey)
+    # PIL rounds the luma to whole grey levels: half a level (scaled as the standardisation scales the
+    # face's contrast, whose mean and sd the rounding also moves a little), in normalised units
+    from fer_lib.preprocess import CONTRAST_TARGET
+
+    scale = CONTRAST_TARGET[1] / grey[..., 0].reshape(len(grey), -1).std(1).min() if contrast != "none" else 1
+    step = (0.5 + 0.05) * scale / 255 / min(pre.std)
+    assert float((net.grey_view(x_colour) - x_grey).abs().max()) <= step
+    assert float((x_colour - x_grey).abs().max()) > 100 * step  # the faces are far from grey
+    torch.testing.assert_close(net.grey_view(x_grey), x_grey, atol=1e-5, rtol=0)  # grey stays grey
+
+
+def test_grey_heads_read_age_and_gender_from_the_grey_view_and_the_rest_in_colour(tmp_path):
+    from torch.utils.data import DataLoader
+
+    from fer_lib.training.evaluation import predict
+
+    torch.manual_seed(0)
+    tasks = {"age": 100, "gender": 1, "race": 5}
+    net = MultiTaskNet("tiny_cnn", tasks, hidden=16, verbose=False, grey_heads=["gender", "age"]).eval()
+    assert net.grey_heads == ("age", "gender")  # in head order
+    colour, grey = _colour_and_grey_faces()
+    x_colour, x_grey = net.preprocess.normalise_torch(colour), net.preprocess.normalise_torch(grey)
+
+    def plain_of(model):  # every head from the faces as they are
+        return lambda x: model.forward_heads(model.forward_features(x))
+
+    plain = plain_of(net)
+    with torch.no_grad():
+        out, of_colour, of_grey = net(x_colour), plain(x_colour), plain(net.grey_view(x_colour))
+        torch.testing.assert_close(out["race"], of_colour["race"])
+        for head in ("age", "gender"):
+            torch.testing.assert_close(out[head], of_grey[head], atol=1e-5, rtol=1e-4)
+            # the colour photo and its greyscale copy agree; read from the colour face they would not
+            gap = float((out[head] - net(x_grey)[head]).abs().max())
+            assert gap < 0.02 * float((of_colour[head] - of_grey[head]).abs().max())
+        assert not torch.allclose(out["race"], net(x_grey)["race"], atol=1e-3)
+    # evaluation (validation, model selection, thresholds) reads what serving reads
+    pred = predict(net, DataLoader(x_colour, batch_size=3), progress=False)
+    torch.testing.assert_close(torch.from_numpy(pred["age_logits"]), out["age"], atol=1e-5, rtol=1e-4)
+    # training runs one pass over the faces as the batch gives them (TrainConfig.grey augments)
+    with torch.no_grad():
+        trained = copy.deepcopy(net).train()
+        torch.testing.assert_close(trained(x_colour)["age"], plain_of(trained)(x_colour)["age"])
+    # the checkpoint rebuilds it
+    rebuilt = build_model_from_checkpoint(load_checkpoint(save_checkpoint(tmp_path / "g.pt", net))).eval()
+    assert rebuilt.grey_heads == ("age", "gender")
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x_colour)["gender"], out["gender"])
+    with pytest.raises(ValueError, match=r"grey_heads \['va'\] name no head of this model"):
+        MultiTaskNet("tiny_cnn", tasks, verbose=False, grey_heads=("va",))
 
 
 def test_age_readout_top2_expected_value():

@@ -22,8 +22,14 @@ def _run_folder(tmp_results, stamp=True):
     torch.manual_seed(0)
     expr = MultiTaskNet("tiny_cnn", {"expression": 7}, verbose=False, input_size=40)
     expr.preprocess = expr.preprocess.replace(colour="grey", max_side=48, margin=(0.1, -0.01, 0.13, -0.02))
-    attrs = MultiTaskNet("tiny_cnn", {"age": 100, "gender": 1, "race": 5}, verbose=False, male_threshold=0.45)
-    attrs.preprocess = attrs.preprocess.replace(max_side=64)
+    attrs = MultiTaskNet(
+        "tiny_cnn",
+        {"age": 100, "gender": 1, "race": 5},
+        verbose=False,
+        male_threshold=0.45,
+        grey_heads=("age", "gender"),
+    )
+    attrs.preprocess = attrs.preprocess.replace(max_side=64, contrast="standardise")
     expr_ckpt = save_checkpoint(paths.checkpoints / "02_fer2013_finetune" / "best.pt", expr)
     attrs_ckpt = save_checkpoint(paths.checkpoints / "01_attributes" / "best.pt", attrs)
     kw = dict(profile="default", seed=42, path=paths.metrics_csv)
@@ -75,6 +81,20 @@ def test_published_models_are_half_precision_copies_with_cards(tmp_results):
     card = (paths.results / "models" / "attributes.md").read_text()
     assert "5.25" in card and "p(male) >= 0.45" in card and "non-commercial research only" in card
     assert "the face box (MTCNN's in `predict`, no margin)" in card
+    assert "Read from the face's greyscale view (its luma on the three channels, computed inside the " in card
+    assert "network): `age`, `gender`; the other heads from the face as it is." in card
+    assert "It reads `age` and `gender` from each face's greyscale view" in card
+    assert "`race` sees the colours. Every face's contrast is standardised" in card
+    assert "a greyscale copy can change the gender it gives" not in card
+
+
+def test_a_card_says_what_colour_does_to_each_head():
+    pre = MultiTaskNet("tiny_cnn", {"age": 100}, verbose=False).preprocess
+    tasks = {"age": 100, "gender": 1, "race": 5}
+    words = report._colour_words({"tasks": tasks}, pre)  # a checkpoint older than grey heads
+    assert words == "A photo's colours move its answers: a greyscale copy can change the gender it gives."
+    words = report._colour_words({"tasks": tasks, "grey_heads": ["age", "gender", "race"]}, pre)
+    assert words.startswith("It reads `age` and `gender` and `race` from") and words.endswith("grey levels).")
 
 
 def test_a_checkpoint_without_its_metrics_name_gets_a_card_without_metrics(tmp_results, capsys):

@@ -251,7 +251,17 @@ def build_model_from_checkpoint(ckpt_or_path: dict | str | Path, **overrides: An
 def multitask_from_checkpoint(ckpt: dict[str, Any], **overrides: Any) -> MultiTaskNet:
     """The :class:`MultiTaskNet` of a checkpoint (``overrides``: constructor arguments to change)."""
     cfg = ckpt["model_config"]
-    keys = ("backbone", "tasks", "hidden", "dropout", "age_mode", "male_threshold", "pool", "head_on")
+    keys = (
+        "backbone",
+        "tasks",
+        "hidden",
+        "dropout",
+        "age_mode",
+        "male_threshold",
+        "pool",
+        "head_on",
+        "grey_heads",
+    )
     kwargs = {k: cfg[k] for k in keys if k in cfg}
     kwargs.update(overrides)
     model = MultiTaskNet(**kwargs, verbose=False)

@@ -23,6 +23,13 @@ softmax over (male, female).
 
 The readouts (:func:`predict_age`, :func:`gender_prob_female`, :func:`predict_gender`) live with the
 registry, which evaluation and serving share; they are re-exported here.
+
+Grey heads: the heads named in ``grey_heads`` (the default profile's ``age`` and ``gender``) are read, in
+eval mode, from the face's greyscale view (:meth:`MultiTaskNet.grey_view`: its luma in all three
+channels, computed inside the network from the normalised input), the other heads from the face as it
+is. A photo and its greyscale copy then give the same age and gender (to PIL's rounding of the luma),
+while ethnicity still sees skin tone. Eval mode costs a second backbone pass (one batch of twice the
+faces); training (``TrainConfig.grey`` shows faces grey as an augmentation) runs one pass as before.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import torch
 from torch import nn
 
 from ..labels import MALE_THRESHOLD
-from ..preprocess import Preprocess
+from ..preprocess import LUMA, Preprocess
 from ..tasks import (
     AGE_MODES,
     AGE_SCALE,
@@ -90,6 +97,7 @@ class MultiTaskNet(nn.Module):
         male_threshold: float = MALE_THRESHOLD,
         pool: str = "avg",
         head_on: str = "feature",
+        grey_heads: tuple[str, ...] | list[str] = (),
     ) -> None:
         super().__init__()
         unknown = set(tasks) - set(task_names())
@@ -104,6 +112,11 @@ class MultiTaskNet(nn.Module):
             specs[t].check_outputs(int(n))
         if head_on not in HEAD_INPUTS:
             raise ValueError(f"head_on={head_on!r}: choose one of {', '.join(HEAD_INPUTS)}")
+        if set(grey_heads) - set(tasks):
+            raise ValueError(
+                f"grey_heads {sorted(set(grey_heads) - set(tasks))} name no head of this model; "
+                f"its heads are {', '.join(tasks)}"
+            )
         self.backbone_name = backbone
         # an age head in regression mode is one output (age / AGE_SCALE)
         self.tasks = {
@@ -115,6 +128,7 @@ class MultiTaskNet(nn.Module):
         # validation data (fer_lib.stages.pretrain.choose_male_threshold); checkpoints store it.
         self.male_threshold = float(male_threshold)
         self.pool, self.head_on = pool, head_on
+        self.grey_heads = tuple(h for h in self.tasks if h in set(grey_heads))  # read from the grey view
         self.backbone, self.num_features, default_size, mean, std = create_backbone(
             backbone, pretrained_file, verbose=verbose, pretrained=pretrained, pool=pool
         )
@@ -157,7 +171,25 @@ class MultiTaskNet(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.forward_heads(self.forward_features(x))
+        if not self.grey_heads or self.training:
+            return self.forward_heads(self.forward_features(x))
+        n = x.shape[0]
+        feat = self.forward_features(torch.cat([x, self.grey_view(x)]))
+        out, grey = self.forward_heads(feat[:n]), self.forward_heads(feat[n:])
+        return {name: grey[name] if name in self.grey_heads else y for name, y in out.items()}
+
+    def grey_view(self, x: torch.Tensor) -> torch.Tensor:
+        """The normalised input of each face's greyscale copy, from the normalised input ``x``
+        (``[B, 3, H, W]``): undo the mean / std, take the luma (ITU-R 601, as
+        :meth:`~fer_lib.preprocess.Preprocess.to_grey`), repeat it on the three channels, normalise again.
+        The luma commutes with the contrast standardisation (the same shift and scale on every channel)
+        and with resizing, so this is what a greyscale photo of the face reaches the network as."""
+        shape = (1, 3, 1, 1)
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(shape)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(shape)
+        luma = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(shape)
+        y = ((x * std + mean) * luma).sum(dim=1, keepdim=True)
+        return (y - mean) / std
 
     # ------------------------------------------------------------------------------------- config
     @property
@@ -183,6 +215,7 @@ class MultiTaskNet(nn.Module):
             "male_threshold": self.male_threshold,
             "pool": self.pool,
             "head_on": self.head_on,
+            "grey_heads": list(self.grey_heads),
             "input_size": self.input_size,
             "mean": list(self.mean),
             "std": list(self.std),

@@ -419,9 +419,7 @@ PUBLISHED_MODEL_SOURCES = {
         "of the recipe to the next (the README's \"Three runs of one recipe\"). UTKFace's young children are "
         "often crying or startled, so adults showing an expression (happy ones included) are sometimes "
         "read as teenagers or children, and angry faces more often as male "
-        "(`05_attributes_by_expression`). It trained with half its faces grey and every face's contrast "
-        "standardised, so colour and exposure move its answers little, but not never: a greyscale photo "
-        "can change the gender it gives. Do not use it to make decisions about people.",
+        "(`05_attributes_by_expression`). {colour} Do not use it to make decisions about people.",
     },
 }
 
@@ -435,6 +433,30 @@ def _frame_words(margin) -> str:
         )
     sides = ", ".join(f"{k} {v:+.0%}" for k, v in zip(("left", "top", "right", "bottom"), margin))
     return f"MTCNN's face box in `predict`, widened to its training faces' frame ({sides} of the box)"
+
+
+def _colour_words(model_config: dict, pre) -> str:
+    """What a photo's colour and exposure do to a model card's answers: nothing to the heads read from the
+    greyscale view (``grey_heads``), little to a face whose contrast is standardised."""
+    grey = [h for h in model_config.get("grey_heads") or () if h in model_config["tasks"]]
+    colour = [f"`{h}`" for h in model_config["tasks"] if h not in grey]
+    if grey:
+        words = (
+            f"It reads {' and '.join(f'`{h}`' for h in grey)} from each face's greyscale view, so a photo "
+            "and a greyscale copy of it get the same answers there (to the rounding of the grey levels)"
+            + (
+                f"; {', '.join(colour)} {'sees' if len(colour) == 1 else 'see'} the colours."
+                if colour
+                else "."
+            )
+        )
+    else:
+        words = "A photo's colours move its answers: a greyscale copy can change the gender it gives."
+    if pre.contrast == "standardise":
+        words += (
+            " Every face's contrast is standardised, so exposure moves its answers little, but not never."
+        )
+    return words
 
 
 WEIGHT_TYPES = {
@@ -499,6 +521,12 @@ def publish_models(cfg, paths: Paths | None = None, tol: float | None = None) ->
             *[f"- Label order of `{k}`: {', '.join(map(str, v))}." for k, v in orders.items() if k != "age"],
             *([f"- Age: {AGE_MODES[mc.get('age_mode', 'bins')]}."] if "age" in mc["tasks"] else []),
         ]
+        if mc.get("grey_heads"):
+            lines.append(
+                f"- Read from the face's greyscale view (its luma on the three channels, computed inside the "
+                f"network): {', '.join(f'`{h}`' for h in mc['grey_heads'])}; the other heads from the face "
+                "as it is."
+            )
         if "gender" in mc["tasks"]:
             lines.append(
                 f"- Gender: male where p(male) >= {mc.get('male_threshold', 0.6):.2f} (chosen on validation)."
@@ -514,7 +542,7 @@ def publish_models(cfg, paths: Paths | None = None, tol: float | None = None) ->
             "",
             "## Known limits",
             "",
-            spec["limits"],
+            spec["limits"].format(colour=_colour_words(mc, pre)),
             "",
             "Use: `python -m fer_lib predict photo.jpg` picks these files up when no local checkpoint "
             'exists; `Recognizer(["results/models/expression.pt", "results/models/attributes.pt"])` '

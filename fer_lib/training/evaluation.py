@@ -79,8 +79,8 @@ def run_eval(
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast_if(device, amp):
-            feat = net.forward_features(x)
-            out = net.forward_heads(feat)
+            out = net(x)  # what serving reads (a MultiTaskNet's grey heads, from the grey view)
+            feat = net.forward_features(x) if features else None
         if loss_fn is not None and lab is not None:
             lab_d = {k: v.to(device) for k, v in lab.items()}
             mask_d = {k: v.to(device) for k, v in mask.items()}
