@@ -496,6 +496,11 @@ def _profile_default() -> Profile:
             # run's own final weights (2 seeds at the full budget, results/benchmarks/attribute_ema.md):
             # level as framed, fewer adults read as children when framed tighter, in both seeds
             ema_decay=0.9998,
+            # age and gender read from each face's greyscale view (ethnicity from its colours), so a photo
+            # and its greyscale copy get the same age and gender. Three published models' own weights read
+            # both ways, UTKFace validation in colour: gender 0.5 points and age MAE 0.05 years behind the
+            # colour readout on average, at most 0.7 and 0.09 (results/benchmarks/attribute_grey_heads.md)
+            grey_heads=("age", "gender"),
         ),
         # Stages 02/03 fine-tune the 01 model (same backbone: it initialises them) on synthetic AffectNet.
         finetune=finetune,

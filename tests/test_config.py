@@ -230,3 +230,20 @@ def test_the_age_readout_is_a_recipe_setting_that_the_model_and_its_checkpoint_c
     assert net.age_mode == "median" and net.tasks["age"] == 100
     rebuilt = build_model_from_checkpoint(load_checkpoint(save_checkpoint(tmp_path / "m.pt", net)))
     assert rebuilt.age_mode == "median"
+
+
+def test_the_grey_heads_are_a_recipe_setting_that_the_stage_model_carries():
+    """The default profile's attribute model reads age and gender from the greyscale view (ethnicity in
+    colour), through the stage's model factory; paper A's recipe and the expression sections read colour."""
+    from fer_lib.stages.common import new_model
+
+    c = config.get_profile("default").pretrain_attributes
+    assert c.grey_heads == ("age", "gender")
+    tc = dataclasses.replace(c, backbone="tiny_cnn", pretrained="none", image_size=32)
+    assert new_model(tc, {"age": 100, "gender": 1, "race": 5}).grey_heads == ("age", "gender")
+    assert config.get_profile("paper").pretrain_attributes.grey_heads == ()
+    assert config.get_profile("default").fer2013_finetune.grey_heads == ()
+    with pytest.raises(ValueError, match=r"grey_heads \['age', 'gender'\] name no head"):
+        new_model(tc, {"expression": 7})  # a section's grey heads must be heads of its model
+    over = config.get_profile("default", {"pretrain_attributes.grey_heads": "gender"})
+    assert over.pretrain_attributes.grey_heads == ("gender",)
