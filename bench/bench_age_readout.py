@@ -12,8 +12,8 @@ gender is read from gets its male threshold chosen again on validation, as the s
 ``<results>/benchmarks/<--name>.{md,csv}``.
 
     FER_DATA_ROOT=../shared/datasets python bench/bench_age_readout.py results/models/attributes.pt
-    FER_DATA_ROOT=... python bench/bench_age_readout.py A.pt B.pt --readout as_trained \\
-        --readout grey age_mode=median grey_heads=age,gender --name attribute_grey_heads
+    FER_DATA_ROOT=... python bench/bench_age_readout.py A.pt B.pt --readout as_stored \\
+        --readout grey grey_heads=age,gender --name attribute_grey_heads
 """
 
 from __future__ import annotations
