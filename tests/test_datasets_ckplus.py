@@ -73,6 +73,9 @@ class ByGrey(torch.nn.Module):
             out[:, 7] = 10.0
         return {"expression": out}
 
+    def forward(self, x):  # what evaluation calls
+        return self.forward_heads(self.forward_features(x))
+
 
 @pytest.fixture
 def fake(tmp_path):
