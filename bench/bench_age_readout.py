@@ -56,21 +56,19 @@ def readout_changes(items: list[str]) -> dict:
     return changes
 
 
-def with_readout(checkpoint: Path, name: str, changes: dict, folder: Path, cfg=None, paths=None) -> Path:
+def with_readout(checkpoint: Path, name: str, changes: dict, folder: Path, cfg, paths) -> Path:
     """A copy of ``checkpoint`` in ``folder`` (as ``<name>.pt``) whose model config has ``changes`` (the
-    weights unchanged); where ``grey_heads`` changes for a gender head, its male threshold is chosen again
+    weights unchanged); where the grey heads change for a gender head, its male threshold is chosen again
     on UTKFace validation (``cfg`` / ``paths``), as the stage chooses it for the readout it trains with."""
     ckpt = load_checkpoint(checkpoint)
     mc = ckpt["model_config"]
     if mc.get("age_mode", "bins") == "regression":
         raise SystemExit(f"bench_age_readout: {checkpoint} has a regression age head, not bins")
-    rethreshold = "gender" in mc["tasks"] and list(
-        changes.get("grey_heads", mc.get("grey_heads") or [])
-    ) != list(mc.get("grey_heads") or [])
+    before = list(mc.get("grey_heads") or [])
     mc.update(changes)
     out = folder / f"{name}.pt"
     atomic_torch_save(ckpt, out)
-    if rethreshold:
+    if "gender" in mc["tasks"] and list(mc.get("grey_heads") or []) != before:
         from fer_lib.stages import pretrain as stage
 
         model = build_model_from_checkpoint(out).eval()

@@ -128,7 +128,8 @@ class MultiTaskNet(nn.Module):
         # validation data (fer_lib.stages.pretrain.choose_male_threshold); checkpoints store it.
         self.male_threshold = float(male_threshold)
         self.pool, self.head_on = pool, head_on
-        self.grey_heads = tuple(h for h in self.tasks if h in set(grey_heads))  # read from the grey view
+        # the heads read from the grey view in eval mode, in head order
+        self.grey_heads = tuple(h for h in self.tasks if h in grey_heads)
         self.backbone, self.num_features, default_size, mean, std = create_backbone(
             backbone, pretrained_file, verbose=verbose, pretrained=pretrained, pool=pool
         )

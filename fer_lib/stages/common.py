@@ -98,7 +98,7 @@ def new_model(tc: TrainConfig, tasks: Mapping[str, int], **kwargs) -> MultiTaskN
         pool=tc.pool,
         head_on=tc.head_on,
         age_mode=tc.age_mode,
-        grey_heads=tuple(tc.grey_heads),
+        grey_heads=tc.grey_heads,
         verbose=False,
         **start_weights(tc),
         **kwargs,
