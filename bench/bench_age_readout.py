@@ -7,13 +7,16 @@ there) and the balanced test, each in colour, greyscale and tighter central crop
 the table separates the readout from the training. By default the age readouts of
 :data:`fer_lib.tasks.AGE_MODES` that read bins (``bins``: paper A's top-2 expected value; ``median``: the
 bins' median); ``--readout NAME KEY=VALUE ...`` names others, as changes to the checkpoint's model config
-(``age_mode``, ``grey_heads``: the heads read from the greyscale view). A readout that changes which view
-gender is read from gets its male threshold chosen again on validation, as the stage chooses it. Writes
+(``age_mode``; ``grey_heads``: the heads read from the greyscale view; ``mirror``: every head read as
+the mean over the face and its mirror image). A readout that changes how gender is read (``grey_heads``,
+``mirror``) gets its male threshold chosen again on validation, as the stage chooses it. Writes
 ``<results>/benchmarks/<--name>.{md,csv}``.
 
     FER_DATA_ROOT=../shared/datasets python bench/bench_age_readout.py results/models/attributes.pt
     FER_DATA_ROOT=... python bench/bench_age_readout.py A.pt B.pt --readout as_stored \\
         --readout grey grey_heads=age,gender --name attribute_grey_heads
+    FER_DATA_ROOT=... python bench/bench_age_readout.py A.pt B.pt C.pt --readout as_stored \
+        --readout mirror mirror=true --name attribute_mirror
 """
 
 from __future__ import annotations
@@ -40,11 +43,12 @@ from fer_lib.reporting import to_markdown, write_benchmark  # noqa: E402
 #: The readouts of a bins head, paper A's first: name -> the model config they change.
 READOUTS = {"bins": {"age_mode": "bins"}, "median": {"age_mode": "median"}}
 #: What a readout may change in a checkpoint's model config.
-READOUT_KEYS = ("age_mode", "grey_heads")
+READOUT_KEYS = ("age_mode", "grey_heads", "mirror")
 
 
 def readout_changes(items: list[str]) -> dict:
-    """``["age_mode=median", "grey_heads=age,gender"]`` -> model config changes (SystemExit on others)."""
+    """``["age_mode=median", "grey_heads=age,gender", "mirror=true"]`` -> model config changes (SystemExit
+    on others)."""
     changes = parse_overrides(items)
     unknown = set(changes) - set(READOUT_KEYS)
     if unknown:
@@ -53,22 +57,33 @@ def readout_changes(items: list[str]) -> dict:
         )
     if "grey_heads" in changes:
         changes["grey_heads"] = [h.strip() for h in changes["grey_heads"].split(",") if h.strip()]
+    if "mirror" in changes:
+        value = str(changes["mirror"]).lower()
+        if value not in ("true", "false"):
+            raise SystemExit(f"bench_age_readout: mirror is true or false, not {changes['mirror']!r}")
+        changes["mirror"] = value == "true"
     return changes
+
+
+def gender_readout(model_config: dict) -> tuple[list[str], bool]:
+    """What decides a gender head's output beside its weights: the grey heads and the mirror."""
+    return list(model_config.get("grey_heads") or []), bool(model_config.get("mirror"))
 
 
 def with_readout(checkpoint: Path, name: str, changes: dict, folder: Path, cfg, paths) -> Path:
     """A copy of ``checkpoint`` in ``folder`` (as ``<name>.pt``) whose model config has ``changes`` (the
-    weights unchanged); where the grey heads change for a gender head, its male threshold is chosen again
-    on UTKFace validation (``cfg`` / ``paths``), as the stage chooses it for the readout it trains with."""
+    weights unchanged); where the grey heads or the mirror change for a gender head, its male threshold is
+    chosen again on UTKFace validation (``cfg`` / ``paths``), as the stage chooses it for the readout it
+    trains with."""
     ckpt = load_checkpoint(checkpoint)
     mc = ckpt["model_config"]
     if mc.get("age_mode", "bins") == "regression":
         raise SystemExit(f"bench_age_readout: {checkpoint} has a regression age head, not bins")
-    before = list(mc.get("grey_heads") or [])
+    before = gender_readout(mc)
     mc.update(changes)
     out = folder / f"{name}.pt"
     atomic_torch_save(ckpt, out)
-    if "gender" in mc["tasks"] and list(mc.get("grey_heads") or []) != before:
+    if "gender" in mc["tasks"] and gender_readout(mc) != before:
         from fer_lib.stages import pretrain as stage
 
         model = build_model_from_checkpoint(out).eval()

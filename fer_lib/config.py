@@ -92,6 +92,9 @@ class TrainConfig:
     # heads read from each face's greyscale view when evaluated and served (MultiTaskNet.grey_heads), so a
     # photo and its greyscale copy give them the same answer; e.g. age,gender (ethnicity keeps skin tone)
     grey_heads: tuple[str, ...] = ()
+    # every head read as the mean over the face and its mirror image when evaluated and served
+    # (MultiTaskNet.mirror); training is unchanged
+    mirror: bool = False
     jitter: float = 0.0  # brightness / contrast / saturation jitter of the others, factors in 1 +- jitter
     max_face_side: int | None = None  # faces shrunk to at most this side first, in training and serving
     # contrast normalisation of every face, in training and serving (Preprocess.contrast): none | standardise

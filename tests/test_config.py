@@ -247,3 +247,19 @@ def test_the_grey_heads_are_a_recipe_setting_that_the_stage_model_carries():
         new_model(tc, {"expression": 7})  # a section's grey heads must be heads of its model
     over = config.get_profile("default", {"pretrain_attributes.grey_heads": "gender"})
     assert over.pretrain_attributes.grey_heads == ("gender",)
+
+
+def test_the_mirror_readout_is_a_recipe_setting_that_the_stage_model_carries():
+    """The default profile's attribute model reads every head as the mean over the face and its mirror
+    image; paper A's recipe and the expression sections read the face once."""
+    from fer_lib.stages.common import new_model
+
+    c = config.get_profile("default").pretrain_attributes
+    tc = dataclasses.replace(c, backbone="tiny_cnn", pretrained="none", image_size=32)
+    assert new_model(dataclasses.replace(tc, mirror=True), {"age": 100, "gender": 1, "race": 5}).mirror
+    assert not config.get_profile("paper").pretrain_attributes.mirror
+    assert not config.get_profile("default").fer2013_finetune.mirror
+    off = config.get_profile("default", {"pretrain_attributes.mirror": "false"}).pretrain_attributes
+    assert not new_model(
+        dataclasses.replace(off, backbone="tiny_cnn", pretrained="none"), {"age": 100, "gender": 1}
+    ).mirror

@@ -136,3 +136,27 @@ def test_the_stored_age_readout_is_served_by_torch_and_onnx(tmp_path):
     for served in (rec, Recognizer(tmp_path / "median.onnx")):
         assert served.age_mode == "median"
         np.testing.assert_array_equal(served.infer(crops)["age"], want)
+
+
+def test_a_model_reading_grey_and_mirrored_views_exports_with_a_dynamic_batch(tmp_path):
+    """The eval-time views (grey heads, mirror) run in one batch inside the graph: ONNX keeps its batch
+    dimension dynamic and matches PyTorch at another batch size than the export's."""
+    torch.manual_seed(3)
+    net = MultiTaskNet(
+        "tiny_cnn",
+        {"age": 100, "gender": 1, "race": 5},
+        grey_heads=("age", "gender"),
+        mirror=True,
+        verbose=False,
+    )
+    ckpt = save_checkpoint(tmp_path / "views.pt", net)
+    assert export_onnx(ckpt, tmp_path / "views.onnx").worst < 1e-4
+    sess = ort.InferenceSession(str(tmp_path / "views.onnx"), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(4).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"input": x})))
+    with torch.inference_mode():
+        ref = net.eval()(torch.from_numpy(x))
+        mirrored = net(torch.from_numpy(x[..., ::-1].copy()))
+    for k in ref:
+        assert got[k].shape[0] == 5 and np.abs(got[k] - ref[k].numpy()).max() < 1e-4, k
+        assert np.abs(mirrored[k].numpy() - got[k]).max() < 1e-4, k  # the mirror image: the same answers

@@ -247,6 +247,38 @@ def test_grey_heads_read_age_and_gender_from_the_grey_view_and_the_rest_in_colou
         MultiTaskNet("tiny_cnn", tasks, verbose=False, grey_heads=("va",))
 
 
+def test_mirror_reads_every_head_as_the_mean_over_the_face_and_its_mirror_image(tmp_path):
+    torch.manual_seed(0)
+    tasks = {"age": 100, "gender": 1, "race": 5}
+    colour, _ = _colour_and_grey_faces()
+    both = MultiTaskNet("tiny_cnn", tasks, hidden=16, verbose=False, grey_heads=("age",), mirror=True).eval()
+    x = both.preprocess.normalise_torch(colour)
+    plain = copy.deepcopy(both)
+    plain.mirror, plain.grey_heads = False, ()
+    grey_only = copy.deepcopy(both)
+    grey_only.mirror = False
+    with torch.no_grad():
+        out = both(x)
+        flipped = x.flip(-1)
+        assert not torch.allclose(plain(x)["race"], plain(flipped)["race"], atol=1e-3)  # faces not symmetric
+        # a colour head: the mean of its logits on the face and on its mirror image
+        torch.testing.assert_close(out["race"], (plain(x)["race"] + plain(flipped)["race"]) / 2)
+        torch.testing.assert_close(out["gender"], (plain(x)["gender"] + plain(flipped)["gender"]) / 2)
+        # a grey head: the same mean over the grey view and its mirror image
+        grey = both.grey_view(x)
+        torch.testing.assert_close(out["age"], (plain(grey)["age"] + plain(grey.flip(-1))["age"]) / 2)
+        # a photo and its mirror image get the same answers
+        for head, y in both(flipped).items():
+            torch.testing.assert_close(y, out[head], atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(grey_only(flipped)["age"], grey_only(x)["age"], atol=1e-3)
+        # training runs one pass over the faces as the batch gives them
+        torch.testing.assert_close(copy.deepcopy(both).train()(x)["race"], plain.train()(x)["race"])
+    rebuilt = build_model_from_checkpoint(load_checkpoint(save_checkpoint(tmp_path / "m.pt", both))).eval()
+    assert rebuilt.mirror and rebuilt.grey_heads == ("age",)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x)["age"], out["age"])
+
+
 def test_age_readout_top2_expected_value():
     logits = torch.full((3, 100), -30.0)
     logits[0, 30] = logits[0, 31] = 5.0  # equal mass on 30 and 31 -> 30.5

@@ -28,6 +28,7 @@ def _run_folder(tmp_results, stamp=True):
         verbose=False,
         male_threshold=0.45,
         grey_heads=("age", "gender"),
+        mirror=True,
     )
     attrs.preprocess = attrs.preprocess.replace(max_side=64, contrast="standardise")
     expr_ckpt = save_checkpoint(paths.checkpoints / "02_fer2013_finetune" / "best.pt", expr)
@@ -78,12 +79,14 @@ def test_published_models_are_half_precision_copies_with_cards(tmp_results):
     assert "widened to its training faces' frame (left +10%, top -1%, right +13%, bottom -2%" in card
     assert "shrunk to at most 48 px -> grey, resized to 40 x 40" in card
     assert "Label order of `expression`: Neutral, Happy, Sad, Surprise, Fear, Disgust, Anger." in card
+    assert "mirror image" not in card  # a model without the mirror readout
     card = (paths.results / "models" / "attributes.md").read_text()
     assert "5.25" in card and "p(male) >= 0.45" in card and "non-commercial research only" in card
     assert "the face box (MTCNN's in `predict`, no margin)" in card
     assert "Read from the face's greyscale view (its luma on the three channels, computed inside the " in card
     assert "network): `age`, `gender`; the other heads from the face as it is." in card
     assert "It reads `age` and `gender` from each face's greyscale view" in card
+    assert "- Every head reads the mean of its outputs on the face and on its mirror image" in card
     assert "`race` sees the colours. Every face's contrast is standardised" in card
     assert "a greyscale copy can change the gender it gives" not in card
 
@@ -94,7 +97,8 @@ def test_a_card_says_what_colour_does_to_each_head():
     words = report._colour_words({"tasks": tasks}, pre)  # a checkpoint older than grey heads
     assert words == "A photo's colours move its answers: a greyscale copy can change the gender it gives."
     words = report._colour_words({"tasks": tasks, "grey_heads": ["age", "gender", "race"]}, pre)
-    assert words.startswith("It reads `age` and `gender` and `race` from") and words.endswith("grey levels).")
+    assert words.startswith("It reads `age` and `gender` and `race` from") and words.endswith("grey levels.")
+    assert "moves them only through the box the detector finds" in words
 
 
 def test_a_checkpoint_without_its_metrics_name_gets_a_card_without_metrics(tmp_results, capsys):

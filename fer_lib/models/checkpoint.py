@@ -261,6 +261,7 @@ def multitask_from_checkpoint(ckpt: dict[str, Any], **overrides: Any) -> MultiTa
         "pool",
         "head_on",
         "grey_heads",
+        "mirror",
     )
     kwargs = {k: cfg[k] for k in keys if k in cfg}
     kwargs.update(overrides)

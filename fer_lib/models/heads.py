@@ -30,6 +30,10 @@ channels, computed inside the network from the normalised input), the other head
 is. A photo and its greyscale copy then give the same age and gender (to PIL's rounding of the luma),
 while ethnicity still sees skin tone. Eval mode costs a second backbone pass (one batch of twice the
 faces); training (``TrainConfig.grey`` shows faces grey as an augmentation) runs one pass as before.
+
+Mirror: with ``mirror``, every head reads, in eval mode, the mean of its outputs (logits, regressions)
+on the face and on its mirror image (each view of it, with grey heads), so a photo and its mirror image
+get the same answers and the answer leans less on one crop's pixels; this doubles the eval batch.
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ class MultiTaskNet(nn.Module):
         pool: str = "avg",
         head_on: str = "feature",
         grey_heads: tuple[str, ...] | list[str] = (),
+        mirror: bool = False,
     ) -> None:
         super().__init__()
         unknown = set(tasks) - set(task_names())
@@ -130,6 +135,8 @@ class MultiTaskNet(nn.Module):
         self.pool, self.head_on = pool, head_on
         # the heads read from the grey view in eval mode, in head order
         self.grey_heads = tuple(h for h in self.tasks if h in grey_heads)
+        # in eval mode, every head reads the mean of its outputs on the face and on its mirror image
+        self.mirror = bool(mirror)
         self.backbone, self.num_features, default_size, mean, std = create_backbone(
             backbone, pretrained_file, verbose=verbose, pretrained=pretrained, pool=pool
         )
@@ -172,12 +179,20 @@ class MultiTaskNet(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if not self.grey_heads or self.training:
+        if self.training or not (self.grey_heads or self.mirror):
             return self.forward_heads(self.forward_features(x))
-        n = x.shape[0]
-        feat = self.forward_features(torch.cat([x, self.grey_view(x)]))
-        out, grey = self.forward_heads(feat[:n]), self.forward_heads(feat[n:])
-        return {name: grey[name] if name in self.grey_heads else y for name, y in out.items()}
+        # eval: the views the readout needs (the face, its grey view; each mirrored) in one batch
+        views = [x, self.grey_view(x)] if self.grey_heads else [x]
+        if self.mirror:
+            views += [v.flip(-1) for v in views]
+        feat = self.forward_features(torch.cat(views))
+        feat = feat.reshape(len(views), -1, feat.shape[-1])  # (not split(B): ONNX keeps the batch dynamic)
+        outs = [self.forward_heads(feat[i]) for i in range(len(views))]
+        if self.mirror:  # each view's outputs averaged with its mirror image's
+            k = len(outs) // 2
+            outs = [{name: (a[name] + b[name]) / 2 for name in a} for a, b in zip(outs[:k], outs[k:])]
+        colour, grey = outs[0], outs[-1]
+        return {name: grey[name] if name in self.grey_heads else y for name, y in colour.items()}
 
     def grey_view(self, x: torch.Tensor) -> torch.Tensor:
         """The normalised input of each face's greyscale copy, from the normalised input ``x``
@@ -217,6 +232,7 @@ class MultiTaskNet(nn.Module):
             "pool": self.pool,
             "head_on": self.head_on,
             "grey_heads": list(self.grey_heads),
+            "mirror": self.mirror,
             "input_size": self.input_size,
             "mean": list(self.mean),
             "std": list(self.std),

@@ -99,6 +99,7 @@ def new_model(tc: TrainConfig, tasks: Mapping[str, int], **kwargs) -> MultiTaskN
         head_on=tc.head_on,
         age_mode=tc.age_mode,
         grey_heads=tc.grey_heads,
+        mirror=tc.mirror,
         verbose=False,
         **start_weights(tc),
         **kwargs,

@@ -442,8 +442,9 @@ def _colour_words(model_config: dict, pre) -> str:
     colour = [f"`{h}`" for h in model_config["tasks"] if h not in grey]
     if grey:
         words = (
-            f"It reads {' and '.join(f'`{h}`' for h in grey)} from each face's greyscale view, so a photo "
-            "and a greyscale copy of it get the same answers there (to the rounding of the grey levels)"
+            f"It reads {' and '.join(f'`{h}`' for h in grey)} from each face's greyscale view, so a "
+            "greyscale copy of a photo moves them only through the box the detector finds in it and the "
+            "rounding of the grey levels"
             + (
                 f"; {', '.join(colour)} {'sees' if len(colour) == 1 else 'see'} the colours."
                 if colour
@@ -526,6 +527,11 @@ def publish_models(cfg, paths: Paths | None = None, tol: float | None = None) ->
                 f"- Read from the face's greyscale view (its luma on the three channels, computed inside the "
                 f"network): {', '.join(f'`{h}`' for h in mc['grey_heads'])}; the other heads from the face "
                 "as it is."
+            )
+        if mc.get("mirror"):
+            lines.append(
+                "- Every head reads the mean of its outputs on the face and on its mirror image (a photo and "
+                "its mirror image get the same answers)."
             )
         if "gender" in mc["tasks"]:
             lines.append(
