@@ -102,8 +102,8 @@ def main(argv=None) -> int:
         action="append",
         default=[],
         metavar=("NAME", "KEY=VALUE"),
-        help="a readout: its name and the model config it changes (age_mode, grey_heads; repeatable; none: "
-        "as the checkpoint is); default: bins and median",
+        help="a readout: its name and the model config it changes (age_mode, grey_heads, mirror; repeatable; "
+        "none: as the checkpoint is); default: bins and median",
     )
     ap.add_argument("--name", default="age_readout", help="the tables' file name (no suffix)")
     ap.add_argument("--out", default=None, help="folder for the tables (default <results>/benchmarks)")
@@ -146,7 +146,9 @@ def main(argv=None) -> int:
         f"Command: `FER_DATA_ROOT=... python bench/bench_age_readout.py {names}{flags} --name {args.name}` at "
         f"commit `{commit}`. Each checkpoint's own weights, read out each way ({said}; `age_mode` bins is "
         "paper A's top-2 expected value, median the median of the 100 one-year bins; `grey_heads` the heads "
-        "read from each face's greyscale view, whose male threshold is chosen again on validation). "
+        "read from each face's greyscale view; `mirror` every head read as the mean over the face and its "
+        "mirror image; a readout that changes how gender is read has its male threshold chosen again on "
+        "validation). "
         "val_* = the validation faces carved from "
         "UTKFace's training split (the choice is made on them), test_* = the balanced 2,000-face test "
         "(reported), each in colour, in greyscale and as the central 80 % and 65 % of each side; ckplus_* = "
