@@ -256,7 +256,7 @@ def test_the_mirror_readout_is_a_recipe_setting_that_the_stage_model_carries():
 
     c = config.get_profile("default").pretrain_attributes
     tc = dataclasses.replace(c, backbone="tiny_cnn", pretrained="none", image_size=32)
-    assert new_model(dataclasses.replace(tc, mirror=True), {"age": 100, "gender": 1, "race": 5}).mirror
+    assert c.mirror and new_model(tc, {"age": 100, "gender": 1, "race": 5}).mirror
     assert not config.get_profile("paper").pretrain_attributes.mirror
     assert not config.get_profile("default").fer2013_finetune.mirror
     off = config.get_profile("default", {"pretrain_attributes.mirror": "false"}).pretrain_attributes
