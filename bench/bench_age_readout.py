@@ -93,6 +93,20 @@ def with_readout(checkpoint: Path, name: str, changes: dict, folder: Path, cfg, 
     return out
 
 
+def readout_rows(checkpoints: list[Path], readouts: dict, measure_one, cfg, paths) -> list[dict]:
+    """One row per checkpoint and readout: ``measure_one(copy)`` of the checkpoint's copy read out that way
+    (:func:`with_readout`, in a temporary folder), after its ``checkpoint`` and ``readout`` names."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fer_readout_") as tmp:
+        for checkpoint in checkpoints:
+            for name, changes in readouts.items():
+                copy = with_readout(checkpoint, name, changes, Path(tmp), cfg, paths)
+                row = {"checkpoint": str(checkpoint), "readout": name, **measure_one(copy)}
+                rows.append(row)
+                print(f"{checkpoint} {name}: {row}", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("checkpoints", nargs="*", type=Path, help="attribute checkpoints (age head in bins)")
@@ -121,17 +135,12 @@ def main(argv=None) -> int:
     commit = git_commit()
     cfg = get_profile("default")
     paths = get_paths(cfg)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="fer_readout_") as tmp:
-        for checkpoint in args.checkpoints:
-            for name, changes in readouts.items():
-                copy = with_readout(checkpoint, name, changes, Path(tmp), cfg, paths)
-                row = {"checkpoint": str(checkpoint), "readout": name}
-                row["male_threshold"] = load_checkpoint(copy)["model_config"].get("male_threshold")
-                row.update(measure(copy, cfg, paths))
-                rows.append(row)
-                print(f"{checkpoint} {name}: {row}", flush=True)
-    table = pd.DataFrame(rows)
+
+    def measure_one(copy: Path) -> dict:
+        threshold = load_checkpoint(copy)["model_config"].get("male_threshold")
+        return {"male_threshold": threshold, **measure(copy, cfg, paths)}
+
+    table = pd.DataFrame(readout_rows(args.checkpoints, readouts, measure_one, cfg, paths))
     scores = [c for c in table.columns if c.startswith(("val_", "test_", "ckplus_"))]
     means = table.groupby("readout", sort=False)[scores].mean().T
     names = " ".join(str(p) for p in args.checkpoints)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -38,7 +37,7 @@ import pandas as pd
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench_age_readout import readout_changes, with_readout  # noqa: E402
+from bench_age_readout import readout_changes, readout_rows  # noqa: E402
 
 from fer_lib.config import get_paths, get_profile  # noqa: E402
 from fer_lib.provenance import git_commit  # noqa: E402
@@ -144,16 +143,15 @@ def main(argv=None) -> int:
     faces, colour, grey = photos_of(args.split, cfg, paths)
     detector = FaceDetector()
     det_colour, det_grey = detector.detect_batch(colour), detector.detect_batch(grey)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="fer_grey_photo_") as tmp:
-        for checkpoint in args.checkpoints:
-            for name, changes in readouts.items():
-                copy = with_readout(checkpoint, name, changes, Path(tmp), cfg, paths)
-                row = {"checkpoint": str(checkpoint), "readout": name}
-                row.update(measure(copy, faces, colour, grey, det_colour, det_grey))
-                rows.append(row)
-                print(f"{checkpoint} {name}: {row}", flush=True)
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(
+        readout_rows(
+            args.checkpoints,
+            readouts,
+            lambda copy: measure(copy, faces, colour, grey, det_colour, det_grey),
+            cfg,
+            paths,
+        )
+    )
     names = " ".join(str(p) for p in args.checkpoints)
     flags = "".join(f" --readout {' '.join(r)}" for r in args.readout)
     head = (
