@@ -114,6 +114,9 @@ class TrainConfig:
     # an age head's form and readout (fer_lib.tasks.AGE_MODES): bins (paper A's top-2 expected value) |
     # median (the same bins' median) | regression
     age_mode: str = "bins"
+    # a bins age head trained against a Gaussian of this many years around each face's age (label
+    # distribution learning; fer_lib.training.losses.age_target); 0: one-hot on the rounded age (paper A)
+    age_sigma: float = 0.0
     align: str = (
         "box"  # face framing of landmark datasets: box (the face box) | eyes (levelled eyes, paper B)
     )

@@ -170,6 +170,34 @@ def test_weighted_ce_matches_torch_and_age_bins():
     assert float(got) == pytest.approx((0.004 + 0.206) / 2, rel=1e-4)
 
 
+def test_age_sigma_trains_bins_against_a_gaussian_around_each_age():
+    from fer_lib.training.losses import age_target
+
+    ages = torch.tensor([30.0, 0.0, 99.0, 41.5])
+    t = age_target(ages, 100, 2.0)
+    assert torch.allclose(t.sum(1), torch.ones(4))
+    assert t[0].argmax() == 30 and float(t[0, 28] / t[0, 30]) == pytest.approx(np.exp(-0.5), rel=1e-5)
+    assert float(t[0, 29]) == pytest.approx(float(t[0, 31]), rel=1e-6)  # symmetric
+    assert float(t[1, 0]) > float(t[0, 30])  # cut at 0 and renormalised: the edge bin holds more
+    assert float(t[3, 41]) == pytest.approx(float(t[3, 42]), rel=1e-6)  # centred on the age, not its bin
+    assert torch.equal(age_target(ages[:3], 100, 0.0).argmax(1), torch.tensor([30, 0, 99]))
+    # the loss is the cross-entropy against that distribution, masked rows count for nothing, and it is
+    # smallest where the model's distribution is the target itself (not a one-hot spike on the age)
+    logits = torch.randn(4, 100)
+    mask = torch.tensor([True, True, True, False])
+    got, _, counts = MultiTaskLoss({"age": 100}, age_sigma=2.0)({"age": logits}, {"age": ages}, {"age": mask})
+    want = -(t[:3] * torch.log_softmax(logits[:3], -1)).sum(-1).mean()
+    assert float(got) == pytest.approx(float(want), rel=1e-6) and counts["age"] == 3
+    fn = MultiTaskLoss({"age": 100}, age_sigma=2.0)
+    one = {"age": ages[:1]}, {"age": torch.ones(1, dtype=torch.bool)}
+    gaussian = -0.5 * ((torch.arange(100.0) - 30) / 2.0) ** 2  # the target's own log-density
+    at_target = float(fn({"age": gaussian[None]}, *one)[0])
+    spike = float(fn({"age": 20 * torch.nn.functional.one_hot(torch.tensor([30]), 100).float()}, *one)[0])
+    assert at_target < spike
+    with pytest.raises(ValueError, match="age_sigma"):
+        MultiTaskLoss({"age": 100}, age_sigma=-1.0)
+
+
 # --------------------------------------------------------------------------------------------- SAM
 def test_sam_step_changes_weights_and_reduces_loss():
     torch.manual_seed(0)

@@ -111,6 +111,7 @@ class MultiTaskLoss(nn.Module):
         class_weights: Mapping[str, Sequence[float]] | None = None,
         label_smoothing: float = 0.0,
         age_mode: str = "bins",
+        age_sigma: float = 0.0,
     ) -> None:
         super().__init__()
         self.tasks = dict(tasks)
@@ -123,6 +124,9 @@ class MultiTaskLoss(nn.Module):
             raise ValueError(f"task_weights names head(s) {sorted(unknown)} the model does not have")
         self.task_weights = {t: float((task_weights or {}).get(t, 1.0)) for t in self.tasks}
         self.label_smoothing, self.age_mode = float(label_smoothing), age_mode
+        if not age_sigma >= 0:
+            raise ValueError(f"age_sigma must be >= 0 years, got {age_sigma!r}")
+        self.age_sigma = float(age_sigma)
         for t, w in (class_weights or {}).items():
             self.register_buffer(f"cw_{t}", torch.as_tensor(np.asarray(w, dtype=np.float32)))
 
@@ -182,8 +186,20 @@ def cross_entropy_loss(fn: MultiTaskLoss, spec: TaskSpec, out: torch.Tensor, lab
     return fn._classification(spec.key, out, labels[key], m), m.sum()
 
 
+def age_target(age: torch.Tensor, bins: int, sigma: float) -> torch.Tensor:
+    """``[B, bins]`` training distribution over the one-year bins: a Gaussian of ``sigma`` years around
+    each age, cut to the bins and renormalised (label distribution learning, Gao et al. 2017); with
+    ``sigma`` 0, one-hot on the rounded age."""
+    if sigma <= 0:
+        return F.one_hot(age.round().clamp(0, bins - 1).long(), bins).float()
+    k = torch.arange(bins, device=age.device, dtype=torch.float32)
+    logp = -0.5 * ((k - age.float()[:, None]) / sigma) ** 2
+    return torch.softmax(logp, dim=-1)
+
+
 def age_loss(fn: MultiTaskLoss, spec: TaskSpec, out: torch.Tensor, labels: Mapping, mask: Mapping):
-    """Age bins: cross-entropy against the rounded age's bin (no weights, no smoothing); regression
+    """Age bins: cross-entropy against :func:`age_target` (the rounded age's bin, or with
+    ``MultiTaskLoss.age_sigma`` a Gaussian around the age; no weights, no smoothing); regression
     (``age_mode="regression"`` or a single output): L1 on ``age / AGE_SCALE``."""
     key = spec.label_keys[0]
     m = mask[key].bool()
@@ -192,8 +208,9 @@ def age_loss(fn: MultiTaskLoss, spec: TaskSpec, out: torch.Tensor, labels: Mappi
     if fn.age_mode == "regression" or out.dim() == 1:
         per = (out.float() - age / AGE_SCALE).abs()
         return _masked_mean(per, m), n
-    bins = age.round().clamp(0, out.shape[-1] - 1).long()
-    per = F.cross_entropy(out.float(), torch.where(m, bins, torch.zeros_like(bins)), reduction="none")
+    age = torch.where(m, age, torch.zeros_like(age))  # unlabelled rows (NaN or -1) count for nothing
+    target = age_target(age, out.shape[-1], fn.age_sigma)
+    per = F.cross_entropy(out.float(), target, reduction="none")
     return _masked_mean(per, m), n
 
 

@@ -206,7 +206,12 @@ class Trainer:
                 else:
                     weights[t] = class_weights(self.class_counts[t])
         return MultiTaskLoss(
-            self.tasks, self.task_weights, weights, self.cfg.label_smoothing, self.model.age_mode
+            self.tasks,
+            self.task_weights,
+            weights,
+            self.cfg.label_smoothing,
+            self.model.age_mode,
+            self.cfg.age_sigma,
         ).to(self.device)
 
     def _train_loader(self, data: Dataset | DataLoader) -> tuple[DataLoader, EpochSampler]:
