@@ -40,6 +40,7 @@ __all__ = [
     "confusion_matrix",
     "age_mae",
     "cumulative_score",
+    "share_interval",
     "ccc",
     "ccc_loss",
     "abaw_expr_score_2020",
@@ -143,6 +144,24 @@ def cumulative_score(age_true, age_pred, level: float = 5.0) -> float:
     """CS@L: fraction of samples with an absolute age error of at most ``level`` years."""
     t, p = _pair(age_true, age_pred)
     return float(np.mean(np.abs(t.astype(float) - p.astype(float)) <= level))
+
+
+def share_interval(
+    hits, groups, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the share of ``hits`` (0/1 per sample) when the samples come in
+    ``groups`` (e.g. the people of a face collection, several photos each): whole groups are drawn with
+    replacement, so that a few people with many photos widen the interval as they should. One group per
+    sample gives the ordinary bootstrap."""
+    h, g = _pair(hits, groups)
+    _, index = np.unique(g, return_inverse=True)
+    hit_sum = np.bincount(index, weights=h.astype(float))
+    size = np.bincount(index).astype(float)
+    draw = np.random.default_rng(seed).integers(0, size.size, (n_boot, size.size))
+    shares = hit_sum[draw].sum(1) / size[draw].sum(1)
+    alpha = (1 - level) / 2
+    low, high = np.quantile(shares, [alpha, 1 - alpha])
+    return float(low), float(high)
 
 
 def ccc(y_true, y_pred) -> float | np.ndarray:

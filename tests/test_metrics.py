@@ -181,3 +181,20 @@ def test_each_head_quantity_is_declared_and_scores_a_perfect_prediction_best(qua
     y = np.array([3.0, 1.0, 2.0, 1.0, 0.0])
     assert M.score(quantity, y, y) == (0.0 if spec.direction == "min" else 1.0)
     assert M.SCORES[quantity].min_samples >= 1
+
+
+def test_share_interval_draws_whole_groups_again():
+    rng = np.random.default_rng(1)
+    hits = rng.random(400) < 0.5
+    low, high = M.share_interval(hits, np.arange(400))  # one sample per group: the ordinary bootstrap
+    half = 1.96 * np.sqrt(0.25 / 400)  # the normal approximation's half width, 0.049
+    assert low < hits.mean() < high and (high - low) / 2 == pytest.approx(half, rel=0.15)
+    # the same hits in 8 groups of 50 that each hold all hits or none: 8 independent draws, not 400
+    clustered = np.repeat([1, 0, 1, 0, 1, 0, 1, 0], 50)
+    low, high = M.share_interval(clustered, np.repeat(np.arange(8), 50))
+    assert high - low > 0.5 and low <= 0.25 and high >= 0.75
+    # identical draws for one seed, a share of 0 has the interval (0, 0)
+    assert M.share_interval(hits, np.arange(400), seed=3) == M.share_interval(hits, np.arange(400), seed=3)
+    assert M.share_interval(np.zeros(10), np.arange(10)) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="must match"):
+        M.share_interval([1, 0], [0])

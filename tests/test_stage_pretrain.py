@@ -231,6 +231,29 @@ def test_by_expression_summarises_each_expression():
     assert anger.share_age_under_16 == pytest.approx(1 / 3) and anger.p_female_mean == pytest.approx(0.5)
     assert anger.called_female == pytest.approx(1 / 3) and anger.female_true == 1.0
     assert t.loc["Happy", "share_age_under_16"] == 0.0
+    assert "subjects" not in t  # the people are not known
+
+
+def test_children_among_adults_count_faces_and_people():
+    # 10 people with 3 faces each (angry, happy, sad); p0 is read as a child in all three, p1 when angry
+    faces = pd.DataFrame(
+        {
+            "identity": np.repeat([f"p{i}" for i in range(10)], 3),
+            "age_pred": [10.0, 12.0, 15.0, 15.0, 30.0, 31.0] + [25.0] * 24,
+            "expression": ["Anger", "Happy", "Sad"] * 10,
+            "p_female": 0.5,
+            "gender_pred": 1.0,
+        }
+    )
+    row = stage.children_among_adults(faces, "toy").iloc[0]
+    assert row.faces == 30 and row.subjects == 10 and row.age_pred_median == 25.0
+    assert row.faces_age_under_16 == 4 and row.subjects_age_under_16 == 2
+    assert row.share_age_under_16 == pytest.approx(4 / 30)
+    # 10 people drawn again: p0 and p1 are both left out of (0.8)^10 = 11 % of the draws
+    assert row["share_low_95%"] == 0.0 and 0.25 < row["share_high_95%"] < 0.4
+    per = stage.by_expression(faces, "toy").set_index("expression")
+    assert per.loc["Anger", "subjects"] == 10 and per.loc["Anger", "subjects_age_under_16"] == 2
+    assert per.loc["Happy", "subjects_age_under_16"] == 1 and per.loc["Sad", "subjects_age_under_16"] == 1
 
 
 def test_view_scores_count_children_among_adults_and_the_youngest_adults():

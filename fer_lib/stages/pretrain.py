@@ -585,19 +585,25 @@ def expression_predictions(model: str | Path, images: Sequence[str | Path]) -> l
 
 def by_expression(faces: pd.DataFrame, source: str) -> pd.DataFrame:
     """Per expression (``expression`` column) of ``faces`` (:func:`attribute_predictions`, plus the true
-    ``age`` / ``gender`` where known): faces, median predicted age, share of predicted ages under
-    :data:`CHILD_AGE`, mean p(female), share called female, and the truth where known."""
+    ``age`` / ``gender`` where known, and the person, ``identity``, where known): faces, median predicted
+    age, share of predicted ages under :data:`CHILD_AGE`, mean p(female), share called female, the truth
+    where known, and where the people are known how many they are and how many have a face read under
+    :data:`CHILD_AGE`."""
     rows = []
     for expr, g in faces.groupby("expression", sort=False):
+        child = g["age_pred"] < CHILD_AGE
         row = {
             "data": source,
             "expression": expr,
             "faces": len(g),
             "age_pred_median": float(g["age_pred"].median()),
-            "share_age_under_16": float((g["age_pred"] < CHILD_AGE).mean()),
+            "share_age_under_16": float(child.mean()),
             "p_female_mean": float(g["p_female"].mean()),
             "called_female": float(g["gender_pred"].mean()),
         }
+        if "identity" in g:
+            row["subjects"] = int(g["identity"].nunique())
+            row["subjects_age_under_16"] = int(g.loc[child, "identity"].nunique())
         if "age" in g:
             row["age_true_median"] = float(g["age"].median())
             row["female_true"] = float(g["gender"].mean())
@@ -605,23 +611,63 @@ def by_expression(faces: pd.DataFrame, source: str) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values("faces", ascending=False, ignore_index=True)
 
 
-def expression_confound(
-    attributes: str | Path, expression: str | Path | None, cfg: Profile, paths: Paths | None = None
-) -> pd.DataFrame:
-    """Does the expression move the attribute model's age and gender? Per expression: on CK+48 (adults,
-    the posed expression labelled; evaluation only) and on the UTKFace test faces grouped by what the
-    ``expression`` model (a FER2013 one) calls them (with their true age and gender beside). Sources not
-    under FER_DATA_ROOT are skipped with a printed reason."""
+def ckplus_faces(attributes: str | Path, cfg: Profile, paths: Paths | None = None) -> pd.DataFrame | None:
+    """The attribute model's answers (:func:`attribute_predictions`) on each CK+48 face, beside its posed
+    ``expression`` and its person (``identity``); evaluation only. None, with a printed reason, without
+    CK+48 under FER_DATA_ROOT."""
     from .expression import ckplus_manifest
 
+    ck = ckplus_manifest(cfg, paths or get_paths())
+    if ck is None:
+        return None
+    df = ck[0]
+    return attribute_predictions(attributes, df["path"]).assign(
+        expression=[labels.EXPRESSIONS_8[int(e)] for e in df["expression"]],
+        identity=df["identity"].to_numpy(),
+    )
+
+
+def children_among_adults(faces: pd.DataFrame, source: str, level: float = 0.95) -> pd.DataFrame:
+    """One row on a collection of adults' faces (:func:`ckplus_faces`): faces, people, the share of faces
+    read under :data:`CHILD_AGE` with its ``level`` interval when whole people are drawn again
+    (:func:`fer_lib.metrics.share_interval`: several faces of one person are not independent), and how
+    many faces and people that share is made of. CK+ has a few hundred faces of about a hundred people, so
+    the interval says how finely a bar on that share can be read."""
+    child = (faces["age_pred"] < CHILD_AGE).to_numpy()
+    low, high = M.share_interval(child, faces["identity"], level=level)
+    return pd.DataFrame(
+        [
+            {
+                "data": source,
+                "faces": len(faces),
+                "subjects": int(faces["identity"].nunique()),
+                "share_age_under_16": float(child.mean()),
+                f"share_low_{level:.0%}": low,
+                f"share_high_{level:.0%}": high,
+                "faces_age_under_16": int(child.sum()),
+                "subjects_age_under_16": int(faces.loc[child, "identity"].nunique()),
+                "age_pred_median": float(faces["age_pred"].median()),
+            }
+        ]
+    )
+
+
+def expression_confound(
+    attributes: str | Path,
+    expression: str | Path | None,
+    cfg: Profile,
+    paths: Paths | None = None,
+    ckplus: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Does the expression move the attribute model's age and gender? Per expression: on CK+48 (adults,
+    the posed expression labelled; evaluation only; ``ckplus``: its :func:`ckplus_faces` where already
+    computed) and on the UTKFace test faces grouped by what the ``expression`` model (a FER2013 one) calls
+    them (with their true age and gender beside). Sources not under FER_DATA_ROOT are skipped with a
+    printed reason."""
     paths = paths or get_paths()
     parts = []
-    ck = ckplus_manifest(cfg, paths)
-    if ck is not None:
-        df = ck[0]
-        faces = attribute_predictions(attributes, df["path"]).assign(
-            expression=[labels.EXPRESSIONS_8[int(e)] for e in df["expression"]]
-        )
+    faces = ckplus if ckplus is not None else ckplus_faces(attributes, cfg, paths)
+    if faces is not None:
         parts.append(by_expression(faces, "ckplus48 (labelled)"))
     if paths.real("utkface") is not None and expression is not None:
         df, _ = utkface_splits(cfg, paths, progress=False)

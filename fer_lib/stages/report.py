@@ -467,6 +467,15 @@ WEIGHT_TYPES = {
 }
 
 
+def _age_target_words(ckpt: dict) -> str:
+    """How a bins age head was trained, for its card: nothing for one-hot bins (paper A), else the
+    Gaussian's width (``TrainConfig.age_sigma``)."""
+    sigma = float(((ckpt.get("config") or {}).get("train") or {}).get("age_sigma") or 0.0)
+    if sigma <= 0 or ckpt["model_config"].get("age_mode") == "regression":
+        return ""
+    return f", trained against a Gaussian of {sigma:g} years around each face's age"
+
+
 def publish_models(cfg, paths: Paths | None = None, tol: float | None = None) -> pd.DataFrame:
     """Write the run's expression and attribute models to ``results/models/`` (float16 where the outputs
     stay within ``tol``, by default ``HALF_PRECISION_TOL``:
@@ -520,7 +529,11 @@ def publish_models(cfg, paths: Paths | None = None, tol: float | None = None) ->
             + ("each face's luma mean / std set to 127.5 / 64 -> " if pre.contrast == "standardise" else "")
             + f"(x / 255 - {pre.mean[0]:g}) / {pre.std[0]:g}.",
             *[f"- Label order of `{k}`: {', '.join(map(str, v))}." for k, v in orders.items() if k != "age"],
-            *([f"- Age: {AGE_MODES[mc.get('age_mode', 'bins')]}."] if "age" in mc["tasks"] else []),
+            *(
+                [f"- Age: {AGE_MODES[mc.get('age_mode', 'bins')]}{_age_target_words(ckpt)}."]
+                if "age" in mc["tasks"]
+                else []
+            ),
         ]
         if mc.get("grey_heads"):
             lines.append(
