@@ -117,7 +117,8 @@ class TrainConfig:
     # a bins age head trained against a Gaussian of this many years around each face's age (label
     # distribution learning; fer_lib.training.losses.age_target); 0: one-hot on the rounded age (paper A).
     # Measured in the attribute stage and left off: a lower age MAE, but more adults read as children when
-    # framed tighter (results/benchmarks/attribute_age_sigma.md)
+    # framed tighter (results/benchmarks/attribute_age_sigma.md), and with zoom_min=0.6 ethnicity fell
+    # (attribute_age_sigma_zoom.md)
     age_sigma: float = 0.0
     align: str = (
         "box"  # face framing of landmark datasets: box (the face box) | eyes (levelled eyes, paper B)
