@@ -86,6 +86,10 @@ class TrainConfig:
     # none | light (flip + shift, cheap) | full (rotation, zoom crop, flip) | flip_rotate30 (paper B)
     augment: str = "none"
     zoom_min: float = 0.8  # 'full' augmentation: the smallest share of the face's area its zoom crop keeps
+    # labels not trained on zoom crops keeping less than zoom_skip_below of the face's area (FaceDataset),
+    # e.g. race (ethnicity), so that a low zoom_min shows tighter framings to the age and gender heads only
+    zoom_skip: tuple[str, ...] = ()
+    zoom_skip_below: float = 0.8
     degrade: float = 0.0  # share of training faces shrunk to degrade_min..image_size px and back
     degrade_min: int = 32
     grey: float = 0.0  # share of training faces turned grey (luminance only)

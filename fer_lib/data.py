@@ -91,6 +91,7 @@ class _Augment:
         self.scale = scale
         self.log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
         self.flip = flip
+        self.area = 1.0  # the share of the face's area that the last zoom crop kept
 
     def _uniform(self, lo: float, hi: float) -> float:
         return lo + (hi - lo) * float(torch.rand(()))
@@ -104,7 +105,9 @@ class _Augment:
             if 0 < w <= width and 0 < h <= height:
                 left = int(torch.randint(0, width - w + 1, ()))
                 top = int(torch.randint(0, height - h + 1, ()))
+                self.area = w * h / area
                 return left, top, left + w, top + h
+        self.area = 1.0
         return 0, 0, width, height
 
     def __call__(self, image: Image.Image) -> Image.Image:
@@ -225,6 +228,10 @@ class FaceDataset(Dataset):
         zoom_min: the smallest share of the face's area that ``"full"``'s zoom crop keeps (0 < zoom_min
             <= 1; 1: no zoom). Lower values show the model tighter framings than the dataset's own, as
             other collections' crops (FER2013, CK+) are.
+        zoom_skip, zoom_skip_below: labels (of :data:`LABEL_KEYS`) masked on the zoom crops that keep
+            less than ``zoom_skip_below`` of the face's area, so a low ``zoom_min`` shows the tighter
+            framings to the other heads only (e.g. ``race``: ethnicity, which reads hair and skin, trained on
+            the framings of ``zoom_min=0.8`` alone).
         identity_index: identity name -> class index; None: identity labels are all masked.
         margin: fraction of the face box added on each side before cropping (0: tight).
         degrade: probability that a face is shrunk to a random side between ``degrade_min`` and S
@@ -252,6 +259,8 @@ class FaceDataset(Dataset):
         std: Sequence[float] = IMAGENET_STD,
         augment: str = "none",
         zoom_min: float = 0.8,
+        zoom_skip: Sequence[str] = (),
+        zoom_skip_below: float = 0.8,
         identity_index: dict[str, int] | None = None,
         margin: float = 0.0,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -277,6 +286,12 @@ class FaceDataset(Dataset):
         if not 0 < zoom_min <= 1:
             raise ValueError(f"zoom_min must be in (0, 1], got {zoom_min}")
         self.augment = _Augment(self.image_size, scale=(zoom_min, 1.0)) if augment == "full" else None
+        unknown = sorted(set(zoom_skip) - set(LABEL_KEYS))
+        if unknown:
+            raise ValueError(f"zoom_skip: unknown labels {unknown}; the labels are {', '.join(LABEL_KEYS)}")
+        if not 0 < zoom_skip_below <= 1:
+            raise ValueError(f"zoom_skip_below must be in (0, 1], got {zoom_skip_below}")
+        self.zoom_skip, self.zoom_skip_below = tuple(zoom_skip), float(zoom_skip_below)
         self._light_args = (int(shift), float(erase))
         self.light, self.flip_rotate = self._face_augment(augment)
         self.degrade = _Degrade(self.image_size, degrade, degrade_min) if degrade > 0 else None
@@ -419,8 +434,10 @@ class FaceDataset(Dataset):
 
     def __getitem__(self, i: int):
         image = self.face_array(i)
+        tight = False
         if self.augment is not None:
             image = self.augment(Image.fromarray(image))
+            tight = self.augment.area < self.zoom_skip_below
         elif self.light is not None:
             image = self.light(image)
         elif self.flip_rotate is not None:
@@ -430,7 +447,10 @@ class FaceDataset(Dataset):
         if self.degrade is not None:
             image = self.degrade(image)
         labels = {k: torch.tensor(self.values[k][i]) for k in LABEL_KEYS}
-        mask = {k: torch.tensor(bool(self.present[k][i])) for k in LABEL_KEYS}
+        mask = {
+            k: torch.tensor(bool(self.present[k][i]) and not (tight and k in self.zoom_skip))
+            for k in LABEL_KEYS
+        }
         return self.preprocess.tensor(image), labels, mask
 
 

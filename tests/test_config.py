@@ -249,6 +249,24 @@ def test_the_grey_heads_are_a_recipe_setting_that_the_stage_model_carries():
     assert over.pretrain_attributes.grey_heads == ("gender",)
 
 
+def test_zoom_skip_reaches_the_training_set_from_the_command_line(tmp_path):
+    """``--set pretrain_attributes.zoom_skip=race`` reaches the stage's training set (not the others)."""
+    import pandas as pd
+
+    from fer_lib.preprocess import Preprocess
+    from fer_lib.stages.common import make_dataset
+
+    assert config.get_profile("default").pretrain_attributes.zoom_skip == ()
+    over = config.get_profile(
+        "default", {"pretrain_attributes.zoom_skip": "race", "pretrain_attributes.zoom_skip_below": "0.7"}
+    ).pretrain_attributes
+    assert (over.zoom_skip, over.zoom_skip_below) == (("race",), 0.7)
+    m = pd.DataFrame({"path": ["a.png"], "split": ["train"]})
+    train = make_dataset(m, Preprocess(112), over)
+    assert (train.zoom_skip, train.zoom_skip_below) == (("race",), 0.7)
+    assert make_dataset(m, Preprocess(112)).zoom_skip == ()  # evaluation sets mask nothing
+
+
 def test_the_mirror_readout_is_a_recipe_setting_that_the_stage_model_carries():
     """The default profile's attribute model reads every head as the mean over the face and its mirror
     image; paper A's recipe and the expression sections read the face once."""

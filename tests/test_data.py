@@ -183,6 +183,36 @@ def test_zoom_min_frames_faces_tighter(tmp_path):
         FaceDataset(m, 25, augment="full", zoom_min=0.0)
 
 
+def test_zoom_skip_masks_the_named_labels_on_tight_crops_only(tmp_path):
+    # the ring face again: a crop keeping less of the area shows less red, so the masked items must be
+    # the ones with the least red; zoom areas drawn in 0.3-1 fall under 0.6 in about half the draws (more
+    # than 3/7: wide or tall windows of large areas do not fit and are drawn again)
+    arr = np.zeros((50, 50, 3), np.uint8)
+    arr[..., 0] = 255
+    arr[10:40, 10:40] = (0, 255, 0)
+    Image.fromarray(arr).save(tmp_path / "ring.png")
+    m = _manifest([{"path": str(tmp_path / "ring.png"), "split": "train", "age": 30.0, "race": 2}])
+    ds = FaceDataset(m, 25, augment="full", zoom_min=0.3, zoom_skip=("race",), zoom_skip_below=0.6, **RAW)
+    torch.manual_seed(0)
+    items, areas = [], []
+    for _ in range(200):
+        items.append(ds[0])
+        areas.append(ds.augment.area)
+    red = np.array([float((x[0] > 0.5).float().mean()) for x, _, _ in items])
+    kept = np.array([bool(mask["race"]) for _, _, mask in items])
+    assert all(bool(mask["age"]) for _, _, mask in items)  # the other labels train on every crop
+    assert 0.35 < 1 - kept.mean() < 0.7
+    assert np.array_equal(kept, np.array(areas) >= 0.6)
+    assert red[~kept].mean() < red[kept].mean() - 0.1
+    assert all(int(labels["race"]) == 2 for _, labels, _ in items)  # masked, not changed
+    plain = FaceDataset(m, 25, zoom_skip=("race",), zoom_skip_below=0.6, **RAW)  # no zoom: nothing masked
+    assert bool(plain[0][2]["race"])
+    with pytest.raises(ValueError, match=r"zoom_skip: unknown labels \['ethnicity'\]"):
+        FaceDataset(m, 25, augment="full", zoom_skip=("ethnicity",))
+    with pytest.raises(ValueError, match="zoom_skip_below"):
+        FaceDataset(m, 25, augment="full", zoom_skip=("race",), zoom_skip_below=0.0)
+
+
 def test_make_loader_seeded_shuffle(boxed):
     m = _manifest([{"path": str(boxed), "split": "train", "age": float(i)} for i in range(12)])
     ds = FaceDataset(m, 4)

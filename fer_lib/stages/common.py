@@ -199,6 +199,8 @@ def make_dataset(
         else {
             "augment": tc.augment,
             "zoom_min": tc.zoom_min,
+            "zoom_skip": tc.zoom_skip,
+            "zoom_skip_below": tc.zoom_skip_below,
             "degrade": tc.degrade,
             "degrade_min": tc.degrade_min,
             "grey": tc.grey,
