@@ -106,11 +106,11 @@ def measure(checkpoint: Path, cfg, paths) -> dict:
         pred.assign(age=test["age"], gender=test["gender"], race=test["race"])
     )
     row.update({f"test_{k}": round(float(v), 4) for k, v in test_metrics.items() if "min_recall" in k})
-    confound = stage.expression_confound(checkpoint, None, cfg, paths)
-    ck = confound[confound["data"].str.startswith("ckplus48")]
-    weights = ck["faces"] / ck["faces"].sum()
-    row["ckplus_share_age_under_16"] = round(float((ck["share_age_under_16"] * weights).sum()), 4)
-    row["ckplus_median_age_of_medians"] = round(float(ck["age_pred_median"].median()), 1)
+    faces = stage.ckplus_faces(checkpoint, cfg, paths)  # None (a printed reason) without CK+48
+    if faces is not None:
+        ck = stage.by_expression(faces, "ckplus48")
+        row["ckplus_share_age_under_16"] = round(float((faces["age_pred"] < stage.CHILD_AGE).mean()), 4)
+        row["ckplus_median_age_of_medians"] = round(float(ck["age_pred_median"].median()), 1)
     return {**row, **astronaut(checkpoint)}
 
 

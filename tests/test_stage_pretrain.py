@@ -254,6 +254,11 @@ def test_children_among_adults_count_faces_and_people():
     per = stage.by_expression(faces, "toy").set_index("expression")
     assert per.loc["Anger", "subjects"] == 10 and per.loc["Anger", "subjects_age_under_16"] == 2
     assert per.loc["Happy", "subjects_age_under_16"] == 1 and per.loc["Sad", "subjects_age_under_16"] == 1
+    # the confound table takes the faces as computed, once, and labels their rows (no UTKFace here)
+    paths = config.Paths(repo=Path("."), data=Path("d"), results=Path("r"), real_root=None)
+    table = stage.expression_confound("unused.pt", None, config.get_profile("smoke"), paths, ckplus=faces)
+    assert table["data"].eq("ckplus48 (labelled)").all() and table["faces"].sum() == 30
+    assert table.set_index("expression").loc["Anger", "share_age_under_16"] == pytest.approx(2 / 10)
 
 
 def test_view_scores_count_children_among_adults_and_the_youngest_adults():

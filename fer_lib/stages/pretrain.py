@@ -659,16 +659,15 @@ def expression_confound(
     paths: Paths | None = None,
     ckplus: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Does the expression move the attribute model's age and gender? Per expression: on CK+48 (adults,
-    the posed expression labelled; evaluation only; ``ckplus``: its :func:`ckplus_faces` where already
-    computed) and on the UTKFace test faces grouped by what the ``expression`` model (a FER2013 one) calls
-    them (with their true age and gender beside). Sources not under FER_DATA_ROOT are skipped with a
-    printed reason."""
+    """Does the expression move the attribute model's age and gender? Per expression: on CK+48's faces
+    (``ckplus``: :func:`ckplus_faces`, adults with the posed expression labelled; evaluation only; None:
+    no CK+48 rows) and on the UTKFace test faces grouped by what the ``expression`` model (a FER2013 one)
+    calls them (with their true age and gender beside; skipped with a printed reason without UTKFace under
+    FER_DATA_ROOT)."""
     paths = paths or get_paths()
     parts = []
-    faces = ckplus if ckplus is not None else ckplus_faces(attributes, cfg, paths)
-    if faces is not None:
-        parts.append(by_expression(faces, "ckplus48 (labelled)"))
+    if ckplus is not None:
+        parts.append(by_expression(ckplus, "ckplus48 (labelled)"))
     if paths.real("utkface") is not None and expression is not None:
         df, _ = utkface_splits(cfg, paths, progress=False)
         test = df[df["split"] == "test"].reset_index(drop=True)
