@@ -87,7 +87,9 @@ class TrainConfig:
     augment: str = "none"
     zoom_min: float = 0.8  # 'full' augmentation: the smallest share of the face's area its zoom crop keeps
     # labels not trained on zoom crops keeping less than zoom_skip_below of the face's area (FaceDataset),
-    # e.g. race (ethnicity), so that a low zoom_min shows tighter framings to the age and gender heads only
+    # e.g. race (ethnicity), so that a low zoom_min shows tighter framings to the age and gender heads only.
+    # Measured with zoom_min=0.6 and left off: fewer adults read as children when framed tighter, but
+    # ethnicity, age and gender behind (results/benchmarks/attribute_zoom_skip_race.md)
     zoom_skip: tuple[str, ...] = ()
     zoom_skip_below: float = 0.8
     degrade: float = 0.0  # share of training faces shrunk to degrade_min..image_size px and back
