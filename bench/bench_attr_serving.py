@@ -23,7 +23,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_inference import face_crops  # noqa: E402
+from bench_inference import face_crops, timed_run  # noqa: E402
 
 from fer_lib.config import get_paths  # noqa: E402
 from fer_lib.provenance import git_commit  # noqa: E402
@@ -112,10 +111,7 @@ def main(argv=None) -> int:
         for r in range(args.repeats):
             for (name, backend), fn in fns.items():
                 for b in args.batches:
-                    t0 = time.perf_counter()
-                    for i in range(0, len(crops), b):
-                        fn(crops[i : i + b])
-                    secs = time.perf_counter() - t0
+                    secs, _ = timed_run(fn, crops, b)
                     print(
                         f"round {r + 1}: {name} {backend} batch {b}: {len(crops) / secs:.1f} faces/s",
                         flush=True,
