@@ -103,6 +103,8 @@ class TrainConfig:
     mirror: bool = False
     jitter: float = 0.0  # brightness / contrast / saturation jitter of the others, factors in 1 +- jitter
     max_face_side: int | None = None  # faces shrunk to at most this side first, in training and serving
+    # then stored as a JPEG of this quality and read back, in training and serving (Preprocess.jpeg_quality)
+    face_jpeg_quality: int | None = None
     # contrast normalisation of every face, in training and serving (Preprocess.contrast): none | standardise
     contrast: str = "none"
     # attribute stage: draw training faces so that their expression, as a FER model calls them, is

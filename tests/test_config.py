@@ -267,6 +267,22 @@ def test_zoom_skip_reaches_the_training_set_from_the_command_line(tmp_path):
     assert make_dataset(m, Preprocess(112)).zoom_skip == ()  # evaluation sets mask nothing
 
 
+def test_face_jpeg_quality_reaches_the_stage_model_from_the_command_line():
+    """``--set pretrain_attributes.face_jpeg_quality=75`` is carried by the stage's model (its training,
+    validation and serving preprocessing) and stored in its checkpoint's preprocessing."""
+    from fer_lib.stages.common import new_model
+
+    over = config.get_profile("default", {"pretrain_attributes.face_jpeg_quality": "75"}).pretrain_attributes
+    tc = dataclasses.replace(over, backbone="tiny_cnn", pretrained="none", image_size=32)
+    model = new_model(tc, {"age": 100, "gender": 1, "race": 5})
+    assert model.preprocess.jpeg_quality == 75 and model.preprocess.max_side == 64
+    assert model.config()["preprocess"]["jpeg_quality"] == 75
+    base = dataclasses.replace(
+        tc, face_jpeg_quality=config.get_profile("default").pretrain_attributes.face_jpeg_quality
+    )
+    assert new_model(base, {"age": 100, "gender": 1, "race": 5}).preprocess.jpeg_quality is None
+
+
 def test_the_mirror_readout_is_a_recipe_setting_that_the_stage_model_carries():
     """The default profile's attribute model reads every head as the mean over the face and its mirror
     image; paper A's recipe and the expression sections read the face once."""

@@ -108,6 +108,38 @@ def test_max_side_brings_sharp_and_low_resolution_copies_of_a_face_together():
         Preprocess(112, max_side=4)
 
 
+def test_jpeg_quality_gives_a_smooth_face_the_compression_of_utkface_64px_copies():
+    """UTKFace's 64 px part is stored as quality-75 JPEGs: shrinking its 200 px part to 64 px leaves it
+    smooth, unless every face is stored the same way after the shrink."""
+    import io
+
+    def jpeg(img, q=75):
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=q)
+        return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+    rng = np.random.default_rng(1)
+    sharp = np.asarray(
+        Image.fromarray(rng.integers(0, 256, (25, 25, 3), dtype=np.uint8)).resize((200, 200), Image.BICUBIC)
+    )
+    sharp = np.clip(sharp.astype(int) + rng.integers(-40, 41, sharp.shape), 0, 255).astype(np.uint8)
+    shrunk = Image.fromarray(sharp).resize((64, 64), Image.BILINEAR)
+    stored = np.asarray(jpeg(shrunk))  # what UTKFace's 64 px part holds
+    pre, capped = Preprocess(112, max_side=64, jpeg_quality=75), Preprocess(112, max_side=64)
+    assert np.array_equal(pre.limit(sharp), stored)  # shrink, then the JPEG round trip
+    assert pre.limit(Image.fromarray(sharp)).size == (64, 64)  # PIL in, PIL out
+    small = np.asarray(Image.fromarray(sharp).resize((48, 48), Image.BILINEAR))
+    assert np.array_equal(
+        pre.limit(small), np.asarray(jpeg(Image.fromarray(small)))
+    )  # no shrink, still stored
+    gap = lambda p: np.abs(p.face(sharp).astype(int) - p.face(stored).astype(int)).mean()  # noqa: E731
+    assert gap(pre) < 0.5 * gap(capped)  # the smooth face reaches the network as its stored copy does
+    assert gap(capped) > 1
+    assert pre.key != capped.key and Preprocess.from_dict(pre.to_dict()) == pre
+    with pytest.raises(ValueError, match="jpeg_quality"):
+        Preprocess(112, jpeg_quality=0)
+
+
 def test_checkpoints_without_a_stored_preprocess_use_the_size_they_were_trained_at():
     old = {
         "model_config": {"backbone": "tiny_cnn", "input_size": 32, "mean": [0.5] * 3, "std": [0.2] * 3},

@@ -104,7 +104,9 @@ def new_model(tc: TrainConfig, tasks: Mapping[str, int], **kwargs) -> MultiTaskN
         **start_weights(tc),
         **kwargs,
     )
-    model.preprocess = model.preprocess.replace(max_side=tc.max_face_side, contrast=tc.contrast)
+    model.preprocess = model.preprocess.replace(
+        max_side=tc.max_face_side, contrast=tc.contrast, jpeg_quality=tc.face_jpeg_quality
+    )
     return model
 
 

@@ -524,7 +524,8 @@ def publish_models(cfg, paths: Paths | None = None, tol: float | None = None) ->
             f"- Network: `{mc['backbone']}` (ImageNet start, then this project's stages), heads "
             f"{', '.join(f'`{k}` ({v})' for k, v in mc['tasks'].items())}.",
             f"- Input: {_frame_words(pre.margin)} -> shrunk to at most {pre.max_side} px "
-            f"-> {'grey, ' if pre.colour == 'grey' else ''}resized to {pre.input_size} x {pre.input_size} "
+            + (f"-> stored as a quality-{pre.jpeg_quality} JPEG and read back " if pre.jpeg_quality else "")
+            + f"-> {'grey, ' if pre.colour == 'grey' else ''}resized to {pre.input_size} x {pre.input_size} "
             f"(PIL bilinear) -> "
             + ("each face's luma mean / std set to 127.5 / 64 -> " if pre.contrast == "standardise" else "")
             + f"(x / 255 - {pre.mean[0]:g}) / {pre.std[0]:g}.",
