@@ -2,7 +2,7 @@
 
 For each attribute checkpoint given (a fer_lib checkpoint with an age head in bins), each readout is
 measured as ``bench_attr_shortcuts.py`` measures a trained arm: UTKFace validation (the choice is made
-there) and the balanced test, each in colour, greyscale and tighter central crops; CK+48's adults
+there) and the balanced test, each seen as :data:`fer_lib.stages.pretrain.INPUT_VIEWS` says; CK+48's adults
 (evaluation only); the astronaut photo. Only the readout differs between the rows of one checkpoint, so
 the table separates the readout from the training. By default the age readouts of
 :data:`fer_lib.tasks.AGE_MODES` that read bins (``bins``: paper A's top-2 expected value; ``median``: the

@@ -7,7 +7,8 @@ and ``max_train_seconds``, each arm in a fresh process and results folder, one a
 ``pretrain_attributes`` (``grey``, ``jitter``, ``contrast``, ``zoom_min``, ``balance_expressions``, ...).
 
 Each arm is measured on UTKFace validation (the choice is made there) and the balanced test, each seen as
-:data:`fer_lib.stages.pretrain.INPUT_VIEWS` says (colour, greyscale, tighter central crops: age MAE, gender,
+:data:`fer_lib.stages.pretrain.INPUT_VIEWS` says (colour, greyscale, tighter central crops, stored as UTKFace's
+64 px part stores its faces: age MAE, gender,
 ethnicity, adults given an age under 16, faces changing gender; worst test recalls), on CK+48 (evaluation
 only: the share of adults given an age under 16 and the median predicted age) and on the astronaut photo
 shipped with scikit-image (colour vs greyscale, through the detector). ``--last`` also measures each run's

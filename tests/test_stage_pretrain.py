@@ -301,9 +301,26 @@ def test_face_views_grey_is_the_luminance_and_crop_the_centre(tmp_path):
     assert grey[0, 0, 0] == round(200 * 299 / 1000)  # ITU-R 601 luma, as PIL's "L"
     assert centre.shape == (12, 6, 3) and tuple(centre[3, 2]) == (200, 100, 0)  # rows 4..15, cols 2..7
     assert tuple(centre[0, 0]) == (200, 0, 0) and tuple(centre[1, 1]) == (200, 100, 0)
-    for bad in ("sepia", "crop 0", "crop 1.5"):
-        with pytest.raises(ValueError, match="crop|view"):
+    for bad in ("sepia", "crop 0", "crop 1.5", "jpeg high", "jpeg 0"):
+        with pytest.raises(ValueError, match="crop|view|jpeg_quality"):
             stage._read_faces([tmp_path / "red.png"], bad)
+
+
+def test_the_jpeg_view_stores_a_face_as_utkfaces_64px_part_does(tmp_path):
+    """``"jpeg 75"``: a 200 px chip shrunk to 64 px (PIL bilinear) and stored as a quality-75 JPEG."""
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    chip = Image.fromarray(rng.integers(0, 256, (200, 200, 3), dtype=np.uint8))
+    chip.save(tmp_path / "chip.png")
+    buf = io.BytesIO()
+    chip.resize((64, 64), Image.BILINEAR).save(buf, "JPEG", quality=75)
+    expected = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+    (stored,) = stage._read_faces([tmp_path / "chip.png"], "jpeg 75")
+    assert stored.shape == (64, 64, 3) and np.array_equal(stored, expected)
+    assert "jpeg 75" in stage.INPUT_VIEWS
 
 
 def test_confound_models_prefer_the_run_and_fall_back_to_the_published(tmp_path):
@@ -401,3 +418,27 @@ def test_balanced_attribute_training_draws_with_the_weights(data, one_torch_thre
     assert "expression balance (expr.pt)" in capsys.readouterr().out
     weights = torch.as_tensor(seen[0])  # surprised children drawn less, surprised adults more
     assert len(seen) == 1 and weights.min() < 0.9 and weights.max() > 2
+
+
+def test_ages_by_stored_side_counts_children_per_stored_size(tmp_path):
+    """Shares per split and stored side, read from each file's header: the 200 px files hold the children."""
+    from PIL import Image
+
+    rows = []
+    for i, (side, age, split) in enumerate(
+        [
+            (200, 2, "train"),
+            (200, 30, "train"),
+            (200, 12, "train"),
+            (200, 40, "train"),
+            (64, 30, "train"),
+            (64, 3, "val"),
+        ]
+    ):
+        path = tmp_path / f"{i}.jpg"
+        Image.new("RGB", (side, side)).save(path)
+        rows.append({"path": str(path), "age": age, "split": split})
+    t = stage.ages_by_stored_side(pd.DataFrame(rows)).set_index(["split", "stored_side"])
+    assert t.loc[("train", 200), "faces"] == 4 and t.loc[("train", 200), "share_under_16"] == 0.5
+    assert t.loc[("train", 200), "share_under_5"] == 0.25 and t.loc[("train", 200), "median_age"] == 21
+    assert t.loc[("train", 64), "share_under_16"] == 0 and t.loc[("val", 64), "share_under_5"] == 1

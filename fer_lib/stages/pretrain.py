@@ -28,6 +28,7 @@ from ..io import atomic_torch_save
 from ..labels import MALE_THRESHOLD
 from ..models import MultiTaskNet, build_model_from_checkpoint, load_checkpoint
 from ..paths import ATTRIBUTES, FER2013_FINETUNE, IDENTITY
+from ..preprocess import Preprocess
 from ..reporting import record_metrics
 from ..training import predict
 from .common import Init, Run, dataset_framing, init_stage, make_dataset, new_model, train_model
@@ -506,6 +507,32 @@ def class_counts(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([pd.crosstab(race, df["split"]), pd.crosstab(gender, df["split"])])
 
 
+def ages_by_stored_side(df: pd.DataFrame) -> pd.DataFrame:
+    """Per split and stored image side (each file's longer side, from its header): faces, the share under
+    :data:`CHILD_AGE` and under 5, and the median age. On the real UTKFace the 200 px chips hold nearly all
+    of its children and the 64 px copies (quality-75 JPEGs) few, so how a face was stored tells its age
+    unless the pipeline stores every face alike (``face_jpeg_quality``)."""
+    from PIL import Image
+
+    def side(path) -> int:
+        with Image.open(path) as im:
+            return max(im.size)
+
+    age = df["age"].to_numpy(dtype=float)
+    out = pd.DataFrame({"split": df["split"], "stored_side": [side(p) for p in df["path"]]})
+    out = out.assign(under_16=age < CHILD_AGE, under_5=age < 5, age=age)
+    return (
+        out.groupby(["split", "stored_side"])
+        .agg(
+            faces=("age", "size"),
+            share_under_16=("under_16", "mean"),
+            share_under_5=("under_5", "mean"),
+            median_age=("age", "median"),
+        )
+        .reset_index()
+    )
+
+
 def identity_table(res: Run, cfg: Profile) -> pd.DataFrame:
     """One row: data, identities, images, val accuracy of best.pt next to chance, training time."""
     n_ident = res.model.tasks["identity"]
@@ -531,17 +558,30 @@ def identity_table(res: Run, cfg: Profile) -> pd.DataFrame:
 CHILD_AGE = 16.0
 
 
+#: The side UTKFace's low-resolution part stores its faces at (as quality-75 JPEGs; its 200 px part holds
+#: nearly all of its children): the ``"jpeg Q"`` view of :func:`_read_faces`.
+UTKFACE_LOW_SIDE = 64
+
+
 def _read_faces(paths_: Sequence[str | Path], view: str = "colour") -> list[np.ndarray]:
     """Each image whole, as an RGB uint8 array (an already-cropped face), seen as ``view`` says:
     ``"colour"`` as it is; ``"grey"`` its luminance in all three channels (what a greyscale photo gives);
-    ``"crop F"`` its central part, F of each side (a tighter framing, as other collections' crops)."""
+    ``"crop F"`` its central part, F of each side (a tighter framing, as other collections' crops);
+    ``"jpeg Q"`` shrunk to :data:`UTKFACE_LOW_SIDE` px and stored as a JPEG of quality Q (PIL), as
+    UTKFace's 64 px part stores its faces."""
     from ..datasets.images import read_image
 
-    if view not in ("colour", "grey") and not view.startswith("crop "):
-        raise ValueError(f"view must be 'colour', 'grey' or 'crop F' (0 < F <= 1), got {view!r}")
-    keep = float(view.split()[1]) if view.startswith("crop ") else 1.0
+    kind, _, arg = view.partition(" ")
+    if view not in ("colour", "grey") and not (kind == "crop" or (kind == "jpeg" and arg.isdigit())):
+        raise ValueError(f"view must be 'colour', 'grey', 'crop F' (0 < F <= 1) or 'jpeg Q', got {view!r}")
+    keep = float(arg) if kind == "crop" else 1.0
     if not 0 < keep <= 1:
         raise ValueError(f"a crop view keeps 0 < F <= 1 of each side, got {view!r}")
+    store = (
+        Preprocess(UTKFACE_LOW_SIDE, max_side=UTKFACE_LOW_SIDE, jpeg_quality=int(arg))
+        if kind == "jpeg"
+        else None
+    )
     out = []
     for p in paths_:
         img = read_image(p)[0].convert("RGB")
@@ -551,6 +591,8 @@ def _read_faces(paths_: Sequence[str | Path], view: str = "colour") -> list[np.n
             w, h = img.size
             dx, dy = round(w * (1 - keep) / 2), round(h * (1 - keep) / 2)
             img = img.crop((dx, dy, w - dx, h - dy))
+        if store is not None:
+            img = store.limit(img)
         out.append(np.asarray(img, dtype=np.uint8))
     return out
 
@@ -682,9 +724,10 @@ def expression_confound(
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-#: The views of the UTKFace faces that :func:`input_gap` compares: colour, greyscale, and two tighter
-#: framings (the central 80 % and 65 % of each side; FER2013's and CK+'s crops are tighter than UTKFace's).
-INPUT_VIEWS = ("colour", "grey", "crop 0.8", "crop 0.65")
+#: The views of the UTKFace faces that :func:`input_gap` compares: colour, greyscale, two tighter framings
+#: (the central 80 % and 65 % of each side; FER2013's and CK+'s crops are tighter than UTKFace's), and each
+#: face stored as UTKFace's 64 px part stores its faces (the balanced test is all 200 px chips).
+INPUT_VIEWS = ("colour", "grey", "crop 0.8", "crop 0.65", "jpeg 75")
 
 
 def input_gap(
