@@ -103,7 +103,10 @@ class TrainConfig:
     mirror: bool = False
     jitter: float = 0.0  # brightness / contrast / saturation jitter of the others, factors in 1 +- jitter
     max_face_side: int | None = None  # faces shrunk to at most this side first, in training and serving
-    # then stored as a JPEG of this quality and read back, in training and serving (Preprocess.jpeg_quality)
+    # then stored as a JPEG of this quality and read back, in training and serving (Preprocess.jpeg_quality),
+    # as UTKFace's 64 px part (quality 75) stores its faces; its 200 px part holds nearly all its children.
+    # Measured in the attribute stage and left off: age MAE and ethnicity behind, and more adults read as
+    # children when framed tighter (results/benchmarks/attribute_face_jpeg.md)
     face_jpeg_quality: int | None = None
     # contrast normalisation of every face, in training and serving (Preprocess.contrast): none | standardise
     contrast: str = "none"
