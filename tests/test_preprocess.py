@@ -128,10 +128,8 @@ def test_jpeg_quality_gives_a_smooth_face_the_compression_of_utkface_64px_copies
     pre, capped = Preprocess(112, max_side=64, jpeg_quality=75), Preprocess(112, max_side=64)
     assert np.array_equal(pre.limit(sharp), stored)  # shrink, then the JPEG round trip
     assert pre.limit(Image.fromarray(sharp)).size == (64, 64)  # PIL in, PIL out
-    small = np.asarray(Image.fromarray(sharp).resize((48, 48), Image.BILINEAR))
-    assert np.array_equal(
-        pre.limit(small), np.asarray(jpeg(Image.fromarray(small)))
-    )  # no shrink, still stored
+    small = np.asarray(Image.fromarray(sharp).resize((48, 48), Image.BILINEAR))  # not shrunk, still stored
+    assert np.array_equal(pre.limit(small), np.asarray(jpeg(Image.fromarray(small))))
     gap = lambda p: np.abs(p.face(sharp).astype(int) - p.face(stored).astype(int)).mean()  # noqa: E731
     assert gap(pre) < 0.5 * gap(capped)  # the smooth face reaches the network as its stored copy does
     assert gap(capped) > 1
