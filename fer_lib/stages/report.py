@@ -419,7 +419,10 @@ PUBLISHED_MODEL_SOURCES = {
         "of the recipe to the next (the README's \"Three runs of one recipe\"). UTKFace's young children are "
         "often crying or startled, so adults showing an expression (happy ones included) are sometimes "
         "read as teenagers or children, and angry faces more often as male "
-        "(`05_attributes_by_expression`). {colour} Do not use it to make decisions about people.",
+        "(`05_attributes_by_expression`). How a face was stored moves its age too: nearly all of "
+        "UTKFace's children are 200 px chips and most of its adults 64 px quality-75 JPEG copies, so "
+        "smoothness reads as youth, and the same faces stored as such JPEGs are read with a larger age "
+        "error, children older (the `jpeg 75` row of `05_attributes_by_input`). {colour} Do not use it to make decisions about people.",
     },
 }
 
