@@ -154,6 +154,21 @@ def record_metrics(
     return rows
 
 
+def drop_other_commits(profile: str, path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """Remove from ``metrics.csv`` the rows of ``profile`` recorded at another commit than the current one
+    (atomic, locked); returns the removed rows. A full published run starts with it, so that its tables
+    (notebook 05's bars among them) describe that run alone: a model whose name changed between runs
+    would otherwise keep its old rows beside the new ones. Git keeps the published history."""
+    path = Path(path) if path else get_paths().metrics_csv
+    commit = provenance.git_commit()
+    with _locked(path):
+        df = load_metrics(path)
+        stale = (df["profile"].astype(str) == profile) & (df["git_commit"].astype(str) != commit)
+        if stale.any():
+            io.atomic_to_csv(df[~stale], path)
+    return df[stale]
+
+
 def _record_versions(path: Path) -> None:
     """Package versions next to metrics.csv (rewritten only when they change)."""
     info = {"git_commit": provenance.git_commit(), "versions": provenance.versions()}

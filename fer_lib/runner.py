@@ -175,6 +175,15 @@ def run_chain(
     where = "published results" if paths.published else "exploratory run; --publish writes results/"
     print(f"[fer_lib] profile {prof.name}: writing to {paths.results} ({where})", flush=True)
     _write_run_info(paths.results, prof, overrides)
+    if paths.published and not start_from and not only:  # a full published run: its own metrics only
+        from .reporting import drop_other_commits
+
+        dropped = drop_other_commits(prof.name, paths.metrics_csv)
+        if len(dropped):
+            commits = ", ".join(sorted(set(dropped["git_commit"].astype(str))))
+            print(
+                f"[fer_lib] metrics.csv: {len(dropped)} rows of earlier runs ({commits}) left to git's history"
+            )
     results = []
     try:
         with _environ(kernel_environment(paths)):

@@ -93,6 +93,40 @@ def test_a_clean_tree_publishes(fake_repo, monkeypatch):
     assert json.loads((root / "results" / "run_info.json").read_text())["clean"] is True
 
 
+def test_a_full_published_run_leaves_earlier_runs_metrics_to_git(fake_repo, monkeypatch, capsys):
+    """A full published run drops its profile's rows of other commits before its notebooks run (a model
+    renamed between runs kept its old rows in the tables); partial and exploratory runs keep them."""
+    from fer_lib import reporting
+
+    root, nbs, ran = fake_repo
+    csv = root / "results" / "metrics.csv"
+
+    def record(commit, model, profile="smoke", where=csv):
+        _git_state(monkeypatch, commit)
+        reporting.record_metrics(
+            "s", "d", "test", model, {"accuracy": 0.5}, profile=profile, seed=0, path=where
+        )
+
+    record("old1111111", "cnn_5ep")
+    record("abc1234567", "cnn_6ep")
+    record("old1111111", "cnn_5ep", profile="default")
+    _git_state(monkeypatch, "abc1234567")
+    runner.run_chain("smoke", folder=nbs, kernel="python3", progress=False, publish=True)
+    kept = reporting.load_metrics(csv)
+    assert sorted(zip(kept["model"], kept["profile"])) == [("cnn_5ep", "default"), ("cnn_6ep", "smoke")]
+    assert "1 rows of earlier runs (old1111111)" in capsys.readouterr().out
+    record("old1111111", "cnn_5ep")  # a partial run (--from) at another commit keeps them
+    _git_state(monkeypatch, "new2222222")
+    runner.run_chain("smoke", folder=nbs, kernel="python3", progress=False, publish=True, start_from="01_b")
+    assert len(reporting.load_metrics(csv)) == 3 and ran[-1] == "01_b.ipynb"
+    explore = runner.get_paths(runner.get_profile("smoke")).metrics_csv  # and so does an exploratory run
+    assert explore == root / "runs" / "smoke" / "metrics.csv"
+    record("old1111111", "cnn_5ep", where=explore)
+    _git_state(monkeypatch, "new2222222")
+    runner.run_chain("smoke", folder=nbs, kernel="python3", progress=False)
+    assert len(reporting.load_metrics(explore)) == 1
+
+
 def test_exploratory_runs_never_check_the_tree(fake_repo, monkeypatch):
     root, nbs, ran = fake_repo
     _git_state(monkeypatch, "abc1234567-dirty")
