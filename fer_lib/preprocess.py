@@ -209,6 +209,8 @@ class Preprocess:
         """``face`` (PIL image or RGB array) shrunk so that its longer side is at most ``max_side``
         (PIL bilinear, aspect kept; unchanged when it is smaller or ``max_side`` is None), then, with
         ``jpeg_quality``, stored as such a JPEG and read back (RGB). Same type out."""
+        if self.max_side is None and self.jpeg_quality is None:  # most models: nothing to do, per face
+            return face
         is_pil = isinstance(face, Image.Image)
         w, h = face.size if is_pil else (face.shape[1], face.shape[0])
         shrink = self.max_side is not None and max(w, h) > self.max_side
